@@ -1,0 +1,45 @@
+/* lk_quant.c: scalar reference int4 quantize/dequantize (see lk_quant.h). */
+#include "lk_quant.h"
+
+#include <math.h>
+
+int lk_q4_quantize_row_ref(const float *w, int64_t k, uint8_t *qs, lk_q4_params *params) {
+    for (int64_t g = 0; g < k / LK_Q4_GROUP; g++) {
+        const float *x = w + g * LK_Q4_GROUP;
+        float lo = x[0], hi = x[0];
+        for (int i = 0; i < LK_Q4_GROUP; i++) {
+            if (!isfinite(x[i])) return -1;
+            lo = x[i] < lo ? x[i] : lo;
+            hi = x[i] > hi ? x[i] : hi;
+        }
+        uint16_t sh = lk_f32_to_f16((hi - lo) / 15.0f);
+        uint16_t mh = lk_f32_to_f16(lo);
+        if ((sh & 0x7fffu) == 0) sh = 0x3c00u; /* constant group: any scale works, q = 0 */
+        if ((sh & 0x7c00u) == 0x7c00u || (mh & 0x7c00u) == 0x7c00u) return -1;
+        const float scale = lk_f16_to_f32(sh), mn = lk_f16_to_f32(mh), inv = 1.0f / scale;
+        params[g].scale = sh;
+        params[g].min = mh;
+        uint8_t *out = qs + g * (LK_Q4_GROUP / 2);
+        for (int i = 0; i < LK_Q4_GROUP; i += 2) {
+            int q[2];
+            for (int h = 0; h < 2; h++) {
+                float v = (x[i + h] - mn) * inv + 0.5f;
+                int t = v < 0.0f ? 0 : v > 15.0f ? 15 : (int)v; /* truncation == floor here */
+                q[h] = t;
+            }
+            out[i / 2] = (uint8_t)(q[0] | (q[1] << 4));
+        }
+    }
+    return 0;
+}
+
+void lk_q4_dequantize_row_ref(const uint8_t *qs, const lk_q4_params *params, int64_t k, float *out) {
+    for (int64_t g = 0; g < k / LK_Q4_GROUP; g++) {
+        const float scale = lk_f16_to_f32(params[g].scale), mn = lk_f16_to_f32(params[g].min);
+        for (int i = 0; i < LK_Q4_GROUP; i++) {
+            int64_t c = g * LK_Q4_GROUP + i;
+            int q = (qs[c / 2] >> ((c & 1) * 4)) & 15;
+            out[c] = (float)q * scale + mn;
+        }
+    }
+}

@@ -1,0 +1,929 @@
+/* module.c: the one binding file. It converts and validates Python arguments,
+ * releases the GIL around the core, and turns each lk_status into an
+ * exception whose message comes from the core (naming the file, tensor or
+ * argument). Nothing else in csrc/ includes Python.h.
+ *
+ * Exposed: the Engine type, the Tokenizer type (lk_tokenizer_py.c style
+ * helpers live here too), build_info(), estimate(), and a handful of op
+ * functions used by tests and benchmarks.
+ */
+#define PY_SSIZE_T_CLEAN
+#include <Python.h>
+#define NPY_NO_DEPRECATED_API NPY_1_7_API_VERSION
+#include <numpy/arrayobject.h>
+
+#include <time.h>
+
+#include "cpu/lk_cpu_kernels.h"
+#include "lk_cuda.h"
+#include "lk_engine.h"
+#include "lk_sample.h"
+
+/* ---- status -> exception --------------------------------------------------- */
+
+static PyObject *raise_status(lk_status st) {
+    if (PyErr_Occurred()) return NULL; /* e.g. KeyboardInterrupt from a hook */
+    PyObject *type = PyExc_RuntimeError;
+    switch (st) {
+    case LK_E_INVALID:
+    case LK_E_FORMAT: type = PyExc_ValueError; break;
+    case LK_E_IO: type = PyExc_OSError; break;
+    case LK_E_NOMEM:
+    case LK_E_DEVICE_OOM: type = PyExc_MemoryError; break;
+    case LK_E_INTERRUPTED: type = PyExc_KeyboardInterrupt; break;
+    default: break;
+    }
+    PyErr_SetString(type, lk_last_error());
+    return NULL;
+}
+
+/* ---- small converters ------------------------------------------------------ */
+
+static int dict_int(PyObject *d, const char *key, int32_t *out, int required) {
+    PyObject *v = PyDict_GetItemString(d, key); /* borrowed */
+    if (!v) {
+        if (required) PyErr_Format(PyExc_KeyError, "config is missing '%s'", key);
+        return !required;
+    }
+    long long x = PyLong_AsLongLong(v);
+    if (x == -1 && PyErr_Occurred()) return 0;
+    if (x < INT32_MIN || x > INT32_MAX) {
+        PyErr_Format(PyExc_ValueError, "config '%s' = %lld is out of range", key, x);
+        return 0;
+    }
+    *out = (int32_t)x;
+    return 1;
+}
+
+static int dict_double(PyObject *d, const char *key, double *out, int required) {
+    PyObject *v = PyDict_GetItemString(d, key);
+    if (!v) {
+        if (required) PyErr_Format(PyExc_KeyError, "config is missing '%s'", key);
+        return !required;
+    }
+    double x = PyFloat_AsDouble(v);
+    if (x == -1.0 && PyErr_Occurred()) return 0;
+    *out = x;
+    return 1;
+}
+
+/* a normalised config dict (llama_kernel.config.ModelConfig.to_core()) -> lk_config */
+static int parse_config(PyObject *d, lk_config *c) {
+    if (!PyDict_Check(d)) {
+        PyErr_SetString(PyExc_TypeError, "config must be a dict");
+        return 0;
+    }
+    memset(c, 0, sizeof *c);
+    double eps = 1e-5;
+    c->rope_factor = 1.0;
+    int ok = dict_int(d, "dim", &c->dim, 1) && dict_int(d, "hidden_dim", &c->hidden_dim, 1) &&
+             dict_int(d, "n_layers", &c->n_layers, 1) && dict_int(d, "n_heads", &c->n_heads, 1) &&
+             dict_int(d, "n_kv_heads", &c->n_kv_heads, 1) && dict_int(d, "head_dim", &c->head_dim, 1) &&
+             dict_int(d, "vocab_size", &c->vocab_size, 1) && dict_int(d, "max_pos", &c->max_pos, 0) &&
+             dict_double(d, "rms_eps", &eps, 1) && dict_double(d, "rope_theta", &c->rope_theta, 1) &&
+             dict_int(d, "rope_type", &c->rope_type, 1) && dict_double(d, "rope_factor", &c->rope_factor, 0) &&
+             dict_double(d, "rope_low_freq_factor", &c->rope_low_freq_factor, 0) &&
+             dict_double(d, "rope_high_freq_factor", &c->rope_high_freq_factor, 0) &&
+             dict_int(d, "rope_orig_max_pos", &c->rope_orig_max_pos, 0) &&
+             dict_int(d, "tied_embeddings", &c->tied_embeddings, 0);
+    c->rms_eps = (float)eps;
+    return ok;
+}
+
+static int parse_device(const char *s, int32_t *out) {
+    if (strcmp(s, "cpu") == 0) *out = LK_DEV_CPU;
+    else if (strcmp(s, "cuda") == 0) *out = LK_DEV_CUDA;
+    else {
+        PyErr_Format(PyExc_ValueError, "device = '%s' is not 'cpu' or 'cuda'", s);
+        return 0;
+    }
+    return 1;
+}
+
+static int parse_quant(const char *s, int32_t *out) {
+    if (strcmp(s, "int4") == 0) *out = LK_WFMT_Q4;
+    else if (strcmp(s, "none") == 0) *out = LK_WFMT_BF16;
+    else {
+        PyErr_Format(PyExc_ValueError, "quantization = '%s' is not 'int4' or 'none'", s);
+        return 0;
+    }
+    return 1;
+}
+
+static PyObject *plan_to_dict(const lk_mem_plan *p) {
+    return Py_BuildValue("{s:n,s:n,s:n,s:n,s:n,s:n,s:n,s:n,s:n,s:n}", "weights_bytes", (Py_ssize_t)p->weights,
+                         "weights_layers_bytes", (Py_ssize_t)p->weights_layers, "weights_embed_bytes",
+                         (Py_ssize_t)p->weights_embed, "weights_lm_head_bytes", (Py_ssize_t)p->weights_lm_head,
+                         "kv_cache_per_token_bytes", (Py_ssize_t)p->kv_per_token, "kv_cache_bytes",
+                         (Py_ssize_t)p->kv_cache, "rope_bytes", (Py_ssize_t)p->rope, "activations_bytes",
+                         (Py_ssize_t)p->activations, "workspace_bytes", (Py_ssize_t)p->workspace, "total_bytes",
+                         (Py_ssize_t)p->total);
+}
+
+/* a Python sequence of ints -> malloc'd int32 array; names `what` in errors */
+static int32_t *int_seq(PyObject *obj, Py_ssize_t *n_out, const char *what) {
+    PyObject *seq = PySequence_Fast(obj, "");
+    if (!seq) {
+        PyErr_Clear();
+        PyErr_Format(PyExc_TypeError, "%s must be a sequence of ints, not %.80s", what, Py_TYPE(obj)->tp_name);
+        return NULL;
+    }
+    Py_ssize_t n = PySequence_Fast_GET_SIZE(seq);
+    int32_t *a = (int32_t *)PyMem_Malloc((size_t)(n ? n : 1) * sizeof(int32_t));
+    if (!a) {
+        Py_DECREF(seq);
+        PyErr_NoMemory();
+        return NULL;
+    }
+    for (Py_ssize_t i = 0; i < n; i++) {
+        PyObject *it = PySequence_Fast_GET_ITEM(seq, i);
+        if (!PyLong_Check(it) && !PyIndex_Check(it)) {
+            PyErr_Format(PyExc_TypeError, "%s[%zd] must be an int, not %.80s", what, i, Py_TYPE(it)->tp_name);
+            goto fail;
+        }
+        long long v = PyLong_AsLongLong(it);
+        if (v == -1 && PyErr_Occurred()) {
+            PyErr_Clear();
+            PyErr_Format(PyExc_ValueError, "%s[%zd] is out of range", what, i);
+            goto fail;
+        }
+        if (v < INT32_MIN || v > INT32_MAX) {
+            PyErr_Format(PyExc_ValueError, "%s[%zd] = %lld is out of range", what, i, v);
+            goto fail;
+        }
+        a[i] = (int32_t)v;
+    }
+    Py_DECREF(seq);
+    *n_out = n;
+    return a;
+fail:
+    Py_DECREF(seq);
+    PyMem_Free(a);
+    return NULL;
+}
+
+/* ---- hooks: called from the core with the GIL released --------------------- */
+
+typedef struct {
+    PyThreadState *ts;  /* saved thread state while the GIL is released */
+    PyObject *callback; /* on_tokens(list[(seq, token)]) -> bool | None, borrowed */
+    PyObject *progress; /* progress(done, total), borrowed */
+    double last_check;
+    int failed;         /* a Python exception is pending */
+} hook_ctx;
+
+static double mono(void) {
+    struct timespec t;
+    clock_gettime(CLOCK_MONOTONIC, &t);
+    return (double)t.tv_sec + 1e-9 * (double)t.tv_nsec;
+}
+
+/* Ctrl-C: take the GIL at most every 20 ms to run signal handlers */
+static int hook_check(void *p) {
+    hook_ctx *h = (hook_ctx *)p;
+    if (h->failed) return 1;
+    double t = mono();
+    if (t - h->last_check < 0.02) return 0;
+    h->last_check = t;
+    PyEval_RestoreThread(h->ts);
+    if (PyErr_CheckSignals() != 0) h->failed = 1;
+    h->ts = PyEval_SaveThread();
+    return h->failed;
+}
+
+static int hook_tokens(void *p, const int32_t *seqs, const int32_t *toks, int n) {
+    hook_ctx *h = (hook_ctx *)p;
+    if (h->failed) return 1;
+    if (!h->callback) return hook_check(p);
+    PyEval_RestoreThread(h->ts);
+    PyObject *lst = PyList_New(n), *res = NULL;
+    if (lst) {
+        for (int i = 0; i < n; i++) {
+            PyObject *t = Py_BuildValue("(ii)", seqs[i], toks[i]);
+            if (!t) {
+                Py_CLEAR(lst);
+                break;
+            }
+            PyList_SET_ITEM(lst, i, t);
+        }
+    }
+    if (lst) res = PyObject_CallOneArg(h->callback, lst);
+    if (!res) h->failed = 1;
+    else if (res == Py_False) h->failed = 2; /* the callback asked to stop: not an error */
+    Py_XDECREF(res);
+    Py_XDECREF(lst);
+    if (!h->failed && PyErr_CheckSignals() != 0) h->failed = 1;
+    h->last_check = mono();
+    h->ts = PyEval_SaveThread();
+    return h->failed != 0;
+}
+
+static void hook_progress(void *p, uint64_t done, uint64_t total) {
+    hook_ctx *h = (hook_ctx *)p;
+    if (!h->progress || h->failed) return;
+    PyEval_RestoreThread(h->ts);
+    PyObject *res = PyObject_CallFunction(h->progress, "KK", (unsigned long long)done, (unsigned long long)total);
+    if (!res) h->failed = 1;
+    Py_XDECREF(res);
+    h->ts = PyEval_SaveThread();
+}
+
+/* ============================================================================
+ * Engine
+ * ==========================================================================*/
+
+typedef struct {
+    PyObject_HEAD
+    lk_engine *e;
+} EngineObject;
+
+static int Engine_init(EngineObject *self, PyObject *args, PyObject *kw) {
+    static char *kwlist[] = {"config",        "paths",      "device",          "quantization", "max_seq_len",
+                             "batch_size",    "prefill_chunk", "flash_attention", "cuda_graphs", "n_threads",
+                             "seed",          "progress",   "matmul_variant",  NULL};
+    PyObject *cfg_d = NULL, *paths = Py_None, *progress = Py_None;
+    const char *device = "cpu", *quant = "int4";
+    int max_seq = 4096, batch = 1, chunk = 256, flash = 1, graphs = 1, threads = 0, variant = 0;
+    unsigned long long seed = 0;
+    if (self->e) {
+        PyErr_SetString(PyExc_RuntimeError, "Engine is already initialised");
+        return -1;
+    }
+    if (!PyArg_ParseTupleAndKeywords(args, kw, "O|Ossiiippi$KOi", kwlist, &cfg_d, &paths, &device, &quant, &max_seq,
+                                     &batch, &chunk, &flash, &graphs, &threads, &seed, &progress, &variant))
+        return -1;
+    lk_config cfg;
+    lk_engine_opts o;
+    memset(&o, 0, sizeof o);
+    if (!parse_config(cfg_d, &cfg) || !parse_device(device, &o.device) || !parse_quant(quant, &o.quant)) return -1;
+    o.max_seq_len = max_seq;
+    o.batch_size = batch;
+    o.prefill_chunk = chunk;
+    o.flash_attention = flash;
+    o.cuda_graphs = graphs;
+    o.n_threads = threads;
+    o.matmul_variant = variant;
+    PyObject *seq = NULL;
+    const char **cpaths = NULL;
+    Py_ssize_t np = 0;
+    int ret = -1;
+    if (paths != Py_None) {
+        seq = PySequence_Fast(paths, "paths must be a list of file names");
+        if (!seq) goto exit;
+        np = PySequence_Fast_GET_SIZE(seq);
+        cpaths = (const char **)PyMem_Malloc((size_t)(np ? np : 1) * sizeof(char *));
+        if (!cpaths) {
+            PyErr_NoMemory();
+            goto exit;
+        }
+        for (Py_ssize_t i = 0; i < np; i++) {
+            PyObject *it = PySequence_Fast_GET_ITEM(seq, i);
+            if (!PyUnicode_Check(it)) {
+                PyErr_Format(PyExc_TypeError, "paths[%zd] must be a str", i);
+                goto exit;
+            }
+            if (!(cpaths[i] = PyUnicode_AsUTF8(it))) goto exit;
+        }
+        if (np == 0) {
+            PyErr_SetString(PyExc_ValueError, "paths is empty: give the checkpoint's .safetensors files");
+            goto exit;
+        }
+    }
+    hook_ctx h = {NULL, NULL, progress != Py_None ? progress : NULL, mono(), 0};
+    lk_engine_hooks hk = {hook_check, NULL, hook_progress, &h};
+    lk_status st;
+    lk_engine *e = NULL;
+    h.ts = PyEval_SaveThread();
+    st = lk_engine_create(&cfg, &o, cpaths, (int)np, (uint64_t)seed, &hk, &e);
+    PyEval_RestoreThread(h.ts);
+    if (st) {
+        raise_status(st);
+        goto exit;
+    }
+    self->e = e;
+    ret = 0;
+exit:
+    PyMem_Free(cpaths);
+    Py_XDECREF(seq);
+    return ret;
+}
+
+static void Engine_dealloc(EngineObject *self) {
+    PyTypeObject *tp = Py_TYPE(self);
+    if (self->e) {
+        lk_engine *e = self->e;
+        self->e = NULL;
+        Py_BEGIN_ALLOW_THREADS lk_engine_destroy(e);
+        Py_END_ALLOW_THREADS
+    }
+    tp->tp_free((PyObject *)self);
+    Py_DECREF(tp);
+}
+
+static int engine_ready(EngineObject *self) {
+    if (!self->e) {
+        PyErr_SetString(PyExc_RuntimeError, "Engine is not initialised");
+        return 0;
+    }
+    return 1;
+}
+
+static PyObject *Engine_logits(EngineObject *self, PyObject *args) {
+    PyObject *ids_obj = NULL, *arr = NULL;
+    int32_t *ids = NULL;
+    Py_ssize_t n = 0;
+    if (!engine_ready(self) || !PyArg_ParseTuple(args, "O", &ids_obj)) return NULL;
+    if (!(ids = int_seq(ids_obj, &n, "input_ids"))) return NULL;
+    const lk_config *c = lk_engine_config(self->e);
+    if (n < 1 || n > INT32_MAX) {
+        PyErr_SetString(PyExc_ValueError, "input_ids is empty");
+        goto exit;
+    }
+    npy_intp dims[2] = {n, c->vocab_size};
+    arr = PyArray_SimpleNew(2, dims, NPY_FLOAT32);
+    if (!arr) goto exit;
+    hook_ctx h = {NULL, NULL, NULL, mono(), 0};
+    lk_engine_hooks hk = {hook_check, NULL, NULL, &h};
+    h.ts = PyEval_SaveThread();
+    lk_status st = lk_engine_logits(self->e, ids, (int32_t)n, (float *)PyArray_DATA((PyArrayObject *)arr), &hk);
+    PyEval_RestoreThread(h.ts);
+    if (st) {
+        Py_CLEAR(arr);
+        raise_status(st);
+    }
+exit:
+    PyMem_Free(ids);
+    return arr;
+}
+
+static PyObject *Engine_generate(EngineObject *self, PyObject *args, PyObject *kw) {
+    static char *kwlist[] = {"prompts",   "max_new_tokens", "temperature", "top_k",    "top_p",   "repetition_penalty",
+                             "seed",      "stop_ids",       "ignore_eos",  "callback", "seq_id0", NULL};
+    PyObject *prompts = NULL, *stop_obj = Py_None, *callback = Py_None, *result = NULL, *seqs = NULL;
+    int max_new = 0, top_k = 0, ignore_eos = 0;
+    float temperature = 0.0f, top_p = 1.0f, rep = 1.0f;
+    unsigned long long seed = 0, seq_id0 = 0;
+    int32_t *tokens = NULL, *lens = NULL, *stop = NULL, *out = NULL, *out_lens = NULL;
+    Py_ssize_t n_stop = 0;
+    if (!engine_ready(self)) return NULL;
+    if (!PyArg_ParseTupleAndKeywords(args, kw, "Oi|fiffKOpOK", kwlist, &prompts, &max_new, &temperature, &top_k,
+                                     &top_p, &rep, &seed, &stop_obj, &ignore_eos, &callback, &seq_id0))
+        return NULL;
+    if (callback != Py_None && !PyCallable_Check(callback)) {
+        PyErr_SetString(PyExc_TypeError, "callback must be callable or None");
+        return NULL;
+    }
+    seqs = PySequence_Fast(prompts, "prompts must be a list of token-id lists");
+    if (!seqs) return NULL;
+    Py_ssize_t ns = PySequence_Fast_GET_SIZE(seqs), total = 0;
+    if (ns < 1 || ns > INT32_MAX) {
+        PyErr_SetString(PyExc_ValueError, "prompts is empty");
+        goto exit;
+    }
+    if (max_new < 0) {
+        PyErr_Format(PyExc_ValueError, "max_new_tokens = %d must be >= 0", max_new);
+        goto exit;
+    }
+    lens = (int32_t *)PyMem_Malloc((size_t)ns * sizeof(int32_t));
+    if (!lens) {
+        PyErr_NoMemory();
+        goto exit;
+    }
+    /* flatten */
+    {
+        int32_t **parts = (int32_t **)PyMem_Calloc((size_t)ns, sizeof(int32_t *));
+        if (!parts) {
+            PyErr_NoMemory();
+            goto exit;
+        }
+        int ok = 1;
+        for (Py_ssize_t i = 0; i < ns && ok; i++) {
+            Py_ssize_t n = 0;
+            char what[48];
+            snprintf(what, sizeof what, "prompts[%zd]", i);
+            parts[i] = int_seq(PySequence_Fast_GET_ITEM(seqs, i), &n, what);
+            if (!parts[i]) ok = 0;
+            else if (n < 1) {
+                PyErr_Format(PyExc_ValueError, "prompts[%zd] is empty: a prompt needs at least one token", i);
+                ok = 0;
+            } else if (n > INT32_MAX || total > PY_SSIZE_T_MAX - n) {
+                PyErr_Format(PyExc_ValueError, "prompts[%zd] is too long", i);
+                ok = 0;
+            } else {
+                lens[i] = (int32_t)n;
+                total += n;
+            }
+        }
+        if (ok && !(tokens = (int32_t *)PyMem_Malloc((size_t)total * sizeof(int32_t)))) {
+            PyErr_NoMemory();
+            ok = 0;
+        }
+        Py_ssize_t off = 0;
+        for (Py_ssize_t i = 0; i < ns; i++) {
+            if (ok) {
+                memcpy(tokens + off, parts[i], (size_t)lens[i] * sizeof(int32_t));
+                off += lens[i];
+            }
+            PyMem_Free(parts[i]);
+        }
+        PyMem_Free(parts);
+        if (!ok) goto exit;
+    }
+    if (stop_obj != Py_None && !(stop = int_seq(stop_obj, &n_stop, "stop_ids"))) goto exit;
+    size_t out_n = (size_t)ns * (size_t)(max_new ? max_new : 1);
+    out = (int32_t *)PyMem_Malloc(out_n * sizeof(int32_t));
+    out_lens = (int32_t *)PyMem_Calloc((size_t)ns, sizeof(int32_t));
+    if (!out || !out_lens) {
+        PyErr_NoMemory();
+        goto exit;
+    }
+    lk_gen_request rq = {(int32_t)ns, tokens, lens, max_new,        {temperature, top_k, top_p, rep, seed},
+                         stop, (int32_t)n_stop, ignore_eos, seq_id0, out, out_lens};
+    lk_gen_stats stats;
+    hook_ctx h = {NULL, callback != Py_None ? callback : NULL, NULL, mono(), 0};
+    lk_engine_hooks hk = {hook_check, hook_tokens, NULL, &h};
+    h.ts = PyEval_SaveThread();
+    lk_status st = lk_engine_generate(self->e, &rq, &hk, &stats);
+    PyEval_RestoreThread(h.ts);
+    if (st && !(st == LK_E_INTERRUPTED && h.failed == 2)) {
+        raise_status(st);
+        goto exit;
+    }
+    PyObject *lists = PyList_New(ns);
+    if (!lists) goto exit;
+    for (Py_ssize_t i = 0; i < ns; i++) {
+        PyObject *l = PyList_New(out_lens[i]);
+        if (!l) {
+            Py_DECREF(lists);
+            goto exit;
+        }
+        for (int32_t j = 0; j < out_lens[i]; j++) {
+            PyObject *v = PyLong_FromLong(out[(size_t)i * (size_t)max_new + (size_t)j]);
+            if (!v) {
+                Py_DECREF(l);
+                Py_DECREF(lists);
+                goto exit;
+            }
+            PyList_SET_ITEM(l, j, v);
+        }
+        PyList_SET_ITEM(lists, i, l);
+    }
+    PyObject *sd = Py_BuildValue("{s:d,s:d,s:d,s:L,s:L,s:L}", "prefill_seconds", stats.prefill_s,
+                                 "first_token_seconds", stats.first_token_s, "decode_seconds", stats.decode_s,
+                                 "prefill_tokens", (long long)stats.prefill_tokens, "decode_steps",
+                                 (long long)stats.decode_steps, "generated_tokens", (long long)stats.generated_tokens);
+    if (!sd) {
+        Py_DECREF(lists);
+        goto exit;
+    }
+    result = PyTuple_Pack(2, lists, sd);
+    Py_DECREF(lists);
+    Py_DECREF(sd);
+exit:
+    Py_XDECREF(seqs);
+    PyMem_Free(tokens);
+    PyMem_Free(lens);
+    PyMem_Free(stop);
+    PyMem_Free(out);
+    PyMem_Free(out_lens);
+    return result;
+}
+
+static PyObject *Engine_memory(EngineObject *self, PyObject *Py_UNUSED(a)) {
+    if (!engine_ready(self)) return NULL;
+    lk_mem_plan used, plan;
+    Py_BEGIN_ALLOW_THREADS lk_engine_memory(self->e, &used, &plan);
+    Py_END_ALLOW_THREADS
+    PyObject *u = plan_to_dict(&used), *p = plan_to_dict(&plan), *r = NULL;
+    if (u && p) r = Py_BuildValue("{s:O,s:O}", "used", u, "plan", p);
+    Py_XDECREF(u);
+    Py_XDECREF(p);
+    return r;
+}
+
+static PyObject *Engine_get_config(EngineObject *self, void *Py_UNUSED(c)) {
+    if (!engine_ready(self)) return NULL;
+    const lk_config *c = lk_engine_config(self->e);
+    const lk_engine_opts *o = lk_engine_opts_get(self->e);
+    return Py_BuildValue("{s:i,s:i,s:i,s:i,s:i,s:i,s:i,s:i,s:i,s:i,s:i,s:s,s:s,s:i}", "dim", c->dim, "hidden_dim",
+                         c->hidden_dim, "n_layers", c->n_layers, "n_heads", c->n_heads, "n_kv_heads", c->n_kv_heads,
+                         "head_dim", c->head_dim, "vocab_size", c->vocab_size, "tied_embeddings", c->tied_embeddings,
+                         "max_seq_len", o->max_seq_len, "batch_size", o->batch_size, "prefill_chunk",
+                         o->prefill_chunk, "backend", lk_engine_backend_name(self->e), "quantization",
+                         o->quant == LK_WFMT_Q4 ? "int4" : "none", "n_threads", o->n_threads);
+}
+
+static PyMethodDef Engine_methods[] = {
+    {"logits", (PyCFunction)Engine_logits, METH_VARARGS,
+     "logits(input_ids) -> float32 array [len, vocab]: logits at every position of one prompt."},
+    {"generate", (PyCFunction)(void (*)(void))Engine_generate, METH_VARARGS | METH_KEYWORDS,
+     "generate(prompts, max_new_tokens, temperature=0, top_k=0, top_p=1, repetition_penalty=1, seed=0,\n"
+     "         stop_ids=None, ignore_eos=False, callback=None, seq_id0=0) -> (list[list[int]], stats)\n"
+     "Runs the C generation loop with the GIL released. callback(list[(seq, token)]) is called after\n"
+     "every step; returning False stops generation."},
+    {"memory", (PyCFunction)Engine_memory, METH_NOARGS,
+     "memory() -> {'used': ..., 'plan': ...}: bytes allocated by part, and the plan's figures."},
+    {NULL, NULL, 0, NULL},
+};
+
+static PyGetSetDef Engine_getset[] = {
+    {"config", (getter)Engine_get_config, NULL, "the loaded model's shape and engine options", NULL},
+    {NULL, NULL, NULL, NULL, NULL},
+};
+
+static PyType_Slot Engine_slots[] = {
+    {Py_tp_new, PyType_GenericNew},
+    {Py_tp_init, (void *)Engine_init},
+    {Py_tp_dealloc, (void *)Engine_dealloc},
+    {Py_tp_methods, Engine_methods},
+    {Py_tp_getset, Engine_getset},
+    {Py_tp_doc, "Engine(config, paths=None, device='cpu', quantization='int4', max_seq_len=4096, batch_size=1,\n"
+                "       prefill_chunk=256, flash_attention=True, cuda_graphs=True, n_threads=0, *, seed=0,\n"
+                "       progress=None, matmul_variant=0)\n"
+                "A loaded model. paths=None builds a synthetic model with random weights from seed."},
+    {0, NULL},
+};
+
+static PyType_Spec Engine_spec = {"llama_kernel._C.Engine", sizeof(EngineObject), 0, Py_TPFLAGS_DEFAULT, Engine_slots};
+
+/* ============================================================================
+ * Module functions
+ * ==========================================================================*/
+
+static PyObject *mod_estimate(PyObject *m, PyObject *args, PyObject *kw) {
+    (void)m;
+    static char *kwlist[] = {"config", "device", "quantization", "max_seq_len", "batch_size", "prefill_chunk",
+                             "n_threads", NULL};
+    PyObject *cfg_d;
+    const char *device = "cpu", *quant = "int4";
+    int max_seq = 4096, batch = 1, chunk = 256, threads = 0;
+    if (!PyArg_ParseTupleAndKeywords(args, kw, "O|ssiiii", kwlist, &cfg_d, &device, &quant, &max_seq, &batch, &chunk,
+                                     &threads))
+        return NULL;
+    lk_config c;
+    lk_engine_opts o;
+    memset(&o, 0, sizeof o);
+    if (!parse_config(cfg_d, &c) || !parse_device(device, &o.device) || !parse_quant(quant, &o.quant)) return NULL;
+    o.max_seq_len = max_seq;
+    o.batch_size = batch;
+    o.prefill_chunk = chunk;
+    o.n_threads = threads > 0 ? threads : lk_default_threads();
+    lk_mem_plan p;
+    lk_status st = lk_plan_memory(&c, &o, &p);
+    if (st) return raise_status(st);
+    return plan_to_dict(&p);
+}
+
+static PyObject *mod_build_info(PyObject *m, PyObject *Py_UNUSED(a)) {
+    (void)m;
+    lk_cuda_info ci;
+    Py_BEGIN_ALLOW_THREADS lk_cuda_query(&ci);
+    Py_END_ALLOW_THREADS
+    const lk_cpu_kernels *k = lk_cpu_kernels_get();
+    PyObject *d = Py_BuildValue("{s:O,s:s,s:s,s:i,s:s,s:i,s:i}", "cuda", ci.compiled ? Py_True : Py_False, "cuda_archs",
+                                lk_cuda_archs(), "cpu_kernels", k->name, "q4_group", LK_Q4_GROUP, "cuda_error",
+                                ci.error, "openmp_threads", lk_default_threads(), "q4_version", LK_Q4_VERSION);
+    if (!d) return NULL;
+    if (ci.compiled) {
+        char ver[32];
+        snprintf(ver, sizeof ver, "%d.%d", ci.runtime_version / 1000, (ci.runtime_version % 1000) / 10);
+        PyObject *v = PyUnicode_FromString(ver);
+        if (!v || PyDict_SetItemString(d, "cuda_version", v) < 0) {
+            Py_XDECREF(v);
+            Py_DECREF(d);
+            return NULL;
+        }
+        Py_DECREF(v);
+        PyObject *extra = Py_BuildValue("{s:i,s:i}", "driver_version", ci.driver_version, "device_count",
+                                        ci.device_count);
+        if (!extra || PyDict_Update(d, extra) < 0) {
+            Py_XDECREF(extra);
+            Py_DECREF(d);
+            return NULL;
+        }
+        Py_DECREF(extra);
+        if (ci.device_count > 0) {
+            char cc[16];
+            snprintf(cc, sizeof cc, "%d.%d", ci.cc_major, ci.cc_minor);
+            PyObject *g = Py_BuildValue("{s:s,s:s,s:i,s:O,s:n,s:n}", "device_name", ci.device_name,
+                                        "compute_capability", cc, "sm_count", ci.sm_count, "arch_supported",
+                                        ci.arch_supported ? Py_True : Py_False, "gpu_free_bytes",
+                                        (Py_ssize_t)ci.free_bytes, "gpu_total_bytes", (Py_ssize_t)ci.total_bytes);
+            if (!g || PyDict_Update(d, g) < 0) {
+                Py_XDECREF(g);
+                Py_DECREF(d);
+                return NULL;
+            }
+            Py_DECREF(g);
+        }
+    }
+    return d;
+}
+
+static PyObject *mod_cuda_check(PyObject *m, PyObject *Py_UNUSED(a)) {
+    (void)m;
+    lk_status st;
+    Py_BEGIN_ALLOW_THREADS st = lk_cuda_check_usable();
+    Py_END_ALLOW_THREADS
+    if (st) return raise_status(st);
+    Py_RETURN_NONE;
+}
+
+/* float32 [n, k] array -> (qs uint8 [n, k/2], params uint16 [n, k/G, 2]) */
+static PyObject *mod_q4_quantize(PyObject *m, PyObject *args) {
+    (void)m;
+    PyObject *wo, *res = NULL;
+    PyArrayObject *w = NULL, *qs = NULL, *pr = NULL;
+    if (!PyArg_ParseTuple(args, "O", &wo)) return NULL;
+    w = (PyArrayObject *)PyArray_FROMANY(wo, NPY_FLOAT32, 2, 2, NPY_ARRAY_IN_ARRAY);
+    if (!w) return NULL;
+    npy_intp n = PyArray_DIM(w, 0), k = PyArray_DIM(w, 1);
+    if (k % LK_Q4_GROUP) {
+        PyErr_Format(PyExc_ValueError, "q4_quantize: k = %zd is not a multiple of the group size %d", (Py_ssize_t)k,
+                     LK_Q4_GROUP);
+        goto exit;
+    }
+    npy_intp qd[2] = {n, k / 2}, pd[3] = {n, k / LK_Q4_GROUP, 2};
+    qs = (PyArrayObject *)PyArray_SimpleNew(2, qd, NPY_UINT8);
+    pr = (PyArrayObject *)PyArray_SimpleNew(3, pd, NPY_UINT16);
+    if (!qs || !pr) goto exit;
+    npy_intp bad = -1;
+    Py_BEGIN_ALLOW_THREADS for (npy_intp r = 0; r < n; r++) if (lk_q4_quantize_row_ref(
+        (const float *)PyArray_DATA(w) + r * k, k, (uint8_t *)PyArray_DATA(qs) + r * (k / 2),
+        (lk_q4_params *)PyArray_DATA(pr) + r * (k / LK_Q4_GROUP))) {
+        bad = r;
+        break;
+    }
+    Py_END_ALLOW_THREADS if (bad >= 0) {
+        PyErr_Format(PyExc_ValueError, "q4_quantize: row %zd has a non-finite value or a range too large for fp16",
+                     (Py_ssize_t)bad);
+        goto exit;
+    }
+    res = PyTuple_Pack(2, (PyObject *)qs, (PyObject *)pr);
+exit:
+    Py_XDECREF(w);
+    Py_XDECREF(qs);
+    Py_XDECREF(pr);
+    return res;
+}
+
+static int q4_args(PyObject *qo, PyObject *po, PyArrayObject **qs, PyArrayObject **pr, npy_intp *n, npy_intp *k) {
+    *qs = (PyArrayObject *)PyArray_FROMANY(qo, NPY_UINT8, 2, 2, NPY_ARRAY_IN_ARRAY);
+    if (!*qs) return 0;
+    *pr = (PyArrayObject *)PyArray_FROMANY(po, NPY_UINT16, 3, 3, NPY_ARRAY_IN_ARRAY);
+    if (!*pr) return 0;
+    *n = PyArray_DIM(*qs, 0);
+    *k = PyArray_DIM(*qs, 1) * 2;
+    if (PyArray_DIM(*pr, 0) != *n || PyArray_DIM(*pr, 1) * LK_Q4_GROUP != *k || PyArray_DIM(*pr, 2) != 2) {
+        PyErr_Format(PyExc_ValueError, "q4: params shape must be [%zd, %zd, 2] for qs of shape [%zd, %zd]",
+                     (Py_ssize_t)*n, (Py_ssize_t)(*k / LK_Q4_GROUP), (Py_ssize_t)*n, (Py_ssize_t)(*k / 2));
+        return 0;
+    }
+    if (*k % LK_Q4_GROUP) {
+        PyErr_Format(PyExc_ValueError, "q4: k = %zd is not a multiple of %d", (Py_ssize_t)*k, LK_Q4_GROUP);
+        return 0;
+    }
+    return 1;
+}
+
+static PyObject *mod_q4_dequantize(PyObject *m, PyObject *args) {
+    (void)m;
+    PyObject *qo, *po;
+    PyArrayObject *qs = NULL, *pr = NULL, *out = NULL;
+    npy_intp n, k;
+    if (!PyArg_ParseTuple(args, "OO", &qo, &po)) return NULL;
+    if (q4_args(qo, po, &qs, &pr, &n, &k)) {
+        npy_intp d[2] = {n, k};
+        out = (PyArrayObject *)PyArray_SimpleNew(2, d, NPY_FLOAT32);
+        if (out)
+            for (npy_intp r = 0; r < n; r++)
+                lk_q4_dequantize_row_ref((const uint8_t *)PyArray_DATA(qs) + r * (k / 2),
+                                         (const lk_q4_params *)PyArray_DATA(pr) + r * (k / LK_Q4_GROUP), k,
+                                         (float *)PyArray_DATA(out) + r * k);
+    }
+    Py_XDECREF(qs);
+    Py_XDECREF(pr);
+    return (PyObject *)out;
+}
+
+/* y = x W^T with the CPU kernels (simd=True: the fast path, if the CPU has it) */
+static PyObject *mod_cpu_matmul_q4(PyObject *m, PyObject *args) {
+    (void)m;
+    PyObject *xo, *qo, *po;
+    int simd = 1;
+    PyArrayObject *x = NULL, *qs = NULL, *pr = NULL, *y = NULL;
+    npy_intp n, k;
+    if (!PyArg_ParseTuple(args, "OOO|p", &xo, &qo, &po, &simd)) return NULL;
+    if (!q4_args(qo, po, &qs, &pr, &n, &k)) goto exit;
+    x = (PyArrayObject *)PyArray_FROMANY(xo, NPY_FLOAT32, 2, 2, NPY_ARRAY_IN_ARRAY);
+    if (!x) goto exit;
+    if (PyArray_DIM(x, 1) != k) {
+        PyErr_Format(PyExc_ValueError, "cpu_matmul_q4: x has %zd columns, W has k = %zd", (Py_ssize_t)PyArray_DIM(x, 1),
+                     (Py_ssize_t)k);
+        goto exit;
+    }
+    npy_intp M = PyArray_DIM(x, 0), d[2] = {M, n};
+    y = (PyArrayObject *)PyArray_SimpleNew(2, d, NPY_FLOAT32);
+    if (!y) goto exit;
+    const lk_cpu_kernels *kk = simd ? lk_cpu_kernels_get() : lk_cpu_kernels_ref();
+    float *buf = (float *)PyMem_Malloc((size_t)(4 * k) * sizeof(float));
+    if (!buf) {
+        Py_CLEAR(y);
+        PyErr_NoMemory();
+        goto exit;
+    }
+    for (npy_intp n0 = 0; n0 < n; n0 += 4) {
+        int nr = n - n0 < 4 ? (int)(n - n0) : 4;
+        for (int r = 0; r < 4; r++) {
+            if (r < nr)
+                kk->dequant_q4((const uint8_t *)PyArray_DATA(qs) + (n0 + r) * (k / 2),
+                               (const lk_q4_params *)PyArray_DATA(pr) + (n0 + r) * (k / LK_Q4_GROUP), k, buf + r * k);
+            else memset(buf + r * k, 0, (size_t)k * sizeof(float));
+        }
+        for (npy_intp i = 0; i < M; i++) {
+            float o[4];
+            kk->dot4(buf, k, (const float *)PyArray_DATA(x) + i * k, o);
+            for (int r = 0; r < nr; r++) ((float *)PyArray_DATA(y))[i * n + n0 + r] = o[r];
+        }
+    }
+    PyMem_Free(buf);
+exit:
+    Py_XDECREF(x);
+    Py_XDECREF(qs);
+    Py_XDECREF(pr);
+    return (PyObject *)y;
+}
+
+/* the CPU sampler over rows of logits, for tests of the rule */
+static PyObject *mod_sample_cpu(PyObject *m, PyObject *args, PyObject *kw) {
+    (void)m;
+    static char *kwlist[] = {"logits", "positions", "temperature", "top_k", "top_p", "repetition_penalty",
+                             "seed",   "seq_id0",   "seen",        NULL};
+    PyObject *lo, *poso, *seen_o = Py_None;
+    float temperature = 0.0f, top_p = 1.0f, rep = 1.0f;
+    int top_k = 0;
+    unsigned long long seed = 0, seq0 = 0;
+    if (!PyArg_ParseTupleAndKeywords(args, kw, "OO|fiffKKO", kwlist, &lo, &poso, &temperature, &top_k, &top_p, &rep,
+                                     &seed, &seq0, &seen_o))
+        return NULL;
+    lk_sampling sp = {temperature, top_k, top_p, rep, seed};
+    lk_status st = lk_sampling_validate(&sp);
+    if (st) return raise_status(st);
+    PyArrayObject *l = (PyArrayObject *)PyArray_FROMANY(lo, NPY_FLOAT32, 2, 2, NPY_ARRAY_IN_ARRAY | NPY_ARRAY_ENSURECOPY);
+    if (!l) return NULL;
+    PyObject *res = NULL;
+    int32_t *pos = NULL;
+    uint32_t *seen = NULL;
+    npy_intp B = PyArray_DIM(l, 0), V = PyArray_DIM(l, 1);
+    Py_ssize_t np_ = 0;
+    if (!(pos = int_seq(poso, &np_, "positions"))) goto exit;
+    if (np_ != B) {
+        PyErr_Format(PyExc_ValueError, "positions has %zd entries for %zd rows", np_, (Py_ssize_t)B);
+        goto exit;
+    }
+    size_t words = ((size_t)V + 31) / 32;
+    seen = (uint32_t *)PyMem_Calloc((size_t)B * words + 1, 4);
+    if (!seen) {
+        PyErr_NoMemory();
+        goto exit;
+    }
+    if (seen_o != Py_None) {
+        PyObject *s = PySequence_Fast(seen_o, "seen must be a list of token lists");
+        if (!s) goto exit;
+        if (PySequence_Fast_GET_SIZE(s) != B) {
+            Py_DECREF(s);
+            PyErr_SetString(PyExc_ValueError, "seen must have one list per row");
+            goto exit;
+        }
+        for (npy_intp r = 0; r < B; r++) {
+            Py_ssize_t n = 0;
+            int32_t *t = int_seq(PySequence_Fast_GET_ITEM(s, r), &n, "seen");
+            if (!t) {
+                Py_DECREF(s);
+                goto exit;
+            }
+            for (Py_ssize_t i = 0; i < n; i++)
+                if (t[i] >= 0 && t[i] < V) seen[(size_t)r * words + (size_t)(t[i] >> 5)] |= 1u << (t[i] & 31);
+            PyMem_Free(t);
+        }
+        Py_DECREF(s);
+    }
+    npy_intp d[1] = {B};
+    res = PyArray_SimpleNew(1, d, NPY_INT32);
+    if (!res) goto exit;
+    for (npy_intp r = 0; r < B; r++) {
+        float u = lk_uniform(seed, seq0 + (uint64_t)r, (uint64_t)pos[r]);
+        ((int32_t *)PyArray_DATA((PyArrayObject *)res))[r] =
+            lk_sample_row((float *)PyArray_DATA(l) + r * V, (int32_t)V, seen + (size_t)r * words, &sp, u);
+    }
+exit:
+    Py_DECREF(l);
+    PyMem_Free(pos);
+    PyMem_Free(seen);
+    return res;
+}
+
+static PyObject *mod_uniform(PyObject *m, PyObject *args) {
+    (void)m;
+    unsigned long long seed, seq, pos;
+    if (!PyArg_ParseTuple(args, "KKK", &seed, &seq, &pos)) return NULL;
+    return PyFloat_FromDouble(lk_uniform(seed, seq, pos));
+}
+
+/* safetensors header as the C reader validates it: [(name, dtype, shape, nbytes)] */
+static PyObject *mod_safetensors_info(PyObject *m, PyObject *args) {
+    (void)m;
+    PyObject *path_o;
+    if (!PyArg_ParseTuple(args, "O&", PyUnicode_FSConverter, &path_o)) return NULL;
+    lk_st_file f;
+    lk_status st;
+    const char *path = PyBytes_AS_STRING(path_o);
+    Py_BEGIN_ALLOW_THREADS st = lk_st_open(path, &f);
+    Py_END_ALLOW_THREADS
+    Py_DECREF(path_o);
+    if (st) return raise_status(st);
+    PyObject *lst = PyList_New((Py_ssize_t)f.n_tensors);
+    for (size_t i = 0; lst && i < f.n_tensors; i++) {
+        const lk_st_tensor *t = &f.tensors[i];
+        PyObject *shape = PyTuple_New(t->ndim);
+        if (!shape) {
+            Py_CLEAR(lst);
+            break;
+        }
+        for (int d = 0; d < t->ndim; d++) PyTuple_SET_ITEM(shape, d, PyLong_FromLongLong(t->shape[d]));
+        PyObject *it = Py_BuildValue("(ssNn)", t->name, lk_dtype_name(t->dtype), shape, (Py_ssize_t)t->nbytes);
+        if (!it) {
+            Py_CLEAR(lst);
+            break;
+        }
+        PyList_SET_ITEM(lst, (Py_ssize_t)i, it);
+    }
+    lk_st_close(&f);
+    return lst;
+}
+
+static PyObject *mod_rope_inv_freq(PyObject *m, PyObject *args) {
+    (void)m;
+    PyObject *cfg_d;
+    if (!PyArg_ParseTuple(args, "O", &cfg_d)) return NULL;
+    lk_config c;
+    if (!parse_config(cfg_d, &c)) return NULL;
+    lk_status st = lk_config_validate(&c);
+    if (st) return raise_status(st);
+    npy_intp d[1] = {c.head_dim / 2};
+    PyObject *a = PyArray_SimpleNew(1, d, NPY_FLOAT64);
+    if (a) lk_rope_inv_freq(&c, (double *)PyArray_DATA((PyArrayObject *)a));
+    return a;
+}
+
+static PyMethodDef module_methods[] = {
+    {"estimate", (PyCFunction)(void (*)(void))mod_estimate, METH_VARARGS | METH_KEYWORDS,
+     "estimate(config, device='cpu', quantization='int4', max_seq_len=4096, batch_size=1, prefill_chunk=256,\n"
+     "         n_threads=0) -> dict of bytes: the memory plan an Engine with these options allocates."},
+    {"build_info", mod_build_info, METH_NOARGS, "build_info() -> dict: how this extension was built and what GPU it sees."},
+    {"cuda_check", mod_cuda_check, METH_NOARGS, "cuda_check(): raises with the reason and the fix if CUDA is unusable."},
+    {"q4_quantize", mod_q4_quantize, METH_VARARGS, "q4_quantize(w float32 [n,k]) -> (qs uint8 [n,k/2], params uint16 [n,k/G,2])"},
+    {"q4_dequantize", mod_q4_dequantize, METH_VARARGS, "q4_dequantize(qs, params) -> float32 [n,k]"},
+    {"cpu_matmul_q4", mod_cpu_matmul_q4, METH_VARARGS, "cpu_matmul_q4(x [M,k], qs, params, simd=True) -> x W^T"},
+    {"sample_cpu", (PyCFunction)(void (*)(void))mod_sample_cpu, METH_VARARGS | METH_KEYWORDS,
+     "sample_cpu(logits [B,V], positions, temperature=0, top_k=0, top_p=1, repetition_penalty=1, seed=0,\n"
+     "           seq_id0=0, seen=None) -> int32 [B]: the engine's sampling rule on the CPU."},
+    {"uniform", mod_uniform, METH_VARARGS, "uniform(seed, seq, pos) -> the sampler's random number"},
+    {"safetensors_info", mod_safetensors_info, METH_VARARGS,
+     "safetensors_info(path) -> [(name, dtype, shape, nbytes)], after the C reader's validation"},
+    {"rope_inv_freq", mod_rope_inv_freq, METH_VARARGS, "rope_inv_freq(config) -> float64 [head_dim/2]"},
+    {NULL, NULL, 0, NULL},
+};
+
+static int module_exec(PyObject *m) {
+    if (PyArray_ImportNumPyAPI() < 0) return -1;
+    PyObject *t = PyType_FromModuleAndSpec(m, &Engine_spec, NULL);
+    if (!t) return -1;
+    if (PyModule_AddObjectRef(m, "Engine", t) < 0) {
+        Py_DECREF(t);
+        return -1;
+    }
+    Py_DECREF(t);
+    if (PyModule_AddIntConstant(m, "Q4_GROUP", LK_Q4_GROUP) < 0 ||
+        PyModule_AddIntConstant(m, "Q4_VERSION", LK_Q4_VERSION) < 0 ||
+        PyModule_AddIntConstant(m, "MAX_SEQ_LEN", LK_MAX_SEQ_LEN) < 0 ||
+        PyModule_AddIntConstant(m, "ROPE_DEFAULT", LK_ROPE_DEFAULT) < 0 ||
+        PyModule_AddIntConstant(m, "ROPE_LINEAR", LK_ROPE_LINEAR) < 0 ||
+        PyModule_AddIntConstant(m, "ROPE_LLAMA3", LK_ROPE_LLAMA3) < 0 ||
+        PyModule_AddIntConstant(m, "LOGIT_ROWS_MIN", 8) < 0)
+        return -1;
+    return 0;
+}
+
+static PyModuleDef_Slot module_slots[] = {
+    {Py_mod_exec, module_exec},
+    {0, NULL},
+};
+
+static struct PyModuleDef module_def = {
+    PyModuleDef_HEAD_INIT, "llama_kernel._C", "llama_kernel's C/CUDA engine (see llama_kernel for the API).", 0,
+    module_methods,        module_slots,      NULL,                                                          NULL,
+    NULL,
+};
+
+PyMODINIT_FUNC PyInit__C(void) { return PyModuleDef_Init(&module_def); }
