@@ -18,6 +18,7 @@
 #include "lk_cuda.h"
 #include "lk_engine.h"
 #include "lk_sample.h"
+#include "lk_tokenizer.h"
 
 /* ---- status -> exception --------------------------------------------------- */
 
@@ -876,6 +877,265 @@ static PyObject *mod_rope_inv_freq(PyObject *m, PyObject *args) {
     return a;
 }
 
+
+/* ============================================================================
+ * Tokenizer
+ * ==========================================================================*/
+
+typedef struct {
+    PyObject_HEAD
+    lk_tokenizer *t;
+} TokenizerObject;
+
+static int Tokenizer_init(TokenizerObject *self, PyObject *args, PyObject *kw) {
+    static char *kwlist[] = {"data", NULL};
+    Py_buffer buf;
+    if (self->t) {
+        PyErr_SetString(PyExc_RuntimeError, "Tokenizer is already initialised");
+        return -1;
+    }
+    if (!PyArg_ParseTupleAndKeywords(args, kw, "y*", kwlist, &buf)) return -1;
+    lk_status st;
+    lk_tokenizer *t = NULL;
+    Py_BEGIN_ALLOW_THREADS st = lk_tokenizer_load((const char *)buf.buf, (size_t)buf.len, &t);
+    Py_END_ALLOW_THREADS
+    PyBuffer_Release(&buf);
+    if (st) {
+        raise_status(st);
+        return -1;
+    }
+    self->t = t;
+    return 0;
+}
+
+static void Tokenizer_dealloc(TokenizerObject *self) {
+    PyTypeObject *tp = Py_TYPE(self);
+    lk_tokenizer_free(self->t);
+    self->t = NULL;
+    tp->tp_free((PyObject *)self);
+    Py_DECREF(tp);
+}
+
+static int tok_ready(TokenizerObject *self) {
+    if (!self->t) {
+        PyErr_SetString(PyExc_RuntimeError, "Tokenizer is not initialised");
+        return 0;
+    }
+    return 1;
+}
+
+static PyObject *ids_to_list(const lk_ids *a) {
+    PyObject *l = PyList_New((Py_ssize_t)a->n);
+    for (size_t i = 0; l && i < a->n; i++) {
+        PyObject *v = PyLong_FromLong(a->v[i]);
+        if (!v) {
+            Py_CLEAR(l);
+            break;
+        }
+        PyList_SET_ITEM(l, (Py_ssize_t)i, v);
+    }
+    return l;
+}
+
+static PyObject *Tokenizer_encode(TokenizerObject *self, PyObject *args, PyObject *kw) {
+    static char *kwlist[] = {"text", "add_special_tokens", "parse_special", NULL};
+    PyObject *text;
+    int add_bos = 0, parse_special = 1;
+    if (!tok_ready(self) || !PyArg_ParseTupleAndKeywords(args, kw, "U|pp", kwlist, &text, &add_bos, &parse_special))
+        return NULL;
+    Py_ssize_t n;
+    const char *u = PyUnicode_AsUTF8AndSize(text, &n); /* raises for lone surrogates */
+    if (!u) return NULL;
+    lk_ids ids = {0};
+    lk_status st;
+    Py_BEGIN_ALLOW_THREADS st = lk_tok_encode(self->t, u, (size_t)n, parse_special, add_bos, &ids);
+    Py_END_ALLOW_THREADS
+    PyObject *r = st ? raise_status(st) : ids_to_list(&ids);
+    lk_ids_free(&ids);
+    return r;
+}
+
+static PyObject *Tokenizer_encode_batch(TokenizerObject *self, PyObject *args, PyObject *kw) {
+    static char *kwlist[] = {"texts", "add_special_tokens", "parse_special", NULL};
+    PyObject *texts, *seq = NULL, *res = NULL;
+    int add_bos = 0, parse_special = 1;
+    if (!tok_ready(self) || !PyArg_ParseTupleAndKeywords(args, kw, "O|pp", kwlist, &texts, &add_bos, &parse_special))
+        return NULL;
+    if (PyUnicode_Check(texts)) {
+        PyErr_SetString(PyExc_TypeError, "encode_batch takes a list of str (use encode for one str)");
+        return NULL;
+    }
+    seq = PySequence_Fast(texts, "texts must be a list of str");
+    if (!seq) return NULL;
+    Py_ssize_t n = PySequence_Fast_GET_SIZE(seq);
+    const char **u = (const char **)PyMem_Calloc((size_t)(n ? n : 1), sizeof(char *));
+    Py_ssize_t *lens = (Py_ssize_t *)PyMem_Calloc((size_t)(n ? n : 1), sizeof(Py_ssize_t));
+    lk_ids *out = (lk_ids *)PyMem_Calloc((size_t)(n ? n : 1), sizeof(lk_ids));
+    lk_status *sts = (lk_status *)PyMem_Calloc((size_t)(n ? n : 1), sizeof(lk_status));
+    if (!u || !lens || !out || !sts) {
+        PyErr_NoMemory();
+        goto exit;
+    }
+    for (Py_ssize_t i = 0; i < n; i++) {
+        PyObject *it = PySequence_Fast_GET_ITEM(seq, i);
+        if (!PyUnicode_Check(it)) {
+            PyErr_Format(PyExc_TypeError, "texts[%zd] must be a str, not %.80s", i, Py_TYPE(it)->tp_name);
+            goto exit;
+        }
+        if (!(u[i] = PyUnicode_AsUTF8AndSize(it, &lens[i]))) goto exit;
+    }
+    Py_BEGIN_ALLOW_THREADS
+#pragma omp parallel for schedule(dynamic, 1)
+    for (Py_ssize_t i = 0; i < n; i++) sts[i] = lk_tok_encode(self->t, u[i], (size_t)lens[i], parse_special, add_bos, &out[i]);
+    Py_END_ALLOW_THREADS
+    for (Py_ssize_t i = 0; i < n; i++)
+        if (sts[i]) {
+            PyErr_Format(PyExc_ValueError, "texts[%zd]: encoding failed", i);
+            goto exit;
+        }
+    res = PyList_New(n);
+    for (Py_ssize_t i = 0; res && i < n; i++) {
+        PyObject *l = ids_to_list(&out[i]);
+        if (!l) {
+            Py_CLEAR(res);
+            break;
+        }
+        PyList_SET_ITEM(res, i, l);
+    }
+exit:
+    if (out)
+        for (Py_ssize_t i = 0; i < n; i++) lk_ids_free(&out[i]);
+    PyMem_Free(u);
+    PyMem_Free(lens);
+    PyMem_Free(out);
+    PyMem_Free(sts);
+    Py_XDECREF(seq);
+    return res;
+}
+
+static int decode_args(TokenizerObject *self, PyObject *args, PyObject *kw, lk_bytes *raw) {
+    static char *kwlist[] = {"ids", "skip_special_tokens", NULL};
+    PyObject *ids_o;
+    int skip = 0;
+    if (!tok_ready(self) || !PyArg_ParseTupleAndKeywords(args, kw, "O|p", kwlist, &ids_o, &skip)) return 0;
+    Py_ssize_t n = 0;
+    int32_t *ids = int_seq(ids_o, &n, "ids");
+    if (!ids) return 0;
+    lk_status st = lk_tok_decode_bytes(self->t, ids, (size_t)n, skip, raw);
+    PyMem_Free(ids);
+    if (st) {
+        raise_status(st);
+        return 0;
+    }
+    return 1;
+}
+
+static PyObject *Tokenizer_decode(TokenizerObject *self, PyObject *args, PyObject *kw) {
+    lk_bytes raw = {0}, fixed = {0};
+    PyObject *r = NULL;
+    if (decode_args(self, args, kw, &raw)) {
+        lk_status st = lk_utf8_repair(raw.v, raw.n, &fixed);
+        r = st ? raise_status(st) : PyUnicode_DecodeUTF8((const char *)fixed.v, (Py_ssize_t)fixed.n, "strict");
+    }
+    lk_bytes_free(&raw);
+    lk_bytes_free(&fixed);
+    return r;
+}
+
+static PyObject *Tokenizer_decode_bytes(TokenizerObject *self, PyObject *args, PyObject *kw) {
+    lk_bytes raw = {0};
+    PyObject *r = NULL;
+    if (decode_args(self, args, kw, &raw)) r = PyBytes_FromStringAndSize((const char *)raw.v, (Py_ssize_t)raw.n);
+    lk_bytes_free(&raw);
+    return r;
+}
+
+static PyObject *Tokenizer_token_to_id(TokenizerObject *self, PyObject *args) {
+    PyObject *s;
+    if (!tok_ready(self) || !PyArg_ParseTuple(args, "U", &s)) return NULL;
+    Py_ssize_t n;
+    const char *u = PyUnicode_AsUTF8AndSize(s, &n);
+    if (!u) return NULL;
+    int32_t id = lk_tok_lookup(self->t, u, (size_t)n);
+    if (id < 0) Py_RETURN_NONE;
+    return PyLong_FromLong(id);
+}
+
+static PyObject *Tokenizer_id_to_token(TokenizerObject *self, PyObject *args) {
+    long long id;
+    if (!tok_ready(self) || !PyArg_ParseTuple(args, "L", &id)) return NULL;
+    size_t n;
+    const char *s = id >= 0 && id <= INT32_MAX ? lk_tok_string(self->t, (int32_t)id, &n) : NULL;
+    if (!s) Py_RETURN_NONE;
+    return PyUnicode_DecodeUTF8(s, (Py_ssize_t)n, "replace");
+}
+
+static PyObject *Tokenizer_is_special(TokenizerObject *self, PyObject *args) {
+    long long id;
+    if (!tok_ready(self) || !PyArg_ParseTuple(args, "L", &id)) return NULL;
+    return PyBool_FromLong(id >= 0 && id <= INT32_MAX && lk_tok_is_special(self->t, (int32_t)id));
+}
+
+static PyObject *Tokenizer_get_n_ids(TokenizerObject *self, void *Py_UNUSED(c)) {
+    return tok_ready(self) ? PyLong_FromLong(lk_tok_n_ids(self->t)) : NULL;
+}
+static PyObject *Tokenizer_get_bos(TokenizerObject *self, void *Py_UNUSED(c)) {
+    if (!tok_ready(self)) return NULL;
+    int32_t b = lk_tok_bos(self->t);
+    if (b < 0) Py_RETURN_NONE;
+    return PyLong_FromLong(b);
+}
+static PyObject *Tokenizer_get_n_merges(TokenizerObject *self, void *Py_UNUSED(c)) {
+    return tok_ready(self) ? PyLong_FromSize_t(lk_tok_n_merges(self->t)) : NULL;
+}
+
+static PyObject *mod_utf8_repair(PyObject *m, PyObject *args) {
+    (void)m;
+    Py_buffer b;
+    if (!PyArg_ParseTuple(args, "y*", &b)) return NULL;
+    lk_bytes out = {0};
+    lk_status st = lk_utf8_repair((const uint8_t *)b.buf, (size_t)b.len, &out);
+    PyBuffer_Release(&b);
+    PyObject *r = st ? raise_status(st) : PyUnicode_DecodeUTF8((const char *)out.v, (Py_ssize_t)out.n, "strict");
+    lk_bytes_free(&out);
+    return r;
+}
+
+static PyMethodDef Tokenizer_methods[] = {
+    {"encode", (PyCFunction)(void (*)(void))Tokenizer_encode, METH_VARARGS | METH_KEYWORDS,
+     "encode(text, add_special_tokens=False, parse_special=True) -> list[int]"},
+    {"encode_batch", (PyCFunction)(void (*)(void))Tokenizer_encode_batch, METH_VARARGS | METH_KEYWORDS,
+     "encode_batch(texts, add_special_tokens=False, parse_special=True) -> list[list[int]] (threaded)"},
+    {"decode", (PyCFunction)(void (*)(void))Tokenizer_decode, METH_VARARGS | METH_KEYWORDS,
+     "decode(ids, skip_special_tokens=False) -> str"},
+    {"decode_bytes", (PyCFunction)(void (*)(void))Tokenizer_decode_bytes, METH_VARARGS | METH_KEYWORDS,
+     "decode_bytes(ids, skip_special_tokens=False) -> bytes (before UTF-8 repair)"},
+    {"token_to_id", (PyCFunction)Tokenizer_token_to_id, METH_VARARGS, "token_to_id(str) -> int | None"},
+    {"id_to_token", (PyCFunction)Tokenizer_id_to_token, METH_VARARGS, "id_to_token(int) -> str | None"},
+    {"is_special", (PyCFunction)Tokenizer_is_special, METH_VARARGS, "is_special(id) -> bool"},
+    {NULL, NULL, 0, NULL},
+};
+
+static PyGetSetDef Tokenizer_getset[] = {
+    {"n_ids", (getter)Tokenizer_get_n_ids, NULL, "largest token id + 1", NULL},
+    {"bos_id", (getter)Tokenizer_get_bos, NULL, "BOS id from the post-processor template, or None", NULL},
+    {"n_merges", (getter)Tokenizer_get_n_merges, NULL, "number of BPE merges", NULL},
+    {NULL, NULL, NULL, NULL, NULL},
+};
+
+static PyType_Slot Tokenizer_slots[] = {
+    {Py_tp_new, PyType_GenericNew},
+    {Py_tp_init, (void *)Tokenizer_init},
+    {Py_tp_dealloc, (void *)Tokenizer_dealloc},
+    {Py_tp_methods, Tokenizer_methods},
+    {Py_tp_getset, Tokenizer_getset},
+    {Py_tp_doc, "Tokenizer(data: bytes): a byte-level BPE tokenizer from tokenizer.json's text"},
+    {0, NULL},
+};
+
+static PyType_Spec Tokenizer_spec = {"llama_kernel._C.Tokenizer", sizeof(TokenizerObject), 0, Py_TPFLAGS_DEFAULT,
+                                     Tokenizer_slots};
+
 static PyMethodDef module_methods[] = {
     {"estimate", (PyCFunction)(void (*)(void))mod_estimate, METH_VARARGS | METH_KEYWORDS,
      "estimate(config, device='cpu', quantization='int4', max_seq_len=4096, batch_size=1, prefill_chunk=256,\n"
@@ -892,6 +1152,7 @@ static PyMethodDef module_methods[] = {
     {"safetensors_info", mod_safetensors_info, METH_VARARGS,
      "safetensors_info(path) -> [(name, dtype, shape, nbytes)], after the C reader's validation"},
     {"rope_inv_freq", mod_rope_inv_freq, METH_VARARGS, "rope_inv_freq(config) -> float64 [head_dim/2]"},
+    {"utf8_repair", mod_utf8_repair, METH_VARARGS, "utf8_repair(bytes) -> str with U+FFFD per ill-formed maximal subpart"},
     {NULL, NULL, 0, NULL},
 };
 
@@ -900,6 +1161,13 @@ static int module_exec(PyObject *m) {
     PyObject *t = PyType_FromModuleAndSpec(m, &Engine_spec, NULL);
     if (!t) return -1;
     if (PyModule_AddObjectRef(m, "Engine", t) < 0) {
+        Py_DECREF(t);
+        return -1;
+    }
+    Py_DECREF(t);
+    t = PyType_FromModuleAndSpec(m, &Tokenizer_spec, NULL);
+    if (!t) return -1;
+    if (PyModule_AddObjectRef(m, "Tokenizer", t) < 0) {
         Py_DECREF(t);
         return -1;
     }
