@@ -69,6 +69,8 @@ class Tokenizer:
     def encode_batch(self, texts: Sequence[str], add_special_tokens: bool = False,
                      parse_special: bool = True) -> List[List[int]]:
         """encode() for each text, in parallel threads with the GIL released."""
+        if isinstance(texts, (str, bytes)):
+            raise TypeError("encode_batch takes a list of str (use encode() for one str)")
         return self._core.encode_batch(list(texts), add_special_tokens, parse_special)
 
     __call__ = encode
