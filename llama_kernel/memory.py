@@ -68,20 +68,29 @@ def _size_b(model_id: str) -> Optional[float]:
 
 
 def nearest_models(model_id: str, n: int = 2):
-    """Known ids closest to model_id: by parameter count when the id names one, else by spelling."""
+    """Known ids closest to model_id: same Llama generation first, then parameter count, one id per size."""
     ids = list(KNOWN_MODELS)
     want = _size_b(model_id)
-    if want:
-        fam = re.search(r"Llama-?(\d(?:\.\d)?)", model_id, re.IGNORECASE)
-        instruct = "instruct" in model_id.lower()
+    if not want:
+        return difflib.get_close_matches(model_id, ids, n=n, cutoff=0.0)
+    gen = re.search(r"Llama-?(\d)", model_id, re.IGNORECASE)
+    instruct = "instruct" in model_id.lower() or "chat" in model_id.lower()
 
-        def key(i):
-            s = _size_b(i) or 1.0
-            same_fam = bool(fam) and f"-{fam.group(1)}-" in i
-            return (abs(math.log(s / want)), not same_fam, ("Instruct" in i) != instruct, i)
+    def key(i):
+        g = re.search(r"Llama-?(\d)", i)
+        same_gen = bool(gen and g and g.group(1) == gen.group(1))
+        canonical = i.startswith("meta-llama/Llama-")
+        return (not same_gen, abs(math.log((_size_b(i) or 1.0) / want)), not canonical,
+                ("Instruct" in i or "chat" in i) != instruct, i)
 
-        return sorted(ids, key=key)[:n]
-    return difflib.get_close_matches(model_id, ids, n=n, cutoff=0.0)
+    out, sizes = [], set()
+    for i in sorted(ids, key=key):
+        if _size_b(i) not in sizes:
+            sizes.add(_size_b(i))
+            out.append(i)
+        if len(out) == n:
+            break
+    return out
 
 
 def resolve_config(model: Union[str, ModelConfig, Dict[str, Any]]) -> ModelConfig:
