@@ -31,6 +31,10 @@
 
 #include "lk_model.h"
 
+#ifdef __cplusplus
+extern "C" {
+#endif
+
 typedef enum { LK_W_QKV = 0, LK_W_O = 1, LK_W_GATE_UP = 2, LK_W_DOWN = 3 } lk_wid;
 typedef enum { LK_NORM_ATTN = 0, LK_NORM_FFN = 1 } lk_norm_which;
 
@@ -47,6 +51,9 @@ typedef struct lk_backend lk_backend;
 typedef struct lk_backend_ops {
     const char *name;
     void (*destroy)(lk_backend *be);
+    /* optional: called (under the engine lock) before each engine call's ops;
+     * CUDA makes the engine's device current for the calling thread */
+    lk_status (*enter)(lk_backend *be);
     /* host memory (wl->total bytes) the loader fills with the weight block */
     unsigned char *(*weights_host)(lk_backend *be);
     /* the block is complete: CUDA uploads it and frees the host copy */
@@ -91,5 +98,9 @@ lk_status lk_cpu_backend_create(const lk_config *c, const lk_engine_opts *o, con
                                 lk_backend **out);
 lk_status lk_cuda_backend_create(const lk_config *c, const lk_engine_opts *o, const lk_weights_layout *wl,
                                  lk_backend **out);
+
+#ifdef __cplusplus
+}
+#endif
 
 #endif /* LK_BACKEND_H */

@@ -12,6 +12,10 @@
 
 #include "lk_common.h"
 
+#ifdef __cplusplus
+extern "C" {
+#endif
+
 typedef enum { LK_ROPE_DEFAULT = 0, LK_ROPE_LINEAR = 1, LK_ROPE_LLAMA3 = 2 } lk_rope_type;
 
 /* Limits the engine is written for; configs beyond them are rejected. */
@@ -51,5 +55,9 @@ void lk_rope_inv_freq(const lk_config *c, double *inv_freq);
 
 /* cos/sin table [n_pos][head_dim/2] (float32), angles computed in double. */
 lk_status lk_rope_table(const lk_config *c, int32_t n_pos, float *cos_out, float *sin_out);
+
+#ifdef __cplusplus
+}
+#endif
 
 #endif /* LK_CONFIG_H */

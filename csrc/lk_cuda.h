@@ -30,6 +30,26 @@ const char *lk_cuda_archs(void);
 /* LK_OK when device 0 can run this build, else a message with the fix */
 lk_status lk_cuda_check_usable(void);
 
+/* ---- single ops on host arrays, for tests and benchmarks (lk_cuda_ops.cu) ----
+ * matmul: y[M][n_out] (float32) from x[M][K] (rounded to fp16) and W: canonical
+ * int4 (qs [N][K/2], params [N][K/128][2] fp16 bits) or bf16 [N][K] (qs NULL).
+ * mode: 0 store, 1 add into y (y holds the residual on entry), 2 SwiGLU
+ * (n_out = N/2). variant: 0 auto, 1 lut, 2 optimized, 3 batched. */
+lk_status lk_cuda_op_matmul(const float *x, int M, int K, const uint8_t *qs, const uint16_t *params,
+                            const uint16_t *w_bf16, int N, int mode, int variant, float *y, int *variant_used);
+/* median microseconds of one call, weights rotated through enough copies to defeat L2 */
+lk_status lk_cuda_op_bench_matmul(int M, int N, int K, int mode, int variant, int bf16, int iters, double *us);
+/* attention for one sequence: q [M][n_heads*hd], k and v [n_kv][L][hd] (positions 0..L-1), query i at
+ * position pos[i]; kind 0 plain, 1 split-KV decode, 2 flash prefill (pos must be consecutive). */
+lk_status lk_cuda_op_attention(const float *q, int M, int n_heads, int n_kv, int hd, const float *k, const float *v,
+                               int L, const int *pos, int kind, float *out);
+/* median microseconds: B sequences of context L, `kind` as above (prefill: L queries per sequence) */
+lk_status lk_cuda_op_bench_attention(int B, int n_heads, int n_kv, int hd, int L, int kind, int iters, double *us);
+/* the GPU sampler: logits [B][V], row b samples for position pos[b] + 1; seen [B][ceil(V/32)] or NULL */
+lk_status lk_cuda_op_sample(const float *logits, int B, int V, const int *pos, float temperature, int top_k,
+                            float top_p, float repetition_penalty, uint64_t seed, uint64_t seq_id0,
+                            const uint32_t *seen, int32_t *out);
+
 #ifdef __cplusplus
 }
 #endif

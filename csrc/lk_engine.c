@@ -83,8 +83,11 @@ const lk_config *lk_engine_config(const lk_engine *e) { return &e->cfg; }
 const lk_engine_opts *lk_engine_opts_get(const lk_engine *e) { return &e->opts; }
 const char *lk_engine_backend_name(const lk_engine *e) { return e->be->ops->name; }
 
+static lk_status enter(lk_engine *e) { return e->be->ops->enter ? e->be->ops->enter(e->be) : LK_OK; }
+
 void lk_engine_memory(lk_engine *e, lk_mem_plan *used, lk_mem_plan *plan) {
     pthread_mutex_lock(&e->lock);
+    enter(e);
     e->be->ops->memory(e->be, used);
     lk_plan_memory(&e->cfg, &e->opts, plan);
     pthread_mutex_unlock(&e->lock);
@@ -163,7 +166,8 @@ lk_status lk_engine_logits(lk_engine *e, const int32_t *tokens, int32_t n, float
     TRY(check_tokens(e, tokens, n, "input_ids"));
     pthread_mutex_lock(&e->lock);
     int last = 0;
-    lk_status st = prefill(e, 0, tokens, n, hk, &last, out);
+    lk_status st = enter(e);
+    if (!st) st = prefill(e, 0, tokens, n, hk, &last, out);
     if (!st) st = e->be->ops->sync(e->be);
     pthread_mutex_unlock(&e->lock);
     return st;
@@ -343,6 +347,7 @@ lk_status lk_engine_generate(lk_engine *e, const lk_gen_request *rq, const lk_en
     s.done = (uint8_t *)(s.outt + Bmax);
     pthread_mutex_lock(&e->lock);
     double t_start = now_s();
+    st = enter(e);
     for (int32_t seq0 = 0; seq0 < rq->n_seqs && !st; seq0 += Bmax) {
         int B = rq->n_seqs - seq0 < Bmax ? rq->n_seqs - seq0 : Bmax;
         st = run_batch(e, rq, seq0, B, offs, hk, stats, t_start, &s);

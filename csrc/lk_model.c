@@ -147,9 +147,10 @@ void lk_cuda_layout_make(const lk_config *c, const lk_engine_opts *o, lk_cuda_la
     l->seen = place(&cur, B * seen_words(c) * 4);
     /* per (row, query head, split): running max, sum, and head_dim outputs */
     l->attn_part = place(&cur, B * (size_t)c->n_heads * splits * ((size_t)c->head_dim + 2) * 4);
-    l->attn_meta = place(&cur, 256);
-    l->samp = place(&cur, B * 64 * 4);
-    l->mm_ws = place(&cur, 0);
+    l->samp = place(&cur, 64); /* the sampling parameters */
+    /* split-K partial sums of the residual-add GEMVs (outputs of size dim) and their arrival counters */
+    l->mm_ws = place(&cur, (size_t)LK_SPLITK_MAX * LK_GEMV_ROWS * (size_t)c->dim * 4);
+    l->mm_counters = place(&cur, (size_t)c->dim * 4);
     l->workspace = cur.cur - l->activations;
     l->total = cur.cur;
 }

@@ -17,10 +17,16 @@
 #include "lk_quant.h"
 #include "lk_safetensors.h"
 
+#ifdef __cplusplus
+extern "C" {
+#endif
+
 typedef enum { LK_WFMT_BF16 = 0, LK_WFMT_Q4 = 1 } lk_wfmt;
 typedef enum { LK_DEV_CPU = 0, LK_DEV_CUDA = 1 } lk_device;
 
 #define LK_ALIGN 256 /* every tensor starts on this boundary (16-byte loads, cache lines) */
+#define LK_SPLITK_MAX 8 /* CUDA GEMV: at most this many K splits ... */
+#define LK_GEMV_ROWS 4  /* ... of at most this many rows per launch (split-K workspace size) */
 
 /* A linear layer's weight W[n][k] (y = x W^T), in the block at `off`;
  * q4 matrices also have params at `off_params` (see lk_quant.h). */
@@ -96,7 +102,7 @@ void lk_cpu_layout_make(const lk_config *c, const lk_engine_opts *o, int n_threa
 
 /* ---- CUDA activation layout (fp32 residual, fp16 elsewhere) -------------- */
 typedef struct lk_cuda_layout {
-    size_t tok, slot, pos, x, h, qkv, att, ffn, logits, seen, attn_part, attn_meta, samp, mm_ws;
+    size_t tok, slot, pos, x, h, qkv, att, ffn, logits, seen, attn_part, samp, mm_ws, mm_counters;
     size_t activations; /* tok .. ffn, logits */
     size_t workspace;   /* seen, attn partials, sampling scratch, matmul split-K */
     size_t total;
@@ -123,5 +129,9 @@ int lk_checkpoint_has_lm_head(const lk_st_set *set);
  * models: N(0, 0.02) matrices, norms near 1). */
 lk_status lk_weights_load(const lk_config *c, const lk_weights_layout *wl, const lk_st_set *set, uint64_t seed,
                           unsigned char *block, const lk_load_hooks *hooks);
+
+#ifdef __cplusplus
+}
+#endif
 
 #endif /* LK_MODEL_H */

@@ -30,6 +30,10 @@
 
 #include "lk_common.h"
 
+#ifdef __cplusplus
+extern "C" {
+#endif
+
 #define LK_Q4_GROUP 128
 #define LK_Q4_VERSION 1 /* bump when the layout above changes */
 
@@ -38,7 +42,7 @@ typedef struct lk_q4_params {
     uint16_t min;   /* fp16 bits */
 } lk_q4_params;
 
-#ifdef __cplusplus
+#if defined(__cplusplus)
 static_assert(sizeof(lk_q4_params) == 4, "lk_q4_params must be 4 bytes");
 #else
 _Static_assert(sizeof(lk_q4_params) == 4, "lk_q4_params must be 4 bytes");
@@ -53,5 +57,9 @@ static inline size_t lk_q4_params_bytes(size_t n, size_t k) { return n * (k / LK
  * reports the tensor). */
 int lk_q4_quantize_row_ref(const float *w, int64_t k, uint8_t *qs, lk_q4_params *params);
 void lk_q4_dequantize_row_ref(const uint8_t *qs, const lk_q4_params *params, int64_t k, float *out);
+
+#ifdef __cplusplus
+}
+#endif
 
 #endif /* LK_QUANT_H */

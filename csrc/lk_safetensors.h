@@ -17,6 +17,10 @@
 
 #include "lk_common.h"
 
+#ifdef __cplusplus
+extern "C" {
+#endif
+
 #define LK_ST_MAX_HEADER (100u * 1024u * 1024u) /* the reference library's cap */
 #define LK_ST_MAX_DIMS 8
 
@@ -78,5 +82,9 @@ lk_status lk_st_set_open(const char *const *paths, int n_paths, lk_st_set *set);
 void lk_st_set_close(lk_st_set *set);
 const lk_st_tensor *lk_st_set_find(const lk_st_set *set, const char *name);
 const char *lk_st_set_path(const lk_st_set *set, const lk_st_tensor *t);
+
+#ifdef __cplusplus
+}
+#endif
 
 #endif /* LK_SAFETENSORS_H */

@@ -813,7 +813,8 @@ static PyObject *mod_sample_cpu(PyObject *m, PyObject *args, PyObject *kw) {
     res = PyArray_SimpleNew(1, d, NPY_INT32);
     if (!res) goto exit;
     for (npy_intp r = 0; r < B; r++) {
-        float u = lk_uniform(seed, seq0 + (uint64_t)r, (uint64_t)pos[r]);
+        /* as the engine: row r samples the token for position pos[r] + 1 */
+        float u = lk_uniform(seed, seq0 + (uint64_t)r, (uint64_t)pos[r] + 1);
         ((int32_t *)PyArray_DATA((PyArrayObject *)res))[r] =
             lk_sample_row((float *)PyArray_DATA(l) + r * V, (int32_t)V, seen + (size_t)r * words, &sp, u);
     }
@@ -1136,6 +1137,218 @@ static PyType_Slot Tokenizer_slots[] = {
 static PyType_Spec Tokenizer_spec = {"llama_kernel._C.Tokenizer", sizeof(TokenizerObject), 0, Py_TPFLAGS_DEFAULT,
                                      Tokenizer_slots};
 
+
+/* ============================================================================
+ * Single GPU ops on host arrays (tests and benchmarks)
+ * ==========================================================================*/
+
+static PyObject *mod_cuda_matmul(PyObject *m, PyObject *args, PyObject *kw) {
+    (void)m;
+    static char *kwlist[] = {"x", "qs", "params", "w_bf16", "mode", "variant", "y", NULL};
+    PyObject *xo, *qo = Py_None, *po = Py_None, *bo = Py_None, *yo = Py_None, *res = NULL;
+    int mode = 0, variant = 0;
+    if (!PyArg_ParseTupleAndKeywords(args, kw, "O|OOOiiO", kwlist, &xo, &qo, &po, &bo, &mode, &variant, &yo))
+        return NULL;
+    PyArrayObject *x = NULL, *qs = NULL, *pr = NULL, *wb = NULL, *y = NULL;
+    npy_intp n = 0, k = 0;
+    x = (PyArrayObject *)PyArray_FROMANY(xo, NPY_FLOAT32, 2, 2, NPY_ARRAY_IN_ARRAY);
+    if (!x) goto exit;
+    if (qo != Py_None) {
+        if (!q4_args(qo, po, &qs, &pr, &n, &k)) goto exit;
+    } else {
+        wb = (PyArrayObject *)PyArray_FROMANY(bo, NPY_UINT16, 2, 2, NPY_ARRAY_IN_ARRAY);
+        if (!wb) goto exit;
+        n = PyArray_DIM(wb, 0);
+        k = PyArray_DIM(wb, 1);
+    }
+    if (PyArray_DIM(x, 1) != k) {
+        PyErr_Format(PyExc_ValueError, "cuda_matmul: x has %zd columns, W has %zd", (Py_ssize_t)PyArray_DIM(x, 1),
+                     (Py_ssize_t)k);
+        goto exit;
+    }
+    if (mode < 0 || mode > 3 || (mode == 2 && n % 2)) {
+        PyErr_Format(PyExc_ValueError, "cuda_matmul: mode %d (0 store, 1 add, 2 swiglu with even N, 3 store fp16)", mode);
+        goto exit;
+    }
+    npy_intp M = PyArray_DIM(x, 0), n_out = mode == 2 ? n / 2 : n;
+    npy_intp d[2] = {M, n_out};
+    if (mode == 1) {
+        y = (PyArrayObject *)PyArray_FROMANY(yo, NPY_FLOAT32, 2, 2, NPY_ARRAY_IN_ARRAY | NPY_ARRAY_ENSURECOPY);
+        if (!y) goto exit;
+        if (PyArray_DIM(y, 0) != M || PyArray_DIM(y, 1) != n_out) {
+            PyErr_SetString(PyExc_ValueError, "cuda_matmul: y must be [M, N] for mode 1 (add)");
+            goto exit;
+        }
+    } else {
+        y = (PyArrayObject *)PyArray_SimpleNew(2, d, NPY_FLOAT32);
+        if (!y) goto exit;
+    }
+    int used = 0;
+    lk_status st;
+    Py_BEGIN_ALLOW_THREADS st = lk_cuda_op_matmul(
+        (const float *)PyArray_DATA(x), (int)M, (int)k, qs ? (const uint8_t *)PyArray_DATA(qs) : NULL,
+        pr ? (const uint16_t *)PyArray_DATA(pr) : NULL, wb ? (const uint16_t *)PyArray_DATA(wb) : NULL, (int)n, mode,
+        variant, (float *)PyArray_DATA(y), &used);
+    Py_END_ALLOW_THREADS if (st) {
+        raise_status(st);
+        goto exit;
+    }
+    res = Py_BuildValue("(Oi)", y, used);
+exit:
+    Py_XDECREF(x);
+    Py_XDECREF(qs);
+    Py_XDECREF(pr);
+    Py_XDECREF(wb);
+    Py_XDECREF(y);
+    return res;
+}
+
+static PyObject *mod_cuda_bench_matmul(PyObject *m, PyObject *args) {
+    (void)m;
+    int M, N, K, mode, variant, bf16 = 0, iters = 50;
+    if (!PyArg_ParseTuple(args, "iiiii|pi", &M, &N, &K, &mode, &variant, &bf16, &iters)) return NULL;
+    if (M < 1 || N < 2 || K < 128 || iters < 1) {
+        PyErr_SetString(PyExc_ValueError, "cuda_bench_matmul: bad shape");
+        return NULL;
+    }
+    double us = 0;
+    lk_status st;
+    Py_BEGIN_ALLOW_THREADS st = lk_cuda_op_bench_matmul(M, N, K, mode, variant, bf16, iters, &us);
+    Py_END_ALLOW_THREADS if (st) return raise_status(st);
+    return PyFloat_FromDouble(us);
+}
+
+static PyObject *mod_cuda_attention(PyObject *m, PyObject *args) {
+    (void)m;
+    PyObject *qo, *ko, *vo, *poso, *res = NULL;
+    int n_heads, kind;
+    if (!PyArg_ParseTuple(args, "OOOOii", &qo, &ko, &vo, &poso, &n_heads, &kind)) return NULL;
+    PyArrayObject *q = NULL, *k = NULL, *v = NULL, *out = NULL;
+    int32_t *pos = NULL;
+    Py_ssize_t np_ = 0;
+    q = (PyArrayObject *)PyArray_FROMANY(qo, NPY_FLOAT32, 2, 2, NPY_ARRAY_IN_ARRAY);
+    k = q ? (PyArrayObject *)PyArray_FROMANY(ko, NPY_FLOAT32, 3, 3, NPY_ARRAY_IN_ARRAY) : NULL;
+    v = k ? (PyArrayObject *)PyArray_FROMANY(vo, NPY_FLOAT32, 3, 3, NPY_ARRAY_IN_ARRAY) : NULL;
+    if (!v) goto exit;
+    if (!(pos = int_seq(poso, &np_, "pos"))) goto exit;
+    {
+        npy_intp M = PyArray_DIM(q, 0), n_kv = PyArray_DIM(k, 0), L = PyArray_DIM(k, 1), hd = PyArray_DIM(k, 2);
+        if (np_ != M || PyArray_DIM(q, 1) != n_heads * hd || PyArray_DIM(v, 0) != n_kv || PyArray_DIM(v, 1) != L ||
+            PyArray_DIM(v, 2) != hd) {
+            PyErr_SetString(PyExc_ValueError, "cuda_attention: shapes q [M, H*hd], k/v [n_kv, L, hd], pos [M]");
+            goto exit;
+        }
+        npy_intp d[2] = {M, n_heads * hd};
+        out = (PyArrayObject *)PyArray_SimpleNew(2, d, NPY_FLOAT32);
+        if (!out) goto exit;
+        lk_status st;
+        Py_BEGIN_ALLOW_THREADS st = lk_cuda_op_attention(
+            (const float *)PyArray_DATA(q), (int)M, n_heads, (int)n_kv, (int)hd, (const float *)PyArray_DATA(k),
+            (const float *)PyArray_DATA(v), (int)L, pos, kind, (float *)PyArray_DATA(out));
+        Py_END_ALLOW_THREADS if (st) {
+            Py_CLEAR(out);
+            raise_status(st);
+        }
+    }
+    res = (PyObject *)out;
+    out = NULL;
+exit:
+    Py_XDECREF(q);
+    Py_XDECREF(k);
+    Py_XDECREF(v);
+    Py_XDECREF(out);
+    PyMem_Free(pos);
+    return res;
+}
+
+static PyObject *mod_cuda_bench_attention(PyObject *m, PyObject *args) {
+    (void)m;
+    int B, H, KV, hd, L, kind, iters = 20;
+    if (!PyArg_ParseTuple(args, "iiiiii|i", &B, &H, &KV, &hd, &L, &kind, &iters)) return NULL;
+    if (B < 1 || KV < 1 || H % KV || L < 1 || iters < 1) {
+        PyErr_SetString(PyExc_ValueError, "cuda_bench_attention: bad shape");
+        return NULL;
+    }
+    double us = 0;
+    lk_status st;
+    Py_BEGIN_ALLOW_THREADS st = lk_cuda_op_bench_attention(B, H, KV, hd, L, kind, iters, &us);
+    Py_END_ALLOW_THREADS if (st) return raise_status(st);
+    return PyFloat_FromDouble(us);
+}
+
+static PyObject *mod_cuda_sample(PyObject *m, PyObject *args, PyObject *kw) {
+    (void)m;
+    static char *kwlist[] = {"logits", "positions", "temperature", "top_k", "top_p", "repetition_penalty",
+                             "seed",   "seq_id0",   "seen",        NULL};
+    PyObject *lo, *poso, *seen_o = Py_None, *res = NULL;
+    float temperature = 0.0f, top_p = 1.0f, rep = 1.0f;
+    int top_k = 0;
+    unsigned long long seed = 0, seq0 = 0;
+    if (!PyArg_ParseTupleAndKeywords(args, kw, "OO|fiffKKO", kwlist, &lo, &poso, &temperature, &top_k, &top_p, &rep,
+                                     &seed, &seq0, &seen_o))
+        return NULL;
+    lk_sampling sp = {temperature, top_k, top_p, rep, seed};
+    lk_status st = lk_sampling_validate(&sp);
+    if (st) return raise_status(st);
+    PyArrayObject *l = (PyArrayObject *)PyArray_FROMANY(lo, NPY_FLOAT32, 2, 2, NPY_ARRAY_IN_ARRAY);
+    if (!l) return NULL;
+    int32_t *pos = NULL;
+    uint32_t *seen = NULL;
+    Py_ssize_t np_ = 0;
+    npy_intp B = PyArray_DIM(l, 0), V = PyArray_DIM(l, 1);
+    size_t words = ((size_t)V + 31) / 32;
+    if (!(pos = int_seq(poso, &np_, "positions"))) goto exit;
+    if (np_ != B) {
+        PyErr_SetString(PyExc_ValueError, "positions must have one entry per row");
+        goto exit;
+    }
+    seen = (uint32_t *)PyMem_Calloc((size_t)B * words + 1, 4);
+    if (!seen) {
+        PyErr_NoMemory();
+        goto exit;
+    }
+    if (seen_o != Py_None) {
+        PyObject *s = PySequence_Fast(seen_o, "seen must be a list of token lists");
+        if (!s) goto exit;
+        if (PySequence_Fast_GET_SIZE(s) != B) {
+            Py_DECREF(s);
+            PyErr_SetString(PyExc_ValueError, "seen must have one list per row");
+            goto exit;
+        }
+        for (npy_intp r = 0; r < B; r++) {
+            Py_ssize_t n = 0;
+            int32_t *t = int_seq(PySequence_Fast_GET_ITEM(s, r), &n, "seen");
+            if (!t) {
+                Py_DECREF(s);
+                goto exit;
+            }
+            for (Py_ssize_t i = 0; i < n; i++)
+                if (t[i] >= 0 && t[i] < V) seen[(size_t)r * words + (size_t)(t[i] >> 5)] |= 1u << (t[i] & 31);
+            PyMem_Free(t);
+        }
+        Py_DECREF(s);
+    }
+    {
+        npy_intp d[1] = {B};
+        PyObject *out = PyArray_SimpleNew(1, d, NPY_INT32);
+        if (!out) goto exit;
+        Py_BEGIN_ALLOW_THREADS st = lk_cuda_op_sample((const float *)PyArray_DATA(l), (int)B, (int)V, pos, temperature,
+                                                      top_k, top_p, rep, seed, seq0, seen,
+                                                      (int32_t *)PyArray_DATA((PyArrayObject *)out));
+        Py_END_ALLOW_THREADS if (st) {
+            Py_DECREF(out);
+            raise_status(st);
+            goto exit;
+        }
+        res = out;
+    }
+exit:
+    Py_DECREF(l);
+    PyMem_Free(pos);
+    PyMem_Free(seen);
+    return res;
+}
+
 static PyMethodDef module_methods[] = {
     {"estimate", (PyCFunction)(void (*)(void))mod_estimate, METH_VARARGS | METH_KEYWORDS,
      "estimate(config, device='cpu', quantization='int4', max_seq_len=4096, batch_size=1, prefill_chunk=256,\n"
@@ -1152,6 +1365,17 @@ static PyMethodDef module_methods[] = {
     {"safetensors_info", mod_safetensors_info, METH_VARARGS,
      "safetensors_info(path) -> [(name, dtype, shape, nbytes)], after the C reader's validation"},
     {"rope_inv_freq", mod_rope_inv_freq, METH_VARARGS, "rope_inv_freq(config) -> float64 [head_dim/2]"},
+    {"cuda_matmul", (PyCFunction)(void (*)(void))mod_cuda_matmul, METH_VARARGS | METH_KEYWORDS,
+     "cuda_matmul(x, qs=None, params=None, w_bf16=None, mode=0, variant=0, y=None) -> (y, variant_used)\n"
+     "mode 0 store fp32, 1 add into y, 2 SwiGLU, 3 store fp16; variant 0 auto, 1 lut, 2 optimized, 3 batched"},
+    {"cuda_bench_matmul", mod_cuda_bench_matmul, METH_VARARGS,
+     "cuda_bench_matmul(M, N, K, mode, variant, bf16=False, iters=50) -> median microseconds per call"},
+    {"cuda_attention", mod_cuda_attention, METH_VARARGS,
+     "cuda_attention(q, k, v, pos, n_heads, kind) -> out; kind 0 plain, 1 split-KV decode, 2 flash prefill"},
+    {"cuda_bench_attention", mod_cuda_bench_attention, METH_VARARGS,
+     "cuda_bench_attention(B, n_heads, n_kv, head_dim, L, kind, iters=20) -> median microseconds"},
+    {"cuda_sample", (PyCFunction)(void (*)(void))mod_cuda_sample, METH_VARARGS | METH_KEYWORDS,
+     "cuda_sample(logits, positions, ...) -> int32 [B]: the GPU sampler (same arguments as sample_cpu)"},
     {"utf8_repair", mod_utf8_repair, METH_VARARGS, "utf8_repair(bytes) -> str with U+FFFD per ill-formed maximal subpart"},
     {NULL, NULL, 0, NULL},
 };

@@ -24,3 +24,30 @@ lk_status lk_cuda_backend_create(const lk_config *c, const lk_engine_opts *o, co
     *out = NULL;
     return lk_cuda_check_usable();
 }
+
+lk_status lk_cuda_op_matmul(const float *x, int M, int K, const uint8_t *qs, const uint16_t *params,
+                            const uint16_t *w_bf16, int N, int mode, int variant, float *y, int *variant_used) {
+    (void)x, (void)M, (void)K, (void)qs, (void)params, (void)w_bf16, (void)N, (void)mode, (void)variant, (void)y,
+        (void)variant_used;
+    return lk_cuda_check_usable();
+}
+lk_status lk_cuda_op_bench_matmul(int M, int N, int K, int mode, int variant, int bf16, int iters, double *us) {
+    (void)M, (void)N, (void)K, (void)mode, (void)variant, (void)bf16, (void)iters, (void)us;
+    return lk_cuda_check_usable();
+}
+lk_status lk_cuda_op_attention(const float *q, int M, int n_heads, int n_kv, int hd, const float *k, const float *v,
+                               int L, const int *pos, int kind, float *out) {
+    (void)q, (void)M, (void)n_heads, (void)n_kv, (void)hd, (void)k, (void)v, (void)L, (void)pos, (void)kind, (void)out;
+    return lk_cuda_check_usable();
+}
+lk_status lk_cuda_op_bench_attention(int B, int n_heads, int n_kv, int hd, int L, int kind, int iters, double *us) {
+    (void)B, (void)n_heads, (void)n_kv, (void)hd, (void)L, (void)kind, (void)iters, (void)us;
+    return lk_cuda_check_usable();
+}
+lk_status lk_cuda_op_sample(const float *logits, int B, int V, const int *pos, float temperature, int top_k,
+                            float top_p, float repetition_penalty, uint64_t seed, uint64_t seq_id0,
+                            const uint32_t *seen, int32_t *out) {
+    (void)logits, (void)B, (void)V, (void)pos, (void)temperature, (void)top_k, (void)top_p, (void)repetition_penalty,
+        (void)seed, (void)seq_id0, (void)seen, (void)out;
+    return lk_cuda_check_usable();
+}

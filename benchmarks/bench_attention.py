@@ -1,0 +1,55 @@
+"""Attention kernels against PyTorch SDPA (bf16) when torch is installed.
+32 query heads, 8 KV heads, head_dim 64 (and 128 for prefill).
+
+    python benchmarks/bench_attention.py
+"""
+from _common import _C, device_line, save_json, time_torch_graph, torch_or_none
+
+CASES = [("prefill causal S=512", "prefill", 1, 512, 64), ("prefill causal S=2048", "prefill", 1, 2048, 64),
+         ("prefill causal S=8192", "prefill", 1, 8192, 64), ("prefill causal S=2048 hd128", "prefill", 1, 2048, 128),
+         ("prefill causal S=8192 hd128", "prefill", 1, 8192, 128),
+         ("decode B=1, L=1024", "decode", 1, 1024, 64), ("decode B=1, L=8192", "decode", 1, 8192, 64),
+         ("decode B=1, L=32768", "decode", 1, 32768, 64), ("decode B=16, L=8192", "decode", 16, 8192, 64),
+         ("decode B=16, L=32768", "decode", 16, 32768, 64)]
+
+
+def sdpa(torch, kind, B, L, hd, H=32, KV=8):
+    import torch.nn.functional as F
+
+    if kind == "prefill":
+        q = torch.randn(B, H, L, hd, device="cuda", dtype=torch.bfloat16)
+        k = torch.randn(B, KV, L, hd, device="cuda", dtype=torch.bfloat16)
+        v = torch.randn_like(k)
+        return time_torch_graph(torch, lambda i: F.scaled_dot_product_attention(q, k, v, is_causal=True,
+                                                                              enable_gqa=True), reps=4)
+    q = torch.randn(B, H, 1, hd, device="cuda", dtype=torch.bfloat16)
+    k = torch.randn(B, KV, L, hd, device="cuda", dtype=torch.bfloat16)
+    v = torch.randn_like(k)
+    return time_torch_graph(torch, lambda i: F.scaled_dot_product_attention(q, k, v, enable_gqa=True), reps=4)
+
+
+def main():
+    torch = torch_or_none()
+    print(f"# attention, {device_line()}")
+    print("| case | flash us | plain us | rate | SDPA us | vs SDPA |")
+    print("|---|---|---|---|---|---|")
+    rows = []
+    for name, kind, B, L, hd in CASES:
+        k = 2 if kind == "prefill" else 1
+        us = _C.cuda_bench_attention(B, 32, 8, hd, L, k, 10)
+        plain = _C.cuda_bench_attention(B, 32, 8, hd, L, 0, 3) if L <= 8192 and not (kind == "prefill" and L > 2048) else None
+        if kind == "prefill":
+            flops = 4 * B * 32 * hd * L * L / 2
+            rate = f"{flops / us / 1e6:.0f} TFLOP/s"
+        else:
+            kv = B * 8 * L * hd * 2 * 2
+            rate = f"{kv / us / 1e6:.2f} TB/s"
+        ref = sdpa(torch, kind, B, L, hd) if torch is not None else None
+        f = lambda t: f"{t:.1f}" if t else "-"  # noqa: E731
+        print(f"| {name} | {us:.1f} | {f(plain)} | {rate} | {f(ref)} | {(ref / us if ref else 0):.2f}x |", flush=True)
+        rows.append(dict(case=name, flash_us=us, plain_us=plain, rate=rate, sdpa_us=ref))
+    save_json({"device": device_line(), "rows": rows}, "bench_attention.json")
+
+
+if __name__ == "__main__":
+    main()

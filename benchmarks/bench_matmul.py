@@ -1,0 +1,80 @@
+"""int4 matmul: every variant on the Llama 3.2 shapes, against cuBLAS bf16 and
+PyTorch's tinygemm int4 kernel (torch._weight_int4pack_mm) when torch is
+installed. Median us per call inside a CUDA graph; weights rotated through
+enough copies that the 50 MB L2 cannot hold them. Bytes = packed int4 + scales/mins.
+
+    python benchmarks/bench_matmul.py [--quick]
+"""
+import argparse
+
+from _common import _C, device_line, save_json, time_torch_graph, torch_or_none
+
+SHAPES = [("qkv", 3072, 2048), ("o", 2048, 2048), ("gate_up", 16384, 2048), ("down", 2048, 8192),
+          ("lm_head", 128256, 2048), ("qkv 3B", 5120, 3072), ("o 3B", 3072, 3072), ("gate_up 3B", 16384, 3072),
+          ("down 3B", 3072, 8192)]
+VARIANTS = [("lut", 1), ("optimized", 2), ("batched", 3)]
+
+
+def peers(torch, M, N, K):
+    out = {}
+    copies = max(1, min(32, int(256e6 // (N * K * 2)) + 1))
+    x = torch.randn(M, K, device="cuda", dtype=torch.bfloat16)
+    ws = [torch.randn(N, K, device="cuda", dtype=torch.bfloat16) * 0.02 for _ in range(copies)]
+    out["cublas_bf16"] = time_torch_graph(torch, lambda i: torch.nn.functional.linear(x, ws[i % copies]))
+    try:
+        wq = []
+        for w in ws[: max(1, min(copies * 4, 32))]:
+            q = torch.randint(0, 16, (N, K), device="cuda", dtype=torch.int32)
+            packed = (q[:, ::2] << 4 | q[:, 1::2]).to(torch.uint8)
+            wq.append(torch._convert_weight_to_int4pack(packed, 8))
+        sz = torch.randn(K // 128, N, 2, device="cuda", dtype=torch.bfloat16) * 0.01
+        n = len(wq)
+        out["tinygemm_int4"] = time_torch_graph(torch, lambda i: torch._weight_int4pack_mm(x, wq[i % n], 128, sz))
+    except Exception as e:  # API differs between versions
+        out["tinygemm_int4"] = None
+        out["tinygemm_error"] = str(e)[:200]
+    del ws
+    torch.cuda.empty_cache()
+    return out
+
+
+def main():
+    ap = argparse.ArgumentParser()
+    ap.add_argument("--quick", action="store_true")
+    ap.add_argument("--iters", type=int, default=30)
+    a = ap.parse_args()
+    torch = torch_or_none()
+    Ms = [1, 2, 4, 16, 64, 256, 2048] if not a.quick else [1, 4, 16, 256]
+    rows = []
+    print(f"# int4 matmul, {device_line()}")
+    print("| shape | M | lut us | optimized us | batched us | chosen | best TB/s | best TFLOP/s | cuBLAS bf16 us | "
+          "tinygemm us | vs cuBLAS | vs tinygemm |")
+    print("|---|---|---|---|---|---|---|---|---|---|---|---|")
+    for name, N, K in SHAPES:
+        for M in Ms:
+            if M >= 256 and name in ("qkv 3B", "o 3B", "gate_up 3B", "down 3B", "o", "qkv") and a.quick:
+                continue
+            r = {"shape": name, "N": N, "K": K, "M": M}
+            for vn, v in VARIANTS:
+                if vn != "batched" and M > 16:
+                    r[vn] = None
+                    continue
+                r[vn] = _C.cuda_bench_matmul(M, N, K, 0, v, False, a.iters)
+            best = min(t for t in (r["lut"], r["optimized"], r["batched"]) if t is not None)
+            r["chosen"] = "optimized" if M <= 4 else "batched"
+            nbytes = N * K / 2 + N * K / 128 * 4
+            r["best_tbps"] = nbytes / best / 1e6
+            r["best_tflops"] = 2 * M * N * K / best / 1e6
+            if torch is not None and (M <= 16 or M in (256, 2048)):
+                r.update(peers(torch, M, N, K))
+            cb, tg = r.get("cublas_bf16"), r.get("tinygemm_int4")
+            f = lambda t: f"{t:.1f}" if t else "-"  # noqa: E731
+            print(f"| {name} | {M} | {f(r['lut'])} | {f(r['optimized'])} | {f(r['batched'])} | {r['chosen']} | "
+                  f"{r['best_tbps']:.2f} | {r['best_tflops']:.1f} | {f(cb)} | {f(tg)} | "
+                  f"{(cb / best if cb else 0):.2f}x | {(tg / best if tg else 0):.2f}x |", flush=True)
+            rows.append(r)
+    save_json({"device": device_line(), "rows": rows}, "bench_matmul.json")
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,380 @@
+/* lk_attention.cu: flash attention.
+ *
+ * Decode (any rows, each its own slot/position): split-KV. One block per
+ * (row, kv head, split) reads its range of K/V once for all the query heads of
+ * the GQA group, in tiles of 64 positions staged in shared memory, with an
+ * online softmax; a combine kernel merges the splits. The number of splits is
+ * fixed per batch size (so the launch can live in a CUDA graph); blocks past
+ * the sequence's length exit at once.
+ *
+ * Prefill (M consecutive positions of one sequence): FlashAttention-2 style.
+ * One block per (64 queries, query head): Q fragments in registers, K/V tiles
+ * of 64 positions double-buffered with cp.async, S = QK^T and O += PV with
+ * mma.sync m16n8k16 (fp16 in, fp32 accumulate), online softmax in registers,
+ * causal tiles skipped, GQA by indexing the kv head (K/V never repeated).
+ * head_dim 64 and 128 are compiled in.
+ */
+#include "lk_kernels.cuh"
+
+#include <float.h>
+
+#define DEC_T 128
+#define DEC_TILE 64
+
+/* ---- decode --------------------------------------------------------------------- */
+template <int HD, int G>
+__global__ void __launch_bounds__(DEC_T) k_attn_decode(lk_attn_args a) {
+    __shared__ float qs[G][HD];
+    __shared__ half2 ks[DEC_TILE][HD / 2 + 1]; /* +1 word: rows land in different banks */
+    __shared__ half vs[DEC_TILE][HD];
+    __shared__ float ps[G][DEC_TILE];
+    __shared__ float m_sh[G], l_sh[G], corr_sh[G];
+    const int r = blockIdx.x, kvh = blockIdx.y, split = blockIdx.z, tid = threadIdx.x;
+    const int n = a.pos[r] + 1, S = a.splits;
+    int chunk = (n + S - 1) / S;
+    chunk = (chunk + DEC_TILE - 1) / DEC_TILE * DEC_TILE;
+    const int t_begin = split * chunk, t_end = min(n, t_begin + chunk);
+    float *part = a.part + ((size_t)r * a.n_heads + (size_t)kvh * G) * S * (HD + 2);
+    if (t_begin >= t_end) {
+        if (tid < G) {
+            float *pp = part + ((size_t)tid * S + split) * (HD + 2);
+            pp[0] = -INFINITY;
+            pp[1] = 0.0f;
+        }
+        return;
+    }
+    const int s = a.slot[r];
+    for (int i = tid; i < G * HD; i += DEC_T) {
+        int g = i / HD, d = i % HD;
+        qs[g][d] = __half2float(a.qkv[(size_t)r * a.qkv_ld + (size_t)(kvh * G + g) * HD + d]) * a.scale;
+    }
+    if (tid < G) {
+        m_sh[tid] = -INFINITY;
+        l_sh[tid] = 0.0f;
+    }
+    const half *K = a.kc + ((size_t)s * a.n_kv + kvh) * a.max_seq * HD;
+    const half *V = a.vc + ((size_t)s * a.n_kv + kvh) * a.max_seq * HD;
+    constexpr int OUT_PER = (G * HD + DEC_T - 1) / DEC_T;
+    float o[OUT_PER];
+#pragma unroll
+    for (int i = 0; i < OUT_PER; i++) o[i] = 0.0f;
+    for (int t0 = t_begin; t0 < t_end; t0 += DEC_TILE) {
+        const int cnt = min(DEC_TILE, t_end - t0);
+        __syncthreads();
+        /* stage K and V: 16-byte loads */
+        for (int i = tid; i < DEC_TILE * HD / 8; i += DEC_T) {
+            int t = i / (HD / 8), c = (i % (HD / 8)) * 8;
+            uint4 kv = make_uint4(0, 0, 0, 0), vv = make_uint4(0, 0, 0, 0);
+            if (t < cnt) {
+                kv = *reinterpret_cast<const uint4 *>(K + (size_t)(t0 + t) * HD + c);
+                vv = *reinterpret_cast<const uint4 *>(V + (size_t)(t0 + t) * HD + c);
+            }
+            const half2 *kh = reinterpret_cast<const half2 *>(&kv);
+#pragma unroll
+            for (int j = 0; j < 4; j++) ks[t][c / 2 + j] = kh[j];
+            *reinterpret_cast<uint4 *>(&vs[t][c]) = vv;
+        }
+        __syncthreads();
+        /* scores: thread -> (g, t) pairs */
+        for (int i = tid; i < G * DEC_TILE; i += DEC_T) {
+            int g = i / DEC_TILE, t = i % DEC_TILE;
+            float sc = -INFINITY;
+            if (t < cnt) {
+                sc = 0.0f;
+#pragma unroll 8
+                for (int d = 0; d < HD / 2; d++) {
+                    float2 kf = __half22float2(ks[t][d]);
+                    sc += qs[g][2 * d] * kf.x + qs[g][2 * d + 1] * kf.y;
+                }
+            }
+            ps[g][t] = sc;
+        }
+        __syncthreads();
+        /* online softmax: warp w handles query head g = w (and w + 4 ...) */
+        for (int g = tid >> 5; g < G; g += DEC_T / 32) {
+            const int lane = tid & 31;
+            float v0 = ps[g][lane], v1 = ps[g][lane + 32];
+            float mx = lk_warp_max(fmaxf(v0, v1));
+            float m_new = fmaxf(m_sh[g], mx);
+            float e0 = __expf(v0 - m_new), e1 = __expf(v1 - m_new);
+            ps[g][lane] = e0;
+            ps[g][lane + 32] = e1;
+            float sum = lk_warp_sum(e0 + e1);
+            if (lane == 0) {
+                float c = __expf(m_sh[g] - m_new);
+                corr_sh[g] = c;
+                l_sh[g] = l_sh[g] * c + sum;
+                m_sh[g] = m_new;
+            }
+        }
+        __syncthreads();
+#pragma unroll
+        for (int i = 0; i < OUT_PER; i++) {
+            int idx = tid + i * DEC_T;
+            if (idx < G * HD) {
+                int g = idx / HD, d = idx % HD;
+                float acc = o[i] * corr_sh[g];
+                for (int t = 0; t < cnt; t++) acc += ps[g][t] * __half2float(vs[t][d]);
+                o[i] = acc;
+            }
+        }
+    }
+    __syncthreads();
+#pragma unroll
+    for (int i = 0; i < OUT_PER; i++) {
+        int idx = tid + i * DEC_T;
+        if (idx < G * HD) {
+            int g = idx / HD, d = idx % HD;
+            part[((size_t)g * S + split) * (HD + 2) + 2 + d] = o[i];
+        }
+    }
+    if (tid < G) {
+        float *pp = part + ((size_t)tid * S + split) * (HD + 2);
+        pp[0] = m_sh[tid];
+        pp[1] = l_sh[tid];
+    }
+}
+
+/* merges the splits of one (row, query head) */
+__global__ void k_attn_combine(lk_attn_args a) {
+    const int r = blockIdx.x, h = blockIdx.y, hd = a.head_dim, S = a.splits;
+    const float *part = a.part + ((size_t)r * a.n_heads + h) * S * (hd + 2);
+    float M = -INFINITY;
+    for (int s = 0; s < S; s++) M = fmaxf(M, part[(size_t)s * (hd + 2)]);
+    float L = 0.0f;
+    for (int s = 0; s < S; s++) {
+        const float *pp = part + (size_t)s * (hd + 2);
+        if (pp[1] > 0.0f) L += pp[1] * __expf(pp[0] - M);
+    }
+    for (int d = threadIdx.x; d < hd; d += blockDim.x) {
+        float acc = 0.0f;
+        for (int s = 0; s < S; s++) {
+            const float *pp = part + (size_t)s * (hd + 2);
+            if (pp[1] > 0.0f) acc += pp[2 + d] * __expf(pp[0] - M);
+        }
+        a.out[(size_t)r * a.n_heads * hd + (size_t)h * hd + d] = __float2half(acc / L);
+    }
+}
+
+template <int HD, int G>
+static lk_status launch_decode(const lk_attn_args *a, cudaStream_t st) {
+    dim3 grid(a->M, a->n_kv, a->splits);
+    k_attn_decode<HD, G><<<grid, DEC_T, 0, st>>>(*a);
+    LAUNCH_OK("k_attn_decode");
+    k_attn_combine<<<dim3(a->M, a->n_heads), HD, 0, st>>>(*a);
+    LAUNCH_OK("k_attn_combine");
+    return LK_OK;
+}
+
+lk_status lk_attention_decode(const lk_attn_args *a, cudaStream_t st) {
+    const int G = a->n_heads / a->n_kv;
+#define DEC_CASE(HD_, G_) \
+    if (a->head_dim == HD_ && G == G_) return launch_decode<HD_, G_>(a, st)
+    DEC_CASE(64, 1); DEC_CASE(64, 2); DEC_CASE(64, 3); DEC_CASE(64, 4); DEC_CASE(64, 8);
+    DEC_CASE(128, 1); DEC_CASE(128, 2); DEC_CASE(128, 3); DEC_CASE(128, 4); DEC_CASE(128, 8);
+#undef DEC_CASE
+    return lk_attention_plain(a, st); /* other shapes: the plain kernel (correct, slower) */
+}
+
+/* ---- prefill: FlashAttention-2 with mma.sync --------------------------------------- */
+#define FA_BQ 64
+#define FA_BK 64
+#define FA_WARPS 4
+
+__device__ __forceinline__ void fa_cp16(void *smem, const void *g, bool p) {
+    unsigned s = (unsigned)__cvta_generic_to_shared(smem);
+    asm volatile("cp.async.cg.shared.global [%0], [%1], 16, %2;" ::"r"(s), "l"(g), "r"(p ? 16 : 0));
+}
+__device__ __forceinline__ void fa_ldsm4(uint32_t r[4], const void *p) {
+    unsigned s = (unsigned)__cvta_generic_to_shared(p);
+    asm volatile("ldmatrix.sync.aligned.m8n8.x4.shared.b16 {%0,%1,%2,%3}, [%4];"
+                 : "=r"(r[0]), "=r"(r[1]), "=r"(r[2]), "=r"(r[3]) : "r"(s));
+}
+__device__ __forceinline__ void fa_ldsm4_t(uint32_t r[4], const void *p) {
+    unsigned s = (unsigned)__cvta_generic_to_shared(p);
+    asm volatile("ldmatrix.sync.aligned.m8n8.x4.trans.shared.b16 {%0,%1,%2,%3}, [%4];"
+                 : "=r"(r[0]), "=r"(r[1]), "=r"(r[2]), "=r"(r[3]) : "r"(s));
+}
+__device__ __forceinline__ void fa_mma(float c[4], const uint32_t a[4], uint32_t b0, uint32_t b1) {
+    asm volatile("mma.sync.aligned.m16n8k16.row.col.f32.f16.f16.f32 {%0,%1,%2,%3}, {%4,%5,%6,%7}, {%8,%9}, "
+                 "{%0,%1,%2,%3};"
+                 : "+f"(c[0]), "+f"(c[1]), "+f"(c[2]), "+f"(c[3])
+                 : "r"(a[0]), "r"(a[1]), "r"(a[2]), "r"(a[3]), "r"(b0), "r"(b1));
+}
+__device__ __forceinline__ uint32_t pack_h2(float x, float y) {
+    half2 h = __floats2half2_rn(x, y);
+    return *reinterpret_cast<uint32_t *>(&h);
+}
+
+template <int HD>
+struct fa_smem {
+    static constexpr int LD = HD + 8;
+    static constexpr int BYTES = (FA_BQ + 4 * FA_BK) * LD * 2; /* Q + 2 stages of K and V */
+};
+
+template <int HD>
+__global__ void __launch_bounds__(FA_WARPS * 32) k_attn_prefill(lk_attn_args a) {
+    extern __shared__ __align__(16) unsigned char smem_raw[];
+    constexpr int LD = fa_smem<HD>::LD, KS = HD / 16, NT = FA_BK / 8, OT = HD / 8;
+    half *Qs = reinterpret_cast<half *>(smem_raw);
+    half *Ks = Qs + FA_BQ * LD;        /* [2][FA_BK][LD] */
+    half *Vs = Ks + 2 * FA_BK * LD;    /* [2][FA_BK][LD] */
+    const int qb = blockIdx.x, h = blockIdx.y, tid = threadIdx.x, lane = tid & 31, warp = tid >> 5;
+    const int kvh = h / (a.n_heads / a.n_kv);
+    const int q_first = qb * FA_BQ;                       /* row index within the chunk */
+    const int q_last = min(a.M, q_first + FA_BQ) - 1;
+    const int kv_len = a.p0 + q_last + 1;                 /* keys needed by this block */
+    const half *K = a.kc + ((size_t)a.pslot * a.n_kv + kvh) * a.max_seq * HD;
+    const half *V = a.vc + ((size_t)a.pslot * a.n_kv + kvh) * a.max_seq * HD;
+
+    for (int i = tid; i < FA_BQ * HD / 8; i += FA_WARPS * 32) {
+        int rr = i / (HD / 8), c = (i % (HD / 8)) * 8;
+        bool p = q_first + rr < a.M;
+        fa_cp16(Qs + rr * LD + c, a.qkv + (size_t)(p ? q_first + rr : 0) * a.qkv_ld + (size_t)h * HD + c, p);
+    }
+    auto load_kv = [&](int kb, int stage) {
+        half *ks = Ks + stage * FA_BK * LD, *vs = Vs + stage * FA_BK * LD;
+        for (int i = tid; i < FA_BK * HD / 8; i += FA_WARPS * 32) {
+            int t = i / (HD / 8), c = (i % (HD / 8)) * 8, kp = kb * FA_BK + t;
+            bool p = kp < kv_len;
+            fa_cp16(ks + t * LD + c, K + (size_t)(p ? kp : 0) * HD + c, p);
+            fa_cp16(vs + t * LD + c, V + (size_t)(p ? kp : 0) * HD + c, p);
+        }
+    };
+    const int n_kb = (kv_len + FA_BK - 1) / FA_BK;
+    load_kv(0, 0);
+    asm volatile("cp.async.commit_group;");
+
+    uint32_t qf[KS][4];
+    float o[OT][4];
+#pragma unroll
+    for (int i = 0; i < OT; i++)
+#pragma unroll
+        for (int k = 0; k < 4; k++) o[i][k] = 0.0f;
+    float m_r[2] = {-INFINITY, -INFINITY}, l_r[2] = {0.0f, 0.0f};
+    const float sl2 = a.scale * 1.4426950408889634f; /* exp(x) = exp2(x log2 e) */
+    const int my_row0 = warp * 16 + (lane >> 2);      /* rows my_row0 and my_row0 + 8 of the block */
+    const int qpos0 = a.p0 + q_first + my_row0, qpos1 = qpos0 + 8;
+
+    for (int kb = 0; kb < n_kb; kb++) {
+        if (kb + 1 < n_kb) load_kv(kb + 1, (kb + 1) & 1);
+        asm volatile("cp.async.commit_group;");
+        asm volatile("cp.async.wait_group 1;");
+        __syncthreads();
+        if (kb == 0) {
+#pragma unroll
+            for (int k = 0; k < KS; k++)
+                fa_ldsm4(qf[k], Qs + (warp * 16 + (lane & 15)) * LD + k * 16 + (lane >> 4) * 8);
+        }
+        const half *ks = Ks + (kb & 1) * FA_BK * LD, *vs = Vs + (kb & 1) * FA_BK * LD;
+        /* S = Q K^T for this warp's 16 rows x 64 keys */
+        float s[NT][4];
+#pragma unroll
+        for (int j = 0; j < NT; j++)
+#pragma unroll
+            for (int k = 0; k < 4; k++) s[j][k] = 0.0f;
+#pragma unroll
+        for (int k = 0; k < KS; k++)
+#pragma unroll
+            for (int j = 0; j < NT; j += 2) {
+                uint32_t bf[4];
+                fa_ldsm4(bf, ks + (j * 8 + (lane >> 4) * 8 + (lane & 7)) * LD + k * 16 + ((lane >> 3) & 1) * 8);
+                fa_mma(s[j], qf[k], bf[0], bf[1]);
+                fa_mma(s[j + 1], qf[k], bf[2], bf[3]);
+            }
+        /* causal mask (and keys past the end) only near the diagonal */
+        const int kbase = kb * FA_BK;
+        const bool need_mask = kbase + FA_BK - 1 > a.p0 + q_first;
+        float mx[2] = {-INFINITY, -INFINITY};
+#pragma unroll
+        for (int j = 0; j < NT; j++)
+#pragma unroll
+            for (int k = 0; k < 4; k++) {
+                const int kp = kbase + j * 8 + (lane & 3) * 2 + (k & 1);
+                const int qp = k < 2 ? qpos0 : qpos1;
+                float v = s[j][k] * sl2;
+                if (need_mask && kp > qp) v = -INFINITY;
+                s[j][k] = v;
+                mx[k >> 1] = fmaxf(mx[k >> 1], v);
+            }
+        float corr[2];
+#pragma unroll
+        for (int rr = 0; rr < 2; rr++) {
+            mx[rr] = fmaxf(mx[rr], __shfl_xor_sync(0xffffffffu, mx[rr], 1));
+            mx[rr] = fmaxf(mx[rr], __shfl_xor_sync(0xffffffffu, mx[rr], 2));
+            const float m_new = fmaxf(m_r[rr], mx[rr]);
+            /* a row with everything masked so far keeps m = -inf: avoid inf - inf */
+            corr[rr] = m_new == -INFINITY ? 1.0f : exp2f(m_r[rr] - m_new);
+            m_r[rr] = m_new;
+        }
+        float rs[2] = {0.0f, 0.0f};
+#pragma unroll
+        for (int j = 0; j < NT; j++)
+#pragma unroll
+            for (int k = 0; k < 4; k++) {
+                const float mm = m_r[k >> 1];
+                float p = mm == -INFINITY ? 0.0f : exp2f(s[j][k] - mm);
+                s[j][k] = p;
+                rs[k >> 1] += p;
+            }
+#pragma unroll
+        for (int rr = 0; rr < 2; rr++) {
+            rs[rr] += __shfl_xor_sync(0xffffffffu, rs[rr], 1);
+            rs[rr] += __shfl_xor_sync(0xffffffffu, rs[rr], 2);
+            l_r[rr] = l_r[rr] * corr[rr] + rs[rr];
+        }
+#pragma unroll
+        for (int i = 0; i < OT; i++) {
+            o[i][0] *= corr[0];
+            o[i][1] *= corr[0];
+            o[i][2] *= corr[1];
+            o[i][3] *= corr[1];
+        }
+        /* O += P V: P from the S accumulators (C layout == A layout), V via ldmatrix.trans */
+#pragma unroll
+        for (int kk = 0; kk < FA_BK / 16; kk++) {
+            uint32_t pa[4] = {pack_h2(s[2 * kk][0], s[2 * kk][1]), pack_h2(s[2 * kk][2], s[2 * kk][3]),
+                              pack_h2(s[2 * kk + 1][0], s[2 * kk + 1][1]), pack_h2(s[2 * kk + 1][2], s[2 * kk + 1][3])};
+#pragma unroll
+            for (int i = 0; i < OT; i += 2) {
+                uint32_t bf[4];
+                fa_ldsm4_t(bf, vs + (kk * 16 + (lane & 7) + ((lane >> 3) & 1) * 8) * LD + i * 8 + (lane >> 4) * 8);
+                fa_mma(o[i], pa, bf[0], bf[1]);
+                fa_mma(o[i + 1], pa, bf[2], bf[3]);
+            }
+        }
+        __syncthreads();
+    }
+    /* write */
+#pragma unroll
+    for (int rr = 0; rr < 2; rr++) {
+        const int row = q_first + my_row0 + rr * 8;
+        if (row >= a.M) continue;
+        const float inv = l_r[rr] > 0.0f ? 1.0f / l_r[rr] : 0.0f;
+        half *out = a.out + (size_t)row * a.n_heads * HD + (size_t)h * HD;
+#pragma unroll
+        for (int i = 0; i < OT; i++) {
+            const int d = i * 8 + (lane & 3) * 2;
+            *reinterpret_cast<half2 *>(out + d) = __floats2half2_rn(o[i][2 * rr] * inv, o[i][2 * rr + 1] * inv);
+        }
+    }
+}
+
+lk_status lk_attention_init(void) {
+    CU(cudaFuncSetAttribute(k_attn_prefill<64>, cudaFuncAttributeMaxDynamicSharedMemorySize, fa_smem<64>::BYTES));
+    CU(cudaFuncSetAttribute(k_attn_prefill<128>, cudaFuncAttributeMaxDynamicSharedMemorySize, fa_smem<128>::BYTES));
+    return LK_OK;
+}
+
+lk_status lk_attention_prefill(const lk_attn_args *a, cudaStream_t st) {
+    dim3 grid((a->M + FA_BQ - 1) / FA_BQ, a->n_heads);
+    if (a->head_dim == 64) {
+        k_attn_prefill<64><<<grid, FA_WARPS * 32, fa_smem<64>::BYTES, st>>>(*a);
+    } else if (a->head_dim == 128) {
+        k_attn_prefill<128><<<grid, FA_WARPS * 32, fa_smem<128>::BYTES, st>>>(*a);
+    } else {
+        return lk_attention_plain(a, st);
+    }
+    LAUNCH_OK("k_attn_prefill");
+    return LK_OK;
+}

@@ -1,0 +1,542 @@
+/* lk_cuda_backend.cu: the CUDA backend behind lk_backend.h.
+ *
+ * Owns one device allocation (the arena) holding the weights, the KV cache,
+ * the rope tables and every per-forward buffer, sized at load by the plan in
+ * lk_model.c; nothing is allocated in the token loop. All work runs on one
+ * stream. The decode step (forward + logits + sampling) is captured as a
+ * CUDA graph per batch size after one eager warm-up run, then replayed; the
+ * token and position live in device memory, so replays need no host input.
+ */
+#include <stdio.h>
+#include <stdlib.h>
+
+#include "../lk_backend.h"
+#include "../lk_cuda.h"
+#include "lk_kernels.cuh"
+#include "lk_matmul.cuh"
+
+#ifndef LK_CUDA_ARCHS
+#define LK_CUDA_ARCHS ""
+#endif
+
+lk_status lk_cuda_fail(cudaError_t e, const char *what, const char *file, int line) {
+    const char *base = strrchr(file, '/');
+    lk_status st = e == cudaErrorMemoryAllocation ? LK_E_DEVICE_OOM : LK_E_DEVICE;
+    lk_fail(st, "CUDA error in %s (%s:%d): %s: %s", what, base ? base + 1 : file, line, cudaGetErrorName(e),
+            cudaGetErrorString(e));
+    (void)cudaGetLastError(); /* clear a non-sticky error so the next call starts clean */
+    return st;
+}
+
+/* ---- device query ---------------------------------------------------------------- */
+__global__ void k_probe(int *p) {
+    if (p) *p = 1;
+}
+
+extern "C" const char *lk_cuda_archs(void) { return LK_CUDA_ARCHS; }
+
+extern "C" void lk_cuda_query(lk_cuda_info *info) {
+    memset(info, 0, sizeof *info);
+    info->compiled = 1;
+    cudaRuntimeGetVersion(&info->runtime_version);
+    if (cudaDriverGetVersion(&info->driver_version) != cudaSuccess) info->driver_version = 0;
+    cudaError_t e = cudaGetDeviceCount(&info->device_count);
+    if (e != cudaSuccess || info->device_count == 0) {
+        info->device_count = 0;
+        snprintf(info->error, sizeof info->error,
+                 "no usable CUDA GPU (%s); check the NVIDIA driver (nvidia-smi) and CUDA_VISIBLE_DEVICES, or use "
+                 "device=\"cpu\"",
+                 e != cudaSuccess ? cudaGetErrorString(e) : "no devices");
+        (void)cudaGetLastError();
+        return;
+    }
+    cudaDeviceProp p;
+    if (cudaGetDeviceProperties(&p, 0) != cudaSuccess) {
+        snprintf(info->error, sizeof info->error, "cannot read the properties of GPU 0");
+        (void)cudaGetLastError();
+        return;
+    }
+    snprintf(info->device_name, sizeof info->device_name, "%s", p.name);
+    info->cc_major = p.major;
+    info->cc_minor = p.minor;
+    info->sm_count = p.multiProcessorCount;
+    cudaFuncAttributes fa;
+    e = cudaFuncGetAttributes(&fa, k_probe);
+    info->arch_supported = e == cudaSuccess;
+    if (!info->arch_supported) {
+        snprintf(info->error, sizeof info->error,
+                 "this build of llama_kernel has GPU code for archs %s, but %s is sm_%d%d; rebuild with "
+                 "LLAMA_KERNEL_CUDA_ARCHS=\"%d%d\" (pip install --force-reinstall --no-build-isolation .)",
+                 LK_CUDA_ARCHS, p.name, p.major, p.minor, p.major, p.minor);
+        (void)cudaGetLastError();
+        return;
+    }
+    cudaMemGetInfo(&info->free_bytes, &info->total_bytes);
+    (void)cudaGetLastError();
+}
+
+extern "C" lk_status lk_cuda_check_usable(void) {
+    lk_cuda_info info;
+    lk_cuda_query(&info);
+    if (!info.device_count || !info.arch_supported) return lk_fail(LK_E_UNSUPPORTED, "device=\"cuda\": %s", info.error);
+    return LK_OK;
+}
+
+/* ---- the backend ----------------------------------------------------------------- */
+#define MAX_GRAPH_KEYS 4097
+
+typedef struct cuda_backend {
+    lk_backend base;
+    int dev, sm_count, cc_major, cc_minor;
+    cudaStream_t st;
+    unsigned char *arena; /* the one device allocation */
+    size_t arena_bytes;
+    unsigned char *w;     /* weights block (in the arena) */
+    unsigned char *host_w;/* staging copy the loader fills */
+    half *kc, *vc;        /* [layer][slot][kv_head][max_seq][head_dim] */
+    float *rope_cos, *rope_sin;
+    lk_cuda_layout lay;
+    int *tok, *slot, *pos;
+    float *x, *logits, *attn_part;
+    half *h, *qkv, *att, *ffn;
+    uint32_t *seen;
+    lk_samp_params *samp_dev;
+    lk_mm_ws ws;
+    size_t kv_bytes, rope_bytes;
+    int32_t *pinned;      /* [2][batch] fetched tokens */
+    cudaEvent_t ev[2];
+    int rows_prefill, p0, pslot;
+    int variant;
+    cudaGraphExec_t *graphs; /* [MAX_GRAPH_KEYS] */
+    unsigned char *graph_state; /* 0 new, 1 warmed up, 2 captured, 3 capture unsupported: eager */
+} cuda_backend;
+
+#define CUB(be) ((cuda_backend *)(be))
+
+static lk_dmat dmat(const cuda_backend *b, const lk_mat *m) {
+    lk_dmat d;
+    d.w = b->w + m->off;
+    d.p = m->fmt == LK_WFMT_Q4 ? (const half2 *)(b->w + m->off_params) : NULL;
+    d.N = m->n;
+    d.K = m->k;
+    d.fmt = m->fmt;
+    return d;
+}
+
+static lk_status cu_enter(lk_backend *be) {
+    CU(cudaSetDevice(CUB(be)->dev));
+    return LK_OK;
+}
+
+static void cu_destroy(lk_backend *be) {
+    cuda_backend *b = CUB(be);
+    if (!b) return;
+    cudaSetDevice(b->dev);
+    if (b->graphs) {
+        for (int i = 0; i < MAX_GRAPH_KEYS; i++)
+            if (b->graphs[i]) cudaGraphExecDestroy(b->graphs[i]);
+        free(b->graphs);
+    }
+    free(b->graph_state);
+    if (b->st) cudaStreamSynchronize(b->st);
+    for (int i = 0; i < 2; i++)
+        if (b->ev[i]) cudaEventDestroy(b->ev[i]);
+    if (b->pinned) cudaFreeHost(b->pinned);
+    if (b->arena) cudaFree(b->arena);
+    if (b->st) cudaStreamDestroy(b->st);
+    free(b->host_w);
+    (void)cudaGetLastError();
+    free(b);
+}
+
+static unsigned char *cu_weights_host(lk_backend *be) { return CUB(be)->host_w; }
+
+/* upload, interleave the int4 nibbles for the kernels, drop the host copy */
+static lk_status cu_weights_commit(lk_backend *be) {
+    cuda_backend *b = CUB(be);
+    const lk_weights_layout *wl = be->wl;
+    CU(cudaMemcpy(b->w, b->host_w, wl->total, cudaMemcpyHostToDevice));
+    free(b->host_w);
+    b->host_w = NULL;
+    if (be->opts->quant == LK_WFMT_Q4) {
+        lk_status s;
+        const lk_mat *mats[2] = {&wl->embed, &wl->lm_head};
+        for (int i = 0; i < (be->cfg->tied_embeddings ? 1 : 2); i++)
+            if ((s = lk_q4_interleave(b->w + mats[i]->off, lk_q4_qs_bytes(mats[i]->n, mats[i]->k), b->st))) return s;
+        for (int l = 0; l < be->cfg->n_layers; l++) {
+            const lk_layer_layout *L = &wl->layers[l];
+            const lk_mat *ms[4] = {&L->qkv, &L->o, &L->gate_up, &L->down};
+            for (int i = 0; i < 4; i++)
+                if ((s = lk_q4_interleave(b->w + ms[i]->off, lk_q4_qs_bytes(ms[i]->n, ms[i]->k), b->st))) return s;
+        }
+    }
+    CU(cudaStreamSynchronize(b->st));
+    return LK_OK;
+}
+
+static lk_status cu_set_rows(lk_backend *be, int M, const int32_t *tok, const int32_t *slot, const int32_t *pos) {
+    cuda_backend *b = CUB(be);
+    const int rows = be->opts->prefill_chunk > be->opts->batch_size ? be->opts->prefill_chunk : be->opts->batch_size;
+    if (M < 1 || M > rows) return lk_fail(LK_E_INVALID, "set_rows: %d rows (at most %d)", M, rows);
+    int consecutive = 1;
+    for (int i = 0; i < M; i++) {
+        if (tok[i] < 0 || tok[i] >= be->cfg->vocab_size)
+            return lk_fail(LK_E_INVALID, "token id %d is outside the vocabulary [0, %d)", tok[i], be->cfg->vocab_size);
+        if (slot[i] < 0 || slot[i] >= be->opts->batch_size || pos[i] < 0 || pos[i] >= be->opts->max_seq_len)
+            return lk_fail(LK_E_INVALID, "row %d: slot %d / position %d out of range", i, slot[i], pos[i]);
+        if (slot[i] != slot[0] || pos[i] != pos[0] + i) consecutive = 0;
+    }
+    CU(cudaMemcpyAsync(b->tok, tok, (size_t)M * 4, cudaMemcpyHostToDevice, b->st));
+    CU(cudaMemcpyAsync(b->slot, slot, (size_t)M * 4, cudaMemcpyHostToDevice, b->st));
+    CU(cudaMemcpyAsync(b->pos, pos, (size_t)M * 4, cudaMemcpyHostToDevice, b->st));
+    b->rows_prefill = consecutive && M > 1;
+    b->p0 = pos[0];
+    b->pslot = slot[0];
+    return LK_OK;
+}
+
+static lk_status cu_embed(lk_backend *be, int M) {
+    cuda_backend *b = CUB(be);
+    lk_dmat e = dmat(b, &be->wl->embed);
+    return lk_embed(&e, b->tok, M, be->cfg->dim, b->x, b->st);
+}
+
+static lk_status cu_rmsnorm(lk_backend *be, int M, int layer, int which) {
+    cuda_backend *b = CUB(be);
+    const lk_layer_layout *L = &be->wl->layers[layer];
+    const float *w = (const float *)(b->w + (which == LK_NORM_ATTN ? L->attn_norm : L->ffn_norm));
+    return lk_rmsnorm(b->x, w, M, be->cfg->dim, be->cfg->rms_eps, b->h, b->st);
+}
+
+static lk_status cu_matmul(lk_backend *be, int M, int layer, int wid) {
+    cuda_backend *b = CUB(be);
+    const lk_config *c = be->cfg;
+    const lk_layer_layout *L = &be->wl->layers[layer];
+    lk_dmat d;
+    switch (wid) {
+    case LK_W_QKV:
+        d = dmat(b, &L->qkv);
+        return lk_cuda_matmul(&d, b->h, M, c->dim, b->qkv, lk_qkv_dim(c), LK_OUT_F16, b->variant, &b->ws, b->sm_count,
+                              b->cc_major, b->cc_minor, b->st);
+    case LK_W_O:
+        d = dmat(b, &L->o);
+        return lk_cuda_matmul(&d, b->att, M, lk_q_dim(c), b->x, c->dim, LK_OUT_ADD_F32, b->variant, &b->ws, b->sm_count,
+                              b->cc_major, b->cc_minor, b->st);
+    case LK_W_GATE_UP:
+        d = dmat(b, &L->gate_up);
+        return lk_cuda_matmul(&d, b->h, M, c->dim, b->ffn, c->hidden_dim, LK_OUT_SWIGLU_F16, b->variant, &b->ws,
+                              b->sm_count, b->cc_major, b->cc_minor, b->st);
+    case LK_W_DOWN:
+        d = dmat(b, &L->down);
+        return lk_cuda_matmul(&d, b->ffn, M, c->hidden_dim, b->x, c->dim, LK_OUT_ADD_F32, b->variant, &b->ws,
+                              b->sm_count, b->cc_major, b->cc_minor, b->st);
+    }
+    return lk_fail(LK_E_INVALID, "unknown matmul %d", wid);
+}
+
+static size_t layer_kv(const cuda_backend *b, int layer) {
+    const lk_config *c = b->base.cfg;
+    return (size_t)layer * (size_t)b->base.opts->batch_size * (size_t)c->n_kv_heads * (size_t)b->base.opts->max_seq_len *
+           (size_t)c->head_dim;
+}
+
+static lk_status cu_rope_kv(lk_backend *be, int M, int layer) {
+    cuda_backend *b = CUB(be);
+    const lk_config *c = be->cfg;
+    return lk_rope_kv(b->qkv, lk_qkv_dim(c), b->slot, b->pos, M, c->n_heads, c->n_kv_heads, c->head_dim, b->rope_cos,
+                      b->rope_sin, b->kc + layer_kv(b, layer), b->vc + layer_kv(b, layer), be->opts->max_seq_len, b->st);
+}
+
+static lk_attn_args attn_args(cuda_backend *b, int M, int layer) {
+    const lk_config *c = b->base.cfg;
+    lk_attn_args a;
+    a.qkv = b->qkv;
+    a.qkv_ld = lk_qkv_dim(c);
+    a.out = b->att;
+    a.kc = b->kc + layer_kv(b, layer);
+    a.vc = b->vc + layer_kv(b, layer);
+    a.slot = b->slot;
+    a.pos = b->pos;
+    a.M = M;
+    a.n_heads = c->n_heads;
+    a.n_kv = c->n_kv_heads;
+    a.head_dim = c->head_dim;
+    a.max_seq = b->base.opts->max_seq_len;
+    a.scale = 1.0f / sqrtf((float)c->head_dim);
+    a.p0 = b->p0;
+    a.pslot = b->pslot;
+    a.part = b->attn_part;
+    a.splits = b->lay.attn_splits;
+    return a;
+}
+
+static lk_status cu_attention(lk_backend *be, int M, int layer) {
+    cuda_backend *b = CUB(be);
+    lk_attn_args a = attn_args(b, M, layer);
+    if (!be->opts->flash_attention) return lk_attention_plain(&a, b->st);
+    if (b->rows_prefill) return lk_attention_prefill(&a, b->st);
+    if (M > be->opts->batch_size) return lk_attention_plain(&a, b->st); /* more rows than split-KV space */
+    return lk_attention_decode(&a, b->st);
+}
+
+static lk_status cu_logits(lk_backend *be, int src0, int n, int dst0) {
+    cuda_backend *b = CUB(be);
+    const lk_config *c = be->cfg;
+    if (n < 1 || dst0 < 0 || dst0 + n > lk_logit_rows(be->opts))
+        return lk_fail(LK_E_INVALID, "logits: rows [%d, %d) out of range", dst0, dst0 + n);
+    lk_status s = lk_rmsnorm(b->x + (size_t)src0 * c->dim, (const float *)(b->w + be->wl->final_norm), n, c->dim,
+                             c->rms_eps, b->h, b->st);
+    if (s) return s;
+    lk_dmat d = dmat(b, &be->wl->lm_head);
+    return lk_cuda_matmul(&d, b->h, n, c->dim, b->logits + (size_t)dst0 * c->vocab_size, c->vocab_size, LK_OUT_F32,
+                          b->variant, &b->ws, b->sm_count, b->cc_major, b->cc_minor, b->st);
+}
+
+static lk_status cu_read_logits(lk_backend *be, int row0, int n, float *out) {
+    cuda_backend *b = CUB(be);
+    const size_t V = (size_t)be->cfg->vocab_size;
+    CU(cudaMemcpyAsync(out, b->logits + (size_t)row0 * V, (size_t)n * V * 4, cudaMemcpyDeviceToHost, b->st));
+    CU(cudaStreamSynchronize(b->st));
+    return LK_OK;
+}
+
+static lk_status cu_seen_reset(lk_backend *be, int slot, const int32_t *tokens, int n) {
+    cuda_backend *b = CUB(be);
+    const int V = be->cfg->vocab_size, words = (V + 31) / 32;
+    uint32_t *row = b->seen + (size_t)slot * words;
+    CU(cudaMemsetAsync(row, 0, (size_t)words * 4, b->st));
+    const int cap = be->opts->prefill_chunk > be->opts->batch_size ? be->opts->prefill_chunk : be->opts->batch_size;
+    for (int i = 0; i < n; i += cap) {
+        int m = n - i < cap ? n - i : cap;
+        CU(cudaMemcpyAsync(b->tok, tokens + i, (size_t)m * 4, cudaMemcpyHostToDevice, b->st));
+        lk_status s = lk_seen_add(row, b->tok, m, V, b->st);
+        if (s) return s;
+    }
+    return LK_OK;
+}
+
+static lk_status cu_set_sampling(lk_backend *be, const lk_sampling *sp, uint64_t seq_id0) {
+    cuda_backend *b = CUB(be);
+    lk_samp_params p = {sp->temperature, sp->top_k, sp->top_p, sp->repetition_penalty, sp->seed, seq_id0};
+    CU(cudaMemcpyAsync(b->samp_dev, &p, sizeof p, cudaMemcpyHostToDevice, b->st));
+    CU(cudaStreamSynchronize(b->st)); /* p lives on this stack frame */
+    return LK_OK;
+}
+
+static lk_status cu_sample(lk_backend *be, int B) {
+    cuda_backend *b = CUB(be);
+    b->rows_prefill = 0;
+    return lk_sample(b->logits, be->cfg->vocab_size, B, b->samp_dev, b->seen, b->tok, b->slot, b->pos, b->st);
+}
+
+static lk_status cu_tokens_fetch(lk_backend *be, int B, int which) {
+    cuda_backend *b = CUB(be);
+    int32_t *dst = b->pinned + (size_t)(which & 1) * be->opts->batch_size;
+    CU(cudaMemcpyAsync(dst, b->tok, (size_t)B * 4, cudaMemcpyDeviceToHost, b->st));
+    CU(cudaEventRecord(b->ev[which & 1], b->st));
+    return LK_OK;
+}
+
+static lk_status cu_tokens_wait(lk_backend *be, int B, int which, int32_t *out) {
+    cuda_backend *b = CUB(be);
+    CU(cudaEventSynchronize(b->ev[which & 1]));
+    memcpy(out, b->pinned + (size_t)(which & 1) * be->opts->batch_size, (size_t)B * 4);
+    return LK_OK;
+}
+
+/* warm-up eagerly once per key, then capture, then replay */
+static lk_status cu_graph_run(lk_backend *be, int key, lk_status (*step)(void *), void *ctx) {
+    cuda_backend *b = CUB(be);
+    if (key < 0 || key >= MAX_GRAPH_KEYS) return step(ctx);
+    unsigned char *state = &b->graph_state[key];
+    if (*state == 2) {
+        CU(cudaGraphLaunch(b->graphs[key], b->st));
+        return LK_OK;
+    }
+    if (*state == 0 || *state == 3) {
+        if (*state == 0) *state = 1;
+        return step(ctx);
+    }
+    cudaGraph_t g = NULL;
+    CU(cudaStreamBeginCapture(b->st, cudaStreamCaptureModeThreadLocal));
+    lk_status s = step(ctx);
+    cudaError_t e = cudaStreamEndCapture(b->st, &g);
+    if (s) {
+        if (g) cudaGraphDestroy(g);
+        (void)cudaGetLastError();
+        return s;
+    }
+    if (e == cudaSuccess) e = cudaGraphInstantiate(&b->graphs[key], g, 0);
+    if (g) cudaGraphDestroy(g);
+    if (e != cudaSuccess) {
+        /* capture not possible here: stay eager for this key (the documented fallback) */
+        (void)cudaGetLastError();
+        *state = 3;
+        return step(ctx);
+    }
+    *state = 2;
+    CU(cudaGraphLaunch(b->graphs[key], b->st));
+    return LK_OK;
+}
+
+static lk_status cu_sync(lk_backend *be) {
+    CU(cudaStreamSynchronize(CUB(be)->st));
+    return LK_OK;
+}
+
+static void cu_memory(lk_backend *be, lk_mem_plan *u) {
+    cuda_backend *b = CUB(be);
+    memset(u, 0, sizeof *u);
+    u->weights = be->wl->total;
+    u->weights_layers = be->wl->bytes_layers + be->wl->bytes_norms;
+    u->weights_embed = be->wl->bytes_embed;
+    u->weights_lm_head = be->wl->bytes_lm_head;
+    u->kv_cache = b->kv_bytes;
+    u->kv_per_token = b->kv_bytes / ((size_t)be->opts->max_seq_len * (size_t)be->opts->batch_size);
+    u->rope = b->rope_bytes;
+    u->activations = b->lay.activations;
+    u->workspace = b->arena_bytes - u->weights - u->kv_cache - u->rope - u->activations;
+    u->total = b->arena_bytes;
+}
+
+static const lk_backend_ops cuda_ops = {
+    /* name */ "cuda",
+    /* destroy */ cu_destroy,
+    /* enter */ cu_enter,
+    /* weights_host */ cu_weights_host,
+    /* weights_commit */ cu_weights_commit,
+    /* set_rows */ cu_set_rows,
+    /* embed */ cu_embed,
+    /* rmsnorm */ cu_rmsnorm,
+    /* matmul */ cu_matmul,
+    /* rope_kv */ cu_rope_kv,
+    /* attention */ cu_attention,
+    /* logits */ cu_logits,
+    /* read_logits */ cu_read_logits,
+    /* seen_reset */ cu_seen_reset,
+    /* set_sampling */ cu_set_sampling,
+    /* sample */ cu_sample,
+    /* tokens_fetch */ cu_tokens_fetch,
+    /* tokens_wait */ cu_tokens_wait,
+    /* graph_run */ cu_graph_run,
+    /* sync */ cu_sync,
+    /* memory */ cu_memory,
+};
+
+extern "C" lk_status lk_cuda_backend_create(const lk_config *c, const lk_engine_opts *o, const lk_weights_layout *wl,
+                                            lk_backend **out) {
+    *out = NULL;
+    lk_status s = lk_cuda_check_usable();
+    if (s) return s;
+    cuda_backend *b = (cuda_backend *)calloc(1, sizeof *b);
+    if (!b) return lk_fail(LK_E_NOMEM, "out of memory");
+    b->base.ops = &cuda_ops;
+    b->base.cfg = c;
+    b->base.opts = o;
+    b->base.wl = wl;
+    b->dev = 0;
+    b->variant = o->matmul_variant;
+#define TRYB(x)                     \
+    do {                            \
+        lk_status s_ = (x);         \
+        if (s_) {                   \
+            cu_destroy(&b->base);   \
+            return s_;              \
+        }                           \
+    } while (0)
+#define CUB_(call) TRYB(((call) == cudaSuccess) ? LK_OK : lk_cuda_fail(cudaGetLastError(), #call, __FILE__, __LINE__))
+    TRYB(cu_enter(&b->base));
+    cudaDeviceProp p;
+    {
+        cudaError_t e = cudaGetDeviceProperties(&p, b->dev);
+        if (e != cudaSuccess) TRYB(lk_cuda_fail(e, "cudaGetDeviceProperties", __FILE__, __LINE__));
+    }
+    b->sm_count = p.multiProcessorCount;
+    b->cc_major = p.major;
+    b->cc_minor = p.minor;
+    {
+        cudaError_t e = cudaStreamCreateWithFlags(&b->st, cudaStreamNonBlocking);
+        if (e != cudaSuccess) TRYB(lk_cuda_fail(e, "cudaStreamCreate", __FILE__, __LINE__));
+    }
+    TRYB(lk_attention_init());
+    TRYB(lk_mm_init());
+    lk_cuda_layout_make(c, o, &b->lay);
+    const size_t half_ = (size_t)(c->head_dim / 2);
+    b->kv_bytes = 2 * (size_t)c->n_layers * (size_t)o->batch_size * (size_t)o->max_seq_len * (size_t)lk_kv_dim(c) * 2;
+    b->rope_bytes = 2 * lk_align_up((size_t)o->max_seq_len * half_ * 4, LK_ALIGN);
+    const size_t off_kv = lk_align_up(wl->total, LK_ALIGN);
+    const size_t off_rope = off_kv + lk_align_up(b->kv_bytes, LK_ALIGN);
+    const size_t off_act = off_rope + b->rope_bytes;
+    b->arena_bytes = off_act + b->lay.total;
+    {
+        size_t fr = 0, tot = 0;
+        cudaMemGetInfo(&fr, &tot);
+        cudaError_t e = cudaMalloc((void **)&b->arena, b->arena_bytes);
+        if (e != cudaSuccess) {
+            (void)cudaGetLastError();
+            b->arena = NULL;
+            size_t need = b->arena_bytes;
+            cu_destroy(&b->base);
+            return lk_fail(LK_E_DEVICE_OOM,
+                           "out of GPU memory: the model needs %zu bytes (weights %zu, KV cache %zu for max_seq_len=%d "
+                           "x batch_size=%d, buffers %zu) but %zu of %zu bytes are free; lower max_seq_len or "
+                           "batch_size, or use quantization=\"int4\"",
+                           need, wl->total, (size_t)2 * c->n_layers * o->batch_size * o->max_seq_len * lk_kv_dim(c) * 2,
+                           o->max_seq_len, o->batch_size, (size_t)(need - wl->total), fr, tot);
+        }
+    }
+    b->w = b->arena;
+    b->kc = (half *)(b->arena + off_kv);
+    b->vc = (half *)(b->arena + off_kv + b->kv_bytes / 2);
+    b->rope_cos = (float *)(b->arena + off_rope);
+    b->rope_sin = (float *)(b->arena + off_rope + b->rope_bytes / 2);
+    unsigned char *act = b->arena + off_act;
+    b->tok = (int *)(act + b->lay.tok);
+    b->slot = (int *)(act + b->lay.slot);
+    b->pos = (int *)(act + b->lay.pos);
+    b->x = (float *)(act + b->lay.x);
+    b->h = (half *)(act + b->lay.h);
+    b->qkv = (half *)(act + b->lay.qkv);
+    b->att = (half *)(act + b->lay.att);
+    b->ffn = (half *)(act + b->lay.ffn);
+    b->logits = (float *)(act + b->lay.logits);
+    b->seen = (uint32_t *)(act + b->lay.seen);
+    b->attn_part = (float *)(act + b->lay.attn_part);
+    b->samp_dev = (lk_samp_params *)(act + b->lay.samp);
+    b->ws.partial = (float *)(act + b->lay.mm_ws);
+    b->ws.partial_floats = (size_t)LK_SPLITK_MAX * LK_GEMV_ROWS * (size_t)c->dim;
+    b->ws.counters = (int *)(act + b->lay.mm_counters);
+    b->ws.n_counters = c->dim;
+    /* zeroed: the KV cache (never NaN garbage under a masked 0), counters, buffers */
+    CUB_(cudaMemsetAsync(b->arena + off_kv, 0, b->arena_bytes - off_kv, b->st));
+    /* rope tables from the one definition in lk_config.c */
+    {
+        size_t n = (size_t)o->max_seq_len * half_;
+        float *tab = (float *)malloc(2 * n * sizeof(float));
+        if (!tab) {
+            cu_destroy(&b->base);
+            return lk_fail(LK_E_NOMEM, "out of memory");
+        }
+        lk_rope_table(c, o->max_seq_len, tab, tab + n);
+        cudaError_t e1 = cudaMemcpy(b->rope_cos, tab, n * 4, cudaMemcpyHostToDevice);
+        cudaError_t e2 = cudaMemcpy(b->rope_sin, tab + n, n * 4, cudaMemcpyHostToDevice);
+        free(tab);
+        if (e1 != cudaSuccess || e2 != cudaSuccess)
+            TRYB(lk_cuda_fail(e1 != cudaSuccess ? e1 : e2, "cudaMemcpy(rope tables)", __FILE__, __LINE__));
+    }
+    CUB_(cudaHostAlloc((void **)&b->pinned, 2 * (size_t)o->batch_size * 4, cudaHostAllocDefault));
+    CUB_(cudaEventCreateWithFlags(&b->ev[0], cudaEventDisableTiming));
+    CUB_(cudaEventCreateWithFlags(&b->ev[1], cudaEventDisableTiming));
+    b->graphs = (cudaGraphExec_t *)calloc(MAX_GRAPH_KEYS, sizeof(cudaGraphExec_t));
+    b->graph_state = (unsigned char *)calloc(MAX_GRAPH_KEYS, 1);
+    b->host_w = (unsigned char *)malloc(lk_align_up(wl->total, LK_ALIGN));
+    if (!b->graphs || !b->graph_state || !b->host_w) {
+        cu_destroy(&b->base);
+        return lk_fail(LK_E_NOMEM, "out of host memory staging %zu bytes of weights", wl->total);
+    }
+    CUB_(cudaStreamSynchronize(b->st));
+#undef CUB_
+#undef TRYB
+    *out = &b->base;
+    return LK_OK;
+}

@@ -1,0 +1,87 @@
+/* lk_cuda_common.cuh: error checking that turns CUDA failures into lk_status
+ * (never aborts), and small device helpers shared by the kernels.
+ *
+ * Every CUDA call goes through CU(...); every launch is followed by
+ * LAUNCH_OK(). The message names the call, the file and the line.
+ */
+#pragma once
+
+#include <cuda_fp16.h>
+#include <cuda_runtime.h>
+#include <stdint.h>
+
+#include "../lk_common.h"
+
+lk_status lk_cuda_fail(cudaError_t e, const char *what, const char *file, int line);
+
+#define CU(call)                                                             \
+    do {                                                                     \
+        cudaError_t e_ = (call);                                             \
+        if (e_ != cudaSuccess) return lk_cuda_fail(e_, #call, __FILE__, __LINE__); \
+    } while (0)
+
+#define LAUNCH_OK(name)                                                      \
+    do {                                                                     \
+        cudaError_t e_ = cudaGetLastError();                                 \
+        if (e_ != cudaSuccess) return lk_cuda_fail(e_, "launch of " name, __FILE__, __LINE__); \
+    } while (0)
+
+/* the int4 layout on the GPU: nibbles permuted within each 32-bit word
+ * (positions 0..7 hold elements 0,2,4,6,1,3,5,7) so that one lop3 with
+ * 0x000f000f yields the half2 of elements {0,1}, 0x00f000f0 {2,3}, and the
+ * same on (word >> 8) {4,5}, {6,7}. lk_q4_interleave() converts on upload. */
+__device__ __forceinline__ uint32_t lk_lop3_and_or(uint32_t a, uint32_t b, uint32_t c) {
+    uint32_t d;
+    asm("lop3.b32 %0, %1, %2, %3, 0xea;" : "=r"(d) : "r"(a), "r"(b), "r"(c)); /* (a & b) | c */
+    return d;
+}
+
+/* 8 int4 values of one interleaved word -> 4 half2 {q0,q1},{q2,q3},{q4,q5},{q6,q7} (exact integers) */
+__device__ __forceinline__ void lk_dequant8(uint32_t w, half2 q[4]) {
+    const uint32_t LO = 0x000f000fu, HI = 0x00f000f0u, EX = 0x64006400u;
+    const uint32_t SUB = 0x64006400u;  /* {1024, 1024} */
+    const uint32_t MUL = 0x2c002c00u;  /* {1/16, 1/16} */
+    const uint32_t ADD = 0xd400d400u;  /* {-64, -64} */
+    uint32_t a = lk_lop3_and_or(w, LO, EX), b = lk_lop3_and_or(w, HI, EX);
+    uint32_t w8 = w >> 8;
+    uint32_t c = lk_lop3_and_or(w8, LO, EX), d = lk_lop3_and_or(w8, HI, EX);
+    q[0] = __hsub2(*reinterpret_cast<half2 *>(&a), *reinterpret_cast<const half2 *>(&SUB));
+    q[1] = __hfma2(*reinterpret_cast<half2 *>(&b), *reinterpret_cast<const half2 *>(&MUL),
+                   *reinterpret_cast<const half2 *>(&ADD));
+    q[2] = __hsub2(*reinterpret_cast<half2 *>(&c), *reinterpret_cast<const half2 *>(&SUB));
+    q[3] = __hfma2(*reinterpret_cast<half2 *>(&d), *reinterpret_cast<const half2 *>(&MUL),
+                   *reinterpret_cast<const half2 *>(&ADD));
+}
+
+/* canonical word (element i in nibble i) -> interleaved word */
+__host__ __device__ __forceinline__ uint32_t lk_q4_interleave_word(uint32_t w) {
+    uint32_t o = 0;
+    const int pos_of[8] = {0, 4, 1, 5, 2, 6, 3, 7}; /* element e goes to nibble pos_of[e] */
+    for (int e = 0; e < 8; e++) o |= ((w >> (4 * e)) & 0xfu) << (4 * pos_of[e]);
+    return o;
+}
+
+__device__ __forceinline__ float lk_warp_sum(float v) {
+    for (int o = 16; o > 0; o >>= 1) v += __shfl_xor_sync(0xffffffffu, v, o);
+    return v;
+}
+
+__device__ __forceinline__ float lk_warp_max(float v) {
+    for (int o = 16; o > 0; o >>= 1) v = fmaxf(v, __shfl_xor_sync(0xffffffffu, v, o));
+    return v;
+}
+
+/* block-wide sum for blockDim.x a multiple of 32 (<= 1024); `red` has 32 floats */
+__device__ __forceinline__ float lk_block_sum(float v, float *red) {
+    const int lane = threadIdx.x & 31, warp = threadIdx.x >> 5, nw = blockDim.x >> 5;
+    v = lk_warp_sum(v);
+    __syncthreads();
+    if (lane == 0) red[warp] = v;
+    __syncthreads();
+    v = lane < nw ? red[lane] : 0.0f;
+    return lk_warp_sum(v);
+}
+
+__device__ __forceinline__ float lk_silu(float g) { return g / (1.0f + __expf(-g)); }
+
+static inline int lk_cdiv(int a, int b) { return (a + b - 1) / b; }

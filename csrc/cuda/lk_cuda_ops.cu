@@ -1,0 +1,389 @@
+/* lk_cuda_ops.cu: single GPU ops on host arrays (tests compare them with the
+ * CPU references) and their timings (benchmarks/). Not used by the engine. */
+#include <algorithm>
+#include <stdlib.h>
+#include <vector>
+
+#include "../lk_cuda.h"
+#include "../lk_model.h"
+#include "../lk_quant.h"
+#include "lk_kernels.cuh"
+#include "lk_matmul.cuh"
+
+namespace {
+
+/* device buffers freed on scope exit */
+struct dbuf {
+    void *p = nullptr;
+    ~dbuf() {
+        if (p) cudaFree(p);
+    }
+};
+
+#define TRY(x)                        \
+    do {                              \
+        lk_status s_ = (x);           \
+        if (s_ != LK_OK) return s_;   \
+    } while (0)
+
+lk_status dalloc(dbuf &b, size_t bytes) {
+    cudaError_t e = cudaMalloc(&b.p, bytes ? bytes : 1);
+    if (e != cudaSuccess) {
+        (void)cudaGetLastError();
+        b.p = nullptr;
+        size_t fr = 0, tot = 0;
+        cudaMemGetInfo(&fr, &tot);
+        return lk_fail(LK_E_DEVICE_OOM, "cudaMalloc of %zu bytes failed (%zu of %zu bytes free)", bytes, fr, tot);
+    }
+    return LK_OK;
+}
+
+lk_status device_info(int *sm, int *ccmaj, int *ccmin) {
+    TRY(lk_cuda_check_usable());
+    CU(cudaSetDevice(0));
+    cudaDeviceProp p;
+    CU(cudaGetDeviceProperties(&p, 0));
+    *sm = p.multiProcessorCount;
+    *ccmaj = p.major;
+    *ccmin = p.minor;
+    TRY(lk_mm_init());
+    TRY(lk_attention_init());
+    return LK_OK;
+}
+
+std::vector<half> to_half(const float *x, size_t n) {
+    std::vector<half> h(n);
+    for (size_t i = 0; i < n; i++) h[i] = __float2half(x[i]);
+    return h;
+}
+
+/* time `call` inside a CUDA graph of `reps` calls; median per call over `iters` replays */
+template <typename F>
+lk_status time_graph(cudaStream_t st, int reps, int iters, F call, double *us) {
+    for (int i = 0; i < 2; i++) TRY(call(i));
+    CU(cudaStreamSynchronize(st));
+    cudaGraph_t g = nullptr;
+    cudaGraphExec_t ge = nullptr;
+    CU(cudaStreamBeginCapture(st, cudaStreamCaptureModeThreadLocal));
+    lk_status s = LK_OK;
+    for (int i = 0; i < reps && !s; i++) s = call(i);
+    cudaError_t e = cudaStreamEndCapture(st, &g);
+    if (s) {
+        if (g) cudaGraphDestroy(g);
+        return s;
+    }
+    CU(e);
+    e = cudaGraphInstantiate(&ge, g, 0);
+    cudaGraphDestroy(g);
+    CU(e);
+    cudaEvent_t a, b;
+    CU(cudaEventCreate(&a));
+    CU(cudaEventCreate(&b));
+    std::vector<double> t;
+    CU(cudaGraphLaunch(ge, st)); /* warm */
+    for (int i = 0; i < iters; i++) {
+        CU(cudaEventRecord(a, st));
+        CU(cudaGraphLaunch(ge, st));
+        CU(cudaEventRecord(b, st));
+        CU(cudaEventSynchronize(b));
+        float ms;
+        CU(cudaEventElapsedTime(&ms, a, b));
+        t.push_back(1000.0 * ms / reps);
+    }
+    cudaEventDestroy(a);
+    cudaEventDestroy(b);
+    cudaGraphExecDestroy(ge);
+    std::sort(t.begin(), t.end());
+    *us = t[t.size() / 2];
+    return LK_OK;
+}
+
+int out_mode(int mode) {
+    return mode == 1 ? LK_OUT_ADD_F32 : mode == 2 ? LK_OUT_SWIGLU_F16 : mode == 3 ? LK_OUT_F16 : LK_OUT_F32;
+}
+
+__global__ void k_f16_to_f32(const half *a, float *b, size_t n) {
+    size_t i = (size_t)blockIdx.x * blockDim.x + threadIdx.x;
+    if (i < n) b[i] = __half2float(a[i]);
+}
+
+} // namespace
+
+extern "C" lk_status lk_cuda_op_matmul(const float *x, int M, int K, const uint8_t *qs, const uint16_t *params,
+                                       const uint16_t *w_bf16, int N, int mode, int variant, float *y,
+                                       int *variant_used) {
+    int sm = 0, cmaj = 0, cmin = 0;
+    TRY(device_info(&sm, &cmaj, &cmin));
+    const int om = out_mode(mode), n_out = om == LK_OUT_SWIGLU_F16 ? N / 2 : N;
+    const bool half_out = om == LK_OUT_SWIGLU_F16 || om == LK_OUT_F16;
+    dbuf dx, dw, dp, dy, dyf, dpart, dcnt;
+    std::vector<half> hx = to_half(x, (size_t)M * K);
+    TRY(dalloc(dx, hx.size() * 2));
+    CU(cudaMemcpy(dx.p, hx.data(), hx.size() * 2, cudaMemcpyHostToDevice));
+    lk_dmat W;
+    W.N = N;
+    W.K = K;
+    if (qs) {
+        TRY(dalloc(dw, lk_q4_qs_bytes(N, K)));
+        TRY(dalloc(dp, lk_q4_params_bytes(N, K)));
+        CU(cudaMemcpy(dw.p, qs, lk_q4_qs_bytes(N, K), cudaMemcpyHostToDevice));
+        CU(cudaMemcpy(dp.p, params, lk_q4_params_bytes(N, K), cudaMemcpyHostToDevice));
+        TRY(lk_q4_interleave(dw.p, lk_q4_qs_bytes(N, K), 0));
+        W.w = dw.p;
+        W.p = (const half2 *)dp.p;
+        W.fmt = LK_WFMT_Q4;
+    } else {
+        TRY(dalloc(dw, (size_t)N * K * 2));
+        CU(cudaMemcpy(dw.p, w_bf16, (size_t)N * K * 2, cudaMemcpyHostToDevice));
+        W.w = dw.p;
+        W.p = nullptr;
+        W.fmt = LK_WFMT_BF16;
+    }
+    const size_t ny = (size_t)M * n_out;
+    TRY(dalloc(dy, ny * (half_out ? 2 : 4)));
+    if (om == LK_OUT_ADD_F32) CU(cudaMemcpy(dy.p, y, ny * 4, cudaMemcpyHostToDevice));
+    else CU(cudaMemset(dy.p, 0xff, ny * (half_out ? 2 : 4))); /* poison: every output must be written */
+    lk_mm_ws ws;
+    ws.partial_floats = (size_t)LK_SPLITK_MAX * LK_GEMV_ROWS * n_out;
+    ws.n_counters = n_out;
+    TRY(dalloc(dpart, ws.partial_floats * 4));
+    TRY(dalloc(dcnt, (size_t)n_out * 4));
+    CU(cudaMemset(dcnt.p, 0, (size_t)n_out * 4));
+    ws.partial = (float *)dpart.p;
+    ws.counters = (int *)dcnt.p;
+    if (variant_used) *variant_used = qs ? (variant ? variant : lk_mm_choose(M, N, K, cmaj, cmin)) : LK_MM_BF16;
+    TRY(lk_cuda_matmul(&W, (const half *)dx.p, M, K, dy.p, n_out, om, variant, &ws, sm, cmaj, cmin, 0));
+    if (half_out) {
+        TRY(dalloc(dyf, ny * 4));
+        k_f16_to_f32<<<(unsigned)((ny + 255) / 256), 256>>>((const half *)dy.p, (float *)dyf.p, ny);
+        LAUNCH_OK("k_f16_to_f32");
+        CU(cudaMemcpy(y, dyf.p, ny * 4, cudaMemcpyDeviceToHost));
+    } else {
+        CU(cudaMemcpy(y, dy.p, ny * 4, cudaMemcpyDeviceToHost));
+    }
+    CU(cudaDeviceSynchronize());
+    return LK_OK;
+}
+
+__global__ void k_fill_random(uint32_t *p, size_t n, uint32_t seed) {
+    size_t i = (size_t)blockIdx.x * blockDim.x + threadIdx.x;
+    if (i < n) {
+        uint32_t z = (uint32_t)i * 2654435761u ^ seed;
+        z ^= z >> 13;
+        z *= 0x5bd1e995u;
+        z ^= z >> 15;
+        p[i] = z;
+    }
+}
+__global__ void k_fill_params(half2 *p, size_t n) {
+    size_t i = (size_t)blockIdx.x * blockDim.x + threadIdx.x;
+    if (i < n) p[i] = __floats2half2_rn(0.002f + 0.0001f * (float)(i % 7), -0.015f);
+}
+__global__ void k_fill_half(half *p, size_t n, float scale) {
+    size_t i = (size_t)blockIdx.x * blockDim.x + threadIdx.x;
+    if (i < n) p[i] = __float2half(scale * ((float)((i * 7919u) % 2001u) / 1000.0f - 1.0f));
+}
+
+extern "C" lk_status lk_cuda_op_bench_matmul(int M, int N, int K, int mode, int variant, int bf16, int iters,
+                                             double *us) {
+    int sm = 0, cmaj = 0, cmin = 0;
+    TRY(device_info(&sm, &cmaj, &cmin));
+    const int om = out_mode(mode), n_out = om == LK_OUT_SWIGLU_F16 ? N / 2 : N;
+    const size_t wbytes = bf16 ? (size_t)N * K * 2 : lk_q4_qs_bytes(N, K) + lk_q4_params_bytes(N, K);
+    int copies = (int)std::min<size_t>(64, std::max<size_t>(1, (size_t)(256u << 20) / wbytes + 1));
+    std::vector<dbuf> ws_(copies), ps_(copies);
+    std::vector<lk_dmat> mats(copies);
+    for (int c = 0; c < copies; c++) {
+        lk_dmat &W = mats[c];
+        W.N = N;
+        W.K = K;
+        if (bf16) {
+            TRY(dalloc(ws_[c], (size_t)N * K * 2));
+            k_fill_half<<<(unsigned)(((size_t)N * K + 255) / 256), 256>>>((half *)ws_[c].p, (size_t)N * K, 0.02f);
+            W.fmt = LK_WFMT_BF16; /* the bit patterns of small halves are fine bf16 values too */
+            W.p = nullptr;
+        } else {
+            TRY(dalloc(ws_[c], lk_q4_qs_bytes(N, K)));
+            TRY(dalloc(ps_[c], lk_q4_params_bytes(N, K)));
+            k_fill_random<<<(unsigned)((lk_q4_qs_bytes(N, K) / 4 + 255) / 256), 256>>>(
+                (uint32_t *)ws_[c].p, lk_q4_qs_bytes(N, K) / 4, 1234u + c);
+            size_t np = (size_t)N * (K / LK_Q4_GROUP);
+            k_fill_params<<<(unsigned)((np + 255) / 256), 256>>>((half2 *)ps_[c].p, np);
+            W.fmt = LK_WFMT_Q4;
+            W.p = (const half2 *)ps_[c].p;
+        }
+        W.w = ws_[c].p;
+        LAUNCH_OK("fill");
+    }
+    dbuf dx, dy, dpart, dcnt;
+    TRY(dalloc(dx, (size_t)M * K * 2));
+    k_fill_half<<<(unsigned)(((size_t)M * K + 255) / 256), 256>>>((half *)dx.p, (size_t)M * K, 1.0f);
+    LAUNCH_OK("fill");
+    TRY(dalloc(dy, (size_t)M * n_out * 4));
+    CU(cudaMemset(dy.p, 0, (size_t)M * n_out * 4));
+    lk_mm_ws ws;
+    ws.partial_floats = (size_t)LK_SPLITK_MAX * LK_GEMV_ROWS * n_out;
+    ws.n_counters = n_out;
+    TRY(dalloc(dpart, ws.partial_floats * 4));
+    TRY(dalloc(dcnt, (size_t)n_out * 4));
+    CU(cudaMemset(dcnt.p, 0, (size_t)n_out * 4));
+    ws.partial = (float *)dpart.p;
+    ws.counters = (int *)dcnt.p;
+    cudaStream_t st;
+    CU(cudaStreamCreateWithFlags(&st, cudaStreamNonBlocking));
+    const int reps = std::max(copies, 16);
+    lk_status s = time_graph(
+        st, reps, iters,
+        [&](int i) {
+            return lk_cuda_matmul(&mats[i % copies], (const half *)dx.p, M, K, dy.p, n_out, om, variant, &ws, sm,
+                                  cmaj, cmin, st);
+        },
+        us);
+    cudaStreamSynchronize(st);
+    cudaStreamDestroy(st);
+    return s;
+}
+
+extern "C" lk_status lk_cuda_op_attention(const float *q, int M, int n_heads, int n_kv, int hd, const float *k,
+                                          const float *v, int L, const int *pos, int kind, float *out) {
+    int sm = 0, cmaj = 0, cmin = 0;
+    TRY(device_info(&sm, &cmaj, &cmin));
+    if (n_kv <= 0 || n_heads % n_kv || M < 1 || L < 1)
+        return lk_fail(LK_E_INVALID, "attention op: bad shape (M %d, heads %d/%d, L %d)", M, n_heads, n_kv, L);
+    for (int i = 0; i < M; i++)
+        if (pos[i] < 0 || pos[i] >= L) return lk_fail(LK_E_INVALID, "attention op: pos[%d] = %d not in [0, %d)", i, pos[i], L);
+    const int qd = n_heads * hd;
+    dbuf dq, dk, dv, dout, dslot, dpos, dpart, dof;
+    std::vector<half> hq = to_half(q, (size_t)M * qd), hk = to_half(k, (size_t)n_kv * L * hd),
+                      hv = to_half(v, (size_t)n_kv * L * hd);
+    TRY(dalloc(dq, hq.size() * 2));
+    TRY(dalloc(dk, hk.size() * 2));
+    TRY(dalloc(dv, hv.size() * 2));
+    TRY(dalloc(dout, (size_t)M * qd * 2));
+    TRY(dalloc(dslot, (size_t)M * 4));
+    TRY(dalloc(dpos, (size_t)M * 4));
+    CU(cudaMemcpy(dq.p, hq.data(), hq.size() * 2, cudaMemcpyHostToDevice));
+    CU(cudaMemcpy(dk.p, hk.data(), hk.size() * 2, cudaMemcpyHostToDevice));
+    CU(cudaMemcpy(dv.p, hv.data(), hv.size() * 2, cudaMemcpyHostToDevice));
+    CU(cudaMemset(dslot.p, 0, (size_t)M * 4));
+    CU(cudaMemcpy(dpos.p, pos, (size_t)M * 4, cudaMemcpyHostToDevice));
+    CU(cudaMemset(dout.p, 0xff, (size_t)M * qd * 2));
+    const int splits = std::max(1, std::min(64, (512 + M * n_kv - 1) / (M * n_kv)));
+    TRY(dalloc(dpart, (size_t)M * n_heads * splits * (hd + 2) * 4));
+    lk_attn_args a;
+    a.qkv = (const half *)dq.p;
+    a.qkv_ld = qd;
+    a.out = (half *)dout.p;
+    a.kc = (const half *)dk.p;
+    a.vc = (const half *)dv.p;
+    a.slot = (const int *)dslot.p;
+    a.pos = (const int *)dpos.p;
+    a.M = M;
+    a.n_heads = n_heads;
+    a.n_kv = n_kv;
+    a.head_dim = hd;
+    a.max_seq = L;
+    a.scale = 1.0f / sqrtf((float)hd);
+    a.p0 = pos[0];
+    a.pslot = 0;
+    a.part = (float *)dpart.p;
+    a.splits = splits;
+    if (kind == 2) {
+        for (int i = 1; i < M; i++)
+            if (pos[i] != pos[0] + i) return lk_fail(LK_E_INVALID, "prefill attention needs consecutive positions");
+        TRY(lk_attention_prefill(&a, 0));
+    } else if (kind == 1) {
+        TRY(lk_attention_decode(&a, 0));
+    } else {
+        TRY(lk_attention_plain(&a, 0));
+    }
+    TRY(dalloc(dof, (size_t)M * qd * 4));
+    k_f16_to_f32<<<(unsigned)(((size_t)M * qd + 255) / 256), 256>>>((const half *)dout.p, (float *)dof.p, (size_t)M * qd);
+    LAUNCH_OK("k_f16_to_f32");
+    CU(cudaMemcpy(out, dof.p, (size_t)M * qd * 4, cudaMemcpyDeviceToHost));
+    return LK_OK;
+}
+
+extern "C" lk_status lk_cuda_op_bench_attention(int B, int n_heads, int n_kv, int hd, int L, int kind, int iters,
+                                                double *us) {
+    int sm = 0, cmaj = 0, cmin = 0;
+    TRY(device_info(&sm, &cmaj, &cmin));
+    const int qd = n_heads * hd;
+    const int M = kind == 2 ? L : B;
+    const size_t kv = (size_t)B * n_kv * L * hd;
+    dbuf dq, dk, dv, dout, dslot, dpos, dpart;
+    TRY(dalloc(dq, (size_t)M * qd * 2));
+    TRY(dalloc(dk, kv * 2));
+    TRY(dalloc(dv, kv * 2));
+    TRY(dalloc(dout, (size_t)M * qd * 2));
+    TRY(dalloc(dslot, (size_t)M * 4));
+    TRY(dalloc(dpos, (size_t)M * 4));
+    k_fill_half<<<(unsigned)(((size_t)M * qd + 255) / 256), 256>>>((half *)dq.p, (size_t)M * qd, 1.0f);
+    k_fill_half<<<(unsigned)((kv + 255) / 256), 256>>>((half *)dk.p, kv, 1.0f);
+    k_fill_half<<<(unsigned)((kv + 255) / 256), 256>>>((half *)dv.p, kv, 1.0f);
+    LAUNCH_OK("fill");
+    std::vector<int> hs(M), hp(M);
+    for (int i = 0; i < M; i++) {
+        hs[i] = kind == 2 ? 0 : i;
+        hp[i] = kind == 2 ? i : L - 1;
+    }
+    CU(cudaMemcpy(dslot.p, hs.data(), (size_t)M * 4, cudaMemcpyHostToDevice));
+    CU(cudaMemcpy(dpos.p, hp.data(), (size_t)M * 4, cudaMemcpyHostToDevice));
+    const int splits = std::max(1, std::min(64, (512 + B * n_kv - 1) / (B * n_kv)));
+    TRY(dalloc(dpart, (size_t)(kind == 2 ? 1 : M) * n_heads * splits * (hd + 2) * 4));
+    lk_attn_args a;
+    a.qkv = (const half *)dq.p;
+    a.qkv_ld = qd;
+    a.out = (half *)dout.p;
+    a.kc = (const half *)dk.p;
+    a.vc = (const half *)dv.p;
+    a.slot = (const int *)dslot.p;
+    a.pos = (const int *)dpos.p;
+    a.M = M;
+    a.n_heads = n_heads;
+    a.n_kv = n_kv;
+    a.head_dim = hd;
+    a.max_seq = L;
+    a.scale = 1.0f / sqrtf((float)hd);
+    a.p0 = 0;
+    a.pslot = 0;
+    a.part = (float *)dpart.p;
+    a.splits = splits;
+    cudaStream_t st;
+    CU(cudaStreamCreateWithFlags(&st, cudaStreamNonBlocking));
+    lk_status s = time_graph(
+        st, 8, iters,
+        [&](int) {
+            return kind == 2 ? lk_attention_prefill(&a, st) : kind == 1 ? lk_attention_decode(&a, st)
+                                                                        : lk_attention_plain(&a, st);
+        },
+        us);
+    cudaStreamSynchronize(st);
+    cudaStreamDestroy(st);
+    return s;
+}
+
+extern "C" lk_status lk_cuda_op_sample(const float *logits, int B, int V, const int *pos, float temperature, int top_k,
+                                       float top_p, float repetition_penalty, uint64_t seed, uint64_t seq_id0,
+                                       const uint32_t *seen, int32_t *out) {
+    int sm = 0, cmaj = 0, cmin = 0;
+    TRY(device_info(&sm, &cmaj, &cmin));
+    const int words = (V + 31) / 32;
+    dbuf dl, dp, ds, dt, dslot, dseen;
+    TRY(dalloc(dl, (size_t)B * V * 4));
+    TRY(dalloc(dp, sizeof(lk_samp_params)));
+    TRY(dalloc(dt, (size_t)B * 4));
+    TRY(dalloc(dslot, (size_t)B * 4));
+    TRY(dalloc(ds, (size_t)B * 4));
+    TRY(dalloc(dseen, (size_t)B * words * 4));
+    CU(cudaMemcpy(dl.p, logits, (size_t)B * V * 4, cudaMemcpyHostToDevice));
+    CU(cudaMemcpy(ds.p, pos, (size_t)B * 4, cudaMemcpyHostToDevice));
+    if (seen) CU(cudaMemcpy(dseen.p, seen, (size_t)B * words * 4, cudaMemcpyHostToDevice));
+    else CU(cudaMemset(dseen.p, 0, (size_t)B * words * 4));
+    lk_samp_params p = {temperature, top_k, top_p, repetition_penalty, seed, seq_id0};
+    CU(cudaMemcpy(dp.p, &p, sizeof p, cudaMemcpyHostToDevice));
+    TRY(lk_sample((float *)dl.p, V, B, (const lk_samp_params *)dp.p, (uint32_t *)dseen.p, (int *)dt.p, (int *)dslot.p,
+                  (int *)ds.p, 0));
+    CU(cudaMemcpy(out, dt.p, (size_t)B * 4, cudaMemcpyDeviceToHost));
+    return LK_OK;
+}

@@ -1,0 +1,383 @@
+/* lk_kernels.cu: embedding lookup, RMSNorm, rotary + KV-cache append, the
+ * plain attention kernel (use_flash_attention=False), and GPU sampling. */
+#include "lk_kernels.cuh"
+
+#include <float.h>
+#include <limits.h>
+
+#include "../lk_model.h"
+#include "../lk_quant.h"
+#include "../lk_sample.h"
+
+/* ---- embedding: X[r] = dequantized row tok[r] ---------------------------------- */
+__global__ void k_embed_q4(const uint32_t *__restrict__ W, const half2 *__restrict__ P, const int *__restrict__ tok,
+                           int dim, float *__restrict__ x) {
+    const int r = blockIdx.x, t = tok[r];
+    const int words = dim / 8, groups = dim / LK_Q4_GROUP;
+    for (int w = threadIdx.x; w < words; w += blockDim.x) {
+        half2 q[4];
+        lk_dequant8(W[(size_t)t * words + w], q);
+        float2 sm = __half22float2(P[(size_t)t * groups + w / (LK_Q4_GROUP / 8)]);
+        float *o = x + (size_t)r * dim + 8 * w;
+#pragma unroll
+        for (int i = 0; i < 4; i++) {
+            float2 f = __half22float2(q[i]);
+            o[2 * i] = f.x * sm.x + sm.y;
+            o[2 * i + 1] = f.y * sm.x + sm.y;
+        }
+    }
+}
+
+__global__ void k_embed_bf16(const uint16_t *__restrict__ W, const int *__restrict__ tok, int dim, float *__restrict__ x) {
+    const int r = blockIdx.x, t = tok[r];
+    for (int i = threadIdx.x; i < dim; i += blockDim.x)
+        x[(size_t)r * dim + i] = __uint_as_float((uint32_t)W[(size_t)t * dim + i] << 16);
+}
+
+lk_status lk_embed(const lk_dmat *E, const int *tok, int M, int dim, float *x, cudaStream_t st) {
+    if (E->fmt == LK_WFMT_Q4)
+        k_embed_q4<<<M, 256, 0, st>>>((const uint32_t *)E->w, E->p, tok, dim, x);
+    else
+        k_embed_bf16<<<M, 256, 0, st>>>((const uint16_t *)E->w, tok, dim, x);
+    LAUNCH_OK("k_embed");
+    return LK_OK;
+}
+
+/* ---- RMSNorm: H = X * rsqrt(mean(X^2) + eps) * w, fp32 math, fp16 out ----------- */
+__global__ void __launch_bounds__(256) k_rmsnorm(const float *__restrict__ x, const float *__restrict__ w, int dim,
+                                                 float eps, half *__restrict__ h) {
+    __shared__ float red[32];
+    const float *xr = x + (size_t)blockIdx.x * dim;
+    float ss = 0.0f;
+    for (int i = threadIdx.x * 4; i < dim; i += blockDim.x * 4) {
+        float4 v = *reinterpret_cast<const float4 *>(xr + i);
+        ss += v.x * v.x + v.y * v.y + v.z * v.z + v.w * v.w;
+    }
+    ss = lk_block_sum(ss, red);
+    const float inv = rsqrtf(ss / (float)dim + eps);
+    half *hr = h + (size_t)blockIdx.x * dim;
+    for (int i = threadIdx.x * 4; i < dim; i += blockDim.x * 4) {
+        float4 v = *reinterpret_cast<const float4 *>(xr + i);
+        float4 g = *reinterpret_cast<const float4 *>(w + i);
+        half2 a = __floats2half2_rn(v.x * inv * g.x, v.y * inv * g.y), b = __floats2half2_rn(v.z * inv * g.z, v.w * inv * g.w);
+        *reinterpret_cast<half2 *>(hr + i) = a;
+        *reinterpret_cast<half2 *>(hr + i + 2) = b;
+    }
+}
+
+lk_status lk_rmsnorm(const float *x, const float *w, int M, int dim, float eps, half *h, cudaStream_t st) {
+    if (dim % 4) return lk_fail(LK_E_UNSUPPORTED, "no RMSNorm kernel for hidden size %d (must be a multiple of 4)", dim);
+    k_rmsnorm<<<M, 256, 0, st>>>(x, w, dim, eps, h);
+    LAUNCH_OK("k_rmsnorm");
+    return LK_OK;
+}
+
+/* ---- rotary (HF half-split) on q and k, and K/V append to the cache --------------- */
+__global__ void k_rope_kv(half *__restrict__ qkv, int ld, const int *__restrict__ slot, const int *__restrict__ pos,
+                          int n_heads, int n_kv, int hd, const float *__restrict__ cos_t,
+                          const float *__restrict__ sin_t, half *__restrict__ kc, half *__restrict__ vc, int max_seq) {
+    const int r = blockIdx.x, p = pos[r], s = slot[r], half_ = hd / 2;
+    half *row = qkv + (size_t)r * ld;
+    for (int idx = threadIdx.x; idx < (n_heads + n_kv) * half_; idx += blockDim.x) {
+        const int h = idx / half_, i = idx % half_;
+        const float c = cos_t[(size_t)p * half_ + i], sn = sin_t[(size_t)p * half_ + i];
+        half *v = row + (size_t)h * hd;
+        const float a = __half2float(v[i]), b = __half2float(v[i + half_]);
+        const float na = a * c - b * sn, nb = b * c + a * sn;
+        if (h < n_heads) {
+            v[i] = __float2half(na);
+            v[i + half_] = __float2half(nb);
+        } else {
+            half *dst = kc + (((size_t)s * n_kv + (h - n_heads)) * max_seq + p) * hd;
+            dst[i] = __float2half(na);
+            dst[i + half_] = __float2half(nb);
+        }
+    }
+    const half *vsrc = row + (size_t)(n_heads + n_kv) * hd;
+    for (int idx = threadIdx.x; idx < n_kv * hd; idx += blockDim.x) {
+        const int h = idx / hd, d = idx % hd;
+        vc[(((size_t)s * n_kv + h) * max_seq + p) * hd + d] = vsrc[idx];
+    }
+}
+
+lk_status lk_rope_kv(half *qkv, int qkv_ld, const int *slot, const int *pos, int M, int n_heads, int n_kv, int head_dim,
+                     const float *cos_t, const float *sin_t, half *kc, half *vc, int max_seq, cudaStream_t st) {
+    k_rope_kv<<<M, 256, 0, st>>>(qkv, qkv_ld, slot, pos, n_heads, n_kv, head_dim, cos_t, sin_t, kc, vc, max_seq);
+    LAUNCH_OK("k_rope_kv");
+    return LK_OK;
+}
+
+/* ---- plain attention: one block per (row, query head), online softmax over
+ * tiles of 256 positions; the simple reference the flash kernels are checked
+ * against, and the use_flash_attention=False path ------------------------------- */
+#define PLAIN_T 256
+__global__ void __launch_bounds__(PLAIN_T) k_attn_plain(lk_attn_args a) {
+    extern __shared__ float sh[];
+    const int r = blockIdx.x, h = blockIdx.y, hd = a.head_dim, kvh = h / (a.n_heads / a.n_kv);
+    float *q = sh, *p = sh + hd, *o = p + PLAIN_T;
+    __shared__ float red[32];
+    const half *qs = a.qkv + (size_t)r * a.qkv_ld + (size_t)h * hd;
+    for (int d = threadIdx.x; d < hd; d += blockDim.x) {
+        q[d] = __half2float(qs[d]) * a.scale;
+        o[d] = 0.0f;
+    }
+    const int s = a.slot[r], n = a.pos[r] + 1;
+    const half *K = a.kc + ((size_t)s * a.n_kv + kvh) * a.max_seq * hd;
+    const half *V = a.vc + ((size_t)s * a.n_kv + kvh) * a.max_seq * hd;
+    float m_run = -INFINITY, l_run = 0.0f;
+    __syncthreads();
+    for (int t0 = 0; t0 < n; t0 += PLAIN_T) {
+        const int t = t0 + threadIdx.x;
+        float sc = -INFINITY;
+        if (t < n) {
+            sc = 0.0f;
+            const half2 *kr = reinterpret_cast<const half2 *>(K + (size_t)t * hd);
+            for (int d = 0; d < hd / 2; d++) {
+                float2 kf = __half22float2(kr[d]);
+                sc += q[2 * d] * kf.x + q[2 * d + 1] * kf.y;
+            }
+        }
+        /* tile max */
+        float mx = lk_warp_max(sc);
+        __syncthreads();
+        if ((threadIdx.x & 31) == 0) red[threadIdx.x >> 5] = mx;
+        __syncthreads();
+        mx = -INFINITY;
+        for (int w = 0; w < PLAIN_T / 32; w++) mx = fmaxf(mx, red[w]);
+        const float m_new = fmaxf(m_run, mx);
+        const float pe = t < n ? __expf(sc - m_new) : 0.0f;
+        p[threadIdx.x] = pe;
+        const float corr = __expf(m_run - m_new);
+        const float tile_sum = lk_block_sum(pe, red);
+        l_run = l_run * corr + tile_sum;
+        m_run = m_new;
+        __syncthreads();
+        const int cnt = min(PLAIN_T, n - t0);
+        for (int d = threadIdx.x; d < hd; d += blockDim.x) {
+            float acc = o[d] * corr;
+            for (int j = 0; j < cnt; j++) acc += p[j] * __half2float(V[(size_t)(t0 + j) * hd + d]);
+            o[d] = acc;
+        }
+        __syncthreads();
+    }
+    half *out = a.out + (size_t)r * a.n_heads * hd + (size_t)h * hd;
+    for (int d = threadIdx.x; d < hd; d += blockDim.x) out[d] = __float2half(o[d] / l_run);
+}
+
+lk_status lk_attention_plain(const lk_attn_args *a, cudaStream_t st) {
+    dim3 grid(a->M, a->n_heads);
+    size_t smem = (size_t)(2 * a->head_dim + PLAIN_T) * sizeof(float);
+    k_attn_plain<<<grid, PLAIN_T, smem, st>>>(*a);
+    LAUNCH_OK("k_attn_plain");
+    return LK_OK;
+}
+
+/* ---- sampling: the rule of lk_sample.h, one block of 1024 threads per row ---------- */
+#define SAMP_T 1024
+
+__device__ __forceinline__ uint32_t key_of(float e) { return __float_as_uint(e); }
+
+/* block-wide radix descent (see lk_sample.c): weight(key > v) < target <= weight(key >= v) */
+__device__ uint32_t radix_threshold(const float *e, int V, float target, bool by_mass, float *hist_f,
+                                    unsigned *hist_u, int *sel) {
+    uint32_t prefix = 0, mask = 0;
+    float above = 0.0f;
+    for (int shift = 24; shift >= 0; shift -= 8) {
+        for (int i = threadIdx.x; i < 256; i += blockDim.x) {
+            hist_f[i] = 0.0f;
+            hist_u[i] = 0;
+        }
+        __syncthreads();
+        for (int i = threadIdx.x; i < V; i += blockDim.x) {
+            uint32_t k = key_of(e[i]);
+            if ((k & mask) == prefix) {
+                if (by_mass) atomicAdd(&hist_f[(k >> shift) & 255u], e[i]);
+                else atomicAdd(&hist_u[(k >> shift) & 255u], 1u);
+            }
+        }
+        __syncthreads();
+        if (threadIdx.x == 0) {
+            int d;
+            for (d = 255; d >= 0; d--) {
+                float hv = by_mass ? hist_f[d] : (float)hist_u[d];
+                if (above + hv >= target) break;
+                above += hv;
+            }
+            sel[0] = d;
+            hist_f[256] = above;
+        }
+        __syncthreads();
+        const int d = sel[0];
+        above = hist_f[256];
+        __syncthreads();
+        if (d < 0) return prefix;
+        prefix |= (uint32_t)d << shift;
+        mask |= 0xffu << shift;
+    }
+    return prefix;
+}
+
+__global__ void __launch_bounds__(SAMP_T) k_sample(float *__restrict__ logits, int V, const lk_samp_params *__restrict__ P,
+                                                   uint32_t *__restrict__ seen, int seen_words, int *tok, int *slot,
+                                                   int *pos) {
+    __shared__ float hist_f[257];
+    __shared__ unsigned hist_u[256];
+    __shared__ int sel[2];
+    __shared__ float redf[32];
+    __shared__ int redi[32];
+    __shared__ float scan[SAMP_T / 32];
+    const int b = blockIdx.x, tid = threadIdx.x, lane = tid & 31, warp = tid >> 5;
+    float *l = logits + (size_t)b * V;
+    uint32_t *sn = seen + (size_t)b * seen_words;
+    const lk_samp_params p = *P;
+    if (p.repetition_penalty != 1.0f) {
+        for (int w = tid; w < seen_words; w += SAMP_T) {
+            uint32_t bits = sn[w];
+            while (bits) {
+                int k = __ffs(bits) - 1;
+                bits &= bits - 1;
+                int i = w * 32 + k;
+                if (i < V) l[i] = l[i] > 0.0f ? l[i] / p.repetition_penalty : l[i] * p.repetition_penalty;
+            }
+        }
+        __syncthreads();
+    }
+    /* argmax, lowest id on ties */
+    float best = -INFINITY;
+    int bi = INT_MAX;
+    for (int i = tid; i < V; i += SAMP_T) {
+        float v = l[i];
+        if (v > best || (v == best && i < bi)) {
+            best = v;
+            bi = i;
+        }
+    }
+    for (int o = 16; o > 0; o >>= 1) {
+        float ov = __shfl_xor_sync(0xffffffffu, best, o);
+        int oi = __shfl_xor_sync(0xffffffffu, bi, o);
+        if (ov > best || (ov == best && oi < bi)) {
+            best = ov;
+            bi = oi;
+        }
+    }
+    if (lane == 0) {
+        redf[warp] = best;
+        redi[warp] = bi;
+    }
+    __syncthreads();
+    if (warp == 0) {
+        best = lane < SAMP_T / 32 ? redf[lane] : -INFINITY;
+        bi = lane < SAMP_T / 32 ? redi[lane] : INT_MAX;
+        for (int o = 16; o > 0; o >>= 1) {
+            float ov = __shfl_xor_sync(0xffffffffu, best, o);
+            int oi = __shfl_xor_sync(0xffffffffu, bi, o);
+            if (ov > best || (ov == best && oi < bi)) {
+                best = ov;
+                bi = oi;
+            }
+        }
+        if (lane == 0) {
+            redf[0] = best;
+            redi[0] = bi == INT_MAX ? 0 : bi;
+        }
+    }
+    __syncthreads();
+    best = redf[0];
+    int token = redi[0];
+    __syncthreads();
+    if (p.temperature > 0.0f) {
+        for (int i = tid; i < V; i += SAMP_T) l[i] = __expf((l[i] - best) / p.temperature);
+        __syncthreads();
+        uint32_t thr = 0;
+        if (p.top_k > 0 && p.top_k < V) thr = radix_threshold(l, V, (float)p.top_k, false, hist_f, hist_u, sel);
+        if (p.top_p < 1.0f) {
+            float kept = 0.0f;
+            for (int i = tid; i < V; i += SAMP_T)
+                if (key_of(l[i]) >= thr) kept += l[i];
+            kept = lk_block_sum(kept, redf);
+            __syncthreads();
+            uint32_t tp = radix_threshold(l, V, p.top_p * kept, true, hist_f, hist_u, sel);
+            thr = tp > thr ? tp : thr;
+        }
+        /* contiguous chunk per thread, exclusive scan of chunk masses, find the chunk holding u * total */
+        const int per = (V + SAMP_T - 1) / SAMP_T, i0 = tid * per, i1 = min(V, i0 + per);
+        float mine = 0.0f;
+        for (int i = i0; i < i1; i++)
+            if (key_of(l[i]) >= thr) mine += l[i];
+        float incl = mine;
+        for (int o = 1; o < 32; o <<= 1) {
+            float v = __shfl_up_sync(0xffffffffu, incl, o);
+            if (lane >= o) incl += v;
+        }
+        if (lane == 31) scan[warp] = incl;
+        __syncthreads();
+        if (warp == 0) {
+            float v = lane < SAMP_T / 32 ? scan[lane] : 0.0f, w = v;
+            for (int o = 1; o < 32; o <<= 1) {
+                float t = __shfl_up_sync(0xffffffffu, w, o);
+                if (lane >= o) w += t;
+            }
+            if (lane < SAMP_T / 32) scan[lane] = w - v; /* exclusive warp offsets */
+            if (lane == 31) hist_f[256] = w;            /* total */
+        }
+        __syncthreads();
+        const float total = hist_f[256];
+        const float excl = scan[warp] + incl - mine;
+        const float u = lk_uniform(p.seed, p.seq_id0 + (uint64_t)b, (uint64_t)pos[b] + 1);
+        const float target = u * total;
+        if (tid == 0) sel[1] = -1;
+        __syncthreads();
+        if (mine > 0.0f && excl <= target && target < excl + mine) {
+            float cum = excl;
+            int found = -1, last = -1;
+            for (int i = i0; i < i1; i++) {
+                if (key_of(l[i]) < thr) continue;
+                cum += l[i];
+                last = i;
+                if (cum > target) {
+                    found = i;
+                    break;
+                }
+            }
+            sel[1] = found >= 0 ? found : last;
+        }
+        __syncthreads();
+        if (sel[1] >= 0) token = sel[1];
+        /* rounding left the target past every chunk: take the last kept token */
+        else if (tid == 0) {
+            for (int i = V - 1; i >= 0; i--)
+                if (key_of(l[i]) >= thr) {
+                    sel[1] = i;
+                    break;
+                }
+        }
+        __syncthreads();
+        if (sel[1] >= 0) token = sel[1];
+    }
+    if (tid == 0) {
+        tok[b] = token;
+        slot[b] = b;
+        pos[b] += 1;
+        sn[token >> 5] |= 1u << (token & 31);
+    }
+}
+
+lk_status lk_sample(float *logits, int V, int B, const lk_samp_params *params_dev, uint32_t *seen, int *tok, int *slot,
+                    int *pos, cudaStream_t st) {
+    k_sample<<<B, SAMP_T, 0, st>>>(logits, V, params_dev, seen, (V + 31) / 32, tok, slot, pos);
+    LAUNCH_OK("k_sample");
+    return LK_OK;
+}
+
+__global__ void k_seen_set(uint32_t *seen, const int *t, int n, int V) {
+    int i = blockIdx.x * blockDim.x + threadIdx.x;
+    if (i < n && t[i] >= 0 && t[i] < V) atomicOr(&seen[t[i] >> 5], 1u << (t[i] & 31));
+}
+
+lk_status lk_seen_add(uint32_t *seen_row, const int *tokens_dev, int n, int V, cudaStream_t st) {
+    if (n > 0) {
+        k_seen_set<<<(n + 255) / 256, 256, 0, st>>>(seen_row, tokens_dev, n, V);
+        LAUNCH_OK("k_seen_set");
+    }
+    return LK_OK;
+}

@@ -1,0 +1,51 @@
+/* lk_kernels.cuh: launchers for the non-matmul kernels of the CUDA backend.
+ *
+ * Shapes: rows r < M; tok/slot/pos are device int32 [M]. X float32 [M][dim],
+ * H fp16 [M][dim], QKV fp16 [M][qkv_dim] (q heads, then k, then v), ATT fp16
+ * [M][q_dim]. KV cache fp16 [layer][slot][kv_head][max_seq][head_dim].
+ */
+#pragma once
+
+#include "lk_cuda_common.cuh"
+#include "lk_matmul.cuh"
+
+typedef struct lk_attn_args {
+    const half *qkv;     /* [M][qkv_ld], rotated q */
+    int qkv_ld;
+    half *out;           /* [M][n_heads * head_dim] */
+    const half *kc, *vc; /* this layer's caches: [slot][kv_head][max_seq][head_dim] */
+    const int *slot, *pos;
+    int M, n_heads, n_kv, head_dim, max_seq;
+    float scale;
+    /* prefill: rows are positions p0 .. p0+M-1 of slot `pslot` (host-known) */
+    int p0, pslot;
+    /* decode split-KV workspace */
+    float *part;
+    int splits;
+} lk_attn_args;
+
+lk_status lk_embed(const lk_dmat *E, const int *tok, int M, int dim, float *x, cudaStream_t st);
+lk_status lk_rmsnorm(const float *x, const float *w, int M, int dim, float eps, half *h, cudaStream_t st);
+/* final norm of rows src0.. into h rows 0.. */
+lk_status lk_rope_kv(half *qkv, int qkv_ld, const int *slot, const int *pos, int M, int n_heads, int n_kv, int head_dim,
+                     const float *cos_t, const float *sin_t, half *kc, half *vc, int max_seq, cudaStream_t st);
+
+lk_status lk_attention_plain(const lk_attn_args *a, cudaStream_t st);
+lk_status lk_attention_decode(const lk_attn_args *a, cudaStream_t st);
+lk_status lk_attention_prefill(const lk_attn_args *a, cudaStream_t st);
+lk_status lk_attention_init(void); /* shared-memory attributes, once per process */
+
+typedef struct lk_samp_params {
+    float temperature;
+    int32_t top_k;
+    float top_p;
+    float repetition_penalty;
+    uint64_t seed;
+    uint64_t seq_id0;
+} lk_samp_params;
+
+/* samples rows 0..B-1 of logits (overwritten); tok[b] = token, slot[b] = b, pos[b] += 1, seen updated */
+lk_status lk_sample(float *logits, int V, int B, const lk_samp_params *params_dev, uint32_t *seen, int *tok, int *slot,
+                    int *pos, cudaStream_t st);
+/* marks tokens_dev[0..n) in one sequence's seen bitmap */
+lk_status lk_seen_add(uint32_t *seen_row, const int *tokens_dev, int n, int V, cudaStream_t st);

@@ -1,0 +1,609 @@
+/* lk_matmul.cu: the int4 matmul variants, the bf16 path and the dispatcher
+ * (see lk_matmul.cuh). Only the configurations that are used are
+ * instantiated: GEMV for 1-4 rows x {1, 2} weight rows per warp x {lop3, LUT},
+ * three tensor-core tile shapes, and the bf16 kernels. */
+#include "lk_matmul.cuh"
+
+#include <stdio.h>
+
+#include "../lk_model.h"
+#include "../lk_quant.h"
+
+const char *lk_mm_variant_name(int v) {
+    switch (v) {
+    case LK_MM_LUT: return "lut";
+    case LK_MM_OPTIMIZED: return "optimized";
+    case LK_MM_BATCHED: return "batched";
+    case LK_MM_BF16: return "bf16";
+    default: return "auto";
+    }
+}
+
+/* The dispatch table, measured with benchmarks/bench_matmul.py (see
+ * benchmarks/matmul_table.md for the numbers behind each threshold).
+ * 1-4 rows are memory-bound GEMVs: the lop3 kernel beat the LUT kernel on
+ * every decode shape on H100/H200 (sm_90); from 5 rows on, tensor cores win. */
+int lk_mm_choose(int M, int N, int K, int cc_major, int cc_minor) {
+    (void)N, (void)K, (void)cc_major, (void)cc_minor;
+    return M <= 4 ? LK_MM_OPTIMIZED : LK_MM_BATCHED;
+}
+
+size_t lk_mm_ws_floats(int max_n, int max_rows) { return (size_t)8 * (size_t)(max_rows < 4 ? 4 : max_rows) * (size_t)max_n; }
+
+/* ---- epilogue ---------------------------------------------------------------- */
+__device__ __forceinline__ void epi_store(void *out, int ldo, int mode, int m, int j, float v) {
+    size_t i = (size_t)m * ldo + j;
+    if (mode == LK_OUT_F16 || mode == LK_OUT_SWIGLU_F16) ((half *)out)[i] = __float2half(v);
+    else if (mode == LK_OUT_F32) ((float *)out)[i] = v;
+    else ((float *)out)[i] += v;
+}
+
+__device__ __forceinline__ uint4 ld_stream(const uint4 *p) {
+    uint4 v;
+    asm volatile("ld.global.nc.L1::no_allocate.v4.u32 {%0, %1, %2, %3}, [%4];"
+                 : "=r"(v.x), "=r"(v.y), "=r"(v.z), "=r"(v.w)
+                 : "l"(p));
+    return v;
+}
+
+/* ============================================================================
+ * GEMV for 1-4 rows: one warp per output (RR = weight rows it reads: 2 for
+ * SwiGLU pairs or two consecutive rows), lanes across K in 16-byte chunks
+ * (32 weights, one quarter of a group). Split-K over gridDim.y for the
+ * residual-add outputs; the last block of a row range sums the splits in a
+ * fixed order, so results are deterministic.
+ * ==========================================================================*/
+#define GEMV_WARPS 8
+#define LUT_STRIDE 257
+
+template <int M, int RR, bool LUT>
+__global__ void __launch_bounds__(GEMV_WARPS * 32)
+    k_gemv_q4(const uint4 *__restrict__ W, const half2 *__restrict__ P, const half *__restrict__ x, int ldx, int K,
+              int n_out, int hidden, void *out, int ldo, int mode, float *__restrict__ partial,
+              int *__restrict__ counters) {
+    __shared__ half2 lut[LUT ? 8 * LUT_STRIDE : 1];
+    __shared__ int is_last;
+    const int lane = threadIdx.x & 31, warp = threadIdx.x >> 5;
+    if (LUT) {
+        for (int i = threadIdx.x; i < 8 * LUT_STRIDE; i += blockDim.x) {
+            int b = (i % LUT_STRIDE) & 255;
+            lut[i] = __halves2half2(__int2half_rn(b & 15), __int2half_rn(b >> 4));
+        }
+        __syncthreads();
+    }
+    const bool swiglu = mode == LK_OUT_SWIGLU_F16;
+    const int outs = swiglu ? 1 : RR;
+    const int j0 = (blockIdx.x * GEMV_WARPS + warp) * outs;
+    int rows[RR];
+    bool ok[RR];
+#pragma unroll
+    for (int r = 0; r < RR; r++) {
+        rows[r] = swiglu ? j0 + r * hidden : j0 + r;
+        ok[r] = swiglu ? j0 < n_out : j0 + r < n_out;
+    }
+    const int chunks = K >> 5, groups = K >> 7;
+    const int S = gridDim.y, s = blockIdx.y;
+    const int per = (chunks + S - 1) / S, c0 = s * per, c1 = min(chunks, c0 + per);
+    float acc[RR][M];
+#pragma unroll
+    for (int r = 0; r < RR; r++)
+#pragma unroll
+        for (int m = 0; m < M; m++) acc[r][m] = 0.0f;
+    const half2 *lt = lut + (lane & 7) * LUT_STRIDE;
+
+#pragma unroll 2
+    for (int c = c0 + lane; c < c1; c += 32) {
+        uint4 wv[RR];
+        half2 pv[RR];
+#pragma unroll
+        for (int r = 0; r < RR; r++) {
+            if (ok[r]) {
+                wv[r] = ld_stream(W + (size_t)rows[r] * chunks + c);
+                pv[r] = P[(size_t)rows[r] * groups + (c >> 2)];
+            } else {
+                wv[r] = make_uint4(0, 0, 0, 0);
+                pv[r] = __float2half2_rn(0.0f);
+            }
+        }
+        half2 xv[M][16];
+        float xs[M];
+#pragma unroll
+        for (int m = 0; m < M; m++) {
+            const uint4 *xp = reinterpret_cast<const uint4 *>(x + (size_t)m * ldx + (size_t)c * 32);
+#pragma unroll
+            for (int q = 0; q < 4; q++) {
+                uint4 t = xp[q];
+                xv[m][4 * q + 0] = *reinterpret_cast<half2 *>(&t.x);
+                xv[m][4 * q + 1] = *reinterpret_cast<half2 *>(&t.y);
+                xv[m][4 * q + 2] = *reinterpret_cast<half2 *>(&t.z);
+                xv[m][4 * q + 3] = *reinterpret_cast<half2 *>(&t.w);
+            }
+            half2 t8[8];
+#pragma unroll
+            for (int i = 0; i < 8; i++) t8[i] = __hadd2(xv[m][2 * i], xv[m][2 * i + 1]);
+#pragma unroll
+            for (int i = 0; i < 4; i++) t8[i] = __hadd2(t8[2 * i], t8[2 * i + 1]);
+            float2 f0 = __half22float2(__hadd2(t8[0], t8[1])), f1 = __half22float2(__hadd2(t8[2], t8[3]));
+            xs[m] = f0.x + f0.y + f1.x + f1.y;
+            if (LUT) {
+                /* byte k of an interleaved word holds elements (0,2), (4,6), (1,3), (5,7) */
+#pragma unroll
+                for (int wd = 0; wd < 4; wd++) {
+                    half2 a = xv[m][4 * wd], b = xv[m][4 * wd + 1], cc = xv[m][4 * wd + 2], d = xv[m][4 * wd + 3];
+                    xv[m][4 * wd + 0] = __lows2half2(a, b);
+                    xv[m][4 * wd + 1] = __lows2half2(cc, d);
+                    xv[m][4 * wd + 2] = __highs2half2(a, b);
+                    xv[m][4 * wd + 3] = __highs2half2(cc, d);
+                }
+            }
+        }
+#pragma unroll
+        for (int r = 0; r < RR; r++) {
+            const uint32_t wd4[4] = {wv[r].x, wv[r].y, wv[r].z, wv[r].w};
+            half2 q[16];
+#pragma unroll
+            for (int wd = 0; wd < 4; wd++) {
+                if (LUT) {
+#pragma unroll
+                    for (int k = 0; k < 4; k++) q[4 * wd + k] = lt[(wd4[wd] >> (8 * k)) & 0xffu];
+                } else {
+                    lk_dequant8(wd4[wd], &q[4 * wd]);
+                }
+            }
+            const float2 sm = __half22float2(pv[r]);
+#pragma unroll
+            for (int m = 0; m < M; m++) {
+                float dot = 0.0f;
+#pragma unroll
+                for (int wd = 0; wd < 4; wd++) {
+                    half2 d = __hmul2(q[4 * wd], xv[m][4 * wd]);
+                    d = __hfma2(q[4 * wd + 1], xv[m][4 * wd + 1], d);
+                    d = __hfma2(q[4 * wd + 2], xv[m][4 * wd + 2], d);
+                    d = __hfma2(q[4 * wd + 3], xv[m][4 * wd + 3], d);
+                    float2 f = __half22float2(d);
+                    dot += f.x + f.y;
+                }
+                acc[r][m] += sm.x * dot + sm.y * xs[m];
+            }
+        }
+    }
+#pragma unroll
+    for (int r = 0; r < RR; r++)
+#pragma unroll
+        for (int m = 0; m < M; m++) acc[r][m] = lk_warp_sum(acc[r][m]);
+
+    if (S == 1) {
+        if (lane == 0) {
+            if (swiglu) {
+                if (ok[0])
+#pragma unroll
+                    for (int m = 0; m < M; m++)
+                        epi_store(out, ldo, mode, m, j0, lk_silu(acc[0][m]) * acc[RR - 1][m]);
+            } else {
+#pragma unroll
+                for (int r = 0; r < RR; r++)
+                    if (ok[r])
+#pragma unroll
+                        for (int m = 0; m < M; m++) epi_store(out, ldo, mode, m, j0 + r, acc[r][m]);
+            }
+        }
+        return;
+    }
+    /* split-K (residual add only): partials, then the last block of this row range reduces in order */
+    if (lane == 0)
+#pragma unroll
+        for (int r = 0; r < RR; r++)
+            if (ok[r])
+#pragma unroll
+                for (int m = 0; m < M; m++) partial[((size_t)s * M + m) * n_out + j0 + r] = acc[r][m];
+    __threadfence();
+    __syncthreads();
+    if (threadIdx.x == 0) {
+        int prev = atomicAdd(&counters[blockIdx.x], 1);
+        is_last = prev == S - 1;
+    }
+    __syncthreads();
+    if (!is_last) return;
+    __threadfence();
+    if (lane == 0) {
+#pragma unroll
+        for (int r = 0; r < RR; r++) {
+            if (!ok[r]) continue;
+#pragma unroll
+            for (int m = 0; m < M; m++) {
+                float v = 0.0f;
+                for (int t = 0; t < S; t++) v += __ldcg(&partial[((size_t)t * M + m) * n_out + j0 + r]);
+                epi_store(out, ldo, mode, m, j0 + r, v);
+            }
+        }
+    }
+    if (threadIdx.x == 0) counters[blockIdx.x] = 0;
+}
+
+/* ============================================================================
+ * Tensor-core int4 matmul for 5+ rows: BM x BN output tiles, BK = 64,
+ * 3-stage cp.async pipeline for x and the packed weights, weights
+ * dequantized (lop3 + scale/min) into an fp16 tile, ldmatrix + mma.sync
+ * m16n8k16 with fp32 accumulation, epilogue through shared memory.
+ * ==========================================================================*/
+#define TC_BK 64
+#define TC_STAGES 3
+#define TC_PAD 8
+
+__device__ __forceinline__ void cp_async16(void *smem, const void *gmem, bool pred) {
+    unsigned s = (unsigned)__cvta_generic_to_shared(smem);
+    int n = pred ? 16 : 0;
+    asm volatile("cp.async.cg.shared.global [%0], [%1], 16, %2;" ::"r"(s), "l"(gmem), "r"(n));
+}
+__device__ __forceinline__ void cp_async_commit() { asm volatile("cp.async.commit_group;"); }
+template <int N> __device__ __forceinline__ void cp_async_wait() { asm volatile("cp.async.wait_group %0;" ::"n"(N)); }
+
+__device__ __forceinline__ void ldmatrix_x4(uint32_t r[4], const void *smem) {
+    unsigned s = (unsigned)__cvta_generic_to_shared(smem);
+    asm volatile("ldmatrix.sync.aligned.m8n8.x4.shared.b16 {%0, %1, %2, %3}, [%4];"
+                 : "=r"(r[0]), "=r"(r[1]), "=r"(r[2]), "=r"(r[3])
+                 : "r"(s));
+}
+
+__device__ __forceinline__ void mma16816(float c[4], const uint32_t a[4], uint32_t b0, uint32_t b1) {
+    asm volatile("mma.sync.aligned.m16n8k16.row.col.f32.f16.f16.f32 {%0, %1, %2, %3}, {%4, %5, %6, %7}, {%8, %9}, "
+                 "{%0, %1, %2, %3};"
+                 : "+f"(c[0]), "+f"(c[1]), "+f"(c[2]), "+f"(c[3])
+                 : "r"(a[0]), "r"(a[1]), "r"(a[2]), "r"(a[3]), "r"(b0), "r"(b1));
+}
+
+template <int BM, int BN>
+struct tc_smem {
+    static constexpr int A = TC_STAGES * BM * (TC_BK + TC_PAD) * 2;
+    static constexpr int BQ = TC_STAGES * BN * (TC_BK / 2);
+    static constexpr int BH = BN * (TC_BK + TC_PAD) * 2;
+    static constexpr int C = BM * (BN + 4) * 4;
+    static constexpr int MAIN = A + BQ + BH;
+    static constexpr int BYTES = MAIN > C ? MAIN : C;
+};
+
+template <int BM, int BN, int WM, int WN>
+__global__ void __launch_bounds__(WM *WN * 32)
+    k_mm_q4_tc(const half *__restrict__ x, int ldx, int M, const uint8_t *__restrict__ W, const half2 *__restrict__ P,
+               int N, int K, int n_out, int hidden, void *out, int ldo, int mode) {
+    extern __shared__ __align__(16) unsigned char smem[];
+    constexpr int T = WM * WN * 32, LDA = TC_BK + TC_PAD, WTM = BM / WM, WTN = BN / WN;
+    constexpr int MT = WTM / 16, NT = WTN / 8;
+    static_assert(WTM % 16 == 0 && WTN % 16 == 0, "warp tile");
+    half *As = reinterpret_cast<half *>(smem);
+    uint8_t *Bq = smem + tc_smem<BM, BN>::A;
+    half *Bh = reinterpret_cast<half *>(smem + tc_smem<BM, BN>::A + tc_smem<BM, BN>::BQ);
+    const int tid = threadIdx.x, lane = tid & 31, warp = tid >> 5, wm = warp / WN, wn = warp % WN;
+    const bool swiglu = mode == LK_OUT_SWIGLU_F16;
+    const int m0 = blockIdx.y * BM;
+    const int j0 = blockIdx.x * (swiglu ? BN / 2 : BN);
+    const int groups = K >> 7, KT = K / TC_BK;
+
+    auto wrow = [&](int nn) -> int {
+        if (!swiglu) return j0 + nn;
+        return nn < BN / 2 ? j0 + nn : hidden + j0 + nn - BN / 2;
+    };
+    auto wrow_ok = [&](int nn) -> bool {
+        if (!swiglu) return j0 + nn < N;
+        return j0 + (nn < BN / 2 ? nn : nn - BN / 2) < n_out;
+    };
+
+    auto load_stage = [&](int kt, int stage) {
+        half *a = As + stage * BM * LDA;
+        for (int i = tid; i < BM * (TC_BK / 8); i += T) {
+            int r = i / (TC_BK / 8), c = (i % (TC_BK / 8)) * 8;
+            bool p = m0 + r < M;
+            const half *src = x + (size_t)(p ? m0 + r : 0) * ldx + (size_t)kt * TC_BK + c;
+            cp_async16(a + r * LDA + c, src, p);
+        }
+        uint8_t *b = Bq + stage * BN * (TC_BK / 2);
+        for (int i = tid; i < BN * 2; i += T) {
+            int nn = i >> 1, h = i & 1;
+            bool p = wrow_ok(nn);
+            const uint8_t *src = W + (size_t)(p ? wrow(nn) : 0) * (K / 2) + (size_t)kt * (TC_BK / 2) + h * 16;
+            cp_async16(b + nn * (TC_BK / 2) + h * 16, src, p);
+        }
+    };
+
+    float acc[MT][NT][4];
+#pragma unroll
+    for (int i = 0; i < MT; i++)
+#pragma unroll
+        for (int j = 0; j < NT; j++)
+#pragma unroll
+            for (int k = 0; k < 4; k++) acc[i][j][k] = 0.0f;
+
+#pragma unroll
+    for (int s = 0; s < TC_STAGES - 1; s++) {
+        if (s < KT) load_stage(s, s);
+        cp_async_commit();
+    }
+    for (int kt = 0; kt < KT; kt++) {
+        const int stage = kt % TC_STAGES;
+        cp_async_wait<TC_STAGES - 2>();
+        __syncthreads();
+        /* dequantize this stage's weights into Bh */
+        const uint8_t *b = Bq + stage * BN * (TC_BK / 2);
+        const int g = (kt * TC_BK) >> 7;
+        for (int i = tid; i < BN * 2; i += T) {
+            int nn = i >> 1, h = i & 1;
+            uint4 v = *reinterpret_cast<const uint4 *>(b + nn * (TC_BK / 2) + h * 16);
+            half2 pr = wrow_ok(nn) ? P[(size_t)wrow(nn) * groups + g] : __float2half2_rn(0.0f);
+            half2 sc = __half2half2(__low2half(pr)), mn = __half2half2(__high2half(pr));
+            const uint32_t wd4[4] = {v.x, v.y, v.z, v.w};
+            half *dst = Bh + nn * LDA + h * 32;
+#pragma unroll
+            for (int wd = 0; wd < 4; wd++) {
+                half2 q[4];
+                lk_dequant8(wd4[wd], q);
+                uint4 o;
+                half2 w0 = __hfma2(q[0], sc, mn), w1 = __hfma2(q[1], sc, mn), w2 = __hfma2(q[2], sc, mn),
+                      w3 = __hfma2(q[3], sc, mn);
+                o.x = *reinterpret_cast<uint32_t *>(&w0);
+                o.y = *reinterpret_cast<uint32_t *>(&w1);
+                o.z = *reinterpret_cast<uint32_t *>(&w2);
+                o.w = *reinterpret_cast<uint32_t *>(&w3);
+                *reinterpret_cast<uint4 *>(dst + wd * 8) = o;
+            }
+        }
+        __syncthreads();
+        if (kt + TC_STAGES - 1 < KT) load_stage(kt + TC_STAGES - 1, (kt + TC_STAGES - 1) % TC_STAGES);
+        cp_async_commit();
+        const half *a = As + stage * BM * LDA;
+#pragma unroll
+        for (int ks = 0; ks < TC_BK / 16; ks++) {
+            uint32_t af[MT][4];
+#pragma unroll
+            for (int i = 0; i < MT; i++)
+                ldmatrix_x4(af[i], a + (wm * WTM + i * 16 + (lane & 15)) * LDA + ks * 16 + (lane >> 4) * 8);
+#pragma unroll
+            for (int j = 0; j < NT; j += 2) {
+                uint32_t bf[4];
+                ldmatrix_x4(bf, Bh + (wn * WTN + j * 8 + (lane >> 4) * 8 + (lane & 7)) * LDA + ks * 16 +
+                                    ((lane >> 3) & 1) * 8);
+#pragma unroll
+                for (int i = 0; i < MT; i++) {
+                    mma16816(acc[i][j], af[i], bf[0], bf[1]);
+                    mma16816(acc[i][j + 1], af[i], bf[2], bf[3]);
+                }
+            }
+        }
+    }
+    cp_async_wait<0>();
+    __syncthreads();
+    /* epilogue through shared memory */
+    float *C = reinterpret_cast<float *>(smem);
+    constexpr int LDC = BN + 4;
+#pragma unroll
+    for (int i = 0; i < MT; i++)
+#pragma unroll
+        for (int j = 0; j < NT; j++) {
+            int r = wm * WTM + i * 16 + (lane >> 2), c = wn * WTN + j * 8 + (lane & 3) * 2;
+            C[r * LDC + c] = acc[i][j][0];
+            C[r * LDC + c + 1] = acc[i][j][1];
+            C[(r + 8) * LDC + c] = acc[i][j][2];
+            C[(r + 8) * LDC + c + 1] = acc[i][j][3];
+        }
+    __syncthreads();
+    const int cols = swiglu ? BN / 2 : BN;
+    for (int i = tid; i < BM * cols; i += T) {
+        int r = i / cols, c = i % cols, m = m0 + r, jj = j0 + c;
+        if (m >= M || jj >= n_out) continue;
+        float v = swiglu ? lk_silu(C[r * LDC + c]) * C[r * LDC + c + BN / 2] : C[r * LDC + c];
+        epi_store(out, ldo, mode, m, jj, v);
+    }
+}
+
+/* ============================================================================
+ * bf16 weights (quantization="none"): warp-per-output GEMV for <= 4 rows,
+ * a tiled fp32 SIMT GEMM above. The reference path: correct, not tuned.
+ * ==========================================================================*/
+template <int M>
+__global__ void __launch_bounds__(256) k_gemv_bf16(const uint4 *__restrict__ W, const half *__restrict__ x, int ldx,
+                                                   int K, int n_out, int hidden, void *out, int ldo, int mode) {
+    const int lane = threadIdx.x & 31, j = blockIdx.x * 8 + (threadIdx.x >> 5);
+    if (j >= n_out) return;
+    const bool swiglu = mode == LK_OUT_SWIGLU_F16;
+    const int nr = swiglu ? 2 : 1, chunks = K >> 3;
+    float acc[2][M];
+    for (int r = 0; r < 2; r++)
+        for (int m = 0; m < M; m++) acc[r][m] = 0.0f;
+    for (int c = lane; c < chunks; c += 32) {
+        float xf[M][8];
+#pragma unroll
+        for (int m = 0; m < M; m++) {
+            uint4 t = *reinterpret_cast<const uint4 *>(x + (size_t)m * ldx + (size_t)c * 8);
+            const half2 *h = reinterpret_cast<const half2 *>(&t);
+#pragma unroll
+            for (int i = 0; i < 4; i++) {
+                float2 f = __half22float2(h[i]);
+                xf[m][2 * i] = f.x;
+                xf[m][2 * i + 1] = f.y;
+            }
+        }
+        for (int r = 0; r < nr; r++) {
+            int row = r ? j + hidden : j;
+            uint4 wv = W[(size_t)row * chunks + c];
+            const uint32_t w4[4] = {wv.x, wv.y, wv.z, wv.w};
+            float wf[8];
+#pragma unroll
+            for (int i = 0; i < 4; i++) {
+                wf[2 * i] = __uint_as_float(w4[i] << 16);
+                wf[2 * i + 1] = __uint_as_float(w4[i] & 0xffff0000u);
+            }
+#pragma unroll
+            for (int m = 0; m < M; m++)
+#pragma unroll
+                for (int i = 0; i < 8; i++) acc[r][m] = fmaf(wf[i], xf[m][i], acc[r][m]);
+        }
+    }
+    for (int r = 0; r < 2; r++)
+        for (int m = 0; m < M; m++) acc[r][m] = lk_warp_sum(acc[r][m]);
+    if (lane == 0)
+        for (int m = 0; m < M; m++) epi_store(out, ldo, mode, m, j, swiglu ? lk_silu(acc[0][m]) * acc[1][m] : acc[0][m]);
+}
+
+#define SG_T 64
+__global__ void __launch_bounds__(256) k_mm_bf16_simt(const half *__restrict__ x, int ldx, int M,
+                                                      const uint16_t *__restrict__ W, int N, int K, int n_out,
+                                                      int hidden, void *out, int ldo, int mode) {
+    __shared__ float As[16][SG_T + 1], Bs[16][2 * SG_T + 1];
+    const bool swiglu = mode == LK_OUT_SWIGLU_F16;
+    const int m0 = blockIdx.y * SG_T, j0 = blockIdx.x * SG_T;
+    const int tx = threadIdx.x % 16, ty = threadIdx.x / 16; /* 4x4 outputs each (x2 rows for swiglu) */
+    float acc[2][4][4] = {};
+    for (int k0 = 0; k0 < K; k0 += 16) {
+        for (int i = threadIdx.x; i < 16 * SG_T; i += 256) {
+            int r = i / 16, k = i % 16;
+            As[k][r] = (m0 + r < M && k0 + k < K) ? __half2float(x[(size_t)(m0 + r) * ldx + k0 + k]) : 0.0f;
+        }
+        for (int i = threadIdx.x; i < 16 * 2 * SG_T; i += 256) {
+            int r = i / 16, k = i % 16, c = r % SG_T, which = r / SG_T;
+            int row = which ? hidden + j0 + c : j0 + c;
+            bool p = (which == 0 || swiglu) && j0 + c < n_out && k0 + k < K && row < N;
+            Bs[k][r] = p ? __uint_as_float((uint32_t)W[(size_t)row * K + k0 + k] << 16) : 0.0f;
+        }
+        __syncthreads();
+#pragma unroll
+        for (int k = 0; k < 16; k++) {
+            float a[4], b[2][4];
+#pragma unroll
+            for (int i = 0; i < 4; i++) a[i] = As[k][ty * 4 + i];
+#pragma unroll
+            for (int w = 0; w < 2; w++)
+#pragma unroll
+                for (int i = 0; i < 4; i++) b[w][i] = Bs[k][w * SG_T + tx * 4 + i];
+#pragma unroll
+            for (int w = 0; w < 2; w++)
+#pragma unroll
+                for (int i = 0; i < 4; i++)
+#pragma unroll
+                    for (int jj = 0; jj < 4; jj++) acc[w][i][jj] = fmaf(a[i], b[w][jj], acc[w][i][jj]);
+        }
+        __syncthreads();
+    }
+    for (int i = 0; i < 4; i++)
+        for (int jj = 0; jj < 4; jj++) {
+            int m = m0 + ty * 4 + i, j = j0 + tx * 4 + jj;
+            if (m < M && j < n_out)
+                epi_store(out, ldo, mode, m, j, swiglu ? lk_silu(acc[0][i][jj]) * acc[1][i][jj] : acc[0][i][jj]);
+        }
+}
+
+/* ---- interleave -------------------------------------------------------------- */
+__global__ void k_interleave(uint32_t *w, size_t n) {
+    size_t i = (size_t)blockIdx.x * blockDim.x + threadIdx.x;
+    if (i < n) w[i] = lk_q4_interleave_word(w[i]);
+}
+
+lk_status lk_q4_interleave(void *qs, size_t bytes, cudaStream_t st) {
+    size_t n = bytes / 4;
+    if (!n) return LK_OK;
+    k_interleave<<<(unsigned)((n + 255) / 256), 256, 0, st>>>((uint32_t *)qs, n);
+    LAUNCH_OK("k_interleave");
+    return LK_OK;
+}
+
+/* ---- dispatch -------------------------------------------------------------------- */
+template <int M, int RR, bool LUT>
+static lk_status launch_gemv(const lk_dmat *W, const half *x, int ldx, void *out, int ldo, int mode, int n_out,
+                             int hidden, int S, const lk_mm_ws *ws, cudaStream_t st) {
+    const int outs = mode == LK_OUT_SWIGLU_F16 ? 1 : RR;
+    const int warps = lk_cdiv(n_out, outs);
+    dim3 grid(lk_cdiv(warps, GEMV_WARPS), S);
+    if (S > 1 && (int)grid.x > ws->n_counters) S = 1, grid.y = 1;
+    k_gemv_q4<M, RR, LUT><<<grid, GEMV_WARPS * 32, 0, st>>>(
+        (const uint4 *)W->w, W->p, x, ldx, W->K, n_out, hidden, out, ldo, mode, ws ? ws->partial : NULL,
+        ws ? ws->counters : NULL);
+    LAUNCH_OK("k_gemv_q4");
+    return LK_OK;
+}
+
+template <int BM, int BN, int WM, int WN>
+static lk_status launch_tc(const lk_dmat *W, const half *x, int M, int ldx, void *out, int ldo, int mode, int n_out,
+                           int hidden, cudaStream_t st) {
+    const int bytes = tc_smem<BM, BN>::BYTES;
+    const int cols = mode == LK_OUT_SWIGLU_F16 ? BN / 2 : BN;
+    dim3 grid(lk_cdiv(n_out, cols), lk_cdiv(M, BM));
+    k_mm_q4_tc<BM, BN, WM, WN><<<grid, WM * WN * 32, bytes, st>>>(x, ldx, M, (const uint8_t *)W->w, W->p, W->N, W->K,
+                                                                  n_out, hidden, out, ldo, mode);
+    LAUNCH_OK("k_mm_q4_tc");
+    return LK_OK;
+}
+
+lk_status lk_mm_init(void) {
+    CU(cudaFuncSetAttribute(k_mm_q4_tc<16, 128, 1, 4>, cudaFuncAttributeMaxDynamicSharedMemorySize,
+                            tc_smem<16, 128>::BYTES));
+    CU(cudaFuncSetAttribute(k_mm_q4_tc<64, 128, 2, 4>, cudaFuncAttributeMaxDynamicSharedMemorySize,
+                            tc_smem<64, 128>::BYTES));
+    CU(cudaFuncSetAttribute(k_mm_q4_tc<128, 128, 2, 4>, cudaFuncAttributeMaxDynamicSharedMemorySize,
+                            tc_smem<128, 128>::BYTES));
+    return LK_OK;
+}
+
+lk_status lk_cuda_matmul(const lk_dmat *W, const half *x, int M, int ldx, void *out, int ldo, int mode, int variant,
+                         const lk_mm_ws *ws, int sm_count, int cc_major, int cc_minor, cudaStream_t st) {
+    if (M < 1) return LK_OK;
+    const bool swiglu = mode == LK_OUT_SWIGLU_F16;
+    const int n_out = swiglu ? W->N / 2 : W->N, hidden = swiglu ? W->N / 2 : 0;
+    if (W->K % LK_Q4_GROUP && W->fmt == LK_WFMT_Q4)
+        return lk_fail(LK_E_UNSUPPORTED, "no int4 kernel for K = %d (must be a multiple of %d)", W->K, LK_Q4_GROUP);
+    if (W->fmt == LK_WFMT_BF16) {
+        if (W->K % 8) return lk_fail(LK_E_UNSUPPORTED, "no bf16 kernel for K = %d (must be a multiple of 8)", W->K);
+        if (M <= 4) {
+            dim3 grid(lk_cdiv(n_out, 8));
+            switch (M) {
+            case 1: k_gemv_bf16<1><<<grid, 256, 0, st>>>((const uint4 *)W->w, x, ldx, W->K, n_out, hidden, out, ldo, mode); break;
+            case 2: k_gemv_bf16<2><<<grid, 256, 0, st>>>((const uint4 *)W->w, x, ldx, W->K, n_out, hidden, out, ldo, mode); break;
+            case 3: k_gemv_bf16<3><<<grid, 256, 0, st>>>((const uint4 *)W->w, x, ldx, W->K, n_out, hidden, out, ldo, mode); break;
+            default: k_gemv_bf16<4><<<grid, 256, 0, st>>>((const uint4 *)W->w, x, ldx, W->K, n_out, hidden, out, ldo, mode); break;
+            }
+            LAUNCH_OK("k_gemv_bf16");
+        } else {
+            dim3 grid(lk_cdiv(n_out, SG_T), lk_cdiv(M, SG_T));
+            k_mm_bf16_simt<<<grid, 256, 0, st>>>(x, ldx, M, (const uint16_t *)W->w, W->N, W->K, n_out, hidden, out,
+                                                 ldo, mode);
+            LAUNCH_OK("k_mm_bf16_simt");
+        }
+        return LK_OK;
+    }
+    if (variant == LK_MM_AUTO) variant = lk_mm_choose(M, W->N, W->K, cc_major, cc_minor);
+    if (variant == LK_MM_BATCHED) {
+        if (M <= 16) return launch_tc<16, 128, 1, 4>(W, x, M, ldx, out, ldo, mode, n_out, hidden, st);
+        if (M <= 64) return launch_tc<64, 128, 2, 4>(W, x, M, ldx, out, ldo, mode, n_out, hidden, st);
+        return launch_tc<128, 128, 2, 4>(W, x, M, ldx, out, ldo, mode, n_out, hidden, st);
+    }
+    if (variant != LK_MM_LUT && variant != LK_MM_OPTIMIZED)
+        return lk_fail(LK_E_INVALID, "unknown matmul variant %d", variant);
+    const bool lut = variant == LK_MM_LUT;
+    /* split-K only for residual adds, when the grid would not fill the GPU */
+    const int chunks = W->K / 32;
+    for (int m0 = 0; m0 < M; m0 += 4) {
+        const int mm = M - m0 < 4 ? M - m0 : 4, RR = swiglu || mm >= 3 ? 2 : 1;
+        const int warps = lk_cdiv(n_out, swiglu ? 1 : RR);
+        int S = 1;
+        if (mode == LK_OUT_ADD_F32 && ws && ws->partial) {
+            while (S < 8 && warps * S < sm_count * 32 && chunks / (2 * S) >= 32 &&
+                   (size_t)(2 * S) * (size_t)mm * (size_t)n_out <= ws->partial_floats)
+                S *= 2;
+        }
+        const half *xm = x + (size_t)m0 * ldx;
+        void *om = mode == LK_OUT_F16 || mode == LK_OUT_SWIGLU_F16 ? (void *)((half *)out + (size_t)m0 * ldo)
+                                                                    : (void *)((float *)out + (size_t)m0 * ldo);
+        lk_status r;
+#define GEMV_CASE(MM, R)                                                                                          \
+    r = lut ? launch_gemv<MM, R, true>(W, xm, ldx, om, ldo, mode, n_out, hidden, S, ws, st)                      \
+            : launch_gemv<MM, R, false>(W, xm, ldx, om, ldo, mode, n_out, hidden, S, ws, st)
+        switch (mm * 4 + RR) {
+        case 1 * 4 + 1: GEMV_CASE(1, 1); break;
+        case 1 * 4 + 2: GEMV_CASE(1, 2); break;
+        case 2 * 4 + 1: GEMV_CASE(2, 1); break;
+        case 2 * 4 + 2: GEMV_CASE(2, 2); break;
+        case 3 * 4 + 2: GEMV_CASE(3, 2); break;
+        default: GEMV_CASE(4, 2); break;
+        }
+#undef GEMV_CASE
+        if (r) return r;
+    }
+    return LK_OK;
+}

@@ -1,0 +1,56 @@
+/* lk_matmul.cuh: the GPU matmul family, y = x W^T for M rows of x (fp16).
+ *
+ * int4 weights (lk_quant.h format, nibbles interleaved within each 32-bit
+ * word on upload, see lk_cuda_common.cuh) in three variants:
+ *   LK_MM_LUT        1-4 rows: dequant through a byte -> half2 table in shared memory
+ *   LK_MM_OPTIMIZED  1-4 rows: lop3/magic-number dequant, 16-byte loads, split-K
+ *   LK_MM_BATCHED    5+ rows: tensor cores (mma.sync m16n8k16, fp32 accumulate),
+ *                    cp.async pipeline, dequant to fp16 tiles in shared memory
+ * and a bf16 path for quantization="none". lk_mm_choose() picks the variant
+ * per (M, N, K, compute capability) from the table measured in
+ * benchmarks/matmul_table.md; any variant can be forced and handles any M
+ * (the 1-4 row kernels run larger M in groups of 4).
+ *
+ * Epilogues (mode): store fp16, store fp32, add into fp32 (the residual
+ * stream, deterministic even with split-K), and SwiGLU: rows j and
+ * hidden + j of W give out[j] = silu(x.Wj) * (x.W(hidden+j)).
+ */
+#pragma once
+
+#include "lk_cuda_common.cuh"
+
+enum { LK_MM_AUTO = 0, LK_MM_LUT = 1, LK_MM_OPTIMIZED = 2, LK_MM_BATCHED = 3, LK_MM_BF16 = 4 };
+enum { LK_OUT_F16 = 0, LK_OUT_F32 = 1, LK_OUT_ADD_F32 = 2, LK_OUT_SWIGLU_F16 = 3 };
+
+typedef struct lk_dmat {
+    const void *w;   /* q4: interleaved qs [N][K/2]; bf16: [N][K] */
+    const half2 *p;  /* q4: params [N][K/128] as half2 {scale, min} */
+    int N, K;
+    int fmt;         /* LK_WFMT_* */
+} lk_dmat;
+
+typedef struct lk_mm_ws {
+    float *partial;   /* split-K partial sums */
+    size_t partial_floats;
+    int *counters;    /* per row-block arrival counters, zero between calls */
+    int n_counters;
+} lk_mm_ws;
+
+const char *lk_mm_variant_name(int v);
+
+/* the variant auto-selection picks for this shape on this device */
+int lk_mm_choose(int M, int N, int K, int cc_major, int cc_minor);
+
+/* y = x W^T. x: [M][ldx] fp16. out: per mode, leading dimension ldo.
+ * For LK_OUT_SWIGLU_F16, W has 2*hidden rows and out gets hidden columns. */
+lk_status lk_cuda_matmul(const lk_dmat *W, const half *x, int M, int ldx, void *out, int ldo, int mode, int variant,
+                         const lk_mm_ws *ws, int sm_count, int cc_major, int cc_minor, cudaStream_t st);
+
+/* once per process: shared-memory limits of the tensor-core kernels */
+lk_status lk_mm_init(void);
+
+/* repacks canonical q4 bytes into the interleaved layout, in place */
+lk_status lk_q4_interleave(void *qs, size_t bytes, cudaStream_t st);
+
+/* bytes of split-K workspace the decode shapes of a model need */
+size_t lk_mm_ws_floats(int max_n, int max_rows);
