@@ -41,11 +41,15 @@ def main():
     ap = argparse.ArgumentParser()
     ap.add_argument("--quick", action="store_true")
     ap.add_argument("--model", default="synthetic:llama-3.2-1b")
+    ap.add_argument("--batches", default=None, help="comma-separated batch sizes")
+    ap.add_argument("--no-eager", action="store_true", help="graphs only")
     a = ap.parse_args()
     print(f"# end to end, {a.model}, int4, {device_line()}")
     res = {"device": device_line(), "model": a.model, "decode": [], "prefill": []}
     batches = [1, 16, 64] if not a.quick else [1, 16]
-    for graphs in (True, False):
+    if a.batches:
+        batches = [int(b) for b in a.batches.split(",")]
+    for graphs in ((True,) if a.no_eager else (True, False)):
         free0 = _C.build_info().get("gpu_free_bytes", 0)
         t0 = time.perf_counter()
         m = LlamaInference(a.model, device="cuda", batch_size=max(batches), max_seq_len=4096, cuda_graphs=graphs,
@@ -57,7 +61,7 @@ def main():
             res["decode"].append(r)
             print(f"decode batch {B:3d} graphs={graphs!s:5}: {r['tokens_per_s']:9.0f} tok/s total "
                   f"({r['decode_tokens_per_s']:.0f} in the decode loop), TTFT {r['ttft_ms']:.2f} ms", flush=True)
-        if graphs:
+        if graphs and not a.no_eager:
             res["load_seconds_synthetic"] = load_s
             for L in (128, 512, 2048):
                 ms = prefill_ms(m, L)

@@ -147,10 +147,21 @@ void lk_cuda_layout_make(const lk_config *c, const lk_engine_opts *o, lk_cuda_la
     l->seen = place(&cur, B * seen_words(c) * 4);
     /* per (row, query head, split): running max, sum, and head_dim outputs */
     l->attn_part = place(&cur, B * (size_t)c->n_heads * splits * ((size_t)c->head_dim + 2) * 4);
+    l->attn_cnt = place(&cur, B * (size_t)c->n_kv_heads * 4);
     l->samp = place(&cur, 64); /* the sampling parameters */
     /* split-K partial sums of the residual-add GEMVs (outputs of size dim) and their arrival counters */
     l->mm_ws = place(&cur, (size_t)LK_SPLITK_MAX * LK_GEMV_ROWS * (size_t)c->dim * 4);
     l->mm_counters = place(&cur, (size_t)c->dim * 4);
+    /* tensor-core split-K for batched decode (5+ rows): partial tiles of the
+     * narrow matrices (qkv, o, down), rows padded to the 64-row tile */
+    if (B >= 5) {
+        size_t rows = (B + 63) / 64 * 64, n = (size_t)(lk_qkv_dim(c) > c->dim ? lk_qkv_dim(c) : c->dim);
+        l->tc_ws_floats = (size_t)LK_SPLITK_MAX * rows * ((n + 127) / 128 * 128);
+    } else {
+        l->tc_ws_floats = 0;
+    }
+    l->tc_ws = place(&cur, l->tc_ws_floats * 4);
+    l->tc_counters = place(&cur, (size_t)LK_TC_COUNTERS * 4);
     l->workspace = cur.cur - l->activations;
     l->total = cur.cur;
 }

@@ -27,6 +27,7 @@ typedef enum { LK_DEV_CPU = 0, LK_DEV_CUDA = 1 } lk_device;
 #define LK_ALIGN 256 /* every tensor starts on this boundary (16-byte loads, cache lines) */
 #define LK_SPLITK_MAX 8 /* CUDA GEMV: at most this many K splits ... */
 #define LK_GEMV_ROWS 4  /* ... of at most this many rows per launch (split-K workspace size) */
+#define LK_TC_COUNTERS 4096 /* CUDA tensor-core split-K: output tiles that may be split */
 
 /* A linear layer's weight W[n][k] (y = x W^T), in the block at `off`;
  * q4 matrices also have params at `off_params` (see lk_quant.h). */
@@ -102,7 +103,8 @@ void lk_cpu_layout_make(const lk_config *c, const lk_engine_opts *o, int n_threa
 
 /* ---- CUDA activation layout (fp32 residual, fp16 elsewhere) -------------- */
 typedef struct lk_cuda_layout {
-    size_t tok, slot, pos, x, h, qkv, att, ffn, logits, seen, attn_part, samp, mm_ws, mm_counters;
+    size_t tok, slot, pos, x, h, qkv, att, ffn, logits, seen, attn_part, attn_cnt, samp, mm_ws, mm_counters, tc_ws, tc_counters;
+    size_t tc_ws_floats;
     size_t activations; /* tok .. ffn, logits */
     size_t workspace;   /* seen, attn partials, sampling scratch, matmul split-K */
     size_t total;

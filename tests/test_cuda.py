@@ -244,3 +244,16 @@ def test_build_info_reports_gpu():
     info = _C.build_info()
     assert info["cuda"] and info["device_count"] >= 1 and info["arch_supported"]
     assert info["compute_capability"] and info["device_name"]
+
+
+@pytest.mark.parametrize("chunk", [1, 3])
+@pytest.mark.parametrize("fusion", [True, False])
+def test_decode_path_matches_prefill_path(ckpt_1b_2layers, chunk, fusion, monkeypatch):
+    """prefill_chunk=1 runs every position through the decode kernels (GEMV with the
+    fused rotary epilogue, split-KV attention); 3 uses the 3-row GEMV and flash prefill."""
+    if not fusion:
+        monkeypatch.setenv("LLAMA_KERNEL_NO_FUSION", "1")
+    toks = list(np.random.default_rng(4).integers(0, 32000, 70))
+    full = LlamaInference(ckpt_1b_2layers, device="cuda", verbose=False).logits(toks)
+    step = LlamaInference(ckpt_1b_2layers, device="cuda", prefill_chunk=chunk, verbose=False).logits(toks)
+    assert R.rel_err(step, full) < 1e-2

@@ -24,98 +24,94 @@
 /* ---- decode --------------------------------------------------------------------- */
 template <int HD, int G>
 __global__ void __launch_bounds__(DEC_T) k_attn_decode(lk_attn_args a) {
+    lk_pdl_prologue();
     __shared__ float qs[G][HD];
     __shared__ half2 ks[DEC_TILE][HD / 2 + 1]; /* +1 word: rows land in different banks */
     __shared__ half vs[DEC_TILE][HD];
     __shared__ float ps[G][DEC_TILE];
     __shared__ float m_sh[G], l_sh[G], corr_sh[G];
+    __shared__ int is_last;
     const int r = blockIdx.x, kvh = blockIdx.y, split = blockIdx.z, tid = threadIdx.x;
     const int n = a.pos[r] + 1, S = a.splits;
     int chunk = (n + S - 1) / S;
     chunk = (chunk + DEC_TILE - 1) / DEC_TILE * DEC_TILE;
     const int t_begin = split * chunk, t_end = min(n, t_begin + chunk);
     float *part = a.part + ((size_t)r * a.n_heads + (size_t)kvh * G) * S * (HD + 2);
-    if (t_begin >= t_end) {
-        if (tid < G) {
-            float *pp = part + ((size_t)tid * S + split) * (HD + 2);
-            pp[0] = -INFINITY;
-            pp[1] = 0.0f;
-        }
-        return;
-    }
-    const int s = a.slot[r];
-    for (int i = tid; i < G * HD; i += DEC_T) {
-        int g = i / HD, d = i % HD;
-        qs[g][d] = __half2float(a.qkv[(size_t)r * a.qkv_ld + (size_t)(kvh * G + g) * HD + d]) * a.scale;
-    }
-    if (tid < G) {
-        m_sh[tid] = -INFINITY;
-        l_sh[tid] = 0.0f;
-    }
-    const half *K = a.kc + ((size_t)s * a.n_kv + kvh) * a.max_seq * HD;
-    const half *V = a.vc + ((size_t)s * a.n_kv + kvh) * a.max_seq * HD;
     constexpr int OUT_PER = (G * HD + DEC_T - 1) / DEC_T;
     float o[OUT_PER];
 #pragma unroll
     for (int i = 0; i < OUT_PER; i++) o[i] = 0.0f;
-    for (int t0 = t_begin; t0 < t_end; t0 += DEC_TILE) {
-        const int cnt = min(DEC_TILE, t_end - t0);
-        __syncthreads();
-        /* stage K and V: 16-byte loads */
-        for (int i = tid; i < DEC_TILE * HD / 8; i += DEC_T) {
-            int t = i / (HD / 8), c = (i % (HD / 8)) * 8;
-            uint4 kv = make_uint4(0, 0, 0, 0), vv = make_uint4(0, 0, 0, 0);
-            if (t < cnt) {
-                kv = *reinterpret_cast<const uint4 *>(K + (size_t)(t0 + t) * HD + c);
-                vv = *reinterpret_cast<const uint4 *>(V + (size_t)(t0 + t) * HD + c);
-            }
-            const half2 *kh = reinterpret_cast<const half2 *>(&kv);
-#pragma unroll
-            for (int j = 0; j < 4; j++) ks[t][c / 2 + j] = kh[j];
-            *reinterpret_cast<uint4 *>(&vs[t][c]) = vv;
+    if (tid < G) {
+        m_sh[tid] = -INFINITY;
+        l_sh[tid] = 0.0f;
+    }
+    if (t_begin < t_end) {
+        const int s = a.slot[r];
+        for (int i = tid; i < G * HD; i += DEC_T) {
+            int g = i / HD, d = i % HD;
+            qs[g][d] = __half2float(a.qkv[(size_t)r * a.qkv_ld + (size_t)(kvh * G + g) * HD + d]) * a.scale;
         }
-        __syncthreads();
-        /* scores: thread -> (g, t) pairs */
-        for (int i = tid; i < G * DEC_TILE; i += DEC_T) {
-            int g = i / DEC_TILE, t = i % DEC_TILE;
-            float sc = -INFINITY;
-            if (t < cnt) {
-                sc = 0.0f;
+        const half *K = a.kc + ((size_t)s * a.n_kv + kvh) * a.max_seq * HD;
+        const half *V = a.vc + ((size_t)s * a.n_kv + kvh) * a.max_seq * HD;
+        for (int t0 = t_begin; t0 < t_end; t0 += DEC_TILE) {
+            const int cnt = min(DEC_TILE, t_end - t0);
+            __syncthreads();
+            /* stage K and V: 16-byte loads */
+            for (int i = tid; i < DEC_TILE * HD / 8; i += DEC_T) {
+                int t = i / (HD / 8), c = (i % (HD / 8)) * 8;
+                uint4 kv = make_uint4(0, 0, 0, 0), vv = make_uint4(0, 0, 0, 0);
+                if (t < cnt) {
+                    kv = *reinterpret_cast<const uint4 *>(K + (size_t)(t0 + t) * HD + c);
+                    vv = *reinterpret_cast<const uint4 *>(V + (size_t)(t0 + t) * HD + c);
+                }
+                const half2 *kh = reinterpret_cast<const half2 *>(&kv);
+#pragma unroll
+                for (int j = 0; j < 4; j++) ks[t][c / 2 + j] = kh[j];
+                *reinterpret_cast<uint4 *>(&vs[t][c]) = vv;
+            }
+            __syncthreads();
+            /* scores: thread -> (g, t) pairs */
+            for (int i = tid; i < G * DEC_TILE; i += DEC_T) {
+                int g = i / DEC_TILE, t = i % DEC_TILE;
+                float sc = -INFINITY;
+                if (t < cnt) {
+                    sc = 0.0f;
 #pragma unroll 8
-                for (int d = 0; d < HD / 2; d++) {
-                    float2 kf = __half22float2(ks[t][d]);
-                    sc += qs[g][2 * d] * kf.x + qs[g][2 * d + 1] * kf.y;
+                    for (int d = 0; d < HD / 2; d++) {
+                        float2 kf = __half22float2(ks[t][d]);
+                        sc += qs[g][2 * d] * kf.x + qs[g][2 * d + 1] * kf.y;
+                    }
+                }
+                ps[g][t] = sc;
+            }
+            __syncthreads();
+            /* online softmax: warp w handles query head g = w (and w + 4 ...) */
+            for (int g = tid >> 5; g < G; g += DEC_T / 32) {
+                const int lane = tid & 31;
+                float v0 = ps[g][lane], v1 = ps[g][lane + 32];
+                float mx = lk_warp_max(fmaxf(v0, v1));
+                float m_new = fmaxf(m_sh[g], mx);
+                float e0 = __expf(v0 - m_new), e1 = __expf(v1 - m_new);
+                ps[g][lane] = e0;
+                ps[g][lane + 32] = e1;
+                float sum = lk_warp_sum(e0 + e1);
+                if (lane == 0) {
+                    float c = __expf(m_sh[g] - m_new);
+                    corr_sh[g] = c;
+                    l_sh[g] = l_sh[g] * c + sum;
+                    m_sh[g] = m_new;
                 }
             }
-            ps[g][t] = sc;
-        }
-        __syncthreads();
-        /* online softmax: warp w handles query head g = w (and w + 4 ...) */
-        for (int g = tid >> 5; g < G; g += DEC_T / 32) {
-            const int lane = tid & 31;
-            float v0 = ps[g][lane], v1 = ps[g][lane + 32];
-            float mx = lk_warp_max(fmaxf(v0, v1));
-            float m_new = fmaxf(m_sh[g], mx);
-            float e0 = __expf(v0 - m_new), e1 = __expf(v1 - m_new);
-            ps[g][lane] = e0;
-            ps[g][lane + 32] = e1;
-            float sum = lk_warp_sum(e0 + e1);
-            if (lane == 0) {
-                float c = __expf(m_sh[g] - m_new);
-                corr_sh[g] = c;
-                l_sh[g] = l_sh[g] * c + sum;
-                m_sh[g] = m_new;
-            }
-        }
-        __syncthreads();
+            __syncthreads();
 #pragma unroll
-        for (int i = 0; i < OUT_PER; i++) {
-            int idx = tid + i * DEC_T;
-            if (idx < G * HD) {
-                int g = idx / HD, d = idx % HD;
-                float acc = o[i] * corr_sh[g];
-                for (int t = 0; t < cnt; t++) acc += ps[g][t] * __half2float(vs[t][d]);
-                o[i] = acc;
+            for (int i = 0; i < OUT_PER; i++) {
+                int idx = tid + i * DEC_T;
+                if (idx < G * HD) {
+                    int g = idx / HD, d = idx % HD;
+                    float acc = o[i] * corr_sh[g];
+                    for (int t = 0; t < cnt; t++) acc += ps[g][t] * __half2float(vs[t][d]);
+                    o[i] = acc;
+                }
             }
         }
     }
@@ -133,36 +129,42 @@ __global__ void __launch_bounds__(DEC_T) k_attn_decode(lk_attn_args a) {
         pp[0] = m_sh[tid];
         pp[1] = l_sh[tid];
     }
-}
-
-/* merges the splits of one (row, query head) */
-__global__ void k_attn_combine(lk_attn_args a) {
-    const int r = blockIdx.x, h = blockIdx.y, hd = a.head_dim, S = a.splits;
-    const float *part = a.part + ((size_t)r * a.n_heads + h) * S * (hd + 2);
-    float M = -INFINITY;
-    for (int s = 0; s < S; s++) M = fmaxf(M, part[(size_t)s * (hd + 2)]);
-    float L = 0.0f;
-    for (int s = 0; s < S; s++) {
-        const float *pp = part + (size_t)s * (hd + 2);
-        if (pp[1] > 0.0f) L += pp[1] * __expf(pp[0] - M);
-    }
-    for (int d = threadIdx.x; d < hd; d += blockDim.x) {
-        float acc = 0.0f;
-        for (int s = 0; s < S; s++) {
-            const float *pp = part + (size_t)s * (hd + 2);
-            if (pp[1] > 0.0f) acc += pp[2 + d] * __expf(pp[0] - M);
+    /* the last split of this (row, kv head) to finish merges all of them */
+    __threadfence();
+    __syncthreads();
+    if (tid == 0) is_last = atomicAdd(&a.counters[r * a.n_kv + kvh], 1) == S - 1;
+    __syncthreads();
+    if (!is_last) return;
+    __threadfence();
+    if (tid < G) {
+        float M = -INFINITY, L = 0.0f;
+        for (int sp = 0; sp < S; sp++) M = fmaxf(M, __ldcg(part + ((size_t)tid * S + sp) * (HD + 2)));
+        for (int sp = 0; sp < S; sp++) {
+            const float *pp = part + ((size_t)tid * S + sp) * (HD + 2);
+            const float l = __ldcg(pp + 1);
+            if (l > 0.0f) L += l * __expf(__ldcg(pp) - M);
         }
-        a.out[(size_t)r * a.n_heads * hd + (size_t)h * hd + d] = __float2half(acc / L);
+        m_sh[tid] = M;
+        l_sh[tid] = L;
     }
+    __syncthreads();
+    for (int idx = tid; idx < G * HD; idx += DEC_T) {
+        const int g = idx / HD, d = idx % HD;
+        float acc = 0.0f;
+        for (int sp = 0; sp < S; sp++) {
+            const float *pp = part + ((size_t)g * S + sp) * (HD + 2);
+            const float l = __ldcg(pp + 1);
+            if (l > 0.0f) acc += __ldcg(pp + 2 + d) * __expf(__ldcg(pp) - m_sh[g]);
+        }
+        a.out[(size_t)r * a.n_heads * HD + (size_t)(kvh * G + g) * HD + d] = __float2half(acc / l_sh[g]);
+    }
+    if (tid == 0) a.counters[r * a.n_kv + kvh] = 0;
 }
 
 template <int HD, int G>
 static lk_status launch_decode(const lk_attn_args *a, cudaStream_t st) {
     dim3 grid(a->M, a->n_kv, a->splits);
-    k_attn_decode<HD, G><<<grid, DEC_T, 0, st>>>(*a);
-    LAUNCH_OK("k_attn_decode");
-    k_attn_combine<<<dim3(a->M, a->n_heads), HD, 0, st>>>(*a);
-    LAUNCH_OK("k_attn_combine");
+    LAUNCH("k_attn_decode", (k_attn_decode<HD, G>), grid, dim3(DEC_T), 0, st, *a);
     return LK_OK;
 }
 
@@ -214,6 +216,7 @@ struct fa_smem {
 
 template <int HD>
 __global__ void __launch_bounds__(FA_WARPS * 32) k_attn_prefill(lk_attn_args a) {
+    lk_pdl_prologue();
     extern __shared__ __align__(16) unsigned char smem_raw[];
     constexpr int LD = fa_smem<HD>::LD, KS = HD / 16, NT = FA_BK / 8, OT = HD / 8;
     half *Qs = reinterpret_cast<half *>(smem_raw);
@@ -369,12 +372,11 @@ lk_status lk_attention_init(void) {
 lk_status lk_attention_prefill(const lk_attn_args *a, cudaStream_t st) {
     dim3 grid((a->M + FA_BQ - 1) / FA_BQ, a->n_heads);
     if (a->head_dim == 64) {
-        k_attn_prefill<64><<<grid, FA_WARPS * 32, fa_smem<64>::BYTES, st>>>(*a);
+        LAUNCH("k_attn_prefill", k_attn_prefill<64>, grid, dim3(FA_WARPS * 32), (size_t)fa_smem<64>::BYTES, st, *a);
     } else if (a->head_dim == 128) {
-        k_attn_prefill<128><<<grid, FA_WARPS * 32, fa_smem<128>::BYTES, st>>>(*a);
+        LAUNCH("k_attn_prefill", k_attn_prefill<128>, grid, dim3(FA_WARPS * 32), (size_t)fa_smem<128>::BYTES, st, *a);
     } else {
         return lk_attention_plain(a, st);
     }
-    LAUNCH_OK("k_attn_prefill");
     return LK_OK;
 }

@@ -28,6 +28,22 @@ lk_status lk_cuda_fail(cudaError_t e, const char *what, const char *file, int li
     return st;
 }
 
+/* PDL: on for Hopper and newer unless LLAMA_KERNEL_PDL=0; decided once */
+int lk_pdl_enabled(void) {
+    static const int on = [] {
+        const char *e = getenv("LLAMA_KERNEL_PDL");
+        if (e && e[0] == '0') return 0;
+        int dev = 0, major = 0;
+        if (cudaGetDevice(&dev) != cudaSuccess ||
+            cudaDeviceGetAttribute(&major, cudaDevAttrComputeCapabilityMajor, dev) != cudaSuccess) {
+            (void)cudaGetLastError();
+            return 0;
+        }
+        return major >= 9 ? 1 : 0;
+    }();
+    return on;
+}
+
 /* ---- device query ---------------------------------------------------------------- */
 __global__ void k_probe(int *p) {
     if (p) *p = 1;
@@ -98,6 +114,7 @@ typedef struct cuda_backend {
     lk_cuda_layout lay;
     int *tok, *slot, *pos;
     float *x, *logits, *attn_part;
+    int *attn_cnt;
     half *h, *qkv, *att, *ffn;
     uint32_t *seen;
     lk_samp_params *samp_dev;
@@ -106,7 +123,9 @@ typedef struct cuda_backend {
     int32_t *pinned;      /* [2][batch] fetched tokens */
     cudaEvent_t ev[2];
     int rows_prefill, p0, pslot;
+    int fused_rope; /* the last qkv matmul already applied rope and wrote K/V */
     int variant;
+    int no_fusion; /* LLAMA_KERNEL_NO_FUSION=1: separate rope kernel (kill switch) */
     cudaGraphExec_t *graphs; /* [MAX_GRAPH_KEYS] */
     unsigned char *graph_state; /* 0 new, 1 warmed up, 2 captured, 3 capture unsupported: eager */
 } cuda_backend;
@@ -208,6 +227,12 @@ static lk_status cu_rmsnorm(lk_backend *be, int M, int layer, int which) {
     return lk_rmsnorm(b->x, w, M, be->cfg->dim, be->cfg->rms_eps, b->h, b->st);
 }
 
+static size_t layer_kv(const cuda_backend *b, int layer) {
+    const lk_config *c = b->base.cfg;
+    return (size_t)layer * (size_t)b->base.opts->batch_size * (size_t)c->n_kv_heads * (size_t)b->base.opts->max_seq_len *
+           (size_t)c->head_dim;
+}
+
 static lk_status cu_matmul(lk_backend *be, int M, int layer, int wid) {
     cuda_backend *b = CUB(be);
     const lk_config *c = be->cfg;
@@ -216,6 +241,23 @@ static lk_status cu_matmul(lk_backend *be, int M, int layer, int wid) {
     switch (wid) {
     case LK_W_QKV:
         d = dmat(b, &L->qkv);
+        b->fused_rope = 0;
+        if (!b->no_fusion && lk_mm_uses_gemv(&d, M, b->variant, b->cc_major, b->cc_minor) && c->head_dim % 4 == 0) {
+            lk_rope_epi re;
+            re.cos_t = b->rope_cos;
+            re.sin_t = b->rope_sin;
+            re.pos = b->pos;
+            re.slot = b->slot;
+            re.kc = b->kc + layer_kv(b, layer);
+            re.vc = b->vc + layer_kv(b, layer);
+            re.n_heads = c->n_heads;
+            re.n_kv = c->n_kv_heads;
+            re.hd = c->head_dim;
+            re.max_seq = be->opts->max_seq_len;
+            b->fused_rope = 1;
+            return lk_cuda_matmul_qkv_rope(&d, b->h, M, c->dim, b->qkv, lk_qkv_dim(c), b->variant, &re, b->sm_count,
+                                           b->cc_major, b->cc_minor, b->st);
+        }
         return lk_cuda_matmul(&d, b->h, M, c->dim, b->qkv, lk_qkv_dim(c), LK_OUT_F16, b->variant, &b->ws, b->sm_count,
                               b->cc_major, b->cc_minor, b->st);
     case LK_W_O:
@@ -234,15 +276,13 @@ static lk_status cu_matmul(lk_backend *be, int M, int layer, int wid) {
     return lk_fail(LK_E_INVALID, "unknown matmul %d", wid);
 }
 
-static size_t layer_kv(const cuda_backend *b, int layer) {
-    const lk_config *c = b->base.cfg;
-    return (size_t)layer * (size_t)b->base.opts->batch_size * (size_t)c->n_kv_heads * (size_t)b->base.opts->max_seq_len *
-           (size_t)c->head_dim;
-}
-
 static lk_status cu_rope_kv(lk_backend *be, int M, int layer) {
     cuda_backend *b = CUB(be);
     const lk_config *c = be->cfg;
+    if (b->fused_rope) { /* done in the qkv matmul's epilogue */
+        b->fused_rope = 0;
+        return LK_OK;
+    }
     return lk_rope_kv(b->qkv, lk_qkv_dim(c), b->slot, b->pos, M, c->n_heads, c->n_kv_heads, c->head_dim, b->rope_cos,
                       b->rope_sin, b->kc + layer_kv(b, layer), b->vc + layer_kv(b, layer), be->opts->max_seq_len, b->st);
 }
@@ -266,6 +306,7 @@ static lk_attn_args attn_args(cuda_backend *b, int M, int layer) {
     a.p0 = b->p0;
     a.pslot = b->pslot;
     a.part = b->attn_part;
+    a.counters = b->attn_cnt;
     a.splits = b->lay.attn_splits;
     return a;
 }
@@ -436,6 +477,10 @@ extern "C" lk_status lk_cuda_backend_create(const lk_config *c, const lk_engine_
     b->base.wl = wl;
     b->dev = 0;
     b->variant = o->matmul_variant;
+    {
+        const char *nf = getenv("LLAMA_KERNEL_NO_FUSION");
+        b->no_fusion = nf && nf[0] == '1';
+    }
 #define TRYB(x)                     \
     do {                            \
         lk_status s_ = (x);         \
@@ -502,11 +547,16 @@ extern "C" lk_status lk_cuda_backend_create(const lk_config *c, const lk_engine_
     b->logits = (float *)(act + b->lay.logits);
     b->seen = (uint32_t *)(act + b->lay.seen);
     b->attn_part = (float *)(act + b->lay.attn_part);
+    b->attn_cnt = (int *)(act + b->lay.attn_cnt);
     b->samp_dev = (lk_samp_params *)(act + b->lay.samp);
     b->ws.partial = (float *)(act + b->lay.mm_ws);
     b->ws.partial_floats = (size_t)LK_SPLITK_MAX * LK_GEMV_ROWS * (size_t)c->dim;
     b->ws.counters = (int *)(act + b->lay.mm_counters);
     b->ws.n_counters = c->dim;
+    b->ws.tc_partial = b->lay.tc_ws_floats ? (float *)(act + b->lay.tc_ws) : NULL;
+    b->ws.tc_partial_floats = b->lay.tc_ws_floats;
+    b->ws.tc_counters = (int *)(act + b->lay.tc_counters);
+    b->ws.tc_n_counters = LK_TC_COUNTERS;
     /* zeroed: the KV cache (never NaN garbage under a masked 0), counters, buffers */
     CUB_(cudaMemsetAsync(b->arena + off_kv, 0, b->arena_bytes - off_kv, b->st));
     /* rope tables from the one definition in lk_config.c */

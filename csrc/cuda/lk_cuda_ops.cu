@@ -98,6 +98,20 @@ lk_status time_graph(cudaStream_t st, int reps, int iters, F call, double *us) {
     return LK_OK;
 }
 
+/* tensor-core split-K workspace as the engine sizes it for its batch */
+lk_status tc_workspace(lk_mm_ws &ws, dbuf &part, dbuf &cnt, int M, int N) {
+    size_t rows = (size_t)(M + 63) / 64 * 64, n = (size_t)(N + 127) / 128 * 128;
+    ws.tc_partial_floats = (size_t)LK_SPLITK_MAX * rows * n;
+    if (ws.tc_partial_floats > ((size_t)64 << 20)) ws.tc_partial_floats = (size_t)64 << 20;
+    TRY(dalloc(part, ws.tc_partial_floats * 4));
+    TRY(dalloc(cnt, (size_t)LK_TC_COUNTERS * 4));
+    CU(cudaMemset(cnt.p, 0, (size_t)LK_TC_COUNTERS * 4));
+    ws.tc_partial = (float *)part.p;
+    ws.tc_counters = (int *)cnt.p;
+    ws.tc_n_counters = LK_TC_COUNTERS;
+    return LK_OK;
+}
+
 int out_mode(int mode) {
     return mode == 1 ? LK_OUT_ADD_F32 : mode == 2 ? LK_OUT_SWIGLU_F16 : mode == 3 ? LK_OUT_F16 : LK_OUT_F32;
 }
@@ -151,6 +165,8 @@ extern "C" lk_status lk_cuda_op_matmul(const float *x, int M, int K, const uint8
     CU(cudaMemset(dcnt.p, 0, (size_t)n_out * 4));
     ws.partial = (float *)dpart.p;
     ws.counters = (int *)dcnt.p;
+    dbuf dtc, dtcc;
+    TRY(tc_workspace(ws, dtc, dtcc, M, N));
     if (variant_used) *variant_used = qs ? (variant ? variant : lk_mm_choose(M, N, K, cmaj, cmin)) : LK_MM_BF16;
     TRY(lk_cuda_matmul(&W, (const half *)dx.p, M, K, dy.p, n_out, om, variant, &ws, sm, cmaj, cmin, 0));
     if (half_out) {
@@ -229,6 +245,8 @@ extern "C" lk_status lk_cuda_op_bench_matmul(int M, int N, int K, int mode, int 
     CU(cudaMemset(dcnt.p, 0, (size_t)n_out * 4));
     ws.partial = (float *)dpart.p;
     ws.counters = (int *)dcnt.p;
+    dbuf dtc, dtcc;
+    TRY(tc_workspace(ws, dtc, dtcc, M, N));
     cudaStream_t st;
     CU(cudaStreamCreateWithFlags(&st, cudaStreamNonBlocking));
     const int reps = std::max(copies, 16);
@@ -270,6 +288,9 @@ extern "C" lk_status lk_cuda_op_attention(const float *q, int M, int n_heads, in
     CU(cudaMemset(dout.p, 0xff, (size_t)M * qd * 2));
     const int splits = std::max(1, std::min(64, (512 + M * n_kv - 1) / (M * n_kv)));
     TRY(dalloc(dpart, (size_t)M * n_heads * splits * (hd + 2) * 4));
+    dbuf dcnt;
+    TRY(dalloc(dcnt, (size_t)M * n_kv * 4));
+    CU(cudaMemset(dcnt.p, 0, (size_t)M * n_kv * 4));
     lk_attn_args a;
     a.qkv = (const half *)dq.p;
     a.qkv_ld = qd;
@@ -287,6 +308,7 @@ extern "C" lk_status lk_cuda_op_attention(const float *q, int M, int n_heads, in
     a.p0 = pos[0];
     a.pslot = 0;
     a.part = (float *)dpart.p;
+    a.counters = (int *)dcnt.p;
     a.splits = splits;
     if (kind == 2) {
         for (int i = 1; i < M; i++)
@@ -331,6 +353,9 @@ extern "C" lk_status lk_cuda_op_bench_attention(int B, int n_heads, int n_kv, in
     CU(cudaMemcpy(dpos.p, hp.data(), (size_t)M * 4, cudaMemcpyHostToDevice));
     const int splits = std::max(1, std::min(64, (512 + B * n_kv - 1) / (B * n_kv)));
     TRY(dalloc(dpart, (size_t)(kind == 2 ? 1 : M) * n_heads * splits * (hd + 2) * 4));
+    dbuf dcnt;
+    TRY(dalloc(dcnt, (size_t)M * n_kv * 4));
+    CU(cudaMemset(dcnt.p, 0, (size_t)M * n_kv * 4));
     lk_attn_args a;
     a.qkv = (const half *)dq.p;
     a.qkv_ld = qd;
@@ -348,6 +373,7 @@ extern "C" lk_status lk_cuda_op_bench_attention(int B, int n_heads, int n_kv, in
     a.p0 = 0;
     a.pslot = 0;
     a.part = (float *)dpart.p;
+    a.counters = (int *)dcnt.p;
     a.splits = splits;
     cudaStream_t st;
     CU(cudaStreamCreateWithFlags(&st, cudaStreamNonBlocking));

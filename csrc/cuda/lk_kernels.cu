@@ -12,6 +12,7 @@
 /* ---- embedding: X[r] = dequantized row tok[r] ---------------------------------- */
 __global__ void k_embed_q4(const uint32_t *__restrict__ W, const half2 *__restrict__ P, const int *__restrict__ tok,
                            int dim, float *__restrict__ x) {
+    lk_pdl_prologue();
     const int r = blockIdx.x, t = tok[r];
     const int words = dim / 8, groups = dim / LK_Q4_GROUP;
     for (int w = threadIdx.x; w < words; w += blockDim.x) {
@@ -29,6 +30,7 @@ __global__ void k_embed_q4(const uint32_t *__restrict__ W, const half2 *__restri
 }
 
 __global__ void k_embed_bf16(const uint16_t *__restrict__ W, const int *__restrict__ tok, int dim, float *__restrict__ x) {
+    lk_pdl_prologue();
     const int r = blockIdx.x, t = tok[r];
     for (int i = threadIdx.x; i < dim; i += blockDim.x)
         x[(size_t)r * dim + i] = __uint_as_float((uint32_t)W[(size_t)t * dim + i] << 16);
@@ -36,16 +38,16 @@ __global__ void k_embed_bf16(const uint16_t *__restrict__ W, const int *__restri
 
 lk_status lk_embed(const lk_dmat *E, const int *tok, int M, int dim, float *x, cudaStream_t st) {
     if (E->fmt == LK_WFMT_Q4)
-        k_embed_q4<<<M, 256, 0, st>>>((const uint32_t *)E->w, E->p, tok, dim, x);
+        LAUNCH("k_embed_q4", k_embed_q4, dim3(M), dim3(256), 0, st, (const uint32_t *)E->w, E->p, tok, dim, x);
     else
-        k_embed_bf16<<<M, 256, 0, st>>>((const uint16_t *)E->w, tok, dim, x);
-    LAUNCH_OK("k_embed");
+        LAUNCH("k_embed_bf16", k_embed_bf16, dim3(M), dim3(256), 0, st, (const uint16_t *)E->w, tok, dim, x);
     return LK_OK;
 }
 
 /* ---- RMSNorm: H = X * rsqrt(mean(X^2) + eps) * w, fp32 math, fp16 out ----------- */
 __global__ void __launch_bounds__(256) k_rmsnorm(const float *__restrict__ x, const float *__restrict__ w, int dim,
                                                  float eps, half *__restrict__ h) {
+    lk_pdl_prologue();
     __shared__ float red[32];
     const float *xr = x + (size_t)blockIdx.x * dim;
     float ss = 0.0f;
@@ -67,8 +69,7 @@ __global__ void __launch_bounds__(256) k_rmsnorm(const float *__restrict__ x, co
 
 lk_status lk_rmsnorm(const float *x, const float *w, int M, int dim, float eps, half *h, cudaStream_t st) {
     if (dim % 4) return lk_fail(LK_E_UNSUPPORTED, "no RMSNorm kernel for hidden size %d (must be a multiple of 4)", dim);
-    k_rmsnorm<<<M, 256, 0, st>>>(x, w, dim, eps, h);
-    LAUNCH_OK("k_rmsnorm");
+    LAUNCH("k_rmsnorm", k_rmsnorm, dim3(M), dim3(256), 0, st, x, w, dim, eps, h);
     return LK_OK;
 }
 
@@ -76,6 +77,7 @@ lk_status lk_rmsnorm(const float *x, const float *w, int M, int dim, float eps, 
 __global__ void k_rope_kv(half *__restrict__ qkv, int ld, const int *__restrict__ slot, const int *__restrict__ pos,
                           int n_heads, int n_kv, int hd, const float *__restrict__ cos_t,
                           const float *__restrict__ sin_t, half *__restrict__ kc, half *__restrict__ vc, int max_seq) {
+    lk_pdl_prologue();
     const int r = blockIdx.x, p = pos[r], s = slot[r], half_ = hd / 2;
     half *row = qkv + (size_t)r * ld;
     for (int idx = threadIdx.x; idx < (n_heads + n_kv) * half_; idx += blockDim.x) {
@@ -102,8 +104,8 @@ __global__ void k_rope_kv(half *__restrict__ qkv, int ld, const int *__restrict_
 
 lk_status lk_rope_kv(half *qkv, int qkv_ld, const int *slot, const int *pos, int M, int n_heads, int n_kv, int head_dim,
                      const float *cos_t, const float *sin_t, half *kc, half *vc, int max_seq, cudaStream_t st) {
-    k_rope_kv<<<M, 256, 0, st>>>(qkv, qkv_ld, slot, pos, n_heads, n_kv, head_dim, cos_t, sin_t, kc, vc, max_seq);
-    LAUNCH_OK("k_rope_kv");
+    LAUNCH("k_rope_kv", k_rope_kv, dim3(M), dim3(256), 0, st, qkv, qkv_ld, slot, pos, n_heads, n_kv, head_dim, cos_t,
+           sin_t, kc, vc, max_seq);
     return LK_OK;
 }
 
@@ -112,6 +114,7 @@ lk_status lk_rope_kv(half *qkv, int qkv_ld, const int *slot, const int *pos, int
  * against, and the use_flash_attention=False path ------------------------------- */
 #define PLAIN_T 256
 __global__ void __launch_bounds__(PLAIN_T) k_attn_plain(lk_attn_args a) {
+    lk_pdl_prologue();
     extern __shared__ float sh[];
     const int r = blockIdx.x, h = blockIdx.y, hd = a.head_dim, kvh = h / (a.n_heads / a.n_kv);
     float *q = sh, *p = sh + hd, *o = p + PLAIN_T;
@@ -167,8 +170,7 @@ __global__ void __launch_bounds__(PLAIN_T) k_attn_plain(lk_attn_args a) {
 lk_status lk_attention_plain(const lk_attn_args *a, cudaStream_t st) {
     dim3 grid(a->M, a->n_heads);
     size_t smem = (size_t)(2 * a->head_dim + PLAIN_T) * sizeof(float);
-    k_attn_plain<<<grid, PLAIN_T, smem, st>>>(*a);
-    LAUNCH_OK("k_attn_plain");
+    LAUNCH("k_attn_plain", k_attn_plain, grid, dim3(PLAIN_T), smem, st, *a);
     return LK_OK;
 }
 
@@ -220,6 +222,7 @@ __device__ uint32_t radix_threshold(const float *e, int V, float target, bool by
 __global__ void __launch_bounds__(SAMP_T) k_sample(float *__restrict__ logits, int V, const lk_samp_params *__restrict__ P,
                                                    uint32_t *__restrict__ seen, int seen_words, int *tok, int *slot,
                                                    int *pos) {
+    lk_pdl_prologue();
     __shared__ float hist_f[257];
     __shared__ unsigned hist_u[256];
     __shared__ int sel[2];
@@ -364,20 +367,20 @@ __global__ void __launch_bounds__(SAMP_T) k_sample(float *__restrict__ logits, i
 
 lk_status lk_sample(float *logits, int V, int B, const lk_samp_params *params_dev, uint32_t *seen, int *tok, int *slot,
                     int *pos, cudaStream_t st) {
-    k_sample<<<B, SAMP_T, 0, st>>>(logits, V, params_dev, seen, (V + 31) / 32, tok, slot, pos);
-    LAUNCH_OK("k_sample");
+    LAUNCH("k_sample", k_sample, dim3(B), dim3(SAMP_T), 0, st, logits, V, params_dev, seen, (V + 31) / 32, tok, slot,
+           pos);
     return LK_OK;
 }
 
 __global__ void k_seen_set(uint32_t *seen, const int *t, int n, int V) {
+    lk_pdl_prologue();
     int i = blockIdx.x * blockDim.x + threadIdx.x;
     if (i < n && t[i] >= 0 && t[i] < V) atomicOr(&seen[t[i] >> 5], 1u << (t[i] & 31));
 }
 
 lk_status lk_seen_add(uint32_t *seen_row, const int *tokens_dev, int n, int V, cudaStream_t st) {
     if (n > 0) {
-        k_seen_set<<<(n + 255) / 256, 256, 0, st>>>(seen_row, tokens_dev, n, V);
-        LAUNCH_OK("k_seen_set");
+        LAUNCH("k_seen_set", k_seen_set, dim3((n + 255) / 256), dim3(256), 0, st, seen_row, tokens_dev, n, V);
     }
     return LK_OK;
 }

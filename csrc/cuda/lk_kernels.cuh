@@ -21,6 +21,7 @@ typedef struct lk_attn_args {
     int p0, pslot;
     /* decode split-KV workspace */
     float *part;
+    int *counters; /* [rows][n_kv], zero between calls */
     int splits;
 } lk_attn_args;
 

@@ -28,7 +28,6 @@ int lk_mm_choose(int M, int N, int K, int cc_major, int cc_minor) {
     return M <= 4 ? LK_MM_OPTIMIZED : LK_MM_BATCHED;
 }
 
-size_t lk_mm_ws_floats(int max_n, int max_rows) { return (size_t)8 * (size_t)(max_rows < 4 ? 4 : max_rows) * (size_t)max_n; }
 
 /* ---- epilogue ---------------------------------------------------------------- */
 __device__ __forceinline__ void epi_store(void *out, int ldo, int mode, int m, int j, float v) {
@@ -56,11 +55,80 @@ __device__ __forceinline__ uint4 ld_stream(const uint4 *p) {
 #define GEMV_WARPS 8
 #define LUT_STRIDE 257
 
-template <int M, int RR, bool LUT>
+/* x chunk (32 halves) of row m as 16 half2, and its sum */
+template <bool LUT>
+__device__ __forceinline__ float load_x_chunk(const half *__restrict__ x, int ldx, int m, int c, half2 xv[16]) {
+    const uint4 *xp = reinterpret_cast<const uint4 *>(x + (size_t)m * ldx + (size_t)c * 32);
+#pragma unroll
+    for (int q = 0; q < 4; q++) {
+        uint4 t = xp[q];
+        xv[4 * q + 0] = *reinterpret_cast<half2 *>(&t.x);
+        xv[4 * q + 1] = *reinterpret_cast<half2 *>(&t.y);
+        xv[4 * q + 2] = *reinterpret_cast<half2 *>(&t.z);
+        xv[4 * q + 3] = *reinterpret_cast<half2 *>(&t.w);
+    }
+    half2 t8[8];
+#pragma unroll
+    for (int i = 0; i < 8; i++) t8[i] = __hadd2(xv[2 * i], xv[2 * i + 1]);
+#pragma unroll
+    for (int i = 0; i < 4; i++) t8[i] = __hadd2(t8[2 * i], t8[2 * i + 1]);
+    float2 f0 = __half22float2(__hadd2(t8[0], t8[1])), f1 = __half22float2(__hadd2(t8[2], t8[3]));
+    if (LUT) {
+        /* byte k of an interleaved word holds elements (0,2), (4,6), (1,3), (5,7) */
+#pragma unroll
+        for (int wd = 0; wd < 4; wd++) {
+            half2 a = xv[4 * wd], b = xv[4 * wd + 1], cc = xv[4 * wd + 2], d = xv[4 * wd + 3];
+            xv[4 * wd + 0] = __lows2half2(a, b);
+            xv[4 * wd + 1] = __lows2half2(cc, d);
+            xv[4 * wd + 2] = __highs2half2(a, b);
+            xv[4 * wd + 3] = __highs2half2(cc, d);
+        }
+    }
+    return f0.x + f0.y + f1.x + f1.y;
+}
+
+/* dot of one 16-byte weight chunk (scale/min pv) with one x chunk */
+template <bool LUT>
+__device__ __forceinline__ void dequant_chunk(uint4 wv, const half2 *lt, half2 q[16]) {
+    const uint32_t wd4[4] = {wv.x, wv.y, wv.z, wv.w};
+#pragma unroll
+    for (int wd = 0; wd < 4; wd++) {
+        if (LUT) {
+#pragma unroll
+            for (int k = 0; k < 4; k++) q[4 * wd + k] = lt[(wd4[wd] >> (8 * k)) & 0xffu];
+        } else {
+            lk_dequant8(wd4[wd], &q[4 * wd]);
+        }
+    }
+}
+
+__device__ __forceinline__ float dot_chunk(const half2 q[16], const half2 xv[16]) {
+    float dot = 0.0f;
+#pragma unroll
+    for (int wd = 0; wd < 4; wd++) {
+        half2 d = __hmul2(q[4 * wd], xv[4 * wd]);
+        d = __hfma2(q[4 * wd + 1], xv[4 * wd + 1], d);
+        d = __hfma2(q[4 * wd + 2], xv[4 * wd + 2], d);
+        d = __hfma2(q[4 * wd + 3], xv[4 * wd + 3], d);
+        float2 f = __half22float2(d);
+        dot += f.x + f.y;
+    }
+    return dot;
+}
+
+/* GEMV for 1-4 rows. A warp owns RR weight rows (RR consecutive outputs, or
+ * RR/2 SwiGLU pairs) at a time; lanes stride over K in 16-byte chunks (32
+ * weights, a quarter of a group), U chunks per lane in flight before any is
+ * used. Warps loop over row sets (grid-stride), so few long-lived warps keep
+ * RR*U loads in flight each. Split-K (gridDim.y > 1, residual add only, the
+ * grid then covers each row set once): partials, and the last block of a row
+ * range sums the splits in a fixed order, so results are deterministic. */
+template <int M, int RR, int U, bool LUT>
 __global__ void __launch_bounds__(GEMV_WARPS * 32)
     k_gemv_q4(const uint4 *__restrict__ W, const half2 *__restrict__ P, const half *__restrict__ x, int ldx, int K,
               int n_out, int hidden, void *out, int ldo, int mode, float *__restrict__ partial,
-              int *__restrict__ counters) {
+              int *__restrict__ counters, lk_rope_epi re) {
+    lk_pdl_prologue();
     __shared__ half2 lut[LUT ? 8 * LUT_STRIDE : 1];
     __shared__ int is_last;
     const int lane = threadIdx.x & 31, warp = threadIdx.x >> 5;
@@ -71,114 +139,109 @@ __global__ void __launch_bounds__(GEMV_WARPS * 32)
         }
         __syncthreads();
     }
-    const bool swiglu = mode == LK_OUT_SWIGLU_F16;
-    const int outs = swiglu ? 1 : RR;
-    const int j0 = (blockIdx.x * GEMV_WARPS + warp) * outs;
-    int rows[RR];
-    bool ok[RR];
-#pragma unroll
-    for (int r = 0; r < RR; r++) {
-        rows[r] = swiglu ? j0 + r * hidden : j0 + r;
-        ok[r] = swiglu ? j0 < n_out : j0 + r < n_out;
-    }
+    const half2 *lt = lut + (lane & 7) * LUT_STRIDE;
+    const bool swiglu = mode == LK_OUT_SWIGLU_F16, rope = mode == LK_OUT_QKV_ROPE;
+    /* pairs: SwiGLU (row j with row hidden + j) and rope (dim i with dim i + head_dim/2) */
+    const bool paired = swiglu || rope;
+    const int outs = paired ? RR / 2 : RR;
+    const int half_hd = re.hd / 2;
     const int chunks = K >> 5, groups = K >> 7;
     const int S = gridDim.y, s = blockIdx.y;
     const int per = (chunks + S - 1) / S, c0 = s * per, c1 = min(chunks, c0 + per);
+    /* rope: n_out rows = n_out / 2 pairs, RR / 2 pairs per unit */
+    const int units = rope ? n_out / RR : (n_out + outs - 1) / outs;
     float acc[RR][M];
-#pragma unroll
-    for (int r = 0; r < RR; r++)
-#pragma unroll
-        for (int m = 0; m < M; m++) acc[r][m] = 0.0f;
-    const half2 *lt = lut + (lane & 7) * LUT_STRIDE;
-
-#pragma unroll 2
-    for (int c = c0 + lane; c < c1; c += 32) {
-        uint4 wv[RR];
-        half2 pv[RR];
+    int j0 = 0;
+    bool ok[RR];
+    for (int unit = blockIdx.x * GEMV_WARPS + warp; unit < units; unit += gridDim.x * GEMV_WARPS) {
+        j0 = unit * outs;
+        int rows[RR], head = 0, i0 = 0;
+        if (rope) {
+            head = unit / (half_hd / outs);
+            i0 = (unit % (half_hd / outs)) * outs;
+        }
 #pragma unroll
         for (int r = 0; r < RR; r++) {
-            if (ok[r]) {
-                wv[r] = ld_stream(W + (size_t)rows[r] * chunks + c);
-                pv[r] = P[(size_t)rows[r] * groups + (c >> 2)];
-            } else {
-                wv[r] = make_uint4(0, 0, 0, 0);
-                pv[r] = __float2half2_rn(0.0f);
-            }
+            const int o = paired ? (r < RR / 2 ? r : r - RR / 2) : r;
+            if (rope) rows[r] = head * re.hd + i0 + o + (r < RR / 2 ? 0 : half_hd);
+            else rows[r] = swiglu ? (r < RR / 2 ? j0 + o : hidden + j0 + o) : j0 + r;
+            ok[r] = rope ? rows[r] < n_out : j0 + o < n_out;
+#pragma unroll
+            for (int m = 0; m < M; m++) acc[r][m] = 0.0f;
         }
-        half2 xv[M][16];
-        float xs[M];
+        for (int c = c0 + lane; c < c1; c += 32 * U) {
+            uint4 wv[U][RR];
+            half2 pv[U][RR];
 #pragma unroll
-        for (int m = 0; m < M; m++) {
-            const uint4 *xp = reinterpret_cast<const uint4 *>(x + (size_t)m * ldx + (size_t)c * 32);
+            for (int u = 0; u < U; u++)
 #pragma unroll
-            for (int q = 0; q < 4; q++) {
-                uint4 t = xp[q];
-                xv[m][4 * q + 0] = *reinterpret_cast<half2 *>(&t.x);
-                xv[m][4 * q + 1] = *reinterpret_cast<half2 *>(&t.y);
-                xv[m][4 * q + 2] = *reinterpret_cast<half2 *>(&t.z);
-                xv[m][4 * q + 3] = *reinterpret_cast<half2 *>(&t.w);
-            }
-            half2 t8[8];
+                for (int r = 0; r < RR; r++) {
+                    const int cc = c + 32 * u;
+                    if (ok[r] && cc < c1) {
+                        wv[u][r] = ld_stream(W + (size_t)rows[r] * chunks + cc);
+                        pv[u][r] = P[(size_t)rows[r] * groups + (cc >> 2)];
+                    } else {
+                        wv[u][r] = make_uint4(0, 0, 0, 0);
+                        pv[u][r] = __float2half2_rn(0.0f);
+                    }
+                }
 #pragma unroll
-            for (int i = 0; i < 8; i++) t8[i] = __hadd2(xv[m][2 * i], xv[m][2 * i + 1]);
+            for (int u = 0; u < U; u++) {
+                const int cc = c + 32 * u;
+                if (cc >= c1) break;
 #pragma unroll
-            for (int i = 0; i < 4; i++) t8[i] = __hadd2(t8[2 * i], t8[2 * i + 1]);
-            float2 f0 = __half22float2(__hadd2(t8[0], t8[1])), f1 = __half22float2(__hadd2(t8[2], t8[3]));
-            xs[m] = f0.x + f0.y + f1.x + f1.y;
-            if (LUT) {
-                /* byte k of an interleaved word holds elements (0,2), (4,6), (1,3), (5,7) */
+                for (int m = 0; m < M; m++) {
+                    half2 xv[16];
+                    const float xs = load_x_chunk<LUT>(x, ldx, m, cc, xv);
 #pragma unroll
-                for (int wd = 0; wd < 4; wd++) {
-                    half2 a = xv[m][4 * wd], b = xv[m][4 * wd + 1], cc = xv[m][4 * wd + 2], d = xv[m][4 * wd + 3];
-                    xv[m][4 * wd + 0] = __lows2half2(a, b);
-                    xv[m][4 * wd + 1] = __lows2half2(cc, d);
-                    xv[m][4 * wd + 2] = __highs2half2(a, b);
-                    xv[m][4 * wd + 3] = __highs2half2(cc, d);
+                    for (int r = 0; r < RR; r++) {
+                        half2 q[16];
+                        dequant_chunk<LUT>(wv[u][r], lt, q);
+                        const float2 sm = __half22float2(pv[u][r]);
+                        acc[r][m] += sm.x * dot_chunk(q, xv) + sm.y * xs;
+                    }
                 }
             }
         }
 #pragma unroll
-        for (int r = 0; r < RR; r++) {
-            const uint32_t wd4[4] = {wv[r].x, wv[r].y, wv[r].z, wv[r].w};
-            half2 q[16];
+        for (int r = 0; r < RR; r++)
 #pragma unroll
-            for (int wd = 0; wd < 4; wd++) {
-                if (LUT) {
-#pragma unroll
-                    for (int k = 0; k < 4; k++) q[4 * wd + k] = lt[(wd4[wd] >> (8 * k)) & 0xffu];
-                } else {
-                    lk_dequant8(wd4[wd], &q[4 * wd]);
-                }
-            }
-            const float2 sm = __half22float2(pv[r]);
+            for (int m = 0; m < M; m++) acc[r][m] = lk_warp_sum(acc[r][m]);
+        if (S == 1 && lane == 0 && rope) {
 #pragma unroll
             for (int m = 0; m < M; m++) {
-                float dot = 0.0f;
+                const int p = re.pos[m], sl = re.slot[m];
 #pragma unroll
-                for (int wd = 0; wd < 4; wd++) {
-                    half2 d = __hmul2(q[4 * wd], xv[m][4 * wd]);
-                    d = __hfma2(q[4 * wd + 1], xv[m][4 * wd + 1], d);
-                    d = __hfma2(q[4 * wd + 2], xv[m][4 * wd + 2], d);
-                    d = __hfma2(q[4 * wd + 3], xv[m][4 * wd + 3], d);
-                    float2 f = __half22float2(d);
-                    dot += f.x + f.y;
+                for (int o = 0; o < RR / 2; o++) {
+                    const int i = i0 + o;
+                    const float a = acc[o][m], b = acc[o + RR / 2][m];
+                    if (head >= re.n_heads + re.n_kv) { /* v: no rotation */
+                        half *d = re.vc + (((size_t)sl * re.n_kv + (head - re.n_heads - re.n_kv)) * re.max_seq + p) * re.hd;
+                        d[i] = __float2half(a);
+                        d[i + half_hd] = __float2half(b);
+                        continue;
+                    }
+                    const float c = re.cos_t[(size_t)p * half_hd + i], sn = re.sin_t[(size_t)p * half_hd + i];
+                    const half na = __float2half(a * c - b * sn), nb = __float2half(b * c + a * sn);
+                    if (head < re.n_heads) {
+                        half *d = (half *)out + (size_t)m * ldo + (size_t)head * re.hd;
+                        d[i] = na;
+                        d[i + half_hd] = nb;
+                    } else {
+                        half *d = re.kc + (((size_t)sl * re.n_kv + (head - re.n_heads)) * re.max_seq + p) * re.hd;
+                        d[i] = na;
+                        d[i + half_hd] = nb;
+                    }
                 }
-                acc[r][m] += sm.x * dot + sm.y * xs[m];
             }
-        }
-    }
-#pragma unroll
-    for (int r = 0; r < RR; r++)
-#pragma unroll
-        for (int m = 0; m < M; m++) acc[r][m] = lk_warp_sum(acc[r][m]);
-
-    if (S == 1) {
-        if (lane == 0) {
+        } else if (S == 1 && lane == 0) {
             if (swiglu) {
-                if (ok[0])
 #pragma unroll
-                    for (int m = 0; m < M; m++)
-                        epi_store(out, ldo, mode, m, j0, lk_silu(acc[0][m]) * acc[RR - 1][m]);
+                for (int o = 0; o < RR / 2; o++)
+                    if (ok[o])
+#pragma unroll
+                        for (int m = 0; m < M; m++)
+                            epi_store(out, ldo, mode, m, j0 + o, lk_silu(acc[o][m]) * acc[o + RR / 2][m]);
             } else {
 #pragma unroll
                 for (int r = 0; r < RR; r++)
@@ -187,10 +250,11 @@ __global__ void __launch_bounds__(GEMV_WARPS * 32)
                         for (int m = 0; m < M; m++) epi_store(out, ldo, mode, m, j0 + r, acc[r][m]);
             }
         }
-        return;
     }
-    /* split-K (residual add only): partials, then the last block of this row range reduces in order */
-    if (lane == 0)
+    if (S == 1) return;
+    /* split-K (residual add only; each warp had at most one unit) */
+    const bool had = blockIdx.x * GEMV_WARPS + warp < units;
+    if (lane == 0 && had)
 #pragma unroll
         for (int r = 0; r < RR; r++)
             if (ok[r])
@@ -205,7 +269,7 @@ __global__ void __launch_bounds__(GEMV_WARPS * 32)
     __syncthreads();
     if (!is_last) return;
     __threadfence();
-    if (lane == 0) {
+    if (lane == 0 && had) {
 #pragma unroll
         for (int r = 0; r < RR; r++) {
             if (!ok[r]) continue;
@@ -265,8 +329,11 @@ struct tc_smem {
 template <int BM, int BN, int WM, int WN>
 __global__ void __launch_bounds__(WM *WN * 32)
     k_mm_q4_tc(const half *__restrict__ x, int ldx, int M, const uint8_t *__restrict__ W, const half2 *__restrict__ P,
-               int N, int K, int n_out, int hidden, void *out, int ldo, int mode) {
+               int N, int K, int n_out, int hidden, void *out, int ldo, int mode, float *__restrict__ tc_partial,
+               int *__restrict__ tc_counters) {
+    lk_pdl_prologue();
     extern __shared__ __align__(16) unsigned char smem[];
+    __shared__ int is_last;
     constexpr int T = WM * WN * 32, LDA = TC_BK + TC_PAD, WTM = BM / WM, WTN = BN / WN;
     constexpr int MT = WTM / 16, NT = WTN / 8;
     static_assert(WTM % 16 == 0 && WTN % 16 == 0, "warp tile");
@@ -277,7 +344,10 @@ __global__ void __launch_bounds__(WM *WN * 32)
     const bool swiglu = mode == LK_OUT_SWIGLU_F16;
     const int m0 = blockIdx.y * BM;
     const int j0 = blockIdx.x * (swiglu ? BN / 2 : BN);
-    const int groups = K >> 7, KT = K / TC_BK;
+    const int groups = K >> 7, KT_all = K / TC_BK;
+    /* split-K over gridDim.z: this block's k-tiles [kt0, kt0 + KT) */
+    const int S = gridDim.z, per_split = (KT_all + S - 1) / S, kt0 = blockIdx.z * per_split;
+    const int KT = max(0, min(KT_all, kt0 + per_split) - kt0);
 
     auto wrow = [&](int nn) -> int {
         if (!swiglu) return j0 + nn;
@@ -315,7 +385,7 @@ __global__ void __launch_bounds__(WM *WN * 32)
 
 #pragma unroll
     for (int s = 0; s < TC_STAGES - 1; s++) {
-        if (s < KT) load_stage(s, s);
+        if (s < KT) load_stage(kt0 + s, s);
         cp_async_commit();
     }
     for (int kt = 0; kt < KT; kt++) {
@@ -324,7 +394,7 @@ __global__ void __launch_bounds__(WM *WN * 32)
         __syncthreads();
         /* dequantize this stage's weights into Bh */
         const uint8_t *b = Bq + stage * BN * (TC_BK / 2);
-        const int g = (kt * TC_BK) >> 7;
+        const int g = ((kt0 + kt) * TC_BK) >> 7;
         for (int i = tid; i < BN * 2; i += T) {
             int nn = i >> 1, h = i & 1;
             uint4 v = *reinterpret_cast<const uint4 *>(b + nn * (TC_BK / 2) + h * 16);
@@ -347,7 +417,7 @@ __global__ void __launch_bounds__(WM *WN * 32)
             }
         }
         __syncthreads();
-        if (kt + TC_STAGES - 1 < KT) load_stage(kt + TC_STAGES - 1, (kt + TC_STAGES - 1) % TC_STAGES);
+        if (kt + TC_STAGES - 1 < KT) load_stage(kt0 + kt + TC_STAGES - 1, (kt + TC_STAGES - 1) % TC_STAGES);
         cp_async_commit();
         const half *a = As + stage * BM * LDA;
 #pragma unroll
@@ -385,6 +455,25 @@ __global__ void __launch_bounds__(WM *WN * 32)
             C[(r + 8) * LDC + c + 1] = acc[i][j][3];
         }
     __syncthreads();
+    if (S > 1) {
+        /* every split stores its tile; the last to arrive sums them in split order (deterministic) */
+        const int tile = blockIdx.y * gridDim.x + blockIdx.x;
+        float *mine = tc_partial + ((size_t)tile * S + blockIdx.z) * BM * BN;
+        for (int i = tid; i < BM * BN; i += T) mine[i] = C[(i / BN) * LDC + i % BN];
+        __threadfence();
+        __syncthreads();
+        if (tid == 0) is_last = atomicAdd(&tc_counters[tile], 1) == S - 1;
+        __syncthreads();
+        if (!is_last) return;
+        __threadfence();
+        for (int i = tid; i < BM * BN; i += T) {
+            float v = 0.0f;
+            for (int z = 0; z < S; z++) v += __ldcg(&tc_partial[((size_t)tile * S + z) * BM * BN + i]);
+            C[(i / BN) * LDC + i % BN] = v;
+        }
+        if (tid == 0) tc_counters[tile] = 0;
+        __syncthreads();
+    }
     const int cols = swiglu ? BN / 2 : BN;
     for (int i = tid; i < BM * cols; i += T) {
         int r = i / cols, c = i % cols, m = m0 + r, jj = j0 + c;
@@ -401,6 +490,7 @@ __global__ void __launch_bounds__(WM *WN * 32)
 template <int M>
 __global__ void __launch_bounds__(256) k_gemv_bf16(const uint4 *__restrict__ W, const half *__restrict__ x, int ldx,
                                                    int K, int n_out, int hidden, void *out, int ldo, int mode) {
+    lk_pdl_prologue();
     const int lane = threadIdx.x & 31, j = blockIdx.x * 8 + (threadIdx.x >> 5);
     if (j >= n_out) return;
     const bool swiglu = mode == LK_OUT_SWIGLU_F16;
@@ -447,6 +537,7 @@ __global__ void __launch_bounds__(256) k_gemv_bf16(const uint4 *__restrict__ W, 
 __global__ void __launch_bounds__(256) k_mm_bf16_simt(const half *__restrict__ x, int ldx, int M,
                                                       const uint16_t *__restrict__ W, int N, int K, int n_out,
                                                       int hidden, void *out, int ldo, int mode) {
+    lk_pdl_prologue();
     __shared__ float As[16][SG_T + 1], Bs[16][2 * SG_T + 1];
     const bool swiglu = mode == LK_OUT_SWIGLU_F16;
     const int m0 = blockIdx.y * SG_T, j0 = blockIdx.x * SG_T;
@@ -505,29 +596,39 @@ lk_status lk_q4_interleave(void *qs, size_t bytes, cudaStream_t st) {
 }
 
 /* ---- dispatch -------------------------------------------------------------------- */
-template <int M, int RR, bool LUT>
+template <int M, int RR, int U, bool LUT>
 static lk_status launch_gemv(const lk_dmat *W, const half *x, int ldx, void *out, int ldo, int mode, int n_out,
-                             int hidden, int S, const lk_mm_ws *ws, cudaStream_t st) {
-    const int outs = mode == LK_OUT_SWIGLU_F16 ? 1 : RR;
-    const int warps = lk_cdiv(n_out, outs);
-    dim3 grid(lk_cdiv(warps, GEMV_WARPS), S);
-    if (S > 1 && (int)grid.x > ws->n_counters) S = 1, grid.y = 1;
-    k_gemv_q4<M, RR, LUT><<<grid, GEMV_WARPS * 32, 0, st>>>(
-        (const uint4 *)W->w, W->p, x, ldx, W->K, n_out, hidden, out, ldo, mode, ws ? ws->partial : NULL,
-        ws ? ws->counters : NULL);
-    LAUNCH_OK("k_gemv_q4");
+                             int hidden, int S, const lk_mm_ws *ws, int sm_count, const lk_rope_epi &re,
+                             cudaStream_t st) {
+    const int outs = mode == LK_OUT_SWIGLU_F16 || mode == LK_OUT_QKV_ROPE ? RR / 2 : RR;
+    const int units = mode == LK_OUT_QKV_ROPE ? n_out / RR : lk_cdiv(n_out, outs);
+    const int blocks = lk_cdiv(units, GEMV_WARPS);
+    if (S > 1 && (!ws || blocks > ws->n_counters)) S = 1;
+    /* split-K: one row set per warp; otherwise a grid-stride loop over row sets */
+    dim3 grid(S > 1 ? blocks : (blocks < sm_count * 8 ? blocks : sm_count * 8), S);
+    LAUNCH("k_gemv_q4", (k_gemv_q4<M, RR, U, LUT>), grid, dim3(GEMV_WARPS * 32), 0, st, (const uint4 *)W->w, W->p, x,
+           ldx, W->K, n_out, hidden, out, ldo, mode, ws ? ws->partial : (float *)NULL, ws ? ws->counters : (int *)NULL,
+           re);
     return LK_OK;
 }
 
 template <int BM, int BN, int WM, int WN>
 static lk_status launch_tc(const lk_dmat *W, const half *x, int M, int ldx, void *out, int ldo, int mode, int n_out,
-                           int hidden, cudaStream_t st) {
+                           int hidden, const lk_mm_ws *ws, int sm_count, cudaStream_t st) {
     const int bytes = tc_smem<BM, BN>::BYTES;
     const int cols = mode == LK_OUT_SWIGLU_F16 ? BN / 2 : BN;
-    dim3 grid(lk_cdiv(n_out, cols), lk_cdiv(M, BM));
-    k_mm_q4_tc<BM, BN, WM, WN><<<grid, WM * WN * 32, bytes, st>>>(x, ldx, M, (const uint8_t *)W->w, W->p, W->N, W->K,
-                                                                  n_out, hidden, out, ldo, mode);
-    LAUNCH_OK("k_mm_q4_tc");
+    dim3 grid(lk_cdiv(n_out, cols), lk_cdiv(M, BM), 1);
+    /* split K when the tiles would not give every SM two blocks */
+    const int tiles = (int)(grid.x * grid.y), KT = W->K / TC_BK;
+    int S = 1;
+    if (ws && ws->tc_partial && tiles <= ws->tc_n_counters)
+        while (S < LK_SPLITK_MAX && tiles * S < 2 * sm_count && KT / (2 * S) >= 4 &&
+               (size_t)tiles * (size_t)(2 * S) * BM * BN <= ws->tc_partial_floats)
+            S *= 2;
+    grid.z = S;
+    LAUNCH("k_mm_q4_tc", (k_mm_q4_tc<BM, BN, WM, WN>), grid, dim3(WM * WN * 32), (size_t)bytes, st, x, ldx, M,
+           (const uint8_t *)W->w, W->p, W->N, W->K, n_out, hidden, out, ldo, mode,
+           ws ? ws->tc_partial : (float *)NULL, ws ? ws->tc_counters : (int *)NULL);
     return LK_OK;
 }
 
@@ -541,8 +642,9 @@ lk_status lk_mm_init(void) {
     return LK_OK;
 }
 
-lk_status lk_cuda_matmul(const lk_dmat *W, const half *x, int M, int ldx, void *out, int ldo, int mode, int variant,
-                         const lk_mm_ws *ws, int sm_count, int cc_major, int cc_minor, cudaStream_t st) {
+static lk_status matmul_impl(const lk_dmat *W, const half *x, int M, int ldx, void *out, int ldo, int mode,
+                             int variant, const lk_mm_ws *ws, int sm_count, int cc_major, int cc_minor,
+                             const lk_rope_epi &re, cudaStream_t st) {
     if (M < 1) return LK_OK;
     const bool swiglu = mode == LK_OUT_SWIGLU_F16;
     const int n_out = swiglu ? W->N / 2 : W->N, hidden = swiglu ? W->N / 2 : 0;
@@ -553,25 +655,23 @@ lk_status lk_cuda_matmul(const lk_dmat *W, const half *x, int M, int ldx, void *
         if (M <= 4) {
             dim3 grid(lk_cdiv(n_out, 8));
             switch (M) {
-            case 1: k_gemv_bf16<1><<<grid, 256, 0, st>>>((const uint4 *)W->w, x, ldx, W->K, n_out, hidden, out, ldo, mode); break;
-            case 2: k_gemv_bf16<2><<<grid, 256, 0, st>>>((const uint4 *)W->w, x, ldx, W->K, n_out, hidden, out, ldo, mode); break;
-            case 3: k_gemv_bf16<3><<<grid, 256, 0, st>>>((const uint4 *)W->w, x, ldx, W->K, n_out, hidden, out, ldo, mode); break;
-            default: k_gemv_bf16<4><<<grid, 256, 0, st>>>((const uint4 *)W->w, x, ldx, W->K, n_out, hidden, out, ldo, mode); break;
+            case 1: LAUNCH("k_gemv_bf16", k_gemv_bf16<1>, grid, dim3(256), 0, st, (const uint4 *)W->w, x, ldx, W->K, n_out, hidden, out, ldo, mode); break;
+            case 2: LAUNCH("k_gemv_bf16", k_gemv_bf16<2>, grid, dim3(256), 0, st, (const uint4 *)W->w, x, ldx, W->K, n_out, hidden, out, ldo, mode); break;
+            case 3: LAUNCH("k_gemv_bf16", k_gemv_bf16<3>, grid, dim3(256), 0, st, (const uint4 *)W->w, x, ldx, W->K, n_out, hidden, out, ldo, mode); break;
+            default: LAUNCH("k_gemv_bf16", k_gemv_bf16<4>, grid, dim3(256), 0, st, (const uint4 *)W->w, x, ldx, W->K, n_out, hidden, out, ldo, mode); break;
             }
-            LAUNCH_OK("k_gemv_bf16");
         } else {
             dim3 grid(lk_cdiv(n_out, SG_T), lk_cdiv(M, SG_T));
-            k_mm_bf16_simt<<<grid, 256, 0, st>>>(x, ldx, M, (const uint16_t *)W->w, W->N, W->K, n_out, hidden, out,
-                                                 ldo, mode);
-            LAUNCH_OK("k_mm_bf16_simt");
+            LAUNCH("k_mm_bf16_simt", k_mm_bf16_simt, grid, dim3(256), 0, st, x, ldx, M, (const uint16_t *)W->w, W->N,
+                   W->K, n_out, hidden, out, ldo, mode);
         }
         return LK_OK;
     }
     if (variant == LK_MM_AUTO) variant = lk_mm_choose(M, W->N, W->K, cc_major, cc_minor);
     if (variant == LK_MM_BATCHED) {
-        if (M <= 16) return launch_tc<16, 128, 1, 4>(W, x, M, ldx, out, ldo, mode, n_out, hidden, st);
-        if (M <= 64) return launch_tc<64, 128, 2, 4>(W, x, M, ldx, out, ldo, mode, n_out, hidden, st);
-        return launch_tc<128, 128, 2, 4>(W, x, M, ldx, out, ldo, mode, n_out, hidden, st);
+        if (M <= 16) return launch_tc<16, 128, 1, 4>(W, x, M, ldx, out, ldo, mode, n_out, hidden, ws, sm_count, st);
+        if (M <= 64) return launch_tc<64, 128, 2, 4>(W, x, M, ldx, out, ldo, mode, n_out, hidden, ws, sm_count, st);
+        return launch_tc<128, 128, 2, 4>(W, x, M, ldx, out, ldo, mode, n_out, hidden, ws, sm_count, st);
     }
     if (variant != LK_MM_LUT && variant != LK_MM_OPTIMIZED)
         return lk_fail(LK_E_INVALID, "unknown matmul variant %d", variant);
@@ -579,31 +679,59 @@ lk_status lk_cuda_matmul(const lk_dmat *W, const half *x, int M, int ldx, void *
     /* split-K only for residual adds, when the grid would not fill the GPU */
     const int chunks = W->K / 32;
     for (int m0 = 0; m0 < M; m0 += 4) {
-        const int mm = M - m0 < 4 ? M - m0 : 4, RR = swiglu || mm >= 3 ? 2 : 1;
-        const int warps = lk_cdiv(n_out, swiglu ? 1 : RR);
+        const int mm = M - m0 < 4 ? M - m0 : 4;
+        const int RR = mm == 1 ? 4 : 2; /* rows per warp; U (chunks in flight per row) is 2 for 1-2 rows */
+        const int units = lk_cdiv(n_out, swiglu || mode == LK_OUT_QKV_ROPE ? RR / 2 : RR);
         int S = 1;
         if (mode == LK_OUT_ADD_F32 && ws && ws->partial) {
-            while (S < 8 && warps * S < sm_count * 32 && chunks / (2 * S) >= 32 &&
+            while (S < LK_SPLITK_MAX && units * S < sm_count * 32 && chunks / (2 * S) >= 32 &&
                    (size_t)(2 * S) * (size_t)mm * (size_t)n_out <= ws->partial_floats)
                 S *= 2;
         }
         const half *xm = x + (size_t)m0 * ldx;
-        void *om = mode == LK_OUT_F16 || mode == LK_OUT_SWIGLU_F16 ? (void *)((half *)out + (size_t)m0 * ldo)
-                                                                    : (void *)((float *)out + (size_t)m0 * ldo);
+        void *om = mode == LK_OUT_F16 || mode == LK_OUT_SWIGLU_F16 || mode == LK_OUT_QKV_ROPE
+                       ? (void *)((half *)out + (size_t)m0 * ldo)
+                       : (void *)((float *)out + (size_t)m0 * ldo);
+        lk_rope_epi rm = re;
+        if (mode == LK_OUT_QKV_ROPE) {
+            rm.pos += m0;
+            rm.slot += m0;
+        }
         lk_status r;
-#define GEMV_CASE(MM, R)                                                                                          \
-    r = lut ? launch_gemv<MM, R, true>(W, xm, ldx, om, ldo, mode, n_out, hidden, S, ws, st)                      \
-            : launch_gemv<MM, R, false>(W, xm, ldx, om, ldo, mode, n_out, hidden, S, ws, st)
-        switch (mm * 4 + RR) {
-        case 1 * 4 + 1: GEMV_CASE(1, 1); break;
-        case 1 * 4 + 2: GEMV_CASE(1, 2); break;
-        case 2 * 4 + 1: GEMV_CASE(2, 1); break;
-        case 2 * 4 + 2: GEMV_CASE(2, 2); break;
-        case 3 * 4 + 2: GEMV_CASE(3, 2); break;
-        default: GEMV_CASE(4, 2); break;
+#define GEMV_CASE(MM, R, UU)                                                                                        \
+    r = lut ? launch_gemv<MM, R, UU, true>(W, xm, ldx, om, ldo, mode, n_out, hidden, S, ws, sm_count, rm, st)      \
+            : launch_gemv<MM, R, UU, false>(W, xm, ldx, om, ldo, mode, n_out, hidden, S, ws, sm_count, rm, st)
+        switch (mm) {
+        case 1: GEMV_CASE(1, 4, 2); break;
+        case 2: GEMV_CASE(2, 2, 2); break;
+        case 3: GEMV_CASE(3, 2, 1); break;
+        default: GEMV_CASE(4, 2, 1); break;
         }
 #undef GEMV_CASE
         if (r) return r;
     }
     return LK_OK;
+}
+
+lk_status lk_cuda_matmul(const lk_dmat *W, const half *x, int M, int ldx, void *out, int ldo, int mode, int variant,
+                         const lk_mm_ws *ws, int sm_count, int cc_major, int cc_minor, cudaStream_t st) {
+    lk_rope_epi none;
+    memset(&none, 0, sizeof none);
+    none.hd = 2;
+    return matmul_impl(W, x, M, ldx, out, ldo, mode, variant, ws, sm_count, cc_major, cc_minor, none, st);
+}
+
+int lk_mm_uses_gemv(const lk_dmat *W, int M, int variant, int cc_major, int cc_minor) {
+    if (W->fmt != LK_WFMT_Q4) return 0;
+    if (variant == LK_MM_AUTO) variant = lk_mm_choose(M, W->N, W->K, cc_major, cc_minor);
+    return variant == LK_MM_LUT || variant == LK_MM_OPTIMIZED;
+}
+
+lk_status lk_cuda_matmul_qkv_rope(const lk_dmat *W, const half *x, int M, int ldx, half *q_out, int ldo, int variant,
+                                  const lk_rope_epi *re, int sm_count, int cc_major, int cc_minor, cudaStream_t st) {
+    if (!lk_mm_uses_gemv(W, M, variant, cc_major, cc_minor) || re->hd % 4 ||
+        W->N != (re->n_heads + 2 * re->n_kv) * re->hd)
+        return lk_fail(LK_E_UNSUPPORTED, "no fused rotary epilogue for this qkv shape or variant");
+    if (variant == LK_MM_AUTO) variant = lk_mm_choose(M, W->N, W->K, cc_major, cc_minor);
+    return matmul_impl(W, x, M, ldx, q_out, ldo, LK_OUT_QKV_ROPE, variant, NULL, sm_count, cc_major, cc_minor, *re, st);
 }

@@ -20,7 +20,17 @@
 #include "lk_cuda_common.cuh"
 
 enum { LK_MM_AUTO = 0, LK_MM_LUT = 1, LK_MM_OPTIMIZED = 2, LK_MM_BATCHED = 3, LK_MM_BF16 = 4 };
-enum { LK_OUT_F16 = 0, LK_OUT_F32 = 1, LK_OUT_ADD_F32 = 2, LK_OUT_SWIGLU_F16 = 3 };
+enum { LK_OUT_F16 = 0, LK_OUT_F32 = 1, LK_OUT_ADD_F32 = 2, LK_OUT_SWIGLU_F16 = 3, LK_OUT_QKV_ROPE = 4 };
+
+/* LK_OUT_QKV_ROPE (GEMV path only): the qkv projection's epilogue applies the
+ * rotary embedding (pairs i, i + head_dim/2 of a head are computed by one warp),
+ * writes q (fp16, to out) and appends k and v to the KV cache at (slot, pos). */
+typedef struct lk_rope_epi {
+    const float *cos_t, *sin_t; /* [max_seq][head_dim/2] */
+    const int *pos, *slot;      /* per row */
+    half *kc, *vc;              /* this layer's caches [slot][kv_head][max_seq][head_dim] */
+    int n_heads, n_kv, hd, max_seq;
+} lk_rope_epi;
 
 typedef struct lk_dmat {
     const void *w;   /* q4: interleaved qs [N][K/2]; bf16: [N][K] */
@@ -30,10 +40,14 @@ typedef struct lk_dmat {
 } lk_dmat;
 
 typedef struct lk_mm_ws {
-    float *partial;   /* split-K partial sums */
+    float *partial;   /* GEMV split-K partial sums */
     size_t partial_floats;
     int *counters;    /* per row-block arrival counters, zero between calls */
     int n_counters;
+    float *tc_partial;/* tensor-core split-K partial tiles (NULL: no split) */
+    size_t tc_partial_floats;
+    int *tc_counters; /* per output tile, zero between calls */
+    int tc_n_counters;
 } lk_mm_ws;
 
 const char *lk_mm_variant_name(int v);
@@ -45,12 +59,14 @@ int lk_mm_choose(int M, int N, int K, int cc_major, int cc_minor);
  * For LK_OUT_SWIGLU_F16, W has 2*hidden rows and out gets hidden columns. */
 lk_status lk_cuda_matmul(const lk_dmat *W, const half *x, int M, int ldx, void *out, int ldo, int mode, int variant,
                          const lk_mm_ws *ws, int sm_count, int cc_major, int cc_minor, cudaStream_t st);
+/* the same with the rotary epilogue (requires lk_mm_uses_gemv) */
+lk_status lk_cuda_matmul_qkv_rope(const lk_dmat *W, const half *x, int M, int ldx, half *q_out, int ldo, int variant,
+                                  const lk_rope_epi *re, int sm_count, int cc_major, int cc_minor, cudaStream_t st);
+/* does (W, M, variant) run on the 1-4 row GEMV kernels? */
+int lk_mm_uses_gemv(const lk_dmat *W, int M, int variant, int cc_major, int cc_minor);
 
 /* once per process: shared-memory limits of the tensor-core kernels */
 lk_status lk_mm_init(void);
 
 /* repacks canonical q4 bytes into the interleaved layout, in place */
 lk_status lk_q4_interleave(void *qs, size_t bytes, cudaStream_t st);
-
-/* bytes of split-K workspace the decode shapes of a model need */
-size_t lk_mm_ws_floats(int max_n, int max_rows);

@@ -1,0 +1,21 @@
+#!/usr/bin/env bash
+# One device run: build for the local GPU, GPU tests, then benchmarks. Logs go to $OUT.
+# usage: bash tools/devrun.sh [tests|bench|all] [pytest args...]
+set -uo pipefail
+export PYTHONUNBUFFERED=1
+export LLAMA_KERNEL_TOKENIZER_FIXTURES=$PWD/.fixtures/llama3-tokenizer
+OUT=${OUT:-/tmp/out}
+what=${1:-all}; shift || true
+nvidia-smi --query-gpu=name,memory.used,memory.total --format=csv,noheader
+t0=$(date +%s)
+LLAMA_KERNEL_CUDA_ARCHS=${ARCHS:-90} python3 setup.py build_ext --inplace > $OUT/build.log 2>&1 || { tail -40 $OUT/build.log; exit 1; }
+echo "build: $(( $(date +%s) - t0 )) s"
+if [ "$what" = tests ] || [ "$what" = all ]; then
+  timeout 420 python3 -m pytest -q -ra --maxfail=25 -p no:cacheprovider "${@:-tests/test_cuda.py}" > $OUT/tests.log 2>&1
+  echo "tests rc=$?"; grep -E "passed|failed|error" $OUT/tests.log | tail -3; grep -E "^(FAILED|ERROR)" $OUT/tests.log | head -30
+fi
+if [ "$what" = bench ] || [ "$what" = all ]; then
+  timeout 240 python3 benchmarks/bench_matmul.py --quick > $OUT/bench_matmul.log 2>&1; tail -40 $OUT/bench_matmul.log
+  timeout 200 python3 benchmarks/bench_e2e.py --quick > $OUT/bench_e2e.log 2>&1; cat $OUT/bench_e2e.log | tail -20
+  LLAMA_KERNEL_PDL=0 timeout 100 python3 benchmarks/bench_e2e.py --batches 1 --no-eager > $OUT/bench_e2e_nopdl.log 2>&1; grep decode $OUT/bench_e2e_nopdl.log
+fi
