@@ -42,8 +42,9 @@ def main():
     ap = argparse.ArgumentParser()
     ap.add_argument("--quick", action="store_true")
     ap.add_argument("--iters", type=int, default=30)
+    ap.add_argument("--no-peers", action="store_true", help="skip the torch peers")
     a = ap.parse_args()
-    torch = torch_or_none()
+    torch = None if a.no_peers else torch_or_none()
     Ms = [1, 2, 4, 16, 64, 256, 2048] if not a.quick else [1, 4, 16, 256]
     rows = []
     print(f"# int4 matmul, {device_line()}")

@@ -15,7 +15,7 @@ if [ "$what" = tests ] || [ "$what" = all ]; then
   echo "tests rc=$?"; grep -E "passed|failed|error" $OUT/tests.log | tail -3; grep -E "^(FAILED|ERROR)" $OUT/tests.log | head -30
 fi
 if [ "$what" = bench ] || [ "$what" = all ]; then
-  timeout 240 python3 benchmarks/bench_matmul.py --quick > $OUT/bench_matmul.log 2>&1; tail -40 $OUT/bench_matmul.log
+  timeout 240 python3 benchmarks/bench_matmul.py --quick ${PEERS:---no-peers} > $OUT/bench_matmul.log 2>&1; tail -40 $OUT/bench_matmul.log
   timeout 200 python3 benchmarks/bench_e2e.py --quick > $OUT/bench_e2e.log 2>&1; cat $OUT/bench_e2e.log | tail -20
   LLAMA_KERNEL_PDL=0 timeout 100 python3 benchmarks/bench_e2e.py --batches 1 --no-eager > $OUT/bench_e2e_nopdl.log 2>&1; grep decode $OUT/bench_e2e_nopdl.log
 fi
