@@ -17,5 +17,7 @@ fi
 if [ "$what" = bench ] || [ "$what" = all ]; then
   timeout 240 python3 benchmarks/bench_matmul.py --quick ${PEERS:---no-peers} > $OUT/bench_matmul.log 2>&1; tail -40 $OUT/bench_matmul.log
   timeout 200 python3 benchmarks/bench_e2e.py --quick > $OUT/bench_e2e.log 2>&1; cat $OUT/bench_e2e.log | tail -20
+  timeout 60 python3 benchmarks/profile_decode.py --batch 1 2>&1 | tail -14
+  timeout 60 python3 benchmarks/profile_decode.py --batch 16 2>&1 | tail -14
   LLAMA_KERNEL_PDL=0 timeout 100 python3 benchmarks/bench_e2e.py --batches 1 --no-eager > $OUT/bench_e2e_nopdl.log 2>&1; grep decode $OUT/bench_e2e_nopdl.log
 fi

@@ -101,6 +101,21 @@ extern "C" lk_status lk_cuda_check_usable(void) {
 /* ---- the backend ----------------------------------------------------------------- */
 #define MAX_GRAPH_KEYS 4097
 
+/* ---- LLAMA_KERNEL_PROFILE=1: per-op GPU time (debugging aid) -------------------------
+ * Each op is bracketed by events and synchronised, CUDA graphs are off, and the
+ * totals go to stderr when the engine is freed. Timings include each launch's
+ * latency, since the GPU idles between ops in this mode. */
+#define PROF_OPS 12
+static const char *prof_names[PROF_OPS] = {"embed", "rmsnorm attn", "qkv (+rope)", "rope+kv", "attention", "o proj",
+                                           "rmsnorm ffn", "gate_up+swiglu", "down", "final norm+lm_head", "sample",
+                                           "other"};
+typedef struct {
+    int on;
+    cudaEvent_t a, b;
+    double ms[PROF_OPS];
+    long calls[PROF_OPS];
+} prof_t;
+
 typedef struct cuda_backend {
     lk_backend base;
     int dev, sm_count, cc_major, cc_minor;
@@ -126,11 +141,13 @@ typedef struct cuda_backend {
     int fused_rope; /* the last qkv matmul already applied rope and wrote K/V */
     int variant;
     int no_fusion; /* LLAMA_KERNEL_NO_FUSION=1: separate rope kernel (kill switch) */
+    prof_t prof;
     cudaGraphExec_t *graphs; /* [MAX_GRAPH_KEYS] */
     unsigned char *graph_state; /* 0 new, 1 warmed up, 2 captured, 3 capture unsupported: eager */
 } cuda_backend;
 
 #define CUB(be) ((cuda_backend *)(be))
+
 
 static lk_dmat dmat(const cuda_backend *b, const lk_mat *m) {
     lk_dmat d;
@@ -147,10 +164,34 @@ static lk_status cu_enter(lk_backend *be) {
     return LK_OK;
 }
 
+static void prof_begin(cuda_backend *b) {
+    if (b->prof.on) cudaEventRecord(b->prof.a, b->st);
+}
+static void prof_end(cuda_backend *b, int op) {
+    if (!b->prof.on) return;
+    float ms = 0.0f;
+    cudaEventRecord(b->prof.b, b->st);
+    cudaEventSynchronize(b->prof.b);
+    cudaEventElapsedTime(&ms, b->prof.a, b->prof.b);
+    b->prof.ms[op] += ms;
+    b->prof.calls[op]++;
+}
+
 static void cu_destroy(lk_backend *be) {
     cuda_backend *b = CUB(be);
     if (!b) return;
     cudaSetDevice(b->dev);
+    if (b->prof.on) {
+        double tot = 0;
+        for (int i = 0; i < PROF_OPS; i++) tot += b->prof.ms[i];
+        fprintf(stderr, "llama_kernel profile (GPU time per op, eager, synchronised):\n");
+        for (int i = 0; i < PROF_OPS; i++)
+            if (b->prof.calls[i])
+                fprintf(stderr, "  %-20s %8ld calls %10.3f ms %8.2f us/call %5.1f%%\n", prof_names[i], b->prof.calls[i],
+                        b->prof.ms[i], 1000.0 * b->prof.ms[i] / b->prof.calls[i], 100.0 * b->prof.ms[i] / tot);
+        cudaEventDestroy(b->prof.a);
+        cudaEventDestroy(b->prof.b);
+    }
     if (b->graphs) {
         for (int i = 0; i < MAX_GRAPH_KEYS; i++)
             if (b->graphs[i]) cudaGraphExecDestroy(b->graphs[i]);
@@ -217,14 +258,20 @@ static lk_status cu_set_rows(lk_backend *be, int M, const int32_t *tok, const in
 static lk_status cu_embed(lk_backend *be, int M) {
     cuda_backend *b = CUB(be);
     lk_dmat e = dmat(b, &be->wl->embed);
-    return lk_embed(&e, b->tok, M, be->cfg->dim, b->x, b->st);
+    prof_begin(b);
+    lk_status s = lk_embed(&e, b->tok, M, be->cfg->dim, b->x, b->st);
+    prof_end(b, 0);
+    return s;
 }
 
 static lk_status cu_rmsnorm(lk_backend *be, int M, int layer, int which) {
     cuda_backend *b = CUB(be);
     const lk_layer_layout *L = &be->wl->layers[layer];
     const float *w = (const float *)(b->w + (which == LK_NORM_ATTN ? L->attn_norm : L->ffn_norm));
-    return lk_rmsnorm(b->x, w, M, be->cfg->dim, be->cfg->rms_eps, b->h, b->st);
+    prof_begin(b);
+    lk_status s = lk_rmsnorm(b->x, w, M, be->cfg->dim, be->cfg->rms_eps, b->h, b->st);
+    prof_end(b, which == LK_NORM_ATTN ? 1 : 6);
+    return s;
 }
 
 static size_t layer_kv(const cuda_backend *b, int layer) {
@@ -233,7 +280,16 @@ static size_t layer_kv(const cuda_backend *b, int layer) {
            (size_t)c->head_dim;
 }
 
+static lk_status cu_matmul_impl(lk_backend *be, int M, int layer, int wid);
 static lk_status cu_matmul(lk_backend *be, int M, int layer, int wid) {
+    static const int op_of[4] = {2, 5, 7, 8};
+    prof_begin(CUB(be));
+    lk_status s = cu_matmul_impl(be, M, layer, wid);
+    prof_end(CUB(be), op_of[wid & 3]);
+    return s;
+}
+
+static lk_status cu_matmul_impl(lk_backend *be, int M, int layer, int wid) {
     cuda_backend *b = CUB(be);
     const lk_config *c = be->cfg;
     const lk_layer_layout *L = &be->wl->layers[layer];
@@ -283,8 +339,12 @@ static lk_status cu_rope_kv(lk_backend *be, int M, int layer) {
         b->fused_rope = 0;
         return LK_OK;
     }
-    return lk_rope_kv(b->qkv, lk_qkv_dim(c), b->slot, b->pos, M, c->n_heads, c->n_kv_heads, c->head_dim, b->rope_cos,
-                      b->rope_sin, b->kc + layer_kv(b, layer), b->vc + layer_kv(b, layer), be->opts->max_seq_len, b->st);
+    prof_begin(b);
+    lk_status s = lk_rope_kv(b->qkv, lk_qkv_dim(c), b->slot, b->pos, M, c->n_heads, c->n_kv_heads, c->head_dim,
+                             b->rope_cos, b->rope_sin, b->kc + layer_kv(b, layer), b->vc + layer_kv(b, layer),
+                             be->opts->max_seq_len, b->st);
+    prof_end(b, 3);
+    return s;
 }
 
 static lk_attn_args attn_args(cuda_backend *b, int M, int layer) {
@@ -314,10 +374,14 @@ static lk_attn_args attn_args(cuda_backend *b, int M, int layer) {
 static lk_status cu_attention(lk_backend *be, int M, int layer) {
     cuda_backend *b = CUB(be);
     lk_attn_args a = attn_args(b, M, layer);
-    if (!be->opts->flash_attention) return lk_attention_plain(&a, b->st);
-    if (b->rows_prefill) return lk_attention_prefill(&a, b->st);
-    if (M > be->opts->batch_size) return lk_attention_plain(&a, b->st); /* more rows than split-KV space */
-    return lk_attention_decode(&a, b->st);
+    lk_status s;
+    prof_begin(b);
+    if (!be->opts->flash_attention) s = lk_attention_plain(&a, b->st);
+    else if (b->rows_prefill) s = lk_attention_prefill(&a, b->st);
+    else if (M > be->opts->batch_size) s = lk_attention_plain(&a, b->st); /* more rows than split-KV space */
+    else s = lk_attention_decode(&a, b->st);
+    prof_end(b, 4);
+    return s;
 }
 
 static lk_status cu_logits(lk_backend *be, int src0, int n, int dst0) {
@@ -325,12 +389,15 @@ static lk_status cu_logits(lk_backend *be, int src0, int n, int dst0) {
     const lk_config *c = be->cfg;
     if (n < 1 || dst0 < 0 || dst0 + n > lk_logit_rows(be->opts))
         return lk_fail(LK_E_INVALID, "logits: rows [%d, %d) out of range", dst0, dst0 + n);
+    prof_begin(b);
     lk_status s = lk_rmsnorm(b->x + (size_t)src0 * c->dim, (const float *)(b->w + be->wl->final_norm), n, c->dim,
                              c->rms_eps, b->h, b->st);
     if (s) return s;
     lk_dmat d = dmat(b, &be->wl->lm_head);
-    return lk_cuda_matmul(&d, b->h, n, c->dim, b->logits + (size_t)dst0 * c->vocab_size, c->vocab_size, LK_OUT_F32,
-                          b->variant, &b->ws, b->sm_count, b->cc_major, b->cc_minor, b->st);
+    s = lk_cuda_matmul(&d, b->h, n, c->dim, b->logits + (size_t)dst0 * c->vocab_size, c->vocab_size, LK_OUT_F32,
+                       b->variant, &b->ws, b->sm_count, b->cc_major, b->cc_minor, b->st);
+    prof_end(b, 9);
+    return s;
 }
 
 static lk_status cu_read_logits(lk_backend *be, int row0, int n, float *out) {
@@ -367,7 +434,10 @@ static lk_status cu_set_sampling(lk_backend *be, const lk_sampling *sp, uint64_t
 static lk_status cu_sample(lk_backend *be, int B) {
     cuda_backend *b = CUB(be);
     b->rows_prefill = 0;
-    return lk_sample(b->logits, be->cfg->vocab_size, B, b->samp_dev, b->seen, b->tok, b->slot, b->pos, b->st);
+    prof_begin(b);
+    lk_status s = lk_sample(b->logits, be->cfg->vocab_size, B, b->samp_dev, b->seen, b->tok, b->slot, b->pos, b->st);
+    prof_end(b, 10);
+    return s;
 }
 
 static lk_status cu_tokens_fetch(lk_backend *be, int B, int which) {
@@ -389,6 +459,7 @@ static lk_status cu_tokens_wait(lk_backend *be, int B, int which, int32_t *out) 
 static lk_status cu_graph_run(lk_backend *be, int key, lk_status (*step)(void *), void *ctx) {
     cuda_backend *b = CUB(be);
     if (key < 0 || key >= MAX_GRAPH_KEYS) return step(ctx);
+    if (b->prof.on) return step(ctx);
     unsigned char *state = &b->graph_state[key];
     if (*state == 2) {
         CU(cudaGraphLaunch(b->graphs[key], b->st));
@@ -480,6 +551,8 @@ extern "C" lk_status lk_cuda_backend_create(const lk_config *c, const lk_engine_
     {
         const char *nf = getenv("LLAMA_KERNEL_NO_FUSION");
         b->no_fusion = nf && nf[0] == '1';
+        const char *pf = getenv("LLAMA_KERNEL_PROFILE");
+        b->prof.on = pf && pf[0] == '1';
     }
 #define TRYB(x)                     \
     do {                            \
@@ -504,6 +577,10 @@ extern "C" lk_status lk_cuda_backend_create(const lk_config *c, const lk_engine_
         if (e != cudaSuccess) TRYB(lk_cuda_fail(e, "cudaStreamCreate", __FILE__, __LINE__));
     }
     TRYB(lk_attention_init());
+    if (b->prof.on && (cudaEventCreate(&b->prof.a) != cudaSuccess || cudaEventCreate(&b->prof.b) != cudaSuccess)) {
+        (void)cudaGetLastError();
+        b->prof.on = 0;
+    }
     TRYB(lk_mm_init());
     lk_cuda_layout_make(c, o, &b->lay);
     const size_t half_ = (size_t)(c->head_dim / 2);

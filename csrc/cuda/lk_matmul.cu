@@ -301,6 +301,11 @@ __device__ __forceinline__ void cp_async16(void *smem, const void *gmem, bool pr
 }
 __device__ __forceinline__ void cp_async_commit() { asm volatile("cp.async.commit_group;"); }
 template <int N> __device__ __forceinline__ void cp_async_wait() { asm volatile("cp.async.wait_group %0;" ::"n"(N)); }
+__device__ __forceinline__ void cp_async4(void *smem, const void *gmem, bool pred) {
+    unsigned s = (unsigned)__cvta_generic_to_shared(smem);
+    int n = pred ? 4 : 0;
+    asm volatile("cp.async.ca.shared.global [%0], [%1], 4, %2;" ::"r"(s), "l"(gmem), "r"(n));
+}
 
 __device__ __forceinline__ void ldmatrix_x4(uint32_t r[4], const void *smem) {
     unsigned s = (unsigned)__cvta_generic_to_shared(smem);
@@ -321,8 +326,9 @@ struct tc_smem {
     static constexpr int A = TC_STAGES * BM * (TC_BK + TC_PAD) * 2;
     static constexpr int BQ = TC_STAGES * BN * (TC_BK / 2);
     static constexpr int BH = BN * (TC_BK + TC_PAD) * 2;
+    static constexpr int PS = TC_STAGES * BN * 4; /* scale/min of each weight row for the stage's group */
     static constexpr int C = BM * (BN + 4) * 4;
-    static constexpr int MAIN = A + BQ + BH;
+    static constexpr int MAIN = A + BQ + BH + PS;
     static constexpr int BYTES = MAIN > C ? MAIN : C;
 };
 
@@ -340,6 +346,7 @@ __global__ void __launch_bounds__(WM *WN * 32)
     half *As = reinterpret_cast<half *>(smem);
     uint8_t *Bq = smem + tc_smem<BM, BN>::A;
     half *Bh = reinterpret_cast<half *>(smem + tc_smem<BM, BN>::A + tc_smem<BM, BN>::BQ);
+    half2 *Ps = reinterpret_cast<half2 *>(smem + tc_smem<BM, BN>::A + tc_smem<BM, BN>::BQ + tc_smem<BM, BN>::BH);
     const int tid = threadIdx.x, lane = tid & 31, warp = tid >> 5, wm = warp / WN, wn = warp % WN;
     const bool swiglu = mode == LK_OUT_SWIGLU_F16;
     const int m0 = blockIdx.y * BM;
@@ -373,6 +380,11 @@ __global__ void __launch_bounds__(WM *WN * 32)
             const uint8_t *src = W + (size_t)(p ? wrow(nn) : 0) * (K / 2) + (size_t)kt * (TC_BK / 2) + h * 16;
             cp_async16(b + nn * (TC_BK / 2) + h * 16, src, p);
         }
+        const int g = (kt * TC_BK) >> 7;
+        for (int nn = tid; nn < BN; nn += T) {
+            bool p = wrow_ok(nn);
+            cp_async4(Ps + stage * BN + nn, P + (size_t)(p ? wrow(nn) : 0) * groups + g, p);
+        }
     };
 
     float acc[MT][NT][4];
@@ -394,11 +406,10 @@ __global__ void __launch_bounds__(WM *WN * 32)
         __syncthreads();
         /* dequantize this stage's weights into Bh */
         const uint8_t *b = Bq + stage * BN * (TC_BK / 2);
-        const int g = ((kt0 + kt) * TC_BK) >> 7;
         for (int i = tid; i < BN * 2; i += T) {
             int nn = i >> 1, h = i & 1;
             uint4 v = *reinterpret_cast<const uint4 *>(b + nn * (TC_BK / 2) + h * 16);
-            half2 pr = wrow_ok(nn) ? P[(size_t)wrow(nn) * groups + g] : __float2half2_rn(0.0f);
+            half2 pr = Ps[stage * BN + nn];
             half2 sc = __half2half2(__low2half(pr)), mn = __half2half2(__high2half(pr));
             const uint32_t wd4[4] = {v.x, v.y, v.z, v.w};
             half *dst = Bh + nn * LDA + h * 32;
@@ -618,11 +629,11 @@ static lk_status launch_tc(const lk_dmat *W, const half *x, int M, int ldx, void
     const int bytes = tc_smem<BM, BN>::BYTES;
     const int cols = mode == LK_OUT_SWIGLU_F16 ? BN / 2 : BN;
     dim3 grid(lk_cdiv(n_out, cols), lk_cdiv(M, BM), 1);
-    /* split K when the tiles would not give every SM two blocks */
+    /* split K when the tiles would not give every SM a block */
     const int tiles = (int)(grid.x * grid.y), KT = W->K / TC_BK;
     int S = 1;
     if (ws && ws->tc_partial && tiles <= ws->tc_n_counters)
-        while (S < LK_SPLITK_MAX && tiles * S < 2 * sm_count && KT / (2 * S) >= 4 &&
+        while (S < LK_SPLITK_MAX && tiles * S < sm_count && KT / (2 * S) >= 4 &&
                (size_t)tiles * (size_t)(2 * S) * BM * BN <= ws->tc_partial_floats)
             S *= 2;
     grid.z = S;
@@ -680,8 +691,12 @@ static lk_status matmul_impl(const lk_dmat *W, const half *x, int M, int ldx, vo
     const int chunks = W->K / 32;
     for (int m0 = 0; m0 < M; m0 += 4) {
         const int mm = M - m0 < 4 ? M - m0 : 4;
-        const int RR = mm == 1 ? 4 : 2; /* rows per warp; U (chunks in flight per row) is 2 for 1-2 rows */
-        const int units = lk_cdiv(n_out, swiglu || mode == LK_OUT_QKV_ROPE ? RR / 2 : RR);
+        /* one row at a time keeps enough warps on small matrices (qkv, o, down); large ones
+         * (gate_up, lm_head) take 4 rows per warp: fewer, longer-lived warps with 8 loads in flight */
+        const bool pair = swiglu || mode == LK_OUT_QKV_ROPE;
+        const int units4 = mode == LK_OUT_QKV_ROPE ? n_out / 4 : lk_cdiv(n_out, pair ? 2 : 4);
+        const int RR = mm == 1 ? (units4 >= 2 * sm_count * GEMV_WARPS ? 4 : (pair ? 2 : 1)) : 2;
+        const int units = mode == LK_OUT_QKV_ROPE ? n_out / RR : lk_cdiv(n_out, pair ? RR / 2 : RR);
         int S = 1;
         if (mode == LK_OUT_ADD_F32 && ws && ws->partial) {
             while (S < LK_SPLITK_MAX && units * S < sm_count * 32 && chunks / (2 * S) >= 32 &&
@@ -701,10 +716,12 @@ static lk_status matmul_impl(const lk_dmat *W, const half *x, int M, int ldx, vo
 #define GEMV_CASE(MM, R, UU)                                                                                        \
     r = lut ? launch_gemv<MM, R, UU, true>(W, xm, ldx, om, ldo, mode, n_out, hidden, S, ws, sm_count, rm, st)      \
             : launch_gemv<MM, R, UU, false>(W, xm, ldx, om, ldo, mode, n_out, hidden, S, ws, sm_count, rm, st)
-        switch (mm) {
-        case 1: GEMV_CASE(1, 4, 2); break;
-        case 2: GEMV_CASE(2, 2, 2); break;
-        case 3: GEMV_CASE(3, 2, 1); break;
+        switch (mm * 8 + RR) {
+        case 1 * 8 + 1: GEMV_CASE(1, 1, 2); break;
+        case 1 * 8 + 2: GEMV_CASE(1, 2, 2); break;
+        case 1 * 8 + 4: GEMV_CASE(1, 4, 2); break;
+        case 2 * 8 + 2: GEMV_CASE(2, 2, 2); break;
+        case 3 * 8 + 2: GEMV_CASE(3, 2, 1); break;
         default: GEMV_CASE(4, 2, 1); break;
         }
 #undef GEMV_CASE
