@@ -43,15 +43,21 @@ def main():
     ap.add_argument("--quick", action="store_true")
     ap.add_argument("--iters", type=int, default=30)
     ap.add_argument("--no-peers", action="store_true", help="skip the torch peers")
+    ap.add_argument("--shapes", default=None, help="comma-separated shape names to run")
+    ap.add_argument("--ms", default=None, help="comma-separated M values")
     a = ap.parse_args()
     torch = None if a.no_peers else torch_or_none()
     Ms = [1, 2, 4, 16, 64, 256, 2048] if not a.quick else [1, 4, 16, 256]
+    if a.ms:
+        Ms = [int(m) for m in a.ms.split(",")]
     rows = []
     print(f"# int4 matmul, {device_line()}")
     print("| shape | M | lut us | optimized us | batched us | chosen | best TB/s | best TFLOP/s | cuBLAS bf16 us | "
           "tinygemm us | vs cuBLAS | vs tinygemm |")
     print("|---|---|---|---|---|---|---|---|---|---|---|---|")
     for name, N, K in SHAPES:
+        if a.shapes and name not in a.shapes.split(","):
+            continue
         for M in Ms:
             if M >= 256 and name in ("qkv 3B", "o 3B", "gate_up 3B", "down 3B", "o", "qkv") and a.quick:
                 continue

@@ -19,5 +19,6 @@ if [ "$what" = bench ] || [ "$what" = all ]; then
   timeout 200 python3 benchmarks/bench_e2e.py --quick > $OUT/bench_e2e.log 2>&1; cat $OUT/bench_e2e.log | tail -20
   timeout 60 python3 benchmarks/profile_decode.py --batch 1 2>&1 | tail -14
   timeout 60 python3 benchmarks/profile_decode.py --batch 16 2>&1 | tail -14
+  echo "--- matmul, PDL off"; LLAMA_KERNEL_PDL=0 timeout 60 python3 benchmarks/bench_matmul.py --no-peers --shapes qkv,o,down,gate_up --ms 1 2>&1 | tail -4
   LLAMA_KERNEL_PDL=0 timeout 100 python3 benchmarks/bench_e2e.py --batches 1 --no-eager > $OUT/bench_e2e_nopdl.log 2>&1; grep decode $OUT/bench_e2e_nopdl.log
 fi

@@ -36,6 +36,9 @@ __global__ void __launch_bounds__(DEC_T) k_attn_decode(lk_attn_args a) {
     int chunk = (n + S - 1) / S;
     chunk = (chunk + DEC_TILE - 1) / DEC_TILE * DEC_TILE;
     const int t_begin = split * chunk, t_end = min(n, t_begin + chunk);
+    /* only the splits that hold positions take part (and are merged) */
+    const int S_act = (n + chunk - 1) / chunk;
+    if (t_begin >= t_end) return;
     float *part = a.part + ((size_t)r * a.n_heads + (size_t)kvh * G) * S * (HD + 2);
     constexpr int OUT_PER = (G * HD + DEC_T - 1) / DEC_T;
     float o[OUT_PER];
@@ -45,7 +48,7 @@ __global__ void __launch_bounds__(DEC_T) k_attn_decode(lk_attn_args a) {
         m_sh[tid] = -INFINITY;
         l_sh[tid] = 0.0f;
     }
-    if (t_begin < t_end) {
+    {
         const int s = a.slot[r];
         for (int i = tid; i < G * HD; i += DEC_T) {
             int g = i / HD, d = i % HD;
@@ -132,14 +135,14 @@ __global__ void __launch_bounds__(DEC_T) k_attn_decode(lk_attn_args a) {
     /* the last split of this (row, kv head) to finish merges all of them */
     __threadfence();
     __syncthreads();
-    if (tid == 0) is_last = atomicAdd(&a.counters[r * a.n_kv + kvh], 1) == S - 1;
+    if (tid == 0) is_last = atomicAdd(&a.counters[r * a.n_kv + kvh], 1) == S_act - 1;
     __syncthreads();
     if (!is_last) return;
     __threadfence();
     if (tid < G) {
         float M = -INFINITY, L = 0.0f;
-        for (int sp = 0; sp < S; sp++) M = fmaxf(M, __ldcg(part + ((size_t)tid * S + sp) * (HD + 2)));
-        for (int sp = 0; sp < S; sp++) {
+        for (int sp = 0; sp < S_act; sp++) M = fmaxf(M, __ldcg(part + ((size_t)tid * S + sp) * (HD + 2)));
+        for (int sp = 0; sp < S_act; sp++) {
             const float *pp = part + ((size_t)tid * S + sp) * (HD + 2);
             const float l = __ldcg(pp + 1);
             if (l > 0.0f) L += l * __expf(__ldcg(pp) - M);
@@ -151,7 +154,8 @@ __global__ void __launch_bounds__(DEC_T) k_attn_decode(lk_attn_args a) {
     for (int idx = tid; idx < G * HD; idx += DEC_T) {
         const int g = idx / HD, d = idx % HD;
         float acc = 0.0f;
-        for (int sp = 0; sp < S; sp++) {
+#pragma unroll 4
+        for (int sp = 0; sp < S_act; sp++) {
             const float *pp = part + ((size_t)g * S + sp) * (HD + 2);
             const float l = __ldcg(pp + 1);
             if (l > 0.0f) acc += __ldcg(pp + 2 + d) * __expf(__ldcg(pp) - m_sh[g]);

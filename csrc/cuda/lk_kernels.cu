@@ -248,11 +248,26 @@ __global__ void __launch_bounds__(SAMP_T) k_sample(float *__restrict__ logits, i
     /* argmax, lowest id on ties */
     float best = -INFINITY;
     int bi = INT_MAX;
-    for (int i = tid; i < V; i += SAMP_T) {
-        float v = l[i];
-        if (v > best || (v == best && i < bi)) {
-            best = v;
-            bi = i;
+    if ((V & 3) == 0) { /* 16-byte loads, several in flight: this pass is all greedy decoding costs */
+        const float4 *l4 = reinterpret_cast<const float4 *>(l);
+#pragma unroll 4
+        for (int i = tid; i < V / 4; i += SAMP_T) {
+            const float4 v = l4[i];
+            const float e[4] = {v.x, v.y, v.z, v.w};
+#pragma unroll
+            for (int k = 0; k < 4; k++)
+                if (e[k] > best || (e[k] == best && 4 * i + k < bi)) {
+                    best = e[k];
+                    bi = 4 * i + k;
+                }
+        }
+    } else {
+        for (int i = tid; i < V; i += SAMP_T) {
+            float v = l[i];
+            if (v > best || (v == best && i < bi)) {
+                best = v;
+                bi = i;
+            }
         }
     }
     for (int o = 16; o > 0; o >>= 1) {
