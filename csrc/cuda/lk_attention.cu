@@ -20,6 +20,7 @@
 
 #define DEC_T 128
 #define DEC_TILE 64
+#define DEC_MIN_CHUNK 256
 
 /* ---- decode --------------------------------------------------------------------- */
 template <int HD, int G>
@@ -33,8 +34,10 @@ __global__ void __launch_bounds__(DEC_T) k_attn_decode(lk_attn_args a) {
     __shared__ int is_last;
     const int r = blockIdx.x, kvh = blockIdx.y, split = blockIdx.z, tid = threadIdx.x;
     const int n = a.pos[r] + 1, S = a.splits;
+    /* at least DEC_MIN_CHUNK positions per split: short contexts take one block per
+     * kv head, which writes its output directly (no partials, no merge) */
     int chunk = (n + S - 1) / S;
-    chunk = (chunk + DEC_TILE - 1) / DEC_TILE * DEC_TILE;
+    chunk = chunk < DEC_MIN_CHUNK ? DEC_MIN_CHUNK : (chunk + DEC_TILE - 1) / DEC_TILE * DEC_TILE;
     const int t_begin = split * chunk, t_end = min(n, t_begin + chunk);
     /* only the splits that hold positions take part (and are merged) */
     const int S_act = (n + chunk - 1) / chunk;
@@ -119,6 +122,17 @@ __global__ void __launch_bounds__(DEC_T) k_attn_decode(lk_attn_args a) {
         }
     }
     __syncthreads();
+    if (S_act == 1) {
+#pragma unroll
+        for (int i = 0; i < OUT_PER; i++) {
+            int idx = tid + i * DEC_T;
+            if (idx < G * HD) {
+                int g = idx / HD, d = idx % HD;
+                a.out[(size_t)r * a.n_heads * HD + (size_t)(kvh * G + g) * HD + d] = __float2half(o[i] / l_sh[g]);
+            }
+        }
+        return;
+    }
 #pragma unroll
     for (int i = 0; i < OUT_PER; i++) {
         int idx = tid + i * DEC_T;

@@ -28,11 +28,14 @@ lk_status lk_cuda_fail(cudaError_t e, const char *what, const char *file, int li
     return st;
 }
 
-/* PDL: on for Hopper and newer unless LLAMA_KERNEL_PDL=0; decided once */
+/* PDL: off unless LLAMA_KERNEL_PDL=1 (Hopper and newer). Measured on H100
+ * (benchmarks/NOTES.md): once the decode attention stopped dominating, early
+ * launch made the split-K GEMVs slower (down 7.7 -> 12.5 us) and decode as a
+ * whole 2% slower, so it stays available but off. Decided once. */
 int lk_pdl_enabled(void) {
     static const int on = [] {
         const char *e = getenv("LLAMA_KERNEL_PDL");
-        if (e && e[0] == '0') return 0;
+        if (!e || e[0] != '1') return 0;
         int dev = 0, major = 0;
         if (cudaGetDevice(&dev) != cudaSuccess ||
             cudaDeviceGetAttribute(&major, cudaDevAttrComputeCapabilityMajor, dev) != cudaSuccess) {

@@ -92,8 +92,8 @@ static inline int lk_cdiv(int a, int b) { return (a + b - 1) / b; }
  * has finished and its writes are visible. With the launch attribute set, the
  * next kernel's launch overlaps this one's execution, which removes most of
  * the gap between the ~100 small kernels of a decode step (also inside CUDA
- * graphs). Semantics are those of plain stream order. LLAMA_KERNEL_PDL=0 (or a
- * pre-Hopper GPU) launches normally. */
+ * graphs). Semantics are those of plain stream order. Off by default (it was
+ * measured slower, see lk_pdl_enabled); LLAMA_KERNEL_PDL=1 turns it on. */
 __device__ __forceinline__ void lk_pdl_prologue() {
 #if defined(__CUDA_ARCH__) && __CUDA_ARCH__ >= 900
     asm volatile("griddepcontrol.launch_dependents;" ::: "memory");
