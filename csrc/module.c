@@ -19,6 +19,7 @@
 #include "lk_engine.h"
 #include "lk_sample.h"
 #include "lk_tokenizer.h"
+#include "lk_unicode_table.h"
 
 /* ---- status -> exception --------------------------------------------------- */
 
@@ -581,9 +582,10 @@ static PyObject *mod_build_info(PyObject *m, PyObject *Py_UNUSED(a)) {
     Py_BEGIN_ALLOW_THREADS lk_cuda_query(&ci);
     Py_END_ALLOW_THREADS
     const lk_cpu_kernels *k = lk_cpu_kernels_get();
-    PyObject *d = Py_BuildValue("{s:O,s:s,s:s,s:i,s:s,s:i,s:i}", "cuda", ci.compiled ? Py_True : Py_False, "cuda_archs",
-                                lk_cuda_archs(), "cpu_kernels", k->name, "q4_group", LK_Q4_GROUP, "cuda_error",
-                                ci.error, "openmp_threads", lk_default_threads(), "q4_version", LK_Q4_VERSION);
+    PyObject *d = Py_BuildValue("{s:O,s:s,s:s,s:i,s:s,s:i,s:i,s:s}", "cuda", ci.compiled ? Py_True : Py_False,
+                                "cuda_archs", lk_cuda_archs(), "cpu_kernels", k->name, "q4_group", LK_Q4_GROUP,
+                                "cuda_error", ci.error, "openmp_threads", lk_default_threads(), "q4_version",
+                                LK_Q4_VERSION, "unicode_version", LK_UNICODE_VERSION);
     if (!d) return NULL;
     if (ci.compiled) {
         char ver[32];

@@ -1,6 +1,6 @@
 #!/usr/bin/env bash
 # One device run: build for the local GPU, GPU tests, then benchmarks. Logs go to $OUT.
-# usage: bash tools/devrun.sh [tests|bench|all] [pytest args...]
+# usage: bash tools/devrun.sh [tests|bench|all|quick] [pytest args...]
 set -uo pipefail
 export PYTHONUNBUFFERED=1
 export LLAMA_KERNEL_TOKENIZER_FIXTURES=$PWD/.fixtures/llama3-tokenizer
@@ -11,14 +11,16 @@ t0=$(date +%s)
 LLAMA_KERNEL_CUDA_ARCHS=${ARCHS:-90} python3 setup.py build_ext --inplace > $OUT/build.log 2>&1 || { tail -40 $OUT/build.log; exit 1; }
 echo "build: $(( $(date +%s) - t0 )) s"
 if [ "$what" = tests ] || [ "$what" = all ]; then
-  timeout 420 python3 -m pytest -q -ra --maxfail=25 -p no:cacheprovider "${@:-tests/test_cuda.py}" > $OUT/tests.log 2>&1
+  timeout 420 python3 -m pytest -q -ra --maxfail=25 -p no:cacheprovider "${@:-tests/test_cuda.py tests/test_tokenizer_hf.py}" > $OUT/tests.log 2>&1
   echo "tests rc=$?"; grep -E "passed|failed|error" $OUT/tests.log | tail -3; grep -E "^(FAILED|ERROR)" $OUT/tests.log | head -30
 fi
-if [ "$what" = bench ] || [ "$what" = all ]; then
-  timeout 240 python3 benchmarks/bench_matmul.py --quick ${PEERS:---no-peers} > $OUT/bench_matmul.log 2>&1; tail -40 $OUT/bench_matmul.log
-  timeout 200 python3 benchmarks/bench_e2e.py --quick > $OUT/bench_e2e.log 2>&1; cat $OUT/bench_e2e.log | tail -20
-  timeout 60 python3 benchmarks/profile_decode.py --batch 1 2>&1 | tail -14
-  timeout 60 python3 benchmarks/profile_decode.py --batch 16 2>&1 | tail -14
-  echo "--- matmul, PDL off"; LLAMA_KERNEL_PDL=0 timeout 60 python3 benchmarks/bench_matmul.py --no-peers --shapes qkv,o,down,gate_up --ms 1 2>&1 | tail -4
-  LLAMA_KERNEL_PDL=0 timeout 100 python3 benchmarks/bench_e2e.py --batches 1 --no-eager > $OUT/bench_e2e_nopdl.log 2>&1; grep decode $OUT/bench_e2e_nopdl.log
+if [ "$what" = bench ] || [ "$what" = all ] || [ "$what" = quick ]; then
+  timeout 200 python3 benchmarks/bench_e2e.py --quick > $OUT/bench_e2e.log 2>&1; cat $OUT/bench_e2e.log | tail -12
+  timeout 60 python3 benchmarks/profile_decode.py --batch 1 2>&1 | tail -13
+  if [ "$what" != quick ]; then
+    timeout 120 python3 benchmarks/bench_attention.py > $OUT/bench_attention.log 2>&1; tail -13 $OUT/bench_attention.log
+    timeout 100 python3 benchmarks/bench_tokenizer.py > $OUT/bench_tokenizer.log 2>&1; tail -5 $OUT/bench_tokenizer.log
+    timeout 60 python3 tools/check_unicode_reference.py .fixtures/llama3-tokenizer/tokenizer.json 2>&1 | tail -4
+    timeout 240 python3 benchmarks/bench_matmul.py --quick ${PEERS:---no-peers} --ms 1,4,16 > $OUT/bench_matmul.log 2>&1; grep -E "^\| (qkv|o|gate_up|down|lm_head) \|" $OUT/bench_matmul.log
+  fi
 fi
