@@ -139,6 +139,7 @@ static uint32_t utf8_next(const uint8_t *s, size_t n, size_t i, size_t *len) {
 }
 
 static uint8_t ascii_cls[128];
+static pthread_once_t ascii_once = PTHREAD_ONCE_INIT;
 
 static int ucls(uint32_t cp) {
     if (cp < 128) return ascii_cls[cp];
@@ -506,8 +507,6 @@ static lk_status load_json(lk_tokenizer *t, const lk_json *j) {
     return LK_OK;
 }
 
-static pthread_once_t ascii_once = PTHREAD_ONCE_INIT;
-
 lk_status lk_tokenizer_load(const char *json, size_t len, lk_tokenizer **out) {
     *out = NULL;
     pthread_once(&ascii_once, init_ascii);
@@ -836,6 +835,20 @@ lk_status lk_tok_encode(const lk_tokenizer *t, const char *text, size_t len, int
     free(s.cache);
     lk_ids_free(&s.cache_vals);
     return st;
+}
+
+lk_status lk_tok_pretokenize(const char *text, size_t len, lk_ids *ends) {
+    pthread_once(&ascii_once, init_ascii);
+    const uint8_t *p = (const uint8_t *)text;
+    size_t i = 0;
+    while (i < len) {
+        size_t e = match_piece(p, len, i);
+        if (e <= i) e = i + 1;
+        if (e > INT32_MAX) return lk_fail(LK_E_INVALID, "text too long");
+        if (!ids_push(ends, (int32_t)e)) return lk_fail(LK_E_NOMEM, "out of memory");
+        i = e;
+    }
+    return LK_OK;
 }
 
 lk_status lk_tok_decode_bytes(const lk_tokenizer *t, const int32_t *ids, size_t n, int skip_special, lk_bytes *out) {

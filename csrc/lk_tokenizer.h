@@ -50,6 +50,9 @@ size_t lk_tok_n_merges(const lk_tokenizer *t);
 /* Appends the ids of UTF-8 `text` to *out. */
 lk_status lk_tok_encode(const lk_tokenizer *t, const char *text, size_t len, int parse_special, int add_bos,
                         lk_ids *out);
+/* The pre-tokenizer alone (no special tokens): byte offsets where each piece
+ * ends, appended to *ends (the regex pieces, as HF's pre_tokenize_str). */
+lk_status lk_tok_pretokenize(const char *text, size_t len, lk_ids *ends);
 /* Appends the raw bytes of the tokens (before UTF-8 repair) to *out; unknown
  * ids are an error naming the id. */
 lk_status lk_tok_decode_bytes(const lk_tokenizer *t, const int32_t *ids, size_t n, int skip_special, lk_bytes *out);

@@ -1092,6 +1092,30 @@ static PyObject *Tokenizer_get_n_merges(TokenizerObject *self, void *Py_UNUSED(c
     return tok_ready(self) ? PyLong_FromSize_t(lk_tok_n_merges(self->t)) : NULL;
 }
 
+static PyObject *mod_pretokenize(PyObject *m, PyObject *args) {
+    (void)m;
+    PyObject *text;
+    if (!PyArg_ParseTuple(args, "U", &text)) return NULL;
+    Py_ssize_t n;
+    const char *u = PyUnicode_AsUTF8AndSize(text, &n);
+    if (!u) return NULL;
+    lk_ids ends = {0};
+    lk_status st = lk_tok_pretokenize(u, (size_t)n, &ends);
+    PyObject *res = st ? raise_status(st) : PyList_New((Py_ssize_t)ends.n);
+    size_t prev = 0;
+    for (size_t i = 0; res && i < ends.n; i++) {
+        PyObject *piece = PyUnicode_DecodeUTF8(u + prev, (Py_ssize_t)((size_t)ends.v[i] - prev), "strict");
+        if (!piece) {
+            Py_CLEAR(res);
+            break;
+        }
+        PyList_SET_ITEM(res, (Py_ssize_t)i, piece);
+        prev = (size_t)ends.v[i];
+    }
+    lk_ids_free(&ends);
+    return res;
+}
+
 static PyObject *mod_utf8_repair(PyObject *m, PyObject *args) {
     (void)m;
     Py_buffer b;
@@ -1378,6 +1402,7 @@ static PyMethodDef module_methods[] = {
      "cuda_bench_attention(B, n_heads, n_kv, head_dim, L, kind, iters=20) -> median microseconds"},
     {"cuda_sample", (PyCFunction)(void (*)(void))mod_cuda_sample, METH_VARARGS | METH_KEYWORDS,
      "cuda_sample(logits, positions, ...) -> int32 [B]: the GPU sampler (same arguments as sample_cpu)"},
+    {"pretokenize", mod_pretokenize, METH_VARARGS, "pretokenize(text) -> list[str]: the Llama 3 pre-tokenizer's pieces"},
     {"utf8_repair", mod_utf8_repair, METH_VARARGS, "utf8_repair(bytes) -> str with U+FFFD per ill-formed maximal subpart"},
     {NULL, NULL, 0, NULL},
 };

@@ -228,3 +228,16 @@ def test_builtin_chat_format_defaults():
         builtin_llama3([{"role": "robot", "content": "x"}]) if False else render_chat([{"role": "robot", "content": "x"}], {})
     with pytest.raises(ValueError):
         render_chat([], {})
+
+
+def test_unicode_table_version(tiny):
+    """The letter table is Unicode 16, as the reference's: Garay (16.0) and
+    Nag Mundari (15.0) are letters, letters new in Unicode 17 are not."""
+    from llama_kernel import _C
+
+    assert _C.build_info()["unicode_version"] == "16.0.0"
+    # a letter run absorbs the character only if it is \p{L}
+    assert _C.pretokenize("ab\U00010D50cd") == ["ab\U00010D50cd"]  # Garay, Unicode 16
+    assert _C.pretokenize("ab\U0001E4D0cd") == ["ab\U0001E4D0cd"]  # Nag Mundari, Unicode 15
+    assert _C.pretokenize("ab\u088fcd") == ["ab", "\u088fcd"]          # new in Unicode 17: not yet a letter
+    assert _C.pretokenize("Hello world's 123456") == ["Hello", " world", "'s", " ", "123", "456"]

@@ -1,10 +1,14 @@
 """Generates csrc/lk_unicode_table.h: the code point classes the Llama 3
 pre-tokenizer needs (\\p{L}, \\p{N}, \\s), as sorted ranges.
 
-Unicode data comes from the `unicodedata2` package (pip install
-unicodedata2==<version>), which tracks newer Unicode versions than the
-Python stdlib; the version is written into the header. Run:
+Unicode data comes from the `unicodedata2` package, which tracks newer
+Unicode versions than the Python stdlib; the version is written into the
+header. The table is Unicode 16.0, the version the reference (Hugging Face
+tokenizers 0.23) uses: tools/check_unicode_reference.py showed it treating
+letters new in Unicode 15 and 16 as letters and those new in 17 and 18 not.
+Run:
 
+    pip install unicodedata2==16.0.0
     python tools/gen_unicode_table.py > csrc/lk_unicode_table.h
 """
 import sys
