@@ -37,12 +37,67 @@ def prefill_ms(m, L):
     return float(np.median(ts))
 
 
+def hf_peers(model_name, batches, new=64, prompt_len=32, compile_peer=True):
+    """transformers eager bf16 generate, and a torch.compile (reduce-overhead) static-cache
+    loop (the gpt-fast recipe as transformers exposes it), same shapes, random weights."""
+    torch = torch_or_none()
+    try:
+        import transformers
+    except ImportError:
+        return {}
+    if torch is None:
+        return {}
+    from llama_kernel.config import preset
+
+    cfg = preset(model_name.split(":", 1)[1])
+    hf_cfg = transformers.LlamaConfig(**{k: v for k, v in cfg.to_hf_dict().items()
+                                         if k not in ("architectures", "torch_dtype", "model_type")})
+    torch.manual_seed(0)
+    model = transformers.LlamaForCausalLM(hf_cfg).to(device="cuda", dtype=torch.bfloat16).eval()
+    out = {}
+    for B in batches:
+        ids = torch.randint(0, cfg.vocab_size, (B, prompt_len), device="cuda")
+        with torch.no_grad():
+            model.generate(ids, max_new_tokens=4, min_new_tokens=4, do_sample=False)
+            torch.cuda.synchronize()
+            t0 = time.perf_counter()
+            model.generate(ids, max_new_tokens=new, min_new_tokens=new, do_sample=False)
+            torch.cuda.synchronize()
+        out[f"transformers_eager_bf16_b{B}"] = B * new / (time.perf_counter() - t0)
+        print(f"peer transformers eager bf16 batch {B}: {out[f'transformers_eager_bf16_b{B}']:.0f} tok/s", flush=True)
+    if compile_peer:
+        try:
+            model.generation_config.cache_implementation = "static"
+            model.forward = torch.compile(model.forward, mode="reduce-overhead", fullgraph=True)
+            ids = torch.randint(0, cfg.vocab_size, (1, prompt_len), device="cuda")
+            with torch.no_grad():
+                t0 = time.perf_counter()
+                for _ in range(2):
+                    model.generate(ids, max_new_tokens=new, min_new_tokens=new, do_sample=False)
+                out["compile_seconds"] = time.perf_counter() - t0
+                torch.cuda.synchronize()
+                t0 = time.perf_counter()
+                model.generate(ids, max_new_tokens=4 * new, min_new_tokens=4 * new, do_sample=False)
+                torch.cuda.synchronize()
+            out["torch_compile_static_bf16_b1"] = 4 * new / (time.perf_counter() - t0)
+            print(f"peer torch.compile static-cache bf16 batch 1: {out['torch_compile_static_bf16_b1']:.0f} tok/s "
+                  f"(compile + warm-up {out['compile_seconds']:.0f} s)", flush=True)
+        except Exception as e:  # compile support varies between versions
+            out["torch_compile_error"] = str(e)[:300]
+            print("peer torch.compile failed:", out["torch_compile_error"], flush=True)
+    del model
+    torch.cuda.empty_cache()
+    return out
+
+
 def main():
     ap = argparse.ArgumentParser()
     ap.add_argument("--quick", action="store_true")
     ap.add_argument("--model", default="synthetic:llama-3.2-1b")
     ap.add_argument("--batches", default=None, help="comma-separated batch sizes")
     ap.add_argument("--no-eager", action="store_true", help="graphs only")
+    ap.add_argument("--peers", action="store_true", help="measure transformers / torch.compile peers too")
+    ap.add_argument("--3b", dest="three_b", action="store_true", help="also batch-1 decode of synthetic:llama-3.2-3b")
     a = ap.parse_args()
     print(f"# end to end, {a.model}, int4, {device_line()}")
     res = {"device": device_line(), "model": a.model, "decode": [], "prefill": []}
@@ -68,10 +123,28 @@ def main():
                 res["prefill"].append({"tokens": L, "ms": ms})
                 print(f"prefill {L:5d} tokens: {ms:.2f} ms ({L / ms * 1e3:.0f} tok/s)", flush=True)
         del m
+    free0 = _C.build_info().get("gpu_free_bytes", 0)
     m = LlamaInference(a.model, device="cuda", batch_size=1, max_seq_len=4096, verbose=False)
     free1 = _C.build_info().get("gpu_free_bytes", 0)
     res["engine_bytes_bs1_4096"] = m.memory_usage()["total_bytes"]
-    print(f"engine memory (batch 1, 4096-token KV cache): {res['engine_bytes_bs1_4096'] / 2**30:.3f} GiB")
+    res["gpu_bytes_used_bs1_4096"] = free0 - free1
+    print(f"engine memory (batch 1, 4096-token KV cache): {res['engine_bytes_bs1_4096'] / 2**30:.3f} GiB "
+          f"(cudaMemGetInfo delta {res['gpu_bytes_used_bs1_4096'] / 2**30:.3f} GiB)")
+    del m
+    if a.three_b:
+        m3 = LlamaInference("synthetic:llama-3.2-3b", device="cuda", batch_size=1, max_seq_len=4096, verbose=False)
+        r = decode_rate(m3, 1, 256)
+        res["decode_3b_b1"] = r
+        print(f"3B decode batch 1: {r['tokens_per_s']:.0f} tok/s", flush=True)
+        del m3
+    if a.peers:
+        res["peers"] = hf_peers(a.model, [1, 16])
+        ours = {(r["batch"], r["graphs"]): r["tokens_per_s"] for r in res["decode"]}
+        for k, v in res["peers"].items():
+            if k.endswith("_b1") and (1, True) in ours:
+                print(f"ratio llama_kernel / {k}: {ours[(1, True)] / v:.1f}x")
+            if k.endswith("_b16") and (16, True) in ours:
+                print(f"ratio llama_kernel / {k}: {ours[(16, True)] / v:.1f}x")
     save_json(res, "bench_e2e.json")
 
 

@@ -14,6 +14,14 @@ if [ "$what" = tests ] || [ "$what" = all ]; then
   timeout 420 python3 -m pytest -q -ra --maxfail=25 -p no:cacheprovider ${@:-tests/test_cuda.py tests/test_tokenizer_hf.py} > $OUT/tests.log 2>&1
   echo "tests rc=$?"; grep -E "passed|failed|error" $OUT/tests.log | tail -3; grep -E "^(FAILED|ERROR)" $OUT/tests.log | head -30
 fi
+if [ "$what" = sanitize ] || [ "$what" = all ]; then
+  # compute-sanitizer over the GPU tests with small shapes (the big ones only take longer)
+  sel="attention or 136-384 or 1000-640 or 8-128 or float64 or sampler_matches or graph_and_eager or decode_path_matches_prefill_path"
+  timeout 400 compute-sanitizer --tool memcheck --error-exitcode 9 python3 -m pytest -q -p no:cacheprovider tests/test_cuda.py -k "$sel" > $OUT/memcheck.log 2>&1
+  echo "memcheck rc=$?"; grep -E "ERROR SUMMARY|passed|failed" $OUT/memcheck.log | tail -3
+  timeout 300 compute-sanitizer --tool racecheck --error-exitcode 9 python3 -m pytest -q -p no:cacheprovider tests/test_cuda.py -k "attention and 64-32-8 or 136-384" > $OUT/racecheck.log 2>&1
+  echo "racecheck rc=$?"; grep -E "RACECHECK SUMMARY|ERROR SUMMARY|hazard|passed|failed" $OUT/racecheck.log | tail -4
+fi
 if [ "$what" = bench ] || [ "$what" = all ] || [ "$what" = quick ]; then
   timeout 200 python3 benchmarks/bench_e2e.py --quick > $OUT/bench_e2e.log 2>&1; cat $OUT/bench_e2e.log | tail -12
   timeout 60 python3 benchmarks/profile_decode.py --batch 1 2>&1 | tail -13
