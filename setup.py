@@ -90,6 +90,15 @@ class BuildExt(build_ext):
     """Compiles the .cu sources with nvcc (in parallel) and links them in."""
 
     def build_extension(self, ext):
+        # a different configuration (CUDA or not, archs, sanitizers) rebuilds everything
+        stamp = os.path.join(self.build_temp, "llama_kernel_config.txt")
+        config = f"nvcc={NVCC} archs={ARCH_STRING} debug={DEBUG} sanitize={SANITIZE}"
+        old = open(stamp).read() if os.path.exists(stamp) else None
+        if old != config:
+            self.force = True
+        os.makedirs(self.build_temp, exist_ok=True)
+        with open(stamp, "w") as f:
+            f.write(config)
         cu = [s for s in ext.sources if s.endswith(".cu")]
         ext.sources = [s for s in ext.sources if not s.endswith(".cu")]
         if cu:
