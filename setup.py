@@ -146,7 +146,8 @@ def make_extension():
     cflags = ["-std=c11", "-Wall", "-Wextra", "-fvisibility=hidden", "-ffp-contract=off", "-fopenmp",
               "-D_GNU_SOURCE"]
     cflags += ["-O0", "-g"] if DEBUG else ["-O3"]
-    ldflags = ["-fopenmp"]
+    # the extension exports PyInit__C and nothing else
+    ldflags = ["-fopenmp", "-Wl,--version-script=" + os.path.join(HERE, "csrc", "exports.map")]
     libs, libdirs, macros = [], [], []
     if SANITIZE:
         cflags += ["-fsanitize=address,undefined", "-fno-omit-frame-pointer", "-fno-sanitize-recover=undefined"]

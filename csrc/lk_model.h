@@ -21,13 +21,15 @@
 extern "C" {
 #endif
 
-typedef enum { LK_WFMT_BF16 = 0, LK_WFMT_Q4 = 1 } lk_wfmt;
+/* LK_WFMT_Q4_TILED: the same int4 bytes in the GPU's tensor-core arrangement (lk_q4_tile) */
+typedef enum { LK_WFMT_BF16 = 0, LK_WFMT_Q4 = 1, LK_WFMT_Q4_TILED = 2 } lk_wfmt;
 typedef enum { LK_DEV_CPU = 0, LK_DEV_CUDA = 1 } lk_device;
 
 #define LK_ALIGN 256 /* every tensor starts on this boundary (16-byte loads, cache lines) */
 #define LK_SPLITK_MAX 8 /* CUDA GEMV: at most this many K splits ... */
 #define LK_GEMV_ROWS 4  /* ... of at most this many rows per launch (split-K workspace size) */
 #define LK_TC_COUNTERS 4096 /* CUDA tensor-core split-K: output tiles that may be split */
+#define LK_TILED_SPLIT_MAX 16 /* CUDA tiled small-batch matmul: at most this many K splits */
 
 /* A linear layer's weight W[n][k] (y = x W^T), in the block at `off`;
  * q4 matrices also have params at `off_params` (see lk_quant.h). */
@@ -105,6 +107,7 @@ void lk_cpu_layout_make(const lk_config *c, const lk_engine_opts *o, int n_threa
 typedef struct lk_cuda_layout {
     size_t tok, slot, pos, x, h, qkv, att, ffn, logits, seen, attn_part, attn_cnt, samp, mm_ws, mm_counters, tc_ws, tc_counters;
     size_t tc_ws_floats;
+    size_t tg_ws, tg_counters, tg_ws_floats; /* tiled small-batch matmul split-K partials */
     size_t activations; /* tok .. ffn, logits */
     size_t workspace;   /* seen, attn partials, sampling scratch, matmul split-K */
     size_t total;

@@ -43,3 +43,31 @@ void lk_q4_dequantize_row_ref(const uint8_t *qs, const lk_q4_params *params, int
         }
     }
 }
+
+void lk_q4_tile(const uint8_t *qs, const lk_q4_params *params, int64_t n, int64_t k, uint8_t *out_qs,
+                lk_q4_params *out_params) {
+    const int64_t kt64 = k / 64, groups = k / LK_Q4_GROUP;
+#pragma omp parallel for schedule(static)
+    for (int64_t rb = 0; rb < n / 16; rb++) {
+        for (int64_t kt = 0; kt < kt64; kt++) {
+            uint8_t *tile = out_qs + (rb * kt64 + kt) * 512;
+            for (int l = 0; l < 32; l++) {
+                const int g = l >> 2, t = l & 3;
+                for (int kb = 0; kb < 4; kb++) {
+                    const int64_t c0 = kt * 64 + kb * 16 + 2 * t;
+                    /* nibble position -> (row offset, column offset) */
+                    static const int rof[8] = {0, 8, 0, 8, 0, 8, 0, 8}, cof[8] = {0, 0, 8, 8, 1, 1, 9, 9};
+                    uint32_t w = 0;
+                    for (int p = 0; p < 8; p++) {
+                        const int64_t r = rb * 16 + g + rof[p], c = c0 + cof[p];
+                        const uint32_t q = (qs[r * (k / 2) + c / 2] >> ((c & 1) * 4)) & 15u;
+                        w |= q << (4 * p);
+                    }
+                    memcpy(tile + l * 16 + kb * 4, &w, 4);
+                }
+            }
+        }
+        for (int64_t gr = 0; gr < groups; gr++)
+            for (int r = 0; r < 16; r++) out_params[(rb * groups + gr) * 16 + r] = params[(rb * 16 + r) * groups + gr];
+    }
+}

@@ -56,6 +56,19 @@ static inline size_t lk_q4_params_bytes(size_t n, size_t k) { return n * (k / LK
  * a value is not finite or a group's range overflows fp16 (then the caller
  * reports the tensor). */
 int lk_q4_quantize_row_ref(const float *w, int64_t k, uint8_t *qs, lk_q4_params *params);
+
+/* The GPU's tensor-core ("tiled") arrangement of the same bytes, made at upload
+ * (n % 16 == 0, k % 128 == 0). The matrix is cut into tiles of 16 rows x 64
+ * inputs, tile (rb, kt) at byte (rb * k/64 + kt) * 512, row blocks outermost.
+ * In a tile, lane l (g = l / 4, t = l % 4) owns 16 bytes: word kb (k16 block)
+ * holds its mma.m16n8k16 A fragment, nibbles 0..7 =
+ *   W[g][2t], W[g+8][2t], W[g][2t+8], W[g+8][2t+8],
+ *   W[g][2t+1], W[g+8][2t+1], W[g][2t+9], W[g+8][2t+9]   (columns within the k16 block)
+ * so that one lop3 with the fp16 magic number gives a0 = {W[g][2t], W[g][2t+1]}
+ * and the others likewise. Params: [n/16][k/128][16] (row block, group, row).
+ * Threaded; out buffers must not alias the input. */
+void lk_q4_tile(const uint8_t *qs, const lk_q4_params *params, int64_t n, int64_t k, uint8_t *out_qs,
+                lk_q4_params *out_params);
 void lk_q4_dequantize_row_ref(const uint8_t *qs, const lk_q4_params *params, int64_t k, float *out);
 
 #ifdef __cplusplus

@@ -12,6 +12,7 @@
 
 #include "../lk_backend.h"
 #include "../lk_cuda.h"
+#include "../lk_quant.h"
 #include "lk_kernels.cuh"
 #include "lk_matmul.cuh"
 
@@ -143,6 +144,7 @@ typedef struct cuda_backend {
     int rows_prefill, p0, pslot;
     int fused_rope; /* the last qkv matmul already applied rope and wrote K/V */
     int variant;
+    int tiled;     /* int4 weights in the tensor-core arrangement (see is_tiled) */
     int no_fusion; /* LLAMA_KERNEL_NO_FUSION=1: separate rope kernel (kill switch) */
     prof_t prof;
     cudaGraphExec_t *graphs; /* [MAX_GRAPH_KEYS] */
@@ -152,13 +154,17 @@ typedef struct cuda_backend {
 #define CUB(be) ((cuda_backend *)(be))
 
 
+/* int4 matrices with whole 16-row blocks are uploaded in the tensor-core (tiled)
+ * arrangement unless a row-interleaved variant (lut, optimized) was asked for */
+static int is_tiled(const cuda_backend *b, const lk_mat *m) { return b->tiled && m->fmt == LK_WFMT_Q4 && m->n % 16 == 0; }
+
 static lk_dmat dmat(const cuda_backend *b, const lk_mat *m) {
     lk_dmat d;
     d.w = b->w + m->off;
     d.p = m->fmt == LK_WFMT_Q4 ? (const half2 *)(b->w + m->off_params) : NULL;
     d.N = m->n;
     d.K = m->k;
-    d.fmt = m->fmt;
+    d.fmt = is_tiled(b, m) ? LK_WFMT_Q4_TILED : m->fmt;
     return d;
 }
 
@@ -214,24 +220,51 @@ static void cu_destroy(lk_backend *be) {
 
 static unsigned char *cu_weights_host(lk_backend *be) { return CUB(be)->host_w; }
 
-/* upload, interleave the int4 nibbles for the kernels, drop the host copy */
+/* rearrange the int4 matrices for the kernels (tiled, or nibbles interleaved),
+ * upload, drop the host copy */
 static lk_status cu_weights_commit(lk_backend *be) {
     cuda_backend *b = CUB(be);
     const lk_weights_layout *wl = be->wl;
+    int n_mats = 0;
+    const lk_mat *mats[2 + 4 * LK_MAX_LAYERS];
+    if (be->opts->quant == LK_WFMT_Q4) {
+        mats[n_mats++] = &wl->embed;
+        if (!be->cfg->tied_embeddings) mats[n_mats++] = &wl->lm_head;
+        for (int l = 0; l < be->cfg->n_layers; l++) {
+            const lk_layer_layout *L = &wl->layers[l];
+            mats[n_mats++] = &L->qkv;
+            mats[n_mats++] = &L->o;
+            mats[n_mats++] = &L->gate_up;
+            mats[n_mats++] = &L->down;
+        }
+    }
+    size_t tmp_bytes = 0;
+    for (int i = 0; i < n_mats; i++)
+        if (is_tiled(b, mats[i])) {
+            size_t q = lk_q4_qs_bytes(mats[i]->n, mats[i]->k), p = lk_q4_params_bytes(mats[i]->n, mats[i]->k);
+            if (q + p > tmp_bytes) tmp_bytes = q + p;
+        }
+    if (tmp_bytes) {
+        unsigned char *tmp = (unsigned char *)malloc(tmp_bytes);
+        if (!tmp) return lk_fail(LK_E_NOMEM, "out of host memory rearranging the weights (%zu bytes)", tmp_bytes);
+        for (int i = 0; i < n_mats; i++) {
+            const lk_mat *m = mats[i];
+            if (!is_tiled(b, m)) continue;
+            const size_t q = lk_q4_qs_bytes(m->n, m->k), p = lk_q4_params_bytes(m->n, m->k);
+            lk_q4_tile(b->host_w + m->off, (const lk_q4_params *)(b->host_w + m->off_params), m->n, m->k, tmp,
+                       (lk_q4_params *)(tmp + q));
+            memcpy(b->host_w + m->off, tmp, q);
+            memcpy(b->host_w + m->off_params, tmp + q, p);
+        }
+        free(tmp);
+    }
     CU(cudaMemcpy(b->w, b->host_w, wl->total, cudaMemcpyHostToDevice));
     free(b->host_w);
     b->host_w = NULL;
-    if (be->opts->quant == LK_WFMT_Q4) {
-        lk_status s;
-        const lk_mat *mats[2] = {&wl->embed, &wl->lm_head};
-        for (int i = 0; i < (be->cfg->tied_embeddings ? 1 : 2); i++)
-            if ((s = lk_q4_interleave(b->w + mats[i]->off, lk_q4_qs_bytes(mats[i]->n, mats[i]->k), b->st))) return s;
-        for (int l = 0; l < be->cfg->n_layers; l++) {
-            const lk_layer_layout *L = &wl->layers[l];
-            const lk_mat *ms[4] = {&L->qkv, &L->o, &L->gate_up, &L->down};
-            for (int i = 0; i < 4; i++)
-                if ((s = lk_q4_interleave(b->w + ms[i]->off, lk_q4_qs_bytes(ms[i]->n, ms[i]->k), b->st))) return s;
-        }
+    for (int i = 0; i < n_mats; i++) {
+        if (is_tiled(b, mats[i])) continue;
+        lk_status s = lk_q4_interleave(b->w + mats[i]->off, lk_q4_qs_bytes(mats[i]->n, mats[i]->k), b->st);
+        if (s) return s;
     }
     CU(cudaStreamSynchronize(b->st));
     return LK_OK;
@@ -301,7 +334,8 @@ static lk_status cu_matmul_impl(lk_backend *be, int M, int layer, int wid) {
     case LK_W_QKV:
         d = dmat(b, &L->qkv);
         b->fused_rope = 0;
-        if (!b->no_fusion && lk_mm_uses_gemv(&d, M, b->variant, b->cc_major, b->cc_minor) && c->head_dim % 4 == 0) {
+        if (!b->no_fusion && lk_mm_uses_gemv(&d, M, b->variant, b->cc_major, b->cc_minor) &&
+            c->head_dim % (d.fmt == LK_WFMT_Q4_TILED ? 32 : 4) == 0) {
             lk_rope_epi re;
             re.cos_t = b->rope_cos;
             re.sin_t = b->rope_sin;
@@ -314,7 +348,8 @@ static lk_status cu_matmul_impl(lk_backend *be, int M, int layer, int wid) {
             re.hd = c->head_dim;
             re.max_seq = be->opts->max_seq_len;
             b->fused_rope = 1;
-            return lk_cuda_matmul_qkv_rope(&d, b->h, M, c->dim, b->qkv, lk_qkv_dim(c), b->variant, &re, b->sm_count,
+            return lk_cuda_matmul_qkv_rope(&d, b->h, M, c->dim, b->qkv, lk_qkv_dim(c), b->variant, &re, &b->ws,
+                                           b->sm_count,
                                            b->cc_major, b->cc_minor, b->st);
         }
         return lk_cuda_matmul(&d, b->h, M, c->dim, b->qkv, lk_qkv_dim(c), LK_OUT_F16, b->variant, &b->ws, b->sm_count,
@@ -556,6 +591,8 @@ extern "C" lk_status lk_cuda_backend_create(const lk_config *c, const lk_engine_
         b->no_fusion = nf && nf[0] == '1';
         const char *pf = getenv("LLAMA_KERNEL_PROFILE");
         b->prof.on = pf && pf[0] == '1';
+        const char *tl = getenv("LLAMA_KERNEL_TILED");
+        b->tiled = !(tl && tl[0] == '0') && b->variant != LK_MM_LUT && b->variant != LK_MM_OPTIMIZED;
     }
 #define TRYB(x)                     \
     do {                            \
@@ -637,6 +674,10 @@ extern "C" lk_status lk_cuda_backend_create(const lk_config *c, const lk_engine_
     b->ws.tc_partial_floats = b->lay.tc_ws_floats;
     b->ws.tc_counters = (int *)(act + b->lay.tc_counters);
     b->ws.tc_n_counters = LK_TC_COUNTERS;
+    b->ws.tg_partial = (float *)(act + b->lay.tg_ws);
+    b->ws.tg_partial_floats = b->lay.tg_ws_floats;
+    b->ws.tg_counters = (int *)(act + b->lay.tg_counters);
+    b->ws.tg_n_counters = LK_TC_COUNTERS;
     /* zeroed: the KV cache (never NaN garbage under a masked 0), counters, buffers */
     CUB_(cudaMemsetAsync(b->arena + off_kv, 0, b->arena_bytes - off_kv, b->st));
     /* rope tables from the one definition in lk_config.c */

@@ -112,6 +112,18 @@ lk_status tc_workspace(lk_mm_ws &ws, dbuf &part, dbuf &cnt, int M, int N) {
     return LK_OK;
 }
 
+/* the engine's rule: int4 with whole 16-row blocks takes the tiled layout unless a
+ * row-interleaved variant (lut, optimized) is asked for, or LLAMA_KERNEL_TILED=0 */
+bool use_tiled(int N, int variant) {
+    const char *e = getenv("LLAMA_KERNEL_TILED");
+    return !(e && e[0] == '0') && N % 16 == 0 && variant != LK_MM_LUT && variant != LK_MM_OPTIMIZED;
+}
+
+void tg_workspace_sizes(lk_mm_ws &ws, int M, int N) {
+    ws.tg_partial_floats = (size_t)LK_TILED_SPLIT_MAX * (size_t)(M < 16 ? M : 16) * (size_t)N;
+    ws.tg_n_counters = LK_TC_COUNTERS;
+}
+
 int out_mode(int mode) {
     return mode == 1 ? LK_OUT_ADD_F32 : mode == 2 ? LK_OUT_SWIGLU_F16 : mode == 3 ? LK_OUT_F16 : LK_OUT_F32;
 }
@@ -137,15 +149,24 @@ extern "C" lk_status lk_cuda_op_matmul(const float *x, int M, int K, const uint8
     lk_dmat W;
     W.N = N;
     W.K = K;
+    const bool tiled = qs && use_tiled(N, variant);
     if (qs) {
         TRY(dalloc(dw, lk_q4_qs_bytes(N, K)));
         TRY(dalloc(dp, lk_q4_params_bytes(N, K)));
-        CU(cudaMemcpy(dw.p, qs, lk_q4_qs_bytes(N, K), cudaMemcpyHostToDevice));
-        CU(cudaMemcpy(dp.p, params, lk_q4_params_bytes(N, K), cudaMemcpyHostToDevice));
-        TRY(lk_q4_interleave(dw.p, lk_q4_qs_bytes(N, K), 0));
+        if (tiled) {
+            std::vector<uint8_t> tq(lk_q4_qs_bytes(N, K));
+            std::vector<lk_q4_params> tp((size_t)N * (K / LK_Q4_GROUP));
+            lk_q4_tile(qs, (const lk_q4_params *)params, N, K, tq.data(), tp.data());
+            CU(cudaMemcpy(dw.p, tq.data(), tq.size(), cudaMemcpyHostToDevice));
+            CU(cudaMemcpy(dp.p, tp.data(), tp.size() * sizeof(lk_q4_params), cudaMemcpyHostToDevice));
+        } else {
+            CU(cudaMemcpy(dw.p, qs, lk_q4_qs_bytes(N, K), cudaMemcpyHostToDevice));
+            CU(cudaMemcpy(dp.p, params, lk_q4_params_bytes(N, K), cudaMemcpyHostToDevice));
+            TRY(lk_q4_interleave(dw.p, lk_q4_qs_bytes(N, K), 0));
+        }
         W.w = dw.p;
         W.p = (const half2 *)dp.p;
-        W.fmt = LK_WFMT_Q4;
+        W.fmt = tiled ? LK_WFMT_Q4_TILED : LK_WFMT_Q4;
     } else {
         TRY(dalloc(dw, (size_t)N * K * 2));
         CU(cudaMemcpy(dw.p, w_bf16, (size_t)N * K * 2, cudaMemcpyHostToDevice));
@@ -165,9 +186,16 @@ extern "C" lk_status lk_cuda_op_matmul(const float *x, int M, int K, const uint8
     CU(cudaMemset(dcnt.p, 0, (size_t)n_out * 4));
     ws.partial = (float *)dpart.p;
     ws.counters = (int *)dcnt.p;
-    dbuf dtc, dtcc;
+    dbuf dtc, dtcc, dtg, dtgc;
     TRY(tc_workspace(ws, dtc, dtcc, M, N));
-    if (variant_used) *variant_used = qs ? (variant ? variant : lk_mm_choose(M, N, K, cmaj, cmin)) : LK_MM_BF16;
+    tg_workspace_sizes(ws, M, N);
+    TRY(dalloc(dtg, ws.tg_partial_floats * 4));
+    TRY(dalloc(dtgc, (size_t)ws.tg_n_counters * 4));
+    CU(cudaMemset(dtgc.p, 0, (size_t)ws.tg_n_counters * 4));
+    ws.tg_partial = (float *)dtg.p;
+    ws.tg_counters = (int *)dtgc.p;
+    if (variant_used)
+        *variant_used = !qs ? LK_MM_BF16 : tiled ? LK_MM_BATCHED : variant ? variant : lk_mm_choose(M, N, K, cmaj, cmin);
     TRY(lk_cuda_matmul(&W, (const half *)dx.p, M, K, dy.p, n_out, om, variant, &ws, sm, cmaj, cmin, 0));
     if (half_out) {
         TRY(dalloc(dyf, ny * 4));
@@ -225,7 +253,7 @@ extern "C" lk_status lk_cuda_op_bench_matmul(int M, int N, int K, int mode, int 
                 (uint32_t *)ws_[c].p, lk_q4_qs_bytes(N, K) / 4, 1234u + c);
             size_t np = (size_t)N * (K / LK_Q4_GROUP);
             k_fill_params<<<(unsigned)((np + 255) / 256), 256>>>((half2 *)ps_[c].p, np);
-            W.fmt = LK_WFMT_Q4;
+            W.fmt = use_tiled(N, variant) ? LK_WFMT_Q4_TILED : LK_WFMT_Q4;
             W.p = (const half2 *)ps_[c].p;
         }
         W.w = ws_[c].p;
@@ -245,8 +273,14 @@ extern "C" lk_status lk_cuda_op_bench_matmul(int M, int N, int K, int mode, int 
     CU(cudaMemset(dcnt.p, 0, (size_t)n_out * 4));
     ws.partial = (float *)dpart.p;
     ws.counters = (int *)dcnt.p;
-    dbuf dtc, dtcc;
+    dbuf dtc, dtcc, dtg, dtgc;
     TRY(tc_workspace(ws, dtc, dtcc, M, N));
+    tg_workspace_sizes(ws, M, N);
+    TRY(dalloc(dtg, ws.tg_partial_floats * 4));
+    TRY(dalloc(dtgc, (size_t)ws.tg_n_counters * 4));
+    CU(cudaMemset(dtgc.p, 0, (size_t)ws.tg_n_counters * 4));
+    ws.tg_partial = (float *)dtg.p;
+    ws.tg_counters = (int *)dtgc.p;
     cudaStream_t st;
     CU(cudaStreamCreateWithFlags(&st, cudaStreamNonBlocking));
     const int reps = std::max(copies, 16);

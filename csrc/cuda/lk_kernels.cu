@@ -36,8 +36,26 @@ __global__ void k_embed_bf16(const uint16_t *__restrict__ W, const int *__restri
         x[(size_t)r * dim + i] = __uint_as_float((uint32_t)W[(size_t)t * dim + i] << 16);
 }
 
+/* the tiled arrangement (lk_q4_tile): element (row t, column k) of a 16x64 tile */
+__global__ void k_embed_q4_tiled(const uint32_t *__restrict__ W, const half2 *__restrict__ P, const int *__restrict__ tok,
+                                 int dim, float *__restrict__ x) {
+    lk_pdl_prologue();
+    const int r = blockIdx.x, t = tok[r], rb = t / 16, rr = t % 16, g = rr % 8, hi = rr / 8;
+    const int KT = dim / 64, groups = dim / LK_Q4_GROUP;
+    for (int k = threadIdx.x; k < dim; k += blockDim.x) {
+        const int kt = k / 64, kb = (k % 64) / 16, kk = k % 16;
+        const int tt = (kk % 8) / 2, pos = (kk < 8 ? 0 : 2) + hi + 4 * (kk & 1);
+        const uint32_t w = W[(((size_t)rb * KT + kt) * 512 + (size_t)(g * 4 + tt) * 16 + kb * 4) / 4];
+        const float2 sm = __half22float2(P[((size_t)rb * groups + k / LK_Q4_GROUP) * 16 + rr]);
+        x[(size_t)r * dim + k] = (float)((w >> (4 * pos)) & 15u) * sm.x + sm.y;
+    }
+}
+
 lk_status lk_embed(const lk_dmat *E, const int *tok, int M, int dim, float *x, cudaStream_t st) {
-    if (E->fmt == LK_WFMT_Q4)
+    if (E->fmt == LK_WFMT_Q4_TILED)
+        LAUNCH("k_embed_q4_tiled", k_embed_q4_tiled, dim3(M), dim3(256), 0, st, (const uint32_t *)E->w, E->p, tok, dim,
+               x);
+    else if (E->fmt == LK_WFMT_Q4)
         LAUNCH("k_embed_q4", k_embed_q4, dim3(M), dim3(256), 0, st, (const uint32_t *)E->w, E->p, tok, dim, x);
     else
         LAUNCH("k_embed_bf16", k_embed_bf16, dim3(M), dim3(256), 0, st, (const uint16_t *)E->w, tok, dim, x);

@@ -321,6 +321,209 @@ __device__ __forceinline__ void mma16816(float c[4], const uint32_t a[4], uint32
                  : "r"(a[0]), "r"(a[1]), "r"(a[2]), "r"(a[3]), "r"(b0), "r"(b1));
 }
 
+/* ============================================================================
+ * Tiled layout (lk_q4_tile), 1-16 rows: tensor cores at batch size.
+ * A warp owns a 16-row block of W (two for SwiGLU / rotary pairs) over its K
+ * split; each lane loads its 16 bytes of a 16x64 tile, which are its
+ * mma.m16n8k16 A fragments for four k16 blocks. The fragments keep the
+ * magic-number values (1024 + q for rows g, 1024 + 16 q for rows g + 8): no
+ * subtraction per weight; per group the accumulators are corrected with the
+ * token sums of x (one more mma against ones) and scaled:
+ *   out += s * (C - 1024 X) / {1|16} + min * X.
+ * x (B operand, tokens as columns) is read straight from global/L1.
+ * Every mode splits K (the last block of a row range reduces the splits in
+ * order and runs the epilogue), so narrow matrices still fill the GPU.
+ * ==========================================================================*/
+__device__ __forceinline__ uint32_t ldx2(const half *__restrict__ x, int ldx, int m, int M, int k) {
+    return m < M ? *reinterpret_cast<const uint32_t *>(x + (size_t)m * ldx + k) : 0u;
+}
+
+__device__ __forceinline__ void tile_frag(uint32_t w, uint32_t a[4]) {
+    const uint32_t LO = 0x000f000fu, HI = 0x00f000f0u, EX = 0x64006400u;
+    a[0] = lk_lop3_and_or(w, LO, EX);      /* rows g:     1024 + q      */
+    a[1] = lk_lop3_and_or(w, HI, EX);      /* rows g + 8: 1024 + 16 q   */
+    const uint32_t w8 = w >> 8;
+    a[2] = lk_lop3_and_or(w8, LO, EX);
+    a[3] = lk_lop3_and_or(w8, HI, EX);
+}
+
+/* lane's outputs: rows g, g + 8 of each row block, tokens 2t, 2t + 1 (+ 8 per n8 tile) */
+template <int NT, int NB>
+__device__ __forceinline__ void tiled_epilogue(const float (&acc)[NB][NT][4], const int (&rb)[NB], int g, int t, int M,
+                                               int N, int n_out, void *out, int ldo, int mode, const lk_rope_epi &re) {
+    const bool swiglu = mode == LK_OUT_SWIGLU_F16, rope = mode == LK_OUT_QKV_ROPE;
+#pragma unroll
+    for (int nt = 0; nt < NT; nt++)
+#pragma unroll
+        for (int e = 0; e < 4; e++) {
+            const int m = 8 * nt + 2 * t + (e & 1);
+            if (m >= M) continue;
+            const int r = g + (e >= 2 ? 8 : 0);
+            if (!swiglu && !rope) {
+                const int row = rb[0] * 16 + r;
+                if (row < n_out) epi_store(out, ldo, mode, m, row, acc[0][nt][e]);
+            } else if (swiglu) {
+                const int j = rb[0] * 16 + r;
+                if (j < n_out) epi_store(out, ldo, mode, m, j, lk_silu(acc[0][nt][e]) * acc[NB - 1][nt][e]);
+            } else {
+                /* rotary pair: dim i of block 0 with dim i + head_dim/2 of block 1 */
+                const int head = rb[0] * 16 / re.hd, i = rb[0] * 16 - head * re.hd + r, hh = re.hd / 2;
+                const float a = acc[0][nt][e], b = acc[NB - 1][nt][e];
+                const int p = re.pos[m], sl = re.slot[m];
+                if (head >= re.n_heads + re.n_kv) { /* v: no rotation */
+                    half *d = re.vc + (((size_t)sl * re.n_kv + (head - re.n_heads - re.n_kv)) * re.max_seq + p) * re.hd;
+                    d[i] = __float2half(a);
+                    d[i + hh] = __float2half(b);
+                } else {
+                    const float cs = re.cos_t[(size_t)p * hh + i], sn = re.sin_t[(size_t)p * hh + i];
+                    half *d = head < re.n_heads
+                                  ? (half *)out + (size_t)m * ldo + (size_t)head * re.hd
+                                  : re.kc + (((size_t)sl * re.n_kv + (head - re.n_heads)) * re.max_seq + p) * re.hd;
+                    d[i] = __float2half(a * cs - b * sn);
+                    d[i + hh] = __float2half(b * cs + a * sn);
+                }
+            }
+        }
+    (void)N;
+}
+
+template <int NT, bool PAIR>
+__global__ void __launch_bounds__(GEMV_WARPS * 32)
+    k_gemv_tiled(const uint4 *__restrict__ W, const half2 *__restrict__ P, const half *__restrict__ x, int ldx, int M,
+                 int K, int N, int n_out, int hidden, void *out, int ldo, int mode, float *__restrict__ partial,
+                 int *__restrict__ counters, lk_rope_epi re) {
+    lk_pdl_prologue();
+    __shared__ int is_last;
+    constexpr int NB = PAIR ? 2 : 1;
+    const int lane = threadIdx.x & 31, warp = threadIdx.x >> 5, g = lane >> 2, t = lane & 3;
+    const int KT = K >> 6, groups = K >> 7;
+    const int S = gridDim.y, s = blockIdx.y;
+    const int gper = (groups + S - 1) / S, g0 = s * gper, g1 = min(groups, g0 + gper);
+    const bool swiglu = mode == LK_OUT_SWIGLU_F16, rope = mode == LK_OUT_QKV_ROPE;
+    const int half_blocks = rope ? (re.hd / 2) / 16 : 1;
+    const int units = !PAIR ? (N + 15) / 16 : swiglu ? (n_out + 15) / 16 : N / 32;
+    const uint32_t ONES = 0x3c003c00u;
+    const uint32_t ones[4] = {ONES, ONES, ONES, ONES};
+    float acc[NB][NT][4];
+    int rb[NB] = {};
+    int unit = blockIdx.x * GEMV_WARPS + warp;
+    for (; unit < units; unit += gridDim.x * GEMV_WARPS) {
+        if (!PAIR) {
+            rb[0] = unit;
+        } else if (swiglu) {
+            rb[0] = unit;
+            rb[NB - 1] = unit + hidden / 16;
+        } else {
+            const int head = unit / half_blocks, j = unit % half_blocks;
+            rb[0] = head * (re.hd / 16) + j;
+            rb[NB - 1] = rb[0] + half_blocks;
+        }
+#pragma unroll
+        for (int b = 0; b < NB; b++)
+#pragma unroll
+            for (int nt = 0; nt < NT; nt++)
+#pragma unroll
+                for (int e = 0; e < 4; e++) acc[b][nt][e] = 0.0f;
+        for (int grp = g0; grp < g1; grp++) {
+            uint4 wv[NB][2];
+#pragma unroll
+            for (int b = 0; b < NB; b++)
+#pragma unroll
+                for (int kk = 0; kk < 2; kk++)
+                    wv[b][kk] = ld_stream(W + ((size_t)rb[b] * KT + (size_t)grp * 2 + kk) * 32 + lane);
+            float2 pg[NB], p8[NB];
+#pragma unroll
+            for (int b = 0; b < NB; b++) {
+                pg[b] = __half22float2(P[((size_t)rb[b] * groups + grp) * 16 + g]);
+                p8[b] = __half22float2(P[((size_t)rb[b] * groups + grp) * 16 + g + 8]);
+            }
+            float c[NB][NT][4], cx[NT][4];
+#pragma unroll
+            for (int nt = 0; nt < NT; nt++)
+#pragma unroll
+                for (int e = 0; e < 4; e++) {
+                    cx[nt][e] = 0.0f;
+#pragma unroll
+                    for (int b = 0; b < NB; b++) c[b][nt][e] = 0.0f;
+                }
+#pragma unroll
+            for (int kk = 0; kk < 2; kk++) {
+#pragma unroll
+                for (int kb = 0; kb < 4; kb++) {
+                    const int k0 = grp * 128 + kk * 64 + kb * 16;
+                    uint32_t bf[NT][2];
+#pragma unroll
+                    for (int nt = 0; nt < NT; nt++) {
+                        bf[nt][0] = ldx2(x, ldx, 8 * nt + g, M, k0 + 2 * t);
+                        bf[nt][1] = ldx2(x, ldx, 8 * nt + g, M, k0 + 2 * t + 8);
+                    }
+#pragma unroll
+                    for (int b = 0; b < NB; b++) {
+                        const uint32_t wd = kb == 0 ? wv[b][kk].x : kb == 1 ? wv[b][kk].y : kb == 2 ? wv[b][kk].z
+                                                                                                  : wv[b][kk].w;
+                        uint32_t a[4];
+                        tile_frag(wd, a);
+#pragma unroll
+                        for (int nt = 0; nt < NT; nt++) mma16816(c[b][nt], a, bf[nt][0], bf[nt][1]);
+                    }
+#pragma unroll
+                    for (int nt = 0; nt < NT; nt++) mma16816(cx[nt], ones, bf[nt][0], bf[nt][1]);
+                }
+            }
+            /* correct and scale this group: rows g (c[0], c[1]) and g + 8 (c[2], c[3], values x16) */
+#pragma unroll
+            for (int b = 0; b < NB; b++)
+#pragma unroll
+                for (int nt = 0; nt < NT; nt++)
+#pragma unroll
+                    for (int e = 0; e < 4; e++) {
+                        const float X = cx[nt][e];
+                        const float2 sm = e < 2 ? pg[b] : p8[b];
+                        const float q = e < 2 ? c[b][nt][e] - 1024.0f * X : (c[b][nt][e] - 1024.0f * X) * 0.0625f;
+                        acc[b][nt][e] += sm.x * q + sm.y * X;
+                    }
+        }
+        if (S == 1) tiled_epilogue<NT, NB>(acc, rb, g, t, M, N, n_out, out, ldo, mode, re);
+    }
+    if (S == 1) return;
+    /* split-K: each warp had at most one unit; partials [split][token][weight row] */
+    unit = blockIdx.x * GEMV_WARPS + warp;
+    const bool had = unit < units;
+    if (had) {
+#pragma unroll
+        for (int b = 0; b < NB; b++)
+#pragma unroll
+            for (int nt = 0; nt < NT; nt++)
+#pragma unroll
+                for (int e = 0; e < 4; e++) {
+                    const int m = 8 * nt + 2 * t + (e & 1), row = rb[b] * 16 + g + (e >= 2 ? 8 : 0);
+                    if (m < M && row < N) partial[((size_t)s * M + m) * N + row] = acc[b][nt][e];
+                }
+    }
+    __threadfence();
+    __syncthreads();
+    if (threadIdx.x == 0) is_last = atomicAdd(&counters[blockIdx.x], 1) == S - 1;
+    __syncthreads();
+    if (!is_last) return;
+    __threadfence();
+    if (had) {
+#pragma unroll
+        for (int b = 0; b < NB; b++)
+#pragma unroll
+            for (int nt = 0; nt < NT; nt++)
+#pragma unroll
+                for (int e = 0; e < 4; e++) {
+                    const int m = 8 * nt + 2 * t + (e & 1), row = rb[b] * 16 + g + (e >= 2 ? 8 : 0);
+                    float v = 0.0f;
+                    if (m < M && row < N)
+                        for (int z = 0; z < S; z++) v += __ldcg(&partial[((size_t)z * M + m) * N + row]);
+                    acc[b][nt][e] = v;
+                }
+        tiled_epilogue<NT, NB>(acc, rb, g, t, M, N, n_out, out, ldo, mode, re);
+    }
+    if (threadIdx.x == 0) counters[blockIdx.x] = 0;
+}
+
 template <int BM, int BN>
 struct tc_smem {
     static constexpr int A = TC_STAGES * BM * (TC_BK + TC_PAD) * 2;
@@ -332,7 +535,7 @@ struct tc_smem {
     static constexpr int BYTES = MAIN > C ? MAIN : C;
 };
 
-template <int BM, int BN, int WM, int WN>
+template <int BM, int BN, int WM, int WN, bool TILED>
 __global__ void __launch_bounds__(WM *WN * 32)
     k_mm_q4_tc(const half *__restrict__ x, int ldx, int M, const uint8_t *__restrict__ W, const half2 *__restrict__ P,
                int N, int K, int n_out, int hidden, void *out, int ldo, int mode, float *__restrict__ tc_partial,
@@ -374,16 +577,32 @@ __global__ void __launch_bounds__(WM *WN * 32)
             cp_async16(a + r * LDA + c, src, p);
         }
         uint8_t *b = Bq + stage * BN * (TC_BK / 2);
-        for (int i = tid; i < BN * 2; i += T) {
-            int nn = i >> 1, h = i & 1;
-            bool p = wrow_ok(nn);
-            const uint8_t *src = W + (size_t)(p ? wrow(nn) : 0) * (K / 2) + (size_t)kt * (TC_BK / 2) + h * 16;
-            cp_async16(b + nn * (TC_BK / 2) + h * 16, src, p);
-        }
         const int g = (kt * TC_BK) >> 7;
-        for (int nn = tid; nn < BN; nn += T) {
-            bool p = wrow_ok(nn);
-            cp_async4(Ps + stage * BN + nn, P + (size_t)(p ? wrow(nn) : 0) * groups + g, p);
+        if constexpr (TILED) {
+            /* BN/16 tiles of 16 rows x 64 inputs, 512 contiguous bytes each */
+            for (int i = tid; i < BN * 2; i += T) {
+                const int tile = i >> 5, c = i & 31;
+                const bool p = wrow_ok(tile * 16);
+                const int rbi = p ? wrow(tile * 16) / 16 : 0;
+                cp_async16(b + tile * 512 + c * 16, W + ((size_t)rbi * (K / 64) + kt) * 512 + c * 16, p);
+            }
+            for (int i = tid; i < BN / 4; i += T) { /* 16 rows of params = 64 contiguous bytes */
+                const int tile = i >> 2, c = i & 3;
+                const bool p = wrow_ok(tile * 16);
+                const int rbi = p ? wrow(tile * 16) / 16 : 0;
+                cp_async16(Ps + stage * BN + tile * 16 + c * 4, P + ((size_t)rbi * groups + g) * 16 + c * 4, p);
+            }
+        } else {
+            for (int i = tid; i < BN * 2; i += T) {
+                int nn = i >> 1, h = i & 1;
+                bool p = wrow_ok(nn);
+                const uint8_t *src = W + (size_t)(p ? wrow(nn) : 0) * (K / 2) + (size_t)kt * (TC_BK / 2) + h * 16;
+                cp_async16(b + nn * (TC_BK / 2) + h * 16, src, p);
+            }
+            for (int nn = tid; nn < BN; nn += T) {
+                bool p = wrow_ok(nn);
+                cp_async4(Ps + stage * BN + nn, P + (size_t)(p ? wrow(nn) : 0) * groups + g, p);
+            }
         }
     };
 
@@ -406,25 +625,47 @@ __global__ void __launch_bounds__(WM *WN * 32)
         __syncthreads();
         /* dequantize this stage's weights into Bh */
         const uint8_t *b = Bq + stage * BN * (TC_BK / 2);
-        for (int i = tid; i < BN * 2; i += T) {
-            int nn = i >> 1, h = i & 1;
-            uint4 v = *reinterpret_cast<const uint4 *>(b + nn * (TC_BK / 2) + h * 16);
-            half2 pr = Ps[stage * BN + nn];
-            half2 sc = __half2half2(__low2half(pr)), mn = __half2half2(__high2half(pr));
-            const uint32_t wd4[4] = {v.x, v.y, v.z, v.w};
-            half *dst = Bh + nn * LDA + h * 32;
+        if constexpr (TILED) {
+            /* each 16-byte lane chunk: four k16 blocks of rows g and g + 8 of one tile */
+            for (int i = tid; i < BN * 2; i += T) {
+                const int tile = i >> 5, l = i & 31, gg = l >> 2, tt = l & 3;
+                const uint4 v = *reinterpret_cast<const uint4 *>(b + tile * 512 + l * 16);
+                const half2 pa = Ps[stage * BN + tile * 16 + gg], pb = Ps[stage * BN + tile * 16 + gg + 8];
+                const half2 sa = __half2half2(__low2half(pa)), ma = __half2half2(__high2half(pa));
+                const half2 sb = __half2half2(__low2half(pb)), mb = __half2half2(__high2half(pb));
+                const uint32_t wd4[4] = {v.x, v.y, v.z, v.w};
+                half *ra = Bh + (tile * 16 + gg) * LDA + 2 * tt, *rbp = Bh + (tile * 16 + gg + 8) * LDA + 2 * tt;
 #pragma unroll
-            for (int wd = 0; wd < 4; wd++) {
-                half2 q[4];
-                lk_dequant8(wd4[wd], q);
-                uint4 o;
-                half2 w0 = __hfma2(q[0], sc, mn), w1 = __hfma2(q[1], sc, mn), w2 = __hfma2(q[2], sc, mn),
-                      w3 = __hfma2(q[3], sc, mn);
-                o.x = *reinterpret_cast<uint32_t *>(&w0);
-                o.y = *reinterpret_cast<uint32_t *>(&w1);
-                o.z = *reinterpret_cast<uint32_t *>(&w2);
-                o.w = *reinterpret_cast<uint32_t *>(&w3);
-                *reinterpret_cast<uint4 *>(dst + wd * 8) = o;
+                for (int kb = 0; kb < 4; kb++) {
+                    half2 q[4];
+                    lk_dequant8(wd4[kb], q);
+                    *reinterpret_cast<half2 *>(ra + kb * 16) = __hfma2(q[0], sa, ma);
+                    *reinterpret_cast<half2 *>(rbp + kb * 16) = __hfma2(q[1], sb, mb);
+                    *reinterpret_cast<half2 *>(ra + kb * 16 + 8) = __hfma2(q[2], sa, ma);
+                    *reinterpret_cast<half2 *>(rbp + kb * 16 + 8) = __hfma2(q[3], sb, mb);
+                }
+            }
+        } else {
+            for (int i = tid; i < BN * 2; i += T) {
+                int nn = i >> 1, h = i & 1;
+                uint4 v = *reinterpret_cast<const uint4 *>(b + nn * (TC_BK / 2) + h * 16);
+                half2 pr = Ps[stage * BN + nn];
+                half2 sc = __half2half2(__low2half(pr)), mn = __half2half2(__high2half(pr));
+                const uint32_t wd4[4] = {v.x, v.y, v.z, v.w};
+                half *dst = Bh + nn * LDA + h * 32;
+#pragma unroll
+                for (int wd = 0; wd < 4; wd++) {
+                    half2 q[4];
+                    lk_dequant8(wd4[wd], q);
+                    uint4 o;
+                    half2 w0 = __hfma2(q[0], sc, mn), w1 = __hfma2(q[1], sc, mn), w2 = __hfma2(q[2], sc, mn),
+                          w3 = __hfma2(q[3], sc, mn);
+                    o.x = *reinterpret_cast<uint32_t *>(&w0);
+                    o.y = *reinterpret_cast<uint32_t *>(&w1);
+                    o.z = *reinterpret_cast<uint32_t *>(&w2);
+                    o.w = *reinterpret_cast<uint32_t *>(&w3);
+                    *reinterpret_cast<uint4 *>(dst + wd * 8) = o;
+                }
             }
         }
         __syncthreads();
@@ -623,7 +864,7 @@ static lk_status launch_gemv(const lk_dmat *W, const half *x, int ldx, void *out
     return LK_OK;
 }
 
-template <int BM, int BN, int WM, int WN>
+template <int BM, int BN, int WM, int WN, bool TILED>
 static lk_status launch_tc(const lk_dmat *W, const half *x, int M, int ldx, void *out, int ldo, int mode, int n_out,
                            int hidden, const lk_mm_ws *ws, int sm_count, cudaStream_t st) {
     const int bytes = tc_smem<BM, BN>::BYTES;
@@ -637,19 +878,42 @@ static lk_status launch_tc(const lk_dmat *W, const half *x, int M, int ldx, void
                (size_t)tiles * (size_t)(2 * S) * BM * BN <= ws->tc_partial_floats)
             S *= 2;
     grid.z = S;
-    LAUNCH("k_mm_q4_tc", (k_mm_q4_tc<BM, BN, WM, WN>), grid, dim3(WM * WN * 32), (size_t)bytes, st, x, ldx, M,
+    LAUNCH("k_mm_q4_tc", (k_mm_q4_tc<BM, BN, WM, WN, TILED>), grid, dim3(WM * WN * 32), (size_t)bytes, st, x, ldx, M,
            (const uint8_t *)W->w, W->p, W->N, W->K, n_out, hidden, out, ldo, mode,
            ws ? ws->tc_partial : (float *)NULL, ws ? ws->tc_counters : (int *)NULL);
     return LK_OK;
 }
 
 lk_status lk_mm_init(void) {
-    CU(cudaFuncSetAttribute(k_mm_q4_tc<16, 128, 1, 4>, cudaFuncAttributeMaxDynamicSharedMemorySize,
-                            tc_smem<16, 128>::BYTES));
-    CU(cudaFuncSetAttribute(k_mm_q4_tc<64, 128, 2, 4>, cudaFuncAttributeMaxDynamicSharedMemorySize,
-                            tc_smem<64, 128>::BYTES));
-    CU(cudaFuncSetAttribute(k_mm_q4_tc<128, 128, 2, 4>, cudaFuncAttributeMaxDynamicSharedMemorySize,
-                            tc_smem<128, 128>::BYTES));
+#define TC_ATTR(BM, BN, WM, WN)                                                                                      \
+    CU(cudaFuncSetAttribute(k_mm_q4_tc<BM, BN, WM, WN, false>, cudaFuncAttributeMaxDynamicSharedMemorySize,         \
+                            tc_smem<BM, BN>::BYTES));                                                                 \
+    CU(cudaFuncSetAttribute(k_mm_q4_tc<BM, BN, WM, WN, true>, cudaFuncAttributeMaxDynamicSharedMemorySize,          \
+                            tc_smem<BM, BN>::BYTES))
+    TC_ATTR(16, 128, 1, 4);
+    TC_ATTR(64, 128, 2, 4);
+    TC_ATTR(128, 128, 2, 4);
+#undef TC_ATTR
+    return LK_OK;
+}
+
+template <int NT, bool PAIR>
+static lk_status launch_gemv_tiled(const lk_dmat *W, const half *x, int M, int ldx, void *out, int ldo, int mode,
+                                   int n_out, int hidden, const lk_mm_ws *ws, int sm_count, const lk_rope_epi &re,
+                                   cudaStream_t st) {
+    const int N = W->N, groups = W->K / 128;
+    const int units = !PAIR ? lk_cdiv(N, 16) : mode == LK_OUT_SWIGLU_F16 ? lk_cdiv(n_out, 16) : N / 32;
+    const int blocks = lk_cdiv(units, GEMV_WARPS);
+    /* split K (by whole groups) until there are warps for two waves */
+    int S = 1;
+    if (ws && ws->tg_partial && blocks <= ws->tg_n_counters)
+        while (2 * S <= LK_TILED_SPLIT_MAX && 2 * S <= groups && units * S < 2 * sm_count * GEMV_WARPS &&
+               (size_t)(2 * S) * (size_t)M * (size_t)N <= ws->tg_partial_floats)
+            S *= 2;
+    dim3 grid(S > 1 ? blocks : (blocks < sm_count * 8 ? blocks : sm_count * 8), S);
+    LAUNCH("k_gemv_tiled", (k_gemv_tiled<NT, PAIR>), grid, dim3(GEMV_WARPS * 32), 0, st, (const uint4 *)W->w, W->p, x,
+           ldx, M, W->K, N, n_out, hidden, out, ldo, mode, ws ? ws->tg_partial : (float *)NULL,
+           ws ? ws->tg_counters : (int *)NULL, re);
     return LK_OK;
 }
 
@@ -659,7 +923,7 @@ static lk_status matmul_impl(const lk_dmat *W, const half *x, int M, int ldx, vo
     if (M < 1) return LK_OK;
     const bool swiglu = mode == LK_OUT_SWIGLU_F16;
     const int n_out = swiglu ? W->N / 2 : W->N, hidden = swiglu ? W->N / 2 : 0;
-    if (W->K % LK_Q4_GROUP && W->fmt == LK_WFMT_Q4)
+    if (W->K % LK_Q4_GROUP && W->fmt != LK_WFMT_BF16)
         return lk_fail(LK_E_UNSUPPORTED, "no int4 kernel for K = %d (must be a multiple of %d)", W->K, LK_Q4_GROUP);
     if (W->fmt == LK_WFMT_BF16) {
         if (W->K % 8) return lk_fail(LK_E_UNSUPPORTED, "no bf16 kernel for K = %d (must be a multiple of 8)", W->K);
@@ -678,11 +942,32 @@ static lk_status matmul_impl(const lk_dmat *W, const half *x, int M, int ldx, vo
         }
         return LK_OK;
     }
+    if (W->fmt == LK_WFMT_Q4_TILED) {
+        /* the tensor-core layout: 1-16 rows on the tiled small-batch kernel, more on the tiled tile kernel */
+        if (variant == LK_MM_LUT || variant == LK_MM_OPTIMIZED)
+            return lk_fail(LK_E_UNSUPPORTED, "matmul variant %s needs the row-interleaved int4 layout; load the model "
+                                             "with matmul_variant=\"%s\" to use it", lk_mm_variant_name(variant),
+                           lk_mm_variant_name(variant));
+        if (W->N % 16 || (swiglu && hidden % 16) || (mode == LK_OUT_QKV_ROPE && re.hd % 32))
+            return lk_fail(LK_E_UNSUPPORTED, "no tiled kernel for N = %d", W->N);
+        const bool pair = swiglu || mode == LK_OUT_QKV_ROPE;
+        if (M <= 8)
+            return pair ? launch_gemv_tiled<1, true>(W, x, M, ldx, out, ldo, mode, n_out, hidden, ws, sm_count, re, st)
+                        : launch_gemv_tiled<1, false>(W, x, M, ldx, out, ldo, mode, n_out, hidden, ws, sm_count, re, st);
+        if (M <= 16)
+            return pair ? launch_gemv_tiled<2, true>(W, x, M, ldx, out, ldo, mode, n_out, hidden, ws, sm_count, re, st)
+                        : launch_gemv_tiled<2, false>(W, x, M, ldx, out, ldo, mode, n_out, hidden, ws, sm_count, re, st);
+        if (mode == LK_OUT_QKV_ROPE) return lk_fail(LK_E_UNSUPPORTED, "fused rotary epilogue needs <= 16 rows");
+        if (M <= 64) return launch_tc<64, 128, 2, 4, true>(W, x, M, ldx, out, ldo, mode, n_out, hidden, ws, sm_count, st);
+        return launch_tc<128, 128, 2, 4, true>(W, x, M, ldx, out, ldo, mode, n_out, hidden, ws, sm_count, st);
+    }
     if (variant == LK_MM_AUTO) variant = lk_mm_choose(M, W->N, W->K, cc_major, cc_minor);
     if (variant == LK_MM_BATCHED) {
-        if (M <= 16) return launch_tc<16, 128, 1, 4>(W, x, M, ldx, out, ldo, mode, n_out, hidden, ws, sm_count, st);
-        if (M <= 64) return launch_tc<64, 128, 2, 4>(W, x, M, ldx, out, ldo, mode, n_out, hidden, ws, sm_count, st);
-        return launch_tc<128, 128, 2, 4>(W, x, M, ldx, out, ldo, mode, n_out, hidden, ws, sm_count, st);
+        if (M <= 16)
+            return launch_tc<16, 128, 1, 4, false>(W, x, M, ldx, out, ldo, mode, n_out, hidden, ws, sm_count, st);
+        if (M <= 64)
+            return launch_tc<64, 128, 2, 4, false>(W, x, M, ldx, out, ldo, mode, n_out, hidden, ws, sm_count, st);
+        return launch_tc<128, 128, 2, 4, false>(W, x, M, ldx, out, ldo, mode, n_out, hidden, ws, sm_count, st);
     }
     if (variant != LK_MM_LUT && variant != LK_MM_OPTIMIZED)
         return lk_fail(LK_E_INVALID, "unknown matmul variant %d", variant);
@@ -739,16 +1024,18 @@ lk_status lk_cuda_matmul(const lk_dmat *W, const half *x, int M, int ldx, void *
 }
 
 int lk_mm_uses_gemv(const lk_dmat *W, int M, int variant, int cc_major, int cc_minor) {
+    if (W->fmt == LK_WFMT_Q4_TILED) return M <= 16;
     if (W->fmt != LK_WFMT_Q4) return 0;
     if (variant == LK_MM_AUTO) variant = lk_mm_choose(M, W->N, W->K, cc_major, cc_minor);
     return variant == LK_MM_LUT || variant == LK_MM_OPTIMIZED;
 }
 
 lk_status lk_cuda_matmul_qkv_rope(const lk_dmat *W, const half *x, int M, int ldx, half *q_out, int ldo, int variant,
-                                  const lk_rope_epi *re, int sm_count, int cc_major, int cc_minor, cudaStream_t st) {
-    if (!lk_mm_uses_gemv(W, M, variant, cc_major, cc_minor) || re->hd % 4 ||
+                                  const lk_rope_epi *re, const lk_mm_ws *ws, int sm_count, int cc_major, int cc_minor,
+                                  cudaStream_t st) {
+    if (!lk_mm_uses_gemv(W, M, variant, cc_major, cc_minor) || re->hd % (W->fmt == LK_WFMT_Q4_TILED ? 32 : 4) ||
         W->N != (re->n_heads + 2 * re->n_kv) * re->hd)
         return lk_fail(LK_E_UNSUPPORTED, "no fused rotary epilogue for this qkv shape or variant");
-    if (variant == LK_MM_AUTO) variant = lk_mm_choose(M, W->N, W->K, cc_major, cc_minor);
-    return matmul_impl(W, x, M, ldx, q_out, ldo, LK_OUT_QKV_ROPE, variant, NULL, sm_count, cc_major, cc_minor, *re, st);
+    if (variant == LK_MM_AUTO && W->fmt == LK_WFMT_Q4) variant = lk_mm_choose(M, W->N, W->K, cc_major, cc_minor);
+    return matmul_impl(W, x, M, ldx, q_out, ldo, LK_OUT_QKV_ROPE, variant, ws, sm_count, cc_major, cc_minor, *re, st);
 }

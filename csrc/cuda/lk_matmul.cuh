@@ -33,8 +33,8 @@ typedef struct lk_rope_epi {
 } lk_rope_epi;
 
 typedef struct lk_dmat {
-    const void *w;   /* q4: interleaved qs [N][K/2]; bf16: [N][K] */
-    const half2 *p;  /* q4: params [N][K/128] as half2 {scale, min} */
+    const void *w;   /* q4: interleaved qs [N][K/2]; q4 tiled: lk_q4_tile layout; bf16: [N][K] */
+    const half2 *p;  /* q4: params [N][K/128] as half2 {scale, min}; tiled: [N/16][K/128][16] */
     int N, K;
     int fmt;         /* LK_WFMT_* */
 } lk_dmat;
@@ -48,6 +48,10 @@ typedef struct lk_mm_ws {
     size_t tc_partial_floats;
     int *tc_counters; /* per output tile, zero between calls */
     int tc_n_counters;
+    float *tg_partial;/* tiled small-batch split-K partials (NULL: no split) */
+    size_t tg_partial_floats;
+    int *tg_counters; /* per block, zero between calls */
+    int tg_n_counters;
 } lk_mm_ws;
 
 const char *lk_mm_variant_name(int v);
@@ -61,8 +65,9 @@ lk_status lk_cuda_matmul(const lk_dmat *W, const half *x, int M, int ldx, void *
                          const lk_mm_ws *ws, int sm_count, int cc_major, int cc_minor, cudaStream_t st);
 /* the same with the rotary epilogue (requires lk_mm_uses_gemv) */
 lk_status lk_cuda_matmul_qkv_rope(const lk_dmat *W, const half *x, int M, int ldx, half *q_out, int ldo, int variant,
-                                  const lk_rope_epi *re, int sm_count, int cc_major, int cc_minor, cudaStream_t st);
-/* does (W, M, variant) run on the 1-4 row GEMV kernels? */
+                                  const lk_rope_epi *re, const lk_mm_ws *ws, int sm_count, int cc_major, int cc_minor,
+                                  cudaStream_t st);
+/* can (W, M, variant) fuse the rotary epilogue (the GEMV kernels: 1-4 rows interleaved, 1-16 tiled)? */
 int lk_mm_uses_gemv(const lk_dmat *W, int M, int variant, int cc_major, int cc_minor);
 
 /* once per process: shared-memory limits of the tensor-core kernels */
