@@ -154,9 +154,12 @@ typedef struct cuda_backend {
 #define CUB(be) ((cuda_backend *)(be))
 
 
-/* int4 matrices with whole 16-row blocks are uploaded in the tensor-core (tiled)
- * arrangement unless a row-interleaved variant (lut, optimized) was asked for */
-static int is_tiled(const cuda_backend *b, const lk_mat *m) { return b->tiled && m->fmt == LK_WFMT_Q4 && m->n % 16 == 0; }
+/* int4 matrices are uploaded in the tensor-core (tiled) arrangement where the
+ * measured table says it is faster (lk_mm_prefer_tiled), unless a
+ * row-interleaved variant (lut, optimized) was asked for */
+static int is_tiled(const cuda_backend *b, const lk_mat *m) {
+    return b->tiled && m->fmt == LK_WFMT_Q4 && lk_mm_prefer_tiled(b->base.opts->batch_size, m->n, m->k);
+}
 
 static lk_dmat dmat(const cuda_backend *b, const lk_mat *m) {
     lk_dmat d;

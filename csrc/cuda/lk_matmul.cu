@@ -28,6 +28,16 @@ int lk_mm_choose(int M, int N, int K, int cc_major, int cc_minor) {
     return M <= 4 ? LK_MM_OPTIMIZED : LK_MM_BATCHED;
 }
 
+/* Which layout a matrix gets at load (auto variant). Measured on H100/H200
+ * (benchmarks/NOTES.md, v7): with one sequence the row-interleaved lop3 GEMV
+ * beats the tiled tensor-core kernel on matrices under ~32M weights (qkv, o,
+ * down: 3.4-7.4 us vs 5.0-7.7 us) and loses on the LM head (50 vs 39 us); from
+ * 2 rows on, tiled wins everywhere (M = 4: gate_up 24.3 -> 11.5 us). */
+int lk_mm_prefer_tiled(int batch_size, int N, int K) {
+    if (N % 16) return 0;
+    return batch_size >= 2 || (long long)N * K >= (32ll << 20);
+}
+
 
 /* ---- epilogue ---------------------------------------------------------------- */
 __device__ __forceinline__ void epi_store(void *out, int ldo, int mode, int m, int j, float v) {
@@ -904,10 +914,11 @@ static lk_status launch_gemv_tiled(const lk_dmat *W, const half *x, int M, int l
     const int N = W->N, groups = W->K / 128;
     const int units = !PAIR ? lk_cdiv(N, 16) : mode == LK_OUT_SWIGLU_F16 ? lk_cdiv(n_out, 16) : N / 32;
     const int blocks = lk_cdiv(units, GEMV_WARPS);
-    /* split K (by whole groups) until there are warps for two waves */
+    /* split K (by whole groups) until every SM has 4 warps: each lane then keeps 8+ loads in
+     * flight; more splits only lengthen the in-order reduction (measured: S = 16 made qkv slower) */
     int S = 1;
     if (ws && ws->tg_partial && blocks <= ws->tg_n_counters)
-        while (2 * S <= LK_TILED_SPLIT_MAX && 2 * S <= groups && units * S < 2 * sm_count * GEMV_WARPS &&
+        while (2 * S <= LK_TILED_SPLIT_MAX && 2 * S <= groups && units * S < 4 * sm_count &&
                (size_t)(2 * S) * (size_t)M * (size_t)N <= ws->tg_partial_floats)
             S *= 2;
     dim3 grid(S > 1 ? blocks : (blocks < sm_count * 8 ? blocks : sm_count * 8), S);
@@ -954,10 +965,12 @@ static lk_status matmul_impl(const lk_dmat *W, const half *x, int M, int ldx, vo
         if (M <= 8)
             return pair ? launch_gemv_tiled<1, true>(W, x, M, ldx, out, ldo, mode, n_out, hidden, ws, sm_count, re, st)
                         : launch_gemv_tiled<1, false>(W, x, M, ldx, out, ldo, mode, n_out, hidden, ws, sm_count, re, st);
-        if (M <= 16)
+        if (M <= 16 && (mode == LK_OUT_QKV_ROPE || W->N < 32768))
             return pair ? launch_gemv_tiled<2, true>(W, x, M, ldx, out, ldo, mode, n_out, hidden, ws, sm_count, re, st)
                         : launch_gemv_tiled<2, false>(W, x, M, ldx, out, ldo, mode, n_out, hidden, ws, sm_count, re, st);
         if (mode == LK_OUT_QKV_ROPE) return lk_fail(LK_E_UNSUPPORTED, "fused rotary epilogue needs <= 16 rows");
+        if (M <= 16) /* wide matrices (the LM head): measured faster on the tile kernel at 9-16 rows */
+            return launch_tc<16, 128, 1, 4, true>(W, x, M, ldx, out, ldo, mode, n_out, hidden, ws, sm_count, st);
         if (M <= 64) return launch_tc<64, 128, 2, 4, true>(W, x, M, ldx, out, ldo, mode, n_out, hidden, ws, sm_count, st);
         return launch_tc<128, 128, 2, 4, true>(W, x, M, ldx, out, ldo, mode, n_out, hidden, ws, sm_count, st);
     }

@@ -58,6 +58,8 @@ const char *lk_mm_variant_name(int v);
 
 /* the variant auto-selection picks for this shape on this device */
 int lk_mm_choose(int M, int N, int K, int cc_major, int cc_minor);
+/* should an N x K int4 matrix of an engine decoding batch_size sequences be tiled? */
+int lk_mm_prefer_tiled(int batch_size, int N, int K);
 
 /* y = x W^T. x: [M][ldx] fp16. out: per mode, leading dimension ldo.
  * For LK_OUT_SWIGLU_F16, W has 2*hidden rows and out gets hidden columns. */
