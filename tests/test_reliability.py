@@ -63,6 +63,8 @@ def test_ctrl_c_during_streaming(tmp_path):
     assert isinstance(m.generate("Hello", max_new_tokens=3, temperature=0), str)
 
 
+@pytest.mark.skipif(os.environ.get("LLAMA_KERNEL_SANITIZED") == "1",
+                    reason="AddressSanitizer's quarantine holds freed memory, so RSS grows by design")
 def test_no_memory_growth_over_1000_calls():
     m = LlamaInference("synthetic:tiny", device="cpu", verbose=False)
     for _ in range(100):
@@ -78,6 +80,8 @@ def test_no_memory_growth_over_1000_calls():
     assert growth < 4 << 20, f"RSS grew by {growth / 2**20:.1f} MiB over 1000 calls"
 
 
+@pytest.mark.skipif(os.environ.get("LLAMA_KERNEL_SANITIZED") == "1",
+                    reason="AddressSanitizer's quarantine holds freed memory, so RSS grows by design")
 def test_many_models_freed():
     gc.collect()
     before = rss_bytes()

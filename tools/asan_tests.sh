@@ -15,5 +15,6 @@ LLAMA_KERNEL_CUDA=0 LLAMA_KERNEL_SANITIZE=1 python3 setup.py build_ext --inplace
 export LD_PRELOAD=$(gcc -print-file-name=libasan.so)
 export ASAN_OPTIONS=detect_leaks=0:abort_on_error=1:allocator_may_return_null=1
 export UBSAN_OPTIONS=halt_on_error=1:print_stacktrace=1
+export LLAMA_KERNEL_SANITIZED=1  # tests that measure RSS skip: ASan's quarantine keeps freed memory
 python3 -m pytest -q -p no:cacheprovider -x tests "$@"
 echo "asan+ubsan test run: OK ($tmp)"
