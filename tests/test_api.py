@@ -143,3 +143,31 @@ def test_memory_usage_fields(model):
     assert mu["total_bytes"] == sum(mu[k] for k in ("weights_bytes", "kv_cache_bytes", "rope_bytes",
                                                     "activations_bytes", "workspace_bytes"))
     assert mu["device"] == "cpu"
+
+
+def test_progress_bar_appears_only_after_the_delay(capsys, monkeypatch):
+    import builtins
+
+    from llama_kernel._progress import Progress
+
+    real_import = builtins.__import__
+
+    def no_tqdm(name, *a, **k):  # exercise the built-in bar
+        if name.startswith("tqdm"):
+            raise ImportError(name)
+        return real_import(name, *a, **k)
+
+    monkeypatch.setattr(builtins, "__import__", no_tqdm)
+    quiet = Progress("Loading", enabled=False, delay=0.0)
+    quiet(5, 10)
+    quiet.close()
+    slow = Progress("Loading", enabled=True, delay=3600.0)
+    slow(5, 10)
+    slow.close()
+    assert capsys.readouterr().err == ""
+    p = Progress("Loading", enabled=True, delay=0.0)
+    p(5, 10)
+    p(10, 10)
+    p.close()
+    err = capsys.readouterr().err
+    assert "Loading" in err and "100.0%" in err

@@ -257,3 +257,30 @@ def test_decode_path_matches_prefill_path(ckpt_1b_2layers, chunk, fusion, monkey
     full = LlamaInference(ckpt_1b_2layers, device="cuda", verbose=False).logits(toks)
     step = LlamaInference(ckpt_1b_2layers, device="cuda", prefill_chunk=chunk, verbose=False).logits(toks)
     assert R.rel_err(step, full) < 1e-2
+
+
+@pytest.mark.parametrize("N,K", [(3072, 2048), (16384, 2048), (2048, 8192), (5120, 3072), (128256 // 8, 2048)])
+def test_tiled_layout_matmul(N, K, monkeypatch):
+    """LLAMA_KERNEL_TILED=1: the tensor-core layout (small-batch kernel up to 16 rows, tile kernel above)."""
+    monkeypatch.setenv("LLAMA_KERNEL_TILED", "1")
+    rng = np.random.default_rng(N + K + 1)
+    w = (rng.standard_normal((N, K)) * 0.02).astype(np.float32)
+    qs, p = quant.quantize(w)
+    for M in (1, 3, 8, 9, 16, 40):
+        x = rng.standard_normal((M, K)).astype(np.float32)
+        for mode in (0, 1, 2, 3):
+            y0 = rng.standard_normal((M, N // 2 if mode == 2 else N)).astype(np.float32) if mode == 1 else None
+            y, used = _C.cuda_matmul(x, qs, p, mode=mode, variant=0, y=y0)
+            assert used == 3 and np.all(np.isfinite(y))
+            assert R.rel_err(y, mm_ref(x, qs, p, mode, y0)) < 5e-3, (M, mode)
+
+
+@pytest.mark.parametrize("batch", [1, 4])
+def test_tiled_engine_matches_cpu(ckpt_1b_2layers, batch, monkeypatch):
+    monkeypatch.setenv("LLAMA_KERNEL_TILED", "1")
+    toks = list(np.random.default_rng(6).integers(0, 32000, 40))
+    cpu = LlamaInference(ckpt_1b_2layers, device="cpu", verbose=False).logits(toks)
+    for chunk in (1, 64):  # the small-batch kernel with the rotary epilogue, and the tile kernel
+        gpu = LlamaInference(ckpt_1b_2layers, device="cuda", batch_size=batch, prefill_chunk=chunk,
+                             verbose=False).logits(toks)
+        assert R.rel_err(gpu, cpu) < 2e-2

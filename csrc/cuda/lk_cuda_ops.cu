@@ -112,11 +112,11 @@ lk_status tc_workspace(lk_mm_ws &ws, dbuf &part, dbuf &cnt, int M, int N) {
     return LK_OK;
 }
 
-/* the engine's rule: int4 with whole 16-row blocks takes the tiled layout unless a
- * row-interleaved variant (lut, optimized) is asked for, or LLAMA_KERNEL_TILED=0 */
+/* as the engine: with LLAMA_KERNEL_TILED=1, int4 with whole 16-row blocks takes the
+ * tiled layout unless a row-interleaved variant (lut, optimized) is asked for */
 bool use_tiled(int N, int variant) {
     const char *e = getenv("LLAMA_KERNEL_TILED");
-    return !(e && e[0] == '0') && N % 16 == 0 && variant != LK_MM_LUT && variant != LK_MM_OPTIMIZED;
+    return e && e[0] == '1' && N % 16 == 0 && variant != LK_MM_LUT && variant != LK_MM_OPTIMIZED;
 }
 
 void tg_workspace_sizes(lk_mm_ws &ws, int M, int N) {
