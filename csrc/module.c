@@ -757,6 +757,50 @@ exit:
     return (PyObject *)y;
 }
 
+/* positions (one per row) and the optional `seen` lists (token ids per row) of the
+ * sampler test entry points -> int32 [B] and a bitmap [B][ceil(V/32)]; NULL with an exception */
+static int sampler_rows(PyObject *poso, PyObject *seen_o, npy_intp B, npy_intp V, int32_t **pos_out,
+                        uint32_t **seen_out) {
+    Py_ssize_t np_ = 0;
+    int32_t *pos = int_seq(poso, &np_, "positions");
+    uint32_t *seen = NULL;
+    PyObject *s = NULL;
+    if (!pos) return 0;
+    if (np_ != B) {
+        PyErr_Format(PyExc_ValueError, "positions has %zd entries for %zd rows", np_, (Py_ssize_t)B);
+        goto fail;
+    }
+    const size_t words = ((size_t)V + 31) / 32;
+    if (!(seen = (uint32_t *)PyMem_Calloc((size_t)B * words + 1, 4))) {
+        PyErr_NoMemory();
+        goto fail;
+    }
+    if (seen_o != Py_None) {
+        if (!(s = PySequence_Fast(seen_o, "seen must be a list of token lists"))) goto fail;
+        if (PySequence_Fast_GET_SIZE(s) != B) {
+            PyErr_SetString(PyExc_ValueError, "seen must have one list per row");
+            goto fail;
+        }
+        for (npy_intp r = 0; r < B; r++) {
+            Py_ssize_t n = 0;
+            int32_t *t = int_seq(PySequence_Fast_GET_ITEM(s, r), &n, "seen");
+            if (!t) goto fail;
+            for (Py_ssize_t i = 0; i < n; i++)
+                if (t[i] >= 0 && t[i] < V) seen[(size_t)r * words + (size_t)(t[i] >> 5)] |= 1u << (t[i] & 31);
+            PyMem_Free(t);
+        }
+        Py_CLEAR(s);
+    }
+    *pos_out = pos;
+    *seen_out = seen;
+    return 1;
+fail:
+    Py_XDECREF(s);
+    PyMem_Free(pos);
+    PyMem_Free(seen);
+    return 0;
+}
+
 /* the CPU sampler over rows of logits, for tests of the rule */
 static PyObject *mod_sample_cpu(PyObject *m, PyObject *args, PyObject *kw) {
     (void)m;
@@ -778,39 +822,8 @@ static PyObject *mod_sample_cpu(PyObject *m, PyObject *args, PyObject *kw) {
     int32_t *pos = NULL;
     uint32_t *seen = NULL;
     npy_intp B = PyArray_DIM(l, 0), V = PyArray_DIM(l, 1);
-    Py_ssize_t np_ = 0;
-    if (!(pos = int_seq(poso, &np_, "positions"))) goto exit;
-    if (np_ != B) {
-        PyErr_Format(PyExc_ValueError, "positions has %zd entries for %zd rows", np_, (Py_ssize_t)B);
-        goto exit;
-    }
     size_t words = ((size_t)V + 31) / 32;
-    seen = (uint32_t *)PyMem_Calloc((size_t)B * words + 1, 4);
-    if (!seen) {
-        PyErr_NoMemory();
-        goto exit;
-    }
-    if (seen_o != Py_None) {
-        PyObject *s = PySequence_Fast(seen_o, "seen must be a list of token lists");
-        if (!s) goto exit;
-        if (PySequence_Fast_GET_SIZE(s) != B) {
-            Py_DECREF(s);
-            PyErr_SetString(PyExc_ValueError, "seen must have one list per row");
-            goto exit;
-        }
-        for (npy_intp r = 0; r < B; r++) {
-            Py_ssize_t n = 0;
-            int32_t *t = int_seq(PySequence_Fast_GET_ITEM(s, r), &n, "seen");
-            if (!t) {
-                Py_DECREF(s);
-                goto exit;
-            }
-            for (Py_ssize_t i = 0; i < n; i++)
-                if (t[i] >= 0 && t[i] < V) seen[(size_t)r * words + (size_t)(t[i] >> 5)] |= 1u << (t[i] & 31);
-            PyMem_Free(t);
-        }
-        Py_DECREF(s);
-    }
+    if (!sampler_rows(poso, seen_o, B, V, &pos, &seen)) goto exit;
     npy_intp d[1] = {B};
     res = PyArray_SimpleNew(1, d, NPY_INT32);
     if (!res) goto exit;
@@ -1320,40 +1333,8 @@ static PyObject *mod_cuda_sample(PyObject *m, PyObject *args, PyObject *kw) {
     if (!l) return NULL;
     int32_t *pos = NULL;
     uint32_t *seen = NULL;
-    Py_ssize_t np_ = 0;
     npy_intp B = PyArray_DIM(l, 0), V = PyArray_DIM(l, 1);
-    size_t words = ((size_t)V + 31) / 32;
-    if (!(pos = int_seq(poso, &np_, "positions"))) goto exit;
-    if (np_ != B) {
-        PyErr_SetString(PyExc_ValueError, "positions must have one entry per row");
-        goto exit;
-    }
-    seen = (uint32_t *)PyMem_Calloc((size_t)B * words + 1, 4);
-    if (!seen) {
-        PyErr_NoMemory();
-        goto exit;
-    }
-    if (seen_o != Py_None) {
-        PyObject *s = PySequence_Fast(seen_o, "seen must be a list of token lists");
-        if (!s) goto exit;
-        if (PySequence_Fast_GET_SIZE(s) != B) {
-            Py_DECREF(s);
-            PyErr_SetString(PyExc_ValueError, "seen must have one list per row");
-            goto exit;
-        }
-        for (npy_intp r = 0; r < B; r++) {
-            Py_ssize_t n = 0;
-            int32_t *t = int_seq(PySequence_Fast_GET_ITEM(s, r), &n, "seen");
-            if (!t) {
-                Py_DECREF(s);
-                goto exit;
-            }
-            for (Py_ssize_t i = 0; i < n; i++)
-                if (t[i] >= 0 && t[i] < V) seen[(size_t)r * words + (size_t)(t[i] >> 5)] |= 1u << (t[i] & 31);
-            PyMem_Free(t);
-        }
-        Py_DECREF(s);
-    }
+    if (!sampler_rows(poso, seen_o, B, V, &pos, &seen)) goto exit;
     {
         npy_intp d[1] = {B};
         PyObject *out = PyArray_SimpleNew(1, d, NPY_INT32);
