@@ -284,3 +284,44 @@ def test_tiled_engine_matches_cpu(ckpt_1b_2layers, batch, monkeypatch):
         gpu = LlamaInference(ckpt_1b_2layers, device="cuda", batch_size=batch, prefill_chunk=chunk,
                              verbose=False).logits(toks)
         assert R.rel_err(gpu, cpu) < 2e-2
+
+
+def test_ctrl_c_during_gpu_decode():
+    """KeyboardInterrupt within ~100 ms while the GPU decodes (graphs on), and the model generates again."""
+    import signal
+    import threading
+    import time
+
+    m = LlamaInference("synthetic:llama-3.2-1b", device="cuda", max_seq_len=8192, verbose=False)
+    stamp = []
+
+    def fire():
+        time.sleep(0.5)
+        stamp.append(time.monotonic())
+        os.kill(os.getpid(), signal.SIGINT)
+
+    t = threading.Thread(target=fire, daemon=True)
+    t.start()
+    with pytest.raises(KeyboardInterrupt):
+        m.generate_ids([1, 2, 3], max_new_tokens=8000, temperature=0, ignore_eos=True)
+    latency = time.monotonic() - stamp[0]
+    t.join()
+    assert latency < 0.25, f"KeyboardInterrupt took {latency * 1e3:.0f} ms"
+    assert len(m.generate_ids([1, 2], max_new_tokens=3, ignore_eos=True)[0]) == 3
+
+
+def test_no_gpu_memory_growth_over_1000_calls():
+    import gc
+
+    m = LlamaInference("synthetic:tiny", device="cuda", verbose=False)
+    for i in range(50):
+        m.generate_ids([1, 2, 3], max_new_tokens=4, temperature=0.7, seed=i)
+    gc.collect()
+    free0 = _C.build_info()["gpu_free_bytes"]
+    for i in range(1000):
+        m.generate_ids([[1, 2, 3], [4, 5]], max_new_tokens=4, temperature=0.7, seed=i)
+        if i % 100 == 0:
+            m.logits([1, 2, 3])
+    gc.collect()
+    drop = free0 - _C.build_info()["gpu_free_bytes"]
+    assert drop <= 2 << 20, f"free GPU memory fell by {drop / 2**20:.1f} MiB over 1000 calls"
