@@ -29,6 +29,8 @@
 #ifndef LK_BACKEND_H
 #define LK_BACKEND_H
 
+#include <string.h>
+
 #include "lk_model.h"
 
 #ifdef __cplusplus
@@ -89,6 +91,21 @@ struct lk_backend {
     const lk_engine_opts *opts; /* owned by the engine */
     const lk_weights_layout *wl;/* owned by the engine */
 };
+
+/* The parts of memory() that every backend reports the same way: the
+ * weights (from the layout), the KV cache and the rotary tables. Zeroes the
+ * rest; the backend adds activations, workspace and total. */
+static inline void lk_backend_memory_common(const lk_backend *be, lk_mem_plan *u, size_t kv_bytes,
+                                            size_t rope_bytes) {
+    memset(u, 0, sizeof *u);
+    u->weights = be->wl->total;
+    u->weights_layers = be->wl->bytes_layers + be->wl->bytes_norms;
+    u->weights_embed = be->wl->bytes_embed;
+    u->weights_lm_head = be->wl->bytes_lm_head;
+    u->kv_cache = kv_bytes;
+    u->kv_per_token = kv_bytes / ((size_t)be->opts->max_seq_len * (size_t)be->opts->batch_size);
+    u->rope = rope_bytes;
+}
 
 /* Creating a backend allocates everything it will ever use (weights, KV
  * cache, buffers), so that a model that does not fit fails before any

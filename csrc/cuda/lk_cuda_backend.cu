@@ -539,14 +539,7 @@ static lk_status cu_sync(lk_backend *be) {
 
 static void cu_memory(lk_backend *be, lk_mem_plan *u) {
     cuda_backend *b = CUB(be);
-    memset(u, 0, sizeof *u);
-    u->weights = be->wl->total;
-    u->weights_layers = be->wl->bytes_layers + be->wl->bytes_norms;
-    u->weights_embed = be->wl->bytes_embed;
-    u->weights_lm_head = be->wl->bytes_lm_head;
-    u->kv_cache = b->kv_bytes;
-    u->kv_per_token = b->kv_bytes / ((size_t)be->opts->max_seq_len * (size_t)be->opts->batch_size);
-    u->rope = b->rope_bytes;
+    lk_backend_memory_common(be, u, b->kv_bytes, b->rope_bytes);
     u->activations = b->lay.activations;
     u->workspace = b->arena_bytes - u->weights - u->kv_cache - u->rope - u->activations;
     u->total = b->arena_bytes;
