@@ -296,6 +296,38 @@ extern "C" lk_status lk_cuda_op_bench_matmul(int M, int N, int K, int mode, int 
     return s;
 }
 
+/* The attention ops below (test and benchmark entry points) share one
+ * argument setup over their device buffers (slot 0 for prefill rows) and
+ * one dispatch: kind 2 = flash prefill, 1 = split-KV decode, 0 = plain. */
+static lk_attn_args op_attn_args(const dbuf &dq, const dbuf &dk, const dbuf &dv, const dbuf &dout, const dbuf &dslot,
+                                 const dbuf &dpos, const dbuf &dpart, const dbuf &dcnt, int M, int n_heads, int n_kv,
+                                 int hd, int L, int p0, int splits) {
+    lk_attn_args a;
+    a.qkv = (const half *)dq.p;
+    a.qkv_ld = n_heads * hd;
+    a.out = (half *)dout.p;
+    a.kc = (const half *)dk.p;
+    a.vc = (const half *)dv.p;
+    a.slot = (const int *)dslot.p;
+    a.pos = (const int *)dpos.p;
+    a.M = M;
+    a.n_heads = n_heads;
+    a.n_kv = n_kv;
+    a.head_dim = hd;
+    a.max_seq = L;
+    a.scale = 1.0f / sqrtf((float)hd);
+    a.p0 = p0;
+    a.pslot = 0;
+    a.part = (float *)dpart.p;
+    a.counters = (int *)dcnt.p;
+    a.splits = splits;
+    return a;
+}
+
+static lk_status op_attention_run(const lk_attn_args *a, int kind, cudaStream_t st) {
+    return kind == 2 ? lk_attention_prefill(a, st) : kind == 1 ? lk_attention_decode(a, st) : lk_attention_plain(a, st);
+}
+
 extern "C" lk_status lk_cuda_op_attention(const float *q, int M, int n_heads, int n_kv, int hd, const float *k,
                                           const float *v, int L, const int *pos, int kind, float *out) {
     int sm = 0, cmaj = 0, cmin = 0;
@@ -325,34 +357,12 @@ extern "C" lk_status lk_cuda_op_attention(const float *q, int M, int n_heads, in
     dbuf dcnt;
     TRY(dalloc(dcnt, (size_t)M * n_kv * 4));
     CU(cudaMemset(dcnt.p, 0, (size_t)M * n_kv * 4));
-    lk_attn_args a;
-    a.qkv = (const half *)dq.p;
-    a.qkv_ld = qd;
-    a.out = (half *)dout.p;
-    a.kc = (const half *)dk.p;
-    a.vc = (const half *)dv.p;
-    a.slot = (const int *)dslot.p;
-    a.pos = (const int *)dpos.p;
-    a.M = M;
-    a.n_heads = n_heads;
-    a.n_kv = n_kv;
-    a.head_dim = hd;
-    a.max_seq = L;
-    a.scale = 1.0f / sqrtf((float)hd);
-    a.p0 = pos[0];
-    a.pslot = 0;
-    a.part = (float *)dpart.p;
-    a.counters = (int *)dcnt.p;
-    a.splits = splits;
+    const lk_attn_args a = op_attn_args(dq, dk, dv, dout, dslot, dpos, dpart, dcnt, M, n_heads, n_kv, hd, L, pos[0], splits);
     if (kind == 2) {
         for (int i = 1; i < M; i++)
             if (pos[i] != pos[0] + i) return lk_fail(LK_E_INVALID, "prefill attention needs consecutive positions");
-        TRY(lk_attention_prefill(&a, 0));
-    } else if (kind == 1) {
-        TRY(lk_attention_decode(&a, 0));
-    } else {
-        TRY(lk_attention_plain(&a, 0));
     }
+    TRY(op_attention_run(&a, kind, 0));
     TRY(dalloc(dof, (size_t)M * qd * 4));
     k_f16_to_f32<<<(unsigned)(((size_t)M * qd + 255) / 256), 256>>>((const half *)dout.p, (float *)dof.p, (size_t)M * qd);
     LAUNCH_OK("k_f16_to_f32");
@@ -390,32 +400,13 @@ extern "C" lk_status lk_cuda_op_bench_attention(int B, int n_heads, int n_kv, in
     dbuf dcnt;
     TRY(dalloc(dcnt, (size_t)M * n_kv * 4));
     CU(cudaMemset(dcnt.p, 0, (size_t)M * n_kv * 4));
-    lk_attn_args a;
-    a.qkv = (const half *)dq.p;
-    a.qkv_ld = qd;
-    a.out = (half *)dout.p;
-    a.kc = (const half *)dk.p;
-    a.vc = (const half *)dv.p;
-    a.slot = (const int *)dslot.p;
-    a.pos = (const int *)dpos.p;
-    a.M = M;
-    a.n_heads = n_heads;
-    a.n_kv = n_kv;
-    a.head_dim = hd;
-    a.max_seq = L;
-    a.scale = 1.0f / sqrtf((float)hd);
-    a.p0 = 0;
-    a.pslot = 0;
-    a.part = (float *)dpart.p;
-    a.counters = (int *)dcnt.p;
-    a.splits = splits;
+    const lk_attn_args a = op_attn_args(dq, dk, dv, dout, dslot, dpos, dpart, dcnt, M, n_heads, n_kv, hd, L, 0, splits);
     cudaStream_t st;
     CU(cudaStreamCreateWithFlags(&st, cudaStreamNonBlocking));
     lk_status s = time_graph(
         st, 8, iters,
         [&](int) {
-            return kind == 2 ? lk_attention_prefill(&a, st) : kind == 1 ? lk_attention_decode(&a, st)
-                                                                        : lk_attention_plain(&a, st);
+            return op_attention_run(&a, kind, st);
         },
         us);
     cudaStreamSynchronize(st);

@@ -195,6 +195,18 @@ lk_status lk_attention_plain(const lk_attn_args *a, cudaStream_t st) {
 /* ---- sampling: the rule of lk_sample.h, one block of 1024 threads per row ---------- */
 #define SAMP_T 1024
 
+/* (best, bi) of the whole warp into every lane: largest value, lowest index on ties. */
+__device__ __forceinline__ void warp_argmax(float &best, int &bi) {
+    for (int o = 16; o > 0; o >>= 1) {
+        float ov = __shfl_xor_sync(0xffffffffu, best, o);
+        int oi = __shfl_xor_sync(0xffffffffu, bi, o);
+        if (ov > best || (ov == best && oi < bi)) {
+            best = ov;
+            bi = oi;
+        }
+    }
+}
+
 __device__ __forceinline__ uint32_t key_of(float e) { return __float_as_uint(e); }
 
 /* block-wide radix descent (see lk_sample.c): weight(key > v) < target <= weight(key >= v) */
@@ -288,14 +300,7 @@ __global__ void __launch_bounds__(SAMP_T) k_sample(float *__restrict__ logits, i
             }
         }
     }
-    for (int o = 16; o > 0; o >>= 1) {
-        float ov = __shfl_xor_sync(0xffffffffu, best, o);
-        int oi = __shfl_xor_sync(0xffffffffu, bi, o);
-        if (ov > best || (ov == best && oi < bi)) {
-            best = ov;
-            bi = oi;
-        }
-    }
+    warp_argmax(best, bi);
     if (lane == 0) {
         redf[warp] = best;
         redi[warp] = bi;
@@ -304,14 +309,7 @@ __global__ void __launch_bounds__(SAMP_T) k_sample(float *__restrict__ logits, i
     if (warp == 0) {
         best = lane < SAMP_T / 32 ? redf[lane] : -INFINITY;
         bi = lane < SAMP_T / 32 ? redi[lane] : INT_MAX;
-        for (int o = 16; o > 0; o >>= 1) {
-            float ov = __shfl_xor_sync(0xffffffffu, best, o);
-            int oi = __shfl_xor_sync(0xffffffffu, bi, o);
-            if (ov > best || (ov == best && oi < bi)) {
-                best = ov;
-                bi = oi;
-            }
-        }
+        warp_argmax(best, bi);
         if (lane == 0) {
             redf[0] = best;
             redi[0] = bi == INT_MAX ? 0 : bi;
