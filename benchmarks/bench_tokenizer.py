@@ -5,7 +5,6 @@ which also checks that both give the same ids on the whole corpus.
 
     python benchmarks/bench_tokenizer.py [path/to/tokenizer.json]
 """
-import glob
 import os
 import sys
 import time

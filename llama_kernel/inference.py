@@ -9,7 +9,6 @@ from __future__ import annotations
 import json
 import os
 import queue
-import sys
 import threading
 import warnings
 from typing import Any, Callable, Dict, Iterator, List, Optional, Sequence, Union

@@ -53,7 +53,7 @@ def forward(w: dict, cfg, tokens) -> np.ndarray:
     """Logits [len(tokens), vocab] in float64."""
     tokens = np.asarray(tokens)
     n = len(tokens)
-    H, nh, nkv, hd = cfg.hidden_size, cfg.num_attention_heads, cfg.num_key_value_heads, cfg.head_dim
+    nh, nkv, hd = cfg.num_attention_heads, cfg.num_key_value_heads, cfg.head_dim
     x = w["model.embed_tokens.weight"][tokens]
     freqs = np.outer(np.arange(n, dtype=np.float64), inv_freq(cfg))
     emb = np.concatenate([freqs, freqs], axis=-1)
