@@ -2,8 +2,10 @@
 PyTorch's tinygemm int4 kernel (torch._weight_int4pack_mm) when torch is
 installed. Median us per call inside a CUDA graph; weights rotated through
 enough copies that the 50 MB L2 cannot hold them. Bytes = packed int4 + scales/mins.
+Each shape writes its output as the decode step does (o and down add into the
+fp32 residual, gate_up applies SwiGLU), so split-K and epilogue costs count.
 
-    python benchmarks/bench_matmul.py [--quick]
+    python benchmarks/bench_matmul.py [--quick] [--tune]
 """
 import argparse
 
@@ -12,6 +14,39 @@ from _common import _C, device_line, save_json, time_torch_graph, torch_or_none
 SHAPES = [("qkv", 3072, 2048), ("o", 2048, 2048), ("gate_up", 16384, 2048), ("down", 2048, 8192),
           ("lm_head", 128256, 2048), ("qkv 3B", 5120, 3072), ("o 3B", 3072, 3072), ("gate_up 3B", 16384, 3072),
           ("down 3B", 3072, 8192)]
+# each shape's output as the decode step uses it (cuda_bench_matmul modes: 0 store fp32, 1 add into fp32
+# (o and down add into the residual; split-K applies only there), 2 SwiGLU pairs, 3 store fp16)
+MODE = {"qkv": 3, "o": 1, "gate_up": 2, "down": 1, "lm_head": 0}
+
+
+def mode_of(name):
+    return MODE[name.split()[0]]
+
+
+def tune(iters):
+    """One-row GEMV configurations (weight rows per warp, chunks in flight per lane, K splits) per shape."""
+    print("| shape | mode | rows/warp | chunks in flight | K splits | us | TB/s |\n|---|---|---|---|---|---|---|")
+    out = []
+    for name, N, K in SHAPES:
+        mode = mode_of(name)
+        nbytes = N * K / 2 + N * K / 128 * 4
+        res = [("auto", 0, 0, 0)]
+        for rr in (1, 2, 4):
+            if rr == 1 and mode == 2:
+                continue
+            for u in (2, 4, 8):
+                for s in ((1, 2, 4) if mode == 1 else (1,)):
+                    res.append((f"{rr}/{u}/{s}", rr, u, s))
+        for label, rr, u, s in res:
+            try:
+                t = _C.cuda_bench_matmul(1, N, K, mode, 2, False, iters, (rr, u, s))
+            except Exception as e:  # a configuration that does not exist for this shape
+                print(f"| {name} | {mode} | {rr} | {u} | {s} | error: {str(e)[:60]} | |")
+                continue
+            out.append({"shape": name, "rr": rr, "u": u, "s": s, "us": t})
+            print(f"| {name} | {mode} | {rr or 'auto'} | {u or 'auto'} | {s or 'auto'} | {t:.2f} | {nbytes / t / 1e6:.2f} |",
+                  flush=True)
+    save_json({"device": device_line(), "rows": out}, "bench_matmul_tune.json")
 VARIANTS = [("lut", 1), ("optimized", 2), ("batched", 3)]
 
 
@@ -45,7 +80,11 @@ def main():
     ap.add_argument("--no-peers", action="store_true", help="skip the torch peers")
     ap.add_argument("--shapes", default=None, help="comma-separated shape names to run")
     ap.add_argument("--ms", default=None, help="comma-separated M values")
+    ap.add_argument("--tune", action="store_true", help="sweep the one-row GEMV configurations and exit")
     a = ap.parse_args()
+    if a.tune:
+        print(f"# one-row GEMV configurations, {device_line()}")
+        return tune(a.iters)
     torch = None if a.no_peers else torch_or_none()
     Ms = [1, 2, 4, 16, 64, 256, 2048] if not a.quick else [1, 4, 16, 256]
     if a.ms:
@@ -66,7 +105,7 @@ def main():
                 if vn != "batched" and M > 16:
                     r[vn] = None
                     continue
-                r[vn] = _C.cuda_bench_matmul(M, N, K, 0, v, False, a.iters)
+                r[vn] = _C.cuda_bench_matmul(M, N, K, mode_of(name), v, False, a.iters)
             best = min(t for t in (r["lut"], r["optimized"], r["batched"]) if t is not None)
             r["chosen"] = "optimized" if M <= 4 else "batched"
             nbytes = N * K / 2 + N * K / 128 * 4

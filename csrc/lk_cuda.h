@@ -38,7 +38,9 @@ lk_status lk_cuda_check_usable(void);
 lk_status lk_cuda_op_matmul(const float *x, int M, int K, const uint8_t *qs, const uint16_t *params,
                             const uint16_t *w_bf16, int N, int mode, int variant, float *y, int *variant_used);
 /* median microseconds of one call, weights rotated through enough copies to defeat L2 */
-lk_status lk_cuda_op_bench_matmul(int M, int N, int K, int mode, int variant, int bf16, int iters, double *us);
+/* tune: {weight rows per warp, chunks in flight, K splits} of the one-row GEMV, 0 = automatic */
+lk_status lk_cuda_op_bench_matmul(int M, int N, int K, int mode, int variant, int bf16, int iters, const int tune[3],
+                                  double *us);
 /* attention for one sequence: q [M][n_heads*hd], k and v [n_kv][L][hd] (positions 0..L-1), query i at
  * position pos[i]; kind 0 plain, 1 split-KV decode, 2 flash prefill (pos must be consecutive). */
 lk_status lk_cuda_op_attention(const float *q, int M, int n_heads, int n_kv, int hd, const float *k, const float *v,

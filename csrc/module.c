@@ -1244,15 +1244,22 @@ exit:
 
 static PyObject *mod_cuda_bench_matmul(PyObject *m, PyObject *args) {
     (void)m;
-    int M, N, K, mode, variant, bf16 = 0, iters = 50;
-    if (!PyArg_ParseTuple(args, "iiiii|pi", &M, &N, &K, &mode, &variant, &bf16, &iters)) return NULL;
+    int M, N, K, mode, variant, bf16 = 0, iters = 50, tune[3] = {0, 0, 0};
+    if (!PyArg_ParseTuple(args, "iiiii|pi(iii)", &M, &N, &K, &mode, &variant, &bf16, &iters, &tune[0], &tune[1],
+                          &tune[2]))
+        return NULL;
     if (M < 1 || N < 2 || K < 128 || iters < 1) {
         PyErr_SetString(PyExc_ValueError, "cuda_bench_matmul: bad shape");
         return NULL;
     }
+    if (tune[0] < 0 || tune[0] > 4 || tune[1] < 0 || tune[1] > 8 || tune[2] < 0 || tune[2] > 8) {
+        PyErr_Format(PyExc_ValueError, "cuda_bench_matmul: tune (%d, %d, %d) outside (0-4, 0-8, 0-8)", tune[0],
+                     tune[1], tune[2]);
+        return NULL;
+    }
     double us = 0;
     lk_status st;
-    Py_BEGIN_ALLOW_THREADS st = lk_cuda_op_bench_matmul(M, N, K, mode, variant, bf16, iters, &us);
+    Py_BEGIN_ALLOW_THREADS st = lk_cuda_op_bench_matmul(M, N, K, mode, variant, bf16, iters, tune, &us);
     Py_END_ALLOW_THREADS if (st) return raise_status(st);
     return PyFloat_FromDouble(us);
 }
@@ -1376,7 +1383,8 @@ static PyMethodDef module_methods[] = {
      "cuda_matmul(x, qs=None, params=None, w_bf16=None, mode=0, variant=0, y=None) -> (y, variant_used)\n"
      "mode 0 store fp32, 1 add into y, 2 SwiGLU, 3 store fp16; variant 0 auto, 1 lut, 2 optimized, 3 batched"},
     {"cuda_bench_matmul", mod_cuda_bench_matmul, METH_VARARGS,
-     "cuda_bench_matmul(M, N, K, mode, variant, bf16=False, iters=50) -> median microseconds per call"},
+     "cuda_bench_matmul(M, N, K, mode, variant, bf16=False, iters=50, tune=(0, 0, 0)) -> median microseconds per call\n"
+     "tune forces the one-row GEMV configuration (weight rows per warp, chunks in flight, K splits; 0 = auto)"},
     {"cuda_attention", mod_cuda_attention, METH_VARARGS,
      "cuda_attention(q, k, v, pos, n_heads, kind) -> out; kind 0 plain, 1 split-KV decode, 2 flash prefill"},
     {"cuda_bench_attention", mod_cuda_bench_attention, METH_VARARGS,

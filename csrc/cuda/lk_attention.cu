@@ -20,24 +20,37 @@
 
 #define DEC_T 128
 #define DEC_TILE 64
-#define DEC_MIN_CHUNK 256
+/* fewest positions per decode split: one 64-position tile per block (run 9: one block per kv
+ * head at contexts under 256 took 9.3 us a call); LLAMA_KERNEL_ATTN_CHUNK (64-4096) overrides */
+#define DEC_MIN_CHUNK 64
 
 /* ---- decode --------------------------------------------------------------------- */
+__device__ __forceinline__ void dec_cp16(void *smem, const void *g, bool p) {
+    unsigned sa = (unsigned)__cvta_generic_to_shared(smem);
+    asm volatile("cp.async.cg.shared.global [%0], [%1], 16, %2;" ::"r"(sa), "l"(g), "r"(p ? 16 : 0));
+}
+
+/* q, and every K/V tile, arrive by cp.async (one memory latency for all of a
+ * tile's loads, not one per loop iteration), double-buffered at head_dim 64
+ * (tile i+1 in flight while tile i is scored; head_dim 128 has the shared
+ * memory for one buffer). K rows are padded to HD + 8 halves (16-byte
+ * aligned rows; the 16-byte score reads of 8 consecutive rows hit distinct banks). */
 template <int HD, int G>
 __global__ void __launch_bounds__(DEC_T) k_attn_decode(lk_attn_args a) {
     lk_pdl_prologue();
+    constexpr int KLD = HD + 8, NB = HD <= 64 ? 2 : 1;
+    __shared__ __align__(16) half qh[G][HD];
     __shared__ float qs[G][HD];
-    __shared__ half2 ks[DEC_TILE][HD / 2 + 1]; /* +1 word: rows land in different banks */
-    __shared__ half vs[DEC_TILE][HD];
+    __shared__ __align__(16) half ks[NB][DEC_TILE][KLD];
+    __shared__ __align__(16) half vs[NB][DEC_TILE][HD];
     __shared__ float ps[G][DEC_TILE];
     __shared__ float m_sh[G], l_sh[G], corr_sh[G];
     __shared__ int is_last;
     const int r = blockIdx.x, kvh = blockIdx.y, split = blockIdx.z, tid = threadIdx.x;
     const int n = a.pos[r] + 1, S = a.splits;
-    /* at least DEC_MIN_CHUNK positions per split: short contexts take one block per
-     * kv head, which writes its output directly (no partials, no merge) */
+    /* at least a.min_chunk positions per split */
     int chunk = (n + S - 1) / S;
-    chunk = chunk < DEC_MIN_CHUNK ? DEC_MIN_CHUNK : (chunk + DEC_TILE - 1) / DEC_TILE * DEC_TILE;
+    chunk = chunk < a.min_chunk ? a.min_chunk : (chunk + DEC_TILE - 1) / DEC_TILE * DEC_TILE;
     const int t_begin = split * chunk, t_end = min(n, t_begin + chunk);
     /* only the splits that hold positions take part (and are merged) */
     const int S_act = (n + chunk - 1) / chunk;
@@ -52,40 +65,51 @@ __global__ void __launch_bounds__(DEC_T) k_attn_decode(lk_attn_args a) {
         l_sh[tid] = 0.0f;
     }
     {
-        const int s = a.slot[r];
-        for (int i = tid; i < G * HD; i += DEC_T) {
-            int g = i / HD, d = i % HD;
-            qs[g][d] = __half2float(a.qkv[(size_t)r * a.qkv_ld + (size_t)(kvh * G + g) * HD + d]) * a.scale;
-        }
-        const half *K = a.kc + ((size_t)s * a.n_kv + kvh) * a.max_seq * HD;
-        const half *V = a.vc + ((size_t)s * a.n_kv + kvh) * a.max_seq * HD;
-        for (int t0 = t_begin; t0 < t_end; t0 += DEC_TILE) {
+        const int sl = a.slot[r];
+        const half *K = a.kc + ((size_t)sl * a.n_kv + kvh) * a.max_seq * HD;
+        const half *V = a.vc + ((size_t)sl * a.n_kv + kvh) * a.max_seq * HD;
+        const half *q = a.qkv + (size_t)r * a.qkv_ld + (size_t)kvh * G * HD;
+        for (int i = tid; i < G * HD / 8; i += DEC_T) dec_cp16(&qh[0][0] + i * 8, q + i * 8, true);
+        auto stage = [&](int t0, int b) {
             const int cnt = min(DEC_TILE, t_end - t0);
-            __syncthreads();
-            /* stage K and V: 16-byte loads */
             for (int i = tid; i < DEC_TILE * HD / 8; i += DEC_T) {
-                int t = i / (HD / 8), c = (i % (HD / 8)) * 8;
-                uint4 kv = make_uint4(0, 0, 0, 0), vv = make_uint4(0, 0, 0, 0);
-                if (t < cnt) {
-                    kv = *reinterpret_cast<const uint4 *>(K + (size_t)(t0 + t) * HD + c);
-                    vv = *reinterpret_cast<const uint4 *>(V + (size_t)(t0 + t) * HD + c);
-                }
-                const half2 *kh = reinterpret_cast<const half2 *>(&kv);
-#pragma unroll
-                for (int j = 0; j < 4; j++) ks[t][c / 2 + j] = kh[j];
-                *reinterpret_cast<uint4 *>(&vs[t][c]) = vv;
+                const int t = i / (HD / 8), c = (i % (HD / 8)) * 8;
+                const bool p = t < cnt;
+                const size_t off = (size_t)(p ? t0 + t : t0) * HD + c;
+                dec_cp16(&ks[b][t][c], K + off, p);
+                dec_cp16(&vs[b][t][c], V + off, p);
+            }
+            asm volatile("cp.async.commit_group;");
+        };
+        stage(t_begin, 0);
+        int b = 0;
+        for (int t0 = t_begin; t0 < t_end; t0 += DEC_TILE, b = (b + 1) % NB) {
+            const int cnt = min(DEC_TILE, t_end - t0);
+            if (NB == 2 && t0 + DEC_TILE < t_end) {
+                stage(t0 + DEC_TILE, (b + 1) % NB);
+                asm volatile("cp.async.wait_group 1;" ::: "memory");
+            } else {
+                asm volatile("cp.async.wait_group 0;" ::: "memory");
             }
             __syncthreads();
-            /* scores: thread -> (g, t) pairs */
+            if (t0 == t_begin)
+                for (int i = tid; i < G * HD; i += DEC_T) qs[i / HD][i % HD] = __half2float(qh[i / HD][i % HD]) * a.scale;
+            __syncthreads();
+            /* scores: thread -> (g, t) pairs, 16-byte reads of the K row */
             for (int i = tid; i < G * DEC_TILE; i += DEC_T) {
-                int g = i / DEC_TILE, t = i % DEC_TILE;
+                const int g = i / DEC_TILE, t = i % DEC_TILE;
                 float sc = -INFINITY;
                 if (t < cnt) {
                     sc = 0.0f;
-#pragma unroll 8
-                    for (int d = 0; d < HD / 2; d++) {
-                        float2 kf = __half22float2(ks[t][d]);
-                        sc += qs[g][2 * d] * kf.x + qs[g][2 * d + 1] * kf.y;
+#pragma unroll
+                    for (int d = 0; d < HD; d += 8) {
+                        const uint4 kv = *reinterpret_cast<const uint4 *>(&ks[b][t][d]);
+                        const half2 *kh = reinterpret_cast<const half2 *>(&kv);
+#pragma unroll
+                        for (int j = 0; j < 4; j++) {
+                            const float2 kf = __half22float2(kh[j]);
+                            sc += qs[g][d + 2 * j] * kf.x + qs[g][d + 2 * j + 1] * kf.y;
+                        }
                     }
                 }
                 ps[g][t] = sc;
@@ -115,10 +139,12 @@ __global__ void __launch_bounds__(DEC_T) k_attn_decode(lk_attn_args a) {
                 if (idx < G * HD) {
                     int g = idx / HD, d = idx % HD;
                     float acc = o[i] * corr_sh[g];
-                    for (int t = 0; t < cnt; t++) acc += ps[g][t] * __half2float(vs[t][d]);
+                    for (int t = 0; t < cnt; t++) acc += ps[g][t] * __half2float(vs[b][t][d]);
                     o[i] = acc;
                 }
             }
+            __syncthreads(); /* before a stage overwrites buffer b */
+            if (NB == 1 && t0 + DEC_TILE < t_end) stage(t0 + DEC_TILE, 0);
         }
     }
     __syncthreads();
@@ -179,10 +205,22 @@ __global__ void __launch_bounds__(DEC_T) k_attn_decode(lk_attn_args a) {
     if (tid == 0) a.counters[r * a.n_kv + kvh] = 0;
 }
 
+static int decode_min_chunk(void) {
+    static int v = 0;
+    if (!v) {
+        const char *e = getenv("LLAMA_KERNEL_ATTN_CHUNK");
+        int c = e ? atoi(e) : 0;
+        v = c >= DEC_TILE && c <= 4096 && c % DEC_TILE == 0 ? c : DEC_MIN_CHUNK;
+    }
+    return v;
+}
+
 template <int HD, int G>
 static lk_status launch_decode(const lk_attn_args *a, cudaStream_t st) {
     dim3 grid(a->M, a->n_kv, a->splits);
-    LAUNCH("k_attn_decode", (k_attn_decode<HD, G>), grid, dim3(DEC_T), 0, st, *a);
+    lk_attn_args k = *a;
+    k.min_chunk = decode_min_chunk();
+    LAUNCH("k_attn_decode", (k_attn_decode<HD, G>), grid, dim3(DEC_T), 0, st, k);
     return LK_OK;
 }
 

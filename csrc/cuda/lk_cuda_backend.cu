@@ -145,7 +145,10 @@ typedef struct cuda_backend {
     int fused_rope; /* the last qkv matmul already applied rope and wrote K/V */
     int variant;
     int tiled;     /* int4 weights in the tensor-core arrangement (see is_tiled) */
-    int no_fusion; /* LLAMA_KERNEL_NO_FUSION=1: separate rope kernel (kill switch) */
+    int no_fusion; /* LLAMA_KERNEL_NO_FUSION=1: separate rope and RMSNorm kernels (kill switch) */
+    /* an RMSNorm asked for and not yet run: the next matmul takes it in its prologue or runs it first */
+    const float *norm_w;
+    int norm_rows, norm_op;
     prof_t prof;
     cudaGraphExec_t *graphs; /* [MAX_GRAPH_KEYS] */
     unsigned char *graph_state; /* 0 new, 1 warmed up, 2 captured, 3 capture unsupported: eager */
@@ -303,14 +306,40 @@ static lk_status cu_embed(lk_backend *be, int M) {
     return s;
 }
 
+/* RMSNorm is lazy: it is recorded here, and the matmul that reads it (qkv after
+ * the attention norm, gate_up after the FFN norm) folds it into its prologue
+ * when it runs on the GEMV (lk_mm_fuses_norm), or runs the norm kernel first. */
 static lk_status cu_rmsnorm(lk_backend *be, int M, int layer, int which) {
     cuda_backend *b = CUB(be);
     const lk_layer_layout *L = &be->wl->layers[layer];
-    const float *w = (const float *)(b->w + (which == LK_NORM_ATTN ? L->attn_norm : L->ffn_norm));
+    b->norm_w = (const float *)(b->w + (which == LK_NORM_ATTN ? L->attn_norm : L->ffn_norm));
+    b->norm_rows = M;
+    b->norm_op = which == LK_NORM_ATTN ? 1 : 6;
+    return LK_OK;
+}
+
+static lk_status flush_norm(cuda_backend *b) {
+    if (!b->norm_w) return LK_OK;
+    const lk_config *c = b->base.cfg;
     prof_begin(b);
-    lk_status s = lk_rmsnorm(b->x, w, M, be->cfg->dim, be->cfg->rms_eps, b->h, b->st);
-    prof_end(b, which == LK_NORM_ATTN ? 1 : 6);
+    lk_status s = lk_rmsnorm(b->x, b->norm_w, b->norm_rows, c->dim, c->rms_eps, b->h, b->st);
+    prof_end(b, b->norm_op);
+    b->norm_w = NULL;
     return s;
+}
+
+/* the pending norm as a prologue of W's matmul over M rows, or NULL (the norm kernel has run) */
+static lk_status take_norm(cuda_backend *b, const lk_dmat *W, int M, lk_norm_in *nin, const lk_norm_in **use) {
+    *use = NULL;
+    if (!b->norm_w) return LK_OK;
+    if (b->no_fusion || b->norm_rows != M || !lk_mm_fuses_norm(W, M, b->variant, b->cc_major, b->cc_minor))
+        return flush_norm(b);
+    nin->x = b->x;
+    nin->w = b->norm_w;
+    nin->eps = b->base.cfg->rms_eps;
+    b->norm_w = NULL;
+    *use = nin;
+    return LK_OK;
 }
 
 static size_t layer_kv(const cuda_backend *b, int layer) {
@@ -333,9 +362,13 @@ static lk_status cu_matmul_impl(lk_backend *be, int M, int layer, int wid) {
     const lk_config *c = be->cfg;
     const lk_layer_layout *L = &be->wl->layers[layer];
     lk_dmat d;
+    lk_norm_in nin_s;
+    const lk_norm_in *nin = NULL;
+    if (wid == LK_W_O || wid == LK_W_DOWN) TRY(flush_norm(b));
     switch (wid) {
     case LK_W_QKV:
         d = dmat(b, &L->qkv);
+        TRY(take_norm(b, &d, M, &nin_s, &nin));
         b->fused_rope = 0;
         if (!b->no_fusion && lk_mm_uses_gemv(&d, M, b->variant, b->cc_major, b->cc_minor) &&
             c->head_dim % (d.fmt == LK_WFMT_Q4_TILED ? 32 : 4) == 0) {
@@ -351,10 +384,12 @@ static lk_status cu_matmul_impl(lk_backend *be, int M, int layer, int wid) {
             re.hd = c->head_dim;
             re.max_seq = be->opts->max_seq_len;
             b->fused_rope = 1;
-            return lk_cuda_matmul_qkv_rope(&d, b->h, M, c->dim, b->qkv, lk_qkv_dim(c), b->variant, &re, &b->ws,
-                                           b->sm_count,
-                                           b->cc_major, b->cc_minor, b->st);
+            return lk_cuda_matmul_qkv_rope(&d, b->h, M, c->dim, b->qkv, lk_qkv_dim(c), b->variant, &re, nin, &b->ws,
+                                           b->sm_count, b->cc_major, b->cc_minor, b->st);
         }
+        if (nin)
+            return lk_cuda_matmul_norm(&d, nin, M, b->qkv, lk_qkv_dim(c), LK_OUT_F16, b->variant, &b->ws, b->sm_count,
+                                       b->cc_major, b->cc_minor, b->st);
         return lk_cuda_matmul(&d, b->h, M, c->dim, b->qkv, lk_qkv_dim(c), LK_OUT_F16, b->variant, &b->ws, b->sm_count,
                               b->cc_major, b->cc_minor, b->st);
     case LK_W_O:
@@ -363,6 +398,10 @@ static lk_status cu_matmul_impl(lk_backend *be, int M, int layer, int wid) {
                               b->cc_major, b->cc_minor, b->st);
     case LK_W_GATE_UP:
         d = dmat(b, &L->gate_up);
+        TRY(take_norm(b, &d, M, &nin_s, &nin));
+        if (nin)
+            return lk_cuda_matmul_norm(&d, nin, M, b->ffn, c->hidden_dim, LK_OUT_SWIGLU_F16, b->variant, &b->ws,
+                                       b->sm_count, b->cc_major, b->cc_minor, b->st);
         return lk_cuda_matmul(&d, b->h, M, c->dim, b->ffn, c->hidden_dim, LK_OUT_SWIGLU_F16, b->variant, &b->ws,
                               b->sm_count, b->cc_major, b->cc_minor, b->st);
     case LK_W_DOWN:
@@ -430,13 +469,22 @@ static lk_status cu_logits(lk_backend *be, int src0, int n, int dst0) {
     const lk_config *c = be->cfg;
     if (n < 1 || dst0 < 0 || dst0 + n > lk_logit_rows(be->opts))
         return lk_fail(LK_E_INVALID, "logits: rows [%d, %d) out of range", dst0, dst0 + n);
+    TRY(flush_norm(b));
     prof_begin(b);
-    lk_status s = lk_rmsnorm(b->x + (size_t)src0 * c->dim, (const float *)(b->w + be->wl->final_norm), n, c->dim,
-                             c->rms_eps, b->h, b->st);
-    if (s) return s;
+    const float *fx = b->x + (size_t)src0 * c->dim, *fw = (const float *)(b->w + be->wl->final_norm);
+    float *lo = b->logits + (size_t)dst0 * c->vocab_size;
     lk_dmat d = dmat(b, &be->wl->lm_head);
-    s = lk_cuda_matmul(&d, b->h, n, c->dim, b->logits + (size_t)dst0 * c->vocab_size, c->vocab_size, LK_OUT_F32,
-                       b->variant, &b->ws, b->sm_count, b->cc_major, b->cc_minor, b->st);
+    lk_status s;
+    if (!b->no_fusion && lk_mm_fuses_norm(&d, n, b->variant, b->cc_major, b->cc_minor)) {
+        const lk_norm_in nin = {fx, fw, c->rms_eps};
+        s = lk_cuda_matmul_norm(&d, &nin, n, lo, c->vocab_size, LK_OUT_F32, b->variant, &b->ws, b->sm_count,
+                                b->cc_major, b->cc_minor, b->st);
+    } else {
+        s = lk_rmsnorm(fx, fw, n, c->dim, c->rms_eps, b->h, b->st);
+        if (!s)
+            s = lk_cuda_matmul(&d, b->h, n, c->dim, lo, c->vocab_size, LK_OUT_F32, b->variant, &b->ws, b->sm_count,
+                               b->cc_major, b->cc_minor, b->st);
+    }
     prof_end(b, 9);
     return s;
 }

@@ -121,6 +121,13 @@ static inline cudaError_t lk_launch(void (*kernel)(KArgs...), dim3 grid, dim3 bl
     return cudaLaunchKernelEx(&cfg, kernel, ((KArgs)args)...);
 }
 
+/* return the status of x when it is an error */
+#define TRY(x)                      \
+    do {                            \
+        lk_status s_ = (x);         \
+        if (s_ != LK_OK) return s_; \
+    } while (0)
+
 #define LAUNCH(name, kernel, grid, block, smem, st, ...)                                         \
     do {                                                                                         \
         cudaError_t e_ = lk_launch(kernel, grid, block, smem, st, __VA_ARGS__);                   \

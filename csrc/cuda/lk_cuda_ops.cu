@@ -20,12 +20,6 @@ struct dbuf {
     }
 };
 
-#define TRY(x)                        \
-    do {                              \
-        lk_status s_ = (x);           \
-        if (s_ != LK_OK) return s_;   \
-    } while (0)
-
 lk_status dalloc(dbuf &b, size_t bytes) {
     cudaError_t e = cudaMalloc(&b.p, bytes ? bytes : 1);
     if (e != cudaSuccess) {
@@ -229,7 +223,7 @@ __global__ void k_fill_half(half *p, size_t n, float scale) {
 }
 
 extern "C" lk_status lk_cuda_op_bench_matmul(int M, int N, int K, int mode, int variant, int bf16, int iters,
-                                             double *us) {
+                                             const int tune[3], double *us) {
     int sm = 0, cmaj = 0, cmin = 0;
     TRY(device_info(&sm, &cmaj, &cmin));
     const int om = out_mode(mode), n_out = om == LK_OUT_SWIGLU_F16 ? N / 2 : N;
@@ -284,6 +278,7 @@ extern "C" lk_status lk_cuda_op_bench_matmul(int M, int N, int K, int mode, int 
     cudaStream_t st;
     CU(cudaStreamCreateWithFlags(&st, cudaStreamNonBlocking));
     const int reps = std::max(copies, 16);
+    lk_mm_set_tune(tune[0], tune[1], tune[2]);
     lk_status s = time_graph(
         st, reps, iters,
         [&](int i) {
@@ -291,6 +286,7 @@ extern "C" lk_status lk_cuda_op_bench_matmul(int M, int N, int K, int mode, int 
                                   cmaj, cmin, st);
         },
         us);
+    lk_mm_set_tune(0, 0, 0);
     cudaStreamSynchronize(st);
     cudaStreamDestroy(st);
     return s;

@@ -31,8 +31,9 @@ lk_status lk_cuda_op_matmul(const float *x, int M, int K, const uint8_t *qs, con
         (void)variant_used;
     return lk_cuda_check_usable();
 }
-lk_status lk_cuda_op_bench_matmul(int M, int N, int K, int mode, int variant, int bf16, int iters, double *us) {
-    (void)M, (void)N, (void)K, (void)mode, (void)variant, (void)bf16, (void)iters, (void)us;
+lk_status lk_cuda_op_bench_matmul(int M, int N, int K, int mode, int variant, int bf16, int iters, const int tune[3],
+                                  double *us) {
+    (void)M, (void)N, (void)K, (void)mode, (void)variant, (void)bf16, (void)iters, (void)tune, (void)us;
     return lk_cuda_check_usable();
 }
 lk_status lk_cuda_op_attention(const float *q, int M, int n_heads, int n_kv, int hd, const float *k, const float *v,

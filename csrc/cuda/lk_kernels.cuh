@@ -23,6 +23,7 @@ typedef struct lk_attn_args {
     float *part;
     int *counters; /* [rows][n_kv], zero between calls */
     int splits;
+    int min_chunk; /* decode: fewest positions per split (set by lk_attention_decode) */
 } lk_attn_args;
 
 lk_status lk_embed(const lk_dmat *E, const int *tok, int M, int dim, float *x, cudaStream_t st);

@@ -137,19 +137,11 @@ template <int M, int RR, int U, bool LUT>
 __global__ void __launch_bounds__(GEMV_WARPS * 32)
     k_gemv_q4(const uint4 *__restrict__ W, const half2 *__restrict__ P, const half *__restrict__ x, int ldx, int K,
               int n_out, int hidden, void *out, int ldo, int mode, float *__restrict__ partial,
-              int *__restrict__ counters, lk_rope_epi re) {
-    lk_pdl_prologue();
+              int *__restrict__ counters, lk_rope_epi re, lk_norm_in nin) {
     __shared__ half2 lut[LUT ? 8 * LUT_STRIDE : 1];
     __shared__ int is_last;
+    extern __shared__ __align__(16) half x_norm[]; /* [M][K] when nin.w */
     const int lane = threadIdx.x & 31, warp = threadIdx.x >> 5;
-    if (LUT) {
-        for (int i = threadIdx.x; i < 8 * LUT_STRIDE; i += blockDim.x) {
-            int b = (i % LUT_STRIDE) & 255;
-            lut[i] = __halves2half2(__int2half_rn(b & 15), __int2half_rn(b >> 4));
-        }
-        __syncthreads();
-    }
-    const half2 *lt = lut + (lane & 7) * LUT_STRIDE;
     const bool swiglu = mode == LK_OUT_SWIGLU_F16, rope = mode == LK_OUT_QKV_ROPE;
     /* pairs: SwiGLU (row j with row hidden + j) and rope (dim i with dim i + head_dim/2) */
     const bool paired = swiglu || rope;
@@ -160,12 +152,11 @@ __global__ void __launch_bounds__(GEMV_WARPS * 32)
     const int per = (chunks + S - 1) / S, c0 = s * per, c1 = min(chunks, c0 + per);
     /* rope: n_out rows = n_out / 2 pairs, RR / 2 pairs per unit */
     const int units = rope ? n_out / RR : (n_out + outs - 1) / outs;
-    float acc[RR][M];
-    int j0 = 0;
-    bool ok[RR];
-    for (int unit = blockIdx.x * GEMV_WARPS + warp; unit < units; unit += gridDim.x * GEMV_WARPS) {
-        j0 = unit * outs;
-        int rows[RR], head = 0, i0 = 0;
+    /* the weight rows of a unit (RR consecutive outputs, or RR/2 SwiGLU/rotary pairs) */
+    auto unit_rows = [&](int unit, int rows[RR], bool ok[RR], int &head, int &i0) {
+        const int j0 = unit * outs;
+        head = 0;
+        i0 = 0;
         if (rope) {
             head = unit / (half_hd / outs);
             i0 = (unit % (half_hd / outs)) * outs;
@@ -176,9 +167,82 @@ __global__ void __launch_bounds__(GEMV_WARPS * 32)
             if (rope) rows[r] = head * re.hd + i0 + o + (r < RR / 2 ? 0 : half_hd);
             else rows[r] = swiglu ? (r < RR / 2 ? j0 + o : hidden + j0 + o) : j0 + r;
             ok[r] = rope ? rows[r] < n_out : j0 + o < n_out;
+        }
+    };
+    {
+        /* the weights do not depend on the previous kernel: start pulling this warp's first
+         * chunks into L2 before waiting for it (PDL) and before the norm prologue */
+        const int unit = blockIdx.x * GEMV_WARPS + warp;
+        if (unit < units) {
+            int rows[RR], head, i0;
+            bool ok[RR];
+            unit_rows(unit, rows, ok, head, i0);
+#pragma unroll
+            for (int u = 0; u < U; u++)
+#pragma unroll
+                for (int r = 0; r < RR; r++) {
+                    const int cc = c0 + lane + 32 * u;
+                    if (ok[r] && cc < c1)
+                        asm volatile("prefetch.global.L2 [%0];" ::"l"(W + (size_t)rows[r] * chunks + cc));
+                }
+        }
+    }
+    lk_pdl_prologue();
+    if (nin.w) {
+        /* the RMSNorm kernel's work, per block: x rows are L2-resident (8 KB each at 1B) */
+        __shared__ float red[M][GEMV_WARPS];
+        const int K4 = K >> 2;
+        float ss[M];
+#pragma unroll
+        for (int m = 0; m < M; m++) {
+            ss[m] = 0.0f;
+            const float4 *xr = reinterpret_cast<const float4 *>(nin.x + (size_t)m * K);
+            for (int i = threadIdx.x; i < K4; i += blockDim.x) {
+                const float4 v = xr[i];
+                ss[m] += v.x * v.x + v.y * v.y + v.z * v.z + v.w * v.w;
+            }
+            ss[m] = lk_warp_sum(ss[m]);
+            if (lane == 0) red[m][warp] = ss[m];
+        }
+        __syncthreads();
+#pragma unroll
+        for (int m = 0; m < M; m++) {
+            float t = 0.0f;
+#pragma unroll
+            for (int w = 0; w < GEMV_WARPS; w++) t += red[m][w];
+            const float inv = rsqrtf(t / (float)K + nin.eps);
+            const float4 *xr = reinterpret_cast<const float4 *>(nin.x + (size_t)m * K);
+            const float4 *wr = reinterpret_cast<const float4 *>(nin.w);
+            half2 *dst = reinterpret_cast<half2 *>(x_norm + (size_t)m * K);
+            for (int i = threadIdx.x; i < K4; i += blockDim.x) {
+                const float4 v = xr[i], g = wr[i];
+                dst[2 * i] = __floats2half2_rn(v.x * inv * g.x, v.y * inv * g.y);
+                dst[2 * i + 1] = __floats2half2_rn(v.z * inv * g.z, v.w * inv * g.w);
+            }
+        }
+        __syncthreads();
+        x = x_norm;
+        ldx = K;
+    }
+    if (LUT) {
+        for (int i = threadIdx.x; i < 8 * LUT_STRIDE; i += blockDim.x) {
+            int b = (i % LUT_STRIDE) & 255;
+            lut[i] = __halves2half2(__int2half_rn(b & 15), __int2half_rn(b >> 4));
+        }
+        __syncthreads();
+    }
+    const half2 *lt = lut + (lane & 7) * LUT_STRIDE;
+    float acc[RR][M];
+    int j0 = 0;
+    bool ok[RR];
+    for (int unit = blockIdx.x * GEMV_WARPS + warp; unit < units; unit += gridDim.x * GEMV_WARPS) {
+        j0 = unit * outs;
+        int rows[RR], head, i0;
+        unit_rows(unit, rows, ok, head, i0);
+#pragma unroll
+        for (int r = 0; r < RR; r++)
 #pragma unroll
             for (int m = 0; m < M; m++) acc[r][m] = 0.0f;
-        }
         for (int c = c0 + lane; c < c1; c += 32 * U) {
             uint4 wv[U][RR];
             half2 pv[U][RR];
@@ -858,19 +922,35 @@ lk_status lk_q4_interleave(void *qs, size_t bytes, cudaStream_t st) {
 }
 
 /* ---- dispatch -------------------------------------------------------------------- */
+/* Benchmark-only override of the one-row GEMV configuration (weight rows per
+ * warp, chunks in flight per lane, K splits; 0 = the dispatcher's choice), set
+ * around a timing by lk_cuda_op_bench_matmul. Not for concurrent use. */
+static struct {
+    int rr, u, s;
+} g_tune;
+void lk_mm_set_tune(int rr, int u, int s) {
+    g_tune.rr = rr;
+    g_tune.u = u;
+    g_tune.s = s;
+}
+
 template <int M, int RR, int U, bool LUT>
 static lk_status launch_gemv(const lk_dmat *W, const half *x, int ldx, void *out, int ldo, int mode, int n_out,
                              int hidden, int S, const lk_mm_ws *ws, int sm_count, const lk_rope_epi &re,
-                             cudaStream_t st) {
+                             const lk_norm_in &nin, cudaStream_t st) {
     const int outs = mode == LK_OUT_SWIGLU_F16 || mode == LK_OUT_QKV_ROPE ? RR / 2 : RR;
     const int units = mode == LK_OUT_QKV_ROPE ? n_out / RR : lk_cdiv(n_out, outs);
     const int blocks = lk_cdiv(units, GEMV_WARPS);
     if (S > 1 && (!ws || blocks > ws->n_counters)) S = 1;
-    /* split-K: one row set per warp; otherwise a grid-stride loop over row sets */
-    dim3 grid(S > 1 ? blocks : (blocks < sm_count * 8 ? blocks : sm_count * 8), S);
-    LAUNCH("k_gemv_q4", (k_gemv_q4<M, RR, U, LUT>), grid, dim3(GEMV_WARPS * 32), 0, st, (const uint4 *)W->w, W->p, x,
-           ldx, W->K, n_out, hidden, out, ldo, mode, ws ? ws->partial : (float *)NULL, ws ? ws->counters : (int *)NULL,
-           re);
+    /* split-K: one row set per warp; otherwise a grid-stride loop over row sets (with the norm
+     * prologue, 2 blocks per SM: each block reads the x rows once) */
+    const int cap = sm_count * (nin.w ? 2 : 8);
+    if (nin.w) S = 1;
+    dim3 grid(S > 1 ? blocks : (blocks < cap ? blocks : cap), S);
+    const size_t smem = nin.w ? (size_t)M * W->K * sizeof(half) : 0;
+    LAUNCH("k_gemv_q4", (k_gemv_q4<M, RR, U, LUT>), grid, dim3(GEMV_WARPS * 32), smem, st, (const uint4 *)W->w, W->p,
+           x, ldx, W->K, n_out, hidden, out, ldo, mode, ws ? ws->partial : (float *)NULL,
+           ws ? ws->counters : (int *)NULL, re, nin);
     return LK_OK;
 }
 
@@ -930,8 +1010,10 @@ static lk_status launch_gemv_tiled(const lk_dmat *W, const half *x, int M, int l
 
 static lk_status matmul_impl(const lk_dmat *W, const half *x, int M, int ldx, void *out, int ldo, int mode,
                              int variant, const lk_mm_ws *ws, int sm_count, int cc_major, int cc_minor,
-                             const lk_rope_epi &re, cudaStream_t st) {
+                             const lk_rope_epi &re, const lk_norm_in &nin, cudaStream_t st) {
     if (M < 1) return LK_OK;
+    if (nin.w && !lk_mm_fuses_norm(W, M, variant, cc_major, cc_minor))
+        return lk_fail(LK_E_UNSUPPORTED, "no RMSNorm prologue for %d rows of a %d x %d matrix", M, W->N, W->K);
     const bool swiglu = mode == LK_OUT_SWIGLU_F16;
     const int n_out = swiglu ? W->N / 2 : W->N, hidden = swiglu ? W->N / 2 : 0;
     if (W->K % LK_Q4_GROUP && W->fmt != LK_WFMT_BF16)
@@ -985,23 +1067,41 @@ static lk_status matmul_impl(const lk_dmat *W, const half *x, int M, int ldx, vo
     if (variant != LK_MM_LUT && variant != LK_MM_OPTIMIZED)
         return lk_fail(LK_E_INVALID, "unknown matmul variant %d", variant);
     const bool lut = variant == LK_MM_LUT;
-    /* split-K only for residual adds, when the grid would not fill the GPU */
     const int chunks = W->K / 32;
     for (int m0 = 0; m0 < M; m0 += 4) {
         const int mm = M - m0 < 4 ? M - m0 : 4;
-        /* one row at a time keeps enough warps on small matrices (qkv, o, down); large ones
-         * (gate_up, lm_head) take 4 rows per warp: fewer, longer-lived warps with 8 loads in flight */
         const bool pair = swiglu || mode == LK_OUT_QKV_ROPE;
-        const int units4 = mode == LK_OUT_QKV_ROPE ? n_out / 4 : lk_cdiv(n_out, pair ? 2 : 4);
-        const int RR = mm == 1 ? (units4 >= 2 * sm_count * GEMV_WARPS ? 4 : (pair ? 2 : 1)) : 2;
-        const int units = mode == LK_OUT_QKV_ROPE ? n_out / RR : lk_cdiv(n_out, pair ? RR / 2 : RR);
-        int S = 1;
-        if (mode == LK_OUT_ADD_F32 && ws && ws->partial) {
-            while (S < LK_SPLITK_MAX && units * S < sm_count * 32 && chunks / (2 * S) >= 32 &&
-                   (size_t)(2 * S) * (size_t)mm * (size_t)n_out <= ws->partial_floats)
-                S *= 2;
+        int RR, U, S = 1;
+        if (mm == 1) {
+            /* one row (benchmarks/NOTES.md, v10; bench_matmul.py --tune on H100): as many
+             * weight rows per warp (4, 2, 1; 2 at least for pairs) as still leave two waves of
+             * warps (gate_up, LM head, 3B qkv: more; o, down: 1), 2 chunks in flight per lane
+             * (4 or 8 were slower: down 3B 9.9 -> 15.0 us), and no split-K: inside the decode
+             * step the partial/merge pass of o and down cost more than it bought (17.3 us for
+             * o + down vs 10.6 without). */
+            auto units_of = [&](int R) {
+                return mode == LK_OUT_QKV_ROPE ? n_out / R : lk_cdiv(n_out, pair ? R / 2 : R);
+            };
+            const int enough = 2 * sm_count * GEMV_WARPS;
+            RR = units_of(4) >= enough ? 4 : (pair || units_of(2) >= enough) ? 2 : 1;
+            U = 2;
+            if (g_tune.rr) RR = pair && g_tune.rr == 1 ? 2 : g_tune.rr;
+            if (g_tune.u) U = g_tune.u;
+            if (g_tune.s && mode == LK_OUT_ADD_F32 && ws && ws->partial) S = g_tune.s;
+        } else {
+            /* 2-4 rows: 2 weight rows per warp; split-K for residual adds when the grid would not
+             * fill the GPU */
+            RR = 2;
+            U = mm == 2 ? 2 : 1;
+            const int units = mode == LK_OUT_QKV_ROPE ? n_out / RR : lk_cdiv(n_out, pair ? RR / 2 : RR);
+            if (mode == LK_OUT_ADD_F32 && ws && ws->partial) {
+                while (S < LK_SPLITK_MAX && units * S < sm_count * 32 && chunks / (2 * S) >= 32 &&
+                       (size_t)(2 * S) * (size_t)mm * (size_t)n_out <= ws->partial_floats)
+                    S *= 2;
+            }
         }
-        const half *xm = x + (size_t)m0 * ldx;
+        if (S > 1 && (size_t)S * (size_t)mm * (size_t)n_out > ws->partial_floats) S = 1;
+        const half *xm = x ? x + (size_t)m0 * ldx : NULL;
         void *om = mode == LK_OUT_F16 || mode == LK_OUT_SWIGLU_F16 || mode == LK_OUT_QKV_ROPE
                        ? (void *)((half *)out + (size_t)m0 * ldo)
                        : (void *)((float *)out + (size_t)m0 * ldo);
@@ -1010,18 +1110,30 @@ static lk_status matmul_impl(const lk_dmat *W, const half *x, int M, int ldx, vo
             rm.pos += m0;
             rm.slot += m0;
         }
+        lk_norm_in nm = nin;
+        if (nm.w) nm.x += (size_t)m0 * W->K;
         lk_status r;
 #define GEMV_CASE(MM, R, UU)                                                                                        \
-    r = lut ? launch_gemv<MM, R, UU, true>(W, xm, ldx, om, ldo, mode, n_out, hidden, S, ws, sm_count, rm, st)      \
-            : launch_gemv<MM, R, UU, false>(W, xm, ldx, om, ldo, mode, n_out, hidden, S, ws, sm_count, rm, st)
-        switch (mm * 8 + RR) {
-        case 1 * 8 + 1: GEMV_CASE(1, 1, 2); break;
-        case 1 * 8 + 2: GEMV_CASE(1, 2, 2); break;
-        case 1 * 8 + 4: GEMV_CASE(1, 4, 2); break;
-        case 2 * 8 + 2: GEMV_CASE(2, 2, 2); break;
-        case 3 * 8 + 2: GEMV_CASE(3, 2, 1); break;
-        default: GEMV_CASE(4, 2, 1); break;
+    r = lut ? launch_gemv<MM, R, UU, true>(W, xm, ldx, om, ldo, mode, n_out, hidden, S, ws, sm_count, rm, nm, st)  \
+            : launch_gemv<MM, R, UU, false>(W, xm, ldx, om, ldo, mode, n_out, hidden, S, ws, sm_count, rm, nm, st)
+#define GEMV_KEY(MM, R, UU) ((MM) * 100 + (R) * 10 + (UU))
+        switch (GEMV_KEY(mm, RR, U)) {
+        case GEMV_KEY(1, 1, 2): GEMV_CASE(1, 1, 2); break;
+        case GEMV_KEY(1, 1, 4): GEMV_CASE(1, 1, 4); break;
+        case GEMV_KEY(1, 1, 8): GEMV_CASE(1, 1, 8); break;
+        case GEMV_KEY(1, 2, 2): GEMV_CASE(1, 2, 2); break;
+        case GEMV_KEY(1, 2, 4): GEMV_CASE(1, 2, 4); break;
+        case GEMV_KEY(1, 2, 8): GEMV_CASE(1, 2, 8); break;
+        case GEMV_KEY(1, 4, 2): GEMV_CASE(1, 4, 2); break;
+        case GEMV_KEY(1, 4, 4): GEMV_CASE(1, 4, 4); break;
+        case GEMV_KEY(2, 2, 2): GEMV_CASE(2, 2, 2); break;
+        case GEMV_KEY(3, 2, 1): GEMV_CASE(3, 2, 1); break;
+        case GEMV_KEY(4, 2, 1): GEMV_CASE(4, 2, 1); break;
+        default:
+            return lk_fail(LK_E_INVALID, "no GEMV instance for %d rows, %d weight rows per warp, %d chunks in flight",
+                           mm, RR, U);
         }
+#undef GEMV_KEY
 #undef GEMV_CASE
         if (r) return r;
     }
@@ -1033,7 +1145,23 @@ lk_status lk_cuda_matmul(const lk_dmat *W, const half *x, int M, int ldx, void *
     lk_rope_epi none;
     memset(&none, 0, sizeof none);
     none.hd = 2;
-    return matmul_impl(W, x, M, ldx, out, ldo, mode, variant, ws, sm_count, cc_major, cc_minor, none, st);
+    const lk_norm_in nn = {NULL, NULL, 0.0f};
+    return matmul_impl(W, x, M, ldx, out, ldo, mode, variant, ws, sm_count, cc_major, cc_minor, none, nn, st);
+}
+
+int lk_mm_fuses_norm(const lk_dmat *W, int M, int variant, int cc_major, int cc_minor) {
+    return W->fmt == LK_WFMT_Q4 && lk_mm_uses_gemv(W, M, variant, cc_major, cc_minor) && W->K % 4 == 0 &&
+           (size_t)(M < 4 ? M : 4) * (size_t)W->K * sizeof(half) <= 48u * 1024u;
+}
+
+lk_status lk_cuda_matmul_norm(const lk_dmat *W, const lk_norm_in *nin, int M, void *out, int ldo, int mode,
+                              int variant, const lk_mm_ws *ws, int sm_count, int cc_major, int cc_minor,
+                              cudaStream_t st) {
+    lk_rope_epi none;
+    memset(&none, 0, sizeof none);
+    none.hd = 2;
+    if (!nin || !nin->w || !nin->x) return lk_fail(LK_E_INVALID, "matmul_norm: no norm input");
+    return matmul_impl(W, NULL, M, W->K, out, ldo, mode, variant, ws, sm_count, cc_major, cc_minor, none, *nin, st);
 }
 
 int lk_mm_uses_gemv(const lk_dmat *W, int M, int variant, int cc_major, int cc_minor) {
@@ -1044,11 +1172,13 @@ int lk_mm_uses_gemv(const lk_dmat *W, int M, int variant, int cc_major, int cc_m
 }
 
 lk_status lk_cuda_matmul_qkv_rope(const lk_dmat *W, const half *x, int M, int ldx, half *q_out, int ldo, int variant,
-                                  const lk_rope_epi *re, const lk_mm_ws *ws, int sm_count, int cc_major, int cc_minor,
-                                  cudaStream_t st) {
+                                  const lk_rope_epi *re, const lk_norm_in *nin, const lk_mm_ws *ws, int sm_count,
+                                  int cc_major, int cc_minor, cudaStream_t st) {
     if (!lk_mm_uses_gemv(W, M, variant, cc_major, cc_minor) || re->hd % (W->fmt == LK_WFMT_Q4_TILED ? 32 : 4) ||
         W->N != (re->n_heads + 2 * re->n_kv) * re->hd)
         return lk_fail(LK_E_UNSUPPORTED, "no fused rotary epilogue for this qkv shape or variant");
     if (variant == LK_MM_AUTO && W->fmt == LK_WFMT_Q4) variant = lk_mm_choose(M, W->N, W->K, cc_major, cc_minor);
-    return matmul_impl(W, x, M, ldx, q_out, ldo, LK_OUT_QKV_ROPE, variant, ws, sm_count, cc_major, cc_minor, *re, st);
+    const lk_norm_in nn = {NULL, NULL, 0.0f};
+    return matmul_impl(W, x, M, ldx, q_out, ldo, LK_OUT_QKV_ROPE, variant, ws, sm_count, cc_major, cc_minor, *re,
+                       nin ? *nin : nn, st);
 }

@@ -32,6 +32,14 @@ typedef struct lk_rope_epi {
     int n_heads, n_kv, hd, max_seq;
 } lk_rope_epi;
 
+/* RMSNorm folded into a GEMV's prologue: the matmul's input is
+ * rmsnorm(x) * w computed per block into shared memory from the fp32 residual
+ * rows x (w == NULL: no norm, the fp16 input is used as given) */
+typedef struct lk_norm_in {
+    const float *x, *w;
+    float eps;
+} lk_norm_in;
+
 typedef struct lk_dmat {
     const void *w;   /* q4: interleaved qs [N][K/2]; q4 tiled: lk_q4_tile layout; bf16: [N][K] */
     const half2 *p;  /* q4: params [N][K/128] as half2 {scale, min}; tiled: [N/16][K/128][16] */
@@ -65,15 +73,23 @@ int lk_mm_prefer_tiled(int batch_size, int N, int K);
  * For LK_OUT_SWIGLU_F16, W has 2*hidden rows and out gets hidden columns. */
 lk_status lk_cuda_matmul(const lk_dmat *W, const half *x, int M, int ldx, void *out, int ldo, int mode, int variant,
                          const lk_mm_ws *ws, int sm_count, int cc_major, int cc_minor, cudaStream_t st);
-/* the same with the rotary epilogue (requires lk_mm_uses_gemv) */
+/* the same with the input normalised in the prologue (requires lk_mm_fuses_norm; x unused) */
+lk_status lk_cuda_matmul_norm(const lk_dmat *W, const lk_norm_in *nin, int M, void *out, int ldo, int mode,
+                              int variant, const lk_mm_ws *ws, int sm_count, int cc_major, int cc_minor,
+                              cudaStream_t st);
+/* the same with the rotary epilogue (requires lk_mm_uses_gemv), and the norm prologue when nin != NULL */
 lk_status lk_cuda_matmul_qkv_rope(const lk_dmat *W, const half *x, int M, int ldx, half *q_out, int ldo, int variant,
-                                  const lk_rope_epi *re, const lk_mm_ws *ws, int sm_count, int cc_major, int cc_minor,
-                                  cudaStream_t st);
+                                  const lk_rope_epi *re, const lk_norm_in *nin, const lk_mm_ws *ws, int sm_count,
+                                  int cc_major, int cc_minor, cudaStream_t st);
+/* can (W, M, variant) take its RMSNorm in the prologue (the row-interleaved GEMV, inputs fit shared memory)? */
+int lk_mm_fuses_norm(const lk_dmat *W, int M, int variant, int cc_major, int cc_minor);
 /* can (W, M, variant) fuse the rotary epilogue (the GEMV kernels: 1-4 rows interleaved, 1-16 tiled)? */
 int lk_mm_uses_gemv(const lk_dmat *W, int M, int variant, int cc_major, int cc_minor);
 
 /* once per process: shared-memory limits of the tensor-core kernels */
 lk_status lk_mm_init(void);
+/* benchmarks only: force the one-row GEMV configuration (0 = automatic) */
+void lk_mm_set_tune(int rr, int u, int s);
 
 /* repacks canonical q4 bytes into the interleaved layout, in place */
 lk_status lk_q4_interleave(void *qs, size_t bytes, cudaStream_t st);
