@@ -275,7 +275,7 @@ def test_tiled_layout_matmul(N, K, monkeypatch):
             assert R.rel_err(y, mm_ref(x, qs, p, mode, y0)) < 5e-3, (M, mode)
 
 
-@pytest.mark.parametrize("batch", [1, 4])
+@pytest.mark.parametrize("batch", [2, 4])  # one sequence never takes the tiled layout
 def test_tiled_engine_matches_cpu(ckpt_1b_2layers, batch, monkeypatch):
     monkeypatch.setenv("LLAMA_KERNEL_TILED", "1")
     toks = list(np.random.default_rng(6).integers(0, 32000, 40))

@@ -28,14 +28,14 @@ int lk_mm_choose(int M, int N, int K, int cc_major, int cc_minor) {
     return M <= 4 ? LK_MM_OPTIMIZED : LK_MM_BATCHED;
 }
 
-/* Which layout a matrix gets at load (auto variant). Measured on H100/H200
- * (benchmarks/NOTES.md, v7): with one sequence the row-interleaved lop3 GEMV
- * beats the tiled tensor-core kernel on matrices under ~32M weights (qkv, o,
- * down: 3.4-7.4 us vs 5.0-7.7 us) and loses on the LM head (50 vs 39 us); from
- * 2 rows on, tiled wins everywhere (M = 4: gate_up 24.3 -> 11.5 us). */
+/* Which layout a matrix gets at load (auto variant). Measured (benchmarks/NOTES.md):
+ * with one sequence the row-interleaved GEMV wins on H100 (v9: gate_up 13.8 us vs
+ * 17.1 tiled inside the decode step, LM head 52 vs 54; on H200, v7, the tiled LM
+ * head was faster); from 2 rows on, tiled wins everywhere (M = 4: gate_up 24.3 ->
+ * 11.5 us). */
 int lk_mm_prefer_tiled(int batch_size, int N, int K) {
-    if (N % 16) return 0;
-    return batch_size >= 2 || (long long)N * K >= (32ll << 20);
+    (void)K;
+    return N % 16 == 0 && batch_size >= 2;
 }
 
 
@@ -169,24 +169,6 @@ __global__ void __launch_bounds__(GEMV_WARPS * 32)
             ok[r] = rope ? rows[r] < n_out : j0 + o < n_out;
         }
     };
-    {
-        /* the weights do not depend on the previous kernel: start pulling this warp's first
-         * chunks into L2 before waiting for it (PDL) and before the norm prologue */
-        const int unit = blockIdx.x * GEMV_WARPS + warp;
-        if (unit < units) {
-            int rows[RR], head, i0;
-            bool ok[RR];
-            unit_rows(unit, rows, ok, head, i0);
-#pragma unroll
-            for (int u = 0; u < U; u++)
-#pragma unroll
-                for (int r = 0; r < RR; r++) {
-                    const int cc = c0 + lane + 32 * u;
-                    if (ok[r] && cc < c1)
-                        asm volatile("prefetch.global.L2 [%0];" ::"l"(W + (size_t)rows[r] * chunks + cc));
-                }
-        }
-    }
     lk_pdl_prologue();
     if (nin.w) {
         /* the RMSNorm kernel's work, per block: x rows are L2-resident (8 KB each at 1B) */
