@@ -276,8 +276,9 @@ def test_tiled_layout_matmul(N, K, monkeypatch):
 
 
 @pytest.mark.parametrize("batch", [2, 4])  # one sequence never takes the tiled layout
-def test_tiled_engine_matches_cpu(ckpt_1b_2layers, batch, monkeypatch):
-    monkeypatch.setenv("LLAMA_KERNEL_TILED", "1")
+@pytest.mark.parametrize("tiled", ["1", "0"])  # the default for 2+ sequences, and the row-interleaved GEMVs
+def test_tiled_engine_matches_cpu(ckpt_1b_2layers, batch, tiled, monkeypatch):
+    monkeypatch.setenv("LLAMA_KERNEL_TILED", tiled)
     toks = list(np.random.default_rng(6).integers(0, 32000, 40))
     cpu = LlamaInference(ckpt_1b_2layers, device="cpu", verbose=False).logits(toks)
     for chunk in (1, 64):  # the small-batch kernel with the rotary epilogue, and the tile kernel

@@ -20,9 +20,10 @@
 
 #define DEC_T 128
 #define DEC_TILE 64
-/* fewest positions per decode split: one 64-position tile per block (run 9: one block per kv
- * head at contexts under 256 took 9.3 us a call); LLAMA_KERNEL_ATTN_CHUNK (64-4096) overrides */
-#define DEC_MIN_CHUNK 64
+/* fewest positions per decode split (LLAMA_KERNEL_ATTN_CHUNK, 64-4096, overrides). H100,
+ * batch 1, contexts 32-160 (benchmarks/NOTES.md, v12): 256, one pipelined block per kv
+ * head, 6.6 us a call; 64, one tile per block and a merge, 8.4 us */
+#define DEC_MIN_CHUNK 256
 
 /* ---- decode --------------------------------------------------------------------- */
 __device__ __forceinline__ void dec_cp16(void *smem, const void *g, bool p) {
