@@ -306,6 +306,7 @@ def test_ctrl_c_during_gpu_decode():
     with pytest.raises(KeyboardInterrupt):
         m.generate_ids([1, 2, 3], max_new_tokens=8000, temperature=0, ignore_eos=True)
     latency = time.monotonic() - stamp[0]
+    print(f"GPU decode: KeyboardInterrupt {latency * 1e3:.1f} ms after SIGINT")
     t.join()
     assert latency < 0.25, f"KeyboardInterrupt took {latency * 1e3:.0f} ms"
     assert len(m.generate_ids([1, 2], max_new_tokens=3, ignore_eos=True)[0]) == 3
@@ -325,4 +326,5 @@ def test_no_gpu_memory_growth_over_1000_calls():
             m.logits([1, 2, 3])
     gc.collect()
     drop = free0 - _C.build_info()["gpu_free_bytes"]
+    print(f"free GPU memory change over 1000 generate calls: {-drop / 2**20:+.1f} MiB")
     assert drop <= 2 << 20, f"free GPU memory fell by {drop / 2**20:.1f} MiB over 1000 calls"
