@@ -19,8 +19,9 @@ const char *lk_mm_variant_name(int v) {
     }
 }
 
-/* The dispatch table, measured with benchmarks/bench_matmul.py (see
- * benchmarks/matmul_table.md for the numbers behind each threshold).
+/* The dispatch table, measured with benchmarks/bench_matmul.py (the numbers
+ * behind each threshold are in benchmarks/NOTES.md, "int4 matmul" and
+ * "Second session"; raw logs in benchmarks/results/).
  * 1-4 rows are memory-bound GEMVs: the lop3 kernel beat the LUT kernel on
  * every decode shape on H100/H200 (sm_90); from 5 rows on, tensor cores win. */
 int lk_mm_choose(int M, int N, int K, int cc_major, int cc_minor) {
