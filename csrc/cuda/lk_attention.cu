@@ -26,11 +26,6 @@
 #define DEC_MIN_CHUNK 256
 
 /* ---- decode --------------------------------------------------------------------- */
-__device__ __forceinline__ void dec_cp16(void *smem, const void *g, bool p) {
-    unsigned sa = (unsigned)__cvta_generic_to_shared(smem);
-    asm volatile("cp.async.cg.shared.global [%0], [%1], 16, %2;" ::"r"(sa), "l"(g), "r"(p ? 16 : 0));
-}
-
 /* q, and every K/V tile, arrive by cp.async (one memory latency for all of a
  * tile's loads, not one per loop iteration), double-buffered at head_dim 64
  * (tile i+1 in flight while tile i is scored; head_dim 128 has the shared
@@ -70,15 +65,15 @@ __global__ void __launch_bounds__(DEC_T) k_attn_decode(lk_attn_args a) {
         const half *K = a.kc + ((size_t)sl * a.n_kv + kvh) * a.max_seq * HD;
         const half *V = a.vc + ((size_t)sl * a.n_kv + kvh) * a.max_seq * HD;
         const half *q = a.qkv + (size_t)r * a.qkv_ld + (size_t)kvh * G * HD;
-        for (int i = tid; i < G * HD / 8; i += DEC_T) dec_cp16(&qh[0][0] + i * 8, q + i * 8, true);
+        for (int i = tid; i < G * HD / 8; i += DEC_T) lk_cp_async16(&qh[0][0] + i * 8, q + i * 8, true);
         auto stage = [&](int t0, int b) {
             const int cnt = min(DEC_TILE, t_end - t0);
             for (int i = tid; i < DEC_TILE * HD / 8; i += DEC_T) {
                 const int t = i / (HD / 8), c = (i % (HD / 8)) * 8;
                 const bool p = t < cnt;
                 const size_t off = (size_t)(p ? t0 + t : t0) * HD + c;
-                dec_cp16(&ks[b][t][c], K + off, p);
-                dec_cp16(&vs[b][t][c], V + off, p);
+                lk_cp_async16(&ks[b][t][c], K + off, p);
+                lk_cp_async16(&vs[b][t][c], V + off, p);
             }
             asm volatile("cp.async.commit_group;");
         };
@@ -240,10 +235,6 @@ lk_status lk_attention_decode(const lk_attn_args *a, cudaStream_t st) {
 #define FA_BK 64
 #define FA_WARPS 4
 
-__device__ __forceinline__ void fa_cp16(void *smem, const void *g, bool p) {
-    unsigned s = (unsigned)__cvta_generic_to_shared(smem);
-    asm volatile("cp.async.cg.shared.global [%0], [%1], 16, %2;" ::"r"(s), "l"(g), "r"(p ? 16 : 0));
-}
 __device__ __forceinline__ void fa_ldsm4(uint32_t r[4], const void *p) {
     unsigned s = (unsigned)__cvta_generic_to_shared(p);
     asm volatile("ldmatrix.sync.aligned.m8n8.x4.shared.b16 {%0,%1,%2,%3}, [%4];"
@@ -290,15 +281,15 @@ __global__ void __launch_bounds__(FA_WARPS * 32) k_attn_prefill(lk_attn_args a) 
     for (int i = tid; i < FA_BQ * HD / 8; i += FA_WARPS * 32) {
         int rr = i / (HD / 8), c = (i % (HD / 8)) * 8;
         bool p = q_first + rr < a.M;
-        fa_cp16(Qs + rr * LD + c, a.qkv + (size_t)(p ? q_first + rr : 0) * a.qkv_ld + (size_t)h * HD + c, p);
+        lk_cp_async16(Qs + rr * LD + c, a.qkv + (size_t)(p ? q_first + rr : 0) * a.qkv_ld + (size_t)h * HD + c, p);
     }
     auto load_kv = [&](int kb, int stage) {
         half *ks = Ks + stage * FA_BK * LD, *vs = Vs + stage * FA_BK * LD;
         for (int i = tid; i < FA_BK * HD / 8; i += FA_WARPS * 32) {
             int t = i / (HD / 8), c = (i % (HD / 8)) * 8, kp = kb * FA_BK + t;
             bool p = kp < kv_len;
-            fa_cp16(ks + t * LD + c, K + (size_t)(p ? kp : 0) * HD + c, p);
-            fa_cp16(vs + t * LD + c, V + (size_t)(p ? kp : 0) * HD + c, p);
+            lk_cp_async16(ks + t * LD + c, K + (size_t)(p ? kp : 0) * HD + c, p);
+            lk_cp_async16(vs + t * LD + c, V + (size_t)(p ? kp : 0) * HD + c, p);
         }
     };
     const int n_kb = (kv_len + FA_BK - 1) / FA_BK;

@@ -121,6 +121,12 @@ static inline cudaError_t lk_launch(void (*kernel)(KArgs...), dim3 grid, dim3 bl
     return cudaLaunchKernelEx(&cfg, kernel, ((KArgs)args)...);
 }
 
+/* 16-byte global -> shared copy by cp.async; pred false writes 16 zero bytes */
+__device__ __forceinline__ void lk_cp_async16(void *smem, const void *gmem, bool pred) {
+    unsigned s = (unsigned)__cvta_generic_to_shared(smem);
+    asm volatile("cp.async.cg.shared.global [%0], [%1], 16, %2;" ::"r"(s), "l"(gmem), "r"(pred ? 16 : 0));
+}
+
 /* return the status of x when it is an error */
 #define TRY(x)                      \
     do {                            \

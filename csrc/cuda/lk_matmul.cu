@@ -351,11 +351,6 @@ __global__ void __launch_bounds__(GEMV_WARPS * 32)
 #define TC_STAGES 3
 #define TC_PAD 8
 
-__device__ __forceinline__ void cp_async16(void *smem, const void *gmem, bool pred) {
-    unsigned s = (unsigned)__cvta_generic_to_shared(smem);
-    int n = pred ? 16 : 0;
-    asm volatile("cp.async.cg.shared.global [%0], [%1], 16, %2;" ::"r"(s), "l"(gmem), "r"(n));
-}
 __device__ __forceinline__ void cp_async_commit() { asm volatile("cp.async.commit_group;"); }
 template <int N> __device__ __forceinline__ void cp_async_wait() { asm volatile("cp.async.wait_group %0;" ::"n"(N)); }
 __device__ __forceinline__ void cp_async4(void *smem, const void *gmem, bool pred) {
@@ -631,7 +626,7 @@ __global__ void __launch_bounds__(WM *WN * 32)
             int r = i / (TC_BK / 8), c = (i % (TC_BK / 8)) * 8;
             bool p = m0 + r < M;
             const half *src = x + (size_t)(p ? m0 + r : 0) * ldx + (size_t)kt * TC_BK + c;
-            cp_async16(a + r * LDA + c, src, p);
+            lk_cp_async16(a + r * LDA + c, src, p);
         }
         uint8_t *b = Bq + stage * BN * (TC_BK / 2);
         const int g = (kt * TC_BK) >> 7;
@@ -641,20 +636,20 @@ __global__ void __launch_bounds__(WM *WN * 32)
                 const int tile = i >> 5, c = i & 31;
                 const bool p = wrow_ok(tile * 16);
                 const int rbi = p ? wrow(tile * 16) / 16 : 0;
-                cp_async16(b + tile * 512 + c * 16, W + ((size_t)rbi * (K / 64) + kt) * 512 + c * 16, p);
+                lk_cp_async16(b + tile * 512 + c * 16, W + ((size_t)rbi * (K / 64) + kt) * 512 + c * 16, p);
             }
             for (int i = tid; i < BN / 4; i += T) { /* 16 rows of params = 64 contiguous bytes */
                 const int tile = i >> 2, c = i & 3;
                 const bool p = wrow_ok(tile * 16);
                 const int rbi = p ? wrow(tile * 16) / 16 : 0;
-                cp_async16(Ps + stage * BN + tile * 16 + c * 4, P + ((size_t)rbi * groups + g) * 16 + c * 4, p);
+                lk_cp_async16(Ps + stage * BN + tile * 16 + c * 4, P + ((size_t)rbi * groups + g) * 16 + c * 4, p);
             }
         } else {
             for (int i = tid; i < BN * 2; i += T) {
                 int nn = i >> 1, h = i & 1;
                 bool p = wrow_ok(nn);
                 const uint8_t *src = W + (size_t)(p ? wrow(nn) : 0) * (K / 2) + (size_t)kt * (TC_BK / 2) + h * 16;
-                cp_async16(b + nn * (TC_BK / 2) + h * 16, src, p);
+                lk_cp_async16(b + nn * (TC_BK / 2) + h * 16, src, p);
             }
             for (int nn = tid; nn < BN; nn += T) {
                 bool p = wrow_ok(nn);
