@@ -92,30 +92,47 @@ lk_status time_graph(cudaStream_t st, int reps, int iters, F call, double *us) {
     return LK_OK;
 }
 
-/* tensor-core split-K workspace as the engine sizes it for its batch */
-lk_status tc_workspace(lk_mm_ws &ws, dbuf &part, dbuf &cnt, int M, int N) {
+/* the split-K workspaces of lk_cuda_matmul (GEMV, tensor-core tiles, tiled small-batch
+ * kernel) for M rows of an N-row matrix with n_out outputs, sized as the engine sizes them */
+struct op_workspace {
+    dbuf part, cnt, tc, tcc, tg, tgc;
+    lk_mm_ws ws;
+};
+
+lk_status op_workspace_make(op_workspace &o, int M, int N, int n_out) {
+    lk_mm_ws &ws = o.ws;
+    ws.partial_floats = (size_t)LK_SPLITK_MAX * LK_GEMV_ROWS * n_out;
+    ws.n_counters = n_out;
+    TRY(dalloc(o.part, ws.partial_floats * 4));
+    TRY(dalloc(o.cnt, (size_t)n_out * 4));
+    CU(cudaMemset(o.cnt.p, 0, (size_t)n_out * 4));
+    ws.partial = (float *)o.part.p;
+    ws.counters = (int *)o.cnt.p;
     size_t rows = (size_t)(M + 63) / 64 * 64, n = (size_t)(N + 127) / 128 * 128;
     ws.tc_partial_floats = (size_t)LK_SPLITK_MAX * rows * n;
     if (ws.tc_partial_floats > ((size_t)64 << 20)) ws.tc_partial_floats = (size_t)64 << 20;
-    TRY(dalloc(part, ws.tc_partial_floats * 4));
-    TRY(dalloc(cnt, (size_t)LK_TC_COUNTERS * 4));
-    CU(cudaMemset(cnt.p, 0, (size_t)LK_TC_COUNTERS * 4));
-    ws.tc_partial = (float *)part.p;
-    ws.tc_counters = (int *)cnt.p;
+    TRY(dalloc(o.tc, ws.tc_partial_floats * 4));
+    TRY(dalloc(o.tcc, (size_t)LK_TC_COUNTERS * 4));
+    CU(cudaMemset(o.tcc.p, 0, (size_t)LK_TC_COUNTERS * 4));
+    ws.tc_partial = (float *)o.tc.p;
+    ws.tc_counters = (int *)o.tcc.p;
     ws.tc_n_counters = LK_TC_COUNTERS;
+    ws.tg_partial_floats = (size_t)LK_TILED_SPLIT_MAX * (size_t)(M < 16 ? M : 16) * (size_t)N;
+    ws.tg_n_counters = LK_TC_COUNTERS;
+    TRY(dalloc(o.tg, ws.tg_partial_floats * 4));
+    TRY(dalloc(o.tgc, (size_t)ws.tg_n_counters * 4));
+    CU(cudaMemset(o.tgc.p, 0, (size_t)ws.tg_n_counters * 4));
+    ws.tg_partial = (float *)o.tg.p;
+    ws.tg_counters = (int *)o.tgc.p;
     return LK_OK;
 }
 
-/* as the engine: with LLAMA_KERNEL_TILED=1, int4 with whole 16-row blocks takes the
- * tiled layout unless a row-interleaved variant (lut, optimized) is asked for */
+/* the ops (tests, benchmarks) take the tiled layout only with LLAMA_KERNEL_TILED=1 (the engine
+ * by default for 2+ sequences): int4 with whole 16-row blocks, unless a row-interleaved variant
+ * (lut, optimized) is asked for */
 bool use_tiled(int N, int variant) {
     const char *e = getenv("LLAMA_KERNEL_TILED");
     return e && e[0] == '1' && N % 16 == 0 && variant != LK_MM_LUT && variant != LK_MM_OPTIMIZED;
-}
-
-void tg_workspace_sizes(lk_mm_ws &ws, int M, int N) {
-    ws.tg_partial_floats = (size_t)LK_TILED_SPLIT_MAX * (size_t)(M < 16 ? M : 16) * (size_t)N;
-    ws.tg_n_counters = LK_TC_COUNTERS;
 }
 
 int out_mode(int mode) {
@@ -136,7 +153,7 @@ extern "C" lk_status lk_cuda_op_matmul(const float *x, int M, int K, const uint8
     TRY(device_info(&sm, &cmaj, &cmin));
     const int om = out_mode(mode), n_out = om == LK_OUT_SWIGLU_F16 ? N / 2 : N;
     const bool half_out = om == LK_OUT_SWIGLU_F16 || om == LK_OUT_F16;
-    dbuf dx, dw, dp, dy, dyf, dpart, dcnt;
+    dbuf dx, dw, dp, dy, dyf;
     std::vector<half> hx = to_half(x, (size_t)M * K);
     TRY(dalloc(dx, hx.size() * 2));
     CU(cudaMemcpy(dx.p, hx.data(), hx.size() * 2, cudaMemcpyHostToDevice));
@@ -172,22 +189,9 @@ extern "C" lk_status lk_cuda_op_matmul(const float *x, int M, int K, const uint8
     TRY(dalloc(dy, ny * (half_out ? 2 : 4)));
     if (om == LK_OUT_ADD_F32) CU(cudaMemcpy(dy.p, y, ny * 4, cudaMemcpyHostToDevice));
     else CU(cudaMemset(dy.p, 0xff, ny * (half_out ? 2 : 4))); /* poison: every output must be written */
-    lk_mm_ws ws;
-    ws.partial_floats = (size_t)LK_SPLITK_MAX * LK_GEMV_ROWS * n_out;
-    ws.n_counters = n_out;
-    TRY(dalloc(dpart, ws.partial_floats * 4));
-    TRY(dalloc(dcnt, (size_t)n_out * 4));
-    CU(cudaMemset(dcnt.p, 0, (size_t)n_out * 4));
-    ws.partial = (float *)dpart.p;
-    ws.counters = (int *)dcnt.p;
-    dbuf dtc, dtcc, dtg, dtgc;
-    TRY(tc_workspace(ws, dtc, dtcc, M, N));
-    tg_workspace_sizes(ws, M, N);
-    TRY(dalloc(dtg, ws.tg_partial_floats * 4));
-    TRY(dalloc(dtgc, (size_t)ws.tg_n_counters * 4));
-    CU(cudaMemset(dtgc.p, 0, (size_t)ws.tg_n_counters * 4));
-    ws.tg_partial = (float *)dtg.p;
-    ws.tg_counters = (int *)dtgc.p;
+    op_workspace ow;
+    TRY(op_workspace_make(ow, M, N, n_out));
+    const lk_mm_ws &ws = ow.ws;
     if (variant_used)
         *variant_used = !qs ? LK_MM_BF16 : tiled ? LK_MM_BATCHED : variant ? variant : lk_mm_choose(M, N, K, cmaj, cmin);
     TRY(lk_cuda_matmul(&W, (const half *)dx.p, M, K, dy.p, n_out, om, variant, &ws, sm, cmaj, cmin, 0));
@@ -253,28 +257,15 @@ extern "C" lk_status lk_cuda_op_bench_matmul(int M, int N, int K, int mode, int 
         W.w = ws_[c].p;
         LAUNCH_OK("fill");
     }
-    dbuf dx, dy, dpart, dcnt;
+    dbuf dx, dy;
     TRY(dalloc(dx, (size_t)M * K * 2));
     k_fill_half<<<(unsigned)(((size_t)M * K + 255) / 256), 256>>>((half *)dx.p, (size_t)M * K, 1.0f);
     LAUNCH_OK("fill");
     TRY(dalloc(dy, (size_t)M * n_out * 4));
     CU(cudaMemset(dy.p, 0, (size_t)M * n_out * 4));
-    lk_mm_ws ws;
-    ws.partial_floats = (size_t)LK_SPLITK_MAX * LK_GEMV_ROWS * n_out;
-    ws.n_counters = n_out;
-    TRY(dalloc(dpart, ws.partial_floats * 4));
-    TRY(dalloc(dcnt, (size_t)n_out * 4));
-    CU(cudaMemset(dcnt.p, 0, (size_t)n_out * 4));
-    ws.partial = (float *)dpart.p;
-    ws.counters = (int *)dcnt.p;
-    dbuf dtc, dtcc, dtg, dtgc;
-    TRY(tc_workspace(ws, dtc, dtcc, M, N));
-    tg_workspace_sizes(ws, M, N);
-    TRY(dalloc(dtg, ws.tg_partial_floats * 4));
-    TRY(dalloc(dtgc, (size_t)ws.tg_n_counters * 4));
-    CU(cudaMemset(dtgc.p, 0, (size_t)ws.tg_n_counters * 4));
-    ws.tg_partial = (float *)dtg.p;
-    ws.tg_counters = (int *)dtgc.p;
+    op_workspace ow;
+    TRY(op_workspace_make(ow, M, N, n_out));
+    const lk_mm_ws &ws = ow.ws;
     cudaStream_t st;
     CU(cudaStreamCreateWithFlags(&st, cudaStreamNonBlocking));
     const int reps = std::max(copies, 16);
