@@ -30,14 +30,14 @@ def tune(iters):
     for name, N, K in SHAPES:
         mode = mode_of(name)
         nbytes = N * K / 2 + N * K / 128 * 4
-        res = [("auto", 0, 0, 0)]
+        res = [(0, 0, 0)]
         for rr in (1, 2, 4):
             if rr == 1 and mode == 2:
                 continue
             for u in (2, 4, 8):
                 for s in ((1, 2, 4) if mode == 1 else (1,)):
-                    res.append((f"{rr}/{u}/{s}", rr, u, s))
-        for label, rr, u, s in res:
+                    res.append((rr, u, s))
+        for rr, u, s in res:
             try:
                 t = _C.cuda_bench_matmul(1, N, K, mode, 2, False, iters, (rr, u, s))
             except Exception as e:  # a configuration that does not exist for this shape

@@ -32,7 +32,6 @@ with profile(activities=[ProfilerActivity.CUDA]) as p:
     wall = time.perf_counter() - t0
 tot = collections.defaultdict(float)
 cnt = collections.Counter()
-first, last = None, None
 for e in p.events():
     if e.device_type == torch.autograd.DeviceType.CUDA:
         name = e.name[:70]
@@ -42,6 +41,6 @@ busy = sum(tot.values())
 n = a.tokens
 print(f"wall {wall * 1e6 / n:.1f} us/token ({n * a.batch / wall:.0f} tok/s), kernels busy {busy / n:.1f} us/token, "
       f"{sum(cnt.values()) / n:.1f} kernels/token")
-print(f"| kernel | calls/token | us/call | us/token | share |\n|---|---|---|---|---|")
+print("| kernel | calls/token | us/call | us/token | share |\n|---|---|---|---|---|")
 for k, v in sorted(tot.items(), key=lambda kv: -kv[1])[:24]:
     print(f"| {k} | {cnt[k] / n:.1f} | {v / cnt[k]:.2f} | {v / n:.1f} | {100 * v / busy:.1f}% |")
