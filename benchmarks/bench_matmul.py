@@ -5,9 +5,14 @@ enough copies that the 50 MB L2 cannot hold them. Bytes = packed int4 + scales/m
 Each shape writes its output as the decode step does (o and down add into the
 fp32 residual, gate_up applies SwiGLU), so split-K and epilogue costs count.
 
-    python benchmarks/bench_matmul.py [--quick] [--tune]
+The "tiled" column is the tensor-core layout that engines of 2+ sequences use
+(small-batch kernel up to 16 rows, tile kernel above); "batched" is the tile
+kernel on the row-interleaved layout.
+
+    python benchmarks/bench_matmul.py [--quick] [--tune] [--tune-tiled]
 """
 import argparse
+import os
 
 from _common import _C, device_line, save_json, time_torch_graph, torch_or_none
 
@@ -47,7 +52,41 @@ def tune(iters):
             print(f"| {name} | {mode} | {rr or 'auto'} | {u or 'auto'} | {s or 'auto'} | {t:.2f} | {nbytes / t / 1e6:.2f} |",
                   flush=True)
     save_json({"device": device_line(), "rows": out}, "bench_matmul_tune.json")
-VARIANTS = [("lut", 1), ("optimized", 2), ("batched", 3)]
+VARIANTS = [("lut", 1), ("optimized", 2), ("batched", 3), ("tiled", 0)]
+
+
+def bench(M, N, K, mode, variant, iters, tune=(0, 0, 0), tiled=False):
+    """median us of one call; tiled: the tensor-core layout (LLAMA_KERNEL_TILED=1 for this call)"""
+    old = os.environ.get("LLAMA_KERNEL_TILED")
+    os.environ["LLAMA_KERNEL_TILED"] = "1" if tiled else "0"
+    try:
+        return _C.cuda_bench_matmul(M, N, K, mode, variant, False, iters, tune)
+    finally:
+        if old is None:
+            del os.environ["LLAMA_KERNEL_TILED"]
+        else:
+            os.environ["LLAMA_KERNEL_TILED"] = old
+
+
+def tune_tiled(iters, Ms=(1, 4, 16)):
+    """Tiled small-batch kernel configurations (warps along K per block, K splits) per shape and M."""
+    print("| shape | M | warps along K | K splits | us | TB/s |\n|---|---|---|---|---|---|")
+    out = []
+    for name, N, K in SHAPES:
+        mode = mode_of(name)
+        nbytes = N * K / 2 + N * K / 128 * 4
+        for M in Ms:
+            for wk, s in [(0, 0)] + [(wk, s) for wk in (1, 2, 4, 8) for s in (1, 2, 4)]:
+                if wk * s > K // 128:
+                    continue
+                try:
+                    t = bench(M, N, K, mode, 0, iters, (wk, 0, s), tiled=True)
+                except Exception as e:
+                    print(f"| {name} | {M} | {wk} | {s} | error: {str(e)[:60]} | |")
+                    continue
+                out.append({"shape": name, "M": M, "wk": wk, "s": s, "us": t})
+                print(f"| {name} | {M} | {wk or 'auto'} | {s or 'auto'} | {t:.2f} | {nbytes / t / 1e6:.2f} |", flush=True)
+    save_json({"device": device_line(), "rows": out}, "bench_matmul_tune_tiled.json")
 
 
 def peers(torch, M, N, K):
@@ -81,19 +120,23 @@ def main():
     ap.add_argument("--shapes", default=None, help="comma-separated shape names to run")
     ap.add_argument("--ms", default=None, help="comma-separated M values")
     ap.add_argument("--tune", action="store_true", help="sweep the one-row GEMV configurations and exit")
+    ap.add_argument("--tune-tiled", action="store_true", help="sweep the tiled small-batch kernel configurations and exit")
     a = ap.parse_args()
     if a.tune:
         print(f"# one-row GEMV configurations, {device_line()}")
         return tune(a.iters)
+    if a.tune_tiled:
+        print(f"# tiled small-batch kernel configurations, {device_line()}")
+        return tune_tiled(a.iters, [int(m) for m in a.ms.split(",")] if a.ms else (1, 4, 16))
     torch = None if a.no_peers else torch_or_none()
     Ms = [1, 2, 4, 16, 64, 256, 2048] if not a.quick else [1, 4, 16, 256]
     if a.ms:
         Ms = [int(m) for m in a.ms.split(",")]
     rows = []
     print(f"# int4 matmul, {device_line()}")
-    print("| shape | M | lut us | optimized us | batched us | chosen | best TB/s | best TFLOP/s | cuBLAS bf16 us | "
-          "tinygemm us | vs cuBLAS | vs tinygemm |")
-    print("|---|---|---|---|---|---|---|---|---|---|---|---|")
+    print("| shape | M | lut us | optimized us | batched us | tiled us | chosen | chosen TB/s | chosen TFLOP/s | "
+          "cuBLAS bf16 us | tinygemm us | vs cuBLAS | vs tinygemm |")
+    print("|---|---|---|---|---|---|---|---|---|---|---|---|---|")
     for name, N, K in SHAPES:
         if a.shapes and name not in a.shapes.split(","):
             continue
@@ -102,12 +145,13 @@ def main():
                 continue
             r = {"shape": name, "N": N, "K": K, "M": M}
             for vn, v in VARIANTS:
-                if vn != "batched" and M > 16:
+                if vn in ("lut", "optimized") and M > 16:
                     r[vn] = None
                     continue
-                r[vn] = _C.cuda_bench_matmul(M, N, K, mode_of(name), v, False, a.iters)
-            best = min(t for t in (r["lut"], r["optimized"], r["batched"]) if t is not None)
-            r["chosen"] = "optimized" if M <= 4 else "batched"
+                r[vn] = bench(M, N, K, mode_of(name), v, a.iters, tiled=vn == "tiled")
+            # what an engine uses: one sequence the row-interleaved GEMV, 2+ sequences the tiled layout
+            r["chosen"] = "optimized" if M == 1 else "tiled"
+            best = r[r["chosen"]]
             nbytes = N * K / 2 + N * K / 128 * 4
             r["best_tbps"] = nbytes / best / 1e6
             r["best_tflops"] = 2 * M * N * K / best / 1e6
@@ -115,7 +159,7 @@ def main():
                 r.update(peers(torch, M, N, K))
             cb, tg = r.get("cublas_bf16"), r.get("tinygemm_int4")
             f = lambda t: f"{t:.1f}" if t else "-"  # noqa: E731
-            print(f"| {name} | {M} | {f(r['lut'])} | {f(r['optimized'])} | {f(r['batched'])} | {r['chosen']} | "
+            print(f"| {name} | {M} | {f(r['lut'])} | {f(r['optimized'])} | {f(r['batched'])} | {f(r['tiled'])} | {r['chosen']} | "
                   f"{r['best_tbps']:.2f} | {r['best_tflops']:.1f} | {f(cb)} | {f(tg)} | "
                   f"{(cb / best if cb else 0):.2f}x | {(tg / best if tg else 0):.2f}x |", flush=True)
             rows.append(r)

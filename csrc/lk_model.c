@@ -152,13 +152,14 @@ void lk_cuda_layout_make(const lk_config *c, const lk_engine_opts *o, lk_cuda_la
     /* split-K partial sums of the residual-add GEMVs (outputs of size dim) and their arrival counters */
     l->mm_ws = place(&cur, (size_t)LK_SPLITK_MAX * LK_GEMV_ROWS * (size_t)c->dim * 4);
     l->mm_counters = place(&cur, (size_t)c->dim * 4);
-    /* tensor-core split-K for batched decode (5+ rows): partial tiles of the
-     * narrow matrices (qkv, o, down), rows padded to the 64-row tile */
-    if (B >= 5) {
-        size_t rows = (B + 63) / 64 * 64, n = (size_t)(lk_qkv_dim(c) > c->dim ? lk_qkv_dim(c) : c->dim);
+    /* tensor-core split-K partial tiles of the narrow matrices (qkv, o, down): for
+     * batched decode (5+ rows) and for short prompts, whose few output tiles would
+     * not fill the GPU (a 32-token prompt on a batch-1 engine: 16-24 tiles on 132
+     * SMs). Rows padded to the 64-row tile; at least one tile of rows. */
+    {
+        size_t rows = B > 64 ? (B + 63) / 64 * 64 : 64;
+        size_t n = (size_t)(lk_qkv_dim(c) > c->dim ? lk_qkv_dim(c) : c->dim);
         l->tc_ws_floats = (size_t)LK_SPLITK_MAX * rows * ((n + 127) / 128 * 128);
-    } else {
-        l->tc_ws_floats = 0;
     }
     l->tc_ws = place(&cur, l->tc_ws_floats * 4);
     l->tc_counters = place(&cur, (size_t)LK_TC_COUNTERS * 4);

@@ -60,12 +60,16 @@ int lk_q4_quantize_row_ref(const float *w, int64_t k, uint8_t *qs, lk_q4_params 
 /* The GPU's tensor-core ("tiled") arrangement of the same bytes, made at upload
  * (n % 16 == 0, k % 128 == 0). The matrix is cut into tiles of 16 rows x 64
  * inputs, tile (rb, kt) at byte (rb * k/64 + kt) * 512, row blocks outermost.
- * In a tile, lane l (g = l / 4, t = l % 4) owns 16 bytes: word kb (k16 block)
- * holds its mma.m16n8k16 A fragment, nibbles 0..7 =
- *   W[g][2t], W[g+8][2t], W[g][2t+8], W[g+8][2t+8],
- *   W[g][2t+1], W[g+8][2t+1], W[g][2t+9], W[g+8][2t+9]   (columns within the k16 block)
- * so that one lop3 with the fp16 magic number gives a0 = {W[g][2t], W[g][2t+1]}
- * and the others likewise. Params: [n/16][k/128][16] (row block, group, row).
+ * In a tile, lane l (g = l / 4, t = l % 4) owns 16 bytes: word kb (0..3) holds
+ * its mma.m16n8k16 A fragment of k16 step kb, nibbles 0..7 =
+ *   W[g][c], W[g+8][c], W[g][c+2], W[g+8][c+2],
+ *   W[g][c+1], W[g+8][c+1], W[g][c+3], W[g+8][c+3]   with c = 16 t + 4 kb
+ * (columns within the tile), so that one lop3 with the fp16 magic number gives
+ * a0 = {W[g][c], W[g][c+1]} and the others likewise. The k16 steps are a
+ * permutation of the tile's 64 columns (the mma sums over k in any order):
+ * lane t's columns are the contiguous 16t..16t+15, so the matching B operand
+ * (x) is two 16-byte loads per lane. Params: [n/16][k/128][16] (row block,
+ * group, row).
  * Threaded; out buffers must not alias the input. */
 void lk_q4_tile(const uint8_t *qs, const lk_q4_params *params, int64_t n, int64_t k, uint8_t *out_qs,
                 lk_q4_params *out_params);

@@ -281,7 +281,8 @@ def test_tiled_engine_matches_cpu(ckpt_1b_2layers, batch, tiled, monkeypatch):
     monkeypatch.setenv("LLAMA_KERNEL_TILED", tiled)
     toks = list(np.random.default_rng(6).integers(0, 32000, 40))
     cpu = LlamaInference(ckpt_1b_2layers, device="cpu", verbose=False).logits(toks)
-    for chunk in (1, 64):  # the small-batch kernel with the rotary epilogue, and the tile kernel
+    # prompt chunks of 1 and 16 (+ 8) rows: the small-batch kernel with the rotary epilogue; 64: the tile kernel
+    for chunk in (1, 16, 64):
         gpu = LlamaInference(ckpt_1b_2layers, device="cuda", batch_size=batch, prefill_chunk=chunk,
                              verbose=False).logits(toks)
         assert R.rel_err(gpu, cpu) < 2e-2

@@ -43,8 +43,8 @@ __global__ void k_embed_q4_tiled(const uint32_t *__restrict__ W, const half2 *__
     const int r = blockIdx.x, t = tok[r], rb = t / 16, rr = t % 16, g = rr % 8, hi = rr / 8;
     const int KT = dim / 64, groups = dim / LK_Q4_GROUP;
     for (int k = threadIdx.x; k < dim; k += blockDim.x) {
-        const int kt = k / 64, kb = (k % 64) / 16, kk = k % 16;
-        const int tt = (kk % 8) / 2, pos = (kk < 8 ? 0 : 2) + hi + 4 * (kk & 1);
+        const int kt = k / 64, tt = (k % 64) / 16, kb = (k % 16) / 4, j = k % 4;
+        const int pos = (j < 2 ? 0 : 2) + hi + 4 * (j & 1);
         const uint32_t w = W[(((size_t)rb * KT + kt) * 512 + (size_t)(g * 4 + tt) * 16 + kb * 4) / 4];
         const float2 sm = __half22float2(P[((size_t)rb * groups + k / LK_Q4_GROUP) * 16 + rr]);
         x[(size_t)r * dim + k] = (float)((w >> (4 * pos)) & 15u) * sm.x + sm.y;

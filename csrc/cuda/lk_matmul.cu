@@ -375,20 +375,36 @@ __device__ __forceinline__ void mma16816(float c[4], const uint32_t a[4], uint32
 
 /* ============================================================================
  * Tiled layout (lk_q4_tile), 1-16 rows: tensor cores at batch size.
- * A warp owns a 16-row block of W (two for SwiGLU / rotary pairs) over its K
- * split; each lane loads its 16 bytes of a 16x64 tile, which are its
- * mma.m16n8k16 A fragments for four k16 blocks. The fragments keep the
- * magic-number values (1024 + q for rows g, 1024 + 16 q for rows g + 8): no
- * subtraction per weight; per group the accumulators are corrected with the
- * token sums of x (one more mma against ones) and scaled:
+ * Weights are the mma A operand (16 rows x k16), the tokens the B operand (n8
+ * tiles), so a 16-row block of W is read once for all tokens. Each lane loads
+ * its 16 bytes of a 16x64 tile, which are its A fragments for four k16 steps,
+ * and two 16-byte loads of x for the same 16 (contiguous) inputs of a token.
+ * The fragments keep the magic-number values (1024 + q for rows g, 1024 + 16 q
+ * for rows g + 8): no subtraction per weight; per group the accumulators are
+ * corrected with the token sums of x (one more mma against ones) and scaled:
  *   out += s * (C - 1024 X) / {1|16} + min * X.
- * x (B operand, tokens as columns) is read straight from global/L1.
- * Every mode splits K (the last block of a row range reduces the splits in
- * order and runs the epilogue), so narrow matrices still fill the GPU.
+ * A block's 8 warps are WU row blocks ("units": one 16-row block, or two for
+ * SwiGLU / rotary pairs) x WK warps along K, summed through shared memory; the
+ * next group's weights are loaded before the current group is used (two in
+ * flight per lane). K is split across blocks (gridDim.y) only when the grid
+ * would still not fill the GPU: then the last block of a row range sums the
+ * splits in order and runs the epilogue (deterministic).
  * ==========================================================================*/
-__device__ __forceinline__ uint32_t ldx2(const half *__restrict__ x, int ldx, int m, int M, int k) {
-    return m < M ? *reinterpret_cast<const uint32_t *>(x + (size_t)m * ldx + k) : 0u;
+#define TG_WARPS 8
+
+/* x fragments of one 64-input tile for token m: lane t's inputs 16t..16t+15 (zero past M) */
+__device__ __forceinline__ void ld_xfrag(const half *__restrict__ x, int ldx, int m, int M, int k, uint4 &lo,
+                                         uint4 &hi) {
+    if (m < M) {
+        const uint4 *p = reinterpret_cast<const uint4 *>(x + (size_t)m * ldx + k);
+        lo = __ldg(p);
+        hi = __ldg(p + 1);
+    } else {
+        lo = hi = make_uint4(0, 0, 0, 0);
+    }
 }
+
+__device__ __forceinline__ uint32_t u4_word(const uint4 &v, int i) { return i == 0 ? v.x : i == 1 ? v.y : i == 2 ? v.z : v.w; }
 
 __device__ __forceinline__ void tile_frag(uint32_t w, uint32_t a[4]) {
     const uint32_t LO = 0x000f000fu, HI = 0x00f000f0u, EX = 0x64006400u;
@@ -440,26 +456,29 @@ __device__ __forceinline__ void tiled_epilogue(const float (&acc)[NB][NT][4], co
 }
 
 template <int NT, bool PAIR>
-__global__ void __launch_bounds__(GEMV_WARPS * 32)
+__global__ void __launch_bounds__(TG_WARPS * 32, 2)
     k_gemv_tiled(const uint4 *__restrict__ W, const half2 *__restrict__ P, const half *__restrict__ x, int ldx, int M,
-                 int K, int N, int n_out, int hidden, void *out, int ldo, int mode, float *__restrict__ partial,
+                 int K, int N, int n_out, int hidden, void *out, int ldo, int mode, int WK, float *__restrict__ partial,
                  int *__restrict__ counters, lk_rope_epi re) {
     lk_pdl_prologue();
+    constexpr int NB = PAIR ? 2 : 1, NE = NB * NT * 4;
+    __shared__ float red[TG_WARPS][NE][32]; /* WK > 1: each warp's sums, summed by warp wk = 0 */
     __shared__ int is_last;
-    constexpr int NB = PAIR ? 2 : 1;
     const int lane = threadIdx.x & 31, warp = threadIdx.x >> 5, g = lane >> 2, t = lane & 3;
+    const int WU = TG_WARPS / WK, wu = warp / WK, wk = warp % WK;
     const int KT = K >> 6, groups = K >> 7;
     const int S = gridDim.y, s = blockIdx.y;
-    const int gper = (groups + S - 1) / S, g0 = s * gper, g1 = min(groups, g0 + gper);
-    const bool swiglu = mode == LK_OUT_SWIGLU_F16, rope = mode == LK_OUT_QKV_ROPE;
-    const int half_blocks = rope ? (re.hd / 2) / 16 : 1;
+    const int bper = (groups + S - 1) / S, bg0 = s * bper, bg1 = min(groups, bg0 + bper);
+    const int wper = (max(0, bg1 - bg0) + WK - 1) / WK, g0 = bg0 + wk * wper, g1 = min(bg1, g0 + wper);
+    const bool swiglu = mode == LK_OUT_SWIGLU_F16;
+    const int half_blocks = PAIR && !swiglu ? (re.hd / 2) / 16 : 1;
     const int units = !PAIR ? (N + 15) / 16 : swiglu ? (n_out + 15) / 16 : N / 32;
+    const int stride = gridDim.x * WU;
     const uint32_t ONES = 0x3c003c00u;
     const uint32_t ones[4] = {ONES, ONES, ONES, ONES};
-    float acc[NB][NT][4];
-    int rb[NB] = {};
-    int unit = blockIdx.x * GEMV_WARPS + warp;
-    for (; unit < units; unit += gridDim.x * GEMV_WARPS) {
+
+    /* the 16-row blocks of a unit: one, a SwiGLU pair (j, hidden + j) or a rotary pair (dims i, i + hd/2) */
+    auto blocks_of = [&](int unit, int (&rb)[NB]) {
         if (!PAIR) {
             rb[0] = unit;
         } else if (swiglu) {
@@ -470,78 +489,136 @@ __global__ void __launch_bounds__(GEMV_WARPS * 32)
             rb[0] = head * (re.hd / 16) + j;
             rb[NB - 1] = rb[0] + half_blocks;
         }
+    };
+    auto load = [&](int unit, int grp, uint4 (&wv)[NB][2], half2 (&pv)[NB][2]) {
+        int rb[NB];
+        blocks_of(unit, rb);
+#pragma unroll
+        for (int b = 0; b < NB; b++) {
+#pragma unroll
+            for (int kk = 0; kk < 2; kk++) wv[b][kk] = ld_stream(W + ((size_t)rb[b] * KT + (size_t)grp * 2 + kk) * 32 + lane);
+            pv[b][0] = P[((size_t)rb[b] * groups + grp) * 16 + g];
+            pv[b][1] = P[((size_t)rb[b] * groups + grp) * 16 + g + 8];
+        }
+    };
+
+    uint4 wc[NB][2], wn[NB][2];
+    half2 pc[NB][2], pn[NB][2];
+#pragma unroll
+    for (int b = 0; b < NB; b++) {
+        wn[b][0] = wn[b][1] = make_uint4(0, 0, 0, 0);
+        pn[b][0] = pn[b][1] = __float2half2_rn(0.0f);
+        wc[b][0] = wc[b][1] = make_uint4(0, 0, 0, 0);
+        pc[b][0] = pc[b][1] = __float2half2_rn(0.0f);
+    }
+    if (blockIdx.x * WU + wu < units && g0 < g1) load(blockIdx.x * WU + wu, g0, wc, pc);
+    float acc[NB][NT][4] = {};
+    for (int ub = blockIdx.x * WU; ub < units; ub += stride) {
+        const int unit = ub + wu;
 #pragma unroll
         for (int b = 0; b < NB; b++)
 #pragma unroll
             for (int nt = 0; nt < NT; nt++)
 #pragma unroll
                 for (int e = 0; e < 4; e++) acc[b][nt][e] = 0.0f;
-        for (int grp = g0; grp < g1; grp++) {
-            uint4 wv[NB][2];
-#pragma unroll
-            for (int b = 0; b < NB; b++)
-#pragma unroll
-                for (int kk = 0; kk < 2; kk++)
-                    wv[b][kk] = ld_stream(W + ((size_t)rb[b] * KT + (size_t)grp * 2 + kk) * 32 + lane);
-            float2 pg[NB], p8[NB];
-#pragma unroll
-            for (int b = 0; b < NB; b++) {
-                pg[b] = __half22float2(P[((size_t)rb[b] * groups + grp) * 16 + g]);
-                p8[b] = __half22float2(P[((size_t)rb[b] * groups + grp) * 16 + g + 8]);
-            }
-            float c[NB][NT][4], cx[NT][4];
-#pragma unroll
-            for (int nt = 0; nt < NT; nt++)
-#pragma unroll
-                for (int e = 0; e < 4; e++) {
-                    cx[nt][e] = 0.0f;
-#pragma unroll
-                    for (int b = 0; b < NB; b++) c[b][nt][e] = 0.0f;
-                }
-#pragma unroll
-            for (int kk = 0; kk < 2; kk++) {
-#pragma unroll
-                for (int kb = 0; kb < 4; kb++) {
-                    const int k0 = grp * 128 + kk * 64 + kb * 16;
-                    uint32_t bf[NT][2];
-#pragma unroll
-                    for (int nt = 0; nt < NT; nt++) {
-                        bf[nt][0] = ldx2(x, ldx, 8 * nt + g, M, k0 + 2 * t);
-                        bf[nt][1] = ldx2(x, ldx, 8 * nt + g, M, k0 + 2 * t + 8);
-                    }
-#pragma unroll
-                    for (int b = 0; b < NB; b++) {
-                        const uint32_t wd = kb == 0 ? wv[b][kk].x : kb == 1 ? wv[b][kk].y : kb == 2 ? wv[b][kk].z
-                                                                                                  : wv[b][kk].w;
-                        uint32_t a[4];
-                        tile_frag(wd, a);
-#pragma unroll
-                        for (int nt = 0; nt < NT; nt++) mma16816(c[b][nt], a, bf[nt][0], bf[nt][1]);
-                    }
-#pragma unroll
-                    for (int nt = 0; nt < NT; nt++) mma16816(cx[nt], ones, bf[nt][0], bf[nt][1]);
-                }
-            }
-            /* correct and scale this group: rows g (c[0], c[1]) and g + 8 (c[2], c[3], values x16) */
-#pragma unroll
-            for (int b = 0; b < NB; b++)
+        if (unit < units) {
+            for (int grp = g0; grp < g1; grp++) {
+                /* the next group of this warp (or the first of its next unit) goes in flight first */
+                const int nu = grp + 1 < g1 ? unit : unit + stride, ng = grp + 1 < g1 ? grp + 1 : g0;
+                if (nu < units) load(nu, ng, wn, pn);
+                float c[NB][NT][4], cx[NT][4];
 #pragma unroll
                 for (int nt = 0; nt < NT; nt++)
 #pragma unroll
                     for (int e = 0; e < 4; e++) {
-                        const float X = cx[nt][e];
-                        const float2 sm = e < 2 ? pg[b] : p8[b];
-                        const float q = e < 2 ? c[b][nt][e] - 1024.0f * X : (c[b][nt][e] - 1024.0f * X) * 0.0625f;
-                        acc[b][nt][e] += sm.x * q + sm.y * X;
+                        cx[nt][e] = 0.0f;
+#pragma unroll
+                        for (int b = 0; b < NB; b++) c[b][nt][e] = 0.0f;
                     }
+#pragma unroll
+                for (int kk = 0; kk < 2; kk++) {
+                    uint4 xf[NT][2];
+#pragma unroll
+                    for (int nt = 0; nt < NT; nt++)
+                        ld_xfrag(x, ldx, 8 * nt + g, M, grp * 128 + kk * 64 + 16 * t, xf[nt][0], xf[nt][1]);
+#pragma unroll
+                    for (int kb = 0; kb < 4; kb++) {
+                        /* B fragment of step kb: inputs 4 kb .. 4 kb + 3 of the lane's 16 */
+                        uint32_t b0[NT], b1[NT];
+#pragma unroll
+                        for (int nt = 0; nt < NT; nt++) {
+                            b0[nt] = u4_word(xf[nt][kb >> 1], 2 * (kb & 1));
+                            b1[nt] = u4_word(xf[nt][kb >> 1], 2 * (kb & 1) + 1);
+                        }
+#pragma unroll
+                        for (int b = 0; b < NB; b++) {
+                            uint32_t a[4];
+                            tile_frag(u4_word(wc[b][kk], kb), a);
+#pragma unroll
+                            for (int nt = 0; nt < NT; nt++) mma16816(c[b][nt], a, b0[nt], b1[nt]);
+                        }
+#pragma unroll
+                        for (int nt = 0; nt < NT; nt++) mma16816(cx[nt], ones, b0[nt], b1[nt]);
+                    }
+                }
+                /* correct and scale this group: rows g (c[0], c[1]) and g + 8 (c[2], c[3], values x16) */
+#pragma unroll
+                for (int b = 0; b < NB; b++) {
+                    const float2 pg = __half22float2(pc[b][0]), p8 = __half22float2(pc[b][1]);
+#pragma unroll
+                    for (int nt = 0; nt < NT; nt++)
+#pragma unroll
+                        for (int e = 0; e < 4; e++) {
+                            const float X = cx[nt][e];
+                            const float2 sm = e < 2 ? pg : p8;
+                            const float q = e < 2 ? c[b][nt][e] - 1024.0f * X : (c[b][nt][e] - 1024.0f * X) * 0.0625f;
+                            acc[b][nt][e] += sm.x * q + sm.y * X;
+                        }
+                }
+#pragma unroll
+                for (int b = 0; b < NB; b++) {
+                    wc[b][0] = wn[b][0];
+                    wc[b][1] = wn[b][1];
+                    pc[b][0] = pn[b][0];
+                    pc[b][1] = pn[b][1];
+                }
+            }
         }
-        if (S == 1) tiled_epilogue<NT, NB>(acc, rb, g, t, M, N, n_out, out, ldo, mode, re);
+        if (WK > 1) {
+            /* sum the K slices of the WK warps of this unit (uniform: every warp runs every iteration) */
+            __syncthreads();
+            if (wk) {
+#pragma unroll
+                for (int b = 0; b < NB; b++)
+#pragma unroll
+                    for (int nt = 0; nt < NT; nt++)
+#pragma unroll
+                        for (int e = 0; e < 4; e++) red[warp][(b * NT + nt) * 4 + e][lane] = acc[b][nt][e];
+            }
+            __syncthreads();
+            if (!wk) {
+                for (int w = 1; w < WK; w++)
+#pragma unroll
+                    for (int b = 0; b < NB; b++)
+#pragma unroll
+                        for (int nt = 0; nt < NT; nt++)
+#pragma unroll
+                            for (int e = 0; e < 4; e++) acc[b][nt][e] += red[warp + w][(b * NT + nt) * 4 + e][lane];
+            }
+        }
+        if (S == 1 && !wk && unit < units) {
+            int rb[NB];
+            blocks_of(unit, rb);
+            tiled_epilogue<NT, NB>(acc, rb, g, t, M, N, n_out, out, ldo, mode, re);
+        }
     }
     if (S == 1) return;
-    /* split-K: each warp had at most one unit; partials [split][token][weight row] */
-    unit = blockIdx.x * GEMV_WARPS + warp;
-    const bool had = unit < units;
+    /* split-K: the grid covers the units once (one iteration above); partials [split][token][weight row] */
+    const int unit = blockIdx.x * WU + wu;
+    const bool had = !wk && unit < units;
+    int rb[NB] = {};
     if (had) {
+        blocks_of(unit, rb);
 #pragma unroll
         for (int b = 0; b < NB; b++)
 #pragma unroll
@@ -686,15 +763,18 @@ __global__ void __launch_bounds__(WM *WN * 32)
                 const half2 sa = __half2half2(__low2half(pa)), ma = __half2half2(__high2half(pa));
                 const half2 sb = __half2half2(__low2half(pb)), mb = __half2half2(__high2half(pb));
                 const uint32_t wd4[4] = {v.x, v.y, v.z, v.w};
-                half *ra = Bh + (tile * 16 + gg) * LDA + 2 * tt, *rbp = Bh + (tile * 16 + gg + 8) * LDA + 2 * tt;
+                /* word kb: columns c..c+3 (c = 16 tt + 4 kb) of rows gg and gg + 8 */
+                half *ra = Bh + (tile * 16 + gg) * LDA + 16 * tt, *rbp = Bh + (tile * 16 + gg + 8) * LDA + 16 * tt;
 #pragma unroll
                 for (int kb = 0; kb < 4; kb++) {
                     half2 q[4];
                     lk_dequant8(wd4[kb], q);
-                    *reinterpret_cast<half2 *>(ra + kb * 16) = __hfma2(q[0], sa, ma);
-                    *reinterpret_cast<half2 *>(rbp + kb * 16) = __hfma2(q[1], sb, mb);
-                    *reinterpret_cast<half2 *>(ra + kb * 16 + 8) = __hfma2(q[2], sa, ma);
-                    *reinterpret_cast<half2 *>(rbp + kb * 16 + 8) = __hfma2(q[3], sb, mb);
+                    const half2 r0 = __hfma2(q[0], sa, ma), r1 = __hfma2(q[1], sb, mb), r2 = __hfma2(q[2], sa, ma),
+                                r3 = __hfma2(q[3], sb, mb);
+                    *reinterpret_cast<uint2 *>(ra + 4 * kb) =
+                        make_uint2(*reinterpret_cast<const uint32_t *>(&r0), *reinterpret_cast<const uint32_t *>(&r2));
+                    *reinterpret_cast<uint2 *>(rbp + 4 * kb) =
+                        make_uint2(*reinterpret_cast<const uint32_t *>(&r1), *reinterpret_cast<const uint32_t *>(&r3));
                 }
             }
         } else {
@@ -911,6 +991,14 @@ void lk_mm_set_tune(int rr, int u, int s) {
     g_tune.u = u;
     g_tune.s = s;
 }
+/* the same for the tiled small-batch kernel: warps along K in a block (1, 2, 4, 8) and K splits */
+static struct {
+    int wk, s;
+} g_tune_tiled;
+void lk_mm_set_tune_tiled(int wk, int s) {
+    g_tune_tiled.wk = wk == 1 || wk == 2 || wk == 4 || wk == 8 ? wk : 0;
+    g_tune_tiled.s = s;
+}
 
 template <int M, int RR, int U, bool LUT>
 static lk_status launch_gemv(const lk_dmat *W, const half *x, int ldx, void *out, int ldo, int mode, int n_out,
@@ -971,17 +1059,30 @@ static lk_status launch_gemv_tiled(const lk_dmat *W, const half *x, int M, int l
                                    cudaStream_t st) {
     const int N = W->N, groups = W->K / 128;
     const int units = !PAIR ? lk_cdiv(N, 16) : mode == LK_OUT_SWIGLU_F16 ? lk_cdiv(n_out, 16) : N / 32;
-    const int blocks = lk_cdiv(units, GEMV_WARPS);
-    /* split K (by whole groups) until there are warps for two waves of 8-warp blocks per SM
-     * (measured: capping at 4 warps per SM instead made gate_up 9.4 -> 14.4 us at one row) */
-    int S = 1;
+    if (((uintptr_t)x % 16) || ldx % 8)
+        return lk_fail(LK_E_UNSUPPORTED, "tiled matmul: x must be 16-byte aligned with a row stride that is a "
+                                         "multiple of 8 (got %d)", ldx);
+    /* warps along K (WK, within a block) until the warps fill the GPU (two 8-warp blocks per SM),
+     * then K splits across blocks (S) where there is workspace; each warp keeps >= 1 group */
+    const int want = 3 * sm_count * 2 * TG_WARPS / 4;
+    int WK = 1, S = 1;
+    while (WK < TG_WARPS && units * WK < want && 2 * WK <= groups) WK *= 2;
+    const int WU = TG_WARPS / WK, blocks = lk_cdiv(units, WU);
     if (ws && ws->tg_partial && blocks <= ws->tg_n_counters)
-        while (2 * S <= LK_TILED_SPLIT_MAX && 2 * S <= groups && units * S < 2 * sm_count * GEMV_WARPS &&
+        while (2 * S <= LK_TILED_SPLIT_MAX && 2 * S * WK <= groups && units * WK * S < want &&
                (size_t)(2 * S) * (size_t)M * (size_t)N <= ws->tg_partial_floats)
             S *= 2;
-    dim3 grid(S > 1 ? blocks : (blocks < sm_count * 8 ? blocks : sm_count * 8), S);
-    LAUNCH("k_gemv_tiled", (k_gemv_tiled<NT, PAIR>), grid, dim3(GEMV_WARPS * 32), 0, st, (const uint4 *)W->w, W->p, x,
-           ldx, M, W->K, N, n_out, hidden, out, ldo, mode, ws ? ws->tg_partial : (float *)NULL,
+    if (g_tune_tiled.wk) {
+        WK = g_tune_tiled.wk;
+        S = g_tune_tiled.s && ws && ws->tg_partial && lk_cdiv(units, TG_WARPS / WK) <= ws->tg_n_counters &&
+                    (size_t)g_tune_tiled.s * (size_t)M * (size_t)N <= ws->tg_partial_floats
+                ? g_tune_tiled.s
+                : 1;
+    }
+    const int gx = lk_cdiv(units, TG_WARPS / WK), cap = sm_count * 2;
+    dim3 grid(S > 1 ? gx : (gx < cap ? gx : cap), S);
+    LAUNCH("k_gemv_tiled", (k_gemv_tiled<NT, PAIR>), grid, dim3(TG_WARPS * 32), 0, st, (const uint4 *)W->w, W->p, x,
+           ldx, M, W->K, N, n_out, hidden, out, ldo, mode, WK, ws ? ws->tg_partial : (float *)NULL,
            ws ? ws->tg_counters : (int *)NULL, re);
     return LK_OK;
 }
@@ -1025,12 +1126,10 @@ static lk_status matmul_impl(const lk_dmat *W, const half *x, int M, int ldx, vo
         if (M <= 8)
             return pair ? launch_gemv_tiled<1, true>(W, x, M, ldx, out, ldo, mode, n_out, hidden, ws, sm_count, re, st)
                         : launch_gemv_tiled<1, false>(W, x, M, ldx, out, ldo, mode, n_out, hidden, ws, sm_count, re, st);
-        if (M <= 16 && (mode == LK_OUT_QKV_ROPE || W->N < 32768))
+        if (M <= 16)
             return pair ? launch_gemv_tiled<2, true>(W, x, M, ldx, out, ldo, mode, n_out, hidden, ws, sm_count, re, st)
                         : launch_gemv_tiled<2, false>(W, x, M, ldx, out, ldo, mode, n_out, hidden, ws, sm_count, re, st);
         if (mode == LK_OUT_QKV_ROPE) return lk_fail(LK_E_UNSUPPORTED, "fused rotary epilogue needs <= 16 rows");
-        if (M <= 16) /* wide matrices (the LM head): measured faster on the tile kernel at 9-16 rows */
-            return launch_tc<16, 128, 1, 4, true>(W, x, M, ldx, out, ldo, mode, n_out, hidden, ws, sm_count, st);
         if (M <= 64) return launch_tc<64, 128, 2, 4, true>(W, x, M, ldx, out, ldo, mode, n_out, hidden, ws, sm_count, st);
         return launch_tc<128, 128, 2, 4, true>(W, x, M, ldx, out, ldo, mode, n_out, hidden, ws, sm_count, st);
     }

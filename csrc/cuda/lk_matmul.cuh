@@ -90,6 +90,8 @@ int lk_mm_uses_gemv(const lk_dmat *W, int M, int variant, int cc_major, int cc_m
 lk_status lk_mm_init(void);
 /* benchmarks only: force the one-row GEMV configuration (0 = automatic) */
 void lk_mm_set_tune(int rr, int u, int s);
+/* the same for the tiled small-batch kernel: warps along K per block (1, 2, 4, 8) and K splits */
+void lk_mm_set_tune_tiled(int wk, int s);
 
 /* repacks canonical q4 bytes into the interleaved layout, in place */
 lk_status lk_q4_interleave(void *qs, size_t bytes, cudaStream_t st);
