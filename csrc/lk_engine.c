@@ -1,5 +1,5 @@
 /* lk_engine.c: model loading, the forward pass over the backend ops, and the
- * generation loop (prefill per sequence, then batched decode steps, with the
+ * generation loop (prefill, packed across the batch's prompts, then batched decode steps, with the
  * decode step captured as a CUDA graph where the backend offers it). */
 #include "lk_engine.h"
 
@@ -150,6 +150,77 @@ static lk_status prefill(lk_engine *e, int slot, const int32_t *tokens, int32_t 
     return st;
 }
 
+/* Prefill of several prompts (slots 0..B-1) packed into chunks of up to
+ * prefill_chunk rows, so a batch of short prompts costs a few large matmuls
+ * instead of B small ones. Row order inside a chunk is free (each row's
+ * attention reads its own slot's cache, which the layer fills for every row
+ * first), so the last token of every prompt that ends in a chunk goes to the
+ * chunk's end, and one logits call covers those prompts (consecutive slots)
+ * into logits rows b0... */
+static lk_status prefill_packed(lk_engine *e, const lk_gen_request *rq, int seq0, int B, const int64_t *offs,
+                                const lk_engine_hooks *hk) {
+    lk_backend *be = e->be;
+    const int32_t C = e->opts.prefill_chunk;
+    int32_t *buf = (int32_t *)malloc((size_t)C * 3 * sizeof(int32_t));
+    if (!buf) return lk_fail(LK_E_NOMEM, "out of memory");
+    int32_t *tok = buf, *slot = buf + C, *pos = buf + 2 * (size_t)C;
+    lk_status st = LK_OK;
+    int b = 0;        /* first prompt not yet finished */
+    int32_t used = 0; /* its tokens already prefilled */
+    while (b < B && !st) {
+        /* which prompts this chunk takes: whole remainders while they fit, then a part of one */
+        int32_t m = 0;
+        int bb = b, fin = 0;
+        int32_t take_last = 0; /* tokens of prompt bb taken when it does not finish */
+        for (; bb < B; bb++) {
+            const int32_t rem = rq->lens[seq0 + bb] - (bb == b ? used : 0);
+            if (rem <= C - m) {
+                m += rem;
+                fin++;
+                continue;
+            }
+            take_last = C - m;
+            m = C;
+            break;
+        }
+        /* bodies (all but each finishing prompt's last token) first, then the last tokens */
+        int32_t r = 0, tail = m - fin;
+        for (int k = b; k < b + fin; k++) {
+            const int32_t *p = rq->tokens + offs[seq0 + k];
+            const int32_t n = rq->lens[seq0 + k];
+            for (int32_t i = k == b ? used : 0; i < n - 1; i++, r++) {
+                tok[r] = p[i];
+                slot[r] = k;
+                pos[r] = i;
+            }
+            tok[tail + (k - b)] = p[n - 1];
+            slot[tail + (k - b)] = k;
+            pos[tail + (k - b)] = n - 1;
+        }
+        if (take_last) {
+            const int32_t *p = rq->tokens + offs[seq0 + bb];
+            const int32_t i0 = bb == b ? used : 0;
+            for (int32_t i = 0; i < take_last; i++, r++) {
+                tok[r] = p[i0 + i];
+                slot[r] = bb;
+                pos[r] = i0 + i;
+            }
+        }
+        st = be->ops->set_rows(be, m, tok, slot, pos);
+        if (!st) st = forward(e, m, hk);
+        if (!st && fin) st = be->ops->logits(be, tail, fin, b);
+        if (take_last) {
+            used = (bb == b ? used : 0) + take_last;
+            b = bb;
+        } else {
+            used = 0;
+            b += fin;
+        }
+    }
+    free(buf);
+    return st;
+}
+
 static lk_status check_tokens(const lk_engine *e, const int32_t *t, int64_t n, const char *what) {
     for (int64_t i = 0; i < n; i++)
         if (t[i] < 0 || t[i] >= e->cfg.vocab_size)
@@ -242,13 +313,16 @@ static lk_status run_batch(lk_engine *e, const lk_gen_request *rq, int seq0, int
     const lk_backend_ops *op = be->ops;
     int32_t *slot = s->seqs, *pos = s->outt; /* free until the first take_tokens */
     double t0 = now_s();
+    if (B > 1) TRY(prefill_packed(e, rq, seq0, B, offs, hk));
     for (int b = 0; b < B; b++) {
         const int32_t *prompt = rq->tokens + offs[seq0 + b];
         const int32_t n = rq->lens[seq0 + b];
         int last = 0;
         TRY(op->seen_reset(be, b, prompt, n));
-        TRY(prefill(e, b, prompt, n, hk, &last, NULL));
-        TRY(op->logits(be, last, 1, b));
+        if (B == 1) {
+            TRY(prefill(e, b, prompt, n, hk, &last, NULL));
+            TRY(op->logits(be, last, 1, b));
+        }
         stats->prefill_tokens += n;
         s->tok[b] = prompt[n - 1];
         slot[b] = b;

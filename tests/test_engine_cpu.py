@@ -122,6 +122,17 @@ def test_batch_equals_single_runs(tiny_ckpt):
         assert m.generate_ids(prompts, max_new_tokens=7, temperature=0.9, top_k=20, seed=99) == want
 
 
+@pytest.mark.parametrize("chunk", [1, 4, 5, 64])
+def test_packed_prefill_matches_single(tiny_ckpt, chunk):
+    """A batch's prompts are prefilled packed into shared chunks (a prompt may span chunks, a chunk
+    may end several prompts); the result must be what each prompt gives alone."""
+    prompts = [TOKENS[:3], TOKENS[:11], TOKENS[4:5], TOKENS[2:9], TOKENS]
+    single = LlamaInference(tiny_ckpt, device="cpu", verbose=False)
+    want = [single.generate_ids(p, max_new_tokens=6, temperature=0, ignore_eos=True)[0] for p in prompts]
+    m = LlamaInference(tiny_ckpt, device="cpu", batch_size=4, prefill_chunk=chunk, verbose=False)
+    assert m.generate_ids(prompts, max_new_tokens=6, temperature=0, ignore_eos=True) == want
+
+
 def test_seeded_sampling_reproducible(tiny_ckpt):
     m = LlamaInference(tiny_ckpt, device="cpu", verbose=False)
     a = m.generate_ids(TOKENS[:5], max_new_tokens=20, temperature=1.0, top_p=0.95, seed=7)
