@@ -1252,8 +1252,9 @@ static PyObject *mod_cuda_bench_matmul(PyObject *m, PyObject *args) {
         PyErr_SetString(PyExc_ValueError, "cuda_bench_matmul: bad shape");
         return NULL;
     }
-    if (tune[0] < 0 || tune[0] > 4 || tune[1] < 0 || tune[1] > 8 || tune[2] < 0 || tune[2] > 8) {
-        PyErr_Format(PyExc_ValueError, "cuda_bench_matmul: tune (%d, %d, %d) outside (0-4, 0-8, 0-8)", tune[0],
+    /* (rows per warp 0-4 | tiled: warps along K 0-8, chunks in flight 0-8, K splits 0-16) */
+    if (tune[0] < 0 || tune[0] > 8 || tune[1] < 0 || tune[1] > 8 || tune[2] < 0 || tune[2] > 16) {
+        PyErr_Format(PyExc_ValueError, "cuda_bench_matmul: tune (%d, %d, %d) outside (0-8, 0-8, 0-16)", tune[0],
                      tune[1], tune[2]);
         return NULL;
     }

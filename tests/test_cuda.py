@@ -208,10 +208,12 @@ def test_graph_and_eager_identical(ckpt_1b_2layers):
     assert outs[0] == outs[2] and outs[1] == outs[3]
 
 
-def test_batch_equals_single_on_gpu(ckpt_1b_2layers):
-    prompts = [list(range(1, 12)), list(range(50, 53))]
+@pytest.mark.parametrize("chunk", [None, 5])  # packed prefill: one chunk for all prompts, or prompts across chunks
+def test_batch_equals_single_on_gpu(ckpt_1b_2layers, chunk):
+    prompts = [list(range(1, 12)), list(range(50, 53)), list(range(200, 207))]
     m1 = LlamaInference(ckpt_1b_2layers, device="cuda", verbose=False)
-    m4 = LlamaInference(ckpt_1b_2layers, device="cuda", batch_size=4, verbose=False)
+    kw = {"prefill_chunk": chunk} if chunk else {}
+    m4 = LlamaInference(ckpt_1b_2layers, device="cuda", batch_size=4, verbose=False, **kw)
     single = [m1.generate_ids(p, max_new_tokens=12, temperature=0, ignore_eos=True)[0] for p in prompts]
     assert m4.generate_ids(prompts, max_new_tokens=12, temperature=0, ignore_eos=True) == single
 
