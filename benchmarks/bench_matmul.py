@@ -69,23 +69,26 @@ def bench(M, N, K, mode, variant, iters, tune=(0, 0, 0), tiled=False):
 
 
 def tune_tiled(iters, Ms=(1, 4, 16)):
-    """Tiled small-batch kernel configurations (warps along K per block, K splits) per shape and M."""
-    print("| shape | M | warps along K | K splits | us | TB/s |\n|---|---|---|---|---|---|")
+    """Tiled small-batch kernel configurations (warps along K per block, groups per load step of
+    one-block units, K splits) per shape and M."""
+    print("| shape | M | warps along K | groups per step | K splits | us | TB/s |\n|---|---|---|---|---|---|---|")
     out = []
     for name, N, K in SHAPES:
         mode = mode_of(name)
         nbytes = N * K / 2 + N * K / 128 * 4
         for M in Ms:
-            for wk, s in [(0, 0)] + [(wk, s) for wk in (1, 2, 4, 8) for s in (1, 2, 4)]:
-                if wk * s > K // 128:
+            confs = [(0, 0, 0)] + [(wk, g, 1) for wk in (1, 2, 4, 8) for g in (1, 2)] + [(8, 0, 2)]
+            for wk, g, s in confs:
+                if wk * s > K // 128 or (mode == 2 and g == 2):  # SwiGLU pairs load one group per step
                     continue
                 try:
-                    t = bench(M, N, K, mode, 0, iters, (wk, 0, s), tiled=True)
+                    t = bench(M, N, K, mode, 0, iters, (wk, g, s), tiled=True)
                 except Exception as e:
-                    print(f"| {name} | {M} | {wk} | {s} | error: {str(e)[:60]} | |")
+                    print(f"| {name} | {M} | {wk} | {g} | {s} | error: {str(e)[:60]} | |")
                     continue
-                out.append({"shape": name, "M": M, "wk": wk, "s": s, "us": t})
-                print(f"| {name} | {M} | {wk or 'auto'} | {s or 'auto'} | {t:.2f} | {nbytes / t / 1e6:.2f} |", flush=True)
+                out.append({"shape": name, "M": M, "wk": wk, "g": g, "s": s, "us": t})
+                print(f"| {name} | {M} | {wk or 'auto'} | {g or 'auto'} | {s or 'auto'} | {t:.2f} | "
+                      f"{nbytes / t / 1e6:.2f} |", flush=True)
     save_json({"device": device_line(), "rows": out}, "bench_matmul_tune_tiled.json")
 
 

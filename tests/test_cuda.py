@@ -268,7 +268,7 @@ def test_tiled_layout_matmul(N, K, monkeypatch):
     rng = np.random.default_rng(N + K + 1)
     w = (rng.standard_normal((N, K)) * 0.02).astype(np.float32)
     qs, p = quant.quantize(w)
-    for M in (1, 3, 8, 9, 16, 40):
+    for M in (1, 3, 8, 9, 16, 40, 65):  # 17-64 rows: the small-batch kernel per 16 rows; 65: the tile kernel
         x = rng.standard_normal((M, K)).astype(np.float32)
         for mode in (0, 1, 2, 3):
             y0 = rng.standard_normal((M, N // 2 if mode == 2 else N)).astype(np.float32) if mode == 1 else None
@@ -281,10 +281,11 @@ def test_tiled_layout_matmul(N, K, monkeypatch):
 @pytest.mark.parametrize("tiled", ["1", "0"])  # the default for 2+ sequences, and the row-interleaved GEMVs
 def test_tiled_engine_matches_cpu(ckpt_1b_2layers, batch, tiled, monkeypatch):
     monkeypatch.setenv("LLAMA_KERNEL_TILED", tiled)
-    toks = list(np.random.default_rng(6).integers(0, 32000, 40))
+    toks = list(np.random.default_rng(6).integers(0, 32000, 90))
     cpu = LlamaInference(ckpt_1b_2layers, device="cpu", verbose=False).logits(toks)
-    # prompt chunks of 1 and 16 (+ 8) rows: the small-batch kernel with the rotary epilogue; 64: the tile kernel
-    for chunk in (1, 16, 64):
+    # prompt chunks of 1, 16 and 64 (+ 26) rows: the small-batch kernel with the rotary epilogue (per 16
+    # rows above 16); 128 (90 rows): the tile kernel
+    for chunk in (1, 16, 64, 128):
         gpu = LlamaInference(ckpt_1b_2layers, device="cuda", batch_size=batch, prefill_chunk=chunk,
                              verbose=False).logits(toks)
         assert R.rel_err(gpu, cpu) < 2e-2

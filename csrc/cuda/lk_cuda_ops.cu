@@ -270,8 +270,8 @@ extern "C" lk_status lk_cuda_op_bench_matmul(int M, int N, int K, int mode, int 
     CU(cudaStreamCreateWithFlags(&st, cudaStreamNonBlocking));
     const int reps = std::max(copies, 16);
     /* tune: (rows per warp, chunks in flight, K splits) of the one-row GEMV, or with the tiled
-     * layout (warps along K, unused, K splits) of the tiled small-batch kernel; 0 = automatic */
-    if (mats[0].fmt == LK_WFMT_Q4_TILED) lk_mm_set_tune_tiled(tune[0], tune[2]);
+     * layout (warps along K, groups per load step, K splits) of the tiled small-batch kernel; 0 = automatic */
+    if (mats[0].fmt == LK_WFMT_Q4_TILED) lk_mm_set_tune_tiled(tune[0], tune[1], tune[2]);
     else lk_mm_set_tune(tune[0], tune[1], tune[2]);
     lk_status s = time_graph(
         st, reps, iters,
@@ -281,7 +281,7 @@ extern "C" lk_status lk_cuda_op_bench_matmul(int M, int N, int K, int mode, int 
         },
         us);
     lk_mm_set_tune(0, 0, 0);
-    lk_mm_set_tune_tiled(0, 0);
+    lk_mm_set_tune_tiled(0, 0, 0);
     cudaStreamSynchronize(st);
     cudaStreamDestroy(st);
     return s;

@@ -391,6 +391,11 @@ __device__ __forceinline__ void mma16816(float c[4], const uint32_t a[4], uint32
  * splits in order and runs the epilogue (deterministic).
  * ==========================================================================*/
 #define TG_WARPS 8
+/* groups per load step of a one-block unit: G groups in flight while G are used (SwiGLU / rotary
+ * pairs read two blocks, so one group of each already doubles the bytes in flight) */
+#ifndef TG_GROUPS_1
+#define TG_GROUPS_1 2
+#endif
 
 /* x fragments of one 64-input tile for token m: lane t's inputs 16t..16t+15 (zero past M) */
 __device__ __forceinline__ void ld_xfrag(const half *__restrict__ x, int ldx, int m, int M, int k, uint4 &lo,
@@ -455,7 +460,7 @@ __device__ __forceinline__ void tiled_epilogue(const float (&acc)[NB][NT][4], co
     (void)N;
 }
 
-template <int NT, bool PAIR>
+template <int NT, bool PAIR, int G>
 __global__ void __launch_bounds__(TG_WARPS * 32, 2)
     k_gemv_tiled(const uint4 *__restrict__ W, const half2 *__restrict__ P, const half *__restrict__ x, int ldx, int M,
                  int K, int N, int n_out, int hidden, void *out, int ldo, int mode, int WK, float *__restrict__ partial,
@@ -490,27 +495,34 @@ __global__ void __launch_bounds__(TG_WARPS * 32, 2)
             rb[NB - 1] = rb[0] + half_blocks;
         }
     };
-    auto load = [&](int unit, int grp, uint4 (&wv)[NB][2], half2 (&pv)[NB][2]) {
+    /* G groups (weights and scale/min) of a unit from grp on; zeros past the warp's range */
+    auto load = [&](int unit, int grp, uint4 (&wv)[G][NB][2], half2 (&pv)[G][NB][2]) {
         int rb[NB];
         blocks_of(unit, rb);
 #pragma unroll
-        for (int b = 0; b < NB; b++) {
+        for (int j = 0; j < G; j++) {
+            const bool in = grp + j < g1;
 #pragma unroll
-            for (int kk = 0; kk < 2; kk++) wv[b][kk] = ld_stream(W + ((size_t)rb[b] * KT + (size_t)grp * 2 + kk) * 32 + lane);
-            pv[b][0] = P[((size_t)rb[b] * groups + grp) * 16 + g];
-            pv[b][1] = P[((size_t)rb[b] * groups + grp) * 16 + g + 8];
+            for (int b = 0; b < NB; b++) {
+#pragma unroll
+                for (int kk = 0; kk < 2; kk++)
+                    wv[j][b][kk] = in ? ld_stream(W + ((size_t)rb[b] * KT + (size_t)(grp + j) * 2 + kk) * 32 + lane)
+                                      : make_uint4(0, 0, 0, 0);
+                pv[j][b][0] = in ? P[((size_t)rb[b] * groups + grp + j) * 16 + g] : __float2half2_rn(0.0f);
+                pv[j][b][1] = in ? P[((size_t)rb[b] * groups + grp + j) * 16 + g + 8] : __float2half2_rn(0.0f);
+            }
         }
     };
 
-    uint4 wc[NB][2], wn[NB][2];
-    half2 pc[NB][2], pn[NB][2];
+    uint4 wc[G][NB][2], wn[G][NB][2];
+    half2 pc[G][NB][2], pn[G][NB][2];
 #pragma unroll
-    for (int b = 0; b < NB; b++) {
-        wn[b][0] = wn[b][1] = make_uint4(0, 0, 0, 0);
-        pn[b][0] = pn[b][1] = __float2half2_rn(0.0f);
-        wc[b][0] = wc[b][1] = make_uint4(0, 0, 0, 0);
-        pc[b][0] = pc[b][1] = __float2half2_rn(0.0f);
-    }
+    for (int j = 0; j < G; j++)
+#pragma unroll
+        for (int b = 0; b < NB; b++) {
+            wn[j][b][0] = wn[j][b][1] = wc[j][b][0] = wc[j][b][1] = make_uint4(0, 0, 0, 0);
+            pn[j][b][0] = pn[j][b][1] = pc[j][b][0] = pc[j][b][1] = __float2half2_rn(0.0f);
+        }
     if (blockIdx.x * WU + wu < units && g0 < g1) load(blockIdx.x * WU + wu, g0, wc, pc);
     float acc[NB][NT][4] = {};
     for (int ub = blockIdx.x * WU; ub < units; ub += stride) {
@@ -522,66 +534,72 @@ __global__ void __launch_bounds__(TG_WARPS * 32, 2)
 #pragma unroll
                 for (int e = 0; e < 4; e++) acc[b][nt][e] = 0.0f;
         if (unit < units) {
-            for (int grp = g0; grp < g1; grp++) {
-                /* the next group of this warp (or the first of its next unit) goes in flight first */
-                const int nu = grp + 1 < g1 ? unit : unit + stride, ng = grp + 1 < g1 ? grp + 1 : g0;
-                if (nu < units) load(nu, ng, wn, pn);
-                float c[NB][NT][4], cx[NT][4];
+            for (int grp = g0; grp < g1; grp += G) {
+                /* the next G groups of this warp (or the first of its next unit) go in flight first */
+                const int nu = grp + G < g1 ? unit : unit + stride, ngr = grp + G < g1 ? grp + G : g0;
+                if (nu < units) load(nu, ngr, wn, pn);
 #pragma unroll
-                for (int nt = 0; nt < NT; nt++)
-#pragma unroll
-                    for (int e = 0; e < 4; e++) {
-                        cx[nt][e] = 0.0f;
-#pragma unroll
-                        for (int b = 0; b < NB; b++) c[b][nt][e] = 0.0f;
-                    }
-#pragma unroll
-                for (int kk = 0; kk < 2; kk++) {
-                    uint4 xf[NT][2];
-#pragma unroll
-                    for (int nt = 0; nt < NT; nt++)
-                        ld_xfrag(x, ldx, 8 * nt + g, M, grp * 128 + kk * 64 + 16 * t, xf[nt][0], xf[nt][1]);
-#pragma unroll
-                    for (int kb = 0; kb < 4; kb++) {
-                        /* B fragment of step kb: inputs 4 kb .. 4 kb + 3 of the lane's 16 */
-                        uint32_t b0[NT], b1[NT];
-#pragma unroll
-                        for (int nt = 0; nt < NT; nt++) {
-                            b0[nt] = u4_word(xf[nt][kb >> 1], 2 * (kb & 1));
-                            b1[nt] = u4_word(xf[nt][kb >> 1], 2 * (kb & 1) + 1);
-                        }
-#pragma unroll
-                        for (int b = 0; b < NB; b++) {
-                            uint32_t a[4];
-                            tile_frag(u4_word(wc[b][kk], kb), a);
-#pragma unroll
-                            for (int nt = 0; nt < NT; nt++) mma16816(c[b][nt], a, b0[nt], b1[nt]);
-                        }
-#pragma unroll
-                        for (int nt = 0; nt < NT; nt++) mma16816(cx[nt], ones, b0[nt], b1[nt]);
-                    }
-                }
-                /* correct and scale this group: rows g (c[0], c[1]) and g + 8 (c[2], c[3], values x16) */
-#pragma unroll
-                for (int b = 0; b < NB; b++) {
-                    const float2 pg = __half22float2(pc[b][0]), p8 = __half22float2(pc[b][1]);
+                for (int j = 0; j < G; j++) {
+                    if (grp + j >= g1) break;
+                    float c[NB][NT][4], cx[NT][4];
 #pragma unroll
                     for (int nt = 0; nt < NT; nt++)
 #pragma unroll
                         for (int e = 0; e < 4; e++) {
-                            const float X = cx[nt][e];
-                            const float2 sm = e < 2 ? pg : p8;
-                            const float q = e < 2 ? c[b][nt][e] - 1024.0f * X : (c[b][nt][e] - 1024.0f * X) * 0.0625f;
-                            acc[b][nt][e] += sm.x * q + sm.y * X;
+                            cx[nt][e] = 0.0f;
+#pragma unroll
+                            for (int b = 0; b < NB; b++) c[b][nt][e] = 0.0f;
                         }
+#pragma unroll
+                    for (int kk = 0; kk < 2; kk++) {
+                        uint4 xf[NT][2];
+#pragma unroll
+                        for (int nt = 0; nt < NT; nt++)
+                            ld_xfrag(x, ldx, 8 * nt + g, M, (grp + j) * 128 + kk * 64 + 16 * t, xf[nt][0], xf[nt][1]);
+#pragma unroll
+                        for (int kb = 0; kb < 4; kb++) {
+                            /* B fragment of step kb: inputs 4 kb .. 4 kb + 3 of the lane's 16 */
+                            uint32_t b0[NT], b1[NT];
+#pragma unroll
+                            for (int nt = 0; nt < NT; nt++) {
+                                b0[nt] = u4_word(xf[nt][kb >> 1], 2 * (kb & 1));
+                                b1[nt] = u4_word(xf[nt][kb >> 1], 2 * (kb & 1) + 1);
+                            }
+#pragma unroll
+                            for (int b = 0; b < NB; b++) {
+                                uint32_t a[4];
+                                tile_frag(u4_word(wc[j][b][kk], kb), a);
+#pragma unroll
+                                for (int nt = 0; nt < NT; nt++) mma16816(c[b][nt], a, b0[nt], b1[nt]);
+                            }
+#pragma unroll
+                            for (int nt = 0; nt < NT; nt++) mma16816(cx[nt], ones, b0[nt], b1[nt]);
+                        }
+                    }
+                    /* correct and scale this group: rows g (c[0], c[1]) and g + 8 (c[2], c[3], values x16) */
+#pragma unroll
+                    for (int b = 0; b < NB; b++) {
+                        const float2 pg = __half22float2(pc[j][b][0]), p8 = __half22float2(pc[j][b][1]);
+#pragma unroll
+                        for (int nt = 0; nt < NT; nt++)
+#pragma unroll
+                            for (int e = 0; e < 4; e++) {
+                                const float X = cx[nt][e];
+                                const float2 sm = e < 2 ? pg : p8;
+                                const float q = e < 2 ? c[b][nt][e] - 1024.0f * X : (c[b][nt][e] - 1024.0f * X) * 0.0625f;
+                                acc[b][nt][e] += sm.x * q + sm.y * X;
+                            }
+                    }
                 }
 #pragma unroll
-                for (int b = 0; b < NB; b++) {
-                    wc[b][0] = wn[b][0];
-                    wc[b][1] = wn[b][1];
-                    pc[b][0] = pn[b][0];
-                    pc[b][1] = pn[b][1];
-                }
+                for (int j = 0; j < G; j++)
+#pragma unroll
+                    for (int b = 0; b < NB; b++) {
+                        wc[j][b][0] = wn[j][b][0];
+                        wc[j][b][1] = wn[j][b][1];
+                        pc[j][b][0] = pn[j][b][0];
+                        pc[j][b][1] = pn[j][b][1];
+                    }
             }
         }
         if (WK > 1) {
@@ -993,10 +1011,11 @@ void lk_mm_set_tune(int rr, int u, int s) {
 }
 /* the same for the tiled small-batch kernel: warps along K in a block (1, 2, 4, 8) and K splits */
 static struct {
-    int wk, s;
+    int wk, g, s;
 } g_tune_tiled;
-void lk_mm_set_tune_tiled(int wk, int s) {
+void lk_mm_set_tune_tiled(int wk, int g, int s) {
     g_tune_tiled.wk = wk == 1 || wk == 2 || wk == 4 || wk == 8 ? wk : 0;
+    g_tune_tiled.g = g;
     g_tune_tiled.s = s;
 }
 
@@ -1062,16 +1081,13 @@ static lk_status launch_gemv_tiled(const lk_dmat *W, const half *x, int M, int l
     if (((uintptr_t)x % 16) || ldx % 8)
         return lk_fail(LK_E_UNSUPPORTED, "tiled matmul: x must be 16-byte aligned with a row stride that is a "
                                          "multiple of 8 (got %d)", ldx);
-    /* warps along K (WK, within a block) until the warps fill the GPU (two 8-warp blocks per SM),
-     * then K splits across blocks (S) where there is workspace; each warp keeps >= 1 group */
+    /* warps along K (WK, within a block) until the warps fill the GPU (two 8-warp blocks per SM);
+     * each warp keeps >= 1 group. K splits across blocks (S, through the workspace) only when
+     * forced: measured (bench_matmul.py --tune-tiled, H100, M = 16) every split was slower than
+     * WK = 8 alone (qkv 5.1 vs 12.8 us, down 11.1 vs 14.1, LM head 74 vs 113) */
     const int want = 3 * sm_count * 2 * TG_WARPS / 4;
     int WK = 1, S = 1;
     while (WK < TG_WARPS && units * WK < want && 2 * WK <= groups) WK *= 2;
-    const int WU = TG_WARPS / WK, blocks = lk_cdiv(units, WU);
-    if (ws && ws->tg_partial && blocks <= ws->tg_n_counters)
-        while (2 * S <= LK_TILED_SPLIT_MAX && 2 * S * WK <= groups && units * WK * S < want &&
-               (size_t)(2 * S) * (size_t)M * (size_t)N <= ws->tg_partial_floats)
-            S *= 2;
     if (g_tune_tiled.wk) {
         WK = g_tune_tiled.wk;
         S = g_tune_tiled.s && ws && ws->tg_partial && lk_cdiv(units, TG_WARPS / WK) <= ws->tg_n_counters &&
@@ -1081,9 +1097,13 @@ static lk_status launch_gemv_tiled(const lk_dmat *W, const half *x, int M, int l
     }
     const int gx = lk_cdiv(units, TG_WARPS / WK), cap = sm_count * 2;
     dim3 grid(S > 1 ? gx : (gx < cap ? gx : cap), S);
-    LAUNCH("k_gemv_tiled", (k_gemv_tiled<NT, PAIR>), grid, dim3(TG_WARPS * 32), 0, st, (const uint4 *)W->w, W->p, x,
-           ldx, M, W->K, N, n_out, hidden, out, ldo, mode, WK, ws ? ws->tg_partial : (float *)NULL,
-           ws ? ws->tg_counters : (int *)NULL, re);
+#define TG_LAUNCH(GG)                                                                                               \
+    LAUNCH("k_gemv_tiled", (k_gemv_tiled<NT, PAIR, GG>), grid, dim3(TG_WARPS * 32), 0, st, (const uint4 *)W->w, W->p, \
+           x, ldx, M, W->K, N, n_out, hidden, out, ldo, mode, WK, ws ? ws->tg_partial : (float *)NULL,               \
+           ws ? ws->tg_counters : (int *)NULL, re)
+    if (PAIR || g_tune_tiled.g == 1) TG_LAUNCH(1);
+    else TG_LAUNCH(TG_GROUPS_1);
+#undef TG_LAUNCH
     return LK_OK;
 }
 
@@ -1123,13 +1143,33 @@ static lk_status matmul_impl(const lk_dmat *W, const half *x, int M, int ldx, vo
         if (W->N % 16 || (swiglu && hidden % 16) || (mode == LK_OUT_QKV_ROPE && re.hd % 32))
             return lk_fail(LK_E_UNSUPPORTED, "no tiled kernel for N = %d", W->N);
         const bool pair = swiglu || mode == LK_OUT_QKV_ROPE;
-        if (M <= 8)
-            return pair ? launch_gemv_tiled<1, true>(W, x, M, ldx, out, ldo, mode, n_out, hidden, ws, sm_count, re, st)
-                        : launch_gemv_tiled<1, false>(W, x, M, ldx, out, ldo, mode, n_out, hidden, ws, sm_count, re, st);
-        if (M <= 16)
-            return pair ? launch_gemv_tiled<2, true>(W, x, M, ldx, out, ldo, mode, n_out, hidden, ws, sm_count, re, st)
-                        : launch_gemv_tiled<2, false>(W, x, M, ldx, out, ldo, mode, n_out, hidden, ws, sm_count, re, st);
-        if (mode == LK_OUT_QKV_ROPE) return lk_fail(LK_E_UNSUPPORTED, "fused rotary epilogue needs <= 16 rows");
+        /* 17..LK_TILED_SLICE_MAX rows: the small-batch kernel per 16 rows (weights read once per
+         * slice) beat the tile kernel up to 48 rows, and up to 64 on matrices under 16M weights
+         * (qkv, o); never on the LM head (benchmarks/NOTES.md, v15) */
+        const bool narrow = W->N < 32768 && (M <= 48 || (size_t)W->N * (size_t)W->K < ((size_t)16 << 20));
+        if (M <= 16 || (M <= LK_TILED_SLICE_MAX && (mode == LK_OUT_QKV_ROPE || narrow))) {
+            for (int m0 = 0; m0 < M; m0 += 16) {
+                const int mm = M - m0 < 16 ? M - m0 : 16;
+                const half *xm = x + (size_t)m0 * ldx;
+                void *om = mode == LK_OUT_F16 || mode == LK_OUT_SWIGLU_F16 || mode == LK_OUT_QKV_ROPE
+                               ? (void *)((half *)out + (size_t)m0 * ldo)
+                               : (void *)((float *)out + (size_t)m0 * ldo);
+                lk_rope_epi rm = re;
+                if (mode == LK_OUT_QKV_ROPE) {
+                    rm.pos += m0;
+                    rm.slot += m0;
+                }
+                const lk_status r =
+                    mm <= 8 ? (pair ? launch_gemv_tiled<1, true>(W, xm, mm, ldx, om, ldo, mode, n_out, hidden, ws, sm_count, rm, st)
+                                    : launch_gemv_tiled<1, false>(W, xm, mm, ldx, om, ldo, mode, n_out, hidden, ws, sm_count, rm, st))
+                            : (pair ? launch_gemv_tiled<2, true>(W, xm, mm, ldx, om, ldo, mode, n_out, hidden, ws, sm_count, rm, st)
+                                    : launch_gemv_tiled<2, false>(W, xm, mm, ldx, om, ldo, mode, n_out, hidden, ws, sm_count, rm, st));
+                if (r) return r;
+            }
+            return LK_OK;
+        }
+        if (mode == LK_OUT_QKV_ROPE)
+            return lk_fail(LK_E_UNSUPPORTED, "fused rotary epilogue needs <= %d rows", LK_TILED_SLICE_MAX);
         if (M <= 64) return launch_tc<64, 128, 2, 4, true>(W, x, M, ldx, out, ldo, mode, n_out, hidden, ws, sm_count, st);
         return launch_tc<128, 128, 2, 4, true>(W, x, M, ldx, out, ldo, mode, n_out, hidden, ws, sm_count, st);
     }
@@ -1242,7 +1282,7 @@ lk_status lk_cuda_matmul_norm(const lk_dmat *W, const lk_norm_in *nin, int M, vo
 }
 
 int lk_mm_uses_gemv(const lk_dmat *W, int M, int variant, int cc_major, int cc_minor) {
-    if (W->fmt == LK_WFMT_Q4_TILED) return M <= 16;
+    if (W->fmt == LK_WFMT_Q4_TILED) return M <= LK_TILED_SLICE_MAX;
     if (W->fmt != LK_WFMT_Q4) return 0;
     if (variant == LK_MM_AUTO) variant = lk_mm_choose(M, W->N, W->K, cc_major, cc_minor);
     return variant == LK_MM_LUT || variant == LK_MM_OPTIMIZED;

@@ -47,6 +47,9 @@ typedef struct lk_dmat {
     int fmt;         /* LK_WFMT_* */
 } lk_dmat;
 
+/* tiled layout: up to this many rows run the small-batch kernel (in slices of 16) */
+#define LK_TILED_SLICE_MAX 64
+
 typedef struct lk_mm_ws {
     float *partial;   /* GEMV split-K partial sums */
     size_t partial_floats;
@@ -83,15 +86,16 @@ lk_status lk_cuda_matmul_qkv_rope(const lk_dmat *W, const half *x, int M, int ld
                                   int cc_major, int cc_minor, cudaStream_t st);
 /* can (W, M, variant) take its RMSNorm in the prologue (the row-interleaved GEMV, inputs fit shared memory)? */
 int lk_mm_fuses_norm(const lk_dmat *W, int M, int variant, int cc_major, int cc_minor);
-/* can (W, M, variant) fuse the rotary epilogue (the GEMV kernels: 1-4 rows interleaved, 1-16 tiled)? */
+/* can (W, M, variant) fuse the rotary epilogue (the GEMV kernels: 1-4 rows interleaved, 1-LK_TILED_SLICE_MAX tiled)? */
 int lk_mm_uses_gemv(const lk_dmat *W, int M, int variant, int cc_major, int cc_minor);
 
 /* once per process: shared-memory limits of the tensor-core kernels */
 lk_status lk_mm_init(void);
 /* benchmarks only: force the one-row GEMV configuration (0 = automatic) */
 void lk_mm_set_tune(int rr, int u, int s);
-/* the same for the tiled small-batch kernel: warps along K per block (1, 2, 4, 8) and K splits */
-void lk_mm_set_tune_tiled(int wk, int s);
+/* the same for the tiled small-batch kernel: warps along K per block (1, 2, 4, 8), groups per load
+ * step of one-block units (1, or the default), K splits */
+void lk_mm_set_tune_tiled(int wk, int g, int s);
 
 /* repacks canonical q4 bytes into the interleaved layout, in place */
 lk_status lk_q4_interleave(void *qs, size_t bytes, cudaStream_t st);
