@@ -5,6 +5,7 @@
 #include "lk_matmul.cuh"
 
 #include <stdio.h>
+#include <stdlib.h>
 
 #include "../lk_model.h"
 #include "../lk_quant.h"
@@ -461,7 +462,7 @@ __device__ __forceinline__ void tiled_epilogue(const float (&acc)[NB][NT][4], co
 }
 
 template <int NT, bool PAIR, int G>
-__global__ void __launch_bounds__(TG_WARPS * 32, 2)
+__global__ void __launch_bounds__(TG_WARPS * 32, NT *(PAIR ? 2 : 1) >= 8 ? 1 : 2)
     k_gemv_tiled(const uint4 *__restrict__ W, const half2 *__restrict__ P, const half *__restrict__ x, int ldx, int M,
                  int K, int N, int n_out, int hidden, void *out, int ldo, int mode, int WK, float *__restrict__ partial,
                  int *__restrict__ counters, lk_rope_epi re) {
@@ -552,18 +553,31 @@ __global__ void __launch_bounds__(TG_WARPS * 32, 2)
                         }
 #pragma unroll
                     for (int kk = 0; kk < 2; kk++) {
-                        uint4 xf[NT][2];
+                        /* x: two 16-byte loads per n8 tile for the four k16 steps, or (4+ tiles, to
+                         * save registers) one 8-byte load per tile and step */
+                        constexpr bool XK = NT >= 4;
+                        uint4 xf[XK ? 1 : NT][2];
+                        const int k0 = (grp + j) * 128 + kk * 64 + 16 * t;
+                        if (!XK)
 #pragma unroll
-                        for (int nt = 0; nt < NT; nt++)
-                            ld_xfrag(x, ldx, 8 * nt + g, M, (grp + j) * 128 + kk * 64 + 16 * t, xf[nt][0], xf[nt][1]);
+                            for (int nt = 0; nt < (XK ? 1 : NT); nt++)
+                                ld_xfrag(x, ldx, 8 * nt + g, M, k0, xf[nt][0], xf[nt][1]);
 #pragma unroll
                         for (int kb = 0; kb < 4; kb++) {
                             /* B fragment of step kb: inputs 4 kb .. 4 kb + 3 of the lane's 16 */
                             uint32_t b0[NT], b1[NT];
 #pragma unroll
                             for (int nt = 0; nt < NT; nt++) {
-                                b0[nt] = u4_word(xf[nt][kb >> 1], 2 * (kb & 1));
-                                b1[nt] = u4_word(xf[nt][kb >> 1], 2 * (kb & 1) + 1);
+                                if (XK) {
+                                    const int m = 8 * nt + g;
+                                    const uint2 v = m < M ? __ldg(reinterpret_cast<const uint2 *>(x + (size_t)m * ldx + k0 + 4 * kb))
+                                                          : make_uint2(0, 0);
+                                    b0[nt] = v.x;
+                                    b1[nt] = v.y;
+                                } else {
+                                    b0[nt] = u4_word(xf[XK ? 0 : nt][kb >> 1], 2 * (kb & 1));
+                                    b1[nt] = u4_word(xf[XK ? 0 : nt][kb >> 1], 2 * (kb & 1) + 1);
+                                }
                             }
 #pragma unroll
                             for (int b = 0; b < NB; b++) {
@@ -1101,10 +1115,24 @@ static lk_status launch_gemv_tiled(const lk_dmat *W, const half *x, int M, int l
     LAUNCH("k_gemv_tiled", (k_gemv_tiled<NT, PAIR, GG>), grid, dim3(TG_WARPS * 32), 0, st, (const uint4 *)W->w, W->p, \
            x, ldx, M, W->K, N, n_out, hidden, out, ldo, mode, WK, ws ? ws->tg_partial : (float *)NULL,               \
            ws ? ws->tg_counters : (int *)NULL, re)
-    if (PAIR || g_tune_tiled.g == 1) TG_LAUNCH(1);
+    /* two groups per step only where the registers allow it (one-block units, up to 16 rows) */
+    if constexpr (PAIR || NT >= 4) TG_LAUNCH(1);
+    else if (g_tune_tiled.g == 1) TG_LAUNCH(1);
     else TG_LAUNCH(TG_GROUPS_1);
 #undef TG_LAUNCH
     return LK_OK;
+}
+
+/* rows per launch of the tiled small-batch kernel above 16 rows: 32 (four n8 tiles); for A/B
+ * measurements LLAMA_KERNEL_TILED_SLICE=16 (16-row launches) or =0 (the tile kernel above 16
+ * rows). Read once (threads that race here all store the same value). */
+static int tiled_slice_rows(void) {
+    static int v = -1;
+    if (v < 0) {
+        const char *e = getenv("LLAMA_KERNEL_TILED_SLICE");
+        v = e && e[0] ? (atoi(e) == 16 ? 16 : atoi(e) == 0 ? 0 : 32) : 32;
+    }
+    return v;
 }
 
 static lk_status matmul_impl(const lk_dmat *W, const half *x, int M, int ldx, void *out, int ldo, int mode,
@@ -1146,10 +1174,11 @@ static lk_status matmul_impl(const lk_dmat *W, const half *x, int M, int ldx, vo
         /* 17..LK_TILED_SLICE_MAX rows: the small-batch kernel per 16 rows (weights read once per
          * slice) beat the tile kernel up to 48 rows, and up to 64 on matrices under 16M weights
          * (qkv, o); never on the LM head (benchmarks/NOTES.md, v15) */
-        const bool narrow = W->N < 32768 && (M <= 48 || (size_t)W->N * (size_t)W->K < ((size_t)16 << 20));
-        if (M <= 16 || (M <= LK_TILED_SLICE_MAX && (mode == LK_OUT_QKV_ROPE || narrow))) {
-            for (int m0 = 0; m0 < M; m0 += 16) {
-                const int mm = M - m0 < 16 ? M - m0 : 16;
+        const bool slices = tiled_slice_rows() && W->N < 32768;
+        if (M <= 16 || (M <= LK_TILED_SLICE_MAX && (mode == LK_OUT_QKV_ROPE || slices))) {
+            const int step = M > 16 && tiled_slice_rows() > 16 ? 32 : 16; /* rows per launch */
+            for (int m0 = 0; m0 < M; m0 += step) {
+                const int mm = M - m0 < step ? M - m0 : step;
                 const half *xm = x + (size_t)m0 * ldx;
                 void *om = mode == LK_OUT_F16 || mode == LK_OUT_SWIGLU_F16 || mode == LK_OUT_QKV_ROPE
                                ? (void *)((half *)out + (size_t)m0 * ldo)
@@ -1159,11 +1188,11 @@ static lk_status matmul_impl(const lk_dmat *W, const half *x, int M, int ldx, vo
                     rm.pos += m0;
                     rm.slot += m0;
                 }
-                const lk_status r =
-                    mm <= 8 ? (pair ? launch_gemv_tiled<1, true>(W, xm, mm, ldx, om, ldo, mode, n_out, hidden, ws, sm_count, rm, st)
-                                    : launch_gemv_tiled<1, false>(W, xm, mm, ldx, om, ldo, mode, n_out, hidden, ws, sm_count, rm, st))
-                            : (pair ? launch_gemv_tiled<2, true>(W, xm, mm, ldx, om, ldo, mode, n_out, hidden, ws, sm_count, rm, st)
-                                    : launch_gemv_tiled<2, false>(W, xm, mm, ldx, om, ldo, mode, n_out, hidden, ws, sm_count, rm, st));
+#define TG_CALL(NT) \
+    (pair ? launch_gemv_tiled<NT, true>(W, xm, mm, ldx, om, ldo, mode, n_out, hidden, ws, sm_count, rm, st) \
+          : launch_gemv_tiled<NT, false>(W, xm, mm, ldx, om, ldo, mode, n_out, hidden, ws, sm_count, rm, st))
+                const lk_status r = mm <= 8 ? TG_CALL(1) : mm <= 16 ? TG_CALL(2) : TG_CALL(4);
+#undef TG_CALL
                 if (r) return r;
             }
             return LK_OK;
