@@ -1171,12 +1171,16 @@ static lk_status matmul_impl(const lk_dmat *W, const half *x, int M, int ldx, vo
         if (W->N % 16 || (swiglu && hidden % 16) || (mode == LK_OUT_QKV_ROPE && re.hd % 32))
             return lk_fail(LK_E_UNSUPPORTED, "no tiled kernel for N = %d", W->N);
         const bool pair = swiglu || mode == LK_OUT_QKV_ROPE;
-        /* 17..LK_TILED_SLICE_MAX rows: the small-batch kernel per 16 rows (weights read once per
-         * slice) beat the tile kernel up to 48 rows, and up to 64 on matrices under 16M weights
-         * (qkv, o); never on the LM head (benchmarks/NOTES.md, v15) */
+        /* 17..LK_TILED_SLICE_MAX rows: the small-batch kernel per slice of rows (weights read once
+         * per slice) instead of the tile kernel, except on the LM head. Measured (benchmarks/NOTES.md,
+         * v15-v16, H100): 32-row slices win on narrow single-block matrices (o 64 rows 19.1 vs 21.7
+         * us in 16-row slices vs 31.6 tile kernel), 16-row slices on pairs and down (gate_up 45.7 vs
+         * 53.8 vs 45.3; down 39.0 vs 40.7 vs 42.4) */
         const bool slices = tiled_slice_rows() && W->N < 32768;
         if (M <= 16 || (M <= LK_TILED_SLICE_MAX && (mode == LK_OUT_QKV_ROPE || slices))) {
-            const int step = M > 16 && tiled_slice_rows() > 16 ? 32 : 16; /* rows per launch */
+            const bool wide = M > 16 && tiled_slice_rows() > 16 && !pair &&
+                              (size_t)W->N * (size_t)W->K < ((size_t)16 << 20);
+            const int step = wide ? 32 : 16; /* rows per launch */
             for (int m0 = 0; m0 < M; m0 += step) {
                 const int mm = M - m0 < step ? M - m0 : step;
                 const half *xm = x + (size_t)m0 * ldx;
