@@ -135,8 +135,8 @@ __device__ __forceinline__ float dot_chunk(const half2 q[16], const half2 xv[16]
  * RR*U loads in flight each. Split-K (gridDim.y > 1, residual add only, the
  * grid then covers each row set once): partials, and the last block of a row
  * range sums the splits in a fixed order, so results are deterministic. */
-template <int M, int RR, int U, bool LUT, bool PF>
-__global__ void __launch_bounds__(GEMV_WARPS * 32, PF ? 2 : 1)
+template <int M, int RR, int U, bool LUT>
+__global__ void __launch_bounds__(GEMV_WARPS * 32)
     k_gemv_q4(const uint4 *__restrict__ W, const half2 *__restrict__ P, const half *__restrict__ x, int ldx, int K,
               int n_out, int hidden, void *out, int ldo, int mode, float *__restrict__ partial,
               int *__restrict__ counters, lk_rope_epi re, lk_norm_in nin) {
@@ -219,43 +219,48 @@ __global__ void __launch_bounds__(GEMV_WARPS * 32, PF ? 2 : 1)
     float acc[RR][M];
     int j0 = 0;
     bool ok[RR];
-    /* U chunks per weight row from chunk c on (zeros past the row set or the split's range) */
-    auto load_item = [&](const int (&rows)[RR], const bool (&okr)[RR], int c, uint4 (&wv)[U][RR], half2 (&pv)[U][RR]) {
+    for (int unit = blockIdx.x * GEMV_WARPS + warp; unit < units; unit += gridDim.x * GEMV_WARPS) {
+        j0 = unit * outs;
+        int rows[RR], head, i0;
+        unit_rows(unit, rows, ok, head, i0);
 #pragma unroll
-        for (int u = 0; u < U; u++)
+        for (int r = 0; r < RR; r++)
 #pragma unroll
-            for (int r = 0; r < RR; r++) {
-                const int cc = c + 32 * u;
-                if (okr[r] && cc < c1) {
-                    wv[u][r] = ld_stream(W + (size_t)rows[r] * chunks + cc);
-                    pv[u][r] = P[(size_t)rows[r] * groups + (cc >> 2)];
-                } else {
-                    wv[u][r] = make_uint4(0, 0, 0, 0);
-                    pv[u][r] = __float2half2_rn(0.0f);
-                }
-            }
-    };
-    auto compute_item = [&](int c, const uint4 (&wv)[U][RR], const half2 (&pv)[U][RR]) {
+            for (int m = 0; m < M; m++) acc[r][m] = 0.0f;
+        for (int c = c0 + lane; c < c1; c += 32 * U) {
+            uint4 wv[U][RR];
+            half2 pv[U][RR];
 #pragma unroll
-        for (int u = 0; u < U; u++) {
-            const int cc = c + 32 * u;
-            if (cc >= c1) break;
-#pragma unroll
-            for (int m = 0; m < M; m++) {
-                half2 xv[16];
-                const float xs = load_x_chunk<LUT>(x, ldx, m, cc, xv);
+            for (int u = 0; u < U; u++)
 #pragma unroll
                 for (int r = 0; r < RR; r++) {
-                    half2 q[16];
-                    dequant_chunk<LUT>(wv[u][r], lt, q);
-                    const float2 sm = __half22float2(pv[u][r]);
-                    acc[r][m] += sm.x * dot_chunk(q, xv) + sm.y * xs;
+                    const int cc = c + 32 * u;
+                    if (ok[r] && cc < c1) {
+                        wv[u][r] = ld_stream(W + (size_t)rows[r] * chunks + cc);
+                        pv[u][r] = P[(size_t)rows[r] * groups + (cc >> 2)];
+                    } else {
+                        wv[u][r] = make_uint4(0, 0, 0, 0);
+                        pv[u][r] = __float2half2_rn(0.0f);
+                    }
+                }
+#pragma unroll
+            for (int u = 0; u < U; u++) {
+                const int cc = c + 32 * u;
+                if (cc >= c1) break;
+#pragma unroll
+                for (int m = 0; m < M; m++) {
+                    half2 xv[16];
+                    const float xs = load_x_chunk<LUT>(x, ldx, m, cc, xv);
+#pragma unroll
+                    for (int r = 0; r < RR; r++) {
+                        half2 q[16];
+                        dequant_chunk<LUT>(wv[u][r], lt, q);
+                        const float2 sm = __half22float2(pv[u][r]);
+                        acc[r][m] += sm.x * dot_chunk(q, xv) + sm.y * xs;
+                    }
                 }
             }
         }
-    };
-    /* the warp's sums of a unit, then (no split) its outputs */
-    auto finish_unit = [&](int head, int i0) {
 #pragma unroll
         for (int r = 0; r < RR; r++)
 #pragma unroll
@@ -302,74 +307,6 @@ __global__ void __launch_bounds__(GEMV_WARPS * 32, PF ? 2 : 1)
 #pragma unroll
                         for (int m = 0; m < M; m++) epi_store(out, ldo, mode, m, j0 + r, acc[r][m]);
             }
-        }
-    };
-    const int first = blockIdx.x * GEMV_WARPS + warp, gs = gridDim.x * GEMV_WARPS;
-    if constexpr (PF) {
-        /* one stream of items (unit, chunk step) per warp: the next item's loads go out before the
-         * current one is used, across unit boundaries too (no split: S == 1) */
-        const int nit = (c1 - c0 + 32 * U - 1) / (32 * U);
-        const int items = first < units && nit > 0 ? (units - first + gs - 1) / gs * nit : 0;
-        int rows[RR] = {}, head = 0, i0 = 0, nrows[RR] = {}, nhead = 0, ni0 = 0;
-        bool nok[RR] = {};
-        uint4 wv[U][RR], wn[U][RR];
-        half2 pv[U][RR], pn[U][RR];
-        if (items) {
-            unit_rows(first, rows, ok, head, i0);
-            load_item(rows, ok, c0 + lane, wv, pv);
-        }
-        for (int i = 0; i < items; i++) {
-            const int it = i % nit, unit = first + (i / nit) * gs;
-            if (it == 0) {
-                j0 = unit * outs;
-#pragma unroll
-                for (int r = 0; r < RR; r++)
-#pragma unroll
-                    for (int m = 0; m < M; m++) acc[r][m] = 0.0f;
-            }
-            if (i + 1 < items) {
-                if (it + 1 == nit) {
-                    unit_rows(unit + gs, nrows, nok, nhead, ni0);
-                    load_item(nrows, nok, c0 + lane, wn, pn);
-                } else {
-                    load_item(rows, ok, c0 + lane + (it + 1) * 32 * U, wn, pn);
-                }
-            }
-            compute_item(c0 + lane + it * 32 * U, wv, pv);
-            if (it + 1 == nit) {
-                finish_unit(head, i0);
-#pragma unroll
-                for (int r = 0; r < RR; r++) {
-                    rows[r] = nrows[r];
-                    ok[r] = nok[r];
-                }
-                head = nhead;
-                i0 = ni0;
-            }
-#pragma unroll
-            for (int u = 0; u < U; u++)
-#pragma unroll
-                for (int r = 0; r < RR; r++) {
-                    wv[u][r] = wn[u][r];
-                    pv[u][r] = pn[u][r];
-                }
-        }
-    } else {
-        for (int unit = first; unit < units; unit += gs) {
-            j0 = unit * outs;
-            int rows[RR], head, i0;
-            unit_rows(unit, rows, ok, head, i0);
-#pragma unroll
-            for (int r = 0; r < RR; r++)
-#pragma unroll
-                for (int m = 0; m < M; m++) acc[r][m] = 0.0f;
-            for (int c = c0 + lane; c < c1; c += 32 * U) {
-                uint4 wv[U][RR];
-                half2 pv[U][RR];
-                load_item(rows, ok, c, wv, pv);
-                compute_item(c, wv, pv);
-            }
-            finish_unit(head, i0);
         }
     }
     if (S == 1) return;
@@ -1096,16 +1033,6 @@ void lk_mm_set_tune_tiled(int wk, int g, int s) {
     g_tune_tiled.s = s;
 }
 
-/* the one-row GEMV's prefetching form, on unless LLAMA_KERNEL_GEMV_PF=0 (A/B); read once */
-static int gemv_prefetch(void) {
-    static int v = -1;
-    if (v < 0) {
-        const char *e = getenv("LLAMA_KERNEL_GEMV_PF");
-        v = !(e && e[0] == '0');
-    }
-    return v;
-}
-
 template <int M, int RR, int U, bool LUT>
 static lk_status launch_gemv(const lk_dmat *W, const half *x, int ldx, void *out, int ldo, int mode, int n_out,
                              int hidden, int S, const lk_mm_ws *ws, int sm_count, const lk_rope_epi &re,
@@ -1116,25 +1043,13 @@ static lk_status launch_gemv(const lk_dmat *W, const half *x, int ldx, void *out
     if (S > 1 && (!ws || blocks > ws->n_counters)) S = 1;
     /* split-K: one row set per warp; otherwise a grid-stride loop over row sets (with the norm
      * prologue, 2 blocks per SM: each block reads the x rows once) */
+    const int cap = sm_count * (nin.w ? 2 : 8);
     if (nin.w) S = 1;
-    /* one row, no split: the prefetching kernel (next item's loads in flight), a grid of two
-     * resident blocks per SM */
-    constexpr bool PF_OK = M == 1 && !LUT && RR * U <= 8; /* registers: no spills at 2 blocks per SM */
-    const bool pf = PF_OK && S == 1 && gemv_prefetch();
-    const int cap = sm_count * (nin.w || pf ? 2 : 8);
     dim3 grid(S > 1 ? blocks : (blocks < cap ? blocks : cap), S);
     const size_t smem = nin.w ? (size_t)M * W->K * sizeof(half) : 0;
-#define GEMV_LAUNCH(PF)                                                                                             \
-    LAUNCH("k_gemv_q4", (k_gemv_q4<M, RR, U, LUT, PF>), grid, dim3(GEMV_WARPS * 32), smem, st, (const uint4 *)W->w, \
-           W->p, x, ldx, W->K, n_out, hidden, out, ldo, mode, ws ? ws->partial : (float *)NULL,                      \
-           ws ? ws->counters : (int *)NULL, re, nin)
-    if constexpr (PF_OK) {
-        if (pf) GEMV_LAUNCH(true);
-        else GEMV_LAUNCH(false);
-    } else {
-        GEMV_LAUNCH(false);
-    }
-#undef GEMV_LAUNCH
+    LAUNCH("k_gemv_q4", (k_gemv_q4<M, RR, U, LUT>), grid, dim3(GEMV_WARPS * 32), smem, st, (const uint4 *)W->w, W->p,
+           x, ldx, W->K, n_out, hidden, out, ldo, mode, ws ? ws->partial : (float *)NULL,
+           ws ? ws->counters : (int *)NULL, re, nin);
     return LK_OK;
 }
 
