@@ -35,14 +35,19 @@ template <int HD, int G>
 __global__ void __launch_bounds__(DEC_T) k_attn_decode(lk_attn_args a) {
     lk_pdl_prologue();
     constexpr int KLD = HD + 8, NB = HD <= 64 ? 2 : 1;
+    /* warp w owns query heads w, w + NW, ...: scores, softmax and P V for a head stay inside one
+     * warp (shuffles, no block barrier); lane owns positions lane and lane + 32 of a tile for the
+     * scores and dims DPL * lane .. of the output */
+    constexpr int NW = DEC_T / 32, HPW = (G + NW - 1) / NW, DPL = HD / 32;
+    static_assert(DEC_TILE == 64 && HD % 64 == 0, "decode tile layout");
     __shared__ __align__(16) half qh[G][HD];
-    __shared__ float qs[G][HD];
+    __shared__ __align__(16) float qs[G][HD];
     __shared__ __align__(16) half ks[NB][DEC_TILE][KLD];
     __shared__ __align__(16) half vs[NB][DEC_TILE][HD];
-    __shared__ float ps[G][DEC_TILE];
-    __shared__ float m_sh[G], l_sh[G], corr_sh[G];
+    __shared__ float m_sh[G], l_sh[G];
     __shared__ int is_last;
     const int r = blockIdx.x, kvh = blockIdx.y, split = blockIdx.z, tid = threadIdx.x;
+    const int lane = tid & 31, w = tid >> 5;
     const int n = a.pos[r] + 1, S = a.splits;
     /* at least a.min_chunk positions per split */
     int chunk = (n + S - 1) / S;
@@ -52,13 +57,13 @@ __global__ void __launch_bounds__(DEC_T) k_attn_decode(lk_attn_args a) {
     const int S_act = (n + chunk - 1) / chunk;
     if (t_begin >= t_end) return;
     float *part = a.part + ((size_t)r * a.n_heads + (size_t)kvh * G) * S * (HD + 2);
-    constexpr int OUT_PER = (G * HD + DEC_T - 1) / DEC_T;
-    float o[OUT_PER];
+    float m[HPW], l[HPW], o[HPW][DPL];
 #pragma unroll
-    for (int i = 0; i < OUT_PER; i++) o[i] = 0.0f;
-    if (tid < G) {
-        m_sh[tid] = -INFINITY;
-        l_sh[tid] = 0.0f;
+    for (int h = 0; h < HPW; h++) {
+        m[h] = -INFINITY;
+        l[h] = 0.0f;
+#pragma unroll
+        for (int k = 0; k < DPL; k++) o[h][k] = 0.0f;
     }
     {
         const int sl = a.slot[r];
@@ -87,86 +92,96 @@ __global__ void __launch_bounds__(DEC_T) k_attn_decode(lk_attn_args a) {
             } else {
                 asm volatile("cp.async.wait_group 0;" ::: "memory");
             }
-            __syncthreads();
-            if (t0 == t_begin)
-                for (int i = tid; i < G * HD; i += DEC_T) qs[i / HD][i % HD] = __half2float(qh[i / HD][i % HD]) * a.scale;
-            __syncthreads();
-            /* scores: thread -> (g, t) pairs, 16-byte reads of the K row */
-            for (int i = tid; i < G * DEC_TILE; i += DEC_T) {
-                const int g = i / DEC_TILE, t = i % DEC_TILE;
-                float sc = -INFINITY;
-                if (t < cnt) {
-                    sc = 0.0f;
+            __syncthreads(); /* the tile (and, the first time, q) from every thread's copies */
+            if (t0 == t_begin) {
 #pragma unroll
-                    for (int d = 0; d < HD; d += 8) {
-                        const uint4 kv = *reinterpret_cast<const uint4 *>(&ks[b][t][d]);
-                        const half2 *kh = reinterpret_cast<const half2 *>(&kv);
+                for (int h = 0; h < HPW; h++) {
+                    const int g = w + NW * h;
+                    if (g < G)
+                        for (int d = lane; d < HD; d += 32) qs[g][d] = __half2float(qh[g][d]) * a.scale;
+                }
+                __syncwarp();
+            }
 #pragma unroll
-                        for (int j = 0; j < 4; j++) {
-                            const float2 kf = __half22float2(kh[j]);
-                            sc += qs[g][d + 2 * j] * kf.x + qs[g][d + 2 * j + 1] * kf.y;
+            for (int h = 0; h < HPW; h++) {
+                const int g = w + NW * h;
+                if (g >= G) break;
+                /* scores of positions lane and lane + 32 */
+                float sc[2];
+#pragma unroll
+                for (int j = 0; j < 2; j++) {
+                    const int t = lane + 32 * j;
+                    float acc = -INFINITY;
+                    if (t < cnt) {
+                        acc = 0.0f;
+#pragma unroll
+                        for (int d = 0; d < HD; d += 8) {
+                            const uint4 kv = *reinterpret_cast<const uint4 *>(&ks[b][t][d]);
+                            const half2 *kh = reinterpret_cast<const half2 *>(&kv);
+                            const float4 qa = *reinterpret_cast<const float4 *>(&qs[g][d]);
+                            const float4 qb = *reinterpret_cast<const float4 *>(&qs[g][d + 4]);
+                            const float2 k0 = __half22float2(kh[0]), k1 = __half22float2(kh[1]),
+                                         k2 = __half22float2(kh[2]), k3 = __half22float2(kh[3]);
+                            acc += qa.x * k0.x + qa.y * k0.y + qa.z * k1.x + qa.w * k1.y + qb.x * k2.x + qb.y * k2.y +
+                                   qb.z * k3.x + qb.w * k3.y;
                         }
                     }
+                    sc[j] = acc;
                 }
-                ps[g][t] = sc;
-            }
-            __syncthreads();
-            /* online softmax: warp w handles query head g = w (and w + 4 ...) */
-            for (int g = tid >> 5; g < G; g += DEC_T / 32) {
-                const int lane = tid & 31;
-                float v0 = ps[g][lane], v1 = ps[g][lane + 32];
-                float mx = lk_warp_max(fmaxf(v0, v1));
-                float m_new = fmaxf(m_sh[g], mx);
-                float e0 = __expf(v0 - m_new), e1 = __expf(v1 - m_new);
-                ps[g][lane] = e0;
-                ps[g][lane + 32] = e1;
-                float sum = lk_warp_sum(e0 + e1);
-                if (lane == 0) {
-                    float c = __expf(m_sh[g] - m_new);
-                    corr_sh[g] = c;
-                    l_sh[g] = l_sh[g] * c + sum;
-                    m_sh[g] = m_new;
-                }
-            }
-            __syncthreads();
+                /* online softmax (cnt >= 1, so the tile max is finite) */
+                const float m_new = fmaxf(m[h], lk_warp_max(fmaxf(sc[0], sc[1])));
+                const float p0 = __expf(sc[0] - m_new), p1 = __expf(sc[1] - m_new);
+                const float corr = __expf(m[h] - m_new);
+                l[h] = l[h] * corr + lk_warp_sum(p0 + p1);
+                m[h] = m_new;
 #pragma unroll
-            for (int i = 0; i < OUT_PER; i++) {
-                int idx = tid + i * DEC_T;
-                if (idx < G * HD) {
-                    int g = idx / HD, d = idx % HD;
-                    float acc = o[i] * corr_sh[g];
-                    for (int t = 0; t < cnt; t++) acc += ps[g][t] * __half2float(vs[b][t][d]);
-                    o[i] = acc;
+                for (int k = 0; k < DPL; k++) o[h][k] *= corr;
+                /* P V: p of position t comes from lane t % 32 */
+#pragma unroll 8
+                for (int t = 0; t < cnt; t++) {
+                    const float p = __shfl_sync(0xffffffffu, t < 32 ? p0 : p1, t & 31);
+                    if (DPL == 2) {
+                        const float2 v = __half22float2(*reinterpret_cast<const half2 *>(&vs[b][t][2 * lane]));
+                        o[h][0] += p * v.x;
+                        o[h][DPL - 1] += p * v.y;
+                    } else {
+#pragma unroll
+                        for (int k = 0; k < DPL; k += 2) {
+                            const float2 v =
+                                __half22float2(*reinterpret_cast<const half2 *>(&vs[b][t][DPL * lane + k]));
+                            o[h][k] += p * v.x;
+                            o[h][k + 1] += p * v.y;
+                        }
+                    }
                 }
             }
             __syncthreads(); /* before a stage overwrites buffer b */
             if (NB == 1 && t0 + DEC_TILE < t_end) stage(t0 + DEC_TILE, 0);
         }
     }
-    __syncthreads();
     if (S_act == 1) {
 #pragma unroll
-        for (int i = 0; i < OUT_PER; i++) {
-            int idx = tid + i * DEC_T;
-            if (idx < G * HD) {
-                int g = idx / HD, d = idx % HD;
-                a.out[(size_t)r * a.n_heads * HD + (size_t)(kvh * G + g) * HD + d] = __float2half(o[i] / l_sh[g]);
-            }
+        for (int h = 0; h < HPW; h++) {
+            const int g = w + NW * h;
+            if (g >= G) break;
+            const float inv = 1.0f / l[h];
+            half *dst = a.out + (size_t)r * a.n_heads * HD + (size_t)(kvh * G + g) * HD + DPL * lane;
+#pragma unroll
+            for (int k = 0; k < DPL; k += 2) *reinterpret_cast<half2 *>(dst + k) = __floats2half2_rn(o[h][k] * inv, o[h][k + 1] * inv);
         }
         return;
     }
 #pragma unroll
-    for (int i = 0; i < OUT_PER; i++) {
-        int idx = tid + i * DEC_T;
-        if (idx < G * HD) {
-            int g = idx / HD, d = idx % HD;
-            part[((size_t)g * S + split) * (HD + 2) + 2 + d] = o[i];
+    for (int h = 0; h < HPW; h++) {
+        const int g = w + NW * h;
+        if (g >= G) break;
+        float *pp = part + ((size_t)g * S + split) * (HD + 2);
+#pragma unroll
+        for (int k = 0; k < DPL; k++) pp[2 + DPL * lane + k] = o[h][k];
+        if (lane == 0) {
+            pp[0] = m[h];
+            pp[1] = l[h];
         }
-    }
-    if (tid < G) {
-        float *pp = part + ((size_t)tid * S + split) * (HD + 2);
-        pp[0] = m_sh[tid];
-        pp[1] = l_sh[tid];
     }
     /* the last split of this (row, kv head) to finish merges all of them */
     __threadfence();
