@@ -102,7 +102,12 @@ class BuildExt(build_ext):
         cu = [s for s in ext.sources if s.endswith(".cu")]
         ext.sources = [s for s in ext.sources if not s.endswith(".cu")]
         if cu:
-            ext.extra_objects = list(ext.extra_objects or []) + self.compile_cuda(cu)
+            objects = self.compile_cuda(cu)
+            ext.extra_objects = list(ext.extra_objects or []) + objects
+            # setuptools relinks only when a *source* or a dependency is newer than the
+            # extension: name the CUDA objects as dependencies, or a changed .cu file would
+            # leave the old kernels linked in
+            ext.depends = list(ext.depends or []) + objects
         super().build_extension(ext)
 
     def compile_cuda(self, cu_sources):
