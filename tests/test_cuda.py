@@ -97,7 +97,7 @@ def attn_ref(q, k, v, pos, n_heads):
     return out
 
 
-@pytest.mark.parametrize("hd,n_heads,n_kv", [(64, 32, 8), (128, 24, 8), (64, 8, 8), (128, 12, 4), (64, 6, 2)])
+@pytest.mark.parametrize("hd,n_heads,n_kv", [(64, 32, 8), (128, 24, 8), (64, 8, 8), (128, 12, 4), (64, 6, 2), (64, 16, 2), (128, 16, 8)])
 @pytest.mark.parametrize("kind", [0, 1, 2])
 def test_attention(hd, n_heads, n_kv, kind):
     rng = np.random.default_rng(hd * 7 + n_heads + kind)
