@@ -77,7 +77,7 @@ def tune_tiled(iters, Ms=(1, 4, 16)):
         mode = mode_of(name)
         nbytes = N * K / 2 + N * K / 128 * 4
         for M in Ms:
-            confs = [(0, 0, 0)] + [(wk, g, 1) for wk in (1, 2, 4, 8) for g in (1, 2)] + [(8, 0, 2)]
+            confs = [(0, 0, 0)] + [(wk, g, 1) for wk in (1, 2, 4, 8) for g in (1, 2)] + [(16, 0, 1), (8, 0, 2)]
             for wk, g, s in confs:
                 if wk * s > K // 128 or (mode == 2 and g == 2):  # SwiGLU pairs load one group per step
                     continue

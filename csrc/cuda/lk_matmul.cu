@@ -461,17 +461,17 @@ __device__ __forceinline__ void tiled_epilogue(const float (&acc)[NB][NT][4], co
     (void)N;
 }
 
-template <int NT, bool PAIR, int G>
-__global__ void __launch_bounds__(TG_WARPS * 32, NT *(PAIR ? 2 : 1) >= 8 ? 1 : 2)
+template <int NT, bool PAIR, int G, int NW>
+__global__ void __launch_bounds__(NW * 32, NW > 8 || NT * (PAIR ? 2 : 1) >= 8 ? 1 : 2)
     k_gemv_tiled(const uint4 *__restrict__ W, const half2 *__restrict__ P, const half *__restrict__ x, int ldx, int M,
                  int K, int N, int n_out, int hidden, void *out, int ldo, int mode, int WK, float *__restrict__ partial,
                  int *__restrict__ counters, lk_rope_epi re) {
     lk_pdl_prologue();
     constexpr int NB = PAIR ? 2 : 1, NE = NB * NT * 4;
-    __shared__ float red[TG_WARPS][NE][32]; /* WK > 1: each warp's sums, summed by warp wk = 0 */
+    __shared__ float red[NW][NE][32]; /* WK > 1: each warp's sums, summed by warp wk = 0 */
     __shared__ int is_last;
     const int lane = threadIdx.x & 31, warp = threadIdx.x >> 5, g = lane >> 2, t = lane & 3;
-    const int WU = TG_WARPS / WK, wu = warp / WK, wk = warp % WK;
+    const int WU = NW / WK, wu = warp / WK, wk = warp % WK;
     const int KT = K >> 6, groups = K >> 7;
     const int S = gridDim.y, s = blockIdx.y;
     const int bper = (groups + S - 1) / S, bg0 = s * bper, bg1 = min(groups, bg0 + bper);
@@ -1028,7 +1028,7 @@ static struct {
     int wk, g, s;
 } g_tune_tiled;
 void lk_mm_set_tune_tiled(int wk, int g, int s) {
-    g_tune_tiled.wk = wk == 1 || wk == 2 || wk == 4 || wk == 8 ? wk : 0;
+    g_tune_tiled.wk = wk == 1 || wk == 2 || wk == 4 || wk == 8 || wk == 16 ? wk : 0;
     g_tune_tiled.g = g;
     g_tune_tiled.s = s;
 }
@@ -1086,6 +1086,8 @@ lk_status lk_mm_init(void) {
     return LK_OK;
 }
 
+static int tiled_wide_blocks(void);
+
 template <int NT, bool PAIR>
 static lk_status launch_gemv_tiled(const lk_dmat *W, const half *x, int M, int ldx, void *out, int ldo, int mode,
                                    int n_out, int hidden, const lk_mm_ws *ws, int sm_count, const lk_rope_epi &re,
@@ -1102,25 +1104,48 @@ static lk_status launch_gemv_tiled(const lk_dmat *W, const half *x, int M, int l
     const int want = 3 * sm_count * 2 * TG_WARPS / 4;
     int WK = 1, S = 1;
     while (WK < TG_WARPS && units * WK < want && 2 * WK <= groups) WK *= 2;
+    /* too few row blocks even at 8 warps each along K (o, down, qkv: 96-128 units on 132 SMs):
+     * 16-warp blocks, all along K, so every SM still gets 16 warps of loads in flight */
+    if (NT <= 2 && units * TG_WARPS < want && groups >= 16 && tiled_wide_blocks()) WK = 16;
     if (g_tune_tiled.wk) {
-        WK = g_tune_tiled.wk;
-        S = g_tune_tiled.s && ws && ws->tg_partial && lk_cdiv(units, TG_WARPS / WK) <= ws->tg_n_counters &&
+        WK = NT <= 2 || g_tune_tiled.wk <= TG_WARPS ? g_tune_tiled.wk : TG_WARPS;
+        S = g_tune_tiled.s && ws && ws->tg_partial &&
+                    lk_cdiv(units, (WK > TG_WARPS ? WK : TG_WARPS) / WK) <= ws->tg_n_counters &&
                     (size_t)g_tune_tiled.s * (size_t)M * (size_t)N <= ws->tg_partial_floats
                 ? g_tune_tiled.s
                 : 1;
     }
-    const int gx = lk_cdiv(units, TG_WARPS / WK), cap = sm_count * 2;
+    const int NWB = WK > TG_WARPS ? WK : TG_WARPS; /* warps per block */
+    const int gx = lk_cdiv(units, NWB / WK), cap = sm_count * (NWB > TG_WARPS ? 1 : 2);
     dim3 grid(S > 1 ? gx : (gx < cap ? gx : cap), S);
-#define TG_LAUNCH(GG)                                                                                               \
-    LAUNCH("k_gemv_tiled", (k_gemv_tiled<NT, PAIR, GG>), grid, dim3(TG_WARPS * 32), 0, st, (const uint4 *)W->w, W->p, \
-           x, ldx, M, W->K, N, n_out, hidden, out, ldo, mode, WK, ws ? ws->tg_partial : (float *)NULL,               \
+#define TG_LAUNCH(GG, NWT)                                                                                          \
+    LAUNCH("k_gemv_tiled", (k_gemv_tiled<NT, PAIR, GG, NWT>), grid, dim3(NWT * 32), 0, st, (const uint4 *)W->w,     \
+           W->p, x, ldx, M, W->K, N, n_out, hidden, out, ldo, mode, WK, ws ? ws->tg_partial : (float *)NULL,        \
            ws ? ws->tg_counters : (int *)NULL, re)
     /* two groups per step only where the registers allow it (one-block units, up to 16 rows) */
-    if constexpr (PAIR || NT >= 4) TG_LAUNCH(1);
-    else if (g_tune_tiled.g == 1) TG_LAUNCH(1);
-    else TG_LAUNCH(TG_GROUPS_1);
+    if constexpr (NT <= 2) {
+        if (NWB > TG_WARPS) {
+            if constexpr (PAIR) TG_LAUNCH(1, 2 * TG_WARPS);
+            else TG_LAUNCH(TG_GROUPS_1, 2 * TG_WARPS);
+            return LK_OK;
+        }
+    }
+    if constexpr (PAIR || NT >= 4) TG_LAUNCH(1, TG_WARPS);
+    else if (g_tune_tiled.g == 1) TG_LAUNCH(1, TG_WARPS);
+    else TG_LAUNCH(TG_GROUPS_1, TG_WARPS);
 #undef TG_LAUNCH
     return LK_OK;
+}
+
+/* 16-warp blocks of the tiled small-batch kernel for matrices with few row blocks, unless
+ * LLAMA_KERNEL_TILED_NW=8 (A/B); read once */
+static int tiled_wide_blocks(void) {
+    static int v = -1;
+    if (v < 0) {
+        const char *e = getenv("LLAMA_KERNEL_TILED_NW");
+        v = !(e && atoi(e) == 8);
+    }
+    return v;
 }
 
 /* rows per launch of the tiled small-batch kernel above 16 rows: 32 (four n8 tiles); for A/B
