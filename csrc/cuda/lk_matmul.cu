@@ -1104,9 +1104,11 @@ static lk_status launch_gemv_tiled(const lk_dmat *W, const half *x, int M, int l
     const int want = 3 * sm_count * 2 * TG_WARPS / 4;
     int WK = 1, S = 1;
     while (WK < TG_WARPS && units * WK < want && 2 * WK <= groups) WK *= 2;
-    /* too few row blocks even at 8 warps each along K (o, down, qkv: 96-128 units on 132 SMs):
-     * 16-warp blocks, all along K, so every SM still gets 16 warps of loads in flight */
-    if (NT <= 2 && units * TG_WARPS < want && groups >= 16 && tiled_wide_blocks()) WK = 16;
+    /* no more row blocks than SMs and a long K (1B down: 128 blocks, 64 groups): 16-warp blocks,
+     * all along K, so each SM has 16 warps of loads in flight. Measured (run 10, H100): down 10.8
+     * -> 10.3 us at 16 rows, 39.4 -> 36.7 at 64; on the short-K or wider matrices it lost (qkv 5.3
+     * -> 7.0, o 3B 8.6 -> 11.1, down 3B 13.5 -> 16.7), so only here */
+    if (NT <= 2 && units <= sm_count && groups >= 64 && tiled_wide_blocks()) WK = 16;
     if (g_tune_tiled.wk) {
         WK = NT <= 2 || g_tune_tiled.wk <= TG_WARPS ? g_tune_tiled.wk : TG_WARPS;
         S = g_tune_tiled.s && ws && ws->tg_partial &&
