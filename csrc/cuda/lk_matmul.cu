@@ -171,6 +171,34 @@ __global__ void __launch_bounds__(GEMV_WARPS * 32)
             ok[r] = rope ? rows[r] < n_out : j0 + o < n_out;
         }
     };
+    /* U chunks per weight row from chunk c on (zeros past the row set or the split's range) */
+    auto load_item = [&](const int (&rows)[RR], const bool (&okr)[RR], int c, uint4 (&wv)[U][RR], half2 (&pv)[U][RR]) {
+#pragma unroll
+        for (int u = 0; u < U; u++)
+#pragma unroll
+            for (int r = 0; r < RR; r++) {
+                const int cc = c + 32 * u;
+                if (okr[r] && cc < c1) {
+                    wv[u][r] = ld_stream(W + (size_t)rows[r] * chunks + cc);
+                    pv[u][r] = P[(size_t)rows[r] * groups + (cc >> 2)];
+                } else {
+                    wv[u][r] = make_uint4(0, 0, 0, 0);
+                    pv[u][r] = __float2half2_rn(0.0f);
+                }
+            }
+    };
+    /* the warp's first row set: its first chunks go out before the PDL wait and the norm
+     * prologue (weights do not depend on the previous kernel), so their latency overlaps the
+     * prologue instead of following it */
+    const int first = blockIdx.x * GEMV_WARPS + warp, gs = gridDim.x * GEMV_WARPS;
+    int rows0[RR] = {}, head0 = 0, i00 = 0;
+    bool ok0[RR] = {};
+    uint4 w0[U][RR];
+    half2 p0[U][RR];
+    if (first < units) {
+        unit_rows(first, rows0, ok0, head0, i00);
+        load_item(rows0, ok0, c0 + lane, w0, p0);
+    }
     lk_pdl_prologue();
     if (nin.w) {
         /* the RMSNorm kernel's work, per block: x rows are L2-resident (8 KB each at 1B) */
@@ -219,48 +247,27 @@ __global__ void __launch_bounds__(GEMV_WARPS * 32)
     float acc[RR][M];
     int j0 = 0;
     bool ok[RR];
-    for (int unit = blockIdx.x * GEMV_WARPS + warp; unit < units; unit += gridDim.x * GEMV_WARPS) {
-        j0 = unit * outs;
-        int rows[RR], head, i0;
-        unit_rows(unit, rows, ok, head, i0);
+    auto compute_item = [&](int c, const uint4 (&wv)[U][RR], const half2 (&pv)[U][RR]) {
 #pragma unroll
-        for (int r = 0; r < RR; r++)
+        for (int u = 0; u < U; u++) {
+            const int cc = c + 32 * u;
+            if (cc >= c1) break;
 #pragma unroll
-            for (int m = 0; m < M; m++) acc[r][m] = 0.0f;
-        for (int c = c0 + lane; c < c1; c += 32 * U) {
-            uint4 wv[U][RR];
-            half2 pv[U][RR];
-#pragma unroll
-            for (int u = 0; u < U; u++)
+            for (int m = 0; m < M; m++) {
+                half2 xv[16];
+                const float xs = load_x_chunk<LUT>(x, ldx, m, cc, xv);
 #pragma unroll
                 for (int r = 0; r < RR; r++) {
-                    const int cc = c + 32 * u;
-                    if (ok[r] && cc < c1) {
-                        wv[u][r] = ld_stream(W + (size_t)rows[r] * chunks + cc);
-                        pv[u][r] = P[(size_t)rows[r] * groups + (cc >> 2)];
-                    } else {
-                        wv[u][r] = make_uint4(0, 0, 0, 0);
-                        pv[u][r] = __float2half2_rn(0.0f);
-                    }
-                }
-#pragma unroll
-            for (int u = 0; u < U; u++) {
-                const int cc = c + 32 * u;
-                if (cc >= c1) break;
-#pragma unroll
-                for (int m = 0; m < M; m++) {
-                    half2 xv[16];
-                    const float xs = load_x_chunk<LUT>(x, ldx, m, cc, xv);
-#pragma unroll
-                    for (int r = 0; r < RR; r++) {
-                        half2 q[16];
-                        dequant_chunk<LUT>(wv[u][r], lt, q);
-                        const float2 sm = __half22float2(pv[u][r]);
-                        acc[r][m] += sm.x * dot_chunk(q, xv) + sm.y * xs;
-                    }
+                    half2 q[16];
+                    dequant_chunk<LUT>(wv[u][r], lt, q);
+                    const float2 sm = __half22float2(pv[u][r]);
+                    acc[r][m] += sm.x * dot_chunk(q, xv) + sm.y * xs;
                 }
             }
         }
+    };
+    /* the warp's sums of a unit, then (no split) its outputs */
+    auto finish_unit = [&](int head, int i0) {
 #pragma unroll
         for (int r = 0; r < RR; r++)
 #pragma unroll
@@ -308,6 +315,36 @@ __global__ void __launch_bounds__(GEMV_WARPS * 32)
                         for (int m = 0; m < M; m++) epi_store(out, ldo, mode, m, j0 + r, acc[r][m]);
             }
         }
+    };
+    /* one row set: chunk steps, then the warp's sums and outputs (pre: its first step is in w0/p0) */
+    auto run_unit = [&](int unit, const int (&rows)[RR], int head, int i0, bool pre) {
+        j0 = unit * outs;
+#pragma unroll
+        for (int r = 0; r < RR; r++)
+#pragma unroll
+            for (int m = 0; m < M; m++) acc[r][m] = 0.0f;
+        int c = c0 + lane;
+        if (pre) {
+            if (c < c1) compute_item(c, w0, p0);
+            c += 32 * U;
+        }
+        for (; c < c1; c += 32 * U) {
+            uint4 wv[U][RR];
+            half2 pv[U][RR];
+            load_item(rows, ok, c, wv, pv);
+            compute_item(c, wv, pv);
+        }
+        finish_unit(head, i0);
+    };
+    if (first < units) {
+#pragma unroll
+        for (int r = 0; r < RR; r++) ok[r] = ok0[r];
+        run_unit(first, rows0, head0, i00, true);
+    }
+    for (int unit = first + gs; unit < units; unit += gs) {
+        int rows[RR], head, i0;
+        unit_rows(unit, rows, ok, head, i0);
+        run_unit(unit, rows, head, i0, false);
     }
     if (S == 1) return;
     /* split-K (residual add only; each warp had at most one unit) */
