@@ -171,180 +171,324 @@ __global__ void __launch_bounds__(GEMV_WARPS * 32)
             ok[r] = rope ? rows[r] < n_out : j0 + o < n_out;
         }
     };
-    /* U chunks per weight row from chunk c on (zeros past the row set or the split's range) */
-    auto load_item = [&](const int (&rows)[RR], const bool (&okr)[RR], int c, uint4 (&wv)[U][RR], half2 (&pv)[U][RR]) {
-#pragma unroll
-        for (int u = 0; u < U; u++)
-#pragma unroll
-            for (int r = 0; r < RR; r++) {
-                const int cc = c + 32 * u;
-                if (okr[r] && cc < c1) {
-                    wv[u][r] = ld_stream(W + (size_t)rows[r] * chunks + cc);
-                    pv[u][r] = P[(size_t)rows[r] * groups + (cc >> 2)];
-                } else {
-                    wv[u][r] = make_uint4(0, 0, 0, 0);
-                    pv[u][r] = __float2half2_rn(0.0f);
-                }
-            }
-    };
-    /* the warp's first row set: its first chunks go out before the PDL wait and the norm
-     * prologue (weights do not depend on the previous kernel), so their latency overlaps the
-     * prologue instead of following it */
-    const int first = blockIdx.x * GEMV_WARPS + warp, gs = gridDim.x * GEMV_WARPS;
-    int rows0[RR] = {}, head0 = 0, i00 = 0;
-    bool ok0[RR] = {};
-    uint4 w0[U][RR];
-    half2 p0[U][RR];
-    if (first < units) {
-        unit_rows(first, rows0, ok0, head0, i00);
-        load_item(rows0, ok0, c0 + lane, w0, p0);
-    }
-    lk_pdl_prologue();
-    if (nin.w) {
-        /* the RMSNorm kernel's work, per block: x rows are L2-resident (8 KB each at 1B) */
-        __shared__ float red[M][GEMV_WARPS];
-        const int K4 = K >> 2;
-        float ss[M];
-#pragma unroll
-        for (int m = 0; m < M; m++) {
-            ss[m] = 0.0f;
-            const float4 *xr = reinterpret_cast<const float4 *>(nin.x + (size_t)m * K);
-            for (int i = threadIdx.x; i < K4; i += blockDim.x) {
-                const float4 v = xr[i];
-                ss[m] += v.x * v.x + v.y * v.y + v.z * v.z + v.w * v.w;
-            }
-            ss[m] = lk_warp_sum(ss[m]);
-            if (lane == 0) red[m][warp] = ss[m];
-        }
-        __syncthreads();
-#pragma unroll
-        for (int m = 0; m < M; m++) {
-            float t = 0.0f;
-#pragma unroll
-            for (int w = 0; w < GEMV_WARPS; w++) t += red[m][w];
-            const float inv = rsqrtf(t / (float)K + nin.eps);
-            const float4 *xr = reinterpret_cast<const float4 *>(nin.x + (size_t)m * K);
-            const float4 *wr = reinterpret_cast<const float4 *>(nin.w);
-            half2 *dst = reinterpret_cast<half2 *>(x_norm + (size_t)m * K);
-            for (int i = threadIdx.x; i < K4; i += blockDim.x) {
-                const float4 v = xr[i], g = wr[i];
-                dst[2 * i] = __floats2half2_rn(v.x * inv * g.x, v.y * inv * g.y);
-                dst[2 * i + 1] = __floats2half2_rn(v.z * inv * g.z, v.w * inv * g.w);
-            }
-        }
-        __syncthreads();
-        x = x_norm;
-        ldx = K;
-    }
-    if (LUT) {
-        for (int i = threadIdx.x; i < 8 * LUT_STRIDE; i += blockDim.x) {
-            int b = (i % LUT_STRIDE) & 255;
-            lut[i] = __halves2half2(__int2half_rn(b & 15), __int2half_rn(b >> 4));
-        }
-        __syncthreads();
-    }
-    const half2 *lt = lut + (lane & 7) * LUT_STRIDE;
+    /* 1-2 weight rows per warp (qkv, o, down at one row): the warp's first chunks are loaded before
+     * the PDL wait and the norm prologue. Measured (run 11, H100, A/B/A): qkv 5.93 -> 5.50 us, o/down
+     * 5.88 -> 5.66; the same form cost the 4-rows-per-warp GEMV 13.47 -> 14.78, which keeps the
+     * plain loop below */
     float acc[RR][M];
     int j0 = 0;
     bool ok[RR];
-    auto compute_item = [&](int c, const uint4 (&wv)[U][RR], const half2 (&pv)[U][RR]) {
-#pragma unroll
-        for (int u = 0; u < U; u++) {
-            const int cc = c + 32 * u;
-            if (cc >= c1) break;
-#pragma unroll
-            for (int m = 0; m < M; m++) {
-                half2 xv[16];
-                const float xs = load_x_chunk<LUT>(x, ldx, m, cc, xv);
-#pragma unroll
+    if constexpr (RR <= 2) {
+        /* U chunks per weight row from chunk c on (zeros past the row set or the split's range) */
+        auto load_item = [&](const int (&rows)[RR], const bool (&okr)[RR], int c, uint4 (&wv)[U][RR], half2 (&pv)[U][RR]) {
+    #pragma unroll
+            for (int u = 0; u < U; u++)
+    #pragma unroll
                 for (int r = 0; r < RR; r++) {
-                    half2 q[16];
-                    dequant_chunk<LUT>(wv[u][r], lt, q);
-                    const float2 sm = __half22float2(pv[u][r]);
-                    acc[r][m] += sm.x * dot_chunk(q, xv) + sm.y * xs;
-                }
-            }
-        }
-    };
-    /* the warp's sums of a unit, then (no split) its outputs */
-    auto finish_unit = [&](int head, int i0) {
-#pragma unroll
-        for (int r = 0; r < RR; r++)
-#pragma unroll
-            for (int m = 0; m < M; m++) acc[r][m] = lk_warp_sum(acc[r][m]);
-        if (S == 1 && lane == 0 && rope) {
-#pragma unroll
-            for (int m = 0; m < M; m++) {
-                const int p = re.pos[m], sl = re.slot[m];
-#pragma unroll
-                for (int o = 0; o < RR / 2; o++) {
-                    const int i = i0 + o;
-                    const float a = acc[o][m], b = acc[o + RR / 2][m];
-                    if (head >= re.n_heads + re.n_kv) { /* v: no rotation */
-                        half *d = re.vc + (((size_t)sl * re.n_kv + (head - re.n_heads - re.n_kv)) * re.max_seq + p) * re.hd;
-                        d[i] = __float2half(a);
-                        d[i + half_hd] = __float2half(b);
-                        continue;
-                    }
-                    const float c = re.cos_t[(size_t)p * half_hd + i], sn = re.sin_t[(size_t)p * half_hd + i];
-                    const half na = __float2half(a * c - b * sn), nb = __float2half(b * c + a * sn);
-                    if (head < re.n_heads) {
-                        half *d = (half *)out + (size_t)m * ldo + (size_t)head * re.hd;
-                        d[i] = na;
-                        d[i + half_hd] = nb;
+                    const int cc = c + 32 * u;
+                    if (okr[r] && cc < c1) {
+                        wv[u][r] = ld_stream(W + (size_t)rows[r] * chunks + cc);
+                        pv[u][r] = P[(size_t)rows[r] * groups + (cc >> 2)];
                     } else {
-                        half *d = re.kc + (((size_t)sl * re.n_kv + (head - re.n_heads)) * re.max_seq + p) * re.hd;
-                        d[i] = na;
-                        d[i + half_hd] = nb;
+                        wv[u][r] = make_uint4(0, 0, 0, 0);
+                        pv[u][r] = __float2half2_rn(0.0f);
+                    }
+                }
+        };
+        /* the warp's first row set: its first chunks go out before the PDL wait and the norm
+         * prologue (weights do not depend on the previous kernel), so their latency overlaps the
+         * prologue instead of following it */
+        const int first = blockIdx.x * GEMV_WARPS + warp, gs = gridDim.x * GEMV_WARPS;
+        int rows0[RR] = {}, head0 = 0, i00 = 0;
+        bool ok0[RR] = {};
+        uint4 w0[U][RR];
+        half2 p0[U][RR];
+        if (first < units) {
+            unit_rows(first, rows0, ok0, head0, i00);
+            load_item(rows0, ok0, c0 + lane, w0, p0);
+        }
+        lk_pdl_prologue();
+        if (nin.w) {
+            /* the RMSNorm kernel's work, per block: x rows are L2-resident (8 KB each at 1B) */
+            __shared__ float red[M][GEMV_WARPS];
+            const int K4 = K >> 2;
+            float ss[M];
+    #pragma unroll
+            for (int m = 0; m < M; m++) {
+                ss[m] = 0.0f;
+                const float4 *xr = reinterpret_cast<const float4 *>(nin.x + (size_t)m * K);
+                for (int i = threadIdx.x; i < K4; i += blockDim.x) {
+                    const float4 v = xr[i];
+                    ss[m] += v.x * v.x + v.y * v.y + v.z * v.z + v.w * v.w;
+                }
+                ss[m] = lk_warp_sum(ss[m]);
+                if (lane == 0) red[m][warp] = ss[m];
+            }
+            __syncthreads();
+    #pragma unroll
+            for (int m = 0; m < M; m++) {
+                float t = 0.0f;
+    #pragma unroll
+                for (int w = 0; w < GEMV_WARPS; w++) t += red[m][w];
+                const float inv = rsqrtf(t / (float)K + nin.eps);
+                const float4 *xr = reinterpret_cast<const float4 *>(nin.x + (size_t)m * K);
+                const float4 *wr = reinterpret_cast<const float4 *>(nin.w);
+                half2 *dst = reinterpret_cast<half2 *>(x_norm + (size_t)m * K);
+                for (int i = threadIdx.x; i < K4; i += blockDim.x) {
+                    const float4 v = xr[i], g = wr[i];
+                    dst[2 * i] = __floats2half2_rn(v.x * inv * g.x, v.y * inv * g.y);
+                    dst[2 * i + 1] = __floats2half2_rn(v.z * inv * g.z, v.w * inv * g.w);
+                }
+            }
+            __syncthreads();
+            x = x_norm;
+            ldx = K;
+        }
+        if (LUT) {
+            for (int i = threadIdx.x; i < 8 * LUT_STRIDE; i += blockDim.x) {
+                int b = (i % LUT_STRIDE) & 255;
+                lut[i] = __halves2half2(__int2half_rn(b & 15), __int2half_rn(b >> 4));
+            }
+            __syncthreads();
+        }
+        const half2 *lt = lut + (lane & 7) * LUT_STRIDE;
+        auto compute_item = [&](int c, const uint4 (&wv)[U][RR], const half2 (&pv)[U][RR]) {
+    #pragma unroll
+            for (int u = 0; u < U; u++) {
+                const int cc = c + 32 * u;
+                if (cc >= c1) break;
+    #pragma unroll
+                for (int m = 0; m < M; m++) {
+                    half2 xv[16];
+                    const float xs = load_x_chunk<LUT>(x, ldx, m, cc, xv);
+    #pragma unroll
+                    for (int r = 0; r < RR; r++) {
+                        half2 q[16];
+                        dequant_chunk<LUT>(wv[u][r], lt, q);
+                        const float2 sm = __half22float2(pv[u][r]);
+                        acc[r][m] += sm.x * dot_chunk(q, xv) + sm.y * xs;
                     }
                 }
             }
-        } else if (S == 1 && lane == 0) {
-            if (swiglu) {
-#pragma unroll
-                for (int o = 0; o < RR / 2; o++)
-                    if (ok[o])
-#pragma unroll
-                        for (int m = 0; m < M; m++)
-                            epi_store(out, ldo, mode, m, j0 + o, lk_silu(acc[o][m]) * acc[o + RR / 2][m]);
-            } else {
-#pragma unroll
-                for (int r = 0; r < RR; r++)
-                    if (ok[r])
-#pragma unroll
-                        for (int m = 0; m < M; m++) epi_store(out, ldo, mode, m, j0 + r, acc[r][m]);
+        };
+        /* the warp's sums of a unit, then (no split) its outputs */
+        auto finish_unit = [&](int head, int i0) {
+    #pragma unroll
+            for (int r = 0; r < RR; r++)
+    #pragma unroll
+                for (int m = 0; m < M; m++) acc[r][m] = lk_warp_sum(acc[r][m]);
+            if (S == 1 && lane == 0 && rope) {
+    #pragma unroll
+                for (int m = 0; m < M; m++) {
+                    const int p = re.pos[m], sl = re.slot[m];
+    #pragma unroll
+                    for (int o = 0; o < RR / 2; o++) {
+                        const int i = i0 + o;
+                        const float a = acc[o][m], b = acc[o + RR / 2][m];
+                        if (head >= re.n_heads + re.n_kv) { /* v: no rotation */
+                            half *d = re.vc + (((size_t)sl * re.n_kv + (head - re.n_heads - re.n_kv)) * re.max_seq + p) * re.hd;
+                            d[i] = __float2half(a);
+                            d[i + half_hd] = __float2half(b);
+                            continue;
+                        }
+                        const float c = re.cos_t[(size_t)p * half_hd + i], sn = re.sin_t[(size_t)p * half_hd + i];
+                        const half na = __float2half(a * c - b * sn), nb = __float2half(b * c + a * sn);
+                        if (head < re.n_heads) {
+                            half *d = (half *)out + (size_t)m * ldo + (size_t)head * re.hd;
+                            d[i] = na;
+                            d[i + half_hd] = nb;
+                        } else {
+                            half *d = re.kc + (((size_t)sl * re.n_kv + (head - re.n_heads)) * re.max_seq + p) * re.hd;
+                            d[i] = na;
+                            d[i + half_hd] = nb;
+                        }
+                    }
+                }
+            } else if (S == 1 && lane == 0) {
+                if (swiglu) {
+    #pragma unroll
+                    for (int o = 0; o < RR / 2; o++)
+                        if (ok[o])
+    #pragma unroll
+                            for (int m = 0; m < M; m++)
+                                epi_store(out, ldo, mode, m, j0 + o, lk_silu(acc[o][m]) * acc[o + RR / 2][m]);
+                } else {
+    #pragma unroll
+                    for (int r = 0; r < RR; r++)
+                        if (ok[r])
+    #pragma unroll
+                            for (int m = 0; m < M; m++) epi_store(out, ldo, mode, m, j0 + r, acc[r][m]);
+                }
+            }
+        };
+        /* one row set: chunk steps, then the warp's sums and outputs (pre: its first step is in w0/p0) */
+        auto run_unit = [&](int unit, const int (&rows)[RR], int head, int i0, bool pre) {
+            j0 = unit * outs;
+    #pragma unroll
+            for (int r = 0; r < RR; r++)
+    #pragma unroll
+                for (int m = 0; m < M; m++) acc[r][m] = 0.0f;
+            int c = c0 + lane;
+            if (pre) {
+                if (c < c1) compute_item(c, w0, p0);
+                c += 32 * U;
+            }
+            for (; c < c1; c += 32 * U) {
+                uint4 wv[U][RR];
+                half2 pv[U][RR];
+                load_item(rows, ok, c, wv, pv);
+                compute_item(c, wv, pv);
+            }
+            finish_unit(head, i0);
+        };
+        if (first < units) {
+    #pragma unroll
+            for (int r = 0; r < RR; r++) ok[r] = ok0[r];
+            run_unit(first, rows0, head0, i00, true);
+        }
+        for (int unit = first + gs; unit < units; unit += gs) {
+            int rows[RR], head, i0;
+            unit_rows(unit, rows, ok, head, i0);
+            run_unit(unit, rows, head, i0, false);
+        }
+
+    } else {
+        lk_pdl_prologue();
+        if (nin.w) {
+            /* the RMSNorm kernel's work, per block: x rows are L2-resident (8 KB each at 1B) */
+            __shared__ float red[M][GEMV_WARPS];
+            const int K4 = K >> 2;
+            float ss[M];
+    #pragma unroll
+            for (int m = 0; m < M; m++) {
+                ss[m] = 0.0f;
+                const float4 *xr = reinterpret_cast<const float4 *>(nin.x + (size_t)m * K);
+                for (int i = threadIdx.x; i < K4; i += blockDim.x) {
+                    const float4 v = xr[i];
+                    ss[m] += v.x * v.x + v.y * v.y + v.z * v.z + v.w * v.w;
+                }
+                ss[m] = lk_warp_sum(ss[m]);
+                if (lane == 0) red[m][warp] = ss[m];
+            }
+            __syncthreads();
+    #pragma unroll
+            for (int m = 0; m < M; m++) {
+                float t = 0.0f;
+    #pragma unroll
+                for (int w = 0; w < GEMV_WARPS; w++) t += red[m][w];
+                const float inv = rsqrtf(t / (float)K + nin.eps);
+                const float4 *xr = reinterpret_cast<const float4 *>(nin.x + (size_t)m * K);
+                const float4 *wr = reinterpret_cast<const float4 *>(nin.w);
+                half2 *dst = reinterpret_cast<half2 *>(x_norm + (size_t)m * K);
+                for (int i = threadIdx.x; i < K4; i += blockDim.x) {
+                    const float4 v = xr[i], g = wr[i];
+                    dst[2 * i] = __floats2half2_rn(v.x * inv * g.x, v.y * inv * g.y);
+                    dst[2 * i + 1] = __floats2half2_rn(v.z * inv * g.z, v.w * inv * g.w);
+                }
+            }
+            __syncthreads();
+            x = x_norm;
+            ldx = K;
+        }
+        if (LUT) {
+            for (int i = threadIdx.x; i < 8 * LUT_STRIDE; i += blockDim.x) {
+                int b = (i % LUT_STRIDE) & 255;
+                lut[i] = __halves2half2(__int2half_rn(b & 15), __int2half_rn(b >> 4));
+            }
+            __syncthreads();
+        }
+        const half2 *lt = lut + (lane & 7) * LUT_STRIDE;
+        for (int unit = blockIdx.x * GEMV_WARPS + warp; unit < units; unit += gridDim.x * GEMV_WARPS) {
+            j0 = unit * outs;
+            int rows[RR], head, i0;
+            unit_rows(unit, rows, ok, head, i0);
+    #pragma unroll
+            for (int r = 0; r < RR; r++)
+    #pragma unroll
+                for (int m = 0; m < M; m++) acc[r][m] = 0.0f;
+            for (int c = c0 + lane; c < c1; c += 32 * U) {
+                uint4 wv[U][RR];
+                half2 pv[U][RR];
+    #pragma unroll
+                for (int u = 0; u < U; u++)
+    #pragma unroll
+                    for (int r = 0; r < RR; r++) {
+                        const int cc = c + 32 * u;
+                        if (ok[r] && cc < c1) {
+                            wv[u][r] = ld_stream(W + (size_t)rows[r] * chunks + cc);
+                            pv[u][r] = P[(size_t)rows[r] * groups + (cc >> 2)];
+                        } else {
+                            wv[u][r] = make_uint4(0, 0, 0, 0);
+                            pv[u][r] = __float2half2_rn(0.0f);
+                        }
+                    }
+    #pragma unroll
+                for (int u = 0; u < U; u++) {
+                    const int cc = c + 32 * u;
+                    if (cc >= c1) break;
+    #pragma unroll
+                    for (int m = 0; m < M; m++) {
+                        half2 xv[16];
+                        const float xs = load_x_chunk<LUT>(x, ldx, m, cc, xv);
+    #pragma unroll
+                        for (int r = 0; r < RR; r++) {
+                            half2 q[16];
+                            dequant_chunk<LUT>(wv[u][r], lt, q);
+                            const float2 sm = __half22float2(pv[u][r]);
+                            acc[r][m] += sm.x * dot_chunk(q, xv) + sm.y * xs;
+                        }
+                    }
+                }
+            }
+    #pragma unroll
+            for (int r = 0; r < RR; r++)
+    #pragma unroll
+                for (int m = 0; m < M; m++) acc[r][m] = lk_warp_sum(acc[r][m]);
+            if (S == 1 && lane == 0 && rope) {
+    #pragma unroll
+                for (int m = 0; m < M; m++) {
+                    const int p = re.pos[m], sl = re.slot[m];
+    #pragma unroll
+                    for (int o = 0; o < RR / 2; o++) {
+                        const int i = i0 + o;
+                        const float a = acc[o][m], b = acc[o + RR / 2][m];
+                        if (head >= re.n_heads + re.n_kv) { /* v: no rotation */
+                            half *d = re.vc + (((size_t)sl * re.n_kv + (head - re.n_heads - re.n_kv)) * re.max_seq + p) * re.hd;
+                            d[i] = __float2half(a);
+                            d[i + half_hd] = __float2half(b);
+                            continue;
+                        }
+                        const float c = re.cos_t[(size_t)p * half_hd + i], sn = re.sin_t[(size_t)p * half_hd + i];
+                        const half na = __float2half(a * c - b * sn), nb = __float2half(b * c + a * sn);
+                        if (head < re.n_heads) {
+                            half *d = (half *)out + (size_t)m * ldo + (size_t)head * re.hd;
+                            d[i] = na;
+                            d[i + half_hd] = nb;
+                        } else {
+                            half *d = re.kc + (((size_t)sl * re.n_kv + (head - re.n_heads)) * re.max_seq + p) * re.hd;
+                            d[i] = na;
+                            d[i + half_hd] = nb;
+                        }
+                    }
+                }
+            } else if (S == 1 && lane == 0) {
+                if (swiglu) {
+    #pragma unroll
+                    for (int o = 0; o < RR / 2; o++)
+                        if (ok[o])
+    #pragma unroll
+                            for (int m = 0; m < M; m++)
+                                epi_store(out, ldo, mode, m, j0 + o, lk_silu(acc[o][m]) * acc[o + RR / 2][m]);
+                } else {
+    #pragma unroll
+                    for (int r = 0; r < RR; r++)
+                        if (ok[r])
+    #pragma unroll
+                            for (int m = 0; m < M; m++) epi_store(out, ldo, mode, m, j0 + r, acc[r][m]);
+                }
             }
         }
-    };
-    /* one row set: chunk steps, then the warp's sums and outputs (pre: its first step is in w0/p0) */
-    auto run_unit = [&](int unit, const int (&rows)[RR], int head, int i0, bool pre) {
-        j0 = unit * outs;
-#pragma unroll
-        for (int r = 0; r < RR; r++)
-#pragma unroll
-            for (int m = 0; m < M; m++) acc[r][m] = 0.0f;
-        int c = c0 + lane;
-        if (pre) {
-            if (c < c1) compute_item(c, w0, p0);
-            c += 32 * U;
-        }
-        for (; c < c1; c += 32 * U) {
-            uint4 wv[U][RR];
-            half2 pv[U][RR];
-            load_item(rows, ok, c, wv, pv);
-            compute_item(c, wv, pv);
-        }
-        finish_unit(head, i0);
-    };
-    if (first < units) {
-#pragma unroll
-        for (int r = 0; r < RR; r++) ok[r] = ok0[r];
-        run_unit(first, rows0, head0, i00, true);
-    }
-    for (int unit = first + gs; unit < units; unit += gs) {
-        int rows[RR], head, i0;
-        unit_rows(unit, rows, ok, head, i0);
-        run_unit(unit, rows, head, i0, false);
+
     }
     if (S == 1) return;
     /* split-K (residual add only; each warp had at most one unit) */
