@@ -178,6 +178,56 @@ __global__ void __launch_bounds__(GEMV_WARPS * 32)
     float acc[RR][M];
     int j0 = 0;
     bool ok[RR];
+    /* the warp's sums of a unit, then (no split) its outputs */
+    auto finish_unit = [&](int head, int i0) {
+#pragma unroll
+        for (int r = 0; r < RR; r++)
+#pragma unroll
+            for (int m = 0; m < M; m++) acc[r][m] = lk_warp_sum(acc[r][m]);
+        if (S == 1 && lane == 0 && rope) {
+#pragma unroll
+            for (int m = 0; m < M; m++) {
+                const int p = re.pos[m], sl = re.slot[m];
+#pragma unroll
+                for (int o = 0; o < RR / 2; o++) {
+                    const int i = i0 + o;
+                    const float a = acc[o][m], b = acc[o + RR / 2][m];
+                    if (head >= re.n_heads + re.n_kv) { /* v: no rotation */
+                        half *d = re.vc + (((size_t)sl * re.n_kv + (head - re.n_heads - re.n_kv)) * re.max_seq + p) * re.hd;
+                        d[i] = __float2half(a);
+                        d[i + half_hd] = __float2half(b);
+                        continue;
+                    }
+                    const float c = re.cos_t[(size_t)p * half_hd + i], sn = re.sin_t[(size_t)p * half_hd + i];
+                    const half na = __float2half(a * c - b * sn), nb = __float2half(b * c + a * sn);
+                    if (head < re.n_heads) {
+                        half *d = (half *)out + (size_t)m * ldo + (size_t)head * re.hd;
+                        d[i] = na;
+                        d[i + half_hd] = nb;
+                    } else {
+                        half *d = re.kc + (((size_t)sl * re.n_kv + (head - re.n_heads)) * re.max_seq + p) * re.hd;
+                        d[i] = na;
+                        d[i + half_hd] = nb;
+                    }
+                }
+            }
+        } else if (S == 1 && lane == 0) {
+            if (swiglu) {
+#pragma unroll
+                for (int o = 0; o < RR / 2; o++)
+                    if (ok[o])
+#pragma unroll
+                        for (int m = 0; m < M; m++)
+                            epi_store(out, ldo, mode, m, j0 + o, lk_silu(acc[o][m]) * acc[o + RR / 2][m]);
+            } else {
+#pragma unroll
+                for (int r = 0; r < RR; r++)
+                    if (ok[r])
+#pragma unroll
+                        for (int m = 0; m < M; m++) epi_store(out, ldo, mode, m, j0 + r, acc[r][m]);
+            }
+        }
+    };
     if constexpr (RR <= 2) {
         /* U chunks per weight row from chunk c on (zeros past the row set or the split's range) */
         auto load_item = [&](const int (&rows)[RR], const bool (&okr)[RR], int c, uint4 (&wv)[U][RR], half2 (&pv)[U][RR]) {
@@ -268,56 +318,6 @@ __global__ void __launch_bounds__(GEMV_WARPS * 32)
                         const float2 sm = __half22float2(pv[u][r]);
                         acc[r][m] += sm.x * dot_chunk(q, xv) + sm.y * xs;
                     }
-                }
-            }
-        };
-        /* the warp's sums of a unit, then (no split) its outputs */
-        auto finish_unit = [&](int head, int i0) {
-    #pragma unroll
-            for (int r = 0; r < RR; r++)
-    #pragma unroll
-                for (int m = 0; m < M; m++) acc[r][m] = lk_warp_sum(acc[r][m]);
-            if (S == 1 && lane == 0 && rope) {
-    #pragma unroll
-                for (int m = 0; m < M; m++) {
-                    const int p = re.pos[m], sl = re.slot[m];
-    #pragma unroll
-                    for (int o = 0; o < RR / 2; o++) {
-                        const int i = i0 + o;
-                        const float a = acc[o][m], b = acc[o + RR / 2][m];
-                        if (head >= re.n_heads + re.n_kv) { /* v: no rotation */
-                            half *d = re.vc + (((size_t)sl * re.n_kv + (head - re.n_heads - re.n_kv)) * re.max_seq + p) * re.hd;
-                            d[i] = __float2half(a);
-                            d[i + half_hd] = __float2half(b);
-                            continue;
-                        }
-                        const float c = re.cos_t[(size_t)p * half_hd + i], sn = re.sin_t[(size_t)p * half_hd + i];
-                        const half na = __float2half(a * c - b * sn), nb = __float2half(b * c + a * sn);
-                        if (head < re.n_heads) {
-                            half *d = (half *)out + (size_t)m * ldo + (size_t)head * re.hd;
-                            d[i] = na;
-                            d[i + half_hd] = nb;
-                        } else {
-                            half *d = re.kc + (((size_t)sl * re.n_kv + (head - re.n_heads)) * re.max_seq + p) * re.hd;
-                            d[i] = na;
-                            d[i + half_hd] = nb;
-                        }
-                    }
-                }
-            } else if (S == 1 && lane == 0) {
-                if (swiglu) {
-    #pragma unroll
-                    for (int o = 0; o < RR / 2; o++)
-                        if (ok[o])
-    #pragma unroll
-                            for (int m = 0; m < M; m++)
-                                epi_store(out, ldo, mode, m, j0 + o, lk_silu(acc[o][m]) * acc[o + RR / 2][m]);
-                } else {
-    #pragma unroll
-                    for (int r = 0; r < RR; r++)
-                        if (ok[r])
-    #pragma unroll
-                            for (int m = 0; m < M; m++) epi_store(out, ldo, mode, m, j0 + r, acc[r][m]);
                 }
             }
         };
@@ -440,53 +440,7 @@ __global__ void __launch_bounds__(GEMV_WARPS * 32)
                     }
                 }
             }
-    #pragma unroll
-            for (int r = 0; r < RR; r++)
-    #pragma unroll
-                for (int m = 0; m < M; m++) acc[r][m] = lk_warp_sum(acc[r][m]);
-            if (S == 1 && lane == 0 && rope) {
-    #pragma unroll
-                for (int m = 0; m < M; m++) {
-                    const int p = re.pos[m], sl = re.slot[m];
-    #pragma unroll
-                    for (int o = 0; o < RR / 2; o++) {
-                        const int i = i0 + o;
-                        const float a = acc[o][m], b = acc[o + RR / 2][m];
-                        if (head >= re.n_heads + re.n_kv) { /* v: no rotation */
-                            half *d = re.vc + (((size_t)sl * re.n_kv + (head - re.n_heads - re.n_kv)) * re.max_seq + p) * re.hd;
-                            d[i] = __float2half(a);
-                            d[i + half_hd] = __float2half(b);
-                            continue;
-                        }
-                        const float c = re.cos_t[(size_t)p * half_hd + i], sn = re.sin_t[(size_t)p * half_hd + i];
-                        const half na = __float2half(a * c - b * sn), nb = __float2half(b * c + a * sn);
-                        if (head < re.n_heads) {
-                            half *d = (half *)out + (size_t)m * ldo + (size_t)head * re.hd;
-                            d[i] = na;
-                            d[i + half_hd] = nb;
-                        } else {
-                            half *d = re.kc + (((size_t)sl * re.n_kv + (head - re.n_heads)) * re.max_seq + p) * re.hd;
-                            d[i] = na;
-                            d[i + half_hd] = nb;
-                        }
-                    }
-                }
-            } else if (S == 1 && lane == 0) {
-                if (swiglu) {
-    #pragma unroll
-                    for (int o = 0; o < RR / 2; o++)
-                        if (ok[o])
-    #pragma unroll
-                            for (int m = 0; m < M; m++)
-                                epi_store(out, ldo, mode, m, j0 + o, lk_silu(acc[o][m]) * acc[o + RR / 2][m]);
-                } else {
-    #pragma unroll
-                    for (int r = 0; r < RR; r++)
-                        if (ok[r])
-    #pragma unroll
-                            for (int m = 0; m < M; m++) epi_store(out, ldo, mode, m, j0 + r, acc[r][m]);
-                }
-            }
+            finish_unit(head, i0);
         }
 
     }
