@@ -1209,14 +1209,15 @@ static lk_status launch_tc(const lk_dmat *W, const half *x, int M, int ldx, void
 }
 
 lk_status lk_mm_init(void) {
-#define TC_ATTR(BM, BN, WM, WN)                                                                                      \
-    CU(cudaFuncSetAttribute(k_mm_q4_tc<BM, BN, WM, WN, false>, cudaFuncAttributeMaxDynamicSharedMemorySize,         \
-                            tc_smem<BM, BN>::BYTES));                                                                 \
-    CU(cudaFuncSetAttribute(k_mm_q4_tc<BM, BN, WM, WN, true>, cudaFuncAttributeMaxDynamicSharedMemorySize,          \
+#define TC_ATTR(BM, BN, WM, WN, TILED)                                                                              \
+    CU(cudaFuncSetAttribute(k_mm_q4_tc<BM, BN, WM, WN, TILED>, cudaFuncAttributeMaxDynamicSharedMemorySize,         \
                             tc_smem<BM, BN>::BYTES))
-    TC_ATTR(16, 128, 1, 4);
-    TC_ATTR(64, 128, 2, 4);
-    TC_ATTR(128, 128, 2, 4);
+    /* the instances matmul_impl launches (the tiled layout takes the tile kernel above 16 rows only) */
+    TC_ATTR(16, 128, 1, 4, false);
+    TC_ATTR(64, 128, 2, 4, false);
+    TC_ATTR(64, 128, 2, 4, true);
+    TC_ATTR(128, 128, 2, 4, false);
+    TC_ATTR(128, 128, 2, 4, true);
 #undef TC_ATTR
     return LK_OK;
 }
