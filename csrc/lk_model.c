@@ -163,15 +163,7 @@ void lk_cuda_layout_make(const lk_config *c, const lk_engine_opts *o, lk_cuda_la
     }
     l->tc_ws = place(&cur, l->tc_ws_floats * 4);
     l->tc_counters = place(&cur, (size_t)LK_TC_COUNTERS * 4);
-    /* tiled small-batch matmul: split-K partials of every matrix but the LM head (never split) */
-    {
-        size_t rows = B < 16 ? B : 16, n = (size_t)lk_qkv_dim(c);
-        if ((size_t)c->dim > n) n = (size_t)c->dim;
-        if ((size_t)2 * c->hidden_dim > n) n = (size_t)2 * c->hidden_dim;
-        l->tg_ws_floats = (size_t)LK_TILED_SPLIT_MAX * rows * n;
-    }
-    l->tg_ws = place(&cur, l->tg_ws_floats * 4);
-    l->tg_counters = place(&cur, (size_t)LK_TC_COUNTERS * 4);
+    /* (the tiled small-batch matmul never splits K across blocks in an engine: no workspace) */
     l->workspace = cur.cur - l->activations;
     l->total = cur.cur;
 }

@@ -107,7 +107,6 @@ void lk_cpu_layout_make(const lk_config *c, const lk_engine_opts *o, int n_threa
 typedef struct lk_cuda_layout {
     size_t tok, slot, pos, x, h, qkv, att, ffn, logits, seen, attn_part, attn_cnt, samp, mm_ws, mm_counters, tc_ws, tc_counters;
     size_t tc_ws_floats;
-    size_t tg_ws, tg_counters, tg_ws_floats; /* tiled small-batch matmul split-K partials */
     size_t activations; /* tok .. ffn, logits */
     size_t workspace;   /* seen, attn partials, sampling scratch, matmul split-K */
     size_t total;

@@ -721,10 +721,11 @@ extern "C" lk_status lk_cuda_backend_create(const lk_config *c, const lk_engine_
     b->ws.tc_partial_floats = b->lay.tc_ws_floats;
     b->ws.tc_counters = (int *)(act + b->lay.tc_counters);
     b->ws.tc_n_counters = LK_TC_COUNTERS;
-    b->ws.tg_partial = (float *)(act + b->lay.tg_ws);
-    b->ws.tg_partial_floats = b->lay.tg_ws_floats;
-    b->ws.tg_counters = (int *)(act + b->lay.tg_counters);
-    b->ws.tg_n_counters = LK_TC_COUNTERS;
+    /* the tiled small-batch matmul's K split is for benchmarks only (it measured slower): none here */
+    b->ws.tg_partial = NULL;
+    b->ws.tg_partial_floats = 0;
+    b->ws.tg_counters = NULL;
+    b->ws.tg_n_counters = 0;
     /* zeroed: the KV cache (never NaN garbage under a masked 0), counters, buffers */
     CUB_(cudaMemsetAsync(b->arena + off_kv, 0, b->arena_bytes - off_kv, b->st));
     /* rope tables from the one definition in lk_config.c */
