@@ -228,23 +228,90 @@ __global__ void __launch_bounds__(GEMV_WARPS * 32)
             }
         }
     };
-    if constexpr (RR <= 2) {
-        /* U chunks per weight row from chunk c on (zeros past the row set or the split's range) */
-        auto load_item = [&](const int (&rows)[RR], const bool (&okr)[RR], int c, uint4 (&wv)[U][RR], half2 (&pv)[U][RR]) {
-    #pragma unroll
-            for (int u = 0; u < U; u++)
-    #pragma unroll
-                for (int r = 0; r < RR; r++) {
-                    const int cc = c + 32 * u;
-                    if (okr[r] && cc < c1) {
-                        wv[u][r] = ld_stream(W + (size_t)rows[r] * chunks + cc);
-                        pv[u][r] = P[(size_t)rows[r] * groups + (cc >> 2)];
-                    } else {
-                        wv[u][r] = make_uint4(0, 0, 0, 0);
-                        pv[u][r] = __float2half2_rn(0.0f);
-                    }
+    /* after the PDL wait: the RMSNorm prologue (this block normalises the x rows into shared
+     * memory) and the LUT; the caller may put loads that do not depend on the previous kernel first */
+    auto prologue = [&]() {
+        lk_pdl_prologue();
+        if (nin.w) {
+            /* the RMSNorm kernel's work, per block: x rows are L2-resident (8 KB each at 1B) */
+            __shared__ float red[M][GEMV_WARPS];
+            const int K4 = K >> 2;
+            float ss[M];
+#pragma unroll
+            for (int m = 0; m < M; m++) {
+                ss[m] = 0.0f;
+                const float4 *xr = reinterpret_cast<const float4 *>(nin.x + (size_t)m * K);
+                for (int i = threadIdx.x; i < K4; i += blockDim.x) {
+                    const float4 v = xr[i];
+                    ss[m] += v.x * v.x + v.y * v.y + v.z * v.z + v.w * v.w;
                 }
-        };
+                ss[m] = lk_warp_sum(ss[m]);
+                if (lane == 0) red[m][warp] = ss[m];
+            }
+            __syncthreads();
+#pragma unroll
+            for (int m = 0; m < M; m++) {
+                float t = 0.0f;
+#pragma unroll
+                for (int w = 0; w < GEMV_WARPS; w++) t += red[m][w];
+                const float inv = rsqrtf(t / (float)K + nin.eps);
+                const float4 *xr = reinterpret_cast<const float4 *>(nin.x + (size_t)m * K);
+                const float4 *wr = reinterpret_cast<const float4 *>(nin.w);
+                half2 *dst = reinterpret_cast<half2 *>(x_norm + (size_t)m * K);
+                for (int i = threadIdx.x; i < K4; i += blockDim.x) {
+                    const float4 v = xr[i], g = wr[i];
+                    dst[2 * i] = __floats2half2_rn(v.x * inv * g.x, v.y * inv * g.y);
+                    dst[2 * i + 1] = __floats2half2_rn(v.z * inv * g.z, v.w * inv * g.w);
+                }
+            }
+            __syncthreads();
+            x = x_norm;
+            ldx = K;
+        }
+        if (LUT) {
+            for (int i = threadIdx.x; i < 8 * LUT_STRIDE; i += blockDim.x) {
+                int b = (i % LUT_STRIDE) & 255;
+                lut[i] = __halves2half2(__int2half_rn(b & 15), __int2half_rn(b >> 4));
+            }
+            __syncthreads();
+        }
+    };
+    /* U chunks per weight row from chunk c on (zeros past the row set or the split's range) */
+    auto load_item = [&](const int (&rows)[RR], const bool (&okr)[RR], int c, uint4 (&wv)[U][RR], half2 (&pv)[U][RR]) {
+#pragma unroll
+        for (int u = 0; u < U; u++)
+#pragma unroll
+            for (int r = 0; r < RR; r++) {
+                const int cc = c + 32 * u;
+                if (okr[r] && cc < c1) {
+                    wv[u][r] = ld_stream(W + (size_t)rows[r] * chunks + cc);
+                    pv[u][r] = P[(size_t)rows[r] * groups + (cc >> 2)];
+                } else {
+                    wv[u][r] = make_uint4(0, 0, 0, 0);
+                    pv[u][r] = __float2half2_rn(0.0f);
+                }
+            }
+    };
+    auto compute_item = [&](int c, const uint4 (&wv)[U][RR], const half2 (&pv)[U][RR], const half2 *lt) {
+#pragma unroll
+        for (int u = 0; u < U; u++) {
+            const int cc = c + 32 * u;
+            if (cc >= c1) break;
+#pragma unroll
+            for (int m = 0; m < M; m++) {
+                half2 xv[16];
+                const float xs = load_x_chunk<LUT>(x, ldx, m, cc, xv);
+#pragma unroll
+                for (int r = 0; r < RR; r++) {
+                    half2 q[16];
+                    dequant_chunk<LUT>(wv[u][r], lt, q);
+                    const float2 sm = __half22float2(pv[u][r]);
+                    acc[r][m] += sm.x * dot_chunk(q, xv) + sm.y * xs;
+                }
+            }
+        }
+    };
+    if constexpr (RR <= 2) {
         /* the warp's first row set: its first chunks go out before the PDL wait and the norm
          * prologue (weights do not depend on the previous kernel), so their latency overlaps the
          * prologue instead of following it */
@@ -257,92 +324,30 @@ __global__ void __launch_bounds__(GEMV_WARPS * 32)
             unit_rows(first, rows0, ok0, head0, i00);
             load_item(rows0, ok0, c0 + lane, w0, p0);
         }
-        lk_pdl_prologue();
-        if (nin.w) {
-            /* the RMSNorm kernel's work, per block: x rows are L2-resident (8 KB each at 1B) */
-            __shared__ float red[M][GEMV_WARPS];
-            const int K4 = K >> 2;
-            float ss[M];
-    #pragma unroll
-            for (int m = 0; m < M; m++) {
-                ss[m] = 0.0f;
-                const float4 *xr = reinterpret_cast<const float4 *>(nin.x + (size_t)m * K);
-                for (int i = threadIdx.x; i < K4; i += blockDim.x) {
-                    const float4 v = xr[i];
-                    ss[m] += v.x * v.x + v.y * v.y + v.z * v.z + v.w * v.w;
-                }
-                ss[m] = lk_warp_sum(ss[m]);
-                if (lane == 0) red[m][warp] = ss[m];
-            }
-            __syncthreads();
-    #pragma unroll
-            for (int m = 0; m < M; m++) {
-                float t = 0.0f;
-    #pragma unroll
-                for (int w = 0; w < GEMV_WARPS; w++) t += red[m][w];
-                const float inv = rsqrtf(t / (float)K + nin.eps);
-                const float4 *xr = reinterpret_cast<const float4 *>(nin.x + (size_t)m * K);
-                const float4 *wr = reinterpret_cast<const float4 *>(nin.w);
-                half2 *dst = reinterpret_cast<half2 *>(x_norm + (size_t)m * K);
-                for (int i = threadIdx.x; i < K4; i += blockDim.x) {
-                    const float4 v = xr[i], g = wr[i];
-                    dst[2 * i] = __floats2half2_rn(v.x * inv * g.x, v.y * inv * g.y);
-                    dst[2 * i + 1] = __floats2half2_rn(v.z * inv * g.z, v.w * inv * g.w);
-                }
-            }
-            __syncthreads();
-            x = x_norm;
-            ldx = K;
-        }
-        if (LUT) {
-            for (int i = threadIdx.x; i < 8 * LUT_STRIDE; i += blockDim.x) {
-                int b = (i % LUT_STRIDE) & 255;
-                lut[i] = __halves2half2(__int2half_rn(b & 15), __int2half_rn(b >> 4));
-            }
-            __syncthreads();
-        }
+        prologue();
         const half2 *lt = lut + (lane & 7) * LUT_STRIDE;
-        auto compute_item = [&](int c, const uint4 (&wv)[U][RR], const half2 (&pv)[U][RR]) {
-    #pragma unroll
-            for (int u = 0; u < U; u++) {
-                const int cc = c + 32 * u;
-                if (cc >= c1) break;
-    #pragma unroll
-                for (int m = 0; m < M; m++) {
-                    half2 xv[16];
-                    const float xs = load_x_chunk<LUT>(x, ldx, m, cc, xv);
-    #pragma unroll
-                    for (int r = 0; r < RR; r++) {
-                        half2 q[16];
-                        dequant_chunk<LUT>(wv[u][r], lt, q);
-                        const float2 sm = __half22float2(pv[u][r]);
-                        acc[r][m] += sm.x * dot_chunk(q, xv) + sm.y * xs;
-                    }
-                }
-            }
-        };
         /* one row set: chunk steps, then the warp's sums and outputs (pre: its first step is in w0/p0) */
         auto run_unit = [&](int unit, const int (&rows)[RR], int head, int i0, bool pre) {
             j0 = unit * outs;
-    #pragma unroll
+#pragma unroll
             for (int r = 0; r < RR; r++)
-    #pragma unroll
+#pragma unroll
                 for (int m = 0; m < M; m++) acc[r][m] = 0.0f;
             int c = c0 + lane;
             if (pre) {
-                if (c < c1) compute_item(c, w0, p0);
+                if (c < c1) compute_item(c, w0, p0, lt);
                 c += 32 * U;
             }
             for (; c < c1; c += 32 * U) {
                 uint4 wv[U][RR];
                 half2 pv[U][RR];
                 load_item(rows, ok, c, wv, pv);
-                compute_item(c, wv, pv);
+                compute_item(c, wv, pv, lt);
             }
             finish_unit(head, i0);
         };
         if (first < units) {
-    #pragma unroll
+#pragma unroll
             for (int r = 0; r < RR; r++) ok[r] = ok0[r];
             run_unit(first, rows0, head0, i00, true);
         }
@@ -353,92 +358,21 @@ __global__ void __launch_bounds__(GEMV_WARPS * 32)
         }
 
     } else {
-        lk_pdl_prologue();
-        if (nin.w) {
-            /* the RMSNorm kernel's work, per block: x rows are L2-resident (8 KB each at 1B) */
-            __shared__ float red[M][GEMV_WARPS];
-            const int K4 = K >> 2;
-            float ss[M];
-    #pragma unroll
-            for (int m = 0; m < M; m++) {
-                ss[m] = 0.0f;
-                const float4 *xr = reinterpret_cast<const float4 *>(nin.x + (size_t)m * K);
-                for (int i = threadIdx.x; i < K4; i += blockDim.x) {
-                    const float4 v = xr[i];
-                    ss[m] += v.x * v.x + v.y * v.y + v.z * v.z + v.w * v.w;
-                }
-                ss[m] = lk_warp_sum(ss[m]);
-                if (lane == 0) red[m][warp] = ss[m];
-            }
-            __syncthreads();
-    #pragma unroll
-            for (int m = 0; m < M; m++) {
-                float t = 0.0f;
-    #pragma unroll
-                for (int w = 0; w < GEMV_WARPS; w++) t += red[m][w];
-                const float inv = rsqrtf(t / (float)K + nin.eps);
-                const float4 *xr = reinterpret_cast<const float4 *>(nin.x + (size_t)m * K);
-                const float4 *wr = reinterpret_cast<const float4 *>(nin.w);
-                half2 *dst = reinterpret_cast<half2 *>(x_norm + (size_t)m * K);
-                for (int i = threadIdx.x; i < K4; i += blockDim.x) {
-                    const float4 v = xr[i], g = wr[i];
-                    dst[2 * i] = __floats2half2_rn(v.x * inv * g.x, v.y * inv * g.y);
-                    dst[2 * i + 1] = __floats2half2_rn(v.z * inv * g.z, v.w * inv * g.w);
-                }
-            }
-            __syncthreads();
-            x = x_norm;
-            ldx = K;
-        }
-        if (LUT) {
-            for (int i = threadIdx.x; i < 8 * LUT_STRIDE; i += blockDim.x) {
-                int b = (i % LUT_STRIDE) & 255;
-                lut[i] = __halves2half2(__int2half_rn(b & 15), __int2half_rn(b >> 4));
-            }
-            __syncthreads();
-        }
+        prologue();
         const half2 *lt = lut + (lane & 7) * LUT_STRIDE;
         for (int unit = blockIdx.x * GEMV_WARPS + warp; unit < units; unit += gridDim.x * GEMV_WARPS) {
             j0 = unit * outs;
             int rows[RR], head, i0;
             unit_rows(unit, rows, ok, head, i0);
-    #pragma unroll
+#pragma unroll
             for (int r = 0; r < RR; r++)
-    #pragma unroll
+#pragma unroll
                 for (int m = 0; m < M; m++) acc[r][m] = 0.0f;
             for (int c = c0 + lane; c < c1; c += 32 * U) {
                 uint4 wv[U][RR];
                 half2 pv[U][RR];
-    #pragma unroll
-                for (int u = 0; u < U; u++)
-    #pragma unroll
-                    for (int r = 0; r < RR; r++) {
-                        const int cc = c + 32 * u;
-                        if (ok[r] && cc < c1) {
-                            wv[u][r] = ld_stream(W + (size_t)rows[r] * chunks + cc);
-                            pv[u][r] = P[(size_t)rows[r] * groups + (cc >> 2)];
-                        } else {
-                            wv[u][r] = make_uint4(0, 0, 0, 0);
-                            pv[u][r] = __float2half2_rn(0.0f);
-                        }
-                    }
-    #pragma unroll
-                for (int u = 0; u < U; u++) {
-                    const int cc = c + 32 * u;
-                    if (cc >= c1) break;
-    #pragma unroll
-                    for (int m = 0; m < M; m++) {
-                        half2 xv[16];
-                        const float xs = load_x_chunk<LUT>(x, ldx, m, cc, xv);
-    #pragma unroll
-                        for (int r = 0; r < RR; r++) {
-                            half2 q[16];
-                            dequant_chunk<LUT>(wv[u][r], lt, q);
-                            const float2 sm = __half22float2(pv[u][r]);
-                            acc[r][m] += sm.x * dot_chunk(q, xv) + sm.y * xs;
-                        }
-                    }
-                }
+                load_item(rows, ok, c, wv, pv);
+                compute_item(c, wv, pv, lt);
             }
             finish_unit(head, i0);
         }
@@ -510,7 +444,8 @@ __device__ __forceinline__ void mma16816(float c[4], const uint32_t a[4], uint32
 }
 
 /* ============================================================================
- * Tiled layout (lk_q4_tile), 1-16 rows: tensor cores at batch size.
+ * Tiled layout (lk_q4_tile), 1-32 rows a launch (matmul_impl slices up to 64):
+ * tensor cores at batch size.
  * Weights are the mma A operand (16 rows x k16), the tokens the B operand (n8
  * tiles), so a 16-row block of W is read once for all tokens. Each lane loads
  * its 16 bytes of a 16x64 tile, which are its A fragments for four k16 steps,
@@ -519,12 +454,13 @@ __device__ __forceinline__ void mma16816(float c[4], const uint32_t a[4], uint32
  * for rows g + 8): no subtraction per weight; per group the accumulators are
  * corrected with the token sums of x (one more mma against ones) and scaled:
  *   out += s * (C - 1024 X) / {1|16} + min * X.
- * A block's 8 warps are WU row blocks ("units": one 16-row block, or two for
+ * A block's 8 warps (16 for 1B down, all along K) are WU row blocks ("units": one 16-row block, or two for
  * SwiGLU / rotary pairs) x WK warps along K, summed through shared memory; the
  * next group's weights are loaded before the current group is used (two in
- * flight per lane). K is split across blocks (gridDim.y) only when the grid
- * would still not fill the GPU: then the last block of a row range sums the
- * splits in order and runs the epilogue (deterministic).
+ * flight per lane). K is split across blocks (gridDim.y) only when a benchmark
+ * forces it (lk_mm_set_tune_tiled; measured slower, engines have no workspace
+ * for it): then the last block of a row range sums the splits in order and
+ * runs the epilogue (deterministic).
  * ==========================================================================*/
 #define TG_WARPS 8
 /* groups per load step of a one-block unit: G groups in flight while G are used (SwiGLU / rotary
@@ -1298,6 +1234,19 @@ static int tiled_slice_rows(void) {
     return v;
 }
 
+/* rows m0.. of a matmul that runs in row slices: the output rows, and the rotary epilogue's
+ * positions and slots (*rm) */
+static void *out_slice(int mode, void *out, int ldo, const lk_rope_epi &re, int m0, lk_rope_epi *rm) {
+    *rm = re;
+    if (mode == LK_OUT_QKV_ROPE) {
+        rm->pos += m0;
+        rm->slot += m0;
+    }
+    return mode == LK_OUT_F16 || mode == LK_OUT_SWIGLU_F16 || mode == LK_OUT_QKV_ROPE
+               ? (void *)((half *)out + (size_t)m0 * ldo)
+               : (void *)((float *)out + (size_t)m0 * ldo);
+}
+
 static lk_status matmul_impl(const lk_dmat *W, const half *x, int M, int ldx, void *out, int ldo, int mode,
                              int variant, const lk_mm_ws *ws, int sm_count, int cc_major, int cc_minor,
                              const lk_rope_epi &re, const lk_norm_in &nin, cudaStream_t st) {
@@ -1347,14 +1296,8 @@ static lk_status matmul_impl(const lk_dmat *W, const half *x, int M, int ldx, vo
             for (int m0 = 0; m0 < M; m0 += step) {
                 const int mm = M - m0 < step ? M - m0 : step;
                 const half *xm = x + (size_t)m0 * ldx;
-                void *om = mode == LK_OUT_F16 || mode == LK_OUT_SWIGLU_F16 || mode == LK_OUT_QKV_ROPE
-                               ? (void *)((half *)out + (size_t)m0 * ldo)
-                               : (void *)((float *)out + (size_t)m0 * ldo);
-                lk_rope_epi rm = re;
-                if (mode == LK_OUT_QKV_ROPE) {
-                    rm.pos += m0;
-                    rm.slot += m0;
-                }
+                lk_rope_epi rm;
+                void *om = out_slice(mode, out, ldo, re, m0, &rm);
 #define TG_CALL(NT) \
     (pair ? launch_gemv_tiled<NT, true>(W, xm, mm, ldx, om, ldo, mode, n_out, hidden, ws, sm_count, rm, st) \
           : launch_gemv_tiled<NT, false>(W, xm, mm, ldx, om, ldo, mode, n_out, hidden, ws, sm_count, rm, st))
@@ -1415,14 +1358,8 @@ static lk_status matmul_impl(const lk_dmat *W, const half *x, int M, int ldx, vo
         }
         if (S > 1 && (size_t)S * (size_t)mm * (size_t)n_out > ws->partial_floats) S = 1;
         const half *xm = x ? x + (size_t)m0 * ldx : NULL;
-        void *om = mode == LK_OUT_F16 || mode == LK_OUT_SWIGLU_F16 || mode == LK_OUT_QKV_ROPE
-                       ? (void *)((half *)out + (size_t)m0 * ldo)
-                       : (void *)((float *)out + (size_t)m0 * ldo);
-        lk_rope_epi rm = re;
-        if (mode == LK_OUT_QKV_ROPE) {
-            rm.pos += m0;
-            rm.slot += m0;
-        }
+        lk_rope_epi rm;
+        void *om = out_slice(mode, out, ldo, re, m0, &rm);
         lk_norm_in nm = nin;
         if (nm.w) nm.x += (size_t)m0 * W->K;
         lk_status r;
