@@ -83,6 +83,9 @@ typedef struct lk_backend_ops {
     lk_status (*sync)(lk_backend *be);
     /* what the backend really allocated, by part (fields of lk_mem_plan) */
     void (*memory)(lk_backend *be, lk_mem_plan *used);
+    /* optional (NULL): a layer's o projection, FFN RMSNorm, gate_up and down as one op; *done = 0
+     * when it does not apply to these rows (the engine then runs the four ops) */
+    lk_status (*ffn_block)(lk_backend *be, int M, int layer, int *done);
 } lk_backend_ops;
 
 struct lk_backend {

@@ -111,10 +111,14 @@ static lk_status forward(lk_engine *e, int M, const lk_engine_hooks *hk) {
         TRY(op->matmul(be, M, l, LK_W_QKV));
         TRY(op->rope_kv(be, M, l));
         TRY(op->attention(be, M, l));
-        TRY(op->matmul(be, M, l, LK_W_O));
-        TRY(op->rmsnorm(be, M, l, LK_NORM_FFN));
-        TRY(op->matmul(be, M, l, LK_W_GATE_UP));
-        TRY(op->matmul(be, M, l, LK_W_DOWN));
+        int done = 0;
+        if (op->ffn_block) TRY(op->ffn_block(be, M, l, &done));
+        if (!done) {
+            TRY(op->matmul(be, M, l, LK_W_O));
+            TRY(op->rmsnorm(be, M, l, LK_NORM_FFN));
+            TRY(op->matmul(be, M, l, LK_W_GATE_UP));
+            TRY(op->matmul(be, M, l, LK_W_DOWN));
+        }
         if (interrupted(hk)) return lk_fail(LK_E_INTERRUPTED, "interrupted");
     }
     return LK_OK;

@@ -163,6 +163,7 @@ void lk_cuda_layout_make(const lk_config *c, const lk_engine_opts *o, lk_cuda_la
     }
     l->tc_ws = place(&cur, l->tc_ws_floats * 4);
     l->tc_counters = place(&cur, (size_t)LK_TC_COUNTERS * 4);
+    l->grid_bar = place(&cur, 64 * 4); /* the grid barrier of the fused o/gate_up/down kernel */
     /* (the tiled small-batch matmul never splits K across blocks in an engine: no workspace) */
     l->workspace = cur.cur - l->activations;
     l->total = cur.cur;

@@ -11,7 +11,8 @@ t0=$(date +%s)
 LLAMA_KERNEL_CUDA_ARCHS=${ARCHS:-90} python3 setup.py build_ext --inplace > $OUT/build.log 2>&1 || { tail -40 $OUT/build.log; exit 1; }
 echo "build: $(( $(date +%s) - t0 )) s"
 if [ "$what" = tests ] || [ "$what" = all ]; then
-  timeout 420 python3 -m pytest -q -rA --maxfail=25 -p no:cacheprovider ${@:-tests/test_cuda.py tests/test_tokenizer_hf.py} > $OUT/tests.log 2>&1
+  if [ $# -gt 0 ]; then args=("$@"); else args=(tests/test_cuda.py tests/test_tokenizer_hf.py); fi
+  timeout 420 python3 -m pytest -q -rA --maxfail=25 -p no:cacheprovider "${args[@]}" > $OUT/tests.log 2>&1
   echo "tests rc=$?"; grep -E "passed|failed|error" $OUT/tests.log | tail -3; grep -E "^(FAILED|ERROR)" $OUT/tests.log | head -30
 fi
 if [ "$what" = sanitize ] || [ "$what" = all ]; then

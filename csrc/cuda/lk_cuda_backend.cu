@@ -29,14 +29,17 @@ lk_status lk_cuda_fail(cudaError_t e, const char *what, const char *file, int li
     return st;
 }
 
-/* PDL: off unless LLAMA_KERNEL_PDL=1 (Hopper and newer). Measured on H100
- * (benchmarks/NOTES.md): once the decode attention stopped dominating, early
- * launch made the split-K GEMVs slower (down 7.7 -> 12.5 us) and decode as a
- * whole 2% slower, so it stays available but off. Decided once. */
+/* PDL: on for Hopper and newer unless LLAMA_KERNEL_PDL=0. Measured on H100
+ * (benchmarks/NOTES.md, v21): with each kernel's trigger after its main loop
+ * (not at its start, which let every following kernel's blocks take SM room
+ * early: 2-5% slower), batch 1 decode +2.5% (1,559 -> 1,607 tok/s), batch 16
+ * +1.8%. Decided once. */
+thread_local int lk_pdl_hold = 0;
+
 int lk_pdl_enabled(void) {
     static const int on = [] {
         const char *e = getenv("LLAMA_KERNEL_PDL");
-        if (!e || e[0] != '1') return 0;
+        if (e && e[0] == '0') return 0;
         int dev = 0, major = 0;
         if (cudaGetDevice(&dev) != cudaSuccess ||
             cudaDeviceGetAttribute(&major, cudaDevAttrComputeCapabilityMajor, dev) != cudaSuccess) {
@@ -146,6 +149,8 @@ typedef struct cuda_backend {
     int variant;
     int tiled;     /* int4 weights in the tensor-core arrangement (see is_tiled) */
     int no_fusion; /* LLAMA_KERNEL_NO_FUSION=1: separate rope and RMSNorm kernels (kill switch) */
+    int ffn_fused; /* LLAMA_KERNEL_FFN_FUSED=1: one-row o + FFN as one kernel (cu_ffn_block; opt-in) */
+    unsigned *grid_bar; /* that kernel's grid barrier */
     /* an RMSNorm asked for and not yet run: the next matmul takes it in its prologue or runs it first */
     const float *norm_w;
     int norm_rows, norm_op;
@@ -292,6 +297,9 @@ static lk_status cu_set_rows(lk_backend *be, int M, const int32_t *tok, const in
     CU(cudaMemcpyAsync(b->slot, slot, (size_t)M * 4, cudaMemcpyHostToDevice, b->st));
     CU(cudaMemcpyAsync(b->pos, pos, (size_t)M * 4, cudaMemcpyHostToDevice, b->st));
     b->rows_prefill = consecutive && M > 1;
+    /* chunks that pack several prompts run without PDL: batch 16's time to first token went
+     * 9.7 -> 10.8 ms with it (v21) */
+    lk_pdl_hold = M > be->opts->batch_size && !b->rows_prefill;
     b->p0 = pos[0];
     b->pslot = slot[0];
     return LK_OK;
@@ -410,6 +418,31 @@ static lk_status cu_matmul_impl(lk_backend *be, int M, int layer, int wid) {
                               b->sm_count, b->cc_major, b->cc_minor, b->st);
     }
     return lk_fail(LK_E_INVALID, "unknown matmul %d", wid);
+}
+
+/* o projection, FFN RMSNorm, gate_up and down of one row as one kernel (k_ffn_fused), with
+ * LLAMA_KERNEL_FFN_FUSED=1. Opt-in: its two grid barriers cost more than the two kernel
+ * boundaries they replace (H100, batch 1: 24.0 us per layer vs 22.2 for the three kernels,
+ * 1,508 vs 1,559 tok/s; benchmarks/NOTES.md, v22). Kept, tested bit-exact against the separate
+ * kernels, as the base for a persistent decode kernel with a cheaper barrier */
+static lk_status cu_ffn_block(lk_backend *be, int M, int layer, int *done) {
+    cuda_backend *b = CUB(be);
+    const lk_config *c = be->cfg;
+    const lk_layer_layout *L = &be->wl->layers[layer];
+    *done = 0;
+    if (!b->ffn_fused || M != 1) return LK_OK;
+    lk_dmat o = dmat(b, &L->o), gu = dmat(b, &L->gate_up), dn = dmat(b, &L->down);
+    if (!lk_mm_ffn_fusable(&o, &gu, &dn, M, b->variant, b->cc_major, b->cc_minor)) return LK_OK;
+    TRY(flush_norm(b));
+    lk_norm_in nin;
+    nin.x = b->x;
+    nin.w = (const float *)(b->w + L->ffn_norm);
+    nin.eps = c->rms_eps;
+    prof_begin(b);
+    lk_status s = lk_cuda_ffn_fused(&o, &gu, &dn, b->att, b->x, b->ffn, &nin, b->grid_bar, b->sm_count, b->st);
+    prof_end(b, 5);
+    if (s == LK_OK) *done = 1;
+    return s;
 }
 
 static lk_status cu_rope_kv(lk_backend *be, int M, int layer) {
@@ -615,6 +648,7 @@ static const lk_backend_ops cuda_ops = {
     /* graph_run */ cu_graph_run,
     /* sync */ cu_sync,
     /* memory */ cu_memory,
+    /* ffn_block */ cu_ffn_block,
 };
 
 extern "C" lk_status lk_cuda_backend_create(const lk_config *c, const lk_engine_opts *o, const lk_weights_layout *wl,
@@ -633,6 +667,8 @@ extern "C" lk_status lk_cuda_backend_create(const lk_config *c, const lk_engine_
     {
         const char *nf = getenv("LLAMA_KERNEL_NO_FUSION");
         b->no_fusion = nf && nf[0] == '1';
+        const char *ff = getenv("LLAMA_KERNEL_FFN_FUSED");
+        b->ffn_fused = !b->no_fusion && ff && ff[0] == '1';
         const char *pf = getenv("LLAMA_KERNEL_PROFILE");
         b->prof.on = pf && pf[0] == '1';
         /* the tiled tensor-core layout, for engines of 2+ sequences (lk_mm_prefer_tiled):
@@ -726,6 +762,7 @@ extern "C" lk_status lk_cuda_backend_create(const lk_config *c, const lk_engine_
     b->ws.tg_partial_floats = 0;
     b->ws.tg_counters = NULL;
     b->ws.tg_n_counters = 0;
+    b->grid_bar = (unsigned *)(act + b->lay.grid_bar);
     /* zeroed: the KV cache (never NaN garbage under a masked 0), counters, buffers */
     CUB_(cudaMemsetAsync(b->arena + off_kv, 0, b->arena_bytes - off_kv, b->st));
     /* rope tables from the one definition in lk_config.c */

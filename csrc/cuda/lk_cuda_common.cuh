@@ -87,21 +87,31 @@ __device__ __forceinline__ float lk_silu(float g) { return g / (1.0f + __expf(-g
 static inline int lk_cdiv(int a, int b) { return (a + b - 1) / b; }
 
 /* ---- launches with Programmatic Dependent Launch (Hopper) --------------------
- * Every kernel of the engine starts with lk_pdl_prologue(): it lets the next
- * kernel in the stream be scheduled early and waits until the previous one
- * has finished and its writes are visible. With the launch attribute set, the
- * next kernel's launch overlaps this one's execution, which removes most of
- * the gap between the ~100 small kernels of a decode step (also inside CUDA
- * graphs). Semantics are those of plain stream order. Off by default (it was
- * measured slower, see lk_pdl_enabled); LLAMA_KERNEL_PDL=1 turns it on. */
+ * Every kernel of the engine starts with lk_pdl_prologue(): it waits until the
+ * previous kernel in the stream has finished and its writes are visible. The
+ * big kernels (GEMVs, tiled and tile matmuls, decode attention) call
+ * lk_pdl_trigger() once their main loop is done: from then on the next kernel's
+ * blocks may be scheduled (as this one's blocks leave), and the one-row GEMV
+ * loads its first weights before its wait, so its DRAM latency overlaps this
+ * kernel's tail; the other kernels trigger when their blocks exit. With the
+ * launch attribute off both are no-ops; semantics are those of plain stream
+ * order either way. On by default where the GPU has it (see lk_pdl_enabled and
+ * benchmarks/NOTES.md, v21); LLAMA_KERNEL_PDL=0 turns it off. */
 __device__ __forceinline__ void lk_pdl_prologue() {
 #if defined(__CUDA_ARCH__) && __CUDA_ARCH__ >= 900
-    asm volatile("griddepcontrol.launch_dependents;" ::: "memory");
     asm volatile("griddepcontrol.wait;" ::: "memory");
 #endif
 }
 
+__device__ __forceinline__ void lk_pdl_trigger() {
+#if defined(__CUDA_ARCH__) && __CUDA_ARCH__ >= 900
+    asm volatile("griddepcontrol.launch_dependents;" :::);
+#endif
+}
+
 int lk_pdl_enabled(void); /* decided once per process (lk_cuda_backend.cu) */
+/* nonzero: this thread's launches go without the PDL attribute (set per forward by the backend) */
+extern thread_local int lk_pdl_hold;
 
 template <typename... KArgs, typename... Args>
 static inline cudaError_t lk_launch(void (*kernel)(KArgs...), dim3 grid, dim3 block, size_t smem, cudaStream_t st,
@@ -114,7 +124,7 @@ static inline cudaError_t lk_launch(void (*kernel)(KArgs...), dim3 grid, dim3 bl
     cudaLaunchAttribute attr[1];
     attr[0].id = cudaLaunchAttributeProgrammaticStreamSerialization;
     attr[0].val.programmaticStreamSerializationAllowed = 1;
-    if (lk_pdl_enabled()) {
+    if (lk_pdl_enabled() && !lk_pdl_hold) {
         cfg.attrs = attr;
         cfg.numAttrs = 1;
     }

@@ -233,6 +233,11 @@ extern "C" lk_status lk_cuda_op_bench_matmul(int M, int N, int K, int mode, int 
     const int om = out_mode(mode), n_out = om == LK_OUT_SWIGLU_F16 ? N / 2 : N;
     const size_t wbytes = bf16 ? (size_t)N * K * 2 : lk_q4_qs_bytes(N, K) + lk_q4_params_bytes(N, K);
     int copies = (int)std::min<size_t>(64, std::max<size_t>(1, (size_t)(256u << 20) / wbytes + 1));
+    /* LLAMA_KERNEL_BENCH_COPIES=1: one weight copy, L2-resident when it fits (the "hot" time) */
+    if (const char *e = getenv("LLAMA_KERNEL_BENCH_COPIES")) {
+        int c = atoi(e);
+        if (c >= 1 && c <= 64) copies = c;
+    }
     std::vector<dbuf> ws_(copies), ps_(copies);
     std::vector<lk_dmat> mats(copies);
     for (int c = 0; c < copies; c++) {

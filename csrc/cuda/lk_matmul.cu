@@ -135,11 +135,38 @@ __device__ __forceinline__ float dot_chunk(const half2 q[16], const half2 xv[16]
  * RR*U loads in flight each. Split-K (gridDim.y > 1, residual add only, the
  * grid then covers each row set once): partials, and the last block of a row
  * range sums the splits in a fixed order, so results are deterministic. */
+/* grid-wide barrier of a kernel whose nblk blocks are all resident (k_ffn_fused sizes its grid by the
+ * occupancy query): bar[0] counts arrivals, bar[32] is the generation; the last block to arrive
+ * resets the count and moves the generation on. The fences and acquire/release accesses make every
+ * write before the barrier visible to every block after it (as cooperative groups' grid sync). */
+__device__ __forceinline__ void grid_barrier(unsigned *bar, int nblk) {
+    __syncthreads();
+    if (threadIdx.x == 0) {
+        unsigned *count = bar, *gen = bar + 32, g, prev, cur;
+        asm volatile("ld.acquire.gpu.u32 %0, [%1];" : "=r"(g) : "l"(gen) : "memory");
+        __threadfence();
+        asm volatile("atom.acq_rel.gpu.add.u32 %0, [%1], 1;" : "=r"(prev) : "l"(count) : "memory");
+        if (prev == (unsigned)nblk - 1) {
+            asm volatile("st.relaxed.gpu.u32 [%0], 0;" ::"l"(count) : "memory");
+            asm volatile("st.release.gpu.u32 [%0], %1;" ::"l"(gen), "r"(g + 1) : "memory");
+        } else {
+            do {
+                asm volatile("ld.acquire.gpu.u32 %0, [%1];" : "=r"(cur) : "l"(gen) : "memory");
+            } while (cur == g);
+        }
+        __threadfence();
+    }
+    __syncthreads();
+}
+
+/* The GEMV itself, for the kernel below (its grid) and for the phases of k_ffn_fused (nblk blocks,
+ * this one bid; bar: the grid barrier that replaces the PDL wait, NULL for the first phase) */
 template <int M, int RR, int U, bool LUT>
-__global__ void __launch_bounds__(GEMV_WARPS * 32)
-    k_gemv_q4(const uint4 *__restrict__ W, const half2 *__restrict__ P, const half *__restrict__ x, int ldx, int K,
-              int n_out, int hidden, void *out, int ldo, int mode, float *__restrict__ partial,
-              int *__restrict__ counters, lk_rope_epi re, lk_norm_in nin) {
+__device__ __forceinline__ void gemv_body(const uint4 *__restrict__ W, const half2 *__restrict__ P,
+                                          const half *__restrict__ x, int ldx, int K, int n_out, int hidden, void *out,
+                                          int ldo, int mode, float *__restrict__ partial, int *__restrict__ counters,
+                                          const lk_rope_epi &re, const lk_norm_in &nin, int nblk, int bid,
+                                          unsigned *bar) {
     __shared__ half2 lut[LUT ? 8 * LUT_STRIDE : 1];
     __shared__ int is_last;
     extern __shared__ __align__(16) half x_norm[]; /* [M][K] when nin.w */
@@ -150,7 +177,7 @@ __global__ void __launch_bounds__(GEMV_WARPS * 32)
     const int outs = paired ? RR / 2 : RR;
     const int half_hd = re.hd / 2;
     const int chunks = K >> 5, groups = K >> 7;
-    const int S = gridDim.y, s = blockIdx.y;
+    const int S = bar ? 1 : gridDim.y, s = bar ? 0 : blockIdx.y;
     const int per = (chunks + S - 1) / S, c0 = s * per, c1 = min(chunks, c0 + per);
     /* rope: n_out rows = n_out / 2 pairs, RR / 2 pairs per unit */
     const int units = rope ? n_out / RR : (n_out + outs - 1) / outs;
@@ -231,7 +258,8 @@ __global__ void __launch_bounds__(GEMV_WARPS * 32)
     /* after the PDL wait: the RMSNorm prologue (this block normalises the x rows into shared
      * memory) and the LUT; the caller may put loads that do not depend on the previous kernel first */
     auto prologue = [&]() {
-        lk_pdl_prologue();
+        if (bar) grid_barrier(bar, nblk);
+        else lk_pdl_prologue();
         if (nin.w) {
             /* the RMSNorm kernel's work, per block: x rows are L2-resident (8 KB each at 1B) */
             __shared__ float red[M][GEMV_WARPS];
@@ -315,7 +343,7 @@ __global__ void __launch_bounds__(GEMV_WARPS * 32)
         /* the warp's first row set: its first chunks go out before the PDL wait and the norm
          * prologue (weights do not depend on the previous kernel), so their latency overlaps the
          * prologue instead of following it */
-        const int first = blockIdx.x * GEMV_WARPS + warp, gs = gridDim.x * GEMV_WARPS;
+        const int first = bid * GEMV_WARPS + warp, gs = nblk * GEMV_WARPS;
         int rows0[RR] = {}, head0 = 0, i00 = 0;
         bool ok0[RR] = {};
         uint4 w0[U][RR];
@@ -360,7 +388,7 @@ __global__ void __launch_bounds__(GEMV_WARPS * 32)
     } else {
         prologue();
         const half2 *lt = lut + (lane & 7) * LUT_STRIDE;
-        for (int unit = blockIdx.x * GEMV_WARPS + warp; unit < units; unit += gridDim.x * GEMV_WARPS) {
+        for (int unit = bid * GEMV_WARPS + warp; unit < units; unit += nblk * GEMV_WARPS) {
             j0 = unit * outs;
             int rows[RR], head, i0;
             unit_rows(unit, rows, ok, head, i0);
@@ -380,7 +408,7 @@ __global__ void __launch_bounds__(GEMV_WARPS * 32)
     }
     if (S == 1) return;
     /* split-K (residual add only; each warp had at most one unit) */
-    const bool had = blockIdx.x * GEMV_WARPS + warp < units;
+    const bool had = bid * GEMV_WARPS + warp < units;
     if (lane == 0 && had)
 #pragma unroll
         for (int r = 0; r < RR; r++)
@@ -390,7 +418,7 @@ __global__ void __launch_bounds__(GEMV_WARPS * 32)
     __threadfence();
     __syncthreads();
     if (threadIdx.x == 0) {
-        int prev = atomicAdd(&counters[blockIdx.x], 1);
+        int prev = atomicAdd(&counters[bid], 1);
         is_last = prev == S - 1;
     }
     __syncthreads();
@@ -408,7 +436,36 @@ __global__ void __launch_bounds__(GEMV_WARPS * 32)
             }
         }
     }
-    if (threadIdx.x == 0) counters[blockIdx.x] = 0;
+    if (threadIdx.x == 0) counters[bid] = 0;
+}
+
+template <int M, int RR, int U, bool LUT>
+__global__ void __launch_bounds__(GEMV_WARPS * 32)
+    k_gemv_q4(const uint4 *__restrict__ W, const half2 *__restrict__ P, const half *__restrict__ x, int ldx, int K,
+              int n_out, int hidden, void *out, int ldo, int mode, float *__restrict__ partial,
+              int *__restrict__ counters, lk_rope_epi re, lk_norm_in nin) {
+    gemv_body<M, RR, U, LUT>(W, P, x, ldx, K, n_out, hidden, out, ldo, mode, partial, counters, re, nin, gridDim.x,
+                             blockIdx.x, nullptr);
+    lk_pdl_trigger();
+}
+
+/* One launch for a layer's o projection (+ residual), FFN RMSNorm + gate_up + SwiGLU and down
+ * (+ residual) at one row: the three GEMVs as phases of one grid, a grid barrier between them
+ * instead of a kernel boundary, and each phase's first weight chunks (1-2 rows per warp) loaded
+ * before its barrier. Rows per warp as matmul_impl picks them for these shapes (o and down 1,
+ * gate_up 4); 2 chunks in flight per lane. */
+__global__ void __launch_bounds__(GEMV_WARPS * 32, 2) k_ffn_fused(lk_ffn_args a, unsigned *bar) {
+    lk_rope_epi re = {};
+    re.hd = 2;
+    const lk_norm_in none = {nullptr, nullptr, 0.0f};
+    const uint4 *o_w = (const uint4 *)a.o_w, *gu_w = (const uint4 *)a.gu_w, *dn_w = (const uint4 *)a.dn_w;
+    gemv_body<1, 1, 2, false>(o_w, a.o_p, a.att, a.q_dim, a.q_dim, a.dim, 0, a.x, a.dim, LK_OUT_ADD_F32, nullptr,
+                              nullptr, re, none, gridDim.x, blockIdx.x, nullptr);
+    gemv_body<1, 4, 2, false>(gu_w, a.gu_p, nullptr, a.dim, a.dim, a.hidden, a.hidden, a.ffn, a.hidden,
+                              LK_OUT_SWIGLU_F16, nullptr, nullptr, re, a.norm, gridDim.x, blockIdx.x, bar);
+    gemv_body<1, 1, 2, false>(dn_w, a.dn_p, a.ffn, a.hidden, a.hidden, a.dim, 0, a.x, a.dim, LK_OUT_ADD_F32,
+                              nullptr, nullptr, re, none, gridDim.x, blockIdx.x, bar);
+    lk_pdl_trigger();
 }
 
 /* ============================================================================
@@ -715,6 +772,7 @@ __global__ void __launch_bounds__(NW * 32, NW > 8 || NT * (PAIR ? 2 : 1) >= 8 ? 
             tiled_epilogue<NT, NB>(acc, rb, g, t, M, N, n_out, out, ldo, mode, re);
         }
     }
+    lk_pdl_trigger();
     if (S == 1) return;
     /* split-K: the grid covers the units once (one iteration above); partials [split][token][weight row] */
     const int unit = blockIdx.x * WU + wu;
@@ -927,6 +985,7 @@ __global__ void __launch_bounds__(WM *WN * 32)
         }
     }
     cp_async_wait<0>();
+    lk_pdl_trigger();
     __syncthreads();
     /* epilogue through shared memory */
     float *C = reinterpret_cast<float *>(smem);
@@ -1364,7 +1423,7 @@ static lk_status matmul_impl(const lk_dmat *W, const half *x, int M, int ldx, vo
         if (nm.w) nm.x += (size_t)m0 * W->K;
         lk_status r;
 #define GEMV_CASE(MM, R, UU)                                                                                        \
-    r = lut ? launch_gemv<MM, R, UU, true>(W, xm, ldx, om, ldo, mode, n_out, hidden, S, ws, sm_count, rm, nm, st)  \
+    r = lut ? launch_gemv<MM, R, UU, true>(W, xm, ldx, om, ldo, mode, n_out, hidden, S, ws, sm_count, rm, nm, st) \
             : launch_gemv<MM, R, UU, false>(W, xm, ldx, om, ldo, mode, n_out, hidden, S, ws, sm_count, rm, nm, st)
 #define GEMV_KEY(MM, R, UU) ((MM) * 100 + (R) * 10 + (UU))
         switch (GEMV_KEY(mm, RR, U)) {
@@ -1387,6 +1446,47 @@ static lk_status matmul_impl(const lk_dmat *W, const half *x, int M, int ldx, vo
 #undef GEMV_CASE
         if (r) return r;
     }
+    return LK_OK;
+}
+
+int lk_mm_ffn_fusable(const lk_dmat *o, const lk_dmat *gu, const lk_dmat *dn, int M, int variant, int cc_major,
+                      int cc_minor) {
+    if (M != 1 || o->fmt != LK_WFMT_Q4 || gu->fmt != LK_WFMT_Q4 || dn->fmt != LK_WFMT_Q4) return 0;
+    if (variant == LK_MM_AUTO) variant = lk_mm_choose(1, gu->N, gu->K, cc_major, cc_minor);
+    if (variant != LK_MM_OPTIMIZED) return 0;
+    const int dim = o->N, hidden = gu->N / 2;
+    return gu->N % 2 == 0 && gu->K == dim && dn->N == dim && dn->K == hidden && o->K % LK_Q4_GROUP == 0 &&
+           dim % LK_Q4_GROUP == 0 && hidden % LK_Q4_GROUP == 0 && lk_mm_fuses_norm(gu, 1, variant, cc_major, cc_minor);
+}
+
+lk_status lk_cuda_ffn_fused(const lk_dmat *o, const lk_dmat *gu, const lk_dmat *dn, const half *att, float *x,
+                            half *ffn, const lk_norm_in *nin, unsigned *bar, int sm_count, cudaStream_t st) {
+    if (!lk_mm_ffn_fusable(o, gu, dn, 1, LK_MM_OPTIMIZED, 0, 0) || !nin || !nin->w || !nin->x || !bar)
+        return lk_fail(LK_E_UNSUPPORTED, "fused o/gate_up/down: unsupported shapes or formats");
+    /* every block must be resident at once (grid barriers): the grid is what the SMs hold */
+    static int per_sm = -1;
+    const size_t smem = (size_t)o->N * sizeof(half);
+    if (per_sm < 0) {
+        int n = 0;
+        CU(cudaOccupancyMaxActiveBlocksPerMultiprocessor(&n, k_ffn_fused, GEMV_WARPS * 32, smem));
+        per_sm = n > 2 ? 2 : n;
+    }
+    if (per_sm < 1) return lk_fail(LK_E_UNSUPPORTED, "fused o/gate_up/down: the kernel does not fit an SM");
+    lk_ffn_args a;
+    a.o_w = o->w;
+    a.gu_w = gu->w;
+    a.dn_w = dn->w;
+    a.o_p = o->p;
+    a.gu_p = gu->p;
+    a.dn_p = dn->p;
+    a.att = att;
+    a.x = x;
+    a.ffn = ffn;
+    a.norm = *nin;
+    a.q_dim = o->K;
+    a.dim = o->N;
+    a.hidden = gu->N / 2;
+    LAUNCH("k_ffn_fused", k_ffn_fused, dim3(per_sm * sm_count), dim3(GEMV_WARPS * 32), smem, st, a, bar);
     return LK_OK;
 }
 

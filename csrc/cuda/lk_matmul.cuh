@@ -89,6 +89,25 @@ int lk_mm_fuses_norm(const lk_dmat *W, int M, int variant, int cc_major, int cc_
 /* can (W, M, variant) fuse the rotary epilogue (the GEMV kernels: 1-4 rows interleaved, 1-LK_TILED_SLICE_MAX tiled)? */
 int lk_mm_uses_gemv(const lk_dmat *W, int M, int variant, int cc_major, int cc_minor);
 
+/* A layer's o projection (+ residual), FFN RMSNorm + gate_up + SwiGLU and down (+ residual) at one
+ * row, as one kernel (k_ffn_fused: three GEMV phases with grid barriers between them) */
+typedef struct lk_ffn_args {
+    const void *o_w, *gu_w, *dn_w;     /* row-interleaved int4 weights */
+    const half2 *o_p, *gu_p, *dn_p;    /* their scales/mins */
+    const half *att;                   /* o's input [q_dim] */
+    float *x;                          /* the residual [dim]: o and down add into it */
+    half *ffn;                         /* SwiGLU output [hidden] */
+    lk_norm_in norm;                   /* the FFN RMSNorm (x = the residual) */
+    int q_dim, dim, hidden;
+} lk_ffn_args;
+/* can these matrices (o: dim x q_dim, gate_up: 2 hidden x dim, down: dim x hidden) run as one
+ * k_ffn_fused launch at M rows with this variant? */
+int lk_mm_ffn_fusable(const lk_dmat *o, const lk_dmat *gu, const lk_dmat *dn, int M, int variant, int cc_major,
+                      int cc_minor);
+/* the launch; bar: 64 zeroed unsigned ints of device memory for the grid barrier (zero again after) */
+lk_status lk_cuda_ffn_fused(const lk_dmat *o, const lk_dmat *gu, const lk_dmat *dn, const half *att, float *x,
+                            half *ffn, const lk_norm_in *nin, unsigned *bar, int sm_count, cudaStream_t st);
+
 /* once per process: shared-memory limits of the tensor-core kernels */
 lk_status lk_mm_init(void);
 /* benchmarks only: force the one-row GEMV configuration (0 = automatic) */
