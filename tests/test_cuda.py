@@ -114,6 +114,19 @@ def test_attention(hd, n_heads, n_kv, kind):
         assert err < 4e-3, (L, kind, err)
 
 
+@pytest.mark.parametrize("hd,n_heads,n_kv", [(64, 32, 8), (128, 24, 8)])
+def test_decode_attention_many_splits(hd, n_heads, n_kv):
+    """One row at a long position: 64 KV splits of which 52 hold positions, merged by the last one
+    (two splits per lane in the merge)."""
+    rng = np.random.default_rng(hd + n_heads)
+    L, pos = 16500, [16499]
+    q = rng.standard_normal((1, n_heads * hd)).astype(np.float32)
+    k = rng.standard_normal((n_kv, L, hd)).astype(np.float32)
+    v = rng.standard_normal((n_kv, L, hd)).astype(np.float32)
+    out = _C.cuda_attention(q, k, v, pos, n_heads, 1)
+    assert R.rel_err(out, attn_ref(q, k, v, pos, n_heads)) < 4e-3
+
+
 def test_prefill_attention_long_chunk():
     rng = np.random.default_rng(1)
     n_heads, n_kv, hd, L = 8, 2, 64, 300

@@ -3,7 +3,8 @@
  * Decode (any rows, each its own slot/position): split-KV. One block per
  * (row, kv head, split) reads its range of K/V once for all the query heads of
  * the GQA group, in tiles of 64 positions staged in shared memory, with an
- * online softmax; a combine kernel merges the splits. The number of splits is
+ * online softmax; the last split of a (row, kv head) to finish merges them
+ * (a warp per query head). The number of splits is
  * fixed per batch size (so the launch can live in a CUDA graph); blocks past
  * the sequence's length exit at once.
  *
@@ -20,10 +21,14 @@
 
 #define DEC_T 128
 #define DEC_TILE 64
-/* fewest positions per decode split (LLAMA_KERNEL_ATTN_CHUNK, 64-4096, overrides). H100,
- * batch 1, contexts 32-160 (benchmarks/NOTES.md, v12): 256, one pipelined block per kv
- * head, 6.6 us a call; 64, one tile per block and a merge, 8.4 us */
-#define DEC_MIN_CHUNK 256
+#define DEC_MAX_SPLITS 64 /* the merge reads two splits per lane */
+/* fewest positions per decode split (LLAMA_KERNEL_ATTN_CHUNK, 64-4096, overrides): 64 while the
+ * rows x kv heads give few blocks, 256 from 64 of them on. H100 (benchmarks/NOTES.md, v23), after
+ * the merge went warp-parallel: batch 1 decode 1,625 -> 1,666 tok/s with 64 (contexts 32-288),
+ * bench_attention B=1 L=1024 12.2 -> 7.7 us, L=8192 16.5 -> 13.9; batch 16 16,817 (256) vs
+ * 16,612 (64) */
+#define DEC_CHUNK_FEW 64
+#define DEC_CHUNK_MANY 256
 
 /* ---- decode --------------------------------------------------------------------- */
 /* q, and every K/V tile, arrive by cp.async (one memory latency for all of a
@@ -44,7 +49,6 @@ __global__ void __launch_bounds__(DEC_T) k_attn_decode(lk_attn_args a) {
     __shared__ __align__(16) float qs[G][HD];
     __shared__ __align__(16) half ks[NB][DEC_TILE][KLD];
     __shared__ __align__(16) half vs[NB][DEC_TILE][HD];
-    __shared__ float m_sh[G], l_sh[G];
     __shared__ int is_last;
     const int r = blockIdx.x, kvh = blockIdx.y, split = blockIdx.z, tid = threadIdx.x;
     const int lane = tid & 31, w = tid >> 5;
@@ -183,54 +187,73 @@ __global__ void __launch_bounds__(DEC_T) k_attn_decode(lk_attn_args a) {
             pp[1] = l[h];
         }
     }
-    /* the last split of this (row, kv head) to finish merges all of them */
+    /* the last split of this (row, kv head) to finish merges all of them: warp w merges heads w,
+     * w + NW, ...; lanes read the (max, sum) of splits lane and lane + 32 (S <= DEC_MAX_SPLITS), the
+     * per-split weights go through shared memory, then each lane sums its DPL output dims over the
+     * splits, with the loads of many splits in flight at once */
     __threadfence();
     __syncthreads();
     if (tid == 0) is_last = atomicAdd(&a.counters[r * a.n_kv + kvh], 1) == S_act - 1;
     __syncthreads();
     if (!is_last) return;
     __threadfence();
-    if (tid < G) {
-        float M = -INFINITY, L = 0.0f;
-        for (int sp = 0; sp < S_act; sp++) M = fmaxf(M, __ldcg(part + ((size_t)tid * S + sp) * (HD + 2)));
-        for (int sp = 0; sp < S_act; sp++) {
-            const float *pp = part + ((size_t)tid * S + sp) * (HD + 2);
-            const float l = __ldcg(pp + 1);
-            if (l > 0.0f) L += l * __expf(__ldcg(pp) - M);
+    __shared__ float wsp[NW][DEC_MAX_SPLITS];
+#pragma unroll
+    for (int h = 0; h < HPW; h++) {
+        const int g = w + NW * h;
+        if (g >= G) break;
+        const float *pg = part + (size_t)g * S * (HD + 2);
+        float ms[2], ls[2];
+#pragma unroll
+        for (int j = 0; j < 2; j++) {
+            const int sp = lane + 32 * j;
+            ms[j] = sp < S_act ? __ldcg(pg + (size_t)sp * (HD + 2)) : -INFINITY;
+            ls[j] = sp < S_act ? __ldcg(pg + (size_t)sp * (HD + 2) + 1) : 0.0f;
+            if (!(ls[j] > 0.0f)) ms[j] = -INFINITY;
         }
-        m_sh[tid] = M;
-        l_sh[tid] = L;
-    }
-    __syncthreads();
-    for (int idx = tid; idx < G * HD; idx += DEC_T) {
-        const int g = idx / HD, d = idx % HD;
-        float acc = 0.0f;
-#pragma unroll 4
+        const float M = lk_warp_max(fmaxf(ms[0], ms[1]));
+        const float f0 = ls[0] > 0.0f ? __expf(ms[0] - M) : 0.0f, f1 = ls[1] > 0.0f ? __expf(ms[1] - M) : 0.0f;
+        const float inv = 1.0f / lk_warp_sum(f0 * ls[0] + f1 * ls[1]);
+        wsp[w][lane] = f0 * inv;
+        wsp[w][lane + 32] = f1 * inv;
+        __syncwarp();
+        float acc[DPL];
+#pragma unroll
+        for (int k = 0; k < DPL; k++) acc[k] = 0.0f;
+#pragma unroll 16
         for (int sp = 0; sp < S_act; sp++) {
-            const float *pp = part + ((size_t)g * S + sp) * (HD + 2);
-            const float l = __ldcg(pp + 1);
-            if (l > 0.0f) acc += __ldcg(pp + 2 + d) * __expf(__ldcg(pp) - m_sh[g]);
+            const float f = wsp[w][sp];
+            const float *pp = pg + (size_t)sp * (HD + 2) + 2 + DPL * lane;
+#pragma unroll
+            for (int k = 0; k < DPL; k++) acc[k] += __ldcg(pp + k) * f;
         }
-        a.out[(size_t)r * a.n_heads * HD + (size_t)(kvh * G + g) * HD + d] = __float2half(acc / l_sh[g]);
+        half *dst = a.out + (size_t)r * a.n_heads * HD + (size_t)(kvh * G + g) * HD + DPL * lane;
+#pragma unroll
+        for (int k = 0; k < DPL; k += 2) *reinterpret_cast<half2 *>(dst + k) = __floats2half2_rn(acc[k], acc[k + 1]);
+        __syncwarp();
     }
     if (tid == 0) a.counters[r * a.n_kv + kvh] = 0;
 }
 
-static int decode_min_chunk(void) {
+/* LLAMA_KERNEL_ATTN_CHUNK, or -1 when unset or invalid; read once */
+static int decode_chunk_env(void) {
     static int v = 0;
     if (!v) {
         const char *e = getenv("LLAMA_KERNEL_ATTN_CHUNK");
         int c = e ? atoi(e) : 0;
-        v = c >= DEC_TILE && c <= 4096 && c % DEC_TILE == 0 ? c : DEC_MIN_CHUNK;
+        v = c >= DEC_TILE && c <= 4096 && c % DEC_TILE == 0 ? c : -1;
     }
     return v;
 }
 
 template <int HD, int G>
 static lk_status launch_decode(const lk_attn_args *a, cudaStream_t st) {
+    if (a->splits < 1 || a->splits > DEC_MAX_SPLITS)
+        return lk_fail(LK_E_INVALID, "decode attention: %d KV splits (1-%d)", a->splits, DEC_MAX_SPLITS);
     dim3 grid(a->M, a->n_kv, a->splits);
     lk_attn_args k = *a;
-    k.min_chunk = decode_min_chunk();
+    const int env = decode_chunk_env();
+    k.min_chunk = env > 0 ? env : a->M * a->n_kv >= 64 ? DEC_CHUNK_MANY : DEC_CHUNK_FEW;
     LAUNCH("k_attn_decode", (k_attn_decode<HD, G>), grid, dim3(DEC_T), 0, st, k);
     return LK_OK;
 }
