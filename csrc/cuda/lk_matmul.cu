@@ -206,6 +206,36 @@ __device__ __forceinline__ void gemv_body(const uint4 *__restrict__ W, const hal
     int j0 = 0;
     bool ok[RR];
     /* the warp's sums of a unit, then (no split) its outputs */
+    /* one row, 1-2 weight rows per warp: lane 0 reads the epilogue's inputs (the residual it adds to,
+     * or the position, slot and rotary cos/sin) before the K loop, so their latency overlaps it */
+    constexpr bool EARLY = M == 1 && RR <= 2;
+    float ea[RR][M], eb[RR][M];
+    int epos[M], eslot[M];
+    bool early = false;
+    auto load_epilogue = [&](int head, int i0) {
+        early = false;
+        if (!EARLY || S != 1 || lane != 0) return;
+        if (rope) {
+#pragma unroll
+            for (int m = 0; m < M; m++) {
+                epos[m] = re.pos[m];
+                eslot[m] = re.slot[m];
+                if (head < re.n_heads + re.n_kv)
+#pragma unroll
+                    for (int o = 0; o < RR / 2; o++) {
+                        ea[o][m] = re.cos_t[(size_t)epos[m] * half_hd + i0 + o];
+                        eb[o][m] = re.sin_t[(size_t)epos[m] * half_hd + i0 + o];
+                    }
+            }
+        } else if (mode == LK_OUT_ADD_F32) {
+#pragma unroll
+            for (int r = 0; r < RR; r++)
+#pragma unroll
+                for (int m = 0; m < M; m++)
+                    if (ok[r]) ea[r][m] = ((const float *)out)[(size_t)m * ldo + j0 + r];
+        }
+        early = true;
+    };
     auto finish_unit = [&](int head, int i0) {
 #pragma unroll
         for (int r = 0; r < RR; r++)
@@ -214,7 +244,7 @@ __device__ __forceinline__ void gemv_body(const uint4 *__restrict__ W, const hal
         if (S == 1 && lane == 0 && rope) {
 #pragma unroll
             for (int m = 0; m < M; m++) {
-                const int p = re.pos[m], sl = re.slot[m];
+                const int p = EARLY && early ? epos[m] : re.pos[m], sl = EARLY && early ? eslot[m] : re.slot[m];
 #pragma unroll
                 for (int o = 0; o < RR / 2; o++) {
                     const int i = i0 + o;
@@ -225,7 +255,8 @@ __device__ __forceinline__ void gemv_body(const uint4 *__restrict__ W, const hal
                         d[i + half_hd] = __float2half(b);
                         continue;
                     }
-                    const float c = re.cos_t[(size_t)p * half_hd + i], sn = re.sin_t[(size_t)p * half_hd + i];
+                    const float c = EARLY && early ? ea[o][m] : re.cos_t[(size_t)p * half_hd + i];
+                    const float sn = EARLY && early ? eb[o][m] : re.sin_t[(size_t)p * half_hd + i];
                     const half na = __float2half(a * c - b * sn), nb = __float2half(b * c + a * sn);
                     if (head < re.n_heads) {
                         half *d = (half *)out + (size_t)m * ldo + (size_t)head * re.hd;
@@ -251,7 +282,12 @@ __device__ __forceinline__ void gemv_body(const uint4 *__restrict__ W, const hal
                 for (int r = 0; r < RR; r++)
                     if (ok[r])
 #pragma unroll
-                        for (int m = 0; m < M; m++) epi_store(out, ldo, mode, m, j0 + r, acc[r][m]);
+                        for (int m = 0; m < M; m++) {
+                            if (EARLY && early && mode == LK_OUT_ADD_F32)
+                                ((float *)out)[(size_t)m * ldo + j0 + r] = ea[r][m] + acc[r][m];
+                            else
+                                epi_store(out, ldo, mode, m, j0 + r, acc[r][m]);
+                        }
             }
         }
     };
@@ -404,6 +440,7 @@ __device__ __forceinline__ void gemv_body(const uint4 *__restrict__ W, const hal
             for (int r = 0; r < RR; r++)
 #pragma unroll
                 for (int m = 0; m < M; m++) acc[r][m] = 0.0f;
+            load_epilogue(head, i0);
             int c = c0 + lane;
             if (pre) {
                 if (c < c1) compute_item(c, w0, p0, lt);
