@@ -10,6 +10,8 @@ The "tiled" column is the tensor-core layout that engines of 2+ sequences use
 kernel on the row-interleaved layout.
 
     python benchmarks/bench_matmul.py [--quick] [--tune] [--tune-tiled]
+
+LLAMA_KERNEL_BENCH_COPIES=1 times one weight copy instead (L2-resident when it fits: the "hot" time).
 """
 import argparse
 import os

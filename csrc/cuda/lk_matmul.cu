@@ -1543,7 +1543,9 @@ lk_status lk_cuda_ffn_fused(const lk_dmat *o, const lk_dmat *gu, const lk_dmat *
                             half *ffn, const lk_norm_in *nin, unsigned *bar, int sm_count, cudaStream_t st) {
     if (!lk_mm_ffn_fusable(o, gu, dn, 1, LK_MM_OPTIMIZED, 0, 0) || !nin || !nin->w || !nin->x || !bar)
         return lk_fail(LK_E_UNSUPPORTED, "fused o/gate_up/down: unsupported shapes or formats");
-    /* every block must be resident at once (grid barriers): the grid is what the SMs hold */
+    /* every block must be resident at once (grid barriers): the grid is what the SMs hold. Blocks
+     * per SM are register-bound (128 x 256 threads: 2 on every sm_80+ part), so one query serves all
+     * devices; threads that race here store the same value */
     static int per_sm = -1;
     const size_t smem = (size_t)o->N * sizeof(half);
     if (per_sm < 0) {
