@@ -297,9 +297,10 @@ static lk_status cu_set_rows(lk_backend *be, int M, const int32_t *tok, const in
     CU(cudaMemcpyAsync(b->slot, slot, (size_t)M * 4, cudaMemcpyHostToDevice, b->st));
     CU(cudaMemcpyAsync(b->pos, pos, (size_t)M * 4, cudaMemcpyHostToDevice, b->st));
     b->rows_prefill = consecutive && M > 1;
-    /* chunks that pack several prompts, and prompt chunks above 64 rows, run without PDL: batch
-     * 16's time to first token went 9.7 -> 10.8 ms with it, prefill of 2,048 tokens 23.5 -> 25.7
-     * (v21, v23); a 32-token prompt at batch 1 gained (2.6 -> 2.4 ms) */
+    /* chunks that pack several prompts, and any forward above 64 rows, run without PDL: batch 16's
+     * time to first token went 9.7 -> 10.8 ms with it, prefill of 2,048 tokens 23.5 -> 25.7 (v21,
+     * v23); a 32-token prompt at batch 1 gained (2.6 -> 2.4 ms). (Decode steps of engines above 64
+     * sequences are held too: not measured either way.) */
     lk_pdl_hold = (M > be->opts->batch_size && !b->rows_prefill) || M > 64;
     b->p0 = pos[0];
     b->pslot = slot[0];
