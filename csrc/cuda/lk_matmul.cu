@@ -128,6 +128,13 @@ __device__ __forceinline__ float dot_chunk(const half2 q[16], const half2 xv[16]
     return dot;
 }
 
+/* RMSNorm prologue pieces: the sum of squares of 4 inputs; 4 normalised, weighted inputs as fp16 */
+__device__ __forceinline__ float sumsq4(float4 v) { return v.x * v.x + v.y * v.y + v.z * v.z + v.w * v.w; }
+__device__ __forceinline__ void store_normed4(half2 *dst, int i, float4 v, float4 g, float inv) {
+    dst[2 * i] = __floats2half2_rn(v.x * inv * g.x, v.y * inv * g.y);
+    dst[2 * i + 1] = __floats2half2_rn(v.z * inv * g.z, v.w * inv * g.w);
+}
+
 /* GEMV for 1-4 rows. A warp owns RR weight rows (RR consecutive outputs, or
  * RR/2 SwiGLU pairs) at a time; lanes stride over K in 16-byte chunks (32
  * weights, a quarter of a group), U chunks per lane in flight before any is
@@ -317,7 +324,7 @@ __device__ __forceinline__ void gemv_body(const uint4 *__restrict__ W, const hal
 #pragma unroll
             for (int j = 0; j < XR; j++) {
                 const float4 v = xv[j];
-                if (threadIdx.x + j * GEMV_WARPS * 32 < K4) ss += v.x * v.x + v.y * v.y + v.z * v.z + v.w * v.w;
+                if (threadIdx.x + j * GEMV_WARPS * 32 < K4) ss += sumsq4(v);
             }
             ss = lk_warp_sum(ss);
             if (lane == 0) red1[warp] = ss;
@@ -330,11 +337,7 @@ __device__ __forceinline__ void gemv_body(const uint4 *__restrict__ W, const hal
 #pragma unroll
             for (int j = 0; j < XR; j++) {
                 const int i = threadIdx.x + j * GEMV_WARPS * 32;
-                if (i < K4) {
-                    const float4 v = xv[j], g = gv[j];
-                    dst[2 * i] = __floats2half2_rn(v.x * inv * g.x, v.y * inv * g.y);
-                    dst[2 * i + 1] = __floats2half2_rn(v.z * inv * g.z, v.w * inv * g.w);
-                }
+                if (i < K4) store_normed4(dst, i, xv[j], gv[j], inv);
             }
             __syncthreads();
             x = x_norm;
@@ -348,10 +351,7 @@ __device__ __forceinline__ void gemv_body(const uint4 *__restrict__ W, const hal
             for (int m = 0; m < M; m++) {
                 ss[m] = 0.0f;
                 const float4 *xr = reinterpret_cast<const float4 *>(nin.x + (size_t)m * K);
-                for (int i = threadIdx.x; i < K4; i += blockDim.x) {
-                    const float4 v = xr[i];
-                    ss[m] += v.x * v.x + v.y * v.y + v.z * v.z + v.w * v.w;
-                }
+                for (int i = threadIdx.x; i < K4; i += blockDim.x) ss[m] += sumsq4(xr[i]);
                 ss[m] = lk_warp_sum(ss[m]);
                 if (lane == 0) red[m][warp] = ss[m];
             }
@@ -365,11 +365,7 @@ __device__ __forceinline__ void gemv_body(const uint4 *__restrict__ W, const hal
                 const float4 *xr = reinterpret_cast<const float4 *>(nin.x + (size_t)m * K);
                 const float4 *wr = reinterpret_cast<const float4 *>(nin.w);
                 half2 *dst = reinterpret_cast<half2 *>(x_norm + (size_t)m * K);
-                for (int i = threadIdx.x; i < K4; i += blockDim.x) {
-                    const float4 v = xr[i], g = wr[i];
-                    dst[2 * i] = __floats2half2_rn(v.x * inv * g.x, v.y * inv * g.y);
-                    dst[2 * i + 1] = __floats2half2_rn(v.z * inv * g.z, v.w * inv * g.w);
-                }
+                for (int i = threadIdx.x; i < K4; i += blockDim.x) store_normed4(dst, i, xr[i], wr[i], inv);
             }
             __syncthreads();
             x = x_norm;
