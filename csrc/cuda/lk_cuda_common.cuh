@@ -89,7 +89,7 @@ static inline int lk_cdiv(int a, int b) { return (a + b - 1) / b; }
 /* ---- launches with Programmatic Dependent Launch (Hopper) --------------------
  * Every kernel of the engine starts with lk_pdl_prologue(): it waits until the
  * previous kernel in the stream has finished and its writes are visible. The
- * big kernels (GEMVs, tiled and tile matmuls, decode attention) call
+ * matmul kernels (GEMVs, the fused FFN kernel, tiled and tile matmuls) call
  * lk_pdl_trigger() once their main loop is done: from then on the next kernel's
  * blocks may be scheduled (as this one's blocks leave), and the one-row GEMV
  * loads its first weights before its wait, so its DRAM latency overlaps this

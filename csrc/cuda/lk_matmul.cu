@@ -212,7 +212,6 @@ __device__ __forceinline__ void gemv_body(const uint4 *__restrict__ W, const hal
     float acc[RR][M];
     int j0 = 0;
     bool ok[RR];
-    /* the warp's sums of a unit, then (no split) its outputs */
     /* one row, 1-2 weight rows per warp: lane 0 reads the epilogue's inputs (the residual it adds to,
      * or the position, slot and rotary cos/sin) before the K loop, so their latency overlaps it */
     constexpr bool EARLY = M == 1 && RR <= 2;
@@ -243,6 +242,7 @@ __device__ __forceinline__ void gemv_body(const uint4 *__restrict__ W, const hal
         }
         early = true;
     };
+    /* the warp's sums of a unit, then (no split) its outputs */
     auto finish_unit = [&](int head, int i0) {
 #pragma unroll
         for (int r = 0; r < RR; r++)
