@@ -9,7 +9,8 @@ without a GPU or driver.
 Environment:
   LLAMA_KERNEL_CUDA=0|1        0: CPU-only build; 1: fail if nvcc is missing (default: auto)
   LLAMA_KERNEL_CUDA_ARCHS      target archs, e.g. "80;86;89;90+PTX" (the default);
-                               "+PTX" on an entry also embeds PTX for newer GPUs
+                               "+PTX" on an entry also embeds PTX for newer GPUs;
+                               90 is built as sm_90a (Hopper wgmma kernels)
   LLAMA_KERNEL_DEBUG=1         -O0 -g, no NDEBUG
   LLAMA_KERNEL_SANITIZE=1      AddressSanitizer + UBSan on the C code (CPU path)
   LLAMA_KERNEL_NVCC_THREADS    parallel nvcc jobs (default: CPU count)
@@ -66,11 +67,15 @@ def parse_archs(spec):
 
 
 def gencode_flags(archs):
+    """SASS per arch; sm_90 is built as sm_90a (the same GPUs: every compute capability 9.0 part), whose
+    wgmma kernels the prefill matmul uses. PTX ("+PTX") is always the portable compute_XX form."""
     flags = []
     for a, ptx in archs:
-        flags.append(f"-gencode=arch=compute_{a},code=sm_{a}")
+        sass = "90a" if a == "90" else a
+        flags.append(f"-gencode=arch=compute_{sass},code=sm_{sass}")
         if ptx:
-            flags.append(f"-gencode=arch=compute_{a},code=compute_{a}")
+            base = a[:-1] if a[-1] in "af" else a
+            flags.append(f"-gencode=arch=compute_{base},code=compute_{base}")
     return flags
 
 

@@ -608,9 +608,10 @@ static PyObject *mod_build_info(PyObject *m, PyObject *Py_UNUSED(a)) {
         if (ci.device_count > 0) {
             char cc[16];
             snprintf(cc, sizeof cc, "%d.%d", ci.cc_major, ci.cc_minor);
-            PyObject *g = Py_BuildValue("{s:s,s:s,s:i,s:O,s:n,s:n}", "device_name", ci.device_name,
+            PyObject *g = Py_BuildValue("{s:s,s:s,s:i,s:O,s:O,s:n,s:n}", "device_name", ci.device_name,
                                         "compute_capability", cc, "sm_count", ci.sm_count, "arch_supported",
-                                        ci.arch_supported ? Py_True : Py_False, "gpu_free_bytes",
+                                        ci.arch_supported ? Py_True : Py_False, "wgmma",
+                                        ci.wgmma ? Py_True : Py_False, "gpu_free_bytes",
                                         (Py_ssize_t)ci.free_bytes, "gpu_total_bytes", (Py_ssize_t)ci.total_bytes);
             if (!g || PyDict_Update(d, g) < 0) {
                 Py_XDECREF(g);

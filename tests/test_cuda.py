@@ -317,6 +317,33 @@ def test_tiled_layout_matmul(N, K, monkeypatch):
             assert R.rel_err(y, mm_ref(x, qs, p, mode, y0)) < 5e-3, (M, mode)
 
 
+@pytest.mark.parametrize("tiled", ["0", "1"])
+@pytest.mark.parametrize("bn", ["128", "256", ""])  # weight rows per block, or the size rule
+@pytest.mark.parametrize("N,K", [(3072, 2048), (16384, 2048), (2048, 8192), (136, 384), (1000, 640), (520, 4224)])
+def test_wgmma_prefill_matmul(N, K, bn, tiled, monkeypatch):
+    """Prefill-sized matmuls (M > 64) on the Hopper wgmma kernel, both layouts, partial row and weight
+    tiles, every output mode, against the reference and against the mma.sync tile kernel."""
+    if not _C.build_info().get("wgmma"):
+        pytest.skip("no sm_90a GPU (the wgmma kernel needs compute capability 9.0 and an sm_90a build)")
+    if tiled == "1" and N % 16:
+        pytest.skip("the tiled layout needs N % 16 == 0")
+    monkeypatch.setenv("LLAMA_KERNEL_TILED", tiled)
+    rng = np.random.default_rng(N + K + 7)
+    w = (rng.standard_normal((N, K)) * 0.02).astype(np.float32)
+    qs, p = quant.quantize(w)
+    for M in ((65, 200) if N * K > 3072 * 3072 else (65, 128, 300)):
+        x = rng.standard_normal((M, K)).astype(np.float32)
+        for mode in (0, 1, 2, 3):
+            y0 = rng.standard_normal((M, N // 2 if mode == 2 else N)).astype(np.float32) if mode == 1 else None
+            monkeypatch.setenv("LLAMA_KERNEL_WGMMA", bn)
+            y, used = _C.cuda_matmul(x, qs, p, mode=mode, variant=3, y=y0)
+            assert used == 3 and np.all(np.isfinite(y)), (M, mode)
+            assert R.rel_err(y, mm_ref(x, qs, p, mode, y0)) < 5e-3, (M, mode)
+            monkeypatch.setenv("LLAMA_KERNEL_WGMMA", "0")
+            y_old, _ = _C.cuda_matmul(x, qs, p, mode=mode, variant=3, y=y0)
+            assert R.rel_err(y, y_old) < 2e-3, (M, mode)  # same fp16 weights, different summation order
+
+
 @pytest.mark.parametrize("batch", [2, 4])  # one sequence never takes the tiled layout
 @pytest.mark.parametrize("tiled", ["1", "0"])  # the default for 2+ sequences, and the row-interleaved GEMVs
 def test_tiled_engine_matches_cpu(ckpt_1b_2layers, batch, tiled, monkeypatch):

@@ -94,6 +94,7 @@ extern "C" void lk_cuda_query(lk_cuda_info *info) {
         (void)cudaGetLastError();
         return;
     }
+    info->wgmma = lk_mm_wgmma_ready();
     cudaMemGetInfo(&info->free_bytes, &info->total_bytes);
     (void)cudaGetLastError();
 }

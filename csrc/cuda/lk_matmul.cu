@@ -3,6 +3,7 @@
  * instantiated: GEMV for 1-4 rows x {1, 2} weight rows per warp x {lop3, LUT},
  * three tensor-core tile shapes, and the bf16 kernels. */
 #include "lk_matmul.cuh"
+#include "lk_wgmma.cuh"
 
 #include <stdio.h>
 #include <stdlib.h>
@@ -1106,6 +1107,212 @@ __global__ void __launch_bounds__(WM *WN * 32)
 }
 
 /* ============================================================================
+ * Hopper (sm_90a) tile kernel for prefill-sized M: wgmma.mma_async with both
+ * operands in shared memory, f32 accumulators in registers.
+ * A block computes 128 tokens x BN weight rows; its two warpgroups each own 64
+ * tokens (D = x W^T: tokens are wgmma's M, weight rows its N). Per 64-input
+ * k-tile: x and the raw int4 weights (+ scale/min) arrive by cp.async in a
+ * WG_STAGES ring (WG_AHEAD tiles ahead); all 256 threads dequantize the tile's
+ * weights to fp16 into one of two buffers while the tensor cores still run the
+ * previous tile's wgmmas, then the tile's four k16 wgmmas are issued
+ * asynchronously. Shared tiles are K-major, 128 bytes (64 inputs) a row, in
+ * the 128-byte swizzle: byte (r, k) = (r/8)*1024 + (r%8)*128 + ((k/8 ^ r%8)*16)
+ * + (k%8)*2, which let the tensor cores read them without bank conflicts (v26:
+ * gate_up 544 -> 446 us at M = 2048 against the unswizzled core-matrix
+ * layout); 8 consecutive threads write 8 different bank groups. The epilogue
+ * stores from the accumulators (SwiGLU pairs: the gate and up rows of a block
+ * sit BN/2 apart in the same thread).
+ * ==========================================================================*/
+#define WG_BM 128
+#define WG_BK 64
+#define WG_STAGES 6
+#define WG_AHEAD 4 /* tiles in flight ahead of the one being dequantized (WG_STAGES - 2) */
+
+template <int BN>
+struct wg_smem {
+    static constexpr int X = WG_BM * WG_BK * 2;    /* one x stage */
+    static constexpr int Q = BN * (WG_BK / 2);     /* one raw weight stage */
+    static constexpr int PS = BN * 4;              /* one scale/min stage */
+    static constexpr int H = BN * WG_BK * 2;       /* one dequantized buffer */
+    static constexpr int BYTES = WG_STAGES * (X + Q + PS) + 2 * H + 1024; /* + alignment of the base */
+};
+
+/* 64-bit wgmma shared-memory descriptor of a K-major tile with 64 inputs (128 bytes) a row in the
+ * 128-byte swizzle: 8-row atoms of 1024 bytes (the stride offset), leading offset unused (1) */
+__device__ __forceinline__ uint64_t wg_desc(const void *p) {
+    const uint32_t a = (uint32_t)__cvta_generic_to_shared(p);
+    return (uint64_t)((a & 0x3ffffu) >> 4) | ((uint64_t)1 << 16) | ((uint64_t)(1024 >> 4) << 32) | ((uint64_t)1 << 62);
+}
+
+/* byte offset of the 16-byte chunk (row r, inputs 8c..8c+7) of such a tile: chunk index XOR row
+ * within the atom, so 8 threads with consecutive r & 7 write 8 different bank groups */
+__device__ __forceinline__ int wg_off(int r, int c) { return (r >> 3) * 1024 + (r & 7) * 128 + ((c ^ (r & 7)) << 4); }
+
+__device__ __forceinline__ uint32_t h2u(half2 v) { return *reinterpret_cast<uint32_t *>(&v); }
+
+template <int BN, bool TILED>
+__global__ void __launch_bounds__(256, 1)
+    k_mm_q4_wg(const half *__restrict__ x, int ldx, int M, const uint8_t *__restrict__ W, const half2 *__restrict__ P,
+               int N, int K, int n_out, int hidden, void *out, int ldo, int mode) {
+#if defined(__CUDA_ARCH_FEAT_SM90_ALL)
+    lk_pdl_prologue();
+    extern __shared__ __align__(16) unsigned char smem[];
+    using SM = wg_smem<BN>;
+    /* x stages and the two fp16 buffers first, 1024-byte aligned (swizzle atoms), then the raw weights */
+    unsigned char *Xs = smem + ((1024 - ((uint32_t)__cvta_generic_to_shared(smem) & 1023)) & 1023);
+    unsigned char *Hb = Xs + WG_STAGES * SM::X, *Wq = Hb + 2 * SM::H;
+    const int tid = threadIdx.x, wg = tid >> 7, lane = tid & 31, wq = (tid >> 5) & 3;
+    const bool swiglu = mode == LK_OUT_SWIGLU_F16;
+    const int m0 = blockIdx.y * WG_BM, j0 = blockIdx.x * (swiglu ? BN / 2 : BN);
+    const int groups = K >> 7, KT = K / WG_BK;
+
+    auto wrow = [&](int nn) -> int {
+        if (!swiglu) return j0 + nn;
+        return nn < BN / 2 ? j0 + nn : hidden + j0 + nn - BN / 2;
+    };
+    auto wrow_ok = [&](int nn) -> bool {
+        if (!swiglu) return j0 + nn < N;
+        return j0 + (nn < BN / 2 ? nn : nn - BN / 2) < n_out;
+    };
+    auto load_stage = [&](int kt, int st) {
+        unsigned char *xs = Xs + st * SM::X;
+        /* chunk i: row (i & 7) + 8 (i >> 6), inputs 8 ((i >> 3) & 7): destination 16 i */
+        for (int i = tid; i < WG_BM * 8; i += 256) {
+            const int r = (i & 7) | ((i >> 6) << 3), c = (i >> 3) & 7;
+            const bool p = m0 + r < M;
+            lk_cp_async16(xs + wg_off(r, c), x + (size_t)(p ? m0 + r : 0) * ldx + (size_t)kt * WG_BK + c * 8, p);
+        }
+        unsigned char *q = Wq + st * (SM::Q + SM::PS);
+        half2 *ps = reinterpret_cast<half2 *>(q + SM::Q);
+        const int g = kt >> 1;
+        if constexpr (TILED) {
+            for (int i = tid; i < BN * 2; i += 256) { /* 16-row tiles of 512 contiguous bytes */
+                const int tile = i >> 5, c = i & 31;
+                const bool p = wrow_ok(tile * 16);
+                const int rbi = p ? wrow(tile * 16) / 16 : 0;
+                lk_cp_async16(q + tile * 512 + c * 16, W + ((size_t)rbi * (K / 64) + kt) * 512 + c * 16, p);
+            }
+            for (int i = tid; i < BN / 4; i += 256) {
+                const int tile = i >> 2, c = i & 3;
+                const bool p = wrow_ok(tile * 16);
+                const int rbi = p ? wrow(tile * 16) / 16 : 0;
+                lk_cp_async16(ps + tile * 16 + c * 4, P + ((size_t)rbi * groups + g) * 16 + c * 4, p);
+            }
+        } else {
+            /* item i: row (i & 7) + 8 (i >> 4), half (i >> 3) & 1 of the row's 32 bytes; stored [half][row] */
+            for (int i = tid; i < BN * 2; i += 256) {
+                const int n = (i & 7) | ((i >> 4) << 3), hf = (i >> 3) & 1;
+                const bool p = wrow_ok(n);
+                lk_cp_async16(q + (hf * BN + n) * 16,
+                              W + (size_t)(p ? wrow(n) : 0) * (K / 2) + (size_t)kt * (WG_BK / 2) + hf * 16, p);
+            }
+            for (int n = tid; n < BN; n += 256) {
+                const bool p = wrow_ok(n);
+                cp_async4(ps + n, P + (size_t)(p ? wrow(n) : 0) * groups + g, p);
+            }
+        }
+    };
+    /* raw weights of stage st -> fp16 core-matrix tile hb */
+    auto dequant = [&](int st, unsigned char *hb) {
+        const unsigned char *q = Wq + st * (SM::Q + SM::PS);
+        const half2 *ps = reinterpret_cast<const half2 *>(q + SM::Q);
+        if constexpr (TILED) {
+            /* lane chunk l of a tile: rows gg, gg + 8, inputs 16 tt .. 16 tt + 15 (word kb: 16 tt + 4 kb ..) */
+            for (int i = tid; i < BN * 2; i += 256) {
+                const int tile = i >> 5, l = ((i & 7) << 2) | ((i >> 3) & 3), gg = l >> 2, tt = l & 3;
+                const uint4 v = *reinterpret_cast<const uint4 *>(q + tile * 512 + l * 16);
+                const half2 pa = ps[tile * 16 + gg], pb = ps[tile * 16 + gg + 8];
+                const half2 sa = __half2half2(__low2half(pa)), ma = __half2half2(__high2half(pa));
+                const half2 sb = __half2half2(__low2half(pb)), mb = __half2half2(__high2half(pb));
+                const uint32_t wd4[4] = {v.x, v.y, v.z, v.w};
+                const int r = tile * 16 + gg;
+#pragma unroll
+                for (int h2 = 0; h2 < 2; h2++) { /* words 2 h2, 2 h2 + 1: inputs 16 tt + 8 h2 .. + 7 */
+                    half2 q0[4], q1[4];
+                    lk_dequant8(wd4[2 * h2], q0);
+                    lk_dequant8(wd4[2 * h2 + 1], q1);
+                    *reinterpret_cast<uint4 *>(hb + wg_off(r, 2 * tt + h2)) =
+                        make_uint4(h2u(__hfma2(q0[0], sa, ma)), h2u(__hfma2(q0[2], sa, ma)),
+                                   h2u(__hfma2(q1[0], sa, ma)), h2u(__hfma2(q1[2], sa, ma)));
+                    *reinterpret_cast<uint4 *>(hb + wg_off(r + 8, 2 * tt + h2)) =
+                        make_uint4(h2u(__hfma2(q0[1], sb, mb)), h2u(__hfma2(q0[3], sb, mb)),
+                                   h2u(__hfma2(q1[1], sb, mb)), h2u(__hfma2(q1[3], sb, mb)));
+                }
+            }
+        } else {
+            for (int i = tid; i < BN * 2; i += 256) {
+                const int n = (i & 7) | ((i >> 4) << 3), hf = (i >> 3) & 1;
+                const uint4 v = *reinterpret_cast<const uint4 *>(q + (hf * BN + n) * 16);
+                const half2 pr = ps[n];
+                const half2 sc = __half2half2(__low2half(pr)), mn = __half2half2(__high2half(pr));
+                const uint32_t wd4[4] = {v.x, v.y, v.z, v.w};
+#pragma unroll
+                for (int wd = 0; wd < 4; wd++) {
+                    half2 qq[4];
+                    lk_dequant8(wd4[wd], qq);
+                    *reinterpret_cast<uint4 *>(hb + wg_off(n, 4 * hf + wd)) =
+                        make_uint4(h2u(__hfma2(qq[0], sc, mn)), h2u(__hfma2(qq[1], sc, mn)),
+                                   h2u(__hfma2(qq[2], sc, mn)), h2u(__hfma2(qq[3], sc, mn)));
+                }
+            }
+        }
+    };
+
+    float acc[BN / 2];
+#pragma unroll
+    for (int i = 0; i < BN / 2; i++) acc[i] = 0.0f;
+    lk_wgmma_fence_acc(acc);
+#pragma unroll
+    for (int s = 0; s < WG_AHEAD; s++) {
+        if (s < KT) load_stage(s, s);
+        cp_async_commit();
+    }
+    for (int kt = 0; kt < KT; kt++) {
+        const int st = kt % WG_STAGES;
+        unsigned char *hb = Hb + (kt & 1) * SM::H;
+        cp_async_wait<WG_AHEAD - 1>(); /* tile kt has landed (this thread's copies) */
+        lk_wgmma_wait<1>();            /* this warpgroup's wgmmas of tile kt - 2 are done */
+        __syncthreads();               /* ... and everyone's: hb and stage (kt - 2) % WG_STAGES are free */
+        if (kt + WG_AHEAD < KT) load_stage(kt + WG_AHEAD, (kt + WG_AHEAD) % WG_STAGES);
+        cp_async_commit();
+        dequant(st, hb);
+        lk_fence_proxy_async(); /* the copies and stores above -> visible to the tensor cores */
+        __syncthreads();
+        lk_wgmma_fence();
+        const unsigned char *xa = Xs + st * SM::X + wg * (64 / 8) * 1024;
+#pragma unroll
+        for (int s = 0; s < WG_BK / 16; s++) {
+            /* k16 step s: the next 32 bytes of each (swizzled) row */
+            const uint64_t da = wg_desc(xa + s * 32), db = wg_desc(hb + s * 32);
+            if constexpr (BN == 256) lk_wgmma_m64n256k16(acc, da, db, 1);
+            else lk_wgmma_m64n128k16(acc, da, db, 1);
+        }
+        lk_wgmma_commit();
+    }
+    lk_wgmma_wait<0>();
+    lk_wgmma_fence_acc(acc);
+    cp_async_wait<0>();
+    lk_pdl_trigger();
+    /* accumulator i: n8 tile j = i / 4; token row g (+8 for e >= 2), weight column 8 j + 2 t + (e & 1) */
+    const int g = lane >> 2, t = lane & 3, mrow = m0 + wg * 64 + wq * 16 + g;
+#pragma unroll
+    for (int i = 0; i < BN / 2; i++) {
+        const int j = i >> 2, e = i & 3, m = mrow + (e >= 2 ? 8 : 0), c = 8 * j + 2 * t + (e & 1);
+        if (m >= M) continue;
+        if (swiglu) {
+            if (c >= BN / 2 || j0 + c >= n_out) continue;
+            epi_store(out, ldo, mode, m, j0 + c, lk_silu(acc[i]) * acc[i + BN / 4]);
+        } else if (j0 + c < n_out) {
+            epi_store(out, ldo, mode, m, j0 + c, acc[i]);
+        }
+    }
+#else
+    (void)x, (void)ldx, (void)M, (void)W, (void)P, (void)N, (void)K, (void)n_out, (void)hidden, (void)out, (void)ldo;
+    (void)mode;
+#endif
+}
+
+/* ============================================================================
  * bf16 weights (quantization="none"): warp-per-output GEMV for <= 4 rows,
  * a tiled fp32 SIMT GEMM above. The reference path: correct, not tuned.
  * ==========================================================================*/
@@ -1279,6 +1486,79 @@ static lk_status launch_tc(const lk_dmat *W, const half *x, int M, int ldx, void
     return LK_OK;
 }
 
+/* ---- Hopper wgmma path -------------------------------------------------------- */
+__global__ void k_wg_probe(int *out) {
+#if defined(__CUDA_ARCH_FEAT_SM90_ALL)
+    *out = 1;
+#else
+    *out = 0;
+#endif
+}
+
+/* does the current device run the sm_90a code (wgmma)? Asked once per device: the build may lack
+ * sm_90a (then the driver runs the plain sm_90 / PTX code, whose k_mm_q4_wg is empty) */
+static int wg_ready(void) {
+    static int known[64];
+    int dev = 0;
+    if (cudaGetDevice(&dev) != cudaSuccess || dev < 0 || dev >= 64) return 0;
+    if (known[dev]) return known[dev] > 0;
+    int v = 0, major = 0, optin = 0;
+    int *d = NULL;
+    if (cudaDeviceGetAttribute(&major, cudaDevAttrComputeCapabilityMajor, dev) == cudaSuccess && major == 9 &&
+        cudaDeviceGetAttribute(&optin, cudaDevAttrMaxSharedMemoryPerBlockOptin, dev) == cudaSuccess &&
+        optin >= wg_smem<256>::BYTES && cudaMalloc(&d, sizeof(int)) == cudaSuccess) {
+        k_wg_probe<<<1, 1>>>(d);
+        if (cudaGetLastError() != cudaSuccess || cudaMemcpy(&v, d, sizeof(int), cudaMemcpyDeviceToHost) != cudaSuccess)
+            v = 0;
+        cudaFree(d);
+    }
+    cudaGetLastError(); /* a failed probe only means "no wgmma" */
+    known[dev] = v ? 1 : -1;
+    return v;
+}
+
+int lk_mm_wgmma_ready(void) { return wg_ready(); }
+
+/* LLAMA_KERNEL_WGMMA: 0 = the mma.sync tile kernel above 64 rows (A/B), 128 / 256 = that many weight
+ * rows a block; unset = by size. Read per call (prefill-sized calls only) so tests can switch it. */
+static int wg_choice(void) {
+    const char *e = getenv("LLAMA_KERNEL_WGMMA");
+    return e && e[0] ? atoi(e) : -1;
+}
+
+template <int BN, bool TILED>
+static lk_status launch_wg(const lk_dmat *W, const half *x, int M, int ldx, void *out, int ldo, int mode, int n_out,
+                           int hidden, cudaStream_t st) {
+    const int cols = mode == LK_OUT_SWIGLU_F16 ? BN / 2 : BN;
+    dim3 grid(lk_cdiv(n_out, cols), lk_cdiv(M, WG_BM));
+    LAUNCH("k_mm_q4_wg", (k_mm_q4_wg<BN, TILED>), grid, dim3(256), (size_t)wg_smem<BN>::BYTES, st, x, ldx, M,
+           (const uint8_t *)W->w, W->p, W->N, W->K, n_out, hidden, out, ldo, mode);
+    return LK_OK;
+}
+
+/* the wgmma kernel for M > 64 rows when the device runs it. Weight rows a block by grid size
+ * (measured, benchmarks/NOTES.md v26, H100, M = 1024): 256 while that still gives ~2/3 of the SMs a
+ * block (qkv 67 us vs 77 with 128), else 128 (o 43 vs 75, down 143 vs 233); grids too small even
+ * for that go to the mma.sync tile kernel, which splits K. Returns 1 when launched (status in *r). */
+static int try_wg(const lk_dmat *W, const half *x, int M, int ldx, void *out, int ldo, int mode, int n_out,
+                  int hidden, int sm_count, lk_status *r, cudaStream_t st) {
+    const int choice = wg_choice();
+    if (choice == 0 || M <= 64 || ((uintptr_t)x % 16) || ldx % 8 || W->K % WG_BK || !wg_ready()) return 0;
+    const bool swiglu = mode == LK_OUT_SWIGLU_F16, tiled = W->fmt == LK_WFMT_Q4_TILED;
+    const long tiles256 = (long)lk_cdiv(n_out, swiglu ? 128 : 256) * lk_cdiv(M, WG_BM);
+    const long tiles128 = (long)lk_cdiv(n_out, swiglu ? 64 : 128) * lk_cdiv(M, WG_BM);
+    const int bn = choice == 128 || choice == 256 ? choice
+                   : 3 * tiles256 >= 2 * sm_count ? 256
+                   : 2 * tiles128 >= sm_count     ? 128
+                                                  : 0;
+    if (!bn) return 0;
+    if (bn == 256) *r = tiled ? launch_wg<256, true>(W, x, M, ldx, out, ldo, mode, n_out, hidden, st)
+                              : launch_wg<256, false>(W, x, M, ldx, out, ldo, mode, n_out, hidden, st);
+    else *r = tiled ? launch_wg<128, true>(W, x, M, ldx, out, ldo, mode, n_out, hidden, st)
+                    : launch_wg<128, false>(W, x, M, ldx, out, ldo, mode, n_out, hidden, st);
+    return 1;
+}
+
 lk_status lk_mm_init(void) {
 #define TC_ATTR(BM, BN, WM, WN, TILED)                                                                              \
     CU(cudaFuncSetAttribute(k_mm_q4_tc<BM, BN, WM, WN, TILED>, cudaFuncAttributeMaxDynamicSharedMemorySize,         \
@@ -1290,6 +1570,15 @@ lk_status lk_mm_init(void) {
     TC_ATTR(128, 128, 2, 4, false);
     TC_ATTR(128, 128, 2, 4, true);
 #undef TC_ATTR
+    if (wg_ready()) {
+#define WG_ATTR(BN, TILED) \
+    CU(cudaFuncSetAttribute(k_mm_q4_wg<BN, TILED>, cudaFuncAttributeMaxDynamicSharedMemorySize, wg_smem<BN>::BYTES))
+        WG_ATTR(128, false);
+        WG_ATTR(128, true);
+        WG_ATTR(256, false);
+        WG_ATTR(256, true);
+#undef WG_ATTR
+    }
     return LK_OK;
 }
 
@@ -1444,11 +1733,15 @@ static lk_status matmul_impl(const lk_dmat *W, const half *x, int M, int ldx, vo
         }
         if (mode == LK_OUT_QKV_ROPE)
             return lk_fail(LK_E_UNSUPPORTED, "fused rotary epilogue needs <= %d rows", LK_TILED_SLICE_MAX);
+        lk_status r = LK_OK;
+        if (try_wg(W, x, M, ldx, out, ldo, mode, n_out, hidden, sm_count, &r, st)) return r;
         if (M <= 64) return launch_tc<64, 128, 2, 4, true>(W, x, M, ldx, out, ldo, mode, n_out, hidden, ws, sm_count, st);
         return launch_tc<128, 128, 2, 4, true>(W, x, M, ldx, out, ldo, mode, n_out, hidden, ws, sm_count, st);
     }
     if (variant == LK_MM_AUTO) variant = lk_mm_choose(M, W->N, W->K, cc_major, cc_minor);
     if (variant == LK_MM_BATCHED) {
+        lk_status r = LK_OK;
+        if (mode != LK_OUT_QKV_ROPE && try_wg(W, x, M, ldx, out, ldo, mode, n_out, hidden, sm_count, &r, st)) return r;
         if (M <= 16)
             return launch_tc<16, 128, 1, 4, false>(W, x, M, ldx, out, ldo, mode, n_out, hidden, ws, sm_count, st);
         if (M <= 64)

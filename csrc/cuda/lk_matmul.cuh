@@ -110,6 +110,8 @@ lk_status lk_cuda_ffn_fused(const lk_dmat *o, const lk_dmat *gu, const lk_dmat *
 
 /* once per process: shared-memory limits of the tensor-core kernels */
 lk_status lk_mm_init(void);
+/* does the current device run the sm_90a wgmma kernel (prefill-sized int4 matmuls)? */
+int lk_mm_wgmma_ready(void);
 /* benchmarks only: force the one-row GEMV configuration (0 = automatic) */
 void lk_mm_set_tune(int rr, int u, int s);
 /* the same for the tiled small-batch kernel: warps along K per block (1, 2, 4, 8), groups per load
