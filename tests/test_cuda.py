@@ -321,8 +321,9 @@ def test_tiled_layout_matmul(N, K, monkeypatch):
 @pytest.mark.parametrize("bn", ["128", "256", ""])  # weight rows per block, or the size rule
 @pytest.mark.parametrize("N,K", [(3072, 2048), (16384, 2048), (2048, 8192), (136, 384), (1000, 640), (520, 4224)])
 def test_wgmma_prefill_matmul(N, K, bn, tiled, monkeypatch):
-    """Prefill-sized matmuls (M > 64) on the Hopper wgmma kernel, both layouts, partial row and weight
-    tiles, every output mode, against the reference and against the mma.sync tile kernel."""
+    """Batched-decode and prefill-sized matmuls (33+ rows) on the Hopper wgmma kernel, both layouts,
+    partial row and weight tiles, split K, every output mode, against the reference and against the
+    kernels it replaces (LLAMA_KERNEL_WGMMA=0)."""
     if not _C.build_info().get("wgmma"):
         pytest.skip("no sm_90a GPU (the wgmma kernel needs compute capability 9.0 and an sm_90a build)")
     if tiled == "1" and N % 16:
@@ -331,7 +332,8 @@ def test_wgmma_prefill_matmul(N, K, bn, tiled, monkeypatch):
     rng = np.random.default_rng(N + K + 7)
     w = (rng.standard_normal((N, K)) * 0.02).astype(np.float32)
     qs, p = quant.quantize(w)
-    for M in ((65, 200) if N * K > 3072 * 3072 else (65, 128, 300)):
+    # 33-64 rows: 64-row blocks with K split through the workspace; 65+: 128-row blocks
+    for M in ((40, 65, 200) if N * K > 3072 * 3072 else (20, 33, 64, 65, 128, 300)):
         x = rng.standard_normal((M, K)).astype(np.float32)
         for mode in (0, 1, 2, 3):
             y0 = rng.standard_normal((M, N // 2 if mode == 2 else N)).astype(np.float32) if mode == 1 else None

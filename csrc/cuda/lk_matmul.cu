@@ -1109,10 +1109,10 @@ __global__ void __launch_bounds__(WM *WN * 32)
 /* ============================================================================
  * Hopper (sm_90a) tile kernel for prefill-sized M: wgmma.mma_async with both
  * operands in shared memory, f32 accumulators in registers.
- * A block computes 128 tokens x BN weight rows; its two warpgroups each own 64
+ * A block computes BM tokens x BN weight rows; its BM/64 warpgroups each own 64
  * tokens (D = x W^T: tokens are wgmma's M, weight rows its N). Per 64-input
  * k-tile: x and the raw int4 weights (+ scale/min) arrive by cp.async in a
- * WG_STAGES ring (WG_AHEAD tiles ahead); all 256 threads dequantize the tile's
+ * ring (wg_smem: STAGES, AHEAD tiles ahead); all threads dequantize the tile's
  * weights to fp16 into one of two buffers while the tensor cores still run the
  * previous tile's wgmmas, then the tile's four k16 wgmmas are issued
  * asynchronously. Shared tiles are K-major, 128 bytes (64 inputs) a row, in
@@ -1123,18 +1123,19 @@ __global__ void __launch_bounds__(WM *WN * 32)
  * stores from the accumulators (SwiGLU pairs: the gate and up rows of a block
  * sit BN/2 apart in the same thread).
  * ==========================================================================*/
-#define WG_BM 128
 #define WG_BK 64
-#define WG_STAGES 6
-#define WG_AHEAD 4 /* tiles in flight ahead of the one being dequantized (WG_STAGES - 2) */
 
-template <int BN>
+/* BM tokens (BM / 64 warpgroups, 2 BM threads) x BN weight rows a block; STAGES copies in the ring,
+ * AHEAD of them in flight ahead of the tile being dequantized (STAGES - 2: the other two are read by
+ * the wgmmas still running) */
+template <int BM, int BN>
 struct wg_smem {
-    static constexpr int X = WG_BM * WG_BK * 2;    /* one x stage */
+    static constexpr int T = 2 * BM, STAGES = BM == 256 ? 5 : 6, AHEAD = STAGES - 2;
+    static constexpr int X = BM * WG_BK * 2;       /* one x stage */
     static constexpr int Q = BN * (WG_BK / 2);     /* one raw weight stage */
     static constexpr int PS = BN * 4;              /* one scale/min stage */
     static constexpr int H = BN * WG_BK * 2;       /* one dequantized buffer */
-    static constexpr int BYTES = WG_STAGES * (X + Q + PS) + 2 * H + 1024; /* + alignment of the base */
+    static constexpr int BYTES = STAGES * (X + Q + PS) + 2 * H + 1024; /* + alignment of the base */
 };
 
 /* 64-bit wgmma shared-memory descriptor of a K-major tile with 64 inputs (128 bytes) a row in the
@@ -1150,21 +1151,25 @@ __device__ __forceinline__ int wg_off(int r, int c) { return (r >> 3) * 1024 + (
 
 __device__ __forceinline__ uint32_t h2u(half2 v) { return *reinterpret_cast<uint32_t *>(&v); }
 
-template <int BN, bool TILED>
-__global__ void __launch_bounds__(256, 1)
+template <int BM, int BN, bool TILED>
+__global__ void __launch_bounds__(2 * BM, 1)
     k_mm_q4_wg(const half *__restrict__ x, int ldx, int M, const uint8_t *__restrict__ W, const half2 *__restrict__ P,
-               int N, int K, int n_out, int hidden, void *out, int ldo, int mode) {
+               int N, int K, int n_out, int hidden, void *out, int ldo, int mode, float *__restrict__ partial,
+               int *__restrict__ counters) {
 #if defined(__CUDA_ARCH_FEAT_SM90_ALL)
     lk_pdl_prologue();
     extern __shared__ __align__(16) unsigned char smem[];
-    using SM = wg_smem<BN>;
+    using SM = wg_smem<BM, BN>;
+    constexpr int T = SM::T, STAGES = SM::STAGES, AHEAD = SM::AHEAD;
     /* x stages and the two fp16 buffers first, 1024-byte aligned (swizzle atoms), then the raw weights */
     unsigned char *Xs = smem + ((1024 - ((uint32_t)__cvta_generic_to_shared(smem) & 1023)) & 1023);
-    unsigned char *Hb = Xs + WG_STAGES * SM::X, *Wq = Hb + 2 * SM::H;
+    unsigned char *Hb = Xs + STAGES * SM::X, *Wq = Hb + 2 * SM::H;
     const int tid = threadIdx.x, wg = tid >> 7, lane = tid & 31, wq = (tid >> 5) & 3;
     const bool swiglu = mode == LK_OUT_SWIGLU_F16;
-    const int m0 = blockIdx.y * WG_BM, j0 = blockIdx.x * (swiglu ? BN / 2 : BN);
-    const int groups = K >> 7, KT = K / WG_BK;
+    const int m0 = blockIdx.y * BM, j0 = blockIdx.x * (swiglu ? BN / 2 : BN);
+    /* split-K over gridDim.z (small grids): this block's k-tiles [kt0, kt0 + KT) */
+    const int groups = K >> 7, S = gridDim.z, per = (K / WG_BK + S - 1) / S, kt0 = blockIdx.z * per;
+    const int KT = max(0, min(K / WG_BK, kt0 + per) - kt0);
 
     auto wrow = [&](int nn) -> int {
         if (!swiglu) return j0 + nn;
@@ -1174,53 +1179,80 @@ __global__ void __launch_bounds__(256, 1)
         if (!swiglu) return j0 + nn < N;
         return j0 + (nn < BN / 2 ? nn : nn - BN / 2) < n_out;
     };
+    /* Each thread's copies and dequant items are the same every k-tile: their addresses and
+     * predicates are worked out once here (v27; the per-tile index arithmetic had doubled the
+     * instructions a tile), and a k-tile only adds kt times a stride. */
+    constexpr int XJ = BM * 8 / T, QJ = BN * 2 >= T ? BN * 2 / T : 1, XR = T / 8;
+    const bool qhas = BN * 2 >= T || tid < BN * 2; /* 256 threads hold the raw chunks of a 128-row tile */
+    /* x: 16-byte chunk (row xr + XR j, inputs 8 xc..) -> swizzled offset xo + 16 T j */
+    const int xr = (tid & 7) | ((tid >> 6) << 3), xc = (tid >> 3) & 7, xo = wg_off(xr, xc);
+    const half *xsrc[XJ];
+    bool xok[XJ];
+#pragma unroll
+    for (int j = 0; j < XJ; j++) {
+        xok[j] = m0 + xr + XR * j < M;
+        xsrc[j] = x + (size_t)(xok[j] ? m0 + xr + XR * j : 0) * ldx + xc * 8;
+    }
+    /* raw weights: row-interleaved, chunk (row qn + T/2 j, half qh) stored [half][row]; tiled, the
+     * 16-row tile (tid >> 5) + T/32 j, lane chunk tid & 31, stored as is */
+    const int qn = (tid & 7) | ((tid >> 4) << 3), qh = (tid >> 3) & 1;
+    const uint8_t *qsrc[QJ];
+    bool qok[QJ];
+#pragma unroll
+    for (int j = 0; j < QJ; j++) {
+        if constexpr (TILED) {
+            const int tile = (tid >> 5) + T / 32 * j;
+            qok[j] = wrow_ok(tile * 16);
+            qsrc[j] = W + (size_t)(qok[j] ? wrow(tile * 16) / 16 : 0) * (K / 64) * 512 + (tid & 31) * 16;
+        } else {
+            qok[j] = wrow_ok(qn + T / 2 * j);
+            qsrc[j] = W + (size_t)(qok[j] ? wrow(qn + T / 2 * j) : 0) * (K / 2) + qh * 16;
+        }
+    }
+    /* scale/min: row-interleaved, rows tid + T j (< BN); tiled, 16 bytes (4 rows) of tile tid >> 2 (tid < BN / 4) */
+    constexpr int PJ = TILED || BN <= T ? 1 : BN / T;
+    bool phas[PJ], pok[PJ];
+    const half2 *psrc[PJ];
+#pragma unroll
+    for (int j = 0; j < PJ; j++) {
+        const int n = tid + T * j;
+        phas[j] = TILED ? tid < BN / 4 : n < BN;
+        pok[j] = phas[j] && wrow_ok(TILED ? (tid >> 2) * 16 : n);
+        psrc[j] = !pok[j] ? P
+                  : TILED ? P + (size_t)(wrow((tid >> 2) * 16) / 16) * groups * 16 + (tid & 3) * 4
+                          : P + (size_t)wrow(n) * groups;
+    }
     auto load_stage = [&](int kt, int st) {
         unsigned char *xs = Xs + st * SM::X;
-        /* chunk i: row (i & 7) + 8 (i >> 6), inputs 8 ((i >> 3) & 7): destination 16 i */
-        for (int i = tid; i < WG_BM * 8; i += 256) {
-            const int r = (i & 7) | ((i >> 6) << 3), c = (i >> 3) & 7;
-            const bool p = m0 + r < M;
-            lk_cp_async16(xs + wg_off(r, c), x + (size_t)(p ? m0 + r : 0) * ldx + (size_t)kt * WG_BK + c * 8, p);
-        }
+#pragma unroll
+        for (int j = 0; j < XJ; j++) lk_cp_async16(xs + xo + 16 * T * j, xsrc[j] + (size_t)kt * WG_BK, xok[j]);
         unsigned char *q = Wq + st * (SM::Q + SM::PS);
         half2 *ps = reinterpret_cast<half2 *>(q + SM::Q);
-        const int g = kt >> 1;
-        if constexpr (TILED) {
-            for (int i = tid; i < BN * 2; i += 256) { /* 16-row tiles of 512 contiguous bytes */
-                const int tile = i >> 5, c = i & 31;
-                const bool p = wrow_ok(tile * 16);
-                const int rbi = p ? wrow(tile * 16) / 16 : 0;
-                lk_cp_async16(q + tile * 512 + c * 16, W + ((size_t)rbi * (K / 64) + kt) * 512 + c * 16, p);
-            }
-            for (int i = tid; i < BN / 4; i += 256) {
-                const int tile = i >> 2, c = i & 3;
-                const bool p = wrow_ok(tile * 16);
-                const int rbi = p ? wrow(tile * 16) / 16 : 0;
-                lk_cp_async16(ps + tile * 16 + c * 4, P + ((size_t)rbi * groups + g) * 16 + c * 4, p);
-            }
-        } else {
-            /* item i: row (i & 7) + 8 (i >> 4), half (i >> 3) & 1 of the row's 32 bytes; stored [half][row] */
-            for (int i = tid; i < BN * 2; i += 256) {
-                const int n = (i & 7) | ((i >> 4) << 3), hf = (i >> 3) & 1;
-                const bool p = wrow_ok(n);
-                lk_cp_async16(q + (hf * BN + n) * 16,
-                              W + (size_t)(p ? wrow(n) : 0) * (K / 2) + (size_t)kt * (WG_BK / 2) + hf * 16, p);
-            }
-            for (int n = tid; n < BN; n += 256) {
-                const bool p = wrow_ok(n);
-                cp_async4(ps + n, P + (size_t)(p ? wrow(n) : 0) * groups + g, p);
-            }
+#pragma unroll
+        for (int j = 0; j < QJ; j++) {
+            if (!qhas) break;
+            if constexpr (TILED) lk_cp_async16(q + tid * 16 + 16 * T * j, qsrc[j] + (size_t)kt * 512, qok[j]);
+            else lk_cp_async16(q + (qh * BN + qn + T / 2 * j) * 16, qsrc[j] + (size_t)kt * (WG_BK / 2), qok[j]);
+        }
+#pragma unroll
+        for (int j = 0; j < PJ; j++) {
+            if (!phas[j]) continue;
+            if constexpr (TILED) lk_cp_async16(ps + tid * 4, psrc[j] + (kt >> 1) * 16, pok[j]);
+            else cp_async4(ps + tid + T * j, psrc[j] + (kt >> 1), pok[j]);
         }
     };
-    /* raw weights of stage st -> fp16 core-matrix tile hb */
+    /* raw weights of stage st -> fp16 swizzled tile hb */
     auto dequant = [&](int st, unsigned char *hb) {
         const unsigned char *q = Wq + st * (SM::Q + SM::PS);
         const half2 *ps = reinterpret_cast<const half2 *>(q + SM::Q);
-        if constexpr (TILED) {
-            /* lane chunk l of a tile: rows gg, gg + 8, inputs 16 tt .. 16 tt + 15 (word kb: 16 tt + 4 kb ..) */
-            for (int i = tid; i < BN * 2; i += 256) {
-                const int tile = i >> 5, l = ((i & 7) << 2) | ((i >> 3) & 3), gg = l >> 2, tt = l & 3;
-                const uint4 v = *reinterpret_cast<const uint4 *>(q + tile * 512 + l * 16);
+#pragma unroll
+        for (int j = 0; j < QJ; j++) {
+            if (!qhas) break;
+            if constexpr (TILED) {
+                /* lane chunk l of tile (tid >> 5) + 8 j: rows gg, gg + 8, inputs 16 tt .. 16 tt + 15
+                 * (word kb: 16 tt + 4 kb ..); l chosen so 8 consecutive threads store 8 rows */
+                const int tile = (tid >> 5) + T / 32 * j, gg = tid & 7, tt = (tid >> 3) & 3;
+                const uint4 v = *reinterpret_cast<const uint4 *>(q + tile * 512 + ((gg << 2) | tt) * 16);
                 const half2 pa = ps[tile * 16 + gg], pb = ps[tile * 16 + gg + 8];
                 const half2 sa = __half2half2(__low2half(pa)), ma = __half2half2(__high2half(pa));
                 const half2 sb = __half2half2(__low2half(pb)), mb = __half2half2(__high2half(pb));
@@ -1238,11 +1270,9 @@ __global__ void __launch_bounds__(256, 1)
                         make_uint4(h2u(__hfma2(q0[1], sb, mb)), h2u(__hfma2(q0[3], sb, mb)),
                                    h2u(__hfma2(q1[1], sb, mb)), h2u(__hfma2(q1[3], sb, mb)));
                 }
-            }
-        } else {
-            for (int i = tid; i < BN * 2; i += 256) {
-                const int n = (i & 7) | ((i >> 4) << 3), hf = (i >> 3) & 1;
-                const uint4 v = *reinterpret_cast<const uint4 *>(q + (hf * BN + n) * 16);
+            } else {
+                const int n = qn + T / 2 * j;
+                const uint4 v = *reinterpret_cast<const uint4 *>(q + (qh * BN + n) * 16);
                 const half2 pr = ps[n];
                 const half2 sc = __half2half2(__low2half(pr)), mn = __half2half2(__high2half(pr));
                 const uint32_t wd4[4] = {v.x, v.y, v.z, v.w};
@@ -1250,7 +1280,7 @@ __global__ void __launch_bounds__(256, 1)
                 for (int wd = 0; wd < 4; wd++) {
                     half2 qq[4];
                     lk_dequant8(wd4[wd], qq);
-                    *reinterpret_cast<uint4 *>(hb + wg_off(n, 4 * hf + wd)) =
+                    *reinterpret_cast<uint4 *>(hb + wg_off(n, 4 * qh + wd)) =
                         make_uint4(h2u(__hfma2(qq[0], sc, mn)), h2u(__hfma2(qq[1], sc, mn)),
                                    h2u(__hfma2(qq[2], sc, mn)), h2u(__hfma2(qq[3], sc, mn)));
                 }
@@ -1263,17 +1293,17 @@ __global__ void __launch_bounds__(256, 1)
     for (int i = 0; i < BN / 2; i++) acc[i] = 0.0f;
     lk_wgmma_fence_acc(acc);
 #pragma unroll
-    for (int s = 0; s < WG_AHEAD; s++) {
-        if (s < KT) load_stage(s, s);
+    for (int s = 0; s < AHEAD; s++) {
+        if (s < KT) load_stage(kt0 + s, s);
         cp_async_commit();
     }
     for (int kt = 0; kt < KT; kt++) {
-        const int st = kt % WG_STAGES;
+        const int st = kt % STAGES;
         unsigned char *hb = Hb + (kt & 1) * SM::H;
-        cp_async_wait<WG_AHEAD - 1>(); /* tile kt has landed (this thread's copies) */
+        cp_async_wait<AHEAD - 1>(); /* tile kt has landed (this thread's copies) */
         lk_wgmma_wait<1>();            /* this warpgroup's wgmmas of tile kt - 2 are done */
-        __syncthreads();               /* ... and everyone's: hb and stage (kt - 2) % WG_STAGES are free */
-        if (kt + WG_AHEAD < KT) load_stage(kt + WG_AHEAD, (kt + WG_AHEAD) % WG_STAGES);
+        __syncthreads();            /* ... and everyone's: hb and stage (kt - 2) % STAGES are free */
+        if (kt + AHEAD < KT) load_stage(kt0 + kt + AHEAD, (kt + AHEAD) % STAGES);
         cp_async_commit();
         dequant(st, hb);
         lk_fence_proxy_async(); /* the copies and stores above -> visible to the tensor cores */
@@ -1293,6 +1323,29 @@ __global__ void __launch_bounds__(256, 1)
     lk_wgmma_fence_acc(acc);
     cp_async_wait<0>();
     lk_pdl_trigger();
+    if (BM == 64 && S > 1) { /* (only 64-row blocks split) */
+        /* every split stores its accumulators (thread-major); the last to arrive sums them in split
+         * order (deterministic) and runs the epilogue */
+        __shared__ int is_last;
+        const int tile = blockIdx.y * gridDim.x + blockIdx.x;
+        float *mine = partial + ((size_t)tile * S + blockIdx.z) * (BN / 2) * T;
+#pragma unroll
+        for (int i = 0; i < BN / 2; i++) mine[(size_t)i * T + tid] = acc[i];
+        __threadfence();
+        __syncthreads();
+        if (tid == 0) is_last = atomicAdd(&counters[tile], 1) == S - 1;
+        __syncthreads();
+        if (!is_last) return;
+        __threadfence();
+#pragma unroll
+        for (int i = 0; i < BN / 2; i++) acc[i] = 0.0f;
+        for (int z = 0; z < S; z++) {
+            const float *pz = partial + ((size_t)tile * S + z) * (BN / 2) * T;
+#pragma unroll
+            for (int i = 0; i < BN / 2; i++) acc[i] += __ldcg(&pz[(size_t)i * T + tid]);
+        }
+        if (tid == 0) counters[tile] = 0;
+    }
     /* accumulator i: n8 tile j = i / 4; token row g (+8 for e >= 2), weight column 8 j + 2 t + (e & 1) */
     const int g = lane >> 2, t = lane & 3, mrow = m0 + wg * 64 + wq * 16 + g;
 #pragma unroll
@@ -1308,7 +1361,7 @@ __global__ void __launch_bounds__(256, 1)
     }
 #else
     (void)x, (void)ldx, (void)M, (void)W, (void)P, (void)N, (void)K, (void)n_out, (void)hidden, (void)out, (void)ldo;
-    (void)mode;
+    (void)mode, (void)partial, (void)counters;
 #endif
 }
 
@@ -1506,7 +1559,7 @@ static int wg_ready(void) {
     int *d = NULL;
     if (cudaDeviceGetAttribute(&major, cudaDevAttrComputeCapabilityMajor, dev) == cudaSuccess && major == 9 &&
         cudaDeviceGetAttribute(&optin, cudaDevAttrMaxSharedMemoryPerBlockOptin, dev) == cudaSuccess &&
-        optin >= wg_smem<256>::BYTES && cudaMalloc(&d, sizeof(int)) == cudaSuccess) {
+        optin >= wg_smem<128, 256>::BYTES && cudaMalloc(&d, sizeof(int)) == cudaSuccess) {
         k_wg_probe<<<1, 1>>>(d);
         if (cudaGetLastError() != cudaSuccess || cudaMemcpy(&v, d, sizeof(int), cudaMemcpyDeviceToHost) != cudaSuccess)
             v = 0;
@@ -1519,6 +1572,19 @@ static int wg_ready(void) {
 
 int lk_mm_wgmma_ready(void) { return wg_ready(); }
 
+/* fewest rows for the wgmma kernel (64-row blocks below 65). Measured (v29, H100, us, 48 / 64 rows):
+ * on the tiled layout it beats the small-batch kernel's row slices on the big matrices (gate_up
+ * 33.4 -> 21.8 / 44.2 -> 22.2, down 27.5 -> 25.4 / 36.2 -> 25.3, LM head 195 -> 120 / 197 -> 131) but
+ * not on qkv / o (13.1 vs 16.2, 14.5 vs 18.7 at 48), which stay on slices; on the row-interleaved
+ * layout it beats the mma.sync tile kernel everywhere (qkv 28.7 -> 18.5, o 31.1 -> 19.5 at 64).
+ * LLAMA_KERNEL_WG_MIN overrides the row count (A/B). */
+static int wg_min_rows(const lk_dmat *W) {
+    const char *e = getenv("LLAMA_KERNEL_WG_MIN");
+    if (e && e[0]) return atoi(e);
+    if (W->fmt != LK_WFMT_Q4_TILED) return 17;
+    return (size_t)W->N * (size_t)W->K >= ((size_t)16 << 20) ? 33 : 65;
+}
+
 /* LLAMA_KERNEL_WGMMA: 0 = the mma.sync tile kernel above 64 rows (A/B), 128 / 256 = that many weight
  * rows a block; unset = by size. Read per call (prefill-sized calls only) so tests can switch it. */
 static int wg_choice(void) {
@@ -1526,37 +1592,55 @@ static int wg_choice(void) {
     return e && e[0] ? atoi(e) : -1;
 }
 
-template <int BN, bool TILED>
+template <int BM, int BN, bool TILED>
 static lk_status launch_wg(const lk_dmat *W, const half *x, int M, int ldx, void *out, int ldo, int mode, int n_out,
-                           int hidden, cudaStream_t st) {
+                           int hidden, int S, const lk_mm_ws *ws, cudaStream_t st) {
     const int cols = mode == LK_OUT_SWIGLU_F16 ? BN / 2 : BN;
-    dim3 grid(lk_cdiv(n_out, cols), lk_cdiv(M, WG_BM));
-    LAUNCH("k_mm_q4_wg", (k_mm_q4_wg<BN, TILED>), grid, dim3(256), (size_t)wg_smem<BN>::BYTES, st, x, ldx, M,
-           (const uint8_t *)W->w, W->p, W->N, W->K, n_out, hidden, out, ldo, mode);
+    dim3 grid(lk_cdiv(n_out, cols), lk_cdiv(M, BM), S);
+    LAUNCH("k_mm_q4_wg", (k_mm_q4_wg<BM, BN, TILED>), grid, dim3(2 * BM), (size_t)wg_smem<BM, BN>::BYTES, st, x, ldx,
+           M, (const uint8_t *)W->w, W->p, W->N, W->K, n_out, hidden, out, ldo, mode,
+           S > 1 ? ws->tc_partial : (float *)NULL, S > 1 ? ws->tc_counters : (int *)NULL);
     return LK_OK;
 }
 
-/* the wgmma kernel for M > 64 rows when the device runs it. Weight rows a block by grid size
- * (measured, benchmarks/NOTES.md v26, H100, M = 1024): 256 while that still gives ~2/3 of the SMs a
- * block (qkv 67 us vs 77 with 128), else 128 (o 43 vs 75, down 143 vs 233); grids too small even
- * for that go to the mma.sync tile kernel, which splits K. Returns 1 when launched (status in *r). */
+/* the wgmma kernel when the device runs it; returns 1 when launched (status in *r).
+ * Above 64 rows, 128 tokens a block; weight rows a block by grid size (measured, benchmarks/NOTES.md
+ * v26-v28, H100, M = 1024): 256 while that still gives ~2/3 of the SMs a block (qkv 57 us vs 77 with
+ * 128), else 128 (o 37 vs 61, down 120 vs 190); grids too small even for that go to the mma.sync tile
+ * kernel, which splits K. (256 tokens x 128 rows, 16 warps, was no faster: gate_up 204 vs 191 us.)
+ * From wg_min_rows to 64 rows (batched decode, short prompts; not the rotary qkv): 64 tokens x 128
+ * rows, one warpgroup, two blocks an SM, K split (through the tensor-core workspace) until the grid
+ * covers the SMs. LLAMA_KERNEL_WGMMA=0 / 128 / 256 (A/B): off / that many rows above 64 rows. */
 static int try_wg(const lk_dmat *W, const half *x, int M, int ldx, void *out, int ldo, int mode, int n_out,
-                  int hidden, int sm_count, lk_status *r, cudaStream_t st) {
+                  int hidden, int sm_count, const lk_mm_ws *ws, lk_status *r, cudaStream_t st) {
     const int choice = wg_choice();
-    if (choice == 0 || M <= 64 || ((uintptr_t)x % 16) || ldx % 8 || W->K % WG_BK || !wg_ready()) return 0;
+    if (choice == 0 || M < wg_min_rows(W) || mode == LK_OUT_QKV_ROPE || ((uintptr_t)x % 16) || ldx % 8 ||
+        W->K % WG_BK || !wg_ready())
+        return 0;
     const bool swiglu = mode == LK_OUT_SWIGLU_F16, tiled = W->fmt == LK_WFMT_Q4_TILED;
-    const long tiles256 = (long)lk_cdiv(n_out, swiglu ? 128 : 256) * lk_cdiv(M, WG_BM);
-    const long tiles128 = (long)lk_cdiv(n_out, swiglu ? 64 : 128) * lk_cdiv(M, WG_BM);
+    const long c128 = lk_cdiv(n_out, swiglu ? 64 : 128), c256 = lk_cdiv(n_out, swiglu ? 128 : 256);
+#define WG_GO(BM, BN, S)                                                                                   \
+    (tiled ? launch_wg<BM, BN, true>(W, x, M, ldx, out, ldo, mode, n_out, hidden, S, ws, st) \
+           : launch_wg<BM, BN, false>(W, x, M, ldx, out, ldo, mode, n_out, hidden, S, ws, st))
+    if (M <= 64) {
+        int S = 1;
+        const long tiles = c128, KT = W->K / WG_BK;
+        if (ws && ws->tc_partial && tiles <= ws->tc_n_counters)
+            while (S < LK_SPLITK_MAX && tiles * S < sm_count && KT / (2 * S) >= 4 &&
+                   (size_t)tiles * (size_t)(2 * S) * 64 * 128 <= ws->tc_partial_floats)
+                S *= 2;
+        *r = WG_GO(64, 128, S);
+        return 1;
+    }
+    const long t256 = c256 * lk_cdiv(M, 128), t128 = c128 * lk_cdiv(M, 128);
     const int bn = choice == 128 || choice == 256 ? choice
-                   : 3 * tiles256 >= 2 * sm_count ? 256
-                   : 2 * tiles128 >= sm_count     ? 128
-                                                  : 0;
+                   : 3 * t256 >= 2 * sm_count    ? 256
+                   : 2 * t128 >= sm_count        ? 128
+                                                 : 0;
     if (!bn) return 0;
-    if (bn == 256) *r = tiled ? launch_wg<256, true>(W, x, M, ldx, out, ldo, mode, n_out, hidden, st)
-                              : launch_wg<256, false>(W, x, M, ldx, out, ldo, mode, n_out, hidden, st);
-    else *r = tiled ? launch_wg<128, true>(W, x, M, ldx, out, ldo, mode, n_out, hidden, st)
-                    : launch_wg<128, false>(W, x, M, ldx, out, ldo, mode, n_out, hidden, st);
+    *r = bn == 256 ? WG_GO(128, 256, 1) : WG_GO(128, 128, 1);
     return 1;
+#undef WG_GO
 }
 
 lk_status lk_mm_init(void) {
@@ -1571,12 +1655,15 @@ lk_status lk_mm_init(void) {
     TC_ATTR(128, 128, 2, 4, true);
 #undef TC_ATTR
     if (wg_ready()) {
-#define WG_ATTR(BN, TILED) \
-    CU(cudaFuncSetAttribute(k_mm_q4_wg<BN, TILED>, cudaFuncAttributeMaxDynamicSharedMemorySize, wg_smem<BN>::BYTES))
-        WG_ATTR(128, false);
-        WG_ATTR(128, true);
-        WG_ATTR(256, false);
-        WG_ATTR(256, true);
+#define WG_ATTR(BM, BN, TILED)                                                                      \
+    CU(cudaFuncSetAttribute(k_mm_q4_wg<BM, BN, TILED>, cudaFuncAttributeMaxDynamicSharedMemorySize, \
+                            wg_smem<BM, BN>::BYTES))
+        WG_ATTR(64, 128, false);
+        WG_ATTR(64, 128, true);
+        WG_ATTR(128, 128, false);
+        WG_ATTR(128, 128, true);
+        WG_ATTR(128, 256, false);
+        WG_ATTR(128, 256, true);
 #undef WG_ATTR
     }
     return LK_OK;
@@ -1712,6 +1799,10 @@ static lk_status matmul_impl(const lk_dmat *W, const half *x, int M, int ldx, vo
          * v15-v16, H100): 32-row slices win on narrow single-block matrices (o 64 rows 19.1 vs 21.7
          * us in 16-row slices vs 31.6 tile kernel), 16-row slices on pairs and down (gate_up 45.7 vs
          * 53.8 vs 45.3; down 39.0 vs 40.7 vs 42.4) */
+        if (M > 16) {
+            lk_status r = LK_OK;
+            if (try_wg(W, x, M, ldx, out, ldo, mode, n_out, hidden, sm_count, ws, &r, st)) return r;
+        }
         const bool slices = tiled_slice_rows() && W->N < 32768;
         if (M <= 16 || (M <= LK_TILED_SLICE_MAX && (mode == LK_OUT_QKV_ROPE || slices))) {
             const bool wide = M > 16 && tiled_slice_rows() > 16 && !pair &&
@@ -1734,14 +1825,14 @@ static lk_status matmul_impl(const lk_dmat *W, const half *x, int M, int ldx, vo
         if (mode == LK_OUT_QKV_ROPE)
             return lk_fail(LK_E_UNSUPPORTED, "fused rotary epilogue needs <= %d rows", LK_TILED_SLICE_MAX);
         lk_status r = LK_OK;
-        if (try_wg(W, x, M, ldx, out, ldo, mode, n_out, hidden, sm_count, &r, st)) return r;
+        if (try_wg(W, x, M, ldx, out, ldo, mode, n_out, hidden, sm_count, ws, &r, st)) return r;
         if (M <= 64) return launch_tc<64, 128, 2, 4, true>(W, x, M, ldx, out, ldo, mode, n_out, hidden, ws, sm_count, st);
         return launch_tc<128, 128, 2, 4, true>(W, x, M, ldx, out, ldo, mode, n_out, hidden, ws, sm_count, st);
     }
     if (variant == LK_MM_AUTO) variant = lk_mm_choose(M, W->N, W->K, cc_major, cc_minor);
     if (variant == LK_MM_BATCHED) {
         lk_status r = LK_OK;
-        if (mode != LK_OUT_QKV_ROPE && try_wg(W, x, M, ldx, out, ldo, mode, n_out, hidden, sm_count, &r, st)) return r;
+        if (try_wg(W, x, M, ldx, out, ldo, mode, n_out, hidden, sm_count, ws, &r, st)) return r;
         if (M <= 16)
             return launch_tc<16, 128, 1, 4, false>(W, x, M, ldx, out, ldo, mode, n_out, hidden, ws, sm_count, st);
         if (M <= 64)
