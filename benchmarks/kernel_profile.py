@@ -1,7 +1,9 @@
 """Per-kernel GPU time of batch decode with CUDA graphs on, read through CUPTI (torch.profiler),
 so each kernel's time is its own duration with no launch or sync added. Needs torch on the device.
 
-    python benchmarks/kernel_profile.py [--batch 1] [--tokens 128] [--model synthetic:llama-3.2-1b]
+    python benchmarks/kernel_profile.py [--batch 1] [--tokens 128] [--prompt 32] [--model synthetic:llama-3.2-1b]
+
+`--prompt 2048 --tokens 1` profiles a prefill instead (its kernels per "token" are per prompt).
 """
 import argparse
 import collections
@@ -15,6 +17,7 @@ ap.add_argument("--batch", type=int, default=1)
 ap.add_argument("--model", default="synthetic:llama-3.2-1b")
 ap.add_argument("--tokens", type=int, default=128)
 ap.add_argument("--eager", action="store_true", help="CUDA graphs off")
+ap.add_argument("--prompt", type=int, default=32, help="prompt tokens per sequence")
 a = ap.parse_args()
 
 import torch  # noqa: E402
@@ -22,9 +25,9 @@ from torch.profiler import ProfilerActivity, profile  # noqa: E402
 
 torch.cuda.init()
 print(f"# kernel profile, {a.model}, batch {a.batch}, graphs {'off' if a.eager else 'on'}, {device_line()}")
-m = LlamaInference(a.model, device="cuda", batch_size=a.batch, max_seq_len=1024, cuda_graphs=not a.eager,
-                   verbose=False)
-prompt = [[1, 2, 3, 4] * 8] * a.batch
+m = LlamaInference(a.model, device="cuda", batch_size=a.batch, max_seq_len=max(1024, a.prompt + a.tokens + 8),
+                   cuda_graphs=not a.eager, verbose=False)
+prompt = [[1, 2, 3, 4] * (a.prompt // 4) + [5] * (a.prompt % 4)] * a.batch
 m.generate_ids(prompt, max_new_tokens=a.tokens, temperature=0, ignore_eos=True)
 with profile(activities=[ProfilerActivity.CUDA]) as p:
     t0 = time.perf_counter()

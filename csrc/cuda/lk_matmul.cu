@@ -1606,8 +1606,9 @@ static lk_status launch_wg(const lk_dmat *W, const half *x, int M, int ldx, void
 /* the wgmma kernel when the device runs it; returns 1 when launched (status in *r).
  * Above 64 rows, 128 tokens a block; weight rows a block by grid size (measured, benchmarks/NOTES.md
  * v26-v28, H100, M = 1024): 256 while that still gives ~2/3 of the SMs a block (qkv 57 us vs 77 with
- * 128), else 128 (o 37 vs 61, down 120 vs 190); grids too small even for that go to the mma.sync tile
- * kernel, which splits K. (256 tokens x 128 rows, 16 warps, was no faster: gate_up 204 vs 191 us.)
+ * 128), else 128 (o 37 vs 61, down 120 vs 190); grids too small even for that take 64-row blocks
+ * with K split, as below (v30: qkv at 256 rows 55 us on the mma.sync tile kernel). (256 tokens x 128
+ * rows, 16 warps, was no faster: gate_up 204 vs 191 us.)
  * From wg_min_rows to 64 rows (batched decode, short prompts; not the rotary qkv): 64 tokens x 128
  * rows, one warpgroup, two blocks an SM, K split (through the tensor-core workspace) until the grid
  * covers the SMs. LLAMA_KERNEL_WGMMA=0 / 128 / 256 (A/B): off / that many rows above 64 rows. */
@@ -1622,9 +1623,15 @@ static int try_wg(const lk_dmat *W, const half *x, int M, int ldx, void *out, in
 #define WG_GO(BM, BN, S)                                                                                   \
     (tiled ? launch_wg<BM, BN, true>(W, x, M, ldx, out, ldo, mode, n_out, hidden, S, ws, st) \
            : launch_wg<BM, BN, false>(W, x, M, ldx, out, ldo, mode, n_out, hidden, S, ws, st))
-    if (M <= 64) {
+    const long t256 = c256 * lk_cdiv(M, 128), t128 = c128 * lk_cdiv(M, 128);
+    const int bn = M <= 64                         ? 0
+                   : choice == 128 || choice == 256 ? choice
+                   : 3 * t256 >= 2 * sm_count       ? 256
+                   : 2 * t128 >= sm_count           ? 128
+                                                    : 0;
+    if (!bn) { /* 64-row blocks, K split until the grid covers the SMs */
         int S = 1;
-        const long tiles = c128, KT = W->K / WG_BK;
+        const long tiles = c128 * lk_cdiv(M, 64), KT = W->K / WG_BK;
         if (ws && ws->tc_partial && tiles <= ws->tc_n_counters)
             while (S < LK_SPLITK_MAX && tiles * S < sm_count && KT / (2 * S) >= 4 &&
                    (size_t)tiles * (size_t)(2 * S) * 64 * 128 <= ws->tc_partial_floats)
@@ -1632,12 +1639,6 @@ static int try_wg(const lk_dmat *W, const half *x, int M, int ldx, void *out, in
         *r = WG_GO(64, 128, S);
         return 1;
     }
-    const long t256 = c256 * lk_cdiv(M, 128), t128 = c128 * lk_cdiv(M, 128);
-    const int bn = choice == 128 || choice == 256 ? choice
-                   : 3 * t256 >= 2 * sm_count    ? 256
-                   : 2 * t128 >= sm_count        ? 128
-                                                 : 0;
-    if (!bn) return 0;
     *r = bn == 256 ? WG_GO(128, 256, 1) : WG_GO(128, 128, 1);
     return 1;
 #undef WG_GO
