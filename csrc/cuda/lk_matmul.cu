@@ -1135,7 +1135,8 @@ struct wg_smem {
     static constexpr int Q = BN * (WG_BK / 2);     /* one raw weight stage */
     static constexpr int PS = BN * 4;              /* one scale/min stage */
     static constexpr int H = BN * WG_BK * 2;       /* one dequantized buffer */
-    static constexpr int BYTES = STAGES * (X + Q + PS) + 2 * H + 1024; /* + alignment of the base */
+    static constexpr int PB = BN * 16;             /* row-interleaved: 4 groups' scale/min a row (two of them) */
+    static constexpr int BYTES = STAGES * (X + Q + PS) + 2 * H + 2 * PB + 1024; /* + alignment of the base */
 };
 
 /* 64-bit wgmma shared-memory descriptor of a K-major tile with 64 inputs (128 bytes) a row in the
@@ -1155,7 +1156,7 @@ template <int BM, int BN, bool TILED>
 __global__ void __launch_bounds__(2 * BM, 1)
     k_mm_q4_wg(const half *__restrict__ x, int ldx, int M, const uint8_t *__restrict__ W, const half2 *__restrict__ P,
                int N, int K, int n_out, int hidden, void *out, int ldo, int mode, float *__restrict__ partial,
-               int *__restrict__ counters) {
+               int *__restrict__ counters, int p4) {
 #if defined(__CUDA_ARCH_FEAT_SM90_ALL)
     lk_pdl_prologue();
     extern __shared__ __align__(16) unsigned char smem[];
@@ -1164,6 +1165,9 @@ __global__ void __launch_bounds__(2 * BM, 1)
     /* x stages and the two fp16 buffers first, 1024-byte aligned (swizzle atoms), then the raw weights */
     unsigned char *Xs = smem + ((1024 - ((uint32_t)__cvta_generic_to_shared(smem) & 1023)) & 1023);
     unsigned char *Hb = Xs + STAGES * SM::X, *Wq = Hb + 2 * SM::H;
+    /* p4 (row-interleaved, groups % 4 == 0): a row's scale/min come 4 groups (16 bytes, 8 k-tiles) at a
+     * time into one of two buffers, instead of 4 scattered bytes a row every k-tile (v31) */
+    half2 *Pb = reinterpret_cast<half2 *>(Wq + STAGES * (SM::Q + SM::PS));
     const int tid = threadIdx.x, wg = tid >> 7, lane = tid & 31, wq = (tid >> 5) & 3;
     const bool swiglu = mode == LK_OUT_SWIGLU_F16;
     const int m0 = blockIdx.y * BM, j0 = blockIdx.x * (swiglu ? BN / 2 : BN);
@@ -1238,11 +1242,13 @@ __global__ void __launch_bounds__(2 * BM, 1)
         for (int j = 0; j < PJ; j++) {
             if (!phas[j]) continue;
             if constexpr (TILED) lk_cp_async16(ps + tid * 4, psrc[j] + (kt >> 1) * 16, pok[j]);
-            else cp_async4(ps + tid + T * j, psrc[j] + (kt >> 1), pok[j]);
+            else if (!p4) cp_async4(ps + tid + T * j, psrc[j] + (kt >> 1), pok[j]);
+            else if ((kt & 7) == 0 || kt == kt0)
+                lk_cp_async16(Pb + ((kt >> 3) & 1) * BN * 4 + (tid + T * j) * 4, psrc[j] + (kt >> 3) * 4, pok[j]);
         }
     };
     /* raw weights of stage st -> fp16 swizzled tile hb */
-    auto dequant = [&](int st, unsigned char *hb) {
+    auto dequant = [&](int st, int kt, unsigned char *hb) {
         const unsigned char *q = Wq + st * (SM::Q + SM::PS);
         const half2 *ps = reinterpret_cast<const half2 *>(q + SM::Q);
 #pragma unroll
@@ -1273,7 +1279,7 @@ __global__ void __launch_bounds__(2 * BM, 1)
             } else {
                 const int n = qn + T / 2 * j;
                 const uint4 v = *reinterpret_cast<const uint4 *>(q + (qh * BN + n) * 16);
-                const half2 pr = ps[n];
+                const half2 pr = p4 ? Pb[((kt >> 3) & 1) * BN * 4 + n * 4 + ((kt >> 1) & 3)] : ps[n];
                 const half2 sc = __half2half2(__low2half(pr)), mn = __half2half2(__high2half(pr));
                 const uint32_t wd4[4] = {v.x, v.y, v.z, v.w};
 #pragma unroll
@@ -1305,7 +1311,7 @@ __global__ void __launch_bounds__(2 * BM, 1)
         __syncthreads();            /* ... and everyone's: hb and stage (kt - 2) % STAGES are free */
         if (kt + AHEAD < KT) load_stage(kt0 + kt + AHEAD, (kt + AHEAD) % STAGES);
         cp_async_commit();
-        dequant(st, hb);
+        dequant(st, kt0 + kt, hb);
         lk_fence_proxy_async(); /* the copies and stores above -> visible to the tensor cores */
         __syncthreads();
         lk_wgmma_fence();
@@ -1361,7 +1367,7 @@ __global__ void __launch_bounds__(2 * BM, 1)
     }
 #else
     (void)x, (void)ldx, (void)M, (void)W, (void)P, (void)N, (void)K, (void)n_out, (void)hidden, (void)out, (void)ldo;
-    (void)mode, (void)partial, (void)counters;
+    (void)mode, (void)partial, (void)counters, (void)p4;
 #endif
 }
 
@@ -1599,7 +1605,8 @@ static lk_status launch_wg(const lk_dmat *W, const half *x, int M, int ldx, void
     dim3 grid(lk_cdiv(n_out, cols), lk_cdiv(M, BM), S);
     LAUNCH("k_mm_q4_wg", (k_mm_q4_wg<BM, BN, TILED>), grid, dim3(2 * BM), (size_t)wg_smem<BM, BN>::BYTES, st, x, ldx,
            M, (const uint8_t *)W->w, W->p, W->N, W->K, n_out, hidden, out, ldo, mode,
-           S > 1 ? ws->tc_partial : (float *)NULL, S > 1 ? ws->tc_counters : (int *)NULL);
+           S > 1 ? ws->tc_partial : (float *)NULL, S > 1 ? ws->tc_counters : (int *)NULL,
+           (int)(!TILED && (W->K / LK_Q4_GROUP) % 4 == 0 && (uintptr_t)W->p % 16 == 0));
     return LK_OK;
 }
 
