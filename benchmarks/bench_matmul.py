@@ -7,7 +7,8 @@ fp32 residual, gate_up applies SwiGLU), so split-K and epilogue costs count.
 
 The "tiled" column is the tensor-core layout that engines of 2+ sequences use
 (small-batch kernel up to 16 rows, tile kernel above); "batched" is the tile
-kernel on the row-interleaved layout.
+kernel on the row-interleaved layout. On Hopper both take the wgmma kernel where
+the dispatcher picks it (17+ rows; LLAMA_KERNEL_WGMMA=0 for the mma.sync kernels).
 
     python benchmarks/bench_matmul.py [--quick] [--tune] [--tune-tiled]
 

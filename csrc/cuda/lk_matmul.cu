@@ -902,6 +902,21 @@ struct tc_smem {
     static constexpr int BYTES = MAIN > C ? MAIN : C;
 };
 
+/* the weight row behind local row nn of a tile kernel's block of BN rows starting at output j0: the
+ * same row, or for SwiGLU blocks gate rows j0.. (first half) and up rows hidden + j0.. (second half);
+ * ok: the row exists (its output column is below n_out) */
+template <int BN>
+struct blk_rows {
+    int j0, hidden, N, n_out;
+    bool swiglu;
+    __device__ __forceinline__ int row(int nn) const {
+        return !swiglu ? j0 + nn : nn < BN / 2 ? j0 + nn : hidden + j0 + nn - BN / 2;
+    }
+    __device__ __forceinline__ bool ok(int nn) const {
+        return !swiglu ? j0 + nn < N : j0 + (nn < BN / 2 ? nn : nn - BN / 2) < n_out;
+    }
+};
+
 template <int BM, int BN, int WM, int WN, bool TILED>
 __global__ void __launch_bounds__(WM *WN * 32)
     k_mm_q4_tc(const half *__restrict__ x, int ldx, int M, const uint8_t *__restrict__ W, const half2 *__restrict__ P,
@@ -926,14 +941,9 @@ __global__ void __launch_bounds__(WM *WN * 32)
     const int S = gridDim.z, per_split = (KT_all + S - 1) / S, kt0 = blockIdx.z * per_split;
     const int KT = max(0, min(KT_all, kt0 + per_split) - kt0);
 
-    auto wrow = [&](int nn) -> int {
-        if (!swiglu) return j0 + nn;
-        return nn < BN / 2 ? j0 + nn : hidden + j0 + nn - BN / 2;
-    };
-    auto wrow_ok = [&](int nn) -> bool {
-        if (!swiglu) return j0 + nn < N;
-        return j0 + (nn < BN / 2 ? nn : nn - BN / 2) < n_out;
-    };
+    const blk_rows<BN> br{j0, hidden, N, n_out, swiglu};
+    auto wrow = [&](int nn) { return br.row(nn); };
+    auto wrow_ok = [&](int nn) { return br.ok(nn); };
 
     auto load_stage = [&](int kt, int stage) {
         half *a = As + stage * BM * LDA;
@@ -1175,14 +1185,9 @@ __global__ void __launch_bounds__(2 * BM, 1)
     const int groups = K >> 7, S = gridDim.z, per = (K / WG_BK + S - 1) / S, kt0 = blockIdx.z * per;
     const int KT = max(0, min(K / WG_BK, kt0 + per) - kt0);
 
-    auto wrow = [&](int nn) -> int {
-        if (!swiglu) return j0 + nn;
-        return nn < BN / 2 ? j0 + nn : hidden + j0 + nn - BN / 2;
-    };
-    auto wrow_ok = [&](int nn) -> bool {
-        if (!swiglu) return j0 + nn < N;
-        return j0 + (nn < BN / 2 ? nn : nn - BN / 2) < n_out;
-    };
+    const blk_rows<BN> br{j0, hidden, N, n_out, swiglu};
+    auto wrow = [&](int nn) { return br.row(nn); };
+    auto wrow_ok = [&](int nn) { return br.ok(nn); };
     /* Each thread's copies and dequant items are the same every k-tile: their addresses and
      * predicates are worked out once here (v27; the per-tile index arithmetic had doubled the
      * instructions a tile), and a k-tile only adds kt times a stride. */
