@@ -1117,8 +1117,10 @@ __global__ void __launch_bounds__(WM *WN * 32)
 }
 
 /* ============================================================================
- * Hopper (sm_90a) tile kernel for prefill-sized M: wgmma.mma_async with both
- * operands in shared memory, f32 accumulators in registers.
+ * Hopper (sm_90a) tile kernel for 17+ rows (prefill, batched decode, short
+ * prompts; dispatch in try_wg): wgmma.mma_async with both operands in shared
+ * memory, f32 accumulators in registers; small grids split K over gridDim.z
+ * (64-row blocks only; the last block sums the splits in order).
  * A block computes BM tokens x BN weight rows; its BM/64 warpgroups each own 64
  * tokens (D = x W^T: tokens are wgmma's M, weight rows its N). Per 64-input
  * k-tile: x and the raw int4 weights (+ scale/min) arrive by cp.async in a
