@@ -942,8 +942,6 @@ __global__ void __launch_bounds__(WM *WN * 32)
     const int KT = max(0, min(KT_all, kt0 + per_split) - kt0);
 
     const blk_rows<BN> br{j0, hidden, N, n_out, swiglu};
-    auto wrow = [&](int nn) { return br.row(nn); };
-    auto wrow_ok = [&](int nn) { return br.ok(nn); };
 
     auto load_stage = [&](int kt, int stage) {
         half *a = As + stage * BM * LDA;
@@ -959,26 +957,26 @@ __global__ void __launch_bounds__(WM *WN * 32)
             /* BN/16 tiles of 16 rows x 64 inputs, 512 contiguous bytes each */
             for (int i = tid; i < BN * 2; i += T) {
                 const int tile = i >> 5, c = i & 31;
-                const bool p = wrow_ok(tile * 16);
-                const int rbi = p ? wrow(tile * 16) / 16 : 0;
+                const bool p = br.ok(tile * 16);
+                const int rbi = p ? br.row(tile * 16) / 16 : 0;
                 lk_cp_async16(b + tile * 512 + c * 16, W + ((size_t)rbi * (K / 64) + kt) * 512 + c * 16, p);
             }
             for (int i = tid; i < BN / 4; i += T) { /* 16 rows of params = 64 contiguous bytes */
                 const int tile = i >> 2, c = i & 3;
-                const bool p = wrow_ok(tile * 16);
-                const int rbi = p ? wrow(tile * 16) / 16 : 0;
+                const bool p = br.ok(tile * 16);
+                const int rbi = p ? br.row(tile * 16) / 16 : 0;
                 lk_cp_async16(Ps + stage * BN + tile * 16 + c * 4, P + ((size_t)rbi * groups + g) * 16 + c * 4, p);
             }
         } else {
             for (int i = tid; i < BN * 2; i += T) {
                 int nn = i >> 1, h = i & 1;
-                bool p = wrow_ok(nn);
-                const uint8_t *src = W + (size_t)(p ? wrow(nn) : 0) * (K / 2) + (size_t)kt * (TC_BK / 2) + h * 16;
+                bool p = br.ok(nn);
+                const uint8_t *src = W + (size_t)(p ? br.row(nn) : 0) * (K / 2) + (size_t)kt * (TC_BK / 2) + h * 16;
                 lk_cp_async16(b + nn * (TC_BK / 2) + h * 16, src, p);
             }
             for (int nn = tid; nn < BN; nn += T) {
-                bool p = wrow_ok(nn);
-                cp_async4(Ps + stage * BN + nn, P + (size_t)(p ? wrow(nn) : 0) * groups + g, p);
+                bool p = br.ok(nn);
+                cp_async4(Ps + stage * BN + nn, P + (size_t)(p ? br.row(nn) : 0) * groups + g, p);
             }
         }
     };
@@ -1137,12 +1135,12 @@ __global__ void __launch_bounds__(WM *WN * 32)
  * ==========================================================================*/
 #define WG_BK 64
 
-/* BM tokens (BM / 64 warpgroups, 2 BM threads) x BN weight rows a block; STAGES copies in the ring,
- * AHEAD of them in flight ahead of the tile being dequantized (STAGES - 2: the other two are read by
- * the wgmmas still running) */
+/* BM tokens (BM / 64 warpgroups, 2 BM threads) x BN weight rows a block (instances: 64 x 128,
+ * 128 x 128, 128 x 256); STAGES copies in the ring, AHEAD of them in flight ahead of the tile being
+ * dequantized (STAGES - 2: the other two are read by the wgmmas still running) */
 template <int BM, int BN>
 struct wg_smem {
-    static constexpr int T = 2 * BM, STAGES = BM == 256 ? 5 : 6, AHEAD = STAGES - 2;
+    static constexpr int T = 2 * BM, STAGES = 6, AHEAD = STAGES - 2;
     static constexpr int X = BM * WG_BK * 2;       /* one x stage */
     static constexpr int Q = BN * (WG_BK / 2);     /* one raw weight stage */
     static constexpr int PS = BN * 4;              /* one scale/min stage */
@@ -1188,13 +1186,11 @@ __global__ void __launch_bounds__(2 * BM, 1)
     const int KT = max(0, min(K / WG_BK, kt0 + per) - kt0);
 
     const blk_rows<BN> br{j0, hidden, N, n_out, swiglu};
-    auto wrow = [&](int nn) { return br.row(nn); };
-    auto wrow_ok = [&](int nn) { return br.ok(nn); };
     /* Each thread's copies and dequant items are the same every k-tile: their addresses and
      * predicates are worked out once here (v27; the per-tile index arithmetic had doubled the
      * instructions a tile), and a k-tile only adds kt times a stride. */
-    constexpr int XJ = BM * 8 / T, QJ = BN * 2 >= T ? BN * 2 / T : 1, XR = T / 8;
-    const bool qhas = BN * 2 >= T || tid < BN * 2; /* 256 threads hold the raw chunks of a 128-row tile */
+    static_assert(BN * 2 >= T, "every thread holds QJ >= 1 raw 16-byte chunks of a k-tile");
+    constexpr int XJ = BM * 8 / T, QJ = BN * 2 / T, XR = T / 8;
     /* x: 16-byte chunk (row xr + XR j, inputs 8 xc..) -> swizzled offset xo + 16 T j */
     const int xr = (tid & 7) | ((tid >> 6) << 3), xc = (tid >> 3) & 7, xo = wg_off(xr, xc);
     const half *xsrc[XJ];
@@ -1213,11 +1209,11 @@ __global__ void __launch_bounds__(2 * BM, 1)
     for (int j = 0; j < QJ; j++) {
         if constexpr (TILED) {
             const int tile = (tid >> 5) + T / 32 * j;
-            qok[j] = wrow_ok(tile * 16);
-            qsrc[j] = W + (size_t)(qok[j] ? wrow(tile * 16) / 16 : 0) * (K / 64) * 512 + (tid & 31) * 16;
+            qok[j] = br.ok(tile * 16);
+            qsrc[j] = W + (size_t)(qok[j] ? br.row(tile * 16) / 16 : 0) * (K / 64) * 512 + (tid & 31) * 16;
         } else {
-            qok[j] = wrow_ok(qn + T / 2 * j);
-            qsrc[j] = W + (size_t)(qok[j] ? wrow(qn + T / 2 * j) : 0) * (K / 2) + qh * 16;
+            qok[j] = br.ok(qn + T / 2 * j);
+            qsrc[j] = W + (size_t)(qok[j] ? br.row(qn + T / 2 * j) : 0) * (K / 2) + qh * 16;
         }
     }
     /* scale/min: row-interleaved, rows tid + T j (< BN); tiled, 16 bytes (4 rows) of tile tid >> 2 (tid < BN / 4) */
@@ -1228,10 +1224,10 @@ __global__ void __launch_bounds__(2 * BM, 1)
     for (int j = 0; j < PJ; j++) {
         const int n = tid + T * j;
         phas[j] = TILED ? tid < BN / 4 : n < BN;
-        pok[j] = phas[j] && wrow_ok(TILED ? (tid >> 2) * 16 : n);
+        pok[j] = phas[j] && br.ok(TILED ? (tid >> 2) * 16 : n);
         psrc[j] = !pok[j] ? P
-                  : TILED ? P + (size_t)(wrow((tid >> 2) * 16) / 16) * groups * 16 + (tid & 3) * 4
-                          : P + (size_t)wrow(n) * groups;
+                  : TILED ? P + (size_t)(br.row((tid >> 2) * 16) / 16) * groups * 16 + (tid & 3) * 4
+                          : P + (size_t)br.row(n) * groups;
     }
     auto load_stage = [&](int kt, int st) {
         unsigned char *xs = Xs + st * SM::X;
@@ -1241,7 +1237,6 @@ __global__ void __launch_bounds__(2 * BM, 1)
         half2 *ps = reinterpret_cast<half2 *>(q + SM::Q);
 #pragma unroll
         for (int j = 0; j < QJ; j++) {
-            if (!qhas) break;
             if constexpr (TILED) lk_cp_async16(q + tid * 16 + 16 * T * j, qsrc[j] + (size_t)kt * 512, qok[j]);
             else lk_cp_async16(q + (qh * BN + qn + T / 2 * j) * 16, qsrc[j] + (size_t)kt * (WG_BK / 2), qok[j]);
         }
@@ -1260,9 +1255,8 @@ __global__ void __launch_bounds__(2 * BM, 1)
         const half2 *ps = reinterpret_cast<const half2 *>(q + SM::Q);
 #pragma unroll
         for (int j = 0; j < QJ; j++) {
-            if (!qhas) break;
             if constexpr (TILED) {
-                /* lane chunk l of tile (tid >> 5) + 8 j: rows gg, gg + 8, inputs 16 tt .. 16 tt + 15
+                /* lane chunk l of tile (tid >> 5) + T/32 j: rows gg, gg + 8, inputs 16 tt .. 16 tt + 15
                  * (word kb: 16 tt + 4 kb ..); l chosen so 8 consecutive threads store 8 rows */
                 const int tile = (tid >> 5) + T / 32 * j, gg = tid & 7, tt = (tid >> 3) & 3;
                 const uint4 v = *reinterpret_cast<const uint4 *>(q + tile * 512 + ((gg << 2) | tt) * 16);
@@ -1598,8 +1592,8 @@ static int wg_min_rows(const lk_dmat *W) {
     return (size_t)W->N * (size_t)W->K >= ((size_t)16 << 20) ? 33 : 65;
 }
 
-/* LLAMA_KERNEL_WGMMA: 0 = the mma.sync tile kernel above 64 rows (A/B), 128 / 256 = that many weight
- * rows a block; unset = by size. Read per call (prefill-sized calls only) so tests can switch it. */
+/* LLAMA_KERNEL_WGMMA: 0 = off (the kernels it replaced; A/B), 128 / 256 = that many weight rows a
+ * block above 64 rows; unset = by size. Read per call (17+ rows only) so tests can switch it. */
 static int wg_choice(void) {
     const char *e = getenv("LLAMA_KERNEL_WGMMA");
     return e && e[0] ? atoi(e) : -1;
