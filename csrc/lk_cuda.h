@@ -20,7 +20,7 @@ typedef struct lk_cuda_info {
     int cc_major, cc_minor;
     int sm_count;
     int arch_supported;  /* machine code or PTX for this device is built in */
-    int wgmma;           /* the Hopper (sm_90a) wgmma prefill kernel runs on this device */
+    int wgmma;           /* the Hopper (sm_90a) wgmma matmul (17+ rows) runs on this device */
     size_t free_bytes, total_bytes;
     char error[512];     /* why no device is usable, if so */
 } lk_cuda_info;

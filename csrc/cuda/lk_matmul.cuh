@@ -110,7 +110,7 @@ lk_status lk_cuda_ffn_fused(const lk_dmat *o, const lk_dmat *gu, const lk_dmat *
 
 /* once per process: shared-memory limits of the tensor-core kernels */
 lk_status lk_mm_init(void);
-/* does the current device run the sm_90a wgmma kernel (prefill-sized int4 matmuls)? */
+/* does the current device run the sm_90a wgmma kernel (int4 matmuls of 17+ rows)? */
 int lk_mm_wgmma_ready(void);
 /* benchmarks only: force the one-row GEMV configuration (0 = automatic) */
 void lk_mm_set_tune(int rr, int u, int s);
