@@ -127,6 +127,35 @@ def test_decode_attention_many_splits(hd, n_heads, n_kv):
     assert R.rel_err(out, attn_ref(q, k, v, pos, n_heads)) < 4e-3
 
 
+@pytest.mark.parametrize("kernel", ["simt", "tc"])
+def test_decode_attention_both_kernels(kernel):
+    """The decode kernel the default does not pick for a head size (tensor cores at head_dim 64, CUDA
+    cores at 128) is still an A/B option (LLAMA_KERNEL_ATTN_DECODE, read once per process): both,
+    on every head size and GQA ratio, against the float64 reference in a fresh process."""
+    import subprocess
+    import sys
+
+    code = f"""
+import sys
+sys.path.insert(0, {os.path.dirname(__file__)!r})
+import numpy as np, reference as R
+from test_cuda import attn_ref
+from llama_kernel import _C
+rng = np.random.default_rng(5)
+for hd, n_heads, n_kv in [(64, 32, 8), (128, 24, 8), (64, 8, 8), (128, 16, 2), (64, 6, 2), (64, 16, 2)]:
+    for L, pos in [(65, [0, 62, 63, 64]), (1000, [999, 511, 16]), (9000, [8999])]:
+        q = rng.standard_normal((len(pos), n_heads * hd)).astype(np.float32)
+        k = rng.standard_normal((n_kv, L, hd)).astype(np.float32)
+        v = rng.standard_normal((n_kv, L, hd)).astype(np.float32)
+        err = R.rel_err(_C.cuda_attention(q, k, v, pos, n_heads, 1), attn_ref(q, k, v, pos, n_heads))
+        assert err < 4e-3, (hd, n_heads, n_kv, L, err)
+print("ok")
+"""
+    env = dict(os.environ, LLAMA_KERNEL_ATTN_DECODE=kernel)
+    r = subprocess.run([sys.executable, "-c", code], env=env, capture_output=True, text=True, timeout=300)
+    assert r.returncode == 0 and r.stdout.strip() == "ok", r.stdout + r.stderr
+
+
 def test_prefill_attention_long_chunk():
     rng = np.random.default_rng(1)
     n_heads, n_kv, hd, L = 8, 2, 64, 300
@@ -358,6 +387,20 @@ def test_tiled_engine_matches_cpu(ckpt_1b_2layers, batch, tiled, monkeypatch):
         gpu = LlamaInference(ckpt_1b_2layers, device="cuda", batch_size=batch, prefill_chunk=chunk,
                              verbose=False).logits(toks)
         assert R.rel_err(gpu, cpu) < 2e-2
+
+
+@pytest.mark.parametrize("preset", ["llama-3.2-1b", "llama-3.2-3b"])  # head_dim 64 and 128
+def test_tiled_engine_rotary_wgmma(preset, tmp_path, monkeypatch):
+    """Prompt chunks of 33-64 rows on the tiled layout: qkv through the wgmma kernel with the rotary /
+    KV-append epilogue (sm_90a; elsewhere the row slices), against the CPU engine."""
+    monkeypatch.setenv("LLAMA_KERNEL_TILED", "1")
+    ckpt = make_random_checkpoint(str(tmp_path / preset), preset, seed=8, std=0.02, num_hidden_layers=1,
+                                  vocab_size=32000)
+    toks = list(np.random.default_rng(9).integers(0, 32000, 100))
+    cpu = LlamaInference(ckpt, device="cpu", verbose=False).logits(toks)
+    for chunk in (40, 64):  # 40 + 40 + 20 and 64 + 36 rows
+        gpu = LlamaInference(ckpt, device="cuda", batch_size=2, prefill_chunk=chunk, verbose=False).logits(toks)
+        assert R.rel_err(gpu, cpu) < 2e-2, chunk
 
 
 def test_ctrl_c_during_gpu_decode():

@@ -18,6 +18,7 @@
 #include "lk_kernels.cuh"
 
 #include <float.h>
+#include <string.h>
 
 #define DEC_T 128
 #define DEC_TILE 64
@@ -31,6 +32,119 @@
 #define DEC_CHUNK_MANY 256
 
 /* ---- decode --------------------------------------------------------------------- */
+/* mma.sync m16n8k16 pieces (both the tensor-core decode and the prefill kernel) */
+__device__ __forceinline__ void fa_ldsm4(uint32_t r[4], const void *p) {
+    unsigned s = (unsigned)__cvta_generic_to_shared(p);
+    asm volatile("ldmatrix.sync.aligned.m8n8.x4.shared.b16 {%0,%1,%2,%3}, [%4];"
+                 : "=r"(r[0]), "=r"(r[1]), "=r"(r[2]), "=r"(r[3]) : "r"(s));
+}
+__device__ __forceinline__ void fa_ldsm4_t(uint32_t r[4], const void *p) {
+    unsigned s = (unsigned)__cvta_generic_to_shared(p);
+    asm volatile("ldmatrix.sync.aligned.m8n8.x4.trans.shared.b16 {%0,%1,%2,%3}, [%4];"
+                 : "=r"(r[0]), "=r"(r[1]), "=r"(r[2]), "=r"(r[3]) : "r"(s));
+}
+__device__ __forceinline__ void fa_mma(float c[4], const uint32_t a[4], uint32_t b0, uint32_t b1) {
+    asm volatile("mma.sync.aligned.m16n8k16.row.col.f32.f16.f16.f32 {%0,%1,%2,%3}, {%4,%5,%6,%7}, {%8,%9}, "
+                 "{%0,%1,%2,%3};"
+                 : "+f"(c[0]), "+f"(c[1]), "+f"(c[2]), "+f"(c[3])
+                 : "r"(a[0]), "r"(a[1]), "r"(a[2]), "r"(a[3]), "r"(b0), "r"(b1));
+}
+__device__ __forceinline__ uint32_t pack_h2(float x, float y) {
+    half2 h = __floats2half2_rn(x, y);
+    return *reinterpret_cast<uint32_t *>(&h);
+}
+
+/* per-block shape of the decode kernels: NW warps, warp w owns query heads w, w + NW, ... (HPW of
+ * them) and, for the output and the merge, lane owns dims DPL * lane .. DPL * lane + DPL - 1 */
+template <int HD, int G>
+struct dec_shape {
+    static constexpr int NW = DEC_T / 32, HPW = (G + NW - 1) / NW, DPL = HD / 32;
+};
+
+/* The end of a decode block, from the (max, sum, unnormalised output) of each query head of the
+ * group over this split's positions (m in natural-log units): the output when the split is the
+ * row's only one, else a partial; the last split of a (row, kv head) to finish merges them all. */
+template <int HD, int G>
+__device__ __forceinline__ void decode_finish(const lk_attn_args &a, int r, int kvh, int split, int S, int S_act,
+                                              const float (&m)[dec_shape<HD, G>::HPW],
+                                              const float (&l)[dec_shape<HD, G>::HPW],
+                                              const float (&o)[dec_shape<HD, G>::HPW][dec_shape<HD, G>::DPL]) {
+    constexpr int NW = dec_shape<HD, G>::NW, HPW = dec_shape<HD, G>::HPW, DPL = dec_shape<HD, G>::DPL;
+    __shared__ int is_last;
+    const int tid = threadIdx.x, lane = tid & 31, w = tid >> 5;
+    float *part = a.part + ((size_t)r * a.n_heads + (size_t)kvh * G) * S * (HD + 2);
+    if (S_act == 1) {
+#pragma unroll
+        for (int h = 0; h < HPW; h++) {
+            const int g = w + NW * h;
+            if (g >= G) break;
+            const float inv = 1.0f / l[h];
+            half *dst = a.out + (size_t)r * a.n_heads * HD + (size_t)(kvh * G + g) * HD + DPL * lane;
+#pragma unroll
+            for (int k = 0; k < DPL; k += 2) *reinterpret_cast<half2 *>(dst + k) = __floats2half2_rn(o[h][k] * inv, o[h][k + 1] * inv);
+        }
+        return;
+    }
+#pragma unroll
+    for (int h = 0; h < HPW; h++) {
+        const int g = w + NW * h;
+        if (g >= G) break;
+        float *pp = part + ((size_t)g * S + split) * (HD + 2);
+#pragma unroll
+        for (int k = 0; k < DPL; k++) pp[2 + DPL * lane + k] = o[h][k];
+        if (lane == 0) {
+            pp[0] = m[h];
+            pp[1] = l[h];
+        }
+    }
+    /* the last split of this (row, kv head) to finish merges all of them: warp w merges heads w,
+     * w + NW, ...; lanes read the (max, sum) of splits lane and lane + 32 (S <= DEC_MAX_SPLITS), the
+     * per-split weights go through shared memory, then each lane sums its DPL output dims over the
+     * splits, with the loads of many splits in flight at once */
+    __threadfence();
+    __syncthreads();
+    if (tid == 0) is_last = atomicAdd(&a.counters[r * a.n_kv + kvh], 1) == S_act - 1;
+    __syncthreads();
+    if (!is_last) return;
+    __threadfence();
+    __shared__ float wsp[NW][DEC_MAX_SPLITS];
+#pragma unroll
+    for (int h = 0; h < HPW; h++) {
+        const int g = w + NW * h;
+        if (g >= G) break;
+        const float *pg = part + (size_t)g * S * (HD + 2);
+        float ms[2], ls[2];
+#pragma unroll
+        for (int j = 0; j < 2; j++) {
+            const int sp = lane + 32 * j;
+            ms[j] = sp < S_act ? __ldcg(pg + (size_t)sp * (HD + 2)) : -INFINITY;
+            ls[j] = sp < S_act ? __ldcg(pg + (size_t)sp * (HD + 2) + 1) : 0.0f;
+            if (!(ls[j] > 0.0f)) ms[j] = -INFINITY;
+        }
+        const float M = lk_warp_max(fmaxf(ms[0], ms[1]));
+        const float f0 = ls[0] > 0.0f ? __expf(ms[0] - M) : 0.0f, f1 = ls[1] > 0.0f ? __expf(ms[1] - M) : 0.0f;
+        const float inv = 1.0f / lk_warp_sum(f0 * ls[0] + f1 * ls[1]);
+        wsp[w][lane] = f0 * inv;
+        wsp[w][lane + 32] = f1 * inv;
+        __syncwarp();
+        float acc[DPL];
+#pragma unroll
+        for (int k = 0; k < DPL; k++) acc[k] = 0.0f;
+#pragma unroll 16
+        for (int sp = 0; sp < S_act; sp++) {
+            const float f = wsp[w][sp];
+            const float *pp = pg + (size_t)sp * (HD + 2) + 2 + DPL * lane;
+#pragma unroll
+            for (int k = 0; k < DPL; k++) acc[k] += __ldcg(pp + k) * f;
+        }
+        half *dst = a.out + (size_t)r * a.n_heads * HD + (size_t)(kvh * G + g) * HD + DPL * lane;
+#pragma unroll
+        for (int k = 0; k < DPL; k += 2) *reinterpret_cast<half2 *>(dst + k) = __floats2half2_rn(acc[k], acc[k + 1]);
+        __syncwarp();
+    }
+    if (tid == 0) a.counters[r * a.n_kv + kvh] = 0;
+}
+
 /* q, and every K/V tile, arrive by cp.async (one memory latency for all of a
  * tile's loads, not one per loop iteration), double-buffered at head_dim 64
  * (tile i+1 in flight while tile i is scored; head_dim 128 has the shared
@@ -43,13 +157,12 @@ __global__ void __launch_bounds__(DEC_T) k_attn_decode(lk_attn_args a) {
     /* warp w owns query heads w, w + NW, ...: scores, softmax and P V for a head stay inside one
      * warp (shuffles, no block barrier); lane owns positions lane and lane + 32 of a tile for the
      * scores and dims DPL * lane .. of the output */
-    constexpr int NW = DEC_T / 32, HPW = (G + NW - 1) / NW, DPL = HD / 32;
+    constexpr int NW = dec_shape<HD, G>::NW, HPW = dec_shape<HD, G>::HPW, DPL = dec_shape<HD, G>::DPL;
     static_assert(DEC_TILE == 64 && HD % 64 == 0, "decode tile layout");
     __shared__ __align__(16) half qh[G][HD];
     __shared__ __align__(16) float qs[G][HD];
     __shared__ __align__(16) half ks[NB][DEC_TILE][KLD];
     __shared__ __align__(16) half vs[NB][DEC_TILE][HD];
-    __shared__ int is_last;
     const int r = blockIdx.x, kvh = blockIdx.y, split = blockIdx.z, tid = threadIdx.x;
     const int lane = tid & 31, w = tid >> 5;
     const int n = a.pos[r] + 1, S = a.splits;
@@ -60,7 +173,6 @@ __global__ void __launch_bounds__(DEC_T) k_attn_decode(lk_attn_args a) {
     /* only the splits that hold positions take part (and are merged) */
     const int S_act = (n + chunk - 1) / chunk;
     if (t_begin >= t_end) return;
-    float *part = a.part + ((size_t)r * a.n_heads + (size_t)kvh * G) * S * (HD + 2);
     float m[HPW], l[HPW], o[HPW][DPL];
 #pragma unroll
     for (int h = 0; h < HPW; h++) {
@@ -163,77 +275,170 @@ __global__ void __launch_bounds__(DEC_T) k_attn_decode(lk_attn_args a) {
             if (NB == 1 && t0 + DEC_TILE < t_end) stage(t0 + DEC_TILE, 0);
         }
     }
-    if (S_act == 1) {
-#pragma unroll
-        for (int h = 0; h < HPW; h++) {
-            const int g = w + NW * h;
-            if (g >= G) break;
-            const float inv = 1.0f / l[h];
-            half *dst = a.out + (size_t)r * a.n_heads * HD + (size_t)(kvh * G + g) * HD + DPL * lane;
-#pragma unroll
-            for (int k = 0; k < DPL; k += 2) *reinterpret_cast<half2 *>(dst + k) = __floats2half2_rn(o[h][k] * inv, o[h][k + 1] * inv);
-        }
-        return;
-    }
-#pragma unroll
-    for (int h = 0; h < HPW; h++) {
-        const int g = w + NW * h;
-        if (g >= G) break;
-        float *pp = part + ((size_t)g * S + split) * (HD + 2);
-#pragma unroll
-        for (int k = 0; k < DPL; k++) pp[2 + DPL * lane + k] = o[h][k];
-        if (lane == 0) {
-            pp[0] = m[h];
-            pp[1] = l[h];
-        }
-    }
-    /* the last split of this (row, kv head) to finish merges all of them: warp w merges heads w,
-     * w + NW, ...; lanes read the (max, sum) of splits lane and lane + 32 (S <= DEC_MAX_SPLITS), the
-     * per-split weights go through shared memory, then each lane sums its DPL output dims over the
-     * splits, with the loads of many splits in flight at once */
-    __threadfence();
-    __syncthreads();
-    if (tid == 0) is_last = atomicAdd(&a.counters[r * a.n_kv + kvh], 1) == S_act - 1;
-    __syncthreads();
-    if (!is_last) return;
-    __threadfence();
-    __shared__ float wsp[NW][DEC_MAX_SPLITS];
-#pragma unroll
-    for (int h = 0; h < HPW; h++) {
-        const int g = w + NW * h;
-        if (g >= G) break;
-        const float *pg = part + (size_t)g * S * (HD + 2);
-        float ms[2], ls[2];
-#pragma unroll
-        for (int j = 0; j < 2; j++) {
-            const int sp = lane + 32 * j;
-            ms[j] = sp < S_act ? __ldcg(pg + (size_t)sp * (HD + 2)) : -INFINITY;
-            ls[j] = sp < S_act ? __ldcg(pg + (size_t)sp * (HD + 2) + 1) : 0.0f;
-            if (!(ls[j] > 0.0f)) ms[j] = -INFINITY;
-        }
-        const float M = lk_warp_max(fmaxf(ms[0], ms[1]));
-        const float f0 = ls[0] > 0.0f ? __expf(ms[0] - M) : 0.0f, f1 = ls[1] > 0.0f ? __expf(ms[1] - M) : 0.0f;
-        const float inv = 1.0f / lk_warp_sum(f0 * ls[0] + f1 * ls[1]);
-        wsp[w][lane] = f0 * inv;
-        wsp[w][lane + 32] = f1 * inv;
-        __syncwarp();
-        float acc[DPL];
-#pragma unroll
-        for (int k = 0; k < DPL; k++) acc[k] = 0.0f;
-#pragma unroll 16
-        for (int sp = 0; sp < S_act; sp++) {
-            const float f = wsp[w][sp];
-            const float *pp = pg + (size_t)sp * (HD + 2) + 2 + DPL * lane;
-#pragma unroll
-            for (int k = 0; k < DPL; k++) acc[k] += __ldcg(pp + k) * f;
-        }
-        half *dst = a.out + (size_t)r * a.n_heads * HD + (size_t)(kvh * G + g) * HD + DPL * lane;
-#pragma unroll
-        for (int k = 0; k < DPL; k += 2) *reinterpret_cast<half2 *>(dst + k) = __floats2half2_rn(acc[k], acc[k + 1]);
-        __syncwarp();
-    }
-    if (tid == 0) a.counters[r * a.n_kv + kvh] = 0;
+    decode_finish<HD, G>(a, r, kvh, split, S, S_act, m, l, o);
 }
+
+/* Decode on tensor cores: the same blocks, splits and merge as k_attn_decode, but S = Q K^T and
+ * O += P V as mma.sync m16n8k16 with the group's G query heads as rows 0..G-1 of the A operand
+ * (rows G..15 zero: the tensor cores have the room, and their 2 x 16 mmas a tile replace the
+ * ~650 instructions a warp the CUDA-core form spends on its head). Warp w takes positions
+ * 16w..16w+15 of each 64-position tile for all G heads, with its own online softmax (P rounded to
+ * fp16 as in the prefill kernel); the four warps' (max, sum, output) are combined at the end. K/V
+ * tiles arrive by cp.async through an NS-stage ring (NS - 1 tiles in flight while one is used);
+ * rows padded to HD + 8 halves so the ldmatrix reads hit distinct banks. */
+template <int HD, int G, int NS>
+__global__ void __launch_bounds__(DEC_T) k_attn_decode_tc(lk_attn_args a) {
+    lk_pdl_prologue();
+    using SH = dec_shape<HD, G>;
+    constexpr int NW = SH::NW, HPW = SH::HPW, DPL = SH::DPL;
+    constexpr int KLD = HD + 8, KS = HD / 16, OT = HD / 8;
+    static_assert(G <= 8 && NW == 4 && DEC_TILE == 16 * NW && NS >= 2, "decode tile layout");
+    static_assert(NW * 8 * HD * 4 <= NS * DEC_TILE * KLD * 2, "the combine buffer fits in the K ring");
+    extern __shared__ __align__(16) unsigned char dec_smem[];
+    half *ks = reinterpret_cast<half *>(dec_smem); /* [NS][DEC_TILE][KLD] */
+    half *vs = ks + NS * DEC_TILE * KLD;           /* [NS][DEC_TILE][KLD] */
+    __shared__ float cm[NW][8], cl[NW][8];
+    const int r = blockIdx.x, kvh = blockIdx.y, split = blockIdx.z, tid = threadIdx.x;
+    const int lane = tid & 31, w = tid >> 5;
+    const int n = a.pos[r] + 1, S = a.splits;
+    int chunk = (n + S - 1) / S;
+    chunk = chunk < a.min_chunk ? a.min_chunk : (chunk + DEC_TILE - 1) / DEC_TILE * DEC_TILE;
+    const int t_begin = split * chunk, t_end = min(n, t_begin + chunk);
+    const int S_act = (n + chunk - 1) / chunk;
+    if (t_begin >= t_end) return;
+    const int sl = a.slot[r];
+    const half *K = a.kc + ((size_t)sl * a.n_kv + kvh) * a.max_seq * HD;
+    const half *V = a.vc + ((size_t)sl * a.n_kv + kvh) * a.max_seq * HD;
+    const half *q = a.qkv + (size_t)r * a.qkv_ld + (size_t)kvh * G * HD;
+    const int n_t = (t_end - t_begin + DEC_TILE - 1) / DEC_TILE;
+    auto stage = [&](int it) {
+        if (it < n_t) {
+            const int t0 = t_begin + it * DEC_TILE, cnt = min(DEC_TILE, t_end - t0), b = it % NS;
+            for (int i = tid; i < DEC_TILE * HD / 8; i += DEC_T) {
+                const int t = i / (HD / 8), c = (i % (HD / 8)) * 8;
+                const bool p = t < cnt;
+                const size_t off = (size_t)(p ? t0 + t : t0) * HD + c;
+                lk_cp_async16(ks + ((size_t)b * DEC_TILE + t) * KLD + c, K + off, p);
+                lk_cp_async16(vs + ((size_t)b * DEC_TILE + t) * KLD + c, V + off, p);
+            }
+        }
+        asm volatile("cp.async.commit_group;"); /* empty past the end: the group count stays uniform */
+    };
+#pragma unroll
+    for (int i = 0; i < NS - 1; i++) stage(i);
+    /* A fragments of Q: lane holds head g = lane / 4 (zero from G on), dims k*16 + 2(lane%4) (+8) */
+    const int g = lane >> 2;
+    uint32_t qf[KS][2];
+#pragma unroll
+    for (int k = 0; k < KS; k++) {
+        qf[k][0] = g < G ? *reinterpret_cast<const uint32_t *>(q + g * HD + k * 16 + (lane & 3) * 2) : 0u;
+        qf[k][1] = g < G ? *reinterpret_cast<const uint32_t *>(q + g * HD + k * 16 + 8 + (lane & 3) * 2) : 0u;
+    }
+    const float sl2 = a.scale * 1.4426950408889634f; /* scores in log2 units: exp(x) = exp2(x log2 e) */
+    float m_r = -INFINITY, l_r = 0.0f, oc[OT][4];
+#pragma unroll
+    for (int i = 0; i < OT; i++)
+#pragma unroll
+        for (int k = 0; k < 4; k++) oc[i][k] = 0.0f;
+    for (int it = 0; it < n_t; it++) {
+        asm volatile("cp.async.wait_group %0;" ::"n"(NS - 2) : "memory");
+        __syncthreads(); /* tile it from every thread's copies; tile it - 1's buffer is free */
+        stage(it + NS - 1);
+        const int cnt = min(DEC_TILE, t_end - (t_begin + it * DEC_TILE));
+        if (16 * w >= cnt) continue; /* warp-uniform: no positions of this warp in the tile */
+        const half *kb = ks + (size_t)(it % NS) * DEC_TILE * KLD, *vb = vs + (size_t)(it % NS) * DEC_TILE * KLD;
+        float s[2][4] = {{0.0f, 0.0f, 0.0f, 0.0f}, {0.0f, 0.0f, 0.0f, 0.0f}};
+#pragma unroll
+        for (int k = 0; k < KS; k++) {
+            uint32_t bf[4];
+            fa_ldsm4(bf, kb + (16 * w + (lane >> 4) * 8 + (lane & 7)) * KLD + k * 16 + ((lane >> 3) & 1) * 8);
+            const uint32_t qa[4] = {qf[k][0], 0u, qf[k][1], 0u};
+            fa_mma(s[0], qa, bf[0], bf[1]);
+            fa_mma(s[1], qa, bf[2], bf[3]);
+        }
+        /* row g's scores of positions 16w + 8j + 2(lane%4) + e; past cnt masked */
+        float mx = -INFINITY;
+#pragma unroll
+        for (int j = 0; j < 2; j++)
+#pragma unroll
+            for (int e = 0; e < 2; e++) {
+                const int t = 16 * w + 8 * j + (lane & 3) * 2 + e;
+                const float v = t < cnt ? s[j][e] * sl2 : -INFINITY;
+                s[j][e] = v;
+                mx = fmaxf(mx, v);
+            }
+        mx = fmaxf(mx, __shfl_xor_sync(0xffffffffu, mx, 1));
+        mx = fmaxf(mx, __shfl_xor_sync(0xffffffffu, mx, 2)); /* finite: position 16w < cnt */
+        const float m_new = fmaxf(m_r, mx), corr = exp2f(m_r - m_new);
+        float rs = 0.0f;
+#pragma unroll
+        for (int j = 0; j < 2; j++)
+#pragma unroll
+            for (int e = 0; e < 2; e++) {
+                s[j][e] = exp2f(s[j][e] - m_new);
+                rs += s[j][e];
+            }
+        rs += __shfl_xor_sync(0xffffffffu, rs, 1);
+        rs += __shfl_xor_sync(0xffffffffu, rs, 2);
+        l_r = l_r * corr + rs;
+        m_r = m_new;
+#pragma unroll
+        for (int i = 0; i < OT; i++) {
+            oc[i][0] *= corr;
+            oc[i][1] *= corr;
+        }
+        const uint32_t pa[4] = {pack_h2(s[0][0], s[0][1]), 0u, pack_h2(s[1][0], s[1][1]), 0u};
+#pragma unroll
+        for (int i = 0; i < OT; i += 2) {
+            uint32_t bf[4];
+            fa_ldsm4_t(bf, vb + (16 * w + (lane & 7) + ((lane >> 3) & 1) * 8) * KLD + i * 8 + (lane >> 4) * 8);
+            fa_mma(oc[i], pa, bf[0], bf[1]);
+            fa_mma(oc[i + 1], pa, bf[2], bf[3]);
+        }
+    }
+    /* combine the four warps (the ring is free: every copy was waited for, every read is done) */
+    __syncthreads();
+    float *co = reinterpret_cast<float *>(dec_smem); /* [NW][8][HD] */
+    if (g < G) {
+        if ((lane & 3) == 0) {
+            cm[w][g] = m_r;
+            cl[w][g] = l_r;
+        }
+#pragma unroll
+        for (int i = 0; i < OT; i++)
+            *reinterpret_cast<float2 *>(co + ((size_t)w * 8 + g) * HD + i * 8 + (lane & 3) * 2) =
+                make_float2(oc[i][0], oc[i][1]);
+    }
+    __syncthreads();
+    float m[HPW], l[HPW], o[HPW][DPL];
+#pragma unroll
+    for (int h = 0; h < HPW; h++) {
+        const int gg = w + NW * h;
+        m[h] = -INFINITY;
+        l[h] = 0.0f;
+#pragma unroll
+        for (int k = 0; k < DPL; k++) o[h][k] = 0.0f;
+        if (gg >= G) continue;
+        float M = -INFINITY;
+#pragma unroll
+        for (int v = 0; v < NW; v++)
+            if (cl[v][gg] > 0.0f) M = fmaxf(M, cm[v][gg]);
+#pragma unroll
+        for (int v = 0; v < NW; v++) {
+            const float f = cl[v][gg] > 0.0f ? exp2f(cm[v][gg] - M) : 0.0f;
+            l[h] += f * cl[v][gg];
+#pragma unroll
+            for (int k = 0; k < DPL; k++) o[h][k] += f * co[((size_t)v * 8 + gg) * HD + DPL * lane + k];
+        }
+        m[h] = M * 0.6931471805599453f; /* back to natural-log units for the merge */
+    }
+    decode_finish<HD, G>(a, r, kvh, split, S, S_act, m, l, o);
+}
+
+template <int HD, int G, int NS>
+struct dec_tc_smem {
+    static constexpr int BYTES = 2 * NS * DEC_TILE * (HD + 8) * 2;
+};
 
 /* LLAMA_KERNEL_ATTN_CHUNK, or -1 when unset or invalid; read once */
 static int decode_chunk_env(void) {
@@ -246,6 +451,22 @@ static int decode_chunk_env(void) {
     return v;
 }
 
+/* Which decode kernel: the tensor-core one at head_dim 64, the CUDA-core one at 128 (where the
+ * tensor-core kernel's 70 KB ring leaves 3 blocks an SM and is slower); LLAMA_KERNEL_ATTN_DECODE=
+ * simt|tc forces one (A/B; read once). H100 (benchmarks/NOTES.md, v32), simt -> tc, us:
+ * B=16 L=8192 121.0 -> 98.6, B=1 L=32768 37.2 -> 30.7, B=64 L=1024 62.4 -> 50.6; head_dim 128
+ * B=16 L=8192 193.9 -> 207.9. Ring depth 2 beat 3 and 4 (fewer blocks an SM). */
+static int decode_use_tc(int hd) {
+    static int v = 0;
+    if (!v) {
+        const char *e = getenv("LLAMA_KERNEL_ATTN_DECODE");
+        v = e && !strcmp(e, "simt") ? 1 : e && !strcmp(e, "tc") ? 2 : 3;
+    }
+    return v == 2 || (v == 3 && hd == 64);
+}
+
+#define DEC_TC_STAGES 2
+
 template <int HD, int G>
 static lk_status launch_decode(const lk_attn_args *a, cudaStream_t st) {
     if (a->splits < 1 || a->splits > DEC_MAX_SPLITS)
@@ -254,7 +475,19 @@ static lk_status launch_decode(const lk_attn_args *a, cudaStream_t st) {
     lk_attn_args k = *a;
     const int env = decode_chunk_env();
     k.min_chunk = env > 0 ? env : a->M * a->n_kv >= 64 ? DEC_CHUNK_MANY : DEC_CHUNK_FEW;
-    LAUNCH("k_attn_decode", (k_attn_decode<HD, G>), grid, dim3(DEC_T), 0, st, k);
+    if (decode_use_tc(HD))
+        LAUNCH("k_attn_decode_tc", (k_attn_decode_tc<HD, G, DEC_TC_STAGES>), grid, dim3(DEC_T),
+               (size_t)dec_tc_smem<HD, G, DEC_TC_STAGES>::BYTES, st, k);
+    else
+        LAUNCH("k_attn_decode", (k_attn_decode<HD, G>), grid, dim3(DEC_T), 0, st, k);
+    return LK_OK;
+}
+
+/* the tensor-core decode kernel's shared-memory attribute (above 48 KB at head_dim 128) */
+template <int HD, int G>
+static lk_status decode_tc_init() {
+    CU(cudaFuncSetAttribute(k_attn_decode_tc<HD, G, DEC_TC_STAGES>, cudaFuncAttributeMaxDynamicSharedMemorySize,
+                            dec_tc_smem<HD, G, DEC_TC_STAGES>::BYTES));
     return LK_OK;
 }
 
@@ -272,27 +505,6 @@ lk_status lk_attention_decode(const lk_attn_args *a, cudaStream_t st) {
 #define FA_BQ 64
 #define FA_BK 64
 #define FA_WARPS 4
-
-__device__ __forceinline__ void fa_ldsm4(uint32_t r[4], const void *p) {
-    unsigned s = (unsigned)__cvta_generic_to_shared(p);
-    asm volatile("ldmatrix.sync.aligned.m8n8.x4.shared.b16 {%0,%1,%2,%3}, [%4];"
-                 : "=r"(r[0]), "=r"(r[1]), "=r"(r[2]), "=r"(r[3]) : "r"(s));
-}
-__device__ __forceinline__ void fa_ldsm4_t(uint32_t r[4], const void *p) {
-    unsigned s = (unsigned)__cvta_generic_to_shared(p);
-    asm volatile("ldmatrix.sync.aligned.m8n8.x4.trans.shared.b16 {%0,%1,%2,%3}, [%4];"
-                 : "=r"(r[0]), "=r"(r[1]), "=r"(r[2]), "=r"(r[3]) : "r"(s));
-}
-__device__ __forceinline__ void fa_mma(float c[4], const uint32_t a[4], uint32_t b0, uint32_t b1) {
-    asm volatile("mma.sync.aligned.m16n8k16.row.col.f32.f16.f16.f32 {%0,%1,%2,%3}, {%4,%5,%6,%7}, {%8,%9}, "
-                 "{%0,%1,%2,%3};"
-                 : "+f"(c[0]), "+f"(c[1]), "+f"(c[2]), "+f"(c[3])
-                 : "r"(a[0]), "r"(a[1]), "r"(a[2]), "r"(a[3]), "r"(b0), "r"(b1));
-}
-__device__ __forceinline__ uint32_t pack_h2(float x, float y) {
-    half2 h = __floats2half2_rn(x, y);
-    return *reinterpret_cast<uint32_t *>(&h);
-}
 
 template <int HD>
 struct fa_smem {
@@ -450,6 +662,11 @@ __global__ void __launch_bounds__(FA_WARPS * 32) k_attn_prefill(lk_attn_args a) 
 }
 
 lk_status lk_attention_init(void) {
+    static lk_status (*const tc_init[])() = {decode_tc_init<64, 1>,  decode_tc_init<64, 2>,  decode_tc_init<64, 3>,
+                                             decode_tc_init<64, 4>,  decode_tc_init<64, 8>,  decode_tc_init<128, 1>,
+                                             decode_tc_init<128, 2>, decode_tc_init<128, 3>, decode_tc_init<128, 4>,
+                                             decode_tc_init<128, 8>};
+    for (auto f : tc_init) TRY(f());
     CU(cudaFuncSetAttribute(k_attn_prefill<64>, cudaFuncAttributeMaxDynamicSharedMemorySize, fa_smem<64>::BYTES));
     CU(cudaFuncSetAttribute(k_attn_prefill<128>, cudaFuncAttributeMaxDynamicSharedMemorySize, fa_smem<128>::BYTES));
     return LK_OK;

@@ -1162,11 +1162,42 @@ __device__ __forceinline__ int wg_off(int r, int c) { return (r >> 3) * 1024 + (
 
 __device__ __forceinline__ uint32_t h2u(half2 v) { return *reinterpret_cast<uint32_t *>(&v); }
 
+/* the rotary epilogue of a wgmma block (BN weight rows in natural order from j0, a multiple of the
+ * head size HD = 4 OFF): accumulator i (column c, c % HD < HD / 2) pairs with accumulator i + OFF
+ * (column c + HD / 2, the same token row); the same arithmetic as tiled_epilogue's */
+template <int BN, int OFF>
+__device__ __forceinline__ void wg_rope_epilogue(const float (&acc)[BN / 2], const lk_rope_epi &re, void *out, int ldo,
+                                                 int M, int n_out, int mrow, int j0, int t) {
+    constexpr int HD = 4 * OFF, HH = HD / 2;
+    static_assert(BN % HD == 0, "whole heads a block");
+#pragma unroll
+    for (int i = 0; i < BN / 2; i++) {
+        const int j = i >> 2, e = i & 3, m = mrow + (e >= 2 ? 8 : 0);
+        if ((8 * j) % HD >= HH) continue; /* second half of a head: the partner of i - OFF */
+        const int col = j0 + 8 * j + 2 * t + (e & 1), head = col / HD, d = col % HD;
+        if (m >= M || col >= n_out) continue;
+        const float a = acc[i], b = acc[i + OFF];
+        const int p = re.pos[m], sl = re.slot[m];
+        if (head >= re.n_heads + re.n_kv) { /* v: no rotation */
+            half *dst = re.vc + (((size_t)sl * re.n_kv + (head - re.n_heads - re.n_kv)) * re.max_seq + p) * HD;
+            dst[d] = __float2half(a);
+            dst[d + HH] = __float2half(b);
+        } else {
+            const float cs = re.cos_t[(size_t)p * HH + d], sn = re.sin_t[(size_t)p * HH + d];
+            half *dst = head < re.n_heads
+                            ? (half *)out + (size_t)m * ldo + (size_t)head * HD
+                            : re.kc + (((size_t)sl * re.n_kv + (head - re.n_heads)) * re.max_seq + p) * HD;
+            dst[d] = __float2half(a * cs - b * sn);
+            dst[d + HH] = __float2half(b * cs + a * sn);
+        }
+    }
+}
+
 template <int BM, int BN, bool TILED>
 __global__ void __launch_bounds__(2 * BM, 1)
     k_mm_q4_wg(const half *__restrict__ x, int ldx, int M, const uint8_t *__restrict__ W, const half2 *__restrict__ P,
                int N, int K, int n_out, int hidden, void *out, int ldo, int mode, float *__restrict__ partial,
-               int *__restrict__ counters, int p4) {
+               int *__restrict__ counters, int p4, lk_rope_epi re) {
 #if defined(__CUDA_ARCH_FEAT_SM90_ALL)
     lk_pdl_prologue();
     extern __shared__ __align__(16) unsigned char smem[];
@@ -1355,6 +1386,11 @@ __global__ void __launch_bounds__(2 * BM, 1)
     }
     /* accumulator i: n8 tile j = i / 4; token row g (+8 for e >= 2), weight column 8 j + 2 t + (e & 1) */
     const int g = lane >> 2, t = lane & 3, mrow = m0 + wg * 64 + wq * 16 + g;
+    if (mode == LK_OUT_QKV_ROPE) { /* (64-row blocks, head_dim 64 or 128: try_wg) */
+        if (re.hd == 64) wg_rope_epilogue<BN, 16>(acc, re, out, ldo, M, n_out, mrow, j0, t);
+        else wg_rope_epilogue<BN, 32>(acc, re, out, ldo, M, n_out, mrow, j0, t);
+        return;
+    }
 #pragma unroll
     for (int i = 0; i < BN / 2; i++) {
         const int j = i >> 2, e = i & 3, m = mrow + (e >= 2 ? 8 : 0), c = 8 * j + 2 * t + (e & 1);
@@ -1368,7 +1404,7 @@ __global__ void __launch_bounds__(2 * BM, 1)
     }
 #else
     (void)x, (void)ldx, (void)M, (void)W, (void)P, (void)N, (void)K, (void)n_out, (void)hidden, (void)out, (void)ldo;
-    (void)mode, (void)partial, (void)counters, (void)p4;
+    (void)mode, (void)partial, (void)counters, (void)p4, (void)re;
 #endif
 }
 
@@ -1592,6 +1628,18 @@ static int wg_min_rows(const lk_dmat *W) {
     return (size_t)W->N * (size_t)W->K >= ((size_t)16 << 20) ? 33 : 65;
 }
 
+/* fewest rows for the wgmma kernel with the rotary qkv epilogue (33-64 rows, tiled layout; the
+ * row-interleaved layout fuses rotary at 1-4 rows only). Measured (v33, H100): see benchmarks/NOTES.md.
+ * LLAMA_KERNEL_WG_ROPE_MIN overrides it (A/B; 65 = never); read once. */
+static int wg_rope_min_rows(void) {
+    static int v = 0;
+    if (!v) {
+        const char *e = getenv("LLAMA_KERNEL_WG_ROPE_MIN");
+        v = e && atoi(e) > 0 ? atoi(e) : 33;
+    }
+    return v;
+}
+
 /* LLAMA_KERNEL_WGMMA: 0 = off (the kernels it replaced; A/B), 128 / 256 = that many weight rows a
  * block above 64 rows; unset = by size. Read per call (17+ rows only) so tests can switch it. */
 static int wg_choice(void) {
@@ -1601,13 +1649,13 @@ static int wg_choice(void) {
 
 template <int BM, int BN, bool TILED>
 static lk_status launch_wg(const lk_dmat *W, const half *x, int M, int ldx, void *out, int ldo, int mode, int n_out,
-                           int hidden, int S, const lk_mm_ws *ws, cudaStream_t st) {
+                           int hidden, int S, const lk_mm_ws *ws, const lk_rope_epi &re, cudaStream_t st) {
     const int cols = mode == LK_OUT_SWIGLU_F16 ? BN / 2 : BN;
     dim3 grid(lk_cdiv(n_out, cols), lk_cdiv(M, BM), S);
     LAUNCH("k_mm_q4_wg", (k_mm_q4_wg<BM, BN, TILED>), grid, dim3(2 * BM), (size_t)wg_smem<BM, BN>::BYTES, st, x, ldx,
            M, (const uint8_t *)W->w, W->p, W->N, W->K, n_out, hidden, out, ldo, mode,
            S > 1 ? ws->tc_partial : (float *)NULL, S > 1 ? ws->tc_counters : (int *)NULL,
-           (int)(!TILED && (W->K / LK_Q4_GROUP) % 4 == 0 && (uintptr_t)W->p % 16 == 0));
+           (int)(!TILED && (W->K / LK_Q4_GROUP) % 4 == 0 && (uintptr_t)W->p % 16 == 0), re);
     return LK_OK;
 }
 
@@ -1621,16 +1669,19 @@ static lk_status launch_wg(const lk_dmat *W, const half *x, int M, int ldx, void
  * rows, one warpgroup, two blocks an SM, K split (through the tensor-core workspace) until the grid
  * covers the SMs. LLAMA_KERNEL_WGMMA=0 / 128 / 256 (A/B): off / that many rows above 64 rows. */
 static int try_wg(const lk_dmat *W, const half *x, int M, int ldx, void *out, int ldo, int mode, int n_out,
-                  int hidden, int sm_count, const lk_mm_ws *ws, lk_status *r, cudaStream_t st) {
+                  int hidden, int sm_count, const lk_mm_ws *ws, const lk_rope_epi &re, lk_status *r, cudaStream_t st) {
     const int choice = wg_choice();
-    if (choice == 0 || M < wg_min_rows(W) || mode == LK_OUT_QKV_ROPE || ((uintptr_t)x % 16) || ldx % 8 ||
+    const bool rope = mode == LK_OUT_QKV_ROPE;
+    if (choice == 0 || M < (rope ? wg_rope_min_rows() : wg_min_rows(W)) || ((uintptr_t)x % 16) || ldx % 8 ||
         W->K % WG_BK || !wg_ready())
         return 0;
+    /* the rotary epilogue: 64-row blocks (no more rows) of whole heads (128 weight rows a block) */
+    if (rope && (M > 64 || (re.hd != 64 && re.hd != 128))) return 0;
     const bool swiglu = mode == LK_OUT_SWIGLU_F16, tiled = W->fmt == LK_WFMT_Q4_TILED;
     const long c128 = lk_cdiv(n_out, swiglu ? 64 : 128), c256 = lk_cdiv(n_out, swiglu ? 128 : 256);
 #define WG_GO(BM, BN, S)                                                                                   \
-    (tiled ? launch_wg<BM, BN, true>(W, x, M, ldx, out, ldo, mode, n_out, hidden, S, ws, st) \
-           : launch_wg<BM, BN, false>(W, x, M, ldx, out, ldo, mode, n_out, hidden, S, ws, st))
+    (tiled ? launch_wg<BM, BN, true>(W, x, M, ldx, out, ldo, mode, n_out, hidden, S, ws, re, st) \
+           : launch_wg<BM, BN, false>(W, x, M, ldx, out, ldo, mode, n_out, hidden, S, ws, re, st))
     const long t256 = c256 * lk_cdiv(M, 128), t128 = c128 * lk_cdiv(M, 128);
     const int bn = M <= 64                         ? 0
                    : choice == 128 || choice == 256 ? choice
@@ -1810,7 +1861,7 @@ static lk_status matmul_impl(const lk_dmat *W, const half *x, int M, int ldx, vo
          * 53.8 vs 45.3; down 39.0 vs 40.7 vs 42.4) */
         if (M > 16) {
             lk_status r = LK_OK;
-            if (try_wg(W, x, M, ldx, out, ldo, mode, n_out, hidden, sm_count, ws, &r, st)) return r;
+            if (try_wg(W, x, M, ldx, out, ldo, mode, n_out, hidden, sm_count, ws, re, &r, st)) return r;
         }
         const bool slices = tiled_slice_rows() && W->N < 32768;
         if (M <= 16 || (M <= LK_TILED_SLICE_MAX && (mode == LK_OUT_QKV_ROPE || slices))) {
@@ -1834,14 +1885,14 @@ static lk_status matmul_impl(const lk_dmat *W, const half *x, int M, int ldx, vo
         if (mode == LK_OUT_QKV_ROPE)
             return lk_fail(LK_E_UNSUPPORTED, "fused rotary epilogue needs <= %d rows", LK_TILED_SLICE_MAX);
         lk_status r = LK_OK;
-        if (try_wg(W, x, M, ldx, out, ldo, mode, n_out, hidden, sm_count, ws, &r, st)) return r;
+        if (try_wg(W, x, M, ldx, out, ldo, mode, n_out, hidden, sm_count, ws, re, &r, st)) return r;
         if (M <= 64) return launch_tc<64, 128, 2, 4, true>(W, x, M, ldx, out, ldo, mode, n_out, hidden, ws, sm_count, st);
         return launch_tc<128, 128, 2, 4, true>(W, x, M, ldx, out, ldo, mode, n_out, hidden, ws, sm_count, st);
     }
     if (variant == LK_MM_AUTO) variant = lk_mm_choose(M, W->N, W->K, cc_major, cc_minor);
     if (variant == LK_MM_BATCHED) {
         lk_status r = LK_OK;
-        if (try_wg(W, x, M, ldx, out, ldo, mode, n_out, hidden, sm_count, ws, &r, st)) return r;
+        if (try_wg(W, x, M, ldx, out, ldo, mode, n_out, hidden, sm_count, ws, re, &r, st)) return r;
         if (M <= 16)
             return launch_tc<16, 128, 1, 4, false>(W, x, M, ldx, out, ldo, mode, n_out, hidden, ws, sm_count, st);
         if (M <= 64)
