@@ -337,7 +337,9 @@ def test_tiled_layout_matmul(N, K, monkeypatch):
     rng = np.random.default_rng(N + K + 1)
     w = (rng.standard_normal((N, K)) * 0.02).astype(np.float32)
     qs, p = quant.quantize(w)
-    for M in (1, 3, 8, 9, 16, 40, 65):  # 17-64 rows: the small-batch kernel per 16 rows; 65: the tile kernel
+    # 17-32 rows: the small-batch kernel per 16 rows; 33-64: the register-A wgmma kernel on sm_90a (else
+    # the small-batch kernel per 16 rows); 65: the tile kernel (or the wgmma kernel)
+    for M in (1, 3, 8, 9, 16, 33, 40, 64, 65):
         x = rng.standard_normal((M, K)).astype(np.float32)
         for mode in (0, 1, 2, 3):
             y0 = rng.standard_normal((M, N // 2 if mode == 2 else N)).astype(np.float32) if mode == 1 else None

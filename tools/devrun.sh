@@ -17,7 +17,7 @@ if [ "$what" = tests ] || [ "$what" = all ]; then
 fi
 if [ "$what" = sanitize ] || [ "$what" = all ]; then
   # compute-sanitizer over the GPU tests with small shapes (the big ones only take longer)
-  sel="attention or 136-384 or 1000-640 or 8-128 or float64 or sampler_matches or graph_and_eager or decode_path_matches_prefill_path or (tiled_layout and 3072-2048) or (tiled_layout and 2048-8192) or tiled_engine or batch_equals or ffn_fused_kernel_matches_cpu or many_splits or (wgmma and 136-384) or (wgmma and 1000-640) or (wgmma and 3072-2048--0) or (wgmma and 3072-2048-256-0)"
+  sel="attention or 136-384 or 1000-640 or 8-128 or float64 or sampler_matches or graph_and_eager or decode_path_matches_prefill_path or (tiled_layout and 3072-2048) or (tiled_layout and 2048-8192) or tiled_engine or batch_equals or ffn_fused_kernel_matches_cpu or many_splits or (wgmma and 136-384) or (wgmma and 1000-640) or (wgmma and 3072-2048--0) or (wgmma and 3072-2048-256-0) or (both_kernels and tc) or (rotary_wgmma and 1b)"
   timeout 400 compute-sanitizer --tool memcheck --error-exitcode 9 python3 -m pytest -q -p no:cacheprovider tests/test_cuda.py -k "$sel" > $OUT/memcheck.log 2>&1
   echo "memcheck rc=$?"; grep -E "ERROR SUMMARY|passed|failed" $OUT/memcheck.log | tail -3
   timeout 300 compute-sanitizer --tool racecheck --error-exitcode 9 python3 -m pytest -q -p no:cacheprovider tests/test_cuda.py -k "attention and 64-32-8 or 136-384 or (tiled_layout and 3072-2048) or (tiled_engine and 2-1) or (ffn_fused_kernel_matches_cpu and 1) or (wgmma and 136-384)" > $OUT/racecheck.log 2>&1
