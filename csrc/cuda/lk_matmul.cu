@@ -1618,14 +1618,17 @@ int lk_mm_wgmma_ready(void) { return wg_ready(); }
 /* fewest rows for the wgmma kernel (64-row blocks below 65). Measured (v29, H100, us, 48 / 64 rows):
  * on the tiled layout it beats the small-batch kernel's row slices on the big matrices (gate_up
  * 33.4 -> 21.8 / 44.2 -> 22.2, down 27.5 -> 25.4 / 36.2 -> 25.3, LM head 195 -> 120 / 197 -> 131) but
- * not on qkv / o (13.1 vs 16.2, 14.5 vs 18.7 at 48), which stay on slices; on the row-interleaved
+ * not on qkv / o (13.1 vs 16.2, 14.5 vs 18.7 at 48), which stay on slices below 57 rows; on the row-interleaved
  * layout it beats the mma.sync tile kernel everywhere (qkv 28.7 -> 18.5, o 31.1 -> 19.5 at 64).
  * LLAMA_KERNEL_WG_MIN overrides the row count (A/B). */
 static int wg_min_rows(const lk_dmat *W) {
     const char *e = getenv("LLAMA_KERNEL_WG_MIN");
     if (e && e[0]) return atoi(e);
     if (W->fmt != LK_WFMT_Q4_TILED) return 17;
-    return (size_t)W->N * (size_t)W->K >= ((size_t)16 << 20) ? 33 : 65;
+    /* qkv / o: from 57 rows, where the 32-row slices would take two full launches. Measured (v33, H100,
+     * bench_e2e, o on wgmma from 33 rows vs slices, two runs each): batch 64 30,087 / 30,107 -> 31,247 /
+     * 31,194 tok/s, but batch 48 25,499 / 25,431 -> 25,013 / 25,141 and batch 33 18,678 -> 18,473 */
+    return (size_t)W->N * (size_t)W->K >= ((size_t)16 << 20) ? 33 : 57;
 }
 
 /* fewest rows for the wgmma kernel with the rotary qkv epilogue (33-64 rows, tiled layout; the
