@@ -520,7 +520,9 @@ __global__ void __launch_bounds__(FA_WARPS * 32) k_attn_prefill(lk_attn_args a) 
     half *Qs = reinterpret_cast<half *>(smem_raw);
     half *Ks = Qs + FA_BQ * LD;        /* [2][FA_BK][LD] */
     half *Vs = Ks + 2 * FA_BK * LD;    /* [2][FA_BK][LD] */
-    const int qb = blockIdx.x, h = blockIdx.y, tid = threadIdx.x, lane = tid & 31, warp = tid >> 5;
+    /* heads along x, query blocks along y from the last (the longest causal rows) down: every head's
+     * heaviest blocks are scheduled first and the light ones fill the tail */
+    const int qb = gridDim.y - 1 - blockIdx.y, h = blockIdx.x, tid = threadIdx.x, lane = tid & 31, warp = tid >> 5;
     const int kvh = h / (a.n_heads / a.n_kv);
     const int q_first = qb * FA_BQ;                       /* row index within the chunk */
     const int q_last = min(a.M, q_first + FA_BQ) - 1;
@@ -673,7 +675,9 @@ lk_status lk_attention_init(void) {
 }
 
 lk_status lk_attention_prefill(const lk_attn_args *a, cudaStream_t st) {
-    dim3 grid((a->M + FA_BQ - 1) / FA_BQ, a->n_heads);
+    dim3 grid(a->n_heads, (a->M + FA_BQ - 1) / FA_BQ);
+    if (grid.y > 65535)
+        return lk_fail(LK_E_UNSUPPORTED, "flash prefill: %d rows in one call (at most %d)", a->M, 65535 * FA_BQ);
     if (a->head_dim == 64) {
         LAUNCH("k_attn_prefill", k_attn_prefill<64>, grid, dim3(FA_WARPS * 32), (size_t)fa_smem<64>::BYTES, st, *a);
     } else if (a->head_dim == 128) {
