@@ -54,6 +54,20 @@ __device__ __forceinline__ uint32_t pack_h2(float x, float y) {
     return *reinterpret_cast<uint32_t *>(&h);
 }
 
+/* the positions [t_begin, t_end) of split `split` of decode row r (at least a.min_chunk positions a split,
+ * whole tiles), and how many of the row's splits hold positions (only those take part in the merge) */
+struct dec_split {
+    int t_begin, t_end, S_act;
+    __device__ __forceinline__ dec_split(const lk_attn_args &a, int r, int split) {
+        const int n = a.pos[r] + 1, S = a.splits;
+        int chunk = (n + S - 1) / S;
+        chunk = chunk < a.min_chunk ? a.min_chunk : (chunk + DEC_TILE - 1) / DEC_TILE * DEC_TILE;
+        t_begin = split * chunk;
+        t_end = min(n, t_begin + chunk);
+        S_act = (n + chunk - 1) / chunk;
+    }
+};
+
 /* per-block shape of the decode kernels: NW warps, warp w owns query heads w, w + NW, ... (HPW of
  * them) and, for the output and the merge, lane owns dims DPL * lane .. DPL * lane + DPL - 1 */
 template <int HD, int G>
@@ -164,14 +178,9 @@ __global__ void __launch_bounds__(DEC_T) k_attn_decode(lk_attn_args a) {
     __shared__ __align__(16) half ks[NB][DEC_TILE][KLD];
     __shared__ __align__(16) half vs[NB][DEC_TILE][HD];
     const int r = blockIdx.x, kvh = blockIdx.y, split = blockIdx.z, tid = threadIdx.x;
-    const int lane = tid & 31, w = tid >> 5;
-    const int n = a.pos[r] + 1, S = a.splits;
-    /* at least a.min_chunk positions per split */
-    int chunk = (n + S - 1) / S;
-    chunk = chunk < a.min_chunk ? a.min_chunk : (chunk + DEC_TILE - 1) / DEC_TILE * DEC_TILE;
-    const int t_begin = split * chunk, t_end = min(n, t_begin + chunk);
-    /* only the splits that hold positions take part (and are merged) */
-    const int S_act = (n + chunk - 1) / chunk;
+    const int lane = tid & 31, w = tid >> 5, S = a.splits;
+    const dec_split sp(a, r, split);
+    const int t_begin = sp.t_begin, t_end = sp.t_end, S_act = sp.S_act;
     if (t_begin >= t_end) return;
     float m[HPW], l[HPW], o[HPW][DPL];
 #pragma unroll
@@ -299,12 +308,9 @@ __global__ void __launch_bounds__(DEC_T) k_attn_decode_tc(lk_attn_args a) {
     half *vs = ks + NS * DEC_TILE * KLD;           /* [NS][DEC_TILE][KLD] */
     __shared__ float cm[NW][8], cl[NW][8];
     const int r = blockIdx.x, kvh = blockIdx.y, split = blockIdx.z, tid = threadIdx.x;
-    const int lane = tid & 31, w = tid >> 5;
-    const int n = a.pos[r] + 1, S = a.splits;
-    int chunk = (n + S - 1) / S;
-    chunk = chunk < a.min_chunk ? a.min_chunk : (chunk + DEC_TILE - 1) / DEC_TILE * DEC_TILE;
-    const int t_begin = split * chunk, t_end = min(n, t_begin + chunk);
-    const int S_act = (n + chunk - 1) / chunk;
+    const int lane = tid & 31, w = tid >> 5, S = a.splits;
+    const dec_split sp(a, r, split);
+    const int t_begin = sp.t_begin, t_end = sp.t_end, S_act = sp.S_act;
     if (t_begin >= t_end) return;
     const int sl = a.slot[r];
     const half *K = a.kc + ((size_t)sl * a.n_kv + kvh) * a.max_seq * HD;
