@@ -441,7 +441,7 @@ __global__ void __launch_bounds__(DEC_T) k_attn_decode_tc(lk_attn_args a) {
     decode_finish<HD, G>(a, r, kvh, split, S, S_act, m, l, o);
 }
 
-template <int HD, int G, int NS>
+template <int HD, int NS>
 struct dec_tc_smem {
     static constexpr int BYTES = 2 * NS * DEC_TILE * (HD + 8) * 2;
 };
@@ -483,7 +483,7 @@ static lk_status launch_decode(const lk_attn_args *a, cudaStream_t st) {
     k.min_chunk = env > 0 ? env : a->M * a->n_kv >= 64 ? DEC_CHUNK_MANY : DEC_CHUNK_FEW;
     if (decode_use_tc(HD))
         LAUNCH("k_attn_decode_tc", (k_attn_decode_tc<HD, G, DEC_TC_STAGES>), grid, dim3(DEC_T),
-               (size_t)dec_tc_smem<HD, G, DEC_TC_STAGES>::BYTES, st, k);
+               (size_t)dec_tc_smem<HD, DEC_TC_STAGES>::BYTES, st, k);
     else
         LAUNCH("k_attn_decode", (k_attn_decode<HD, G>), grid, dim3(DEC_T), 0, st, k);
     return LK_OK;
@@ -493,7 +493,7 @@ static lk_status launch_decode(const lk_attn_args *a, cudaStream_t st) {
 template <int HD, int G>
 static lk_status decode_tc_init() {
     CU(cudaFuncSetAttribute(k_attn_decode_tc<HD, G, DEC_TC_STAGES>, cudaFuncAttributeMaxDynamicSharedMemorySize,
-                            dec_tc_smem<HD, G, DEC_TC_STAGES>::BYTES));
+                            dec_tc_smem<HD, DEC_TC_STAGES>::BYTES));
     return LK_OK;
 }
 

@@ -626,6 +626,24 @@ __device__ __forceinline__ void tile_frag(uint32_t w, uint32_t a[4]) {
     a[3] = lk_lop3_and_or(w8, HI, EX);
 }
 
+/* one rotary pair of the qkv output of token row m (sums a, b of dims d and d + hd/2 of head `head`):
+ * q rotated into out, k rotated into the cache, v into the cache as is (tiled and wgmma epilogues) */
+__device__ __forceinline__ void rope_pair_store(const lk_rope_epi &re, int hd, void *out, int ldo, int m, int head, int d,
+                                                float a, float b) {
+    const int hh = hd / 2, p = re.pos[m], sl = re.slot[m];
+    if (head >= re.n_heads + re.n_kv) { /* v: no rotation */
+        half *dst = re.vc + (((size_t)sl * re.n_kv + (head - re.n_heads - re.n_kv)) * re.max_seq + p) * hd;
+        dst[d] = __float2half(a);
+        dst[d + hh] = __float2half(b);
+    } else {
+        const float cs = re.cos_t[(size_t)p * hh + d], sn = re.sin_t[(size_t)p * hh + d];
+        half *dst = head < re.n_heads ? (half *)out + (size_t)m * ldo + (size_t)head * hd
+                                      : re.kc + (((size_t)sl * re.n_kv + (head - re.n_heads)) * re.max_seq + p) * hd;
+        dst[d] = __float2half(a * cs - b * sn);
+        dst[d + hh] = __float2half(b * cs + a * sn);
+    }
+}
+
 /* lane's outputs: rows g, g + 8 of each row block, tokens 2t, 2t + 1 (+ 8 per n8 tile) */
 template <int NT, int NB>
 __device__ __forceinline__ void tiled_epilogue(const float (&acc)[NB][NT][4], const int (&rb)[NB], int g, int t, int M,
@@ -646,21 +664,8 @@ __device__ __forceinline__ void tiled_epilogue(const float (&acc)[NB][NT][4], co
                 if (j < n_out) epi_store(out, ldo, mode, m, j, lk_silu(acc[0][nt][e]) * acc[NB - 1][nt][e]);
             } else {
                 /* rotary pair: dim i of block 0 with dim i + head_dim/2 of block 1 */
-                const int head = rb[0] * 16 / re.hd, i = rb[0] * 16 - head * re.hd + r, hh = re.hd / 2;
-                const float a = acc[0][nt][e], b = acc[NB - 1][nt][e];
-                const int p = re.pos[m], sl = re.slot[m];
-                if (head >= re.n_heads + re.n_kv) { /* v: no rotation */
-                    half *d = re.vc + (((size_t)sl * re.n_kv + (head - re.n_heads - re.n_kv)) * re.max_seq + p) * re.hd;
-                    d[i] = __float2half(a);
-                    d[i + hh] = __float2half(b);
-                } else {
-                    const float cs = re.cos_t[(size_t)p * hh + i], sn = re.sin_t[(size_t)p * hh + i];
-                    half *d = head < re.n_heads
-                                  ? (half *)out + (size_t)m * ldo + (size_t)head * re.hd
-                                  : re.kc + (((size_t)sl * re.n_kv + (head - re.n_heads)) * re.max_seq + p) * re.hd;
-                    d[i] = __float2half(a * cs - b * sn);
-                    d[i + hh] = __float2half(b * cs + a * sn);
-                }
+                const int head = rb[0] * 16 / re.hd, i = rb[0] * 16 - head * re.hd + r;
+                rope_pair_store(re, re.hd, out, ldo, m, head, i, acc[0][nt][e], acc[NB - 1][nt][e]);
             }
         }
     (void)N;
@@ -1164,7 +1169,7 @@ __device__ __forceinline__ uint32_t h2u(half2 v) { return *reinterpret_cast<uint
 
 /* the rotary epilogue of a wgmma block (BN weight rows in natural order from j0, a multiple of the
  * head size HD = 4 OFF): accumulator i (column c, c % HD < HD / 2) pairs with accumulator i + OFF
- * (column c + HD / 2, the same token row); the same arithmetic as tiled_epilogue's */
+ * (column c + HD / 2, the same token row) */
 template <int BN, int OFF>
 __device__ __forceinline__ void wg_rope_epilogue(const float (&acc)[BN / 2], const lk_rope_epi &re, void *out, int ldo,
                                                  int M, int n_out, int mrow, int j0, int t) {
@@ -1176,20 +1181,7 @@ __device__ __forceinline__ void wg_rope_epilogue(const float (&acc)[BN / 2], con
         if ((8 * j) % HD >= HH) continue; /* second half of a head: the partner of i - OFF */
         const int col = j0 + 8 * j + 2 * t + (e & 1), head = col / HD, d = col % HD;
         if (m >= M || col >= n_out) continue;
-        const float a = acc[i], b = acc[i + OFF];
-        const int p = re.pos[m], sl = re.slot[m];
-        if (head >= re.n_heads + re.n_kv) { /* v: no rotation */
-            half *dst = re.vc + (((size_t)sl * re.n_kv + (head - re.n_heads - re.n_kv)) * re.max_seq + p) * HD;
-            dst[d] = __float2half(a);
-            dst[d + HH] = __float2half(b);
-        } else {
-            const float cs = re.cos_t[(size_t)p * HH + d], sn = re.sin_t[(size_t)p * HH + d];
-            half *dst = head < re.n_heads
-                            ? (half *)out + (size_t)m * ldo + (size_t)head * HD
-                            : re.kc + (((size_t)sl * re.n_kv + (head - re.n_heads)) * re.max_seq + p) * HD;
-            dst[d] = __float2half(a * cs - b * sn);
-            dst[d + HH] = __float2half(b * cs + a * sn);
-        }
+        rope_pair_store(re, HD, out, ldo, m, head, d, acc[i], acc[i + OFF]);
     }
 }
 
