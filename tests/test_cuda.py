@@ -174,12 +174,41 @@ def test_sampler_matches_cpu():
     logits = (rng.standard_normal((B, V)) * 3).astype(np.float32)
     pos = list(range(10, 10 + B))
     seen = [rng.integers(0, V, 30).tolist() for _ in range(B)]
+    # top-k up to 1024 runs on the kept list; top_k=0 or above 1024 (and ties past 1024 kept) over the vocabulary
     for kw in [dict(), dict(temperature=0.6, top_p=0.9, top_k=50), dict(temperature=1.0),
-               dict(temperature=0.8, top_k=5, repetition_penalty=1.3), dict(temperature=1.2, top_p=0.5)]:
+               dict(temperature=0.8, top_k=5, repetition_penalty=1.3), dict(temperature=1.2, top_p=0.5),
+               dict(temperature=0.7, top_k=1024, top_p=0.95), dict(temperature=0.7, top_k=2000, top_p=0.95),
+               dict(temperature=0.9, top_k=0, top_p=0.9, repetition_penalty=1.1)]:
         g = _C.cuda_sample(logits, pos, seed=11, seen=seen, **kw)
         c = _C.sample_cpu(logits, pos, seed=11, seen=seen, **kw)
         agree = np.mean(g == c)
         assert agree >= 0.97, (kw, agree)  # float summation order may move a draw at a boundary
+
+
+@pytest.mark.parametrize("kind", ["flat", "three_values", "steep"])
+def test_sampler_flat_and_tied_logits(kind):
+    """Near-flat logits put every key in one or two radix bins (the warp-summed histogram path);
+    logits with three values tie at the k-th key for far more than 1024 tokens (the kept list
+    overflows to the vocabulary path); steep logits leave fewer than k keys in the top-k count's
+    first window (weights >= 2^-16 of the largest), so that byte is counted again over all bins.
+    Each against the CPU sampler."""
+    rng = np.random.default_rng(4)
+    B, V = 32, 128256
+    if kind == "flat":
+        logits = (rng.standard_normal((B, V)) * 1e-3).astype(np.float32)
+    elif kind == "steep":
+        logits = (rng.standard_normal((B, V)) * 30).astype(np.float32)
+    else:
+        logits = rng.integers(0, 3, (B, V)).astype(np.float32)
+    pos = list(range(B))
+    for kw in [dict(temperature=0.6, top_p=0.9, top_k=50), dict(temperature=1.0, top_p=0.9, top_k=0),
+               dict(temperature=0.8, top_k=3000)]:
+        g = _C.cuda_sample(logits, pos, seed=5, **kw)
+        c = _C.sample_cpu(logits, pos, seed=5, **kw)
+        assert np.all((g >= 0) & (g < V))
+        # flat: ~100k near-equal weights, where float sums (GPU) and double sums (CPU) may move a draw
+        # or the top-p cut by a token; tied values sum exactly
+        assert np.mean(g == c) >= (0.75 if kind == "flat" else 0.95), (kind, kw, np.mean(g == c))
 
 
 def test_sampler_distribution_on_gpu():
@@ -190,6 +219,12 @@ def test_sampler_distribution_on_gpu():
     logits = (rng.standard_normal(V) * 2).astype(np.float32)
     want = hf_probs(logits, 0.7, 10, 0.9)
     toks = _C.cuda_sample(np.tile(logits, (n, 1)), list(range(n)), temperature=0.7, top_k=10, top_p=0.9, seed=3)
+    counts = np.bincount(toks, minlength=V)
+    assert np.all(counts[want == 0] == 0)
+    assert np.all(np.abs(counts - n * want) <= 5 * np.sqrt(n * want * (1 - want)) + 5)
+    # the vocabulary path (no top-k): same check
+    want = hf_probs(logits, 0.7, 0, 0.9)
+    toks = _C.cuda_sample(np.tile(logits, (n, 1)), list(range(n)), temperature=0.7, top_k=0, top_p=0.9, seed=4)
     counts = np.bincount(toks, minlength=V)
     assert np.all(counts[want == 0] == 0)
     assert np.all(np.abs(counts - n * want) <= 5 * np.sqrt(n * want * (1 - want)) + 5)

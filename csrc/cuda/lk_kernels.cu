@@ -209,31 +209,84 @@ __device__ __forceinline__ void warp_argmax(float &best, int &bi) {
 
 __device__ __forceinline__ uint32_t key_of(float e) { return __float_as_uint(e); }
 
-/* block-wide radix descent (see lk_sample.c): weight(key > v) < target <= weight(key >= v) */
+/* candidates of the top-k path: at most this many (ties at the k-th key included), else the general path */
+#define SAMP_CAND SAMP_T
+/* loads a thread keeps in flight in the passes over the vocabulary (each pass is bound by L2 latency:
+ * one load at a time made a pass ~40 us for 128k logits) */
+#define SAMP_U 8
+
+/* adds e (by_mass) or 1 of each lane with `in` to hist[bin] (lanes of a warp call it together).
+ * Counts: one atomic a lane (measured faster than grouping the lanes by __match_any_sync: top_k=50
+ * 153 vs 207 us a row). Masses: lanes with the same bin are summed in the warp first, so a near-flat
+ * distribution (every key in one or two bins) costs one float atomic a warp instead of 32
+ * serialised ones (top_p=0.9 alone: 1,119 -> 406 us a row; benchmarks/NOTES.md, v38). */
+__device__ __forceinline__ void hist_add(bool in, unsigned bin, float e, bool by_mass, float *hist_f,
+                                         unsigned *hist_u) {
+    if (!by_mass) {
+        if (in) atomicAdd(&hist_u[bin], 1u);
+        return;
+    }
+    const unsigned full = 0xffffffffu;
+    const int lane = threadIdx.x & 31;
+    const unsigned peers = __match_any_sync(full, in ? bin : 0xffffffffu);
+    const int leader = __ffs(peers) - 1;
+    /* lanes alone in their bin add directly; each group of 2+ is summed by shuffles, one group at a time */
+    if (in && __popc(peers) == 1) atomicAdd(&hist_f[bin], e);
+    unsigned todo = __ballot_sync(full, in && __popc(peers) > 1 && lane == leader);
+    while (todo) {
+        const int ld = __ffs(todo) - 1;
+        todo &= todo - 1;
+        const unsigned b = __shfl_sync(full, bin, ld);
+        const float sum = lk_warp_sum(in && bin == b ? e : 0.0f);
+        if (lane == ld) atomicAdd(&hist_f[b], sum);
+    }
+}
+
+/* block-wide radix descent (see lk_sample.c): weight(key > v) < target <= weight(key >= v). Every
+ * thread runs the same number of steps (blockDim.x is a multiple of 32), as hist_add needs. */
 __device__ uint32_t radix_threshold(const float *e, int V, float target, bool by_mass, float *hist_f,
                                     unsigned *hist_u, int *sel) {
     uint32_t prefix = 0, mask = 0;
     float above = 0.0f;
+    /* counts, first byte: the weights are exp((l - max) / T) <= 1 (first byte <= 0x3f), and top-k needs
+     * only the bins from the top down to the k-th key, so only the 8 bins 0x38..0x3f (weights down to
+     * 2^-16 of the largest) are counted; if they hold fewer than target keys the pass is redone over
+     * all bins. Most of the vocabulary then costs a load and a compare, not a shared-memory atomic. */
+    int lo = by_mass ? 0 : 0x38;
     for (int shift = 24; shift >= 0; shift -= 8) {
         for (int i = threadIdx.x; i < 256; i += blockDim.x) {
             hist_f[i] = 0.0f;
             hist_u[i] = 0;
         }
         __syncthreads();
-        for (int i = threadIdx.x; i < V; i += blockDim.x) {
-            uint32_t k = key_of(e[i]);
-            if ((k & mask) == prefix) {
-                if (by_mass) atomicAdd(&hist_f[(k >> shift) & 255u], e[i]);
-                else atomicAdd(&hist_u[(k >> shift) & 255u], 1u);
+        const unsigned lo_bin = shift == 24 ? (unsigned)lo : 0u;
+        /* SAMP_U loads a thread in flight before any is used: the pass is bound by L2 latency */
+        for (int i0 = 0; i0 < V; i0 += blockDim.x * SAMP_U) {
+            float v[SAMP_U];
+#pragma unroll
+            for (int q = 0; q < SAMP_U; q++) {
+                const int i = i0 + q * blockDim.x + threadIdx.x;
+                v[q] = i < V ? e[i] : 0.0f;
+            }
+#pragma unroll
+            for (int q = 0; q < SAMP_U; q++) {
+                const int i = i0 + q * blockDim.x + threadIdx.x;
+                const uint32_t k = key_of(v[q]);
+                const unsigned bin = (k >> shift) & 255u;
+                hist_add(i < V && (k & mask) == prefix && bin >= lo_bin, bin, v[q], by_mass, hist_f, hist_u);
             }
         }
         __syncthreads();
         if (threadIdx.x == 0) {
             int d;
-            for (d = 255; d >= 0; d--) {
+            for (d = 255; d >= (int)lo_bin; d--) {
                 float hv = by_mass ? hist_f[d] : (float)hist_u[d];
                 if (above + hv >= target) break;
                 above += hv;
+            }
+            if (d < (int)lo_bin && lo_bin > 0) { /* the window held too few: redo this byte over all bins */
+                d = -2;
+                above = 0.0f;
             }
             sel[0] = d;
             hist_f[256] = above;
@@ -242,11 +295,124 @@ __device__ uint32_t radix_threshold(const float *e, int V, float target, bool by
         const int d = sel[0];
         above = hist_f[256];
         __syncthreads();
+        if (d == -2) {
+            lo = 0;
+            shift += 8;
+            continue;
+        }
         if (d < 0) return prefix;
         prefix |= (uint32_t)d << shift;
         mask |= 0xffu << shift;
     }
     return prefix;
+}
+
+/* inclusive and exclusive block-wide prefix sums of v (one value a thread, in thread order) and the
+ * total. Inside a warp, excl of a lane is exactly incl of the lane before it; across warps float
+ * rounding may leave a gap or an overlap of an ulp, so the callers break ties by the lowest index.
+ * scan: SAMP_T / 32 floats, tot: one float of shared memory. */
+__device__ __forceinline__ void block_scan(float v, float &excl, float &incl, float &total, float *scan, float *tot) {
+    const int lane = threadIdx.x & 31, warp = threadIdx.x >> 5, nw = blockDim.x >> 5;
+    float w = v;
+    for (int o = 1; o < 32; o <<= 1) {
+        const float t = __shfl_up_sync(0xffffffffu, w, o);
+        if (lane >= o) w += t;
+    }
+    float prev = __shfl_up_sync(0xffffffffu, w, 1);
+    if (lane == 0) prev = 0.0f;
+    __syncthreads();
+    if (lane == 31) scan[warp] = w;
+    __syncthreads();
+    if (warp == 0) {
+        float c = lane < nw ? scan[lane] : 0.0f;
+        for (int o = 1; o < 32; o <<= 1) {
+            const float t = __shfl_up_sync(0xffffffffu, c, o);
+            if (lane >= o) c += t;
+        }
+        if (lane < nw) scan[lane] = c; /* inclusive over warps */
+        if (lane == 31) *tot = c;
+    }
+    __syncthreads();
+    const float off = warp ? scan[warp - 1] : 0.0f;
+    excl = off + prev;
+    incl = off + w;
+    total = *tot;
+    __syncthreads();
+}
+
+/* the draw over a list of n <= blockDim.x weights (thread j has e[j], weight 0 when not kept) in index
+ * order: the first kept j whose running sum passes u * total (lk_sample.c's rule); the last kept one if
+ * rounding left the target past the end; -1 if nothing is kept */
+__device__ __forceinline__ int draw_list(float v, bool kept, float u, float *scan, float *tot, int *sel) {
+    float excl, incl, total;
+    block_scan(kept ? v : 0.0f, excl, incl, total, scan, tot);
+    const float target = u * total;
+    if (threadIdx.x == 0) {
+        sel[0] = INT_MAX;
+        sel[1] = -1;
+    }
+    __syncthreads();
+    if (kept && excl <= target && target < incl) atomicMin(&sel[0], (int)threadIdx.x);
+    if (kept) atomicMax(&sel[1], (int)threadIdx.x);
+    __syncthreads();
+    const int r = sel[0] != INT_MAX ? sel[0] : sel[1];
+    __syncthreads();
+    return r;
+}
+
+/* the top-k path's candidates: every i with key >= thr, in index order, into ce / ci (a warp per
+ * contiguous segment: count, offsets, then write). Returns their number, or -1 above SAMP_CAND. */
+__device__ int gather_candidates(const float *l, int V, uint32_t thr, float *ce, int *ci, int *cnt) {
+    const unsigned full = 0xffffffffu;
+    const int lane = threadIdx.x & 31, warp = threadIdx.x >> 5, nw = blockDim.x >> 5;
+    const int seg = (((V + nw - 1) / nw) + 31) & ~31;
+    const int start = warp * seg, end = min(V, start + seg);
+    int n = 0;
+    for (int b = start; b < end; b += 32 * SAMP_U) {
+        float v[SAMP_U];
+#pragma unroll
+        for (int q = 0; q < SAMP_U; q++) v[q] = b + 32 * q + lane < end ? l[b + 32 * q + lane] : 0.0f;
+#pragma unroll
+        for (int q = 0; q < SAMP_U; q++)
+            n += __popc(__ballot_sync(full, b + 32 * q + lane < end && key_of(v[q]) >= thr));
+    }
+    if (lane == 0) cnt[warp] = n;
+    __syncthreads();
+    if (threadIdx.x == 0) {
+        int o = 0;
+        for (int w = 0; w < nw; w++) {
+            const int c = cnt[w];
+            cnt[w] = o;
+            o += c;
+        }
+        cnt[nw] = o;
+    }
+    __syncthreads();
+    const int total = cnt[nw];
+    if (total > SAMP_CAND) {
+        __syncthreads();
+        return -1;
+    }
+    int off = cnt[warp];
+    for (int b = start; b < end; b += 32 * SAMP_U) {
+        float v[SAMP_U];
+#pragma unroll
+        for (int q = 0; q < SAMP_U; q++) v[q] = b + 32 * q + lane < end ? l[b + 32 * q + lane] : 0.0f;
+#pragma unroll
+        for (int q = 0; q < SAMP_U; q++) {
+            const int i = b + 32 * q + lane;
+            const bool f = i < end && key_of(v[q]) >= thr;
+            const unsigned bal = __ballot_sync(full, f);
+            if (f) {
+                const int at = off + __popc(bal & ((1u << lane) - 1u));
+                ce[at] = v[q];
+                ci[at] = i;
+            }
+            off += __popc(bal);
+        }
+    }
+    __syncthreads();
+    return total;
 }
 
 __global__ void __launch_bounds__(SAMP_T) k_sample(float *__restrict__ logits, int V, const lk_samp_params *__restrict__ P,
@@ -259,6 +425,9 @@ __global__ void __launch_bounds__(SAMP_T) k_sample(float *__restrict__ logits, i
     __shared__ float redf[32];
     __shared__ int redi[32];
     __shared__ float scan[SAMP_T / 32];
+    __shared__ float ce[SAMP_CAND]; /* top-k candidates: weights and token ids */
+    __shared__ int ci[SAMP_CAND];
+    __shared__ int cnt[SAMP_T / 32 + 1];
     const int b = blockIdx.x, tid = threadIdx.x, lane = tid & 31, warp = tid >> 5;
     float *l = logits + (size_t)b * V;
     uint32_t *sn = seen + (size_t)b * seen_words;
@@ -320,73 +489,115 @@ __global__ void __launch_bounds__(SAMP_T) k_sample(float *__restrict__ logits, i
     int token = redi[0];
     __syncthreads();
     if (p.temperature > 0.0f) {
-        for (int i = tid; i < V; i += SAMP_T) l[i] = __expf((l[i] - best) / p.temperature);
-        __syncthreads();
-        uint32_t thr = 0;
-        if (p.top_k > 0 && p.top_k < V) thr = radix_threshold(l, V, (float)p.top_k, false, hist_f, hist_u, sel);
-        if (p.top_p < 1.0f) {
-            float kept = 0.0f;
-            for (int i = tid; i < V; i += SAMP_T)
-                if (key_of(l[i]) >= thr) kept += l[i];
-            kept = lk_block_sum(kept, redf);
-            __syncthreads();
-            uint32_t tp = radix_threshold(l, V, p.top_p * kept, true, hist_f, hist_u, sel);
-            thr = tp > thr ? tp : thr;
-        }
-        /* contiguous chunk per thread, exclusive scan of chunk masses, find the chunk holding u * total */
-        const int per = (V + SAMP_T - 1) / SAMP_T, i0 = tid * per, i1 = min(V, i0 + per);
-        float mine = 0.0f;
-        for (int i = i0; i < i1; i++)
-            if (key_of(l[i]) >= thr) mine += l[i];
-        float incl = mine;
-        for (int o = 1; o < 32; o <<= 1) {
-            float v = __shfl_up_sync(0xffffffffu, incl, o);
-            if (lane >= o) incl += v;
-        }
-        if (lane == 31) scan[warp] = incl;
-        __syncthreads();
-        if (warp == 0) {
-            float v = lane < SAMP_T / 32 ? scan[lane] : 0.0f, w = v;
-            for (int o = 1; o < 32; o <<= 1) {
-                float t = __shfl_up_sync(0xffffffffu, w, o);
-                if (lane >= o) w += t;
+        {
+            for (int i0 = 0; i0 < V; i0 += SAMP_T * SAMP_U) {
+                float v[SAMP_U];
+#pragma unroll
+                for (int q = 0; q < SAMP_U; q++) {
+                    const int i = i0 + q * SAMP_T + tid;
+                    v[q] = i < V ? l[i] : 0.0f;
+                }
+#pragma unroll
+                for (int q = 0; q < SAMP_U; q++) {
+                    const int i = i0 + q * SAMP_T + tid;
+                    if (i < V) l[i] = __expf((v[q] - best) / p.temperature);
+                }
             }
-            if (lane < SAMP_T / 32) scan[lane] = w - v; /* exclusive warp offsets */
-            if (lane == 31) hist_f[256] = w;            /* total */
         }
         __syncthreads();
-        const float total = hist_f[256];
-        const float excl = scan[warp] + incl - mine;
         const float u = lk_uniform(p.seed, p.seq_id0 + (uint64_t)b, (uint64_t)pos[b] + 1);
-        const float target = u * total;
-        if (tid == 0) sel[1] = -1;
-        __syncthreads();
-        if (mine > 0.0f && excl <= target && target < excl + mine) {
-            float cum = excl;
-            int found = -1, last = -1;
-            for (int i = i0; i < i1; i++) {
-                if (key_of(l[i]) < thr) continue;
-                cum += l[i];
-                last = i;
-                if (cum > target) {
-                    found = i;
-                    break;
-                }
+        uint32_t thr = 0;
+        const bool topk = p.top_k > 0 && p.top_k < V;
+        if (topk) thr = radix_threshold(l, V, (float)p.top_k, false, hist_f, hist_u, sel);
+        /* top-k path (k <= SAMP_CAND, Llama's default 50): the kept tokens, in index order, one a
+         * thread; top-p and the draw on that list instead of over the vocabulary. Same rule as
+         * lk_sample.c: a top-p threshold above thr is a key of the list (the weight above any key
+         * >= thr is the list's), and the list's running sum in index order is the vocabulary's. */
+        const int nc = topk && p.top_k <= SAMP_CAND ? gather_candidates(l, V, thr, ce, ci, cnt) : -1;
+        if (nc >= 0) {
+            const float v = tid < nc ? ce[tid] : 0.0f;
+            uint32_t t2 = thr;
+            if (p.top_p < 1.0f) {
+                const float kept = lk_block_sum(v, redf);
+                __syncthreads();
+                const uint32_t tp = radix_threshold(ce, nc, p.top_p * kept, true, hist_f, hist_u, sel);
+                t2 = tp > thr ? tp : thr;
             }
-            sel[1] = found >= 0 ? found : last;
-        }
-        __syncthreads();
-        if (sel[1] >= 0) token = sel[1];
-        /* rounding left the target past every chunk: take the last kept token */
-        else if (tid == 0) {
-            for (int i = V - 1; i >= 0; i--)
+            const int j = draw_list(v, tid < nc && key_of(v) >= t2, u, scan, &hist_f[256], sel);
+            if (j >= 0) token = ci[j];
+        } else {
+            if (p.top_p < 1.0f) {
+                float kept = 0.0f;
+#pragma unroll 8
+                for (int i = tid; i < V; i += SAMP_T)
+                    if (key_of(l[i]) >= thr) kept += l[i];
+                kept = lk_block_sum(kept, redf);
+                __syncthreads();
+                uint32_t tp = radix_threshold(l, V, p.top_p * kept, true, hist_f, hist_u, sel);
+                thr = tp > thr ? tp : thr;
+            }
+            /* the draw over the vocabulary: a warp per contiguous segment (coalesced), the segments'
+             * kept mass scanned across warps, then the one warp whose range holds u * total walks its
+             * segment 32 tokens at a time */
+            const int seg = (((V + SAMP_T / 32 - 1) / (SAMP_T / 32)) + 31) & ~31;
+            const int start = warp * seg, end = min(V, start + seg);
+            float mine = 0.0f;
+            int last = -1;
+#pragma unroll 8
+            for (int i = start + lane; i < end; i += 32)
                 if (key_of(l[i]) >= thr) {
-                    sel[1] = i;
-                    break;
+                    mine += l[i];
+                    last = i;
                 }
+            mine = lk_warp_sum(mine);
+            for (int o = 16; o > 0; o >>= 1) last = max(last, __shfl_xor_sync(0xffffffffu, last, o));
+            if (tid == 0) {
+                sel[0] = INT_MAX;
+                cnt[SAMP_T / 32] = SAMP_T / 32; /* the segment holding the target: none yet */
+            }
+            if (lane == 0) cnt[warp] = last;
+            /* one value a warp into block_scan: lane 0 of each warp carries its segment's mass */
+            float excl, incl, total;
+            block_scan(lane == 0 ? mine : 0.0f, excl, incl, total, scan, &hist_f[256]);
+            excl = __shfl_sync(0xffffffffu, excl, 0);
+            const float target = u * total;
+            if (lane == 0 && mine > 0.0f && excl <= target && target < excl + mine) atomicMin(&cnt[SAMP_T / 32], warp);
+            __syncthreads();
+            /* the whole block resolves the first segment that holds the target: ceil(seg / SAMP_T)
+             * consecutive tokens a thread, their kept weights scanned in index order */
+            const int ws = cnt[SAMP_T / 32];
+            if (ws < SAMP_T / 32) { /* block-uniform */
+                const float off = ws ? scan[ws - 1] : 0.0f;
+                const int PT = (seg + SAMP_T - 1) / SAMP_T, s0 = ws * seg, s1 = min(V, s0 + seg);
+                const int t0 = s0 + tid * PT, t1 = min(s1, t0 + PT);
+                float w = 0.0f;
+                for (int i = t0; i < t1; i++)
+                    if (key_of(l[i]) >= thr) w += l[i];
+                float ex, in, tt;
+                block_scan(w, ex, in, tt, scan, &hist_f[256]);
+                if (w > 0.0f && off + ex <= target && target < off + in) {
+                    float cum = off + ex;
+                    for (int i = t0; i < t1; i++) {
+                        if (key_of(l[i]) < thr) continue;
+                        cum += l[i];
+                        if (cum > target) {
+                            atomicMin(&sel[0], i);
+                            break;
+                        }
+                    }
+                }
+                __syncthreads();
+            }
+            if (sel[0] != INT_MAX) {
+                token = sel[0];
+            } else if (ws < SAMP_T / 32 && cnt[ws] >= 0) { /* rounding: the segment's last kept token */
+                token = cnt[ws];
+            } else { /* rounding left the target past every kept token: the last kept one */
+                int lk = -1;
+                for (int w = 0; w < SAMP_T / 32; w++) lk = max(lk, cnt[w]);
+                if (lk >= 0) token = lk;
+            }
         }
-        __syncthreads();
-        if (sel[1] >= 0) token = sel[1];
     }
     if (tid == 0) {
         tok[b] = token;

@@ -1,0 +1,47 @@
+"""Device: what sampling costs in the decode loop. Decode rate with greedy and with sampling settings
+(Llama 3.2 Instruct's defaults are temperature 0.6, top_p 0.9, top_k 50), and k_sample's own time
+per call from CUPTI (torch.profiler) when torch is there.
+
+    python3 tools/sample_cost.py [--batches 1,16] [--tokens 256]
+"""
+import argparse
+import sys
+import time
+
+sys.path.insert(0, "benchmarks")
+from _common import device_line, torch_or_none  # noqa: E402
+from llama_kernel import LlamaInference  # noqa: E402
+
+ap = argparse.ArgumentParser()
+ap.add_argument("--batches", default="1,16")
+ap.add_argument("--tokens", type=int, default=256)
+ap.add_argument("--model", default="synthetic:llama-3.2-1b")
+a = ap.parse_args()
+SETTINGS = [("greedy", dict(temperature=0)),
+            ("T=0.6", dict(temperature=0.6, top_p=1.0, top_k=0)),
+            ("T=0.6 top_k=50", dict(temperature=0.6, top_p=1.0, top_k=50)),
+            ("T=0.6 top_p=0.9", dict(temperature=0.6, top_p=0.9, top_k=0)),
+            ("instruct: T=0.6 top_p=0.9 top_k=50", dict(temperature=0.6, top_p=0.9, top_k=50)),
+            ("instruct + repetition_penalty=1.1", dict(temperature=0.6, top_p=0.9, top_k=50, repetition_penalty=1.1))]
+torch = torch_or_none()
+print(f"# sampling cost, {a.model}, {device_line()}")
+print("| batch | setting | tok/s | k_sample us/call |\n|---|---|---|---|")
+for B in [int(b) for b in a.batches.split(",")]:
+    m = LlamaInference(a.model, device="cuda", batch_size=B, max_seq_len=1024, verbose=False)
+    prompts = [[1, 2, 3, 4] * 8] * B
+    for name, kw in SETTINGS:
+        m.generate_ids(prompts, max_new_tokens=8, ignore_eos=True, seed=1, **kw)
+        t0 = time.perf_counter()
+        out = m.generate_ids(prompts, max_new_tokens=a.tokens, ignore_eos=True, seed=1, **kw)
+        rate = sum(len(o) for o in out) / (time.perf_counter() - t0)
+        us = float("nan")
+        if torch is not None:
+            from torch.profiler import ProfilerActivity, profile
+
+            with profile(activities=[ProfilerActivity.CUDA]) as p:
+                m.generate_ids(prompts, max_new_tokens=64, ignore_eos=True, seed=1, **kw)
+            ts = [(e.device_time_total if hasattr(e, "device_time_total") else e.cuda_time_total) for e in p.events()
+                  if e.device_type == torch.autograd.DeviceType.CUDA and e.name.startswith("k_sample")]
+            us = sum(ts) / len(ts) if ts else float("nan")
+        print(f"| {B} | {name} | {rate:.0f} | {us:.1f} |", flush=True)
+    del m
