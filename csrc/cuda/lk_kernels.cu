@@ -211,9 +211,24 @@ __device__ __forceinline__ uint32_t key_of(float e) { return __float_as_uint(e);
 
 /* candidates of the top-k path: at most this many (ties at the k-th key included), else the general path */
 #define SAMP_CAND SAMP_T
-/* loads a thread keeps in flight in the passes over the vocabulary (each pass is bound by L2 latency:
- * one load at a time made a pass ~40 us for 128k logits) */
-#define SAMP_U 8
+/* loads a thread keeps in flight in the passes over the vocabulary: SAMP_U4 16-byte loads (each pass is
+ * bound by the bytes one SM has in flight from L2: one 4-byte load at a time made a pass ~40 us for
+ * 128k logits, eight ~14 us) */
+#define SAMP_U4 4
+
+/* elements i..i+3 (zero from `end` on): one 16-byte load when vec (V % 4 == 0, 16-byte aligned rows,
+ * so four elements are all in or all out), else four */
+__device__ __forceinline__ float4 ld4(const float *l, int i, int end, bool vec) {
+    if (vec) return i < end ? *reinterpret_cast<const float4 *>(l + i) : make_float4(0.0f, 0.0f, 0.0f, 0.0f);
+    float4 v;
+    v.x = i < end ? l[i] : 0.0f;
+    v.y = i + 1 < end ? l[i + 1] : 0.0f;
+    v.z = i + 2 < end ? l[i + 2] : 0.0f;
+    v.w = i + 3 < end ? l[i + 3] : 0.0f;
+    return v;
+}
+__device__ __forceinline__ float f4_at(const float4 &v, int c) { return c == 0 ? v.x : c == 1 ? v.y : c == 2 ? v.z : v.w; }
+__device__ __forceinline__ bool vec_ok(const float *l, int V) { return (V & 3) == 0 && ((uintptr_t)l & 15) == 0; }
 
 /* adds e (by_mass) or 1 of each lane with `in` to hist[bin] (lanes of a warp call it together).
  * Counts: one atomic a lane (measured faster than grouping the lanes by __match_any_sync: top_k=50
@@ -228,6 +243,7 @@ __device__ __forceinline__ void hist_add(bool in, unsigned bin, float e, bool by
     }
     const unsigned full = 0xffffffffu;
     const int lane = threadIdx.x & 31;
+    if (!__ballot_sync(full, in)) return; /* most warps past the first byte: nothing to add */
     const unsigned peers = __match_any_sync(full, in ? bin : 0xffffffffu);
     const int leader = __ffs(peers) - 1;
     /* lanes alone in their bin add directly; each group of 2+ is summed by shuffles, one group at a time */
@@ -248,11 +264,11 @@ __device__ uint32_t radix_threshold(const float *e, int V, float target, bool by
                                     unsigned *hist_u, int *sel) {
     uint32_t prefix = 0, mask = 0;
     float above = 0.0f;
-    /* counts, first byte: the weights are exp((l - max) / T) <= 1 (first byte <= 0x3f), and top-k needs
-     * only the bins from the top down to the k-th key, so only the 8 bins 0x38..0x3f (weights down to
-     * 2^-16 of the largest) are counted; if they hold fewer than target keys the pass is redone over
-     * all bins. Most of the vocabulary then costs a load and a compare, not a shared-memory atomic. */
-    int lo = by_mass ? 0 : 0x38;
+    /* first byte: the weights are exp((l - max) / T) <= 1 (first byte <= 0x3f), and the descent needs
+     * only the bins from the top down to the target, so only the 8 bins 0x38..0x3f (weights down to
+     * 2^-16 of the largest) are counted; if they hold less than the target the pass is redone over all
+     * bins. Most of the vocabulary then costs a load and a compare, not a shared-memory atomic. */
+    int lo = 0x38;
     for (int shift = 24; shift >= 0; shift -= 8) {
         for (int i = threadIdx.x; i < 256; i += blockDim.x) {
             hist_f[i] = 0.0f;
@@ -260,21 +276,22 @@ __device__ uint32_t radix_threshold(const float *e, int V, float target, bool by
         }
         __syncthreads();
         const unsigned lo_bin = shift == 24 ? (unsigned)lo : 0u;
-        /* SAMP_U loads a thread in flight before any is used: the pass is bound by L2 latency */
-        for (int i0 = 0; i0 < V; i0 += blockDim.x * SAMP_U) {
-            float v[SAMP_U];
+        /* SAMP_U4 x 4 elements a thread loaded before any is used */
+        const bool vec = vec_ok(e, V);
+        for (int j0 = 0; j0 < V; j0 += 4 * blockDim.x * SAMP_U4) {
+            float4 v[SAMP_U4];
 #pragma unroll
-            for (int q = 0; q < SAMP_U; q++) {
-                const int i = i0 + q * blockDim.x + threadIdx.x;
-                v[q] = i < V ? e[i] : 0.0f;
-            }
+            for (int q = 0; q < SAMP_U4; q++) v[q] = ld4(e, j0 + 4 * (q * blockDim.x + threadIdx.x), V, vec);
 #pragma unroll
-            for (int q = 0; q < SAMP_U; q++) {
-                const int i = i0 + q * blockDim.x + threadIdx.x;
-                const uint32_t k = key_of(v[q]);
-                const unsigned bin = (k >> shift) & 255u;
-                hist_add(i < V && (k & mask) == prefix && bin >= lo_bin, bin, v[q], by_mass, hist_f, hist_u);
-            }
+            for (int q = 0; q < SAMP_U4; q++)
+#pragma unroll
+                for (int c = 0; c < 4; c++) {
+                    const int i = j0 + 4 * (q * blockDim.x + threadIdx.x) + c;
+                    const float x = f4_at(v[q], c);
+                    const uint32_t k = key_of(x);
+                    const unsigned bin = (k >> shift) & 255u;
+                    hist_add(i < V && (k & mask) == prefix && bin >= lo_bin, bin, x, by_mass, hist_f, hist_u);
+                }
         }
         __syncthreads();
         if (threadIdx.x == 0) {
@@ -361,21 +378,24 @@ __device__ __forceinline__ int draw_list(float v, bool kept, float u, float *sca
 }
 
 /* the top-k path's candidates: every i with key >= thr, in index order, into ce / ci (a warp per
- * contiguous segment: count, offsets, then write). Returns their number, or -1 above SAMP_CAND. */
+ * contiguous segment, 128 tokens a step, 4 a lane: count, offsets, then write). Returns their number,
+ * or -1 above SAMP_CAND. */
 __device__ int gather_candidates(const float *l, int V, uint32_t thr, float *ce, int *ci, int *cnt) {
-    const unsigned full = 0xffffffffu;
     const int lane = threadIdx.x & 31, warp = threadIdx.x >> 5, nw = blockDim.x >> 5;
-    const int seg = (((V + nw - 1) / nw) + 31) & ~31;
+    const int seg = (((V + nw - 1) / nw) + 127) & ~127;
     const int start = warp * seg, end = min(V, start + seg);
+    const bool vec = vec_ok(l, V);
     int n = 0;
-    for (int b = start; b < end; b += 32 * SAMP_U) {
-        float v[SAMP_U];
+    for (int b0 = start; b0 < end; b0 += 128 * SAMP_U4) {
+        float4 v[SAMP_U4];
 #pragma unroll
-        for (int q = 0; q < SAMP_U; q++) v[q] = b + 32 * q + lane < end ? l[b + 32 * q + lane] : 0.0f;
+        for (int q = 0; q < SAMP_U4; q++) v[q] = ld4(l, b0 + 128 * q + 4 * lane, end, vec);
 #pragma unroll
-        for (int q = 0; q < SAMP_U; q++)
-            n += __popc(__ballot_sync(full, b + 32 * q + lane < end && key_of(v[q]) >= thr));
+        for (int q = 0; q < SAMP_U4; q++)
+#pragma unroll
+            for (int c = 0; c < 4; c++) n += b0 + 128 * q + 4 * lane + c < end && key_of(f4_at(v[q], c)) >= thr;
     }
+    n = (int)lk_warp_sum((float)n); /* exact: n <= 4 x seg, far below 2^24 */
     if (lane == 0) cnt[warp] = n;
     __syncthreads();
     if (threadIdx.x == 0) {
@@ -394,21 +414,35 @@ __device__ int gather_candidates(const float *l, int V, uint32_t thr, float *ce,
         return -1;
     }
     int off = cnt[warp];
-    for (int b = start; b < end; b += 32 * SAMP_U) {
-        float v[SAMP_U];
+    for (int b0 = start; b0 < end; b0 += 128 * SAMP_U4) {
+        float4 v[SAMP_U4];
 #pragma unroll
-        for (int q = 0; q < SAMP_U; q++) v[q] = b + 32 * q + lane < end ? l[b + 32 * q + lane] : 0.0f;
+        for (int q = 0; q < SAMP_U4; q++) v[q] = ld4(l, b0 + 128 * q + 4 * lane, end, vec);
 #pragma unroll
-        for (int q = 0; q < SAMP_U; q++) {
-            const int i = b + 32 * q + lane;
-            const bool f = i < end && key_of(v[q]) >= thr;
-            const unsigned bal = __ballot_sync(full, f);
-            if (f) {
-                const int at = off + __popc(bal & ((1u << lane) - 1u));
-                ce[at] = v[q];
-                ci[at] = i;
+        for (int q = 0; q < SAMP_U4; q++) {
+            const int i0 = b0 + 128 * q + 4 * lane;
+            bool f[4];
+            int mine = 0;
+#pragma unroll
+            for (int c = 0; c < 4; c++) {
+                f[c] = i0 + c < end && key_of(f4_at(v[q], c)) >= thr;
+                mine += f[c];
             }
-            off += __popc(bal);
+            /* this lane's place among the step's kept tokens: the kept ones of the lanes before it */
+            int incl = mine;
+            for (int o = 1; o < 32; o <<= 1) {
+                const int t = __shfl_up_sync(0xffffffffu, incl, o);
+                if (lane >= o) incl += t;
+            }
+            int at = off + incl - mine;
+#pragma unroll
+            for (int c = 0; c < 4; c++)
+                if (f[c]) {
+                    ce[at] = f4_at(v[q], c);
+                    ci[at] = i0 + c;
+                    at++;
+                }
+            off += __shfl_sync(0xffffffffu, incl, 31);
         }
     }
     __syncthreads();
@@ -490,17 +524,27 @@ __global__ void __launch_bounds__(SAMP_T) k_sample(float *__restrict__ logits, i
     __syncthreads();
     if (p.temperature > 0.0f) {
         {
-            for (int i0 = 0; i0 < V; i0 += SAMP_T * SAMP_U) {
-                float v[SAMP_U];
+            const bool vec = vec_ok(l, V);
+            for (int j0 = 0; j0 < V; j0 += 4 * SAMP_T * SAMP_U4) {
+                float4 v[SAMP_U4];
 #pragma unroll
-                for (int q = 0; q < SAMP_U; q++) {
-                    const int i = i0 + q * SAMP_T + tid;
-                    v[q] = i < V ? l[i] : 0.0f;
-                }
+                for (int q = 0; q < SAMP_U4; q++) v[q] = ld4(l, j0 + 4 * (q * SAMP_T + tid), V, vec);
 #pragma unroll
-                for (int q = 0; q < SAMP_U; q++) {
-                    const int i = i0 + q * SAMP_T + tid;
-                    if (i < V) l[i] = __expf((v[q] - best) / p.temperature);
+                for (int q = 0; q < SAMP_U4; q++) {
+                    const int i = j0 + 4 * (q * SAMP_T + tid);
+                    if (i >= V) continue;
+                    float4 w;
+                    w.x = __expf((v[q].x - best) / p.temperature);
+                    w.y = __expf((v[q].y - best) / p.temperature);
+                    w.z = __expf((v[q].z - best) / p.temperature);
+                    w.w = __expf((v[q].w - best) / p.temperature);
+                    if (vec) {
+                        *reinterpret_cast<float4 *>(l + i) = w;
+                    } else {
+#pragma unroll
+                        for (int c = 0; c < 4; c++)
+                            if (i + c < V) l[i + c] = f4_at(w, c);
+                    }
                 }
             }
         }
@@ -528,9 +572,17 @@ __global__ void __launch_bounds__(SAMP_T) k_sample(float *__restrict__ logits, i
         } else {
             if (p.top_p < 1.0f) {
                 float kept = 0.0f;
-#pragma unroll 8
-                for (int i = tid; i < V; i += SAMP_T)
-                    if (key_of(l[i]) >= thr) kept += l[i];
+                const bool vec = vec_ok(l, V);
+                for (int j0 = 0; j0 < V; j0 += 4 * SAMP_T * SAMP_U4) {
+                    float4 v[SAMP_U4];
+#pragma unroll
+                    for (int q = 0; q < SAMP_U4; q++) v[q] = ld4(l, j0 + 4 * (q * SAMP_T + tid), V, vec);
+#pragma unroll
+                    for (int q = 0; q < SAMP_U4; q++)
+#pragma unroll
+                        for (int c = 0; c < 4; c++)
+                            if (key_of(f4_at(v[q], c)) >= thr) kept += f4_at(v[q], c);
+                }
                 kept = lk_block_sum(kept, redf);
                 __syncthreads();
                 uint32_t tp = radix_threshold(l, V, p.top_p * kept, true, hist_f, hist_u, sel);
@@ -539,16 +591,26 @@ __global__ void __launch_bounds__(SAMP_T) k_sample(float *__restrict__ logits, i
             /* the draw over the vocabulary: a warp per contiguous segment (coalesced), the segments'
              * kept mass scanned across warps, then the one warp whose range holds u * total walks its
              * segment 32 tokens at a time */
-            const int seg = (((V + SAMP_T / 32 - 1) / (SAMP_T / 32)) + 31) & ~31;
+            const int seg = (((V + SAMP_T / 32 - 1) / (SAMP_T / 32)) + 127) & ~127;
             const int start = warp * seg, end = min(V, start + seg);
+            const bool vec = vec_ok(l, V);
             float mine = 0.0f;
             int last = -1;
-#pragma unroll 8
-            for (int i = start + lane; i < end; i += 32)
-                if (key_of(l[i]) >= thr) {
-                    mine += l[i];
-                    last = i;
-                }
+            for (int b0 = start; b0 < end; b0 += 128 * SAMP_U4) {
+                float4 v[SAMP_U4];
+#pragma unroll
+                for (int q = 0; q < SAMP_U4; q++) v[q] = ld4(l, b0 + 128 * q + 4 * lane, end, vec);
+#pragma unroll
+                for (int q = 0; q < SAMP_U4; q++)
+#pragma unroll
+                    for (int c = 0; c < 4; c++) {
+                        const int i = b0 + 128 * q + 4 * lane + c;
+                        if (i < end && key_of(f4_at(v[q], c)) >= thr) {
+                            mine += f4_at(v[q], c);
+                            last = i;
+                        }
+                    }
+            }
             mine = lk_warp_sum(mine);
             for (int o = 16; o > 0; o >>= 1) last = max(last, __shfl_xor_sync(0xffffffffu, last, o));
             if (tid == 0) {
