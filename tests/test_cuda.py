@@ -190,7 +190,7 @@ def test_sampler_flat_and_tied_logits(kind):
     """Near-flat logits put every key in one or two radix bins (the warp-summed histogram path);
     logits with three values tie at the k-th key for far more than 1024 tokens (the kept list
     overflows to the vocabulary path); steep logits leave fewer than k keys in the top-k count's
-    first window (weights >= 2^-16 of the largest), so that byte is counted again over all bins.
+    first window (weights >= 2^-15 of the largest), so that byte is counted again over all bins.
     Each against the CPU sampler."""
     rng = np.random.default_rng(4)
     B, V = 32, 128256

@@ -2,7 +2,7 @@
 (Llama 3.2 Instruct's defaults are temperature 0.6, top_p 0.9, top_k 50), and k_sample's own time
 per call from CUPTI (torch.profiler) when torch is there.
 
-    python3 tools/sample_cost.py [--batches 1,16] [--tokens 256]
+    python3 tools/sample_cost.py [--batches 1,16] [--tokens 256] [--ops-only]
 """
 import argparse
 import sys
@@ -16,6 +16,7 @@ ap = argparse.ArgumentParser()
 ap.add_argument("--batches", default="1,16")
 ap.add_argument("--tokens", type=int, default=256)
 ap.add_argument("--model", default="synthetic:llama-3.2-1b")
+ap.add_argument("--ops-only", action="store_true", help="only the sampler on random logits")
 a = ap.parse_args()
 SETTINGS = [("greedy", dict(temperature=0)),
             ("T=0.6", dict(temperature=0.6, top_p=1.0, top_k=0)),
@@ -26,7 +27,7 @@ SETTINGS = [("greedy", dict(temperature=0)),
 torch = torch_or_none()
 print(f"# sampling cost, {a.model}, {device_line()}")
 print("| batch | setting | tok/s | k_sample us/call |\n|---|---|---|---|")
-for B in [int(b) for b in a.batches.split(",")]:
+for B in [] if a.ops_only else [int(b) for b in a.batches.split(",")]:
     m = LlamaInference(a.model, device="cuda", batch_size=B, max_seq_len=1024, verbose=False)
     prompts = [[1, 2, 3, 4] * 8] * B
     for name, kw in SETTINGS:
@@ -45,3 +46,21 @@ for B in [int(b) for b in a.batches.split(",")]:
             us = sum(ts) / len(ts) if ts else float("nan")
         print(f"| {B} | {name} | {rate:.0f} | {us:.1f} |", flush=True)
     del m
+if torch is not None:
+    # the sampler alone on random logits of a given spread (a trained model's logits are peaked: few
+    # tokens within a few units of the largest; a random-weight model's are nearly flat)
+    import numpy as np
+    from torch.profiler import ProfilerActivity, profile
+
+    from llama_kernel import _C
+
+    print("\n| logits std | setting | k_sample us a call (16 rows, a block each) |\n|---|---|---|")
+    for std in (0.5, 2.0, 4.0):
+        x = (np.random.default_rng(0).standard_normal((16, 128256)) * std).astype(np.float32)
+        for name, kw in SETTINGS:
+            _C.cuda_sample(x, list(range(16)), seed=1, **kw)
+            with profile(activities=[ProfilerActivity.CUDA]) as p:
+                _C.cuda_sample(x, list(range(16)), seed=1, **kw)
+            ts = [(e.device_time_total if hasattr(e, "device_time_total") else e.cuda_time_total) for e in p.events()
+                  if e.device_type == torch.autograd.DeviceType.CUDA and e.name.startswith("k_sample")]
+            print(f"| {std} | {name} | {sum(ts) / max(1, len(ts)):.1f} |", flush=True)

@@ -211,6 +211,9 @@ __device__ __forceinline__ uint32_t key_of(float e) { return __float_as_uint(e);
 
 /* candidates of the top-k path: at most this many (ties at the k-th key included), else the general path */
 #define SAMP_CAND SAMP_T
+/* the top-k window: weights with a key's first byte >= 0x38 (>= 2^-15 of the largest), up to SAMP_WIN */
+#define SAMP_WIN 4096
+#define SAMP_WIN_KEY 0x38000000u
 /* loads a thread keeps in flight in the passes over the vocabulary: SAMP_U4 16-byte loads (each pass is
  * bound by the bytes one SM has in flight from L2: one 4-byte load at a time made a pass ~40 us for
  * 128k logits, eight ~14 us) */
@@ -266,7 +269,7 @@ __device__ uint32_t radix_threshold(const float *e, int V, float target, bool by
     float above = 0.0f;
     /* first byte: the weights are exp((l - max) / T) <= 1 (first byte <= 0x3f), and the descent needs
      * only the bins from the top down to the target, so only the 8 bins 0x38..0x3f (weights down to
-     * 2^-16 of the largest) are counted; if they hold less than the target the pass is redone over all
+     * 2^-15 of the largest) are counted; if they hold less than the target the pass is redone over all
      * bins. Most of the vocabulary then costs a load and a compare, not a shared-memory atomic. */
     int lo = 0x38;
     for (int shift = 24; shift >= 0; shift -= 8) {
@@ -294,19 +297,46 @@ __device__ uint32_t radix_threshold(const float *e, int V, float target, bool by
                 }
         }
         __syncthreads();
-        if (threadIdx.x == 0) {
-            int d;
-            for (d = 255; d >= (int)lo_bin; d--) {
-                float hv = by_mass ? hist_f[d] : (float)hist_u[d];
-                if (above + hv >= target) break;
-                above += hv;
+        if (threadIdx.x < 32) {
+            /* the first bin from the top whose running weight reaches the target, by warp 0: lane L
+             * holds bins 255 - 8L .. 248 - 8L, the lanes' sums are scanned, and the lane where the
+             * target falls walks its 8 bins (a thread walking all 256 took ~5 us a pass). Bins under
+             * lo_bin are empty (not counted). */
+            const int ln = threadIdx.x;
+            float h[8], sum = 0.0f;
+#pragma unroll
+            for (int j = 0; j < 8; j++) {
+                const int d = 255 - 8 * ln - j;
+                h[j] = by_mass ? hist_f[d] : (float)hist_u[d];
+                sum += h[j];
             }
-            if (d < (int)lo_bin && lo_bin > 0) { /* the window held too few: redo this byte over all bins */
-                d = -2;
-                above = 0.0f;
+            float inc = sum;
+            for (int o = 1; o < 32; o <<= 1) {
+                const float t = __shfl_up_sync(0xffffffffu, inc, o);
+                if (ln >= o) inc += t;
             }
-            sel[0] = d;
-            hist_f[256] = above;
+            float exc = __shfl_up_sync(0xffffffffu, inc, 1);
+            if (ln == 0) exc = 0.0f;
+            const unsigned hit = __ballot_sync(0xffffffffu, above + inc >= target);
+            if (!hit) {
+                if (ln == 0) {
+                    sel[0] = lo_bin > 0 ? -2 : -1; /* -2: the window held too few, redo this byte over all bins */
+                    hist_f[256] = 0.0f;
+                }
+            } else if (ln == __ffs(hit) - 1) {
+                float a = above + exc;
+                int d = 255 - 8 * ln - 7; /* rounding left the target past this lane's bins: its last one */
+#pragma unroll
+                for (int j = 0; j < 8; j++) {
+                    if (a + h[j] >= target) {
+                        d = 255 - 8 * ln - j;
+                        break;
+                    }
+                    if (j < 7) a += h[j];
+                }
+                sel[0] = d;
+                hist_f[256] = a;
+            }
         }
         __syncthreads();
         const int d = sel[0];
@@ -462,6 +492,9 @@ __global__ void __launch_bounds__(SAMP_T) k_sample(float *__restrict__ logits, i
     __shared__ float ce[SAMP_CAND]; /* top-k candidates: weights and token ids */
     __shared__ int ci[SAMP_CAND];
     __shared__ int cnt[SAMP_T / 32 + 1];
+    __shared__ float wv[SAMP_WIN]; /* the top-k window: weights and token ids */
+    __shared__ int wi[SAMP_WIN];
+    __shared__ int nwin;
     const int b = blockIdx.x, tid = threadIdx.x, lane = tid & 31, warp = tid >> 5;
     float *l = logits + (size_t)b * V;
     uint32_t *sn = seen + (size_t)b * seen_words;
@@ -523,7 +556,12 @@ __global__ void __launch_bounds__(SAMP_T) k_sample(float *__restrict__ logits, i
     int token = redi[0];
     __syncthreads();
     if (p.temperature > 0.0f) {
+        const bool topk = p.top_k > 0 && p.top_k < V, want_win = topk && p.top_k <= SAMP_CAND;
+        if (tid == 0) nwin = 0;
+        __syncthreads();
         {
+            /* weights exp((l - max) / T), and (top-k <= SAMP_CAND) the window: every weight whose key's
+             * first byte is >= SAMP_WIN_KEY (>= 2^-15 of the largest) with its token id, unordered */
             const bool vec = vec_ok(l, V);
             for (int j0 = 0; j0 < V; j0 += 4 * SAMP_T * SAMP_U4) {
                 float4 v[SAMP_U4];
@@ -532,18 +570,37 @@ __global__ void __launch_bounds__(SAMP_T) k_sample(float *__restrict__ logits, i
 #pragma unroll
                 for (int q = 0; q < SAMP_U4; q++) {
                     const int i = j0 + 4 * (q * SAMP_T + tid);
-                    if (i >= V) continue;
                     float4 w;
                     w.x = __expf((v[q].x - best) / p.temperature);
                     w.y = __expf((v[q].y - best) / p.temperature);
                     w.z = __expf((v[q].z - best) / p.temperature);
                     w.w = __expf((v[q].w - best) / p.temperature);
-                    if (vec) {
+                    if (vec && i < V) {
                         *reinterpret_cast<float4 *>(l + i) = w;
                     } else {
 #pragma unroll
                         for (int c = 0; c < 4; c++)
                             if (i + c < V) l[i + c] = f4_at(w, c);
+                    }
+                    /* (a warp reads nwin in one access: the branch is warp-uniform) */
+                    if (want_win && *(volatile int *)&nwin <= SAMP_WIN) {
+#pragma unroll
+                        for (int c = 0; c < 4; c++) {
+                            const float x = f4_at(w, c);
+                            const bool f = i + c < V && key_of(x) >= SAMP_WIN_KEY;
+                            const unsigned bal = __ballot_sync(0xffffffffu, f);
+                            if (bal) {
+                                const int ld = __ffs(bal) - 1;
+                                int base = 0;
+                                if (lane == ld) base = atomicAdd(&nwin, __popc(bal));
+                                base = __shfl_sync(0xffffffffu, base, ld);
+                                const int at = base + __popc(bal & ((1u << lane) - 1u));
+                                if (f && at < SAMP_WIN) {
+                                    wv[at] = x;
+                                    wi[at] = i + c;
+                                }
+                            }
+                        }
                     }
                 }
             }
@@ -551,13 +608,59 @@ __global__ void __launch_bounds__(SAMP_T) k_sample(float *__restrict__ logits, i
         __syncthreads();
         const float u = lk_uniform(p.seed, p.seq_id0 + (uint64_t)b, (uint64_t)pos[b] + 1);
         uint32_t thr = 0;
-        const bool topk = p.top_k > 0 && p.top_k < V;
-        if (topk) thr = radix_threshold(l, V, (float)p.top_k, false, hist_f, hist_u, sel);
         /* top-k path (k <= SAMP_CAND, Llama's default 50): the kept tokens, in index order, one a
          * thread; top-p and the draw on that list instead of over the vocabulary. Same rule as
          * lk_sample.c: a top-p threshold above thr is a key of the list (the weight above any key
-         * >= thr is the list's), and the list's running sum in index order is the vocabulary's. */
-        const int nc = topk && p.top_k <= SAMP_CAND ? gather_candidates(l, V, thr, ce, ci, cnt) : -1;
+         * >= thr is the list's), and the list's running sum in index order is the vocabulary's.
+         * When the window holds k to SAMP_WIN weights, the k-th key is in it, so the count and the
+         * list come from the window in shared memory (no further pass over the vocabulary); else
+         * from the vocabulary. */
+        int nc = -1;
+        const int nw_all = nwin;
+        if (want_win && nw_all >= p.top_k && nw_all <= SAMP_WIN) {
+            thr = radix_threshold(wv, nw_all, (float)p.top_k, false, hist_f, hist_u, sel);
+            if (tid == 0) nwin = 0;
+            __syncthreads();
+            for (int t0 = 0; t0 < nw_all; t0 += SAMP_T) { /* the kept ones, unordered, into ce / ci */
+                const int t = t0 + tid;
+                const bool f = t < nw_all && key_of(wv[t]) >= thr;
+                const unsigned bal = __ballot_sync(0xffffffffu, f);
+                if (bal) {
+                    const int ld = __ffs(bal) - 1;
+                    int base = 0;
+                    if (lane == ld) base = atomicAdd(&nwin, __popc(bal));
+                    base = __shfl_sync(0xffffffffu, base, ld);
+                    const int at = base + __popc(bal & ((1u << lane) - 1u));
+                    if (f && at < SAMP_CAND) {
+                        ce[at] = wv[t];
+                        ci[at] = wi[t];
+                    }
+                }
+            }
+            __syncthreads();
+            const int n = nwin;
+            __syncthreads();
+            if (n <= SAMP_CAND) { /* index order: each one's rank among the kept ids (ids are distinct) */
+                float myv = 0.0f;
+                int myi = 0, r = 0;
+                if (tid < n) {
+                    myv = ce[tid];
+                    myi = ci[tid];
+                    for (int m = 0; m < n; m++) r += ci[m] < myi;
+                }
+                __syncthreads();
+                if (tid < n) {
+                    ce[r] = myv;
+                    ci[r] = myi;
+                }
+                __syncthreads();
+                nc = n;
+            }
+        }
+        if (nc < 0) {
+            if (topk) thr = radix_threshold(l, V, (float)p.top_k, false, hist_f, hist_u, sel);
+            nc = topk && p.top_k <= SAMP_CAND ? gather_candidates(l, V, thr, ce, ci, cnt) : -1;
+        }
         if (nc >= 0) {
             const float v = tid < nc ? ce[tid] : 0.0f;
             uint32_t t2 = thr;
