@@ -261,6 +261,22 @@ __device__ __forceinline__ void hist_add(bool in, unsigned bin, float e, bool by
     }
 }
 
+/* appends the lanes with f to a list counted by *counter: one atomic a warp, places in lane order;
+ * put(at) runs on every lane of a warp with at least one f (at means nothing where f is false).
+ * Every lane of the warp calls it. */
+template <class Put>
+__device__ __forceinline__ void warp_append(bool f, int *counter, Put put) {
+    const int lane = threadIdx.x & 31;
+    const unsigned bal = __ballot_sync(0xffffffffu, f);
+    if (bal) {
+        const int ld = __ffs(bal) - 1;
+        int base = 0;
+        if (lane == ld) base = atomicAdd(counter, __popc(bal));
+        base = __shfl_sync(0xffffffffu, base, ld);
+        put(base + __popc(bal & ((1u << lane) - 1u)));
+    }
+}
+
 /* block-wide radix descent (see lk_sample.c): weight(key > v) < target <= weight(key >= v). Every
  * thread runs the same number of steps (blockDim.x is a multiple of 32), as hist_add needs. */
 __device__ uint32_t radix_threshold(const float *e, int V, float target, bool by_mass, float *hist_f,
@@ -588,18 +604,12 @@ __global__ void __launch_bounds__(SAMP_T) k_sample(float *__restrict__ logits, i
                         for (int c = 0; c < 4; c++) {
                             const float x = f4_at(w, c);
                             const bool f = i + c < V && key_of(x) >= SAMP_WIN_KEY;
-                            const unsigned bal = __ballot_sync(0xffffffffu, f);
-                            if (bal) {
-                                const int ld = __ffs(bal) - 1;
-                                int base = 0;
-                                if (lane == ld) base = atomicAdd(&nwin, __popc(bal));
-                                base = __shfl_sync(0xffffffffu, base, ld);
-                                const int at = base + __popc(bal & ((1u << lane) - 1u));
+                            warp_append(f, &nwin, [&](int at) {
                                 if (f && at < SAMP_WIN) {
                                     wv[at] = x;
                                     wi[at] = i + c;
                                 }
-                            }
+                            });
                         }
                     }
                 }
@@ -624,18 +634,12 @@ __global__ void __launch_bounds__(SAMP_T) k_sample(float *__restrict__ logits, i
             for (int t0 = 0; t0 < nw_all; t0 += SAMP_T) { /* the kept ones, unordered, into ce / ci */
                 const int t = t0 + tid;
                 const bool f = t < nw_all && key_of(wv[t]) >= thr;
-                const unsigned bal = __ballot_sync(0xffffffffu, f);
-                if (bal) {
-                    const int ld = __ffs(bal) - 1;
-                    int base = 0;
-                    if (lane == ld) base = atomicAdd(&nwin, __popc(bal));
-                    base = __shfl_sync(0xffffffffu, base, ld);
-                    const int at = base + __popc(bal & ((1u << lane) - 1u));
+                warp_append(f, &nwin, [&](int at) {
                     if (f && at < SAMP_CAND) {
                         ce[at] = wv[t];
                         ci[at] = wi[t];
                     }
-                }
+                });
             }
             __syncthreads();
             const int n = nwin;
