@@ -423,12 +423,15 @@ __device__ __forceinline__ int draw_list(float v, bool kept, float u, float *sca
     return r;
 }
 
+/* tokens of each warp's contiguous segment when nw warps split V: a multiple of 128 (a step of 4 a lane) */
+__device__ __forceinline__ int warp_segment(int V, int nw) { return (((V + nw - 1) / nw) + 127) & ~127; }
+
 /* the top-k path's candidates: every i with key >= thr, in index order, into ce / ci (a warp per
  * contiguous segment, 128 tokens a step, 4 a lane: count, offsets, then write). Returns their number,
  * or -1 above SAMP_CAND. */
 __device__ int gather_candidates(const float *l, int V, uint32_t thr, float *ce, int *ci, int *cnt) {
     const int lane = threadIdx.x & 31, warp = threadIdx.x >> 5, nw = blockDim.x >> 5;
-    const int seg = (((V + nw - 1) / nw) + 127) & ~127;
+    const int seg = warp_segment(V, nw);
     const int start = warp * seg, end = min(V, start + seg);
     const bool vec = vec_ok(l, V);
     int n = 0;
@@ -696,9 +699,9 @@ __global__ void __launch_bounds__(SAMP_T) k_sample(float *__restrict__ logits, i
                 thr = tp > thr ? tp : thr;
             }
             /* the draw over the vocabulary: a warp per contiguous segment (coalesced), the segments'
-             * kept mass scanned across warps, then the one warp whose range holds u * total walks its
-             * segment 32 tokens at a time */
-            const int seg = (((V + SAMP_T / 32 - 1) / (SAMP_T / 32)) + 127) & ~127;
+             * kept mass scanned across warps, then the whole block resolves the segment holding
+             * u * total (below) */
+            const int seg = warp_segment(V, SAMP_T / 32);
             const int start = warp * seg, end = min(V, start + seg);
             const bool vec = vec_ok(l, V);
             float mine = 0.0f;
