@@ -372,8 +372,8 @@ def test_tiled_layout_matmul(N, K, monkeypatch):
     rng = np.random.default_rng(N + K + 1)
     w = (rng.standard_normal((N, K)) * 0.02).astype(np.float32)
     qs, p = quant.quantize(w)
-    # 17-32 rows: the small-batch kernel per 16 rows; 33-64: the register-A wgmma kernel on sm_90a (else
-    # the small-batch kernel per 16 rows); 65: the tile kernel (or the wgmma kernel)
+    # 17-64 rows: the small-batch kernel in row slices, or on sm_90a the wgmma kernel (64-row blocks) from 33
+    # rows on matrices of 16M+ weights and from 57 rows on the others; 65: the tile kernel (or the wgmma kernel)
     for M in (1, 3, 8, 9, 16, 33, 40, 64, 65):
         x = rng.standard_normal((M, K)).astype(np.float32)
         for mode in (0, 1, 2, 3):
