@@ -156,6 +156,36 @@ print("ok")
     assert r.returncode == 0 and r.stdout.strip() == "ok", r.stdout + r.stderr
 
 
+@pytest.mark.parametrize("cap", ["1", "2"])
+def test_prefill_attention_heads_per_block(cap):
+    """The flash prefill kernel puts one or two query heads of a GQA group in a block, by head size and
+    grid size; LLAMA_KERNEL_FA_HPB forces it (read once per process; odd groups always take one), so
+    both forms run on every shape here, in a fresh process, against float64."""
+    import subprocess
+    import sys
+
+    code = f"""
+import sys
+sys.path.insert(0, {os.path.dirname(__file__)!r})
+import numpy as np, reference as R
+from test_cuda import attn_ref
+from llama_kernel import _C
+rng = np.random.default_rng(9)
+for hd, n_heads, n_kv in [(64, 32, 8), (128, 24, 8), (128, 16, 8), (64, 16, 2), (64, 8, 8)]:
+    for L, p0 in [(70, 0), (300, 0), (1000, 930), (200, 37)]:
+        pos = list(range(p0, L))
+        q = rng.standard_normal((len(pos), n_heads * hd)).astype(np.float32)
+        k = rng.standard_normal((n_kv, L, hd)).astype(np.float32)
+        v = rng.standard_normal((n_kv, L, hd)).astype(np.float32)
+        err = R.rel_err(_C.cuda_attention(q, k, v, pos, n_heads, 2), attn_ref(q, k, v, pos, n_heads))
+        assert err < 4e-3, (hd, n_heads, n_kv, L, p0, err)
+print("ok")
+"""
+    env = dict(os.environ, LLAMA_KERNEL_FA_HPB=cap)
+    r = subprocess.run([sys.executable, "-c", code], env=env, capture_output=True, text=True, timeout=300)
+    assert r.returncode == 0 and r.stdout.strip() == "ok", r.stdout + r.stderr
+
+
 def test_prefill_attention_long_chunk():
     rng = np.random.default_rng(1)
     n_heads, n_kv, hd, L = 8, 2, 64, 300

@@ -510,42 +510,49 @@ lk_status lk_attention_decode(const lk_attn_args *a, cudaStream_t st) {
 /* ---- prefill: FlashAttention-2 with mma.sync --------------------------------------- */
 #define FA_BQ 64
 #define FA_BK 64
-#define FA_WARPS 4
+#define FA_WARPS 4 /* warps a head: 16 query rows each */
 
-template <int HD>
+/* HPB (1 or 2) query heads of one GQA group a block (4 HPB warps): they share every K/V tile, so a
+ * tile copied into shared memory serves HPB x 64 query rows (v39; was always one head) */
+template <int HD, int HPB>
 struct fa_smem {
-    static constexpr int LD = HD + 8;
-    static constexpr int BYTES = (FA_BQ + 4 * FA_BK) * LD * 2; /* Q + 2 stages of K and V */
+    static constexpr int LD = HD + 8, T = HPB * FA_WARPS * 32;
+    static constexpr int BYTES = (HPB * FA_BQ + 4 * FA_BK) * LD * 2; /* Q + 2 stages of K and V */
+    /* blocks an SM the registers must allow: 16 warps at head_dim 64 (128 registers), 8 at 128 */
+    static constexpr int MINB = HD == 64 ? 4 / HPB : 2 / HPB;
+    static_assert(HPB == 1 || HPB == 2, "one or two heads a block");
 };
 
-template <int HD>
-__global__ void __launch_bounds__(FA_WARPS * 32) k_attn_prefill(lk_attn_args a) {
+template <int HD, int HPB>
+__global__ void __launch_bounds__(fa_smem<HD, HPB>::T, fa_smem<HD, HPB>::MINB) k_attn_prefill(lk_attn_args a) {
     lk_pdl_prologue();
     extern __shared__ __align__(16) unsigned char smem_raw[];
-    constexpr int LD = fa_smem<HD>::LD, KS = HD / 16, NT = FA_BK / 8, OT = HD / 8;
-    half *Qs = reinterpret_cast<half *>(smem_raw);
-    half *Ks = Qs + FA_BQ * LD;        /* [2][FA_BK][LD] */
-    half *Vs = Ks + 2 * FA_BK * LD;    /* [2][FA_BK][LD] */
-    /* heads along x, query blocks along y from the last (the longest causal rows) down: every head's
-     * heaviest blocks are scheduled first and the light ones fill the tail */
-    const int qb = gridDim.y - 1 - blockIdx.y, h = blockIdx.x, tid = threadIdx.x, lane = tid & 31, warp = tid >> 5;
-    const int kvh = h / (a.n_heads / a.n_kv);
-    const int q_first = qb * FA_BQ;                       /* row index within the chunk */
+    constexpr int LD = fa_smem<HD, HPB>::LD, T = fa_smem<HD, HPB>::T, KS = HD / 16, NT = FA_BK / 8, OT = HD / 8;
+    half *Qs = reinterpret_cast<half *>(smem_raw); /* [HPB][FA_BQ][LD] */
+    half *Ks = Qs + HPB * FA_BQ * LD;              /* [2][FA_BK][LD] */
+    half *Vs = Ks + 2 * FA_BK * LD;                /* [2][FA_BK][LD] */
+    /* head groups along x, query blocks along y from the last (the longest causal rows) down: every
+     * head's heaviest blocks are scheduled first and the light ones fill the tail */
+    const int qb = gridDim.y - 1 - blockIdx.y, tid = threadIdx.x, lane = tid & 31, warp = tid >> 5;
+    const int h0 = blockIdx.x * HPB, hw = warp / FA_WARPS, wr = warp % FA_WARPS; /* this warp: head h0 + hw */
+    const int kvh = h0 / (a.n_heads / a.n_kv);   /* (HPB divides the group size: one KV head) */
+    const int q_first = qb * FA_BQ;              /* row index within the chunk */
     const int q_last = min(a.M, q_first + FA_BQ) - 1;
-    const int kv_len = a.p0 + q_last + 1;                 /* keys needed by this block */
+    const int kv_len = a.p0 + q_last + 1;        /* keys needed by this block */
     const half *K = a.kc + ((size_t)a.pslot * a.n_kv + kvh) * a.max_seq * HD;
     const half *V = a.vc + ((size_t)a.pslot * a.n_kv + kvh) * a.max_seq * HD;
 
-    for (int i = tid; i < FA_BQ * HD / 8; i += FA_WARPS * 32) {
-        int rr = i / (HD / 8), c = (i % (HD / 8)) * 8;
-        bool p = q_first + rr < a.M;
-        lk_cp_async16(Qs + rr * LD + c, a.qkv + (size_t)(p ? q_first + rr : 0) * a.qkv_ld + (size_t)h * HD + c, p);
+    for (int i = tid; i < HPB * FA_BQ * HD / 8; i += T) {
+        const int hh = i / (FA_BQ * HD / 8), rr = (i / (HD / 8)) % FA_BQ, c = (i % (HD / 8)) * 8;
+        const bool p = q_first + rr < a.M;
+        lk_cp_async16(Qs + (hh * FA_BQ + rr) * LD + c,
+                      a.qkv + (size_t)(p ? q_first + rr : 0) * a.qkv_ld + (size_t)(h0 + hh) * HD + c, p);
     }
     auto load_kv = [&](int kb, int stage) {
         half *ks = Ks + stage * FA_BK * LD, *vs = Vs + stage * FA_BK * LD;
-        for (int i = tid; i < FA_BK * HD / 8; i += FA_WARPS * 32) {
-            int t = i / (HD / 8), c = (i % (HD / 8)) * 8, kp = kb * FA_BK + t;
-            bool p = kp < kv_len;
+        for (int i = tid; i < FA_BK * HD / 8; i += T) {
+            const int t = i / (HD / 8), c = (i % (HD / 8)) * 8, kp = kb * FA_BK + t;
+            const bool p = kp < kv_len;
             lk_cp_async16(ks + t * LD + c, K + (size_t)(p ? kp : 0) * HD + c, p);
             lk_cp_async16(vs + t * LD + c, V + (size_t)(p ? kp : 0) * HD + c, p);
         }
@@ -560,9 +567,10 @@ __global__ void __launch_bounds__(FA_WARPS * 32) k_attn_prefill(lk_attn_args a) 
     for (int i = 0; i < OT; i++)
 #pragma unroll
         for (int k = 0; k < 4; k++) o[i][k] = 0.0f;
+    /* running maxima in raw score units; l the running sums of exp2(scale log2e (s - m)) */
     float m_r[2] = {-INFINITY, -INFINITY}, l_r[2] = {0.0f, 0.0f};
     const float sl2 = a.scale * 1.4426950408889634f; /* exp(x) = exp2(x log2 e) */
-    const int my_row0 = warp * 16 + (lane >> 2);      /* rows my_row0 and my_row0 + 8 of the block */
+    const int my_row0 = wr * 16 + (lane >> 2);        /* rows my_row0 and my_row0 + 8 of the block */
     const int qpos0 = a.p0 + q_first + my_row0, qpos1 = qpos0 + 8;
 
     for (int kb = 0; kb < n_kb; kb++) {
@@ -591,29 +599,29 @@ __global__ void __launch_bounds__(FA_WARPS * 32) k_attn_prefill(lk_attn_args a) 
                 fa_mma(s[j], qf[k], bf[0], bf[1]);
                 fa_mma(s[j + 1], qf[k], bf[2], bf[3]);
             }
-        /* causal mask (and keys past the end) only near the diagonal */
+        /* causal mask (and keys past the end) only in tiles that reach past the block's first row */
         const int kbase = kb * FA_BK;
-        const bool need_mask = kbase + FA_BK - 1 > a.p0 + q_first;
+        if (kbase + FA_BK - 1 > a.p0 + q_first) {
+#pragma unroll
+            for (int j = 0; j < NT; j++)
+#pragma unroll
+                for (int k = 0; k < 4; k++)
+                    if (kbase + j * 8 + (lane & 3) * 2 + (k & 1) > (k < 2 ? qpos0 : qpos1)) s[j][k] = -INFINITY;
+        }
         float mx[2] = {-INFINITY, -INFINITY};
 #pragma unroll
         for (int j = 0; j < NT; j++)
 #pragma unroll
-            for (int k = 0; k < 4; k++) {
-                const int kp = kbase + j * 8 + (lane & 3) * 2 + (k & 1);
-                const int qp = k < 2 ? qpos0 : qpos1;
-                float v = s[j][k] * sl2;
-                if (need_mask && kp > qp) v = -INFINITY;
-                s[j][k] = v;
-                mx[k >> 1] = fmaxf(mx[k >> 1], v);
-            }
-        float corr[2];
+            for (int k = 0; k < 4; k++) mx[k >> 1] = fmaxf(mx[k >> 1], s[j][k]);
+        float corr[2], ms[2];
 #pragma unroll
         for (int rr = 0; rr < 2; rr++) {
             mx[rr] = fmaxf(mx[rr], __shfl_xor_sync(0xffffffffu, mx[rr], 1));
             mx[rr] = fmaxf(mx[rr], __shfl_xor_sync(0xffffffffu, mx[rr], 2));
             const float m_new = fmaxf(m_r[rr], mx[rr]);
-            /* a row with everything masked so far keeps m = -inf: avoid inf - inf */
-            corr[rr] = m_new == -INFINITY ? 1.0f : exp2f(m_r[rr] - m_new);
+            /* a row with everything masked so far keeps m = -inf: no inf - inf (its p are exp2(-inf) = 0) */
+            ms[rr] = m_new == -INFINITY ? 0.0f : m_new * sl2;
+            corr[rr] = m_new == -INFINITY ? 1.0f : exp2f(m_r[rr] * sl2 - ms[rr]);
             m_r[rr] = m_new;
         }
         float rs[2] = {0.0f, 0.0f};
@@ -621,8 +629,7 @@ __global__ void __launch_bounds__(FA_WARPS * 32) k_attn_prefill(lk_attn_args a) 
         for (int j = 0; j < NT; j++)
 #pragma unroll
             for (int k = 0; k < 4; k++) {
-                const float mm = m_r[k >> 1];
-                float p = mm == -INFINITY ? 0.0f : exp2f(s[j][k] - mm);
+                const float p = exp2f(fmaf(s[j][k], sl2, -ms[k >> 1])); /* one FFMA and one MUFU a score */
                 s[j][k] = p;
                 rs[k >> 1] += p;
             }
@@ -660,7 +667,7 @@ __global__ void __launch_bounds__(FA_WARPS * 32) k_attn_prefill(lk_attn_args a) 
         const int row = q_first + my_row0 + rr * 8;
         if (row >= a.M) continue;
         const float inv = l_r[rr] > 0.0f ? 1.0f / l_r[rr] : 0.0f;
-        half *out = a.out + (size_t)row * a.n_heads * HD + (size_t)h * HD;
+        half *out = a.out + (size_t)row * a.n_heads * HD + (size_t)(h0 + hw) * HD;
 #pragma unroll
         for (int i = 0; i < OT; i++) {
             const int d = i * 8 + (lane & 3) * 2;
@@ -669,27 +676,58 @@ __global__ void __launch_bounds__(FA_WARPS * 32) k_attn_prefill(lk_attn_args a) 
     }
 }
 
+/* heads a flash prefill block (v39, H100, us, 32 heads / 8 KV heads, benchmarks/NOTES.md): at head_dim 64
+ * two when the GQA group is even and the grid still gives every SM two blocks (S = 2,048: 86.6 with one,
+ * 82.8 with two; S = 8,192: 1,150 / 1,075; but S = 512, 128 blocks: 12.7 / 14.7), else one; at 128
+ * one (two: 164.7 vs 154.9 at S = 2,048: its 195 registers leave one block an SM). Four heads (a block an
+ * SM) were no faster anywhere (83.2, 1,130, 22.8). LLAMA_KERNEL_FA_HPB=1|2 forces it where the group
+ * allows (A/B; read once). */
+static int fa_heads_per_block(const lk_attn_args *a) {
+    static int force = -1, sms = 0;
+    if (force < 0) {
+        const char *e = getenv("LLAMA_KERNEL_FA_HPB");
+        force = e && (atoi(e) == 1 || atoi(e) == 2) ? atoi(e) : 0;
+        int dev = 0;
+        if (cudaGetDevice(&dev) != cudaSuccess || cudaDeviceGetAttribute(&sms, cudaDevAttrMultiProcessorCount, dev) != cudaSuccess)
+            sms = 132;
+    }
+    if ((a->n_heads / a->n_kv) % 2) return 1;
+    if (force) return force;
+    const long blocks2 = (long)(a->n_heads / 2) * ((a->M + FA_BQ - 1) / FA_BQ);
+    return a->head_dim == 64 && blocks2 >= 2L * sms ? 2 : 1;
+}
+
+template <int HD, int HPB>
+static lk_status fa_init() {
+    CU(cudaFuncSetAttribute(k_attn_prefill<HD, HPB>, cudaFuncAttributeMaxDynamicSharedMemorySize,
+                            fa_smem<HD, HPB>::BYTES));
+    return LK_OK;
+}
+
+template <int HD, int HPB>
+static lk_status fa_launch(const lk_attn_args *a, cudaStream_t st) {
+    const dim3 grid(a->n_heads / HPB, (a->M + FA_BQ - 1) / FA_BQ);
+    LAUNCH("k_attn_prefill", (k_attn_prefill<HD, HPB>), grid, dim3(fa_smem<HD, HPB>::T), (size_t)fa_smem<HD, HPB>::BYTES,
+           st, *a);
+    return LK_OK;
+}
+
 lk_status lk_attention_init(void) {
     static lk_status (*const tc_init[])() = {decode_tc_init<64, 1>,  decode_tc_init<64, 2>,  decode_tc_init<64, 3>,
                                              decode_tc_init<64, 4>,  decode_tc_init<64, 8>,  decode_tc_init<128, 1>,
                                              decode_tc_init<128, 2>, decode_tc_init<128, 3>, decode_tc_init<128, 4>,
                                              decode_tc_init<128, 8>};
     for (auto f : tc_init) TRY(f());
-    CU(cudaFuncSetAttribute(k_attn_prefill<64>, cudaFuncAttributeMaxDynamicSharedMemorySize, fa_smem<64>::BYTES));
-    CU(cudaFuncSetAttribute(k_attn_prefill<128>, cudaFuncAttributeMaxDynamicSharedMemorySize, fa_smem<128>::BYTES));
+    static lk_status (*const pf_init[])() = {fa_init<64, 1>, fa_init<64, 2>, fa_init<128, 1>, fa_init<128, 2>};
+    for (auto f : pf_init) TRY(f());
     return LK_OK;
 }
 
 lk_status lk_attention_prefill(const lk_attn_args *a, cudaStream_t st) {
-    dim3 grid(a->n_heads, (a->M + FA_BQ - 1) / FA_BQ);
-    if (grid.y > 65535)
+    if ((a->M + FA_BQ - 1) / FA_BQ > 65535)
         return lk_fail(LK_E_UNSUPPORTED, "flash prefill: %d rows in one call (at most %d)", a->M, 65535 * FA_BQ);
-    if (a->head_dim == 64) {
-        LAUNCH("k_attn_prefill", k_attn_prefill<64>, grid, dim3(FA_WARPS * 32), (size_t)fa_smem<64>::BYTES, st, *a);
-    } else if (a->head_dim == 128) {
-        LAUNCH("k_attn_prefill", k_attn_prefill<128>, grid, dim3(FA_WARPS * 32), (size_t)fa_smem<128>::BYTES, st, *a);
-    } else {
-        return lk_attention_plain(a, st);
-    }
-    return LK_OK;
+    if (a->head_dim != 64 && a->head_dim != 128) return lk_attention_plain(a, st);
+    static lk_status (*const launch[2][2])(const lk_attn_args *, cudaStream_t) = {{fa_launch<64, 1>, fa_launch<64, 2>},
+                                                                                 {fa_launch<128, 1>, fa_launch<128, 2>}};
+    return launch[a->head_dim == 128][fa_heads_per_block(a) - 1](a, st);
 }
