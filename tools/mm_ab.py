@@ -8,7 +8,7 @@ import os
 import sys
 
 sys.path.insert(0, "benchmarks")
-os.environ["LLAMA_KERNEL_TILED"] = "1"
+os.environ.setdefault("LLAMA_KERNEL_TILED", "1")  # LLAMA_KERNEL_TILED=0: the row-interleaved layout
 from _common import _C  # noqa: E402
 
 SHAPES = [("qkv", 3072, 2048, 3), ("o", 2048, 2048, 1), ("gate_up", 16384, 2048, 2), ("down", 2048, 8192, 1),
