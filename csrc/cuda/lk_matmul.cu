@@ -1129,10 +1129,11 @@ __global__ void __launch_bounds__(WM *WN * 32)
  * (64-row blocks only; the last block sums the splits in order).
  * A block computes BM tokens x BN weight rows; its BM/64 warpgroups each own 64
  * tokens (D = x W^T: tokens are wgmma's M, weight rows its N). Per 64-input
- * k-tile: x arrives by TMA (one bulk tensor copy a stage, completion on an
- * mbarrier; v40, H100: gate_up at 1,024 rows 193.6 -> 162.3 us, prefill of
- * 2,048 tokens 15.96 -> 13.88 ms), the raw int4 weights (+ scale/min) by
- * cp.async, in a ring (wg_smem: STAGES, AHEAD tiles ahead); all threads dequantize the tile's
+ * k-tile: x and the raw int4 weights arrive by TMA (bulk tensor copies issued
+ * by one thread, completion counted in bytes on the stage's mbarrier; v40-v41,
+ * H100: gate_up at 1,024 rows 193.6 -> 149.9 us, prefill of 2,048 tokens
+ * 15.96 -> 13.1 ms), scale/min by cp.async, in a ring (wg_smem: STAGES, AHEAD
+ * tiles ahead); all threads dequantize the tile's
  * weights to fp16 into one of two buffers while the tensor cores still run the
  * previous tile's wgmmas, then the tile's four k16 wgmmas are issued
  * asynchronously. Shared tiles are K-major, 128 bytes (64 inputs) a row, in
@@ -1217,13 +1218,21 @@ __device__ __forceinline__ void tma_load_2d(void *dst, const CUtensorMap *map, i
         "l"(map), "r"(k), "r"(row), "r"(smem_u32(bar))
         : "memory");
 }
+__device__ __forceinline__ void tma_load_3d(void *dst, const CUtensorMap *map, int c0, int c1, int c2, uint64_t *bar) {
+    asm volatile(
+        "cp.async.bulk.tensor.3d.shared::cluster.global.mbarrier::complete_tx::bytes [%0], [%1, {%2, %3, %4}], [%5];" ::"r"(
+            smem_u32(dst)),
+        "l"(map), "r"(c0), "r"(c1), "r"(c2), "r"(smem_u32(bar))
+        : "memory");
+}
 #endif
 
 template <int BM, int BN, bool TILED>
 __global__ void __launch_bounds__(2 * BM, 1)
     k_mm_q4_wg(const half *__restrict__ x, int ldx, int M, const uint8_t *__restrict__ W, const half2 *__restrict__ P,
                int N, int K, int n_out, int hidden, void *out, int ldo, int mode, float *__restrict__ partial,
-               int *__restrict__ counters, int p4, lk_rope_epi re, const __grid_constant__ CUtensorMap tmx) {
+               int *__restrict__ counters, int p4, lk_rope_epi re, const __grid_constant__ CUtensorMap tmx,
+               const __grid_constant__ CUtensorMap tmw) {
 #if defined(__CUDA_ARCH_FEAT_SM90_ALL)
     lk_pdl_prologue();
     __shared__ __align__(8) uint64_t xbar[wg_smem<BM, BN>::STAGES]; /* x stage landed (TMA bytes) */
@@ -1248,7 +1257,10 @@ __global__ void __launch_bounds__(2 * BM, 1)
      * predicates are worked out once here (v27; the per-tile index arithmetic had doubled the
      * instructions a tile), and a k-tile only adds kt times a stride. */
     static_assert(BN * 2 >= T, "every thread holds QJ >= 1 raw 16-byte chunks of a k-tile");
-    constexpr int QJ = BN * 2 / T;
+    constexpr int QJ = BN * 2 / T; /* 16-byte raw weight chunks a thread dequantizes a k-tile */
+    /* row-interleaved: row qn + T/2 j, half qh; 8 consecutive threads read 4 rows' 128 contiguous bytes
+     * and store into 8 different bank groups of the swizzled tile (chunk 4 qh + w XOR row) */
+    const int qn = ((tid >> 1) & 7) | ((tid >> 4) << 3), qh = tid & 1;
     (void)x, (void)ldx;
     if (tid == 0) {
 #pragma unroll
@@ -1256,22 +1268,11 @@ __global__ void __launch_bounds__(2 * BM, 1)
         asm volatile("fence.mbarrier_init.release.cluster;" ::: "memory");
     }
     __syncthreads();
-    /* raw weights: row-interleaved, chunk (row qn + T/2 j, half qh) stored [half][row]; tiled, the
-     * 16-row tile (tid >> 5) + T/32 j, lane chunk tid & 31, stored as is */
-    const int qn = (tid & 7) | ((tid >> 4) << 3), qh = (tid >> 3) & 1;
-    const uint8_t *qsrc[QJ];
-    bool qok[QJ];
-#pragma unroll
-    for (int j = 0; j < QJ; j++) {
-        if constexpr (TILED) {
-            const int tile = (tid >> 5) + T / 32 * j;
-            qok[j] = br.ok(tile * 16);
-            qsrc[j] = W + (size_t)(qok[j] ? br.row(tile * 16) / 16 : 0) * (K / 64) * 512 + (tid & 31) * 16;
-        } else {
-            qok[j] = br.ok(qn + T / 2 * j);
-            qsrc[j] = W + (size_t)(qok[j] ? br.row(qn + T / 2 * j) : 0) * (K / 2) + qh * 16;
-        }
-    }
+    /* raw weights by TMA too (v41), in one or (SwiGLU: the gate and the up rows) two row ranges: row-
+     * interleaved, box (32 bytes, rows) at (32 kt, row), stored [row][32]; tiled, box (512 bytes, 1,
+     * rows / 16 tiles) at (0, kt, tile), stored [tile][512] */
+    constexpr int RR = BN / 2;
+    const int ranges = swiglu ? 2 : 1;
     /* scale/min: row-interleaved, rows tid + T j (< BN); tiled, 16 bytes (4 rows) of tile tid >> 2 (tid < BN / 4) */
     constexpr int PJ = TILED || BN <= T ? 1 : BN / T;
     bool phas[PJ], pok[PJ];
@@ -1286,16 +1287,19 @@ __global__ void __launch_bounds__(2 * BM, 1)
                           : P + (size_t)br.row(n) * groups;
     }
     auto load_stage = [&](int kt, int st) {
-        if (tid == 0) { /* rows past M come as zeros */
-            mbar_expect_tx(&xbar[st], SM::X);
-            tma_load_2d(Xs + st * SM::X, &tmx, kt * WG_BK, m0, &xbar[st]);
-        }
         unsigned char *q = Wq + st * (SM::Q + SM::PS);
         half2 *ps = reinterpret_cast<half2 *>(q + SM::Q);
-#pragma unroll
-        for (int j = 0; j < QJ; j++) {
-            if constexpr (TILED) lk_cp_async16(q + tid * 16 + 16 * T * j, qsrc[j] + (size_t)kt * 512, qok[j]);
-            else lk_cp_async16(q + (qh * BN + qn + T / 2 * j) * 16, qsrc[j] + (size_t)kt * (WG_BK / 2), qok[j]);
+        if (tid == 0) { /* rows past M or N come as zeros */
+            mbar_expect_tx(&xbar[st], SM::X + SM::Q);
+            tma_load_2d(Xs + st * SM::X, &tmx, kt * WG_BK, m0, &xbar[st]);
+            for (int r = 0; r < ranges; r++) {
+                const int row = br.row(r * RR);
+                if constexpr (TILED) {
+                    tma_load_3d(q + r * (RR / 16) * 512, &tmw, 0, kt, row / 16, &xbar[st]);
+                } else {
+                    tma_load_2d(q + r * RR * 32, &tmw, kt * (WG_BK / 2), row, &xbar[st]);
+                }
+            }
         }
 #pragma unroll
         for (int j = 0; j < PJ; j++) {
@@ -1336,7 +1340,7 @@ __global__ void __launch_bounds__(2 * BM, 1)
                 }
             } else {
                 const int n = qn + T / 2 * j;
-                const uint4 v = *reinterpret_cast<const uint4 *>(q + (qh * BN + n) * 16);
+                const uint4 v = *reinterpret_cast<const uint4 *>(q + n * 32 + qh * 16);
                 const half2 pr = p4 ? Pb[((kt >> 3) & 1) * BN * 4 + n * 4 + ((kt >> 1) & 3)] : ps[n];
                 const half2 sc = __half2half2(__low2half(pr)), mn = __half2half2(__high2half(pr));
                 const uint32_t wd4[4] = {v.x, v.y, v.z, v.w};
@@ -1364,8 +1368,8 @@ __global__ void __launch_bounds__(2 * BM, 1)
     for (int kt = 0; kt < KT; kt++) {
         const int st = kt % STAGES;
         unsigned char *hb = Hb + (kt & 1) * SM::H;
-        cp_async_wait<AHEAD - 1>(); /* tile kt's weights have landed (this thread's copies) */
-        mbar_wait(&xbar[st], (kt / STAGES) & 1); /* ... and its x (the stage's (kt / STAGES)-th fill) */
+        cp_async_wait<AHEAD - 1>(); /* tile kt's scale/min have landed (this thread's copies) */
+        mbar_wait(&xbar[st], (kt / STAGES) & 1); /* ... and its x and weights (the stage's (kt / STAGES)-th fill) */
         lk_wgmma_wait<1>();            /* this warpgroup's wgmmas of tile kt - 2 are done */
         __syncthreads();            /* ... and everyone's: hb and stage (kt - 2) % STAGES are free */
         if (kt + AHEAD < KT) load_stage(kt0 + kt + AHEAD, (kt + AHEAD) % STAGES);
@@ -1431,7 +1435,7 @@ __global__ void __launch_bounds__(2 * BM, 1)
     }
 #else
     (void)x, (void)ldx, (void)M, (void)W, (void)P, (void)N, (void)K, (void)n_out, (void)hidden, (void)out, (void)ldo;
-    (void)mode, (void)partial, (void)counters, (void)p4, (void)re, (void)tmx;
+    (void)mode, (void)partial, (void)counters, (void)p4, (void)re, (void)tmx, (void)tmw;
 #endif
 }
 
@@ -1710,10 +1714,26 @@ static lk_status launch_wg(const lk_dmat *W, const half *x, int M, int ldx, void
     if (cr != CUDA_SUCCESS)
         return lk_fail(LK_E_DEVICE, "cuTensorMapEncodeTiled (x of %d x %d, row stride %d) failed: error %d", M, W->K, ldx,
                        (int)cr);
+    /* the raw weights (see the kernel's loader): row-interleaved [N][K/2] bytes as (byte, row);
+     * tiled [N/16][K/64][512 bytes] as (128 words, k-tile, row tile) */
+    const int rr = mode == LK_OUT_SWIGLU_F16 ? BN / 2 : BN;
+    CUtensorMap tmw;
+    const cuuint64_t wdims[3] = {TILED ? 128u : (cuuint64_t)W->K / 2, TILED ? (cuuint64_t)W->K / 64 : (cuuint64_t)W->N,
+                                 (cuuint64_t)W->N / 16};
+    const cuuint64_t wstr[2] = {TILED ? 512u : (cuuint64_t)W->K / 2, (cuuint64_t)W->K / 64 * 512};
+    const cuuint32_t wbox[3] = {TILED ? 128u : 32u, TILED ? 1u : (cuuint32_t)rr, (cuuint32_t)rr / 16},
+                     westr[3] = {1, 1, 1};
+    const CUresult cw = tmap_encoder()(&tmw, TILED ? CU_TENSOR_MAP_DATA_TYPE_UINT32 : CU_TENSOR_MAP_DATA_TYPE_UINT8,
+                                       TILED ? 3 : 2,
+                                       (void *)W->w, wdims, wstr, wbox, westr, CU_TENSOR_MAP_INTERLEAVE_NONE,
+                                       CU_TENSOR_MAP_SWIZZLE_NONE, CU_TENSOR_MAP_L2_PROMOTION_L2_256B,
+                                       CU_TENSOR_MAP_FLOAT_OOB_FILL_NONE);
+    if (cw != CUDA_SUCCESS)
+        return lk_fail(LK_E_DEVICE, "cuTensorMapEncodeTiled (int4 weights %d x %d) failed: error %d", W->N, W->K, (int)cw);
     LAUNCH("k_mm_q4_wg", (k_mm_q4_wg<BM, BN, TILED>), grid, dim3(2 * BM), (size_t)wg_smem<BM, BN>::BYTES, st, x, ldx,
            M, (const uint8_t *)W->w, W->p, W->N, W->K, n_out, hidden, out, ldo, mode,
            S > 1 ? ws->tc_partial : (float *)NULL, S > 1 ? ws->tc_counters : (int *)NULL,
-           (int)(!TILED && (W->K / LK_Q4_GROUP) % 4 == 0 && (uintptr_t)W->p % 16 == 0), re, tmx);
+           (int)(!TILED && (W->K / LK_Q4_GROUP) % 4 == 0 && (uintptr_t)W->p % 16 == 0), re, tmx, tmw);
     return LK_OK;
 }
 
