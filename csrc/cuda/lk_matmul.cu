@@ -1235,7 +1235,7 @@ __global__ void __launch_bounds__(2 * BM, 1)
                const __grid_constant__ CUtensorMap tmw) {
 #if defined(__CUDA_ARCH_FEAT_SM90_ALL)
     lk_pdl_prologue();
-    __shared__ __align__(8) uint64_t xbar[wg_smem<BM, BN>::STAGES]; /* x stage landed (TMA bytes) */
+    __shared__ __align__(8) uint64_t xbar[wg_smem<BM, BN>::STAGES]; /* a stage's x and weights landed (TMA bytes) */
     extern __shared__ __align__(16) unsigned char smem[];
     using SM = wg_smem<BM, BN>;
     constexpr int T = SM::T, STAGES = SM::STAGES, AHEAD = SM::AHEAD;
@@ -1253,9 +1253,10 @@ __global__ void __launch_bounds__(2 * BM, 1)
     const int KT = max(0, min(K / WG_BK, kt0 + per) - kt0);
 
     const blk_rows<BN> br{j0, hidden, N, n_out, swiglu};
-    /* Each thread's copies and dequant items are the same every k-tile: their addresses and
+    /* Each thread's scale/min copies and dequant items are the same every k-tile: their addresses and
      * predicates are worked out once here (v27; the per-tile index arithmetic had doubled the
-     * instructions a tile), and a k-tile only adds kt times a stride. */
+     * instructions a tile), and a k-tile only adds kt times a stride. x (and ldx) reach the kernel
+     * through the tensor map tmx, the weights through tmw (launch_wg). */
     static_assert(BN * 2 >= T, "every thread holds QJ >= 1 raw 16-byte chunks of a k-tile");
     constexpr int QJ = BN * 2 / T; /* 16-byte raw weight chunks a thread dequantizes a k-tile */
     /* row-interleaved: row qn + T/2 j, half qh; 8 consecutive threads read 4 rows' 128 contiguous bytes
