@@ -207,6 +207,16 @@ __device__ __forceinline__ void warp_argmax(float &best, int &bi) {
     }
 }
 
+/* inclusive prefix sum of v over the lanes of a warp (lane order; all 32 lanes take part; lane: this
+ * thread's lane) */
+template <typename T> __device__ __forceinline__ T warp_incl_scan(T v, int lane) {
+    for (int o = 1; o < 32; o <<= 1) {
+        const T t = __shfl_up_sync(0xffffffffu, v, o);
+        if (lane >= o) v += t;
+    }
+    return v;
+}
+
 __device__ __forceinline__ uint32_t key_of(float e) { return __float_as_uint(e); }
 
 /* candidates of the top-k path: at most this many (ties at the k-th key included), else the general path */
@@ -326,11 +336,7 @@ __device__ uint32_t radix_threshold(const float *e, int V, float target, bool by
                 h[j] = by_mass ? hist_f[d] : (float)hist_u[d];
                 sum += h[j];
             }
-            float inc = sum;
-            for (int o = 1; o < 32; o <<= 1) {
-                const float t = __shfl_up_sync(0xffffffffu, inc, o);
-                if (ln >= o) inc += t;
-            }
+            const float inc = warp_incl_scan(sum, ln);
             float exc = __shfl_up_sync(0xffffffffu, inc, 1);
             if (ln == 0) exc = 0.0f;
             const unsigned hit = __ballot_sync(0xffffffffu, above + inc >= target);
@@ -376,22 +382,14 @@ __device__ uint32_t radix_threshold(const float *e, int V, float target, bool by
  * scan: SAMP_T / 32 floats, tot: one float of shared memory. */
 __device__ __forceinline__ void block_scan(float v, float &excl, float &incl, float &total, float *scan, float *tot) {
     const int lane = threadIdx.x & 31, warp = threadIdx.x >> 5, nw = blockDim.x >> 5;
-    float w = v;
-    for (int o = 1; o < 32; o <<= 1) {
-        const float t = __shfl_up_sync(0xffffffffu, w, o);
-        if (lane >= o) w += t;
-    }
+    const float w = warp_incl_scan(v, lane);
     float prev = __shfl_up_sync(0xffffffffu, w, 1);
     if (lane == 0) prev = 0.0f;
     __syncthreads();
     if (lane == 31) scan[warp] = w;
     __syncthreads();
     if (warp == 0) {
-        float c = lane < nw ? scan[lane] : 0.0f;
-        for (int o = 1; o < 32; o <<= 1) {
-            const float t = __shfl_up_sync(0xffffffffu, c, o);
-            if (lane >= o) c += t;
-        }
+        const float c = warp_incl_scan(lane < nw ? scan[lane] : 0.0f, lane);
         if (lane < nw) scan[lane] = c; /* inclusive over warps */
         if (lane == 31) *tot = c;
     }
@@ -478,11 +476,7 @@ __device__ int gather_candidates(const float *l, int V, uint32_t thr, float *ce,
                 mine += f[c];
             }
             /* this lane's place among the step's kept tokens: the kept ones of the lanes before it */
-            int incl = mine;
-            for (int o = 1; o < 32; o <<= 1) {
-                const int t = __shfl_up_sync(0xffffffffu, incl, o);
-                if (lane >= o) incl += t;
-            }
+            const int incl = warp_incl_scan(mine, lane);
             int at = off + incl - mine;
 #pragma unroll
             for (int c = 0; c < 4; c++)
