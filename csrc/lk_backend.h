@@ -86,6 +86,9 @@ typedef struct lk_backend_ops {
     /* optional (NULL): a layer's o projection, FFN RMSNorm, gate_up and down as one op; *done = 0
      * when it does not apply to these rows (the engine then runs the four ops) */
     lk_status (*ffn_block)(lk_backend *be, int M, int layer, int *done);
+    /* optional (NULL): every layer of M rows as one op, after embed; *done = 0 when it does not apply
+     * (the engine then runs the layers op by op) */
+    lk_status (*decode_layers)(lk_backend *be, int M, int *done);
 } lk_backend_ops;
 
 struct lk_backend {

@@ -106,6 +106,9 @@ static lk_status forward(lk_engine *e, int M, const lk_engine_hooks *hk) {
     lk_backend *be = e->be;
     const lk_backend_ops *op = be->ops;
     TRY(op->embed(be, M));
+    int all = 0; /* the backend ran every layer at once (its persistent decode kernel) */
+    if (op->decode_layers) TRY(op->decode_layers(be, M, &all));
+    if (all) return interrupted(hk) ? lk_fail(LK_E_INTERRUPTED, "interrupted") : LK_OK;
     for (int l = 0; l < e->cfg.n_layers; l++) {
         TRY(op->rmsnorm(be, M, l, LK_NORM_ATTN));
         TRY(op->matmul(be, M, l, LK_W_QKV));

@@ -374,6 +374,7 @@ def test_ffn_fused_kernel_matches_cpu(ckpt_1b_2layers, fused, monkeypatch):
     barriers (k_ffn_fused, opt-in by LLAMA_KERNEL_FFN_FUSED=1), and the four kernels, against the CPU
     engine."""
     monkeypatch.setenv("LLAMA_KERNEL_FFN_FUSED", fused)
+    monkeypatch.setenv("LLAMA_KERNEL_PERSIST", "0")  # one-row steps would take the persistent kernel
     toks = list(np.random.default_rng(8).integers(0, 32000, 40))
     cpu = LlamaInference(ckpt_1b_2layers, device="cpu", verbose=False).logits(toks)
     gpu = LlamaInference(ckpt_1b_2layers, device="cuda", prefill_chunk=1, verbose=False).logits(toks)
@@ -385,6 +386,7 @@ def test_ffn_fused_kernel_is_bit_exact(monkeypatch):
     kernels: batch-1 greedy decode (CUDA graphs, the grid barrier reused every replay) gives the
     same tokens, and one-row-at-a-time logits agree bit for bit."""
     out = {}
+    monkeypatch.setenv("LLAMA_KERNEL_PERSIST", "0")
     for fused in ("1", "0"):
         monkeypatch.setenv("LLAMA_KERNEL_FFN_FUSED", fused)
         m = LlamaInference("synthetic:llama-3.2-1b", device="cuda", max_seq_len=512, prefill_chunk=1, verbose=False)
@@ -393,6 +395,48 @@ def test_ffn_fused_kernel_is_bit_exact(monkeypatch):
         del m
     assert out["1"][0] == out["0"][0]
     assert np.array_equal(out["1"][1], out["0"][1])
+
+
+@pytest.mark.parametrize("preset", ["llama-3.2-1b", "llama-3.2-3b"])  # head_dim 64 and 128
+def test_persistent_decode_matches_cpu(preset, tmp_path, monkeypatch):
+    """One row at a time (prefill_chunk=1: every forward is a one-row step, positions 0..299, so the
+    attention's position chunks take 1 to 4 chunks of 32-96 positions): the persistent decode kernel
+    (lk_decode.cu, LLAMA_KERNEL_PERSIST=1, batch_size=1 engines on sm_90+) against the CPU engine and
+    against the op-by-op kernels (LLAMA_KERNEL_PERSIST=0, the default)."""
+    ckpt = make_random_checkpoint(str(tmp_path / preset), preset, seed=11, std=0.02, num_hidden_layers=2,
+                                  vocab_size=32000)
+    toks = list(np.random.default_rng(12).integers(0, 32000, 300))
+    cpu = LlamaInference(ckpt, device="cpu", verbose=False).logits(toks)
+    got = {}
+    for persist in ("1", "0"):
+        monkeypatch.setenv("LLAMA_KERNEL_PERSIST", persist)
+        got[persist] = LlamaInference(ckpt, device="cuda", prefill_chunk=1, verbose=False).logits(toks)
+        assert R.rel_err(got[persist], cpu) < 2e-2, persist
+    assert R.rel_err(got["1"], got["0"]) < 1e-2
+    # the two paths round differently (fp32 softmax and another order of sums in the persistent
+    # kernel's attention): identical logits would mean the persistent kernel did not run
+    assert not np.array_equal(got["1"], got["0"])
+
+
+def test_persistent_decode_graph_replays(monkeypatch):
+    """Batch-1 greedy decode through the persistent kernel: CUDA graphs (the kernel's barrier counters
+    reset by the kernel itself on every replay) and eager launches give the same tokens (the kernel
+    is deterministic), and each token is the op-by-op engine's argmax, or within 5% of a logit's
+    spread of it (near-ties may round either way)."""
+    prompt = [5, 6, 7, 8] * 4
+    outs = []
+    monkeypatch.setenv("LLAMA_KERNEL_PERSIST", "1")
+    for graphs in (True, False):
+        m = LlamaInference("synthetic:llama-3.2-1b", device="cuda", max_seq_len=1024, cuda_graphs=graphs,
+                           verbose=False)
+        outs.append(list(m.generate_ids(prompt, max_new_tokens=200, temperature=0, ignore_eos=True)[0]))
+        del m
+    assert outs[0] == outs[1]
+    monkeypatch.setenv("LLAMA_KERNEL_PERSIST", "0")
+    ref = LlamaInference("synthetic:llama-3.2-1b", device="cuda", max_seq_len=1024, verbose=False)
+    lg = ref.logits(prompt + outs[0][:-1])[len(prompt) - 1:]
+    gap = lg.max(axis=1) - lg[np.arange(len(outs[0])), outs[0]]
+    assert np.all(gap <= 0.05 * lg.std(axis=1)), np.max(gap / lg.std(axis=1))
 
 
 @pytest.mark.parametrize("N,K", [(3072, 2048), (16384, 2048), (2048, 8192), (5120, 3072), (128256 // 8, 2048)])

@@ -14,6 +14,7 @@
 #include "../lk_cuda.h"
 #include "../lk_quant.h"
 #include "lk_kernels.cuh"
+#include "lk_decode.cuh"
 #include "lk_matmul.cuh"
 
 #ifndef LK_CUDA_ARCHS
@@ -152,6 +153,11 @@ typedef struct cuda_backend {
     int no_fusion; /* LLAMA_KERNEL_NO_FUSION=1: separate rope and RMSNorm kernels (kill switch) */
     int ffn_fused; /* LLAMA_KERNEL_FFN_FUSED=1: one-row o + FFN as one kernel (cu_ffn_block; opt-in) */
     unsigned *grid_bar; /* that kernel's grid barrier */
+    unsigned *pd_sync;  /* the persistent decode kernel's counters (lay.persist) */
+    /* the persistent decode kernel (lk_decode.cu) for one-row steps: pd_mode from LLAMA_KERNEL_PERSIST
+     * (0 off, 1 on); pd_ok once the weights are in and the model qualifies; pd the launch's fixed args */
+    int pd_mode, pd_ok;
+    lk_pd_args pd;
     /* an RMSNorm asked for and not yet run: the next matmul takes it in its prologue or runs it first */
     const float *norm_w;
     int norm_rows, norm_op;
@@ -230,6 +236,9 @@ static void cu_destroy(lk_backend *be) {
     free(b);
 }
 
+static void pd_setup(cuda_backend *b);
+static lk_status cu_decode_layers(lk_backend *be, int M, int *done);
+
 static unsigned char *cu_weights_host(lk_backend *be) { return CUB(be)->host_w; }
 
 /* rearrange the int4 matrices for the kernels (tiled, or nibbles interleaved),
@@ -279,6 +288,7 @@ static lk_status cu_weights_commit(lk_backend *be) {
         if (s) return s;
     }
     CU(cudaStreamSynchronize(b->st));
+    pd_setup(b);
     return LK_OK;
 }
 
@@ -446,6 +456,77 @@ static lk_status cu_ffn_block(lk_backend *be, int M, int layer, int *done) {
     prof_end(b, 5);
     if (s == LK_OK) *done = 1;
     return s;
+}
+
+/* every layer of a one-row step as one persistent kernel (lk_decode.cu), where it applies: a
+ * batch_size=1 engine (row-interleaved int4), sm_90+, LLAMA_KERNEL_PERSIST not 0 */
+static lk_status cu_decode_layers(lk_backend *be, int M, int *done) {
+    cuda_backend *b = CUB(be);
+    *done = 0;
+    if (!b->pd_ok || M != 1) return LK_OK;
+    TRY(flush_norm(b));
+    prof_begin(b);
+    lk_status s = lk_pd_run(&b->pd, b->sm_count, b->st);
+    prof_end(b, 11);
+    if (s == LK_OK) *done = 1;
+    return s;
+}
+
+/* after the upload: does the persistent decode kernel take this model (cu_decode_layers)? */
+static void pd_setup(cuda_backend *b) {
+    const lk_config *c = b->base.cfg;
+    const lk_weights_layout *wl = b->base.wl;
+    b->pd_ok = 0;
+    if (!b->pd_mode || b->no_fusion || b->base.opts->quant != LK_WFMT_Q4 || c->n_layers < 1) return;
+    const lk_layer_layout *L0 = &wl->layers[0];
+    lk_dmat q = dmat(b, &L0->qkv), o = dmat(b, &L0->o), gu = dmat(b, &L0->gate_up), dn = dmat(b, &L0->down);
+    if (!lk_pd_supported(&q, &o, &gu, &dn, c->n_heads, c->n_kv_heads, c->head_dim, b->cc_major, NULL)) return;
+    /* the kernel finds layer l at layer 0 + l * stride: every offset must move by the same stride */
+    const size_t stride = c->n_layers > 1 ? wl->layers[1].qkv.off - L0->qkv.off : 0;
+    for (int l = 1; l < c->n_layers; l++) {
+        const lk_layer_layout *L = &wl->layers[l];
+        const size_t d = (size_t)l * stride;
+        if (L->qkv.off != L0->qkv.off + d || L->qkv.off_params != L0->qkv.off_params + d ||
+            L->o.off != L0->o.off + d || L->o.off_params != L0->o.off_params + d ||
+            L->gate_up.off != L0->gate_up.off + d || L->gate_up.off_params != L0->gate_up.off_params + d ||
+            L->down.off != L0->down.off + d || L->down.off_params != L0->down.off_params + d ||
+            L->attn_norm != L0->attn_norm + d || L->ffn_norm != L0->ffn_norm + d)
+            return;
+    }
+    lk_pd_args *a = &b->pd;
+    memset(a, 0, sizeof *a);
+    a->qkv_w = (const unsigned char *)q.w, a->qkv_p = (const unsigned char *)q.p;
+    a->o_w = (const unsigned char *)o.w, a->o_p = (const unsigned char *)o.p;
+    a->gu_w = (const unsigned char *)gu.w, a->gu_p = (const unsigned char *)gu.p;
+    a->dn_w = (const unsigned char *)dn.w, a->dn_p = (const unsigned char *)dn.p;
+    a->attn_norm = b->w + L0->attn_norm;
+    a->ffn_norm = b->w + L0->ffn_norm;
+    a->layer_stride = stride;
+    a->n_layers = c->n_layers;
+    a->x = b->x;
+    a->q = b->qkv;
+    a->att = b->att;
+    a->ffn = b->ffn;
+    a->kc = b->kc;
+    a->vc = b->vc;
+    a->kv_layer = layer_kv(b, 1);
+    a->slot = b->slot;
+    a->pos = b->pos;
+    a->cos_t = b->rope_cos;
+    a->sin_t = b->rope_sin;
+    a->part = b->attn_part;
+    a->max_chunks = b->lay.attn_splits;
+    a->sync = b->pd_sync;
+    a->head_cnt = (int *)(b->pd_sync + 64);
+    a->dim = c->dim;
+    a->hidden = c->hidden_dim;
+    a->n_heads = c->n_heads;
+    a->n_kv = c->n_kv_heads;
+    a->head_dim = c->head_dim;
+    a->max_seq = b->base.opts->max_seq_len;
+    a->eps = c->rms_eps;
+    a->scale_log2 = 1.4426950408889634f / sqrtf((float)c->head_dim);
+    b->pd_ok = 1;
 }
 
 static lk_status cu_rope_kv(lk_backend *be, int M, int layer) {
@@ -652,6 +733,7 @@ static const lk_backend_ops cuda_ops = {
     /* sync */ cu_sync,
     /* memory */ cu_memory,
     /* ffn_block */ cu_ffn_block,
+    /* decode_layers */ cu_decode_layers,
 };
 
 extern "C" lk_status lk_cuda_backend_create(const lk_config *c, const lk_engine_opts *o, const lk_weights_layout *wl,
@@ -672,6 +754,8 @@ extern "C" lk_status lk_cuda_backend_create(const lk_config *c, const lk_engine_
         b->no_fusion = nf && nf[0] == '1';
         const char *ff = getenv("LLAMA_KERNEL_FFN_FUSED");
         b->ffn_fused = !b->no_fusion && ff && ff[0] == '1';
+        const char *pe = getenv("LLAMA_KERNEL_PERSIST");
+        b->pd_mode = pe && pe[0] == '1';
         const char *pf = getenv("LLAMA_KERNEL_PROFILE");
         b->prof.on = pf && pf[0] == '1';
         /* the tiled tensor-core layout, for engines of 2+ sequences (lk_mm_prefer_tiled):
@@ -766,6 +850,7 @@ extern "C" lk_status lk_cuda_backend_create(const lk_config *c, const lk_engine_
     b->ws.tg_counters = NULL;
     b->ws.tg_n_counters = 0;
     b->grid_bar = (unsigned *)(act + b->lay.grid_bar);
+    b->pd_sync = (unsigned *)(act + b->lay.persist);
     /* zeroed: the KV cache (never NaN garbage under a masked 0), counters, buffers */
     CUB_(cudaMemsetAsync(b->arena + off_kv, 0, b->arena_bytes - off_kv, b->st));
     /* rope tables from the one definition in lk_config.c */

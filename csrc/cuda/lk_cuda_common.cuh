@@ -61,6 +61,43 @@ __host__ __device__ __forceinline__ uint32_t lk_q4_interleave_word(uint32_t w) {
     return o;
 }
 
+/* dot of one dequantized 32-weight chunk with the matching 32 inputs (half2 products summed in fours,
+ * then in fp32): the one-row GEMVs and the persistent decode kernel */
+__device__ __forceinline__ float dot_chunk(const half2 q[16], const half2 xv[16]) {
+    float dot = 0.0f;
+#pragma unroll
+    for (int wd = 0; wd < 4; wd++) {
+        half2 d = __hmul2(q[4 * wd], xv[4 * wd]);
+        d = __hfma2(q[4 * wd + 1], xv[4 * wd + 1], d);
+        d = __hfma2(q[4 * wd + 2], xv[4 * wd + 2], d);
+        d = __hfma2(q[4 * wd + 3], xv[4 * wd + 3], d);
+        float2 f = __half22float2(d);
+        dot += f.x + f.y;
+    }
+    return dot;
+}
+
+#if defined(__CUDA_ARCH__) && __CUDA_ARCH__ >= 900
+/* shared-memory mbarriers (sm_90+): the wgmma matmul's TMA stages and the persistent decode kernel's
+ * weight ring */
+__device__ __forceinline__ uint32_t smem_u32(const void *p) { return (uint32_t)__cvta_generic_to_shared(p); }
+__device__ __forceinline__ void mbar_init(uint64_t *bar, uint32_t count) {
+    asm volatile("mbarrier.init.shared::cta.b64 [%0], %1;" ::"r"(smem_u32(bar)), "r"(count) : "memory");
+}
+__device__ __forceinline__ void mbar_expect_tx(uint64_t *bar, uint32_t bytes) {
+    asm volatile("mbarrier.arrive.expect_tx.shared::cta.b64 _, [%0], %1;" ::"r"(smem_u32(bar)), "r"(bytes) : "memory");
+}
+__device__ __forceinline__ void mbar_wait(uint64_t *bar, uint32_t parity) {
+    uint32_t done;
+    do {
+        asm volatile("{\n.reg .pred p;\nmbarrier.try_wait.parity.shared::cta.b64 p, [%1], %2;\nselp.u32 %0, 1, 0, p;\n}\n"
+                     : "=r"(done)
+                     : "r"(smem_u32(bar)), "r"(parity)
+                     : "memory");
+    } while (!done);
+}
+#endif
+
 __device__ __forceinline__ float lk_warp_sum(float v) {
     for (int o = 16; o > 0; o >>= 1) v += __shfl_xor_sync(0xffffffffu, v, o);
     return v;

@@ -118,19 +118,6 @@ __device__ __forceinline__ void dequant_chunk(uint4 wv, const half2 *lt, half2 q
     }
 }
 
-__device__ __forceinline__ float dot_chunk(const half2 q[16], const half2 xv[16]) {
-    float dot = 0.0f;
-#pragma unroll
-    for (int wd = 0; wd < 4; wd++) {
-        half2 d = __hmul2(q[4 * wd], xv[4 * wd]);
-        d = __hfma2(q[4 * wd + 1], xv[4 * wd + 1], d);
-        d = __hfma2(q[4 * wd + 2], xv[4 * wd + 2], d);
-        d = __hfma2(q[4 * wd + 3], xv[4 * wd + 3], d);
-        float2 f = __half22float2(d);
-        dot += f.x + f.y;
-    }
-    return dot;
-}
 
 /* RMSNorm prologue pieces: the sum of squares of 4 inputs; 4 normalised, weighted inputs as fp16 */
 __device__ __forceinline__ float sumsq4(float4 v) { return v.x * v.x + v.y * v.y + v.z * v.z + v.w * v.w; }
@@ -1194,22 +1181,6 @@ __device__ __forceinline__ void wg_rope_epilogue(const float (&acc)[BN / 2], con
 #if defined(__CUDA_ARCH_FEAT_SM90_ALL)
 /* the x tile by the tensor memory accelerator (v40): one bulk copy a stage, completion counted in
  * bytes on a shared-memory mbarrier (instead of 4 16-byte cp.async a thread, 8 L1 wavefronts each) */
-__device__ __forceinline__ uint32_t smem_u32(const void *p) { return (uint32_t)__cvta_generic_to_shared(p); }
-__device__ __forceinline__ void mbar_init(uint64_t *bar, uint32_t count) {
-    asm volatile("mbarrier.init.shared::cta.b64 [%0], %1;" ::"r"(smem_u32(bar)), "r"(count) : "memory");
-}
-__device__ __forceinline__ void mbar_expect_tx(uint64_t *bar, uint32_t bytes) {
-    asm volatile("mbarrier.arrive.expect_tx.shared::cta.b64 _, [%0], %1;" ::"r"(smem_u32(bar)), "r"(bytes) : "memory");
-}
-__device__ __forceinline__ void mbar_wait(uint64_t *bar, uint32_t parity) {
-    uint32_t done;
-    do {
-        asm volatile("{\n.reg .pred p;\nmbarrier.try_wait.parity.shared::cta.b64 p, [%1], %2;\nselp.u32 %0, 1, 0, p;\n}\n"
-                     : "=r"(done)
-                     : "r"(smem_u32(bar)), "r"(parity)
-                     : "memory");
-    } while (!done);
-}
 /* box (64 inputs, rows) at (k, row) of the 2-D map -> dst, 128-byte swizzle (the layout wg_off describes) */
 __device__ __forceinline__ void tma_load_2d(void *dst, const CUtensorMap *map, int k, int row, uint64_t *bar) {
     asm volatile(
