@@ -172,8 +172,7 @@ __device__ __forceinline__ void pd_dot(const unsigned char *ring, int s0, int nb
  * its writes are visible to every block after the wait */
 __device__ __forceinline__ void pd_grid_sync(unsigned *count, unsigned target) {
     pd_bar();
-    if (threadIdx.x == 0) {
-        __threadfence();
+    if (threadIdx.x == 0) { /* the release covers the block's writes ordered before it by the named barrier */
         asm volatile("red.release.gpu.global.add.u32 [%0], 1;" ::"l"(count) : "memory");
         unsigned v;
         do {
@@ -325,7 +324,7 @@ __global__ void __launch_bounds__(PD_THREADS, 1) k_decode_layers(lk_pd_args a) {
         for (int u0 = pd_first(bid, g, nsm); u0 < f.units; u0 += PD_NB * nsm) {
             int nbh = 1;
             while (nbh < PD_NB && u0 + nbh * nsm < f.units) nbh++;
-            /* the epilogue's global operands (thread: unit ej, row et), loaded before the dot so their
+            /* the epilogue's rotary operands (thread: unit ej, row et), loaded before the dot so their
              * latency overlaps it */
             const int ej = tid / ne, et = tid % ne, u = u0 + ej * nsm;
             const bool epi = tid < nbh * ne;
@@ -339,8 +338,6 @@ __global__ void __launch_bounds__(PD_THREADS, 1) k_decode_layers(lk_pd_args a) {
                         e0 = __ldg(a.cos_t + (size_t)pos * (hd / 2) + i);
                         e1 = __ldg(a.sin_t + (size_t)pos * (hd / 2) + i);
                     }
-                } else if (ph != PD_GU) {
-                    e0 = __ldcg(a.x + rA + et);
                 }
             }
             const unsigned long long tw = a.trace && (tid == 0 || tid == 32) ? pd_now() : 0ull;
@@ -387,7 +384,7 @@ __global__ void __launch_bounds__(PD_THREADS, 1) k_decode_layers(lk_pd_args a) {
                 } else if (ph == PD_GU) {
                     a.ffn[(size_t)u * H + et] = __float2half(lk_silu(s0) * s1);
                 } else {
-                    a.x[rA + et] = e0 + s0;
+                    atomicAdd(a.x + rA + et, s0); /* the row's only adder: a RED, no round trip */
                 }
             }
             k += nbh;
