@@ -1200,8 +1200,7 @@ __device__ __forceinline__ void tma_load_3d(void *dst, const CUtensorMap *map, i
 
 template <int BM, int BN, bool TILED>
 __global__ void __launch_bounds__(2 * BM, 1)
-    k_mm_q4_wg(const half *__restrict__ x, int ldx, int M, const uint8_t *__restrict__ W, const half2 *__restrict__ P,
-               int N, int K, int n_out, int hidden, void *out, int ldo, int mode, float *__restrict__ partial,
+    k_mm_q4_wg(int M, const half2 *__restrict__ P, int N, int K, int n_out, int hidden, void *out, int ldo, int mode, float *__restrict__ partial,
                int *__restrict__ counters, int p4, lk_rope_epi re, const __grid_constant__ CUtensorMap tmx,
                const __grid_constant__ CUtensorMap tmw) {
 #if defined(__CUDA_ARCH_FEAT_SM90_ALL)
@@ -1226,14 +1225,13 @@ __global__ void __launch_bounds__(2 * BM, 1)
     const blk_rows<BN> br{j0, hidden, N, n_out, swiglu};
     /* Each thread's scale/min copies and dequant items are the same every k-tile: their addresses and
      * predicates are worked out once here (v27; the per-tile index arithmetic had doubled the
-     * instructions a tile), and a k-tile only adds kt times a stride. x (and ldx) reach the kernel
-     * through the tensor map tmx, the weights through tmw (launch_wg). */
+     * instructions a tile), and a k-tile only adds kt times a stride. x reaches the kernel through the
+     * tensor map tmx, the raw weights through tmw (launch_wg). */
     static_assert(BN * 2 >= T, "every thread holds QJ >= 1 raw 16-byte chunks of a k-tile");
     constexpr int QJ = BN * 2 / T; /* 16-byte raw weight chunks a thread dequantizes a k-tile */
     /* row-interleaved: row qn + T/2 j, half qh; 8 consecutive threads read 4 rows' 128 contiguous bytes
      * and store into 8 different bank groups of the swizzled tile (chunk 4 qh + w XOR row) */
     const int qn = ((tid >> 1) & 7) | ((tid >> 4) << 3), qh = tid & 1;
-    (void)x, (void)ldx;
     if (tid == 0) {
 #pragma unroll
         for (int i = 0; i < STAGES; i++) mbar_init(&xbar[i], 1);
@@ -1406,7 +1404,7 @@ __global__ void __launch_bounds__(2 * BM, 1)
         }
     }
 #else
-    (void)x, (void)ldx, (void)M, (void)W, (void)P, (void)N, (void)K, (void)n_out, (void)hidden, (void)out, (void)ldo;
+    (void)M, (void)P, (void)N, (void)K, (void)n_out, (void)hidden, (void)out, (void)ldo;
     (void)mode, (void)partial, (void)counters, (void)p4, (void)re, (void)tmx, (void)tmw;
 #endif
 }
@@ -1702,8 +1700,8 @@ static lk_status launch_wg(const lk_dmat *W, const half *x, int M, int ldx, void
                                        CU_TENSOR_MAP_FLOAT_OOB_FILL_NONE);
     if (cw != CUDA_SUCCESS)
         return lk_fail(LK_E_DEVICE, "cuTensorMapEncodeTiled (int4 weights %d x %d) failed: error %d", W->N, W->K, (int)cw);
-    LAUNCH("k_mm_q4_wg", (k_mm_q4_wg<BM, BN, TILED>), grid, dim3(2 * BM), (size_t)wg_smem<BM, BN>::BYTES, st, x, ldx,
-           M, (const uint8_t *)W->w, W->p, W->N, W->K, n_out, hidden, out, ldo, mode,
+    LAUNCH("k_mm_q4_wg", (k_mm_q4_wg<BM, BN, TILED>), grid, dim3(2 * BM), (size_t)wg_smem<BM, BN>::BYTES, st, M,
+           W->p, W->N, W->K, n_out, hidden, out, ldo, mode,
            S > 1 ? ws->tc_partial : (float *)NULL, S > 1 ? ws->tc_counters : (int *)NULL,
            (int)(!TILED && (W->K / LK_Q4_GROUP) % 4 == 0 && (uintptr_t)W->p % 16 == 0), re, tmx, tmw);
     return LK_OK;
