@@ -477,10 +477,18 @@ static void pd_setup(cuda_backend *b) {
     const lk_config *c = b->base.cfg;
     const lk_weights_layout *wl = b->base.wl;
     b->pd_ok = 0;
-    if (!b->pd_mode || b->no_fusion || b->base.opts->quant != LK_WFMT_Q4 || c->n_layers < 1) return;
+    if (!b->pd_mode || c->n_layers < 1) return;
+    if (b->no_fusion || b->base.opts->quant != LK_WFMT_Q4) {
+        fprintf(stderr, "llama_kernel: LLAMA_KERNEL_PERSIST=1 ignored: it needs int4 weights and fusion on\n");
+        return;
+    }
     const lk_layer_layout *L0 = &wl->layers[0];
     lk_dmat q = dmat(b, &L0->qkv), o = dmat(b, &L0->o), gu = dmat(b, &L0->gate_up), dn = dmat(b, &L0->down);
-    if (!lk_pd_supported(&q, &o, &gu, &dn, c->n_heads, c->n_kv_heads, c->head_dim, b->cc_major, NULL)) return;
+    const char *why = NULL;
+    if (!lk_pd_supported(&q, &o, &gu, &dn, c->n_heads, c->n_kv_heads, c->head_dim, b->cc_major, &why)) {
+        fprintf(stderr, "llama_kernel: LLAMA_KERNEL_PERSIST=1 ignored: the persistent decode kernel %s\n", why);
+        return;
+    }
     /* the kernel finds layer l at layer 0 + l * stride: every offset must move by the same stride */
     const size_t stride = c->n_layers > 1 ? wl->layers[1].qkv.off - L0->qkv.off : 0;
     for (int l = 1; l < c->n_layers; l++) {
@@ -490,8 +498,10 @@ static void pd_setup(cuda_backend *b) {
             L->o.off != L0->o.off + d || L->o.off_params != L0->o.off_params + d ||
             L->gate_up.off != L0->gate_up.off + d || L->gate_up.off_params != L0->gate_up.off_params + d ||
             L->down.off != L0->down.off + d || L->down.off_params != L0->down.off_params + d ||
-            L->attn_norm != L0->attn_norm + d || L->ffn_norm != L0->ffn_norm + d)
+            L->attn_norm != L0->attn_norm + d || L->ffn_norm != L0->ffn_norm + d) {
+            fprintf(stderr, "llama_kernel: LLAMA_KERNEL_PERSIST=1 ignored: the layers' weights are not evenly spaced\n");
             return;
+        }
     }
     lk_pd_args *a = &b->pd;
     memset(a, 0, sizeof *a);

@@ -603,7 +603,7 @@ int lk_pd_supported(const lk_dmat *qkv, const lk_dmat *o, const lk_dmat *gu, con
     const int dim = qkv->K, q_dim = n_heads * head_dim, hidden = dn->K;
     PD_NEED(qkv->N == (n_heads + 2 * n_kv) * head_dim && o->K == q_dim && o->N == dim && gu->K == dim &&
                 gu->N == 2 * hidden && dn->N == dim,
-            "unexpected matrix shapes");
+            "does not take these matrix shapes");
     /* the two instantiations (k_decode_layers<64, 2>, <128, 3>): Llama 3.2 1B and 3B shapes */
     PD_NEED((head_dim == 64 && dim == 2048) || (head_dim == 128 && dim == 3072),
             "has kernels for the Llama 3.2 1B and 3B shapes only (head_dim 64 with hidden size 2048, 128 with 3072)");
