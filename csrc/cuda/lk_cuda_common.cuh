@@ -119,6 +119,21 @@ __device__ __forceinline__ float lk_block_sum(float v, float *red) {
     return lk_warp_sum(v);
 }
 
+/* the RMSNorm prologues' sum of squares: a block's sum of one float a thread, through red[NW] (lane 0 of
+ * each of the NW warps; warp: the caller's warp index), seen by all of them after bar() (the caller's
+ * barrier over those warps) */
+__device__ __forceinline__ float sumsq4(float4 v) { return v.x * v.x + v.y * v.y + v.z * v.z + v.w * v.w; }
+template <int NW, typename Bar>
+__device__ __forceinline__ float lk_block_sum_bar(float v, float *red, int warp, Bar bar) {
+    v = lk_warp_sum(v);
+    if ((threadIdx.x & 31) == 0) red[warp] = v;
+    bar();
+    float t = 0.0f;
+#pragma unroll
+    for (int w = 0; w < NW; w++) t += red[w];
+    return t;
+}
+
 __device__ __forceinline__ float lk_silu(float g) { return g / (1.0f + __expf(-g)); }
 
 static inline int lk_cdiv(int a, int b) { return (a + b - 1) / b; }

@@ -277,15 +277,10 @@ __global__ void __launch_bounds__(PD_THREADS, 1) k_decode_layers(lk_pd_args a) {
             if (i < K) {
                 gw[it] = __ldg(reinterpret_cast<const float4 *>(w + i)); /* with x: one memory latency */
                 v[it] = __ldcg(reinterpret_cast<const float4 *>(a.x + i));
-                ss += v[it].x * v[it].x + v[it].y * v[it].y + v[it].z * v[it].z + v[it].w * v[it].w;
+                ss += sumsq4(v[it]);
             }
         }
-        ss = lk_warp_sum(ss);
-        if (lane == 0) redn[warp] = ss;
-        pd_bar();
-        float tot = 0.0f;
-#pragma unroll
-        for (int w2 = 0; w2 < PD_CW; w2++) tot += redn[w2];
+        const float tot = lk_block_sum_bar<PD_CW>(ss, redn, warp, [] { pd_bar(); });
         const float inv = rsqrtf(tot / (float)K + a.eps);
 #pragma unroll
         for (int it = 0; it < IT; it++) {

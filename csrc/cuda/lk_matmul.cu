@@ -120,7 +120,6 @@ __device__ __forceinline__ void dequant_chunk(uint4 wv, const half2 *lt, half2 q
 
 
 /* RMSNorm prologue pieces: the sum of squares of 4 inputs; 4 normalised, weighted inputs as fp16 */
-__device__ __forceinline__ float sumsq4(float4 v) { return v.x * v.x + v.y * v.y + v.z * v.z + v.w * v.w; }
 __device__ __forceinline__ void store_normed4(half2 *dst, int i, float4 v, float4 g, float inv) {
     dst[2 * i] = __floats2half2_rn(v.x * inv * g.x, v.y * inv * g.y);
     dst[2 * i + 1] = __floats2half2_rn(v.z * inv * g.z, v.w * inv * g.w);
@@ -317,12 +316,7 @@ __device__ __forceinline__ void gemv_body(const uint4 *__restrict__ W, const hal
                 const float4 v = xv[j];
                 if (threadIdx.x + j * GEMV_WARPS * 32 < K4) ss += sumsq4(v);
             }
-            ss = lk_warp_sum(ss);
-            if (lane == 0) red1[warp] = ss;
-            __syncthreads();
-            float t = 0.0f;
-#pragma unroll
-            for (int w = 0; w < GEMV_WARPS; w++) t += red1[w];
+            const float t = lk_block_sum_bar<GEMV_WARPS>(ss, red1, warp, [] { __syncthreads(); });
             const float inv = rsqrtf(t / (float)K + nin.eps);
             half2 *dst = reinterpret_cast<half2 *>(x_norm);
 #pragma unroll
