@@ -411,19 +411,25 @@ __global__ void __launch_bounds__(PD_THREADS, 1) k_decode_layers(lk_pd_args a) {
             const int tf = p0 + 32 * warp;
             uint4 kr[HD / 8];
             uint32_t vv[VR][VW];
-            auto load_tile = [&](int t0) {
+            /* V rows t0 + jb .. of the tile, VR of them while jb + j < lim (rows left in the tile): the
+             * lane's VW words of each */
+            auto load_v = [&](int t0, int jb, int lim) {
+#pragma unroll
+                for (int j = 0; j < VR; j++)
+                    if (jb + j < lim) {
+                        const uint32_t *vp =
+                            reinterpret_cast<const uint32_t *>(vb + (size_t)(t0 + jb + j) * HD) + lane * VW;
+#pragma unroll
+                        for (int e2 = 0; e2 < VW; e2++) vv[j][e2] = __ldcg(vp + e2);
+                    }
+            };
+            auto load_tile = [&](int t0) { /* the lane's K row and the first V batch */
                 if (t0 + lane < p1) {
                     const uint4 *kp = reinterpret_cast<const uint4 *>(kb + (size_t)(t0 + lane) * HD);
 #pragma unroll
                     for (int j = 0; j < HD / 8; j++) kr[j] = __ldcg(kp + j);
                 }
-#pragma unroll
-                for (int j = 0; j < VR; j++)
-                    if (t0 + j < p1) {
-                        const uint32_t *vp = reinterpret_cast<const uint32_t *>(vb + (size_t)(t0 + j) * HD) + lane * VW;
-#pragma unroll
-                        for (int e2 = 0; e2 < VW; e2++) vv[j][e2] = __ldcg(vp + e2);
-                    }
+                load_v(t0, 0, p1 - t0);
             };
             if (tf < p1) load_tile(tf);
             pd_bar();
@@ -457,16 +463,7 @@ __global__ void __launch_bounds__(PD_THREADS, 1) k_decode_layers(lk_pd_args a) {
 #pragma unroll
                 for (int jb = 0; jb < 32; jb += VR) {
                     if (jb >= nv) break; /* warp-uniform */
-                    if (jb > 0) { /* batch 0 came with the tile's K rows */
-#pragma unroll
-                        for (int j = 0; j < VR; j++)
-                            if (jb + j < nv) {
-                                const uint32_t *vp =
-                                    reinterpret_cast<const uint32_t *>(vb + (size_t)(t0 + jb + j) * HD) + lane * VW;
-#pragma unroll
-                                for (int e2 = 0; e2 < VW; e2++) vv[j][e2] = __ldcg(vp + e2);
-                            }
-                    }
+                    if (jb > 0) load_v(t0, jb, nv); /* batch 0 came with the tile's K rows */
 #pragma unroll
                     for (int j = 0; j < VR; j++)
                         if (jb + j < nv) {
