@@ -486,6 +486,35 @@ def test_wgmma_prefill_matmul(N, K, bn, tiled, monkeypatch):
             assert R.rel_err(y, y_old) < 2e-3, (M, mode)  # same fp16 weights, different summation order
 
 
+@pytest.mark.parametrize("nwg", ["1", "2"])  # warpgroups a block
+@pytest.mark.parametrize("N,K", [(3072, 2048), (16384, 2048), (2048, 8192), (5120, 3072), (1056, 640), (160, 4224)])
+def test_register_a_matmul(N, K, nwg, monkeypatch):
+    """17-64 rows of the tiled layout on the Hopper register-A kernel (k_mm_q4_ra): partial row blocks
+    (N = 1056: 66 tiles, SwiGLU 33 + 33), K split through the workspace, every output mode, against the
+    reference and against the kernels it replaced (LLAMA_KERNEL_RA=0)."""
+    if not _C.build_info().get("wgmma"):
+        pytest.skip("no sm_90a GPU (the register-A kernel needs compute capability 9.0 and an sm_90a build)")
+    monkeypatch.setenv("LLAMA_KERNEL_TILED", "1")
+    monkeypatch.setenv("LLAMA_KERNEL_RA_NWG", nwg)
+    rng = np.random.default_rng(N + K + 11)
+    w = (rng.standard_normal((N, K)) * 0.02).astype(np.float32)
+    qs, p = quant.quantize(w)
+    differ = False
+    for M in (17, 24, 40, 64):
+        x = rng.standard_normal((M, K)).astype(np.float32)
+        for mode in (0, 1, 2, 3):
+            y0 = rng.standard_normal((M, N // 2 if mode == 2 else N)).astype(np.float32) if mode == 1 else None
+            monkeypatch.setenv("LLAMA_KERNEL_RA", "17")
+            y, used = _C.cuda_matmul(x, qs, p, mode=mode, variant=3, y=y0)
+            assert used == 3 and np.all(np.isfinite(y)), (M, mode)
+            assert R.rel_err(y, mm_ref(x, qs, p, mode, y0)) < 5e-3, (M, mode)
+            monkeypatch.setenv("LLAMA_KERNEL_RA", "0")
+            y_old, _ = _C.cuda_matmul(x, qs, p, mode=mode, variant=3, y=y0)
+            assert R.rel_err(y, y_old) < 2e-3, (M, mode)  # same fp16 weights, different summation order
+            differ |= not np.array_equal(y, y_old)
+    assert differ  # the two paths round differently: the register-A kernel did run
+
+
 @pytest.mark.parametrize("batch", [2, 4])  # one sequence never takes the tiled layout
 @pytest.mark.parametrize("tiled", ["1", "0"])  # the default for 2+ sequences, and the row-interleaved GEMVs
 def test_tiled_engine_matches_cpu(ckpt_1b_2layers, batch, tiled, monkeypatch):

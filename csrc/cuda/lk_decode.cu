@@ -108,10 +108,6 @@ __device__ __forceinline__ void pd_bulk(void *dst, const void *src, uint32_t byt
                  : "memory");
 }
 
-__device__ __forceinline__ void pd_arrive(uint64_t *bar) {
-    asm volatile("mbarrier.arrive.shared::cta.b64 _, [%0];" ::"r"(smem_u32(bar)) : "memory");
-}
-
 __device__ __forceinline__ unsigned long long pd_now() {
     unsigned long long t;
     asm volatile("mov.u64 %0, %globaltimer;" : "=l"(t));
@@ -355,7 +351,7 @@ __global__ void __launch_bounds__(PD_THREADS, 1) k_decode_layers(lk_pd_args a) {
                         }
             pd_bar();
             if (tid == 0) /* every warp is past its reads of the batch's slots */
-                for (int j = 0; j < nbh; j++) pd_arrive(&empty[(k + j) % PD_SLOTS]);
+                for (int j = 0; j < nbh; j++) mbar_arrive(&empty[(k + j) % PD_SLOTS]);
             if (epi) {
                 const float *rj = rb + ej * 16;
                 float s0 = 0.0f, s1 = 0.0f;

@@ -53,6 +53,8 @@ __device__ __forceinline__ void epi_store(void *out, int ldo, int mode, int m, i
     else ((float *)out)[i] += v;
 }
 
+__device__ __forceinline__ uint32_t h2u(half2 v) { return *reinterpret_cast<uint32_t *>(&v); }
+
 __device__ __forceinline__ uint4 ld_stream(const uint4 *p) {
     uint4 v;
     asm volatile("ld.global.nc.L1::no_allocate.v4.u32 {%0, %1, %2, %3}, [%4];"
@@ -701,7 +703,7 @@ __global__ void __launch_bounds__(NW * 32, NW > 8 || NT * (PAIR ? 2 : 1) >= 8 ? 
             for (int b = 0; b < NB; b++) {
 #pragma unroll
                 for (int kk = 0; kk < 2; kk++)
-                    wv[j][b][kk] = in ? ld_stream(W + ((size_t)rb[b] * KT + (size_t)(grp + j) * 2 + kk) * 32 + lane)
+                    wv[j][b][kk] = in ? ld_stream(W + ((size_t)rb[b] * KT + (size_t)(grp + j) * 2 + kk) * 32 + 8 * t + g)
                                       : make_uint4(0, 0, 0, 0);
                 pv[j][b][0] = in ? P[((size_t)rb[b] * groups + grp + j) * 16 + g] : __float2half2_rn(0.0f);
                 pv[j][b][1] = in ? P[((size_t)rb[b] * groups + grp + j) * 16 + g + 8] : __float2half2_rn(0.0f);
@@ -758,19 +760,18 @@ __global__ void __launch_bounds__(NW * 32, NW > 8 || NT * (PAIR ? 2 : 1) >= 8 ? 
                                 ld_xfrag(x, ldx, 8 * nt + g, M, k0, xf[nt][0], xf[nt][1]);
 #pragma unroll
                         for (int kb = 0; kb < 4; kb++) {
-                            /* B fragment of step kb: inputs 4 kb .. 4 kb + 3 of the lane's 16 */
+                            /* B fragment of step kb: input pairs kb and kb + 4 of the lane's 16 (lk_q4_tile) */
                             uint32_t b0[NT], b1[NT];
 #pragma unroll
                             for (int nt = 0; nt < NT; nt++) {
                                 if (XK) {
                                     const int m = 8 * nt + g;
-                                    const uint2 v = m < M ? __ldg(reinterpret_cast<const uint2 *>(x + (size_t)m * ldx + k0 + 4 * kb))
-                                                          : make_uint2(0, 0);
-                                    b0[nt] = v.x;
-                                    b1[nt] = v.y;
+                                    const uint32_t *xp = reinterpret_cast<const uint32_t *>(x + (size_t)m * ldx + k0) + kb;
+                                    b0[nt] = m < M ? __ldg(xp) : 0u;
+                                    b1[nt] = m < M ? __ldg(xp + 4) : 0u;
                                 } else {
-                                    b0[nt] = u4_word(xf[XK ? 0 : nt][kb >> 1], 2 * (kb & 1));
-                                    b1[nt] = u4_word(xf[XK ? 0 : nt][kb >> 1], 2 * (kb & 1) + 1);
+                                    b0[nt] = u4_word(xf[XK ? 0 : nt][0], kb);
+                                    b1[nt] = u4_word(xf[XK ? 0 : nt][1], kb);
                                 }
                             }
 #pragma unroll
@@ -990,27 +991,30 @@ __global__ void __launch_bounds__(WM *WN * 32)
         /* dequantize this stage's weights into Bh */
         const uint8_t *b = Bq + stage * BN * (TC_BK / 2);
         if constexpr (TILED) {
-            /* each 16-byte lane chunk: four k16 blocks of rows g and g + 8 of one tile */
+            /* each 16-byte chunk 8 tt + gg: the k16 block tt of rows gg and gg + 8 of one tile (lk_q4_tile) */
             for (int i = tid; i < BN * 2; i += T) {
-                const int tile = i >> 5, l = i & 31, gg = l >> 2, tt = l & 3;
+                const int tile = i >> 5, l = i & 31, gg = l & 7, tt = l >> 3;
                 const uint4 v = *reinterpret_cast<const uint4 *>(b + tile * 512 + l * 16);
                 const half2 pa = Ps[stage * BN + tile * 16 + gg], pb = Ps[stage * BN + tile * 16 + gg + 8];
                 const half2 sa = __half2half2(__low2half(pa)), ma = __half2half2(__high2half(pa));
                 const half2 sb = __half2half2(__low2half(pb)), mb = __half2half2(__high2half(pb));
                 const uint32_t wd4[4] = {v.x, v.y, v.z, v.w};
-                /* word kb: columns c..c+3 (c = 16 tt + 4 kb) of rows gg and gg + 8 */
-                half *ra = Bh + (tile * 16 + gg) * LDA + 16 * tt, *rbp = Bh + (tile * 16 + gg + 8) * LDA + 16 * tt;
+                /* word kb: column pairs kb (q[0], q[1]) and kb + 4 (q[2], q[3]) of the block, rows gg and gg + 8 */
+                uint32_t o[4][4];
 #pragma unroll
                 for (int kb = 0; kb < 4; kb++) {
                     half2 q[4];
                     lk_dequant8(wd4[kb], q);
-                    const half2 r0 = __hfma2(q[0], sa, ma), r1 = __hfma2(q[1], sb, mb), r2 = __hfma2(q[2], sa, ma),
-                                r3 = __hfma2(q[3], sb, mb);
-                    *reinterpret_cast<uint2 *>(ra + 4 * kb) =
-                        make_uint2(*reinterpret_cast<const uint32_t *>(&r0), *reinterpret_cast<const uint32_t *>(&r2));
-                    *reinterpret_cast<uint2 *>(rbp + 4 * kb) =
-                        make_uint2(*reinterpret_cast<const uint32_t *>(&r1), *reinterpret_cast<const uint32_t *>(&r3));
+                    o[0][kb] = h2u(__hfma2(q[0], sa, ma));
+                    o[1][kb] = h2u(__hfma2(q[1], sb, mb));
+                    o[2][kb] = h2u(__hfma2(q[2], sa, ma));
+                    o[3][kb] = h2u(__hfma2(q[3], sb, mb));
                 }
+                half *ra = Bh + (tile * 16 + gg) * LDA + 16 * tt, *rbp = Bh + (tile * 16 + gg + 8) * LDA + 16 * tt;
+                *reinterpret_cast<uint4 *>(ra) = make_uint4(o[0][0], o[0][1], o[0][2], o[0][3]);
+                *reinterpret_cast<uint4 *>(ra + 8) = make_uint4(o[2][0], o[2][1], o[2][2], o[2][3]);
+                *reinterpret_cast<uint4 *>(rbp) = make_uint4(o[1][0], o[1][1], o[1][2], o[1][3]);
+                *reinterpret_cast<uint4 *>(rbp + 8) = make_uint4(o[3][0], o[3][1], o[3][2], o[3][3]);
             }
         } else {
             for (int i = tid; i < BN * 2; i += T) {
@@ -1152,7 +1156,6 @@ __device__ __forceinline__ uint64_t wg_desc(const void *p) {
  * within the atom, so 8 threads with consecutive r & 7 write 8 different bank groups */
 __device__ __forceinline__ int wg_off(int r, int c) { return (r >> 3) * 1024 + (r & 7) * 128 + ((c ^ (r & 7)) << 4); }
 
-__device__ __forceinline__ uint32_t h2u(half2 v) { return *reinterpret_cast<uint32_t *>(&v); }
 
 /* the rotary epilogue of a wgmma block (BN weight rows in natural order from j0, a multiple of the
  * head size HD = 4 OFF): accumulator i (column c, c % HD < HD / 2) pairs with accumulator i + OFF
@@ -1281,27 +1284,30 @@ __global__ void __launch_bounds__(2 * BM, 1)
 #pragma unroll
         for (int j = 0; j < QJ; j++) {
             if constexpr (TILED) {
-                /* lane chunk l of tile (tid >> 5) + T/32 j: rows gg, gg + 8, inputs 16 tt .. 16 tt + 15
-                 * (word kb: 16 tt + 4 kb ..); l chosen so 8 consecutive threads store 8 rows */
+                /* chunk 8 tt + gg of tile (tid >> 5) + T/32 j: k16 block tt (inputs 16 tt .. 16 tt + 15) of
+                 * rows gg, gg + 8 (lk_q4_tile); 8 consecutive threads store 8 rows */
                 const int tile = (tid >> 5) + T / 32 * j, gg = tid & 7, tt = (tid >> 3) & 3;
-                const uint4 v = *reinterpret_cast<const uint4 *>(q + tile * 512 + ((gg << 2) | tt) * 16);
+                const uint4 v = *reinterpret_cast<const uint4 *>(q + tile * 512 + (tt * 8 + gg) * 16);
                 const half2 pa = ps[tile * 16 + gg], pb = ps[tile * 16 + gg + 8];
                 const half2 sa = __half2half2(__low2half(pa)), ma = __half2half2(__high2half(pa));
                 const half2 sb = __half2half2(__low2half(pb)), mb = __half2half2(__high2half(pb));
                 const uint32_t wd4[4] = {v.x, v.y, v.z, v.w};
                 const int r = tile * 16 + gg;
+                /* word kb: input pairs kb (q[0] row gg, q[1] row gg + 8) and kb + 4 (q[2], q[3]) of the block */
+                uint32_t o[4][4];
 #pragma unroll
-                for (int h2 = 0; h2 < 2; h2++) { /* words 2 h2, 2 h2 + 1: inputs 16 tt + 8 h2 .. + 7 */
-                    half2 q0[4], q1[4];
-                    lk_dequant8(wd4[2 * h2], q0);
-                    lk_dequant8(wd4[2 * h2 + 1], q1);
-                    *reinterpret_cast<uint4 *>(hb + wg_off(r, 2 * tt + h2)) =
-                        make_uint4(h2u(__hfma2(q0[0], sa, ma)), h2u(__hfma2(q0[2], sa, ma)),
-                                   h2u(__hfma2(q1[0], sa, ma)), h2u(__hfma2(q1[2], sa, ma)));
-                    *reinterpret_cast<uint4 *>(hb + wg_off(r + 8, 2 * tt + h2)) =
-                        make_uint4(h2u(__hfma2(q0[1], sb, mb)), h2u(__hfma2(q0[3], sb, mb)),
-                                   h2u(__hfma2(q1[1], sb, mb)), h2u(__hfma2(q1[3], sb, mb)));
+                for (int kb = 0; kb < 4; kb++) {
+                    half2 qq[4];
+                    lk_dequant8(wd4[kb], qq);
+                    o[0][kb] = h2u(__hfma2(qq[0], sa, ma));
+                    o[1][kb] = h2u(__hfma2(qq[1], sb, mb));
+                    o[2][kb] = h2u(__hfma2(qq[2], sa, ma));
+                    o[3][kb] = h2u(__hfma2(qq[3], sb, mb));
                 }
+                *reinterpret_cast<uint4 *>(hb + wg_off(r, 2 * tt)) = make_uint4(o[0][0], o[0][1], o[0][2], o[0][3]);
+                *reinterpret_cast<uint4 *>(hb + wg_off(r, 2 * tt + 1)) = make_uint4(o[2][0], o[2][1], o[2][2], o[2][3]);
+                *reinterpret_cast<uint4 *>(hb + wg_off(r + 8, 2 * tt)) = make_uint4(o[1][0], o[1][1], o[1][2], o[1][3]);
+                *reinterpret_cast<uint4 *>(hb + wg_off(r + 8, 2 * tt + 1)) = make_uint4(o[3][0], o[3][1], o[3][2], o[3][3]);
             } else {
                 const int n = qn + T / 2 * j;
                 const uint4 v = *reinterpret_cast<const uint4 *>(q + n * 32 + qh * 16);
@@ -1400,6 +1406,247 @@ __global__ void __launch_bounds__(2 * BM, 1)
 #else
     (void)M, (void)P, (void)N, (void)K, (void)n_out, (void)hidden, (void)out, (void)ldo;
     (void)mode, (void)partial, (void)counters, (void)p4, (void)re, (void)tmx, (void)tmw;
+#endif
+}
+
+/* ============================================================================
+ * Hopper register-A kernel for 17-64 rows on the tiled layout (batched decode;
+ * dispatch in try_ra): D^T = W x^T with the weights as wgmma's A operand, taken
+ * from registers, and the tokens (x, by TMA, 128-byte swizzle) as its B operand
+ * (wgmma m64nNTk16, NT = 32 tokens up to 32 rows, else 64; rows past M zero).
+ * The tiled layout (lk_q4_tile) makes a 16-row x 64-input tile one ldmatrix.x4
+ * per warp: matrix t (the tile's k16 block t) is 8 contiguous 16-byte chunks,
+ * and lane (g, kb) receives word kb of chunk (t, g), which dequantizes straight
+ * into the A fragment of k16 step t (rows g and g + 8). So there is no fp16 copy
+ * of the weights in shared memory and no block barrier between dequant and MMA
+ * (the kernel it replaces, k_mm_q4_wg at 64 rows, spent ~330 instructions a
+ * warp a k-tile with two barriers, latency-bound; ncu, v33).
+ * A warpgroup owns two sets of 64 weight rows (two accumulator sets): SwiGLU
+ * gate rows and the matching up rows, rotary first halves of heads and their
+ * second halves (dims d, d + hd/2 in the same thread), or plain 64 + 64 rows, so
+ * every epilogue is thread-local. NWG warpgroups a block share each k-tile's x.
+ * x, the raw weights and scale/min come by TMA (thread 0) into a ring of STAGES,
+ * AHEAD tiles ahead, with a full mbarrier (bytes) and an empty mbarrier (one
+ * arrival a warp once its wgmmas of the tile are done) a stage, so warps never
+ * meet at a block barrier in the loop. A thread's A registers are double
+ * buffered across k-tiles: the next tile's dequant overlaps this tile's wgmmas.
+ * Weights and scale/min of the first tiles are requested before the PDL wait
+ * (they do not depend on the previous kernel). Small grids split K over
+ * gridDim.z; the last block of a row block sums the splits in order.
+ * Where it is used (try_ra): measured faster only on the LM head (17-64 rows);
+ * ncu at 64 rows (LM head): ~237 instructions a warp a k-tile (dequant 104),
+ * 2-3 warps a scheduler, issue 0.4 a cycle, stalls mostly on the wgmma group
+ * and fixed latencies, DRAM 51%.
+ * ==========================================================================*/
+template <int NT, int NWG>
+struct ra_smem {
+    /* NWG = 1: three blocks an SM (registers), so a shorter ring */
+    static constexpr int T = 128 * NWG, STAGES = NWG == 1 ? 5 : 6, AHEAD = STAGES - 2;
+    static constexpr int TILES = 8 * NWG;  /* 16-row tiles a block */
+    static constexpr int X = NT * 128;     /* one x stage: NT tokens x 64 inputs, fp16, 128-byte swizzle */
+    static constexpr int Q = TILES * 512;  /* one raw weight stage */
+    static constexpr int PS = TILES * 64;  /* one scale/min stage (the k-tile's group, 16 rows a tile) */
+    static constexpr int BYTES = STAGES * (X + Q + PS) + 1024;
+};
+
+#if defined(__CUDA_ARCH_FEAT_SM90_ALL)
+/* keeps registers allocated (and unchanged) up to this point: the A operands of wgmmas still in flight */
+template <int R>
+__device__ __forceinline__ void keep_regs(uint32_t (&a)[R]) {
+#pragma unroll
+    for (int i = 0; i < R; i++) asm volatile("" : "+r"(a[i])::"memory");
+}
+template <int NT>
+__device__ __forceinline__ void wgmma_rs(float (&d)[NT / 2], const uint32_t (&a)[4], uint64_t db) {
+    if constexpr (NT == 64) lk_wgmma_rs_m64n64k16(d, a, db);
+    else if constexpr (NT == 32) lk_wgmma_rs_m64n32k16(d, a, db);
+    else lk_wgmma_rs_m64n16k16(d, a, db);
+}
+#endif
+
+template <int NT, int NWG>
+__global__ void __launch_bounds__(128 * NWG, NWG == 1 ? 3 : 1)
+    k_mm_q4_ra(int M, int N, int K, int n_out, int hidden, void *out, int ldo, int mode, float *__restrict__ partial,
+               int *__restrict__ counters, lk_rope_epi re, const __grid_constant__ CUtensorMap tmx,
+               const __grid_constant__ CUtensorMap tmw, const __grid_constant__ CUtensorMap tmp) {
+#if defined(__CUDA_ARCH_FEAT_SM90_ALL)
+    using SM = ra_smem<NT, NWG>;
+    constexpr int T = SM::T, STAGES = SM::STAGES, AHEAD = SM::AHEAD, TILES = SM::TILES, HT = TILES / 2;
+    /* full: a stage's x, raw weights and scale/min landed (TMA bytes); empty: every warp is done with it */
+    __shared__ __align__(8) uint64_t full[STAGES], empty[STAGES];
+    __shared__ int is_last;
+    extern __shared__ __align__(16) unsigned char smem[];
+    /* x stages first, 1024-byte aligned (swizzle atoms), then the raw weights, then scale/min */
+    unsigned char *Xs = smem + ((1024 - (smem_u32(smem) & 1023)) & 1023);
+    unsigned char *Wq = Xs + STAGES * SM::X;
+    unsigned char *Ps = Wq + STAGES * SM::Q;
+    const int tid = threadIdx.x, wg = tid >> 7, wq = (tid >> 5) & 3, lane = tid & 31, g = lane >> 2, t = lane & 3;
+    const bool swiglu = mode == LK_OUT_SWIGLU_F16, rope = mode == LK_OUT_QKV_ROPE;
+    const int S = gridDim.z, per = (K / WG_BK + S - 1) / S, kt0 = blockIdx.z * per;
+    const int KT = max(0, min(K / WG_BK, kt0 + per) - kt0);
+    /* the block's tiles: TILES consecutive ones (plain, rotary: 128 NWG rows of whole heads), or HT gate
+     * tiles and the HT matching up tiles (SwiGLU) */
+    const int tb0 = blockIdx.x * (swiglu ? HT : TILES), tb1 = swiglu ? hidden / 16 + tb0 : tb0 + HT;
+    /* the warp's local tile of each set: first halves i (64 a warpgroup, 16 a warp) of halves H rows long;
+     * plain blocks are halves of 64 (set 1 = set 0 + 64 rows) */
+    int lt[2];
+    {
+        const int i0 = wg * 64 + 16 * wq;
+        if (swiglu) {
+            lt[0] = i0 / 16;
+            lt[1] = HT + i0 / 16;
+        } else {
+            const int H = rope ? re.hd / 2 : 64, r0 = (i0 / H) * 2 * H + i0 % H;
+            lt[0] = r0 / 16;
+            lt[1] = (r0 + H) / 16;
+        }
+    }
+    /* thread 0: k-tile kt into stage st, all three by TMA on the stage's full barrier (tiles past N and
+     * rows past M come as zeros); x only after the PDL wait */
+    auto load_wp = [&](int kt, int st) {
+        unsigned char *q = Wq + st * SM::Q, *ps = Ps + st * SM::PS;
+        mbar_expect_tx(&full[st], SM::X + SM::Q + SM::PS);
+        if (swiglu) {
+            tma_load_3d(q, &tmw, 0, kt, tb0, &full[st]);
+            tma_load_3d(q + HT * 512, &tmw, 0, kt, tb1, &full[st]);
+            tma_load_3d(ps, &tmp, 0, kt >> 1, tb0, &full[st]);
+            tma_load_3d(ps + HT * 64, &tmp, 0, kt >> 1, tb1, &full[st]);
+        } else {
+            tma_load_3d(q, &tmw, 0, kt, tb0, &full[st]);
+            tma_load_3d(ps, &tmp, 0, kt >> 1, tb0, &full[st]);
+        }
+    };
+    auto load_x = [&](int kt, int st) { tma_load_2d(Xs + st * SM::X, &tmx, kt * WG_BK, 0, &full[st]); };
+    if (tid == 0) {
+#pragma unroll
+        for (int i = 0; i < STAGES; i++) {
+            mbar_init(&full[i], 1);
+            mbar_init(&empty[i], T / 32);
+        }
+        asm volatile("fence.mbarrier_init.release.cluster;" ::: "memory");
+    }
+    __syncthreads();
+    /* weights and scale/min do not depend on the previous kernel: in flight before the PDL wait */
+    if (tid == 0)
+        for (int s = 0; s < AHEAD && s < KT; s++) load_wp(kt0 + s, s);
+    lk_pdl_prologue();
+    if (tid == 0)
+        for (int s = 0; s < AHEAD && s < KT; s++) load_x(kt0 + s, s);
+
+    float acc[2][NT / 2];
+#pragma unroll
+    for (int i = 0; i < NT / 2; i++) acc[0][i] = acc[1][i] = 0.0f;
+    lk_wgmma_fence_acc(acc[0]);
+    lk_wgmma_fence_acc(acc[1]);
+    uint32_t A0[32], A1[32]; /* [set][k16 step][4]: this k-tile's A fragments, the previous tile's */
+#pragma unroll
+    for (int i = 0; i < 32; i++) A0[i] = A1[i] = 0u;
+    /* per-thread shared-memory offsets, the same every stage */
+    const uint32_t q_off0 = lt[0] * 512 + lane * 16, q_off1 = lt[1] * 512 + lane * 16;
+    const uint32_t p_off0 = lt[0] * 64 + g * 4, p_off1 = lt[1] * 64 + g * 4;
+    const uint64_t xdesc0 = wg_desc(Xs); /* + (stage bytes + 32 s) / 16 */
+    auto step = [&](int kt, uint32_t (&A)[32], uint32_t (&Aprev)[32]) {
+        const int st = kt % STAGES;
+        /* thread 0 refills the stage of tile kt + AHEAD - STAGES = kt - 2 once every warp released it (after
+         * the wait for its wgmmas, in step kt - 1) */
+        if (tid == 0 && kt + AHEAD < KT) {
+            const int sn = (kt + AHEAD) % STAGES;
+            if (kt + AHEAD >= STAGES) mbar_wait(&empty[sn], ((kt + AHEAD - STAGES) / STAGES) & 1);
+            load_wp(kt0 + kt + AHEAD, sn);
+            load_x(kt0 + kt + AHEAD, sn);
+        }
+        mbar_wait(&full[st], (kt / STAGES) & 1);
+        const unsigned char *q = Wq + st * SM::Q, *ps = Ps + st * SM::PS;
+#pragma unroll
+        for (int r = 0; r < 2; r++) {
+            uint32_t raw[4];
+            ldmatrix_x4(raw, q + (r ? q_off1 : q_off0));
+            const half2 pa = *reinterpret_cast<const half2 *>(ps + (r ? p_off1 : p_off0));
+            const half2 pb = *reinterpret_cast<const half2 *>(ps + (r ? p_off1 : p_off0) + 32);
+            const half2 sa = __half2half2(__low2half(pa)), ma = __half2half2(__high2half(pa));
+            const half2 sb = __half2half2(__low2half(pb)), mb = __half2half2(__high2half(pb));
+#pragma unroll
+            for (int s = 0; s < 4; s++) {
+                half2 qq[4];
+                lk_dequant8(raw[s], qq);
+                A[(r * 4 + s) * 4 + 0] = h2u(__hfma2(qq[0], sa, ma));
+                A[(r * 4 + s) * 4 + 1] = h2u(__hfma2(qq[1], sb, mb));
+                A[(r * 4 + s) * 4 + 2] = h2u(__hfma2(qq[2], sa, ma));
+                A[(r * 4 + s) * 4 + 3] = h2u(__hfma2(qq[3], sb, mb));
+            }
+        }
+        lk_wgmma_fence();
+#pragma unroll
+        for (int s = 0; s < 4; s++) {
+            const uint64_t db = xdesc0 + ((st * SM::X + s * 32) >> 4);
+#pragma unroll
+            for (int r = 0; r < 2; r++)
+                wgmma_rs<NT>(acc[r], *reinterpret_cast<const uint32_t(*)[4]>(&A[(r * 4 + s) * 4]), db);
+        }
+        lk_wgmma_commit();
+        lk_wgmma_wait<1>(); /* tile kt - 1's wgmmas are done: its A registers may be rewritten, its stage reused */
+        keep_regs(Aprev);
+        if (kt >= 1 && lane == 0) mbar_arrive(&empty[(kt - 1) % STAGES]);
+    };
+    int kt = 0;
+    for (; kt + 1 < KT; kt += 2) {
+        step(kt, A0, A1);
+        step(kt + 1, A1, A0);
+    }
+    if (kt < KT) step(kt, A0, A1);
+    lk_wgmma_wait<0>();
+    lk_wgmma_fence_acc(acc[0]);
+    lk_wgmma_fence_acc(acc[1]);
+    keep_regs(A0);
+    keep_regs(A1);
+    lk_pdl_trigger();
+    if (S > 1) {
+        /* every split stores its accumulators (thread-major); the last to arrive sums them in split order
+         * (deterministic) and runs the epilogue */
+        const int tile = blockIdx.x;
+        float *mine = partial + ((size_t)tile * S + blockIdx.z) * NT * T;
+#pragma unroll
+        for (int r = 0; r < 2; r++)
+#pragma unroll
+            for (int i = 0; i < NT / 2; i++) mine[(size_t)(r * NT / 2 + i) * T + tid] = acc[r][i];
+        __threadfence();
+        __syncthreads();
+        if (tid == 0) is_last = atomicAdd(&counters[tile], 1) == S - 1;
+        __syncthreads();
+        if (!is_last) return;
+        __threadfence();
+#pragma unroll
+        for (int i = 0; i < NT / 2; i++) acc[0][i] = acc[1][i] = 0.0f;
+        for (int z = 0; z < S; z++) {
+            const float *pz = partial + ((size_t)tile * S + z) * NT * T;
+#pragma unroll
+            for (int r = 0; r < 2; r++)
+#pragma unroll
+                for (int i = 0; i < NT / 2; i++) acc[r][i] += __ldcg(&pz[(size_t)(r * NT / 2 + i) * T + tid]);
+        }
+        if (tid == 0) counters[tile] = 0;
+    }
+    /* accumulator i of set r: n8 tile j = i / 4, tokens 8 j + 2 t + (e & 1), weight row g (+8 for e >= 2) of
+     * the warp's tile of the set */
+    const int row0 = (lt[0] < HT ? tb0 + lt[0] : tb1 + lt[0] - HT) * 16 + g;
+    const int row1 = (lt[1] < HT ? tb0 + lt[1] : tb1 + lt[1] - HT) * 16 + g;
+#pragma unroll
+    for (int i = 0; i < NT / 2; i++) {
+        const int j = i >> 2, e = i & 3, m = 8 * j + 2 * t + (e & 1), h8 = e >= 2 ? 8 : 0;
+        if (m >= M) continue;
+        if (swiglu) {
+            if (row0 + h8 < n_out) epi_store(out, ldo, mode, m, row0 + h8, lk_silu(acc[0][i]) * acc[1][i]);
+        } else if (rope) {
+            const int r = row0 + h8;
+            if (r < N) rope_pair_store(re, re.hd, out, ldo, m, r / re.hd, r % re.hd, acc[0][i], acc[1][i]);
+        } else {
+            if (row0 + h8 < n_out) epi_store(out, ldo, mode, m, row0 + h8, acc[0][i]);
+            if (row1 + h8 < n_out) epi_store(out, ldo, mode, m, row1 + h8, acc[1][i]);
+        }
+    }
+#else
+    (void)M, (void)N, (void)K, (void)n_out, (void)hidden, (void)out, (void)ldo, (void)mode;
+    (void)partial, (void)counters, (void)re, (void)tmx, (void)tmw, (void)tmp;
 #endif
 }
 
@@ -1745,6 +1992,104 @@ static int try_wg(const lk_dmat *W, const half *x, int M, int ldx, void *out, in
 #undef WG_GO
 }
 
+/* fewest rows for the register-A kernel on this matrix (0: not used). Measured (H100, us, this kernel vs
+ * the ones before it; benchmarks/NOTES.md, tenth session): the LM head wins from 17 rows (24 rows 61 vs 180,
+ * 32 rows 63 vs 181, 64 rows 87 vs 114; batch 32 decode 19,627 -> 21,141 tok/s, batch 64 31,765 -> 32,455);
+ * o, down (residual add, K split: the last block sums the splits) and gate_up lose in isolation (64 rows
+ * 22.7 / 28.0 / 21.8 vs 19.0 / 24.6 / 20.7); qkv wins in isolation (64 rows 13.3 vs 17.9) but lost in the
+ * engine with the rotary epilogue (batch 64 29,438 vs 31,665), so only the LM head takes it.
+ * LLAMA_KERNEL_RA=N: from N (>= 17) rows on every matrix, 0 = never (A/B, tests); read per call. */
+static int ra_min_rows(const lk_dmat *W, int mode) {
+    (void)mode;
+    const char *e = getenv("LLAMA_KERNEL_RA");
+    if (e && e[0]) {
+        const int v = atoi(e);
+        return v <= 0 ? 0 : v < 17 ? 17 : v;
+    }
+    return W->N >= 32768 ? 17 : 0;
+}
+/* LLAMA_KERNEL_RA_NWG = 1 | 2 warpgroups a block (A/B; default 1: three blocks an SM) */
+static int ra_nwg(void) {
+    const char *e = getenv("LLAMA_KERNEL_RA_NWG");
+    return e && atoi(e) == 2 ? 2 : 1;
+}
+
+template <int NT, int NWG>
+static lk_status launch_ra(const lk_dmat *W, const half *x, int M, int ldx, void *out, int ldo, int mode, int n_out,
+                           int hidden, int S, const lk_mm_ws *ws, const lk_rope_epi &re, cudaStream_t st) {
+    const bool swiglu = mode == LK_OUT_SWIGLU_F16;
+    dim3 grid(swiglu ? lk_cdiv(n_out, 64 * NWG) : lk_cdiv(W->N, 128 * NWG), 1, S);
+    /* x [M][K] (row stride ldx): boxes of 64 inputs x NT rows, 128-byte swizzle (rows past M zero) */
+    CUtensorMap tmx;
+    const cuuint64_t dims[2] = {(cuuint64_t)W->K, (cuuint64_t)M}, strides[1] = {(cuuint64_t)ldx * 2};
+    const cuuint32_t box[2] = {WG_BK, NT}, estr[2] = {1, 1};
+    const CUresult cr = tmap_encoder()(&tmx, CU_TENSOR_MAP_DATA_TYPE_FLOAT16, 2, (void *)x, dims, strides, box, estr,
+                                       CU_TENSOR_MAP_INTERLEAVE_NONE, CU_TENSOR_MAP_SWIZZLE_128B,
+                                       CU_TENSOR_MAP_L2_PROMOTION_L2_128B, CU_TENSOR_MAP_FLOAT_OOB_FILL_NONE);
+    if (cr != CUDA_SUCCESS)
+        return lk_fail(LK_E_DEVICE, "cuTensorMapEncodeTiled (x of %d x %d, row stride %d) failed: error %d", M, W->K, ldx,
+                       (int)cr);
+    /* tiled weights [N/16][K/64][512 bytes] as (128 words, k-tile, row tile); a box is the block's tiles
+     * (SwiGLU: its gate tiles, then, a second copy, its up tiles) */
+    CUtensorMap tmw;
+    const cuuint64_t wdims[3] = {128u, (cuuint64_t)W->K / 64, (cuuint64_t)W->N / 16};
+    const cuuint64_t wstr[2] = {512u, (cuuint64_t)W->K / 64 * 512};
+    const cuuint32_t wbox[3] = {128u, 1u, (cuuint32_t)(swiglu ? 4 * NWG : 8 * NWG)}, westr[3] = {1, 1, 1};
+    const CUresult cw = tmap_encoder()(&tmw, CU_TENSOR_MAP_DATA_TYPE_UINT32, 3, (void *)W->w, wdims, wstr, wbox, westr,
+                                       CU_TENSOR_MAP_INTERLEAVE_NONE, CU_TENSOR_MAP_SWIZZLE_NONE,
+                                       CU_TENSOR_MAP_L2_PROMOTION_L2_256B, CU_TENSOR_MAP_FLOAT_OOB_FILL_NONE);
+    if (cw != CUDA_SUCCESS)
+        return lk_fail(LK_E_DEVICE, "cuTensorMapEncodeTiled (int4 weights %d x %d) failed: error %d", W->N, W->K, (int)cw);
+    /* scale/min [N/16][K/128][16 rows] (half2) as (16 words, group, row tile), boxes like the weights' */
+    CUtensorMap tmp;
+    const cuuint64_t pdims[3] = {16u, (cuuint64_t)W->K / 128, (cuuint64_t)W->N / 16};
+    const cuuint64_t pstr[2] = {64u, (cuuint64_t)W->K / 128 * 64};
+    const cuuint32_t pbox[3] = {16u, 1u, wbox[2]};
+    const CUresult cp = tmap_encoder()(&tmp, CU_TENSOR_MAP_DATA_TYPE_UINT32, 3, (void *)W->p, pdims, pstr, pbox, westr,
+                                       CU_TENSOR_MAP_INTERLEAVE_NONE, CU_TENSOR_MAP_SWIZZLE_NONE,
+                                       CU_TENSOR_MAP_L2_PROMOTION_NONE, CU_TENSOR_MAP_FLOAT_OOB_FILL_NONE);
+    if (cp != CUDA_SUCCESS)
+        return lk_fail(LK_E_DEVICE, "cuTensorMapEncodeTiled (int4 scale/min of %d x %d) failed: error %d", W->N, W->K,
+                       (int)cp);
+    LAUNCH("k_mm_q4_ra", (k_mm_q4_ra<NT, NWG>), grid, dim3(128 * NWG), (size_t)ra_smem<NT, NWG>::BYTES, st, M, W->N,
+           W->K, n_out, hidden, out, ldo, mode, S > 1 ? ws->tc_partial : (float *)NULL,
+           S > 1 ? ws->tc_counters : (int *)NULL, re, tmx, tmw, tmp);
+    return LK_OK;
+}
+
+/* the register-A kernel for 17-64 rows of the tiled layout when the device runs it; returns 1 when
+ * launched (status in *r). K is split (through the tensor-core workspace) until the grid covers the
+ * SMs, each split keeping at least 4 k-tiles. */
+static int try_ra(const lk_dmat *W, const half *x, int M, int ldx, void *out, int ldo, int mode, int n_out,
+                  int sm_count, const lk_mm_ws *ws, const lk_rope_epi &re, lk_status *r, cudaStream_t st) {
+    const bool swiglu = mode == LK_OUT_SWIGLU_F16, rope = mode == LK_OUT_QKV_ROPE;
+    const int min_rows = W->fmt == LK_WFMT_Q4_TILED ? ra_min_rows(W, mode) : 0;
+    if (!min_rows || M < min_rows || M > 64 || wg_choice() == 0 ||
+        ((uintptr_t)x % 16) || ldx % 8 || (uintptr_t)W->p % 16 ||
+        W->K % WG_BK || !wg_ready() || !tmap_encoder())
+        return 0;
+    const int nwg = ra_nwg();
+    /* whole heads a block for the rotary epilogue; SwiGLU gate / up tiles in step */
+    if (rope && (re.hd != 64 && re.hd != 128)) return 0;
+    if (swiglu && (W->N % 32 || (W->N / 2) % 16)) return 0;
+    const long nblk = swiglu ? lk_cdiv(n_out, 64 * nwg) : lk_cdiv(W->N, 128 * nwg), KT = W->K / WG_BK;
+    const int nt = M <= 32 ? 32 : 64; /* tokens a block (wgmma n) */
+    const size_t per_blk = (size_t)nt * 128 * nwg; /* partial floats a block and split */
+    int S = 1;
+    if (ws && ws->tc_partial && nblk <= ws->tc_n_counters)
+        while (S < LK_SPLITK_MAX && nblk * S < sm_count && KT / (2 * S) >= 4 &&
+               (size_t)nblk * (size_t)(2 * S) * per_blk <= ws->tc_partial_floats)
+            S *= 2;
+    const int hid = swiglu ? W->N / 2 : 0;
+    if (nt == 32)
+        *r = nwg == 1 ? launch_ra<32, 1>(W, x, M, ldx, out, ldo, mode, n_out, hid, S, ws, re, st)
+                      : launch_ra<32, 2>(W, x, M, ldx, out, ldo, mode, n_out, hid, S, ws, re, st);
+    else
+        *r = nwg == 1 ? launch_ra<64, 1>(W, x, M, ldx, out, ldo, mode, n_out, hid, S, ws, re, st)
+                      : launch_ra<64, 2>(W, x, M, ldx, out, ldo, mode, n_out, hid, S, ws, re, st);
+    return 1;
+}
+
 lk_status lk_mm_init(void) {
 #define TC_ATTR(BM, BN, WM, WN, TILED)                                                                              \
     CU(cudaFuncSetAttribute(k_mm_q4_tc<BM, BN, WM, WN, TILED>, cudaFuncAttributeMaxDynamicSharedMemorySize,         \
@@ -1767,6 +2112,13 @@ lk_status lk_mm_init(void) {
         WG_ATTR(128, 256, false);
         WG_ATTR(128, 256, true);
 #undef WG_ATTR
+#define RA_ATTR(NT, NWG) \
+    CU(cudaFuncSetAttribute(k_mm_q4_ra<NT, NWG>, cudaFuncAttributeMaxDynamicSharedMemorySize, ra_smem<NT, NWG>::BYTES))
+        RA_ATTR(32, 1);
+        RA_ATTR(32, 2);
+        RA_ATTR(64, 1);
+        RA_ATTR(64, 2);
+#undef RA_ATTR
     }
     return LK_OK;
 }
@@ -1903,6 +2255,7 @@ static lk_status matmul_impl(const lk_dmat *W, const half *x, int M, int ldx, vo
          * 53.8 vs 45.3; down 39.0 vs 40.7 vs 42.4) */
         if (M > 16) {
             lk_status r = LK_OK;
+            if (try_ra(W, x, M, ldx, out, ldo, mode, n_out, sm_count, ws, re, &r, st)) return r;
             if (try_wg(W, x, M, ldx, out, ldo, mode, n_out, hidden, sm_count, ws, re, &r, st)) return r;
         }
         const bool slices = tiled_slice_rows() && W->N < 32768;
