@@ -51,12 +51,12 @@ void lk_q4_tile(const uint8_t *qs, const lk_q4_params *params, int64_t n, int64_
     for (int64_t rb = 0; rb < n / 16; rb++) {
         for (int64_t kt = 0; kt < kt64; kt++) {
             uint8_t *tile = out_qs + (rb * kt64 + kt) * 512;
-            for (int l = 0; l < 32; l++) { /* chunk l: k16 block t = l / 8, rows g = l % 8 and g + 8 */
-                const int g = l & 7, t = l >> 3;
+            for (int l = 0; l < 32; l++) {
+                const int g = l >> 2, t = l & 3;
                 for (int kb = 0; kb < 4; kb++) {
-                    const int64_t c0 = kt * 64 + 16 * t + 2 * kb;
+                    const int64_t c0 = kt * 64 + 16 * t + 4 * kb;
                     /* nibble position -> (row offset, column offset) */
-                    static const int rof[8] = {0, 8, 0, 8, 0, 8, 0, 8}, cof[8] = {0, 0, 8, 8, 1, 1, 9, 9};
+                    static const int rof[8] = {0, 8, 0, 8, 0, 8, 0, 8}, cof[8] = {0, 0, 2, 2, 1, 1, 3, 3};
                     uint32_t w = 0;
                     for (int p = 0; p < 8; p++) {
                         const int64_t r = rb * 16 + g + rof[p], c = c0 + cof[p];

@@ -60,22 +60,16 @@ int lk_q4_quantize_row_ref(const float *w, int64_t k, uint8_t *qs, lk_q4_params 
 /* The GPU's tensor-core ("tiled") arrangement of the same bytes, made at upload
  * (n % 16 == 0, k % 128 == 0). The matrix is cut into tiles of 16 rows x 64
  * inputs, tile (rb, kt) at byte (rb * k/64 + kt) * 512, row blocks outermost.
- * A tile is 32 chunks of 16 bytes: chunk 8 t + g (t = 0..3: the tile's k16
- * block, inputs 16t..16t+15; g = 0..7: rows g and g + 8) holds four words,
- * word kb (0..3) being the mma.m16n8k16 A fragment of that k16 block for
- * lane (g, kb), nibbles 0..7 =
- *   W[g][c], W[g+8][c], W[g][c+8], W[g+8][c+8],
- *   W[g][c+1], W[g+8][c+1], W[g][c+9], W[g+8][c+9]   with c = 16 t + 2 kb
- * so that one lop3 with the fp16 magic number gives a0 = {W[g][c], W[g][c+1]}
- * and the others likewise. Two readers: the Hopper register-A kernel loads a
- * warp's whole tile with one ldmatrix.x4 (matrix t = the 8 chunks of k16 block
- * t, 128 contiguous bytes: no bank conflicts), which hands lane (g, kb) word kb
- * of chunk (t, g): the natural A fragment of k16 step t; the mma.sync kernel
- * lets lane (g, t) read chunk 8 t + g and use word kb as the A fragment of a
- * k16 step over a permutation of the tile's 64 columns (the mma sums over k in
- * any order): lane t's columns are the contiguous 16t..16t+15, so the matching
- * B operand (x) is two 16-byte loads per lane, step kb taking its input pairs
- * kb and kb + 4. Params: [n/16][k/128][16] (row block, group, row).
+ * In a tile, lane l (g = l / 4, t = l % 4) owns 16 bytes: word kb (0..3) holds
+ * its mma.m16n8k16 A fragment of k16 step kb, nibbles 0..7 =
+ *   W[g][c], W[g+8][c], W[g][c+2], W[g+8][c+2],
+ *   W[g][c+1], W[g+8][c+1], W[g][c+3], W[g+8][c+3]   with c = 16 t + 4 kb
+ * (columns within the tile), so that one lop3 with the fp16 magic number gives
+ * a0 = {W[g][c], W[g][c+1]} and the others likewise. The k16 steps are a
+ * permutation of the tile's 64 columns (the mma sums over k in any order):
+ * lane t's columns are the contiguous 16t..16t+15, so the matching B operand
+ * (x) is two 16-byte loads per lane. Params: [n/16][k/128][16] (row block,
+ * group, row).
  * Threaded; out buffers must not alias the input. */
 void lk_q4_tile(const uint8_t *qs, const lk_q4_params *params, int64_t n, int64_t k, uint8_t *out_qs,
                 lk_q4_params *out_params);

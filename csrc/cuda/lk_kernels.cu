@@ -43,10 +43,9 @@ __global__ void k_embed_q4_tiled(const uint32_t *__restrict__ W, const half2 *__
     const int r = blockIdx.x, t = tok[r], rb = t / 16, rr = t % 16, g = rr % 8, hi = rr / 8;
     const int KT = dim / 64, groups = dim / LK_Q4_GROUP;
     for (int k = threadIdx.x; k < dim; k += blockDim.x) {
-        /* input pair pr of the k16 block tt: word pr % 4 of chunk 8 tt + g, second half of it for pr >= 4 */
-        const int kt = k / 64, tt = (k % 64) / 16, pr = (k % 16) / 2, kb = pr % 4;
-        const int pos = (pr >= 4 ? 2 : 0) + hi + 4 * (k & 1);
-        const uint32_t w = W[(((size_t)rb * KT + kt) * 512 + (size_t)(tt * 8 + g) * 16 + kb * 4) / 4];
+        const int kt = k / 64, tt = (k % 64) / 16, kb = (k % 16) / 4, j = k % 4;
+        const int pos = (j < 2 ? 0 : 2) + hi + 4 * (j & 1);
+        const uint32_t w = W[(((size_t)rb * KT + kt) * 512 + (size_t)(g * 4 + tt) * 16 + kb * 4) / 4];
         const float2 sm = __half22float2(P[((size_t)rb * groups + k / LK_Q4_GROUP) * 16 + rr]);
         x[(size_t)r * dim + k] = (float)((w >> (4 * pos)) & 15u) * sm.x + sm.y;
     }

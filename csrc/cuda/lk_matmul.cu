@@ -703,7 +703,7 @@ __global__ void __launch_bounds__(NW * 32, NW > 8 || NT * (PAIR ? 2 : 1) >= 8 ? 
             for (int b = 0; b < NB; b++) {
 #pragma unroll
                 for (int kk = 0; kk < 2; kk++)
-                    wv[j][b][kk] = in ? ld_stream(W + ((size_t)rb[b] * KT + (size_t)(grp + j) * 2 + kk) * 32 + 8 * t + g)
+                    wv[j][b][kk] = in ? ld_stream(W + ((size_t)rb[b] * KT + (size_t)(grp + j) * 2 + kk) * 32 + lane)
                                       : make_uint4(0, 0, 0, 0);
                 pv[j][b][0] = in ? P[((size_t)rb[b] * groups + grp + j) * 16 + g] : __float2half2_rn(0.0f);
                 pv[j][b][1] = in ? P[((size_t)rb[b] * groups + grp + j) * 16 + g + 8] : __float2half2_rn(0.0f);
@@ -760,18 +760,19 @@ __global__ void __launch_bounds__(NW * 32, NW > 8 || NT * (PAIR ? 2 : 1) >= 8 ? 
                                 ld_xfrag(x, ldx, 8 * nt + g, M, k0, xf[nt][0], xf[nt][1]);
 #pragma unroll
                         for (int kb = 0; kb < 4; kb++) {
-                            /* B fragment of step kb: input pairs kb and kb + 4 of the lane's 16 (lk_q4_tile) */
+                            /* B fragment of step kb: inputs 4 kb .. 4 kb + 3 of the lane's 16 */
                             uint32_t b0[NT], b1[NT];
 #pragma unroll
                             for (int nt = 0; nt < NT; nt++) {
                                 if (XK) {
                                     const int m = 8 * nt + g;
-                                    const uint32_t *xp = reinterpret_cast<const uint32_t *>(x + (size_t)m * ldx + k0) + kb;
-                                    b0[nt] = m < M ? __ldg(xp) : 0u;
-                                    b1[nt] = m < M ? __ldg(xp + 4) : 0u;
+                                    const uint2 v = m < M ? __ldg(reinterpret_cast<const uint2 *>(x + (size_t)m * ldx + k0 + 4 * kb))
+                                                          : make_uint2(0, 0);
+                                    b0[nt] = v.x;
+                                    b1[nt] = v.y;
                                 } else {
-                                    b0[nt] = u4_word(xf[XK ? 0 : nt][0], kb);
-                                    b1[nt] = u4_word(xf[XK ? 0 : nt][1], kb);
+                                    b0[nt] = u4_word(xf[XK ? 0 : nt][kb >> 1], 2 * (kb & 1));
+                                    b1[nt] = u4_word(xf[XK ? 0 : nt][kb >> 1], 2 * (kb & 1) + 1);
                                 }
                             }
 #pragma unroll
@@ -991,30 +992,27 @@ __global__ void __launch_bounds__(WM *WN * 32)
         /* dequantize this stage's weights into Bh */
         const uint8_t *b = Bq + stage * BN * (TC_BK / 2);
         if constexpr (TILED) {
-            /* each 16-byte chunk 8 tt + gg: the k16 block tt of rows gg and gg + 8 of one tile (lk_q4_tile) */
+            /* each 16-byte lane chunk: four k16 blocks of rows g and g + 8 of one tile */
             for (int i = tid; i < BN * 2; i += T) {
-                const int tile = i >> 5, l = i & 31, gg = l & 7, tt = l >> 3;
+                const int tile = i >> 5, l = i & 31, gg = l >> 2, tt = l & 3;
                 const uint4 v = *reinterpret_cast<const uint4 *>(b + tile * 512 + l * 16);
                 const half2 pa = Ps[stage * BN + tile * 16 + gg], pb = Ps[stage * BN + tile * 16 + gg + 8];
                 const half2 sa = __half2half2(__low2half(pa)), ma = __half2half2(__high2half(pa));
                 const half2 sb = __half2half2(__low2half(pb)), mb = __half2half2(__high2half(pb));
                 const uint32_t wd4[4] = {v.x, v.y, v.z, v.w};
-                /* word kb: column pairs kb (q[0], q[1]) and kb + 4 (q[2], q[3]) of the block, rows gg and gg + 8 */
-                uint32_t o[4][4];
+                /* word kb: columns c..c+3 (c = 16 tt + 4 kb) of rows gg and gg + 8 */
+                half *ra = Bh + (tile * 16 + gg) * LDA + 16 * tt, *rbp = Bh + (tile * 16 + gg + 8) * LDA + 16 * tt;
 #pragma unroll
                 for (int kb = 0; kb < 4; kb++) {
                     half2 q[4];
                     lk_dequant8(wd4[kb], q);
-                    o[0][kb] = h2u(__hfma2(q[0], sa, ma));
-                    o[1][kb] = h2u(__hfma2(q[1], sb, mb));
-                    o[2][kb] = h2u(__hfma2(q[2], sa, ma));
-                    o[3][kb] = h2u(__hfma2(q[3], sb, mb));
+                    const half2 r0 = __hfma2(q[0], sa, ma), r1 = __hfma2(q[1], sb, mb), r2 = __hfma2(q[2], sa, ma),
+                                r3 = __hfma2(q[3], sb, mb);
+                    *reinterpret_cast<uint2 *>(ra + 4 * kb) =
+                        make_uint2(*reinterpret_cast<const uint32_t *>(&r0), *reinterpret_cast<const uint32_t *>(&r2));
+                    *reinterpret_cast<uint2 *>(rbp + 4 * kb) =
+                        make_uint2(*reinterpret_cast<const uint32_t *>(&r1), *reinterpret_cast<const uint32_t *>(&r3));
                 }
-                half *ra = Bh + (tile * 16 + gg) * LDA + 16 * tt, *rbp = Bh + (tile * 16 + gg + 8) * LDA + 16 * tt;
-                *reinterpret_cast<uint4 *>(ra) = make_uint4(o[0][0], o[0][1], o[0][2], o[0][3]);
-                *reinterpret_cast<uint4 *>(ra + 8) = make_uint4(o[2][0], o[2][1], o[2][2], o[2][3]);
-                *reinterpret_cast<uint4 *>(rbp) = make_uint4(o[1][0], o[1][1], o[1][2], o[1][3]);
-                *reinterpret_cast<uint4 *>(rbp + 8) = make_uint4(o[3][0], o[3][1], o[3][2], o[3][3]);
             }
         } else {
             for (int i = tid; i < BN * 2; i += T) {
@@ -1186,6 +1184,14 @@ __device__ __forceinline__ void tma_load_2d(void *dst, const CUtensorMap *map, i
         "l"(map), "r"(k), "r"(row), "r"(smem_u32(bar))
         : "memory");
 }
+__device__ __forceinline__ void tma_load_4d(void *dst, const CUtensorMap *map, int c0, int c1, int c2, int c3,
+                                            uint64_t *bar) {
+    asm volatile(
+        "cp.async.bulk.tensor.4d.shared::cluster.global.mbarrier::complete_tx::bytes [%0], [%1, {%2, %3, %4, %5}], [%6];" ::"r"(
+            smem_u32(dst)),
+        "l"(map), "r"(c0), "r"(c1), "r"(c2), "r"(c3), "r"(smem_u32(bar))
+        : "memory");
+}
 __device__ __forceinline__ void tma_load_3d(void *dst, const CUtensorMap *map, int c0, int c1, int c2, uint64_t *bar) {
     asm volatile(
         "cp.async.bulk.tensor.3d.shared::cluster.global.mbarrier::complete_tx::bytes [%0], [%1, {%2, %3, %4}], [%5];" ::"r"(
@@ -1284,30 +1290,27 @@ __global__ void __launch_bounds__(2 * BM, 1)
 #pragma unroll
         for (int j = 0; j < QJ; j++) {
             if constexpr (TILED) {
-                /* chunk 8 tt + gg of tile (tid >> 5) + T/32 j: k16 block tt (inputs 16 tt .. 16 tt + 15) of
-                 * rows gg, gg + 8 (lk_q4_tile); 8 consecutive threads store 8 rows */
+                /* lane chunk l of tile (tid >> 5) + T/32 j: rows gg, gg + 8, inputs 16 tt .. 16 tt + 15
+                 * (word kb: 16 tt + 4 kb ..); l chosen so 8 consecutive threads store 8 rows */
                 const int tile = (tid >> 5) + T / 32 * j, gg = tid & 7, tt = (tid >> 3) & 3;
-                const uint4 v = *reinterpret_cast<const uint4 *>(q + tile * 512 + (tt * 8 + gg) * 16);
+                const uint4 v = *reinterpret_cast<const uint4 *>(q + tile * 512 + ((gg << 2) | tt) * 16);
                 const half2 pa = ps[tile * 16 + gg], pb = ps[tile * 16 + gg + 8];
                 const half2 sa = __half2half2(__low2half(pa)), ma = __half2half2(__high2half(pa));
                 const half2 sb = __half2half2(__low2half(pb)), mb = __half2half2(__high2half(pb));
                 const uint32_t wd4[4] = {v.x, v.y, v.z, v.w};
                 const int r = tile * 16 + gg;
-                /* word kb: input pairs kb (q[0] row gg, q[1] row gg + 8) and kb + 4 (q[2], q[3]) of the block */
-                uint32_t o[4][4];
 #pragma unroll
-                for (int kb = 0; kb < 4; kb++) {
-                    half2 qq[4];
-                    lk_dequant8(wd4[kb], qq);
-                    o[0][kb] = h2u(__hfma2(qq[0], sa, ma));
-                    o[1][kb] = h2u(__hfma2(qq[1], sb, mb));
-                    o[2][kb] = h2u(__hfma2(qq[2], sa, ma));
-                    o[3][kb] = h2u(__hfma2(qq[3], sb, mb));
+                for (int h2 = 0; h2 < 2; h2++) { /* words 2 h2, 2 h2 + 1: inputs 16 tt + 8 h2 .. + 7 */
+                    half2 q0[4], q1[4];
+                    lk_dequant8(wd4[2 * h2], q0);
+                    lk_dequant8(wd4[2 * h2 + 1], q1);
+                    *reinterpret_cast<uint4 *>(hb + wg_off(r, 2 * tt + h2)) =
+                        make_uint4(h2u(__hfma2(q0[0], sa, ma)), h2u(__hfma2(q0[2], sa, ma)),
+                                   h2u(__hfma2(q1[0], sa, ma)), h2u(__hfma2(q1[2], sa, ma)));
+                    *reinterpret_cast<uint4 *>(hb + wg_off(r + 8, 2 * tt + h2)) =
+                        make_uint4(h2u(__hfma2(q0[1], sb, mb)), h2u(__hfma2(q0[3], sb, mb)),
+                                   h2u(__hfma2(q1[1], sb, mb)), h2u(__hfma2(q1[3], sb, mb)));
                 }
-                *reinterpret_cast<uint4 *>(hb + wg_off(r, 2 * tt)) = make_uint4(o[0][0], o[0][1], o[0][2], o[0][3]);
-                *reinterpret_cast<uint4 *>(hb + wg_off(r, 2 * tt + 1)) = make_uint4(o[2][0], o[2][1], o[2][2], o[2][3]);
-                *reinterpret_cast<uint4 *>(hb + wg_off(r + 8, 2 * tt)) = make_uint4(o[1][0], o[1][1], o[1][2], o[1][3]);
-                *reinterpret_cast<uint4 *>(hb + wg_off(r + 8, 2 * tt + 1)) = make_uint4(o[3][0], o[3][1], o[3][2], o[3][3]);
             } else {
                 const int n = qn + T / 2 * j;
                 const uint4 v = *reinterpret_cast<const uint4 *>(q + n * 32 + qh * 16);
@@ -1414,11 +1417,12 @@ __global__ void __launch_bounds__(2 * BM, 1)
  * dispatch in try_ra): D^T = W x^T with the weights as wgmma's A operand, taken
  * from registers, and the tokens (x, by TMA, 128-byte swizzle) as its B operand
  * (wgmma m64nNTk16, NT = 32 tokens up to 32 rows, else 64; rows past M zero).
- * The tiled layout (lk_q4_tile) makes a 16-row x 64-input tile one ldmatrix.x4
- * per warp: matrix t (the tile's k16 block t) is 8 contiguous 16-byte chunks,
- * and lane (g, kb) receives word kb of chunk (t, g), which dequantizes straight
- * into the A fragment of k16 step t (rows g and g + 8). So there is no fp16 copy
- * of the weights in shared memory and no block barrier between dequant and MMA
+ * Lane (g, t) gathers the A fragment of each k16 step of its warp's 16-row x
+ * 64-input tile from the raw tile in shared memory (the tiled layout, lk_q4_tile,
+ * holds a lane's mma.sync fragments; two 4-byte loads and one byte permute give
+ * the wgmma fragment, rows g and g + 8) and dequantizes it in registers. So
+ * there is no fp16 copy of the weights in shared memory and no block barrier
+ * between dequant and MMA
  * (the kernel it replaces, k_mm_q4_wg at 64 rows, spent ~330 instructions a
  * warp a k-tile with two barriers, latency-bound; ncu, v33).
  * A warpgroup owns two sets of 64 weight rows (two accumulator sets): SwiGLU
@@ -1507,12 +1511,12 @@ __global__ void __launch_bounds__(128 * NWG, NWG == 1 ? 3 : 1)
         unsigned char *q = Wq + st * SM::Q, *ps = Ps + st * SM::PS;
         mbar_expect_tx(&full[st], SM::X + SM::Q + SM::PS);
         if (swiglu) {
-            tma_load_3d(q, &tmw, 0, kt, tb0, &full[st]);
-            tma_load_3d(q + HT * 512, &tmw, 0, kt, tb1, &full[st]);
+            tma_load_4d(q, &tmw, 0, 0, kt, tb0, &full[st]);
+            tma_load_4d(q + HT * 512, &tmw, 0, 0, kt, tb1, &full[st]);
             tma_load_3d(ps, &tmp, 0, kt >> 1, tb0, &full[st]);
             tma_load_3d(ps + HT * 64, &tmp, 0, kt >> 1, tb1, &full[st]);
         } else {
-            tma_load_3d(q, &tmw, 0, kt, tb0, &full[st]);
+            tma_load_4d(q, &tmw, 0, 0, kt, tb0, &full[st]);
             tma_load_3d(ps, &tmp, 0, kt >> 1, tb0, &full[st]);
         }
     };
@@ -1541,8 +1545,16 @@ __global__ void __launch_bounds__(128 * NWG, NWG == 1 ? 3 : 1)
     uint32_t A0[32], A1[32]; /* [set][k16 step][4]: this k-tile's A fragments, the previous tile's */
 #pragma unroll
     for (int i = 0; i < 32; i++) A0[i] = A1[i] = 0u;
-    /* per-thread shared-memory offsets, the same every stage */
-    const uint32_t q_off0 = lt[0] * 512 + lane * 16, q_off1 = lt[1] * 512 + lane * 16;
+    /* per-thread shared-memory offsets, the same every stage. Lane (g, t) builds the A fragment of k16 step s
+     * from chunk (g, s) of its tile (lk_q4_tile: byte 64 g + 16 s), whose word kb holds inputs 16 s + 4 kb ..
+     * + 3 of rows g, g + 8: inputs 16 s + 2 t, + 1 sit in word t / 2 (bytes 0, 2 for even t, 1, 3 for odd), and
+     * 16 s + 2 t + 8, + 9 in word 2 + t / 2; one byte permute makes them one word in the order lk_dequant8
+     * takes. The tile arrived in the 128-byte swizzle (16-byte chunk bits 4-6 XOR 128-byte row bits 7-9): the
+     * 128-byte row of chunk (g, s) is g / 2, its chunk (g % 2) * 4 + s, so the 8 rows g read 8 different bank
+     * groups. Per set: that row's byte offset (+ 4 (t / 2)) and the swizzled chunk of s = 0 (s XORs in). */
+    const uint32_t q_row0 = lt[0] * 512 + (g >> 1) * 128 + 4 * (t >> 1), q_row1 = lt[1] * 512 + (g >> 1) * 128 + 4 * (t >> 1);
+    const uint32_t q_ch0 = ((g & 1) * 4) ^ ((lt[0] * 4 + (g >> 1)) & 7), q_ch1 = ((g & 1) * 4) ^ ((lt[1] * 4 + (g >> 1)) & 7);
+    const uint32_t perm = (t & 1) ? 0x7351u : 0x6240u; /* bytes (w1, w2, w1, w2): 1, 5, 3, 7 or 0, 4, 2, 6 */
     const uint32_t p_off0 = lt[0] * 64 + g * 4, p_off1 = lt[1] * 64 + g * 4;
     const uint64_t xdesc0 = wg_desc(Xs); /* + (stage bytes + 32 s) / 16 */
     auto step = [&](int kt, uint32_t (&A)[32], uint32_t (&Aprev)[32]) {
@@ -1560,7 +1572,12 @@ __global__ void __launch_bounds__(128 * NWG, NWG == 1 ? 3 : 1)
 #pragma unroll
         for (int r = 0; r < 2; r++) {
             uint32_t raw[4];
-            ldmatrix_x4(raw, q + (r ? q_off1 : q_off0));
+#pragma unroll
+            for (int s = 0; s < 4; s++) {
+                const unsigned char *cp = q + (r ? q_row1 : q_row0) + (((r ? q_ch1 : q_ch0) ^ s) << 4);
+                raw[s] = __byte_perm(*reinterpret_cast<const uint32_t *>(cp), *reinterpret_cast<const uint32_t *>(cp + 8),
+                                     perm);
+            }
             const half2 pa = *reinterpret_cast<const half2 *>(ps + (r ? p_off1 : p_off0));
             const half2 pb = *reinterpret_cast<const half2 *>(ps + (r ? p_off1 : p_off0) + 32);
             const half2 sa = __half2half2(__low2half(pa)), ma = __half2half2(__high2half(pa));
@@ -2029,14 +2046,15 @@ static lk_status launch_ra(const lk_dmat *W, const half *x, int M, int ldx, void
     if (cr != CUDA_SUCCESS)
         return lk_fail(LK_E_DEVICE, "cuTensorMapEncodeTiled (x of %d x %d, row stride %d) failed: error %d", M, W->K, ldx,
                        (int)cr);
-    /* tiled weights [N/16][K/64][512 bytes] as (128 words, k-tile, row tile); a box is the block's tiles
-     * (SwiGLU: its gate tiles, then, a second copy, its up tiles) */
+    /* tiled weights [N/16][K/64][4][128 bytes] as (32 words, 128-byte row, k-tile, row tile) in the 128-byte
+     * swizzle (conflict-free ldmatrix); a box is the block's tiles (SwiGLU: its gate tiles, then, a second copy,
+     * its up tiles) */
     CUtensorMap tmw;
-    const cuuint64_t wdims[3] = {128u, (cuuint64_t)W->K / 64, (cuuint64_t)W->N / 16};
-    const cuuint64_t wstr[2] = {512u, (cuuint64_t)W->K / 64 * 512};
-    const cuuint32_t wbox[3] = {128u, 1u, (cuuint32_t)(swiglu ? 4 * NWG : 8 * NWG)}, westr[3] = {1, 1, 1};
-    const CUresult cw = tmap_encoder()(&tmw, CU_TENSOR_MAP_DATA_TYPE_UINT32, 3, (void *)W->w, wdims, wstr, wbox, westr,
-                                       CU_TENSOR_MAP_INTERLEAVE_NONE, CU_TENSOR_MAP_SWIZZLE_NONE,
+    const cuuint64_t wdims[4] = {32u, 4u, (cuuint64_t)W->K / 64, (cuuint64_t)W->N / 16};
+    const cuuint64_t wstr[3] = {128u, 512u, (cuuint64_t)W->K / 64 * 512};
+    const cuuint32_t wbox[4] = {32u, 4u, 1u, (cuuint32_t)(swiglu ? 4 * NWG : 8 * NWG)}, westr[4] = {1, 1, 1, 1};
+    const CUresult cw = tmap_encoder()(&tmw, CU_TENSOR_MAP_DATA_TYPE_UINT32, 4, (void *)W->w, wdims, wstr, wbox, westr,
+                                       CU_TENSOR_MAP_INTERLEAVE_NONE, CU_TENSOR_MAP_SWIZZLE_128B,
                                        CU_TENSOR_MAP_L2_PROMOTION_L2_256B, CU_TENSOR_MAP_FLOAT_OOB_FILL_NONE);
     if (cw != CUDA_SUCCESS)
         return lk_fail(LK_E_DEVICE, "cuTensorMapEncodeTiled (int4 weights %d x %d) failed: error %d", W->N, W->K, (int)cw);
@@ -2044,7 +2062,7 @@ static lk_status launch_ra(const lk_dmat *W, const half *x, int M, int ldx, void
     CUtensorMap tmp;
     const cuuint64_t pdims[3] = {16u, (cuuint64_t)W->K / 128, (cuuint64_t)W->N / 16};
     const cuuint64_t pstr[2] = {64u, (cuuint64_t)W->K / 128 * 64};
-    const cuuint32_t pbox[3] = {16u, 1u, wbox[2]};
+    const cuuint32_t pbox[3] = {16u, 1u, wbox[3]};
     const CUresult cp = tmap_encoder()(&tmp, CU_TENSOR_MAP_DATA_TYPE_UINT32, 3, (void *)W->p, pdims, pstr, pbox, westr,
                                        CU_TENSOR_MAP_INTERLEAVE_NONE, CU_TENSOR_MAP_SWIZZLE_NONE,
                                        CU_TENSOR_MAP_L2_PROMOTION_NONE, CU_TENSOR_MAP_FLOAT_OOB_FILL_NONE);
