@@ -2010,8 +2010,8 @@ static int try_wg(const lk_dmat *W, const half *x, int M, int ldx, void *out, in
 }
 
 /* fewest rows for the register-A kernel on this matrix (0: not used). Measured (H100, us, this kernel vs
- * the ones before it; benchmarks/NOTES.md, tenth session): the LM head wins from 17 rows (24 rows 61 vs 180,
- * 32 rows 63 vs 181, 64 rows 87 vs 114; batch 32 decode 19,627 -> 21,141 tok/s, batch 64 31,765 -> 32,455);
+ * the ones before it; benchmarks/NOTES.md, tenth session): the LM head wins from 17 rows (24 rows 71 vs 196,
+ * 64 rows 93 vs 121; batch 24 decode 17,343 -> 18,732 tok/s, batch 64 31,358 -> 32,147);
  * o, down (residual add, K split: the last block sums the splits) and gate_up lose in isolation (64 rows
  * 22.7 / 28.0 / 21.8 vs 19.0 / 24.6 / 20.7); qkv wins in isolation (64 rows 13.3 vs 17.9) but lost in the
  * engine with the rotary epilogue (batch 64 29,438 vs 31,665), so only the LM head takes it.
