@@ -1201,6 +1201,33 @@ __device__ __forceinline__ void tma_load_3d(void *dst, const CUtensorMap *map, i
 }
 #endif
 
+/* split K of the Hopper kernels (gridDim.z = S > 1; `tile`: the block's tile of outputs): every split stores its
+ * R accumulators (thread-major, T threads); the last block of the tile to arrive sums them in split order
+ * (deterministic) into acc, resets the tile's counter and returns true; the others return false */
+template <int R, int T>
+__device__ __forceinline__ bool wg_split_sum(float (&acc)[R], float *__restrict__ partial, int *__restrict__ counters,
+                                             int tile, int S, int tid) {
+    __shared__ int is_last;
+    float *mine = partial + ((size_t)tile * S + blockIdx.z) * R * T;
+#pragma unroll
+    for (int i = 0; i < R; i++) mine[(size_t)i * T + tid] = acc[i];
+    __threadfence();
+    __syncthreads();
+    if (tid == 0) is_last = atomicAdd(&counters[tile], 1) == S - 1;
+    __syncthreads();
+    if (!is_last) return false;
+    __threadfence();
+#pragma unroll
+    for (int i = 0; i < R; i++) acc[i] = 0.0f;
+    for (int z = 0; z < S; z++) {
+        const float *pz = partial + ((size_t)tile * S + z) * R * T;
+#pragma unroll
+        for (int i = 0; i < R; i++) acc[i] += __ldcg(&pz[(size_t)i * T + tid]);
+    }
+    if (tid == 0) counters[tile] = 0;
+    return true;
+}
+
 template <int BM, int BN, bool TILED>
 __global__ void __launch_bounds__(2 * BM, 1)
     k_mm_q4_wg(int M, const half2 *__restrict__ P, int N, int K, int n_out, int hidden, void *out, int ldo, int mode, float *__restrict__ partial,
@@ -1366,27 +1393,7 @@ __global__ void __launch_bounds__(2 * BM, 1)
     cp_async_wait<0>();
     lk_pdl_trigger();
     if (BM == 64 && S > 1) { /* (only 64-row blocks split) */
-        /* every split stores its accumulators (thread-major); the last to arrive sums them in split
-         * order (deterministic) and runs the epilogue */
-        __shared__ int is_last;
-        const int tile = blockIdx.y * gridDim.x + blockIdx.x;
-        float *mine = partial + ((size_t)tile * S + blockIdx.z) * (BN / 2) * T;
-#pragma unroll
-        for (int i = 0; i < BN / 2; i++) mine[(size_t)i * T + tid] = acc[i];
-        __threadfence();
-        __syncthreads();
-        if (tid == 0) is_last = atomicAdd(&counters[tile], 1) == S - 1;
-        __syncthreads();
-        if (!is_last) return;
-        __threadfence();
-#pragma unroll
-        for (int i = 0; i < BN / 2; i++) acc[i] = 0.0f;
-        for (int z = 0; z < S; z++) {
-            const float *pz = partial + ((size_t)tile * S + z) * (BN / 2) * T;
-#pragma unroll
-            for (int i = 0; i < BN / 2; i++) acc[i] += __ldcg(&pz[(size_t)i * T + tid]);
-        }
-        if (tid == 0) counters[tile] = 0;
+        if (!wg_split_sum<BN / 2, T>(acc, partial, counters, blockIdx.y * gridDim.x + blockIdx.x, S, tid)) return;
     }
     /* accumulator i: n8 tile j = i / 4; token row g (+8 for e >= 2), weight column 8 j + 2 t + (e & 1) */
     const int g = lane >> 2, t = lane & 3, mrow = m0 + wg * 64 + wq * 16 + g;
@@ -1478,7 +1485,6 @@ __global__ void __launch_bounds__(128 * NWG, NWG == 1 ? 3 : 1)
     constexpr int T = SM::T, STAGES = SM::STAGES, AHEAD = SM::AHEAD, TILES = SM::TILES, HT = TILES / 2;
     /* full: a stage's x, raw weights and scale/min landed (TMA bytes); empty: every warp is done with it */
     __shared__ __align__(8) uint64_t full[STAGES], empty[STAGES];
-    __shared__ int is_last;
     extern __shared__ __align__(16) unsigned char smem[];
     /* x stages first, 1024-byte aligned (swizzle atoms), then the raw weights, then scale/min */
     unsigned char *Xs = smem + ((1024 - (smem_u32(smem) & 1023)) & 1023);
@@ -1618,30 +1624,7 @@ __global__ void __launch_bounds__(128 * NWG, NWG == 1 ? 3 : 1)
     keep_regs(A1);
     lk_pdl_trigger();
     if (S > 1) {
-        /* every split stores its accumulators (thread-major); the last to arrive sums them in split order
-         * (deterministic) and runs the epilogue */
-        const int tile = blockIdx.x;
-        float *mine = partial + ((size_t)tile * S + blockIdx.z) * NT * T;
-#pragma unroll
-        for (int r = 0; r < 2; r++)
-#pragma unroll
-            for (int i = 0; i < NT / 2; i++) mine[(size_t)(r * NT / 2 + i) * T + tid] = acc[r][i];
-        __threadfence();
-        __syncthreads();
-        if (tid == 0) is_last = atomicAdd(&counters[tile], 1) == S - 1;
-        __syncthreads();
-        if (!is_last) return;
-        __threadfence();
-#pragma unroll
-        for (int i = 0; i < NT / 2; i++) acc[0][i] = acc[1][i] = 0.0f;
-        for (int z = 0; z < S; z++) {
-            const float *pz = partial + ((size_t)tile * S + z) * NT * T;
-#pragma unroll
-            for (int r = 0; r < 2; r++)
-#pragma unroll
-                for (int i = 0; i < NT / 2; i++) acc[r][i] += __ldcg(&pz[(size_t)(r * NT / 2 + i) * T + tid]);
-        }
-        if (tid == 0) counters[tile] = 0;
+        if (!wg_split_sum<NT, T>(reinterpret_cast<float(&)[NT]>(acc), partial, counters, blockIdx.x, S, tid)) return;
     }
     /* accumulator i of set r: n8 tile j = i / 4, tokens 8 j + 2 t + (e & 1), weight row g (+8 for e >= 2) of
      * the warp's tile of the set */
@@ -1927,21 +1910,27 @@ static PFN_cuTensorMapEncodeTiled_v12000 tmap_encoder(void) {
     return fn;
 }
 
+/* x [M][K] (row stride ldx, fp16) as a 2-D tensor map for the Hopper kernels: boxes of 64 inputs (128 bytes,
+ * the swizzle span) x rows, 128-byte swizzle; rows past M come as zeros */
+static lk_status x_tmap(CUtensorMap *m, const half *x, int M, int K, int ldx, int rows) {
+    const cuuint64_t dims[2] = {(cuuint64_t)K, (cuuint64_t)M}, strides[1] = {(cuuint64_t)ldx * 2};
+    const cuuint32_t box[2] = {WG_BK, (cuuint32_t)rows}, estr[2] = {1, 1};
+    const CUresult cr = tmap_encoder()(m, CU_TENSOR_MAP_DATA_TYPE_FLOAT16, 2, (void *)x, dims, strides, box, estr,
+                                       CU_TENSOR_MAP_INTERLEAVE_NONE, CU_TENSOR_MAP_SWIZZLE_128B,
+                                       CU_TENSOR_MAP_L2_PROMOTION_L2_128B, CU_TENSOR_MAP_FLOAT_OOB_FILL_NONE);
+    if (cr != CUDA_SUCCESS)
+        return lk_fail(LK_E_DEVICE, "cuTensorMapEncodeTiled (x of %d x %d, row stride %d) failed: error %d", M, K, ldx,
+                       (int)cr);
+    return LK_OK;
+}
+
 template <int BM, int BN, bool TILED>
 static lk_status launch_wg(const lk_dmat *W, const half *x, int M, int ldx, void *out, int ldo, int mode, int n_out,
                            int hidden, int S, const lk_mm_ws *ws, const lk_rope_epi &re, cudaStream_t st) {
     const int cols = mode == LK_OUT_SWIGLU_F16 ? BN / 2 : BN;
     dim3 grid(lk_cdiv(n_out, cols), lk_cdiv(M, BM), S);
-    /* x [M][K] (row stride ldx) as a 2-D map: boxes of 64 inputs (128 bytes, the swizzle span) x BM rows */
     CUtensorMap tmx;
-    const cuuint64_t dims[2] = {(cuuint64_t)W->K, (cuuint64_t)M}, strides[1] = {(cuuint64_t)ldx * 2};
-    const cuuint32_t box[2] = {WG_BK, BM}, estr[2] = {1, 1};
-    const CUresult cr = tmap_encoder()(&tmx, CU_TENSOR_MAP_DATA_TYPE_FLOAT16, 2, (void *)x, dims, strides, box, estr,
-                                       CU_TENSOR_MAP_INTERLEAVE_NONE, CU_TENSOR_MAP_SWIZZLE_128B,
-                                       CU_TENSOR_MAP_L2_PROMOTION_L2_128B, CU_TENSOR_MAP_FLOAT_OOB_FILL_NONE);
-    if (cr != CUDA_SUCCESS)
-        return lk_fail(LK_E_DEVICE, "cuTensorMapEncodeTiled (x of %d x %d, row stride %d) failed: error %d", M, W->K, ldx,
-                       (int)cr);
+    TRY(x_tmap(&tmx, x, M, W->K, ldx, BM));
     /* the raw weights (see the kernel's loader): row-interleaved [N][K/2] bytes as (byte, row);
      * tiled [N/16][K/64][512 bytes] as (128 words, k-tile, row tile) */
     const int rr = mode == LK_OUT_SWIGLU_F16 ? BN / 2 : BN;
@@ -2036,18 +2025,10 @@ static lk_status launch_ra(const lk_dmat *W, const half *x, int M, int ldx, void
                            int hidden, int S, const lk_mm_ws *ws, const lk_rope_epi &re, cudaStream_t st) {
     const bool swiglu = mode == LK_OUT_SWIGLU_F16;
     dim3 grid(swiglu ? lk_cdiv(n_out, 64 * NWG) : lk_cdiv(W->N, 128 * NWG), 1, S);
-    /* x [M][K] (row stride ldx): boxes of 64 inputs x NT rows, 128-byte swizzle (rows past M zero) */
     CUtensorMap tmx;
-    const cuuint64_t dims[2] = {(cuuint64_t)W->K, (cuuint64_t)M}, strides[1] = {(cuuint64_t)ldx * 2};
-    const cuuint32_t box[2] = {WG_BK, NT}, estr[2] = {1, 1};
-    const CUresult cr = tmap_encoder()(&tmx, CU_TENSOR_MAP_DATA_TYPE_FLOAT16, 2, (void *)x, dims, strides, box, estr,
-                                       CU_TENSOR_MAP_INTERLEAVE_NONE, CU_TENSOR_MAP_SWIZZLE_128B,
-                                       CU_TENSOR_MAP_L2_PROMOTION_L2_128B, CU_TENSOR_MAP_FLOAT_OOB_FILL_NONE);
-    if (cr != CUDA_SUCCESS)
-        return lk_fail(LK_E_DEVICE, "cuTensorMapEncodeTiled (x of %d x %d, row stride %d) failed: error %d", M, W->K, ldx,
-                       (int)cr);
+    TRY(x_tmap(&tmx, x, M, W->K, ldx, NT));
     /* tiled weights [N/16][K/64][4][128 bytes] as (32 words, 128-byte row, k-tile, row tile) in the 128-byte
-     * swizzle (conflict-free ldmatrix); a box is the block's tiles (SwiGLU: its gate tiles, then, a second copy,
+     * swizzle (conflict-free fragment loads); a box is the block's tiles (SwiGLU: its gate tiles, then, a second copy,
      * its up tiles) */
     CUtensorMap tmw;
     const cuuint64_t wdims[4] = {32u, 4u, (cuuint64_t)W->K / 64, (cuuint64_t)W->N / 16};
