@@ -55,6 +55,20 @@ __device__ __forceinline__ void epi_store(void *out, int ldo, int mode, int m, i
 
 __device__ __forceinline__ uint32_t h2u(half2 v) { return *reinterpret_cast<uint32_t *>(&v); }
 
+/* one word of the tiled layout (lk_q4_tile: 8 weights of rows g and g + 8) with its rows' scale/min pa (row g)
+ * and pb (row g + 8) -> the four dequantized half2 in the mma A-fragment order: row g, row g + 8, row g,
+ * row g + 8 (the word's first input pair, then its second) */
+__device__ __forceinline__ void dequant_tile_word(uint32_t w, half2 pa, half2 pb, uint32_t (&o)[4]) {
+    const half2 sa = __half2half2(__low2half(pa)), ma = __half2half2(__high2half(pa));
+    const half2 sb = __half2half2(__low2half(pb)), mb = __half2half2(__high2half(pb));
+    half2 q[4];
+    lk_dequant8(w, q);
+    o[0] = h2u(__hfma2(q[0], sa, ma));
+    o[1] = h2u(__hfma2(q[1], sb, mb));
+    o[2] = h2u(__hfma2(q[2], sa, ma));
+    o[3] = h2u(__hfma2(q[3], sb, mb));
+}
+
 __device__ __forceinline__ uint4 ld_stream(const uint4 *p) {
     uint4 v;
     asm volatile("ld.global.nc.L1::no_allocate.v4.u32 {%0, %1, %2, %3}, [%4];"
@@ -997,21 +1011,15 @@ __global__ void __launch_bounds__(WM *WN * 32)
                 const int tile = i >> 5, l = i & 31, gg = l >> 2, tt = l & 3;
                 const uint4 v = *reinterpret_cast<const uint4 *>(b + tile * 512 + l * 16);
                 const half2 pa = Ps[stage * BN + tile * 16 + gg], pb = Ps[stage * BN + tile * 16 + gg + 8];
-                const half2 sa = __half2half2(__low2half(pa)), ma = __half2half2(__high2half(pa));
-                const half2 sb = __half2half2(__low2half(pb)), mb = __half2half2(__high2half(pb));
                 const uint32_t wd4[4] = {v.x, v.y, v.z, v.w};
                 /* word kb: columns c..c+3 (c = 16 tt + 4 kb) of rows gg and gg + 8 */
                 half *ra = Bh + (tile * 16 + gg) * LDA + 16 * tt, *rbp = Bh + (tile * 16 + gg + 8) * LDA + 16 * tt;
 #pragma unroll
                 for (int kb = 0; kb < 4; kb++) {
-                    half2 q[4];
-                    lk_dequant8(wd4[kb], q);
-                    const half2 r0 = __hfma2(q[0], sa, ma), r1 = __hfma2(q[1], sb, mb), r2 = __hfma2(q[2], sa, ma),
-                                r3 = __hfma2(q[3], sb, mb);
-                    *reinterpret_cast<uint2 *>(ra + 4 * kb) =
-                        make_uint2(*reinterpret_cast<const uint32_t *>(&r0), *reinterpret_cast<const uint32_t *>(&r2));
-                    *reinterpret_cast<uint2 *>(rbp + 4 * kb) =
-                        make_uint2(*reinterpret_cast<const uint32_t *>(&r1), *reinterpret_cast<const uint32_t *>(&r3));
+                    uint32_t o[4];
+                    dequant_tile_word(wd4[kb], pa, pb, o);
+                    *reinterpret_cast<uint2 *>(ra + 4 * kb) = make_uint2(o[0], o[2]);
+                    *reinterpret_cast<uint2 *>(rbp + 4 * kb) = make_uint2(o[1], o[3]);
                 }
             }
         } else {
@@ -1322,21 +1330,15 @@ __global__ void __launch_bounds__(2 * BM, 1)
                 const int tile = (tid >> 5) + T / 32 * j, gg = tid & 7, tt = (tid >> 3) & 3;
                 const uint4 v = *reinterpret_cast<const uint4 *>(q + tile * 512 + ((gg << 2) | tt) * 16);
                 const half2 pa = ps[tile * 16 + gg], pb = ps[tile * 16 + gg + 8];
-                const half2 sa = __half2half2(__low2half(pa)), ma = __half2half2(__high2half(pa));
-                const half2 sb = __half2half2(__low2half(pb)), mb = __half2half2(__high2half(pb));
                 const uint32_t wd4[4] = {v.x, v.y, v.z, v.w};
                 const int r = tile * 16 + gg;
 #pragma unroll
                 for (int h2 = 0; h2 < 2; h2++) { /* words 2 h2, 2 h2 + 1: inputs 16 tt + 8 h2 .. + 7 */
-                    half2 q0[4], q1[4];
-                    lk_dequant8(wd4[2 * h2], q0);
-                    lk_dequant8(wd4[2 * h2 + 1], q1);
-                    *reinterpret_cast<uint4 *>(hb + wg_off(r, 2 * tt + h2)) =
-                        make_uint4(h2u(__hfma2(q0[0], sa, ma)), h2u(__hfma2(q0[2], sa, ma)),
-                                   h2u(__hfma2(q1[0], sa, ma)), h2u(__hfma2(q1[2], sa, ma)));
-                    *reinterpret_cast<uint4 *>(hb + wg_off(r + 8, 2 * tt + h2)) =
-                        make_uint4(h2u(__hfma2(q0[1], sb, mb)), h2u(__hfma2(q0[3], sb, mb)),
-                                   h2u(__hfma2(q1[1], sb, mb)), h2u(__hfma2(q1[3], sb, mb)));
+                    uint32_t o0[4], o1[4];
+                    dequant_tile_word(wd4[2 * h2], pa, pb, o0);
+                    dequant_tile_word(wd4[2 * h2 + 1], pa, pb, o1);
+                    *reinterpret_cast<uint4 *>(hb + wg_off(r, 2 * tt + h2)) = make_uint4(o0[0], o0[2], o1[0], o1[2]);
+                    *reinterpret_cast<uint4 *>(hb + wg_off(r + 8, 2 * tt + h2)) = make_uint4(o0[1], o0[3], o1[1], o1[3]);
                 }
             } else {
                 const int n = qn + T / 2 * j;
@@ -1558,10 +1560,14 @@ __global__ void __launch_bounds__(128 * NWG, NWG == 1 ? 3 : 1)
      * takes. The tile arrived in the 128-byte swizzle (16-byte chunk bits 4-6 XOR 128-byte row bits 7-9): the
      * 128-byte row of chunk (g, s) is g / 2, its chunk (g % 2) * 4 + s, so the 8 rows g read 8 different bank
      * groups. Per set: that row's byte offset (+ 4 (t / 2)) and the swizzled chunk of s = 0 (s XORs in). */
-    const uint32_t q_row0 = lt[0] * 512 + (g >> 1) * 128 + 4 * (t >> 1), q_row1 = lt[1] * 512 + (g >> 1) * 128 + 4 * (t >> 1);
-    const uint32_t q_ch0 = ((g & 1) * 4) ^ ((lt[0] * 4 + (g >> 1)) & 7), q_ch1 = ((g & 1) * 4) ^ ((lt[1] * 4 + (g >> 1)) & 7);
+    uint32_t q_row[2], q_ch[2], p_off[2]; /* p_off: row g's scale/min in the stage (row g + 8: + 32 bytes) */
+#pragma unroll
+    for (int r = 0; r < 2; r++) {
+        q_row[r] = lt[r] * 512 + (g >> 1) * 128 + 4 * (t >> 1);
+        q_ch[r] = ((g & 1) * 4) ^ ((lt[r] * 4 + (g >> 1)) & 7);
+        p_off[r] = lt[r] * 64 + g * 4;
+    }
     const uint32_t perm = (t & 1) ? 0x7351u : 0x6240u; /* bytes (w1, w2, w1, w2): 1, 5, 3, 7 or 0, 4, 2, 6 */
-    const uint32_t p_off0 = lt[0] * 64 + g * 4, p_off1 = lt[1] * 64 + g * 4;
     const uint64_t xdesc0 = wg_desc(Xs); /* + (stage bytes + 32 s) / 16 */
     auto step = [&](int kt, uint32_t (&A)[32], uint32_t (&Aprev)[32]) {
         const int st = kt % STAGES;
@@ -1580,23 +1586,15 @@ __global__ void __launch_bounds__(128 * NWG, NWG == 1 ? 3 : 1)
             uint32_t raw[4];
 #pragma unroll
             for (int s = 0; s < 4; s++) {
-                const unsigned char *cp = q + (r ? q_row1 : q_row0) + (((r ? q_ch1 : q_ch0) ^ s) << 4);
+                const unsigned char *cp = q + q_row[r] + ((q_ch[r] ^ s) << 4);
                 raw[s] = __byte_perm(*reinterpret_cast<const uint32_t *>(cp), *reinterpret_cast<const uint32_t *>(cp + 8),
                                      perm);
             }
-            const half2 pa = *reinterpret_cast<const half2 *>(ps + (r ? p_off1 : p_off0));
-            const half2 pb = *reinterpret_cast<const half2 *>(ps + (r ? p_off1 : p_off0) + 32);
-            const half2 sa = __half2half2(__low2half(pa)), ma = __half2half2(__high2half(pa));
-            const half2 sb = __half2half2(__low2half(pb)), mb = __half2half2(__high2half(pb));
+            const half2 pa = *reinterpret_cast<const half2 *>(ps + p_off[r]);
+            const half2 pb = *reinterpret_cast<const half2 *>(ps + p_off[r] + 32);
 #pragma unroll
-            for (int s = 0; s < 4; s++) {
-                half2 qq[4];
-                lk_dequant8(raw[s], qq);
-                A[(r * 4 + s) * 4 + 0] = h2u(__hfma2(qq[0], sa, ma));
-                A[(r * 4 + s) * 4 + 1] = h2u(__hfma2(qq[1], sb, mb));
-                A[(r * 4 + s) * 4 + 2] = h2u(__hfma2(qq[2], sa, ma));
-                A[(r * 4 + s) * 4 + 3] = h2u(__hfma2(qq[3], sb, mb));
-            }
+            for (int s = 0; s < 4; s++)
+                dequant_tile_word(raw[s], pa, pb, *reinterpret_cast<uint32_t(*)[4]>(&A[(r * 4 + s) * 4]));
         }
         lk_wgmma_fence();
 #pragma unroll
