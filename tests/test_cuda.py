@@ -457,6 +457,26 @@ def test_tiled_layout_matmul(N, K, monkeypatch):
             assert R.rel_err(y, mm_ref(x, qs, p, mode, y0)) < 5e-3, (M, mode)
 
 
+def check_new_vs_old(monkeypatch, rng, qs, p, N, K, Ms, env, new, old):
+    """For each row count in Ms and every output mode, the batched matmul with env=new against the reference
+    and against the kernels env=old selects (the same fp16 weights, another summation order). Returns whether
+    any output differed bit for bit from the old path's."""
+    differ = False
+    for M in Ms:
+        x = rng.standard_normal((M, K)).astype(np.float32)
+        for mode in (0, 1, 2, 3):
+            y0 = rng.standard_normal((M, N // 2 if mode == 2 else N)).astype(np.float32) if mode == 1 else None
+            monkeypatch.setenv(env, new)
+            y, used = _C.cuda_matmul(x, qs, p, mode=mode, variant=3, y=y0)
+            assert used == 3 and np.all(np.isfinite(y)), (M, mode)
+            assert R.rel_err(y, mm_ref(x, qs, p, mode, y0)) < 5e-3, (M, mode)
+            monkeypatch.setenv(env, old)
+            y_old, _ = _C.cuda_matmul(x, qs, p, mode=mode, variant=3, y=y0)
+            assert R.rel_err(y, y_old) < 2e-3, (M, mode)
+            differ |= not np.array_equal(y, y_old)
+    return differ
+
+
 @pytest.mark.parametrize("tiled", ["0", "1"])
 @pytest.mark.parametrize("bn", ["128", "256", ""])  # weight rows per block, or the size rule
 @pytest.mark.parametrize("N,K", [(3072, 2048), (16384, 2048), (2048, 8192), (136, 384), (1000, 640), (520, 4224)])
@@ -473,17 +493,8 @@ def test_wgmma_prefill_matmul(N, K, bn, tiled, monkeypatch):
     w = (rng.standard_normal((N, K)) * 0.02).astype(np.float32)
     qs, p = quant.quantize(w)
     # 33-64 rows: 64-row blocks with K split through the workspace; 65+: 128-row blocks
-    for M in ((40, 65, 200) if N * K > 3072 * 3072 else (20, 33, 64, 65, 128, 300)):
-        x = rng.standard_normal((M, K)).astype(np.float32)
-        for mode in (0, 1, 2, 3):
-            y0 = rng.standard_normal((M, N // 2 if mode == 2 else N)).astype(np.float32) if mode == 1 else None
-            monkeypatch.setenv("LLAMA_KERNEL_WGMMA", bn)
-            y, used = _C.cuda_matmul(x, qs, p, mode=mode, variant=3, y=y0)
-            assert used == 3 and np.all(np.isfinite(y)), (M, mode)
-            assert R.rel_err(y, mm_ref(x, qs, p, mode, y0)) < 5e-3, (M, mode)
-            monkeypatch.setenv("LLAMA_KERNEL_WGMMA", "0")
-            y_old, _ = _C.cuda_matmul(x, qs, p, mode=mode, variant=3, y=y0)
-            assert R.rel_err(y, y_old) < 2e-3, (M, mode)  # same fp16 weights, different summation order
+    Ms = (40, 65, 200) if N * K > 3072 * 3072 else (20, 33, 64, 65, 128, 300)
+    check_new_vs_old(monkeypatch, rng, qs, p, N, K, Ms, "LLAMA_KERNEL_WGMMA", bn, "0")
 
 
 @pytest.mark.parametrize("nwg", ["1", "2"])  # warpgroups a block
@@ -499,19 +510,7 @@ def test_register_a_matmul(N, K, nwg, monkeypatch):
     rng = np.random.default_rng(N + K + 11)
     w = (rng.standard_normal((N, K)) * 0.02).astype(np.float32)
     qs, p = quant.quantize(w)
-    differ = False
-    for M in (17, 24, 40, 64):
-        x = rng.standard_normal((M, K)).astype(np.float32)
-        for mode in (0, 1, 2, 3):
-            y0 = rng.standard_normal((M, N // 2 if mode == 2 else N)).astype(np.float32) if mode == 1 else None
-            monkeypatch.setenv("LLAMA_KERNEL_RA", "17")
-            y, used = _C.cuda_matmul(x, qs, p, mode=mode, variant=3, y=y0)
-            assert used == 3 and np.all(np.isfinite(y)), (M, mode)
-            assert R.rel_err(y, mm_ref(x, qs, p, mode, y0)) < 5e-3, (M, mode)
-            monkeypatch.setenv("LLAMA_KERNEL_RA", "0")
-            y_old, _ = _C.cuda_matmul(x, qs, p, mode=mode, variant=3, y=y0)
-            assert R.rel_err(y, y_old) < 2e-3, (M, mode)  # same fp16 weights, different summation order
-            differ |= not np.array_equal(y, y_old)
+    differ = check_new_vs_old(monkeypatch, rng, qs, p, N, K, (17, 24, 40, 64), "LLAMA_KERNEL_RA", "17", "0")
     assert differ  # the two paths round differently: the register-A kernel did run
 
 
