@@ -578,6 +578,163 @@ __device__ __forceinline__ void mma16816(float c[4], const uint32_t a[4], uint32
 }
 
 /* ============================================================================
+ * gate_up + SwiGLU + down of one row as one kernel (k_ffn_gud): block b owns the KS intermediates
+ * j0 = b KS .. j0 + KS - 1 (KS = 32 or 64). It
+ *   1. copies its slice of down (columns j0.. of every row: KS / 32 chunks a row, and the row's
+ *      scale/min) into shared memory by cp.async, before the PDL wait (weights do not depend on
+ *      the previous kernel), so those bytes stream in while the block runs gate_up;
+ *   2. runs the one-row GEMV (gemv_body: RMSNorm prologue, 4 weight rows a warp) on its 2 KS
+ *      gate/up rows, SwiGLU into ffn[j0..];
+ *   3. multiplies its KS SwiGLU outputs with the down slice: a partial sum for every output row;
+ *   4. adds the partials into an int64 fixed-point accumulator (units of 2^-32) with atomics.
+ *      Integer addition is associative, so the sum does not depend on the order in which blocks
+ *      arrive: results are deterministic. With clusters of C blocks (sm_90+) the C partials of a row
+ *      are first summed in rank order through distributed shared memory, and each rank adds one
+ *      C-th of the rows (C times fewer atomics);
+ *   5. the last block to finish a range of rows adds the accumulator into the residual x, zeroes it
+ *      and resets its counter, so the next launch finds them clean.
+ * Replaces two kernel boundaries with one and lets down's weight bytes overlap gate_up. Partials
+ * that are not finite or beyond +-2^20 (far outside what the engine's fp16 activations carry anyway)
+ * make the range's x NaN, as an overflow would in the separate kernels.
+ * ==========================================================================*/
+#define GUD_SCALE 4294967296.0f /* 2^32: the accumulator's fixed point */
+#define GUD_LIMIT 1048576.0f    /* 2^20: 2^52 units a partial, so 2,048 blocks cannot overflow */
+
+__device__ __forceinline__ void cluster_sync_all() {
+#if defined(__CUDA_ARCH__) && __CUDA_ARCH__ >= 900
+    asm volatile("barrier.cluster.arrive.release.aligned;\n\tbarrier.cluster.wait.acquire.aligned;" ::: "memory");
+#endif
+}
+__device__ __forceinline__ unsigned cluster_rank() {
+    unsigned r = 0;
+#if defined(__CUDA_ARCH__) && __CUDA_ARCH__ >= 900
+    asm volatile("mov.u32 %0, %%cluster_ctarank;" : "=r"(r));
+#endif
+    return r;
+}
+/* a float of block `rank`'s shared memory at the address p has in this block */
+__device__ __forceinline__ float ld_cluster_f32(const float *p, unsigned rank) {
+    float v = 0.0f;
+#if defined(__CUDA_ARCH__) && __CUDA_ARCH__ >= 900
+    unsigned s = (unsigned)__cvta_generic_to_shared(p), d;
+    asm volatile("mapa.shared::cluster.u32 %0, %1, %2;" : "=r"(d) : "r"(s), "r"(rank));
+    asm volatile("ld.shared::cluster.f32 %0, [%1];" : "=f"(v) : "r"(d) : "memory");
+#else
+    (void)p, (void)rank;
+#endif
+    return v;
+}
+
+/* shared memory of k_ffn_gud: x_norm [dim] half (gemv_body's), down chunks [KS/32][dim] uint4,
+ * scale/min [dim] half2, partials [dim] float, SwiGLU outputs [KS] half */
+struct gud_smem {
+    size_t w, p, r, h, bytes;
+    __host__ __device__ gud_smem(int dim, int ks) {
+        w = ((size_t)dim * 2 + 15) / 16 * 16;
+        p = w + (size_t)(ks / 32) * dim * 16;
+        r = p + (size_t)dim * 4;
+        h = r + (size_t)dim * 4;
+        bytes = h + (size_t)ks * 2;
+    }
+};
+
+template <int C>
+__global__ void __launch_bounds__(GEMV_WARPS * 32, 2) k_ffn_gud(lk_gud_args a) {
+    extern __shared__ __align__(16) unsigned char gud_dyn[];
+    const int D = a.dim, H = a.hidden, KS = a.ks, KC = KS >> 5;
+    const int j0 = blockIdx.x * KS;
+    const gud_smem L(D, KS);
+    uint4 *sw = reinterpret_cast<uint4 *>(gud_dyn + L.w);
+    half2 *sp = reinterpret_cast<half2 *>(gud_dyn + L.p);
+    float *sr = reinterpret_cast<float *>(gud_dyn + L.r);
+    half *sh = reinterpret_cast<half *>(gud_dyn + L.h);
+    /* 1. the down slice, before the PDL wait */
+    {
+        const uint4 *dw = reinterpret_cast<const uint4 *>(a.dn_w);
+        const int dchunks = H >> 5, dgroups = H >> 7;
+        for (int i = threadIdx.x; i < KC * D; i += blockDim.x) {
+            const int c = i / D, r = i - c * D;
+            lk_cp_async16(sw + i, dw + (size_t)r * dchunks + (j0 >> 5) + c, true);
+        }
+        for (int r = threadIdx.x; r < D; r += blockDim.x) cp_async4(sp + r, a.dn_p + (size_t)r * dgroups + (j0 >> 7), true);
+        cp_async_commit();
+    }
+    /* 2. RMSNorm + gate/up rows j0.. and H + j0.. + SwiGLU (the GEMV waits for the previous kernel) */
+    {
+        lk_rope_epi re = {};
+        re.hd = 2;
+        gemv_body<1, 4, 2, false>(reinterpret_cast<const uint4 *>(a.gu_w) + (size_t)j0 * (D >> 5),
+                                  a.gu_p + (size_t)j0 * (D >> 7), nullptr, D, D, KS, H, a.ffn + j0, H,
+                                  LK_OUT_SWIGLU_F16, nullptr, nullptr, re, a.norm, 1, 0, nullptr);
+    }
+    lk_pdl_trigger();
+    __syncthreads(); /* every warp's SwiGLU outputs are in ffn (global, this block's) */
+    if (threadIdx.x < KS / 8)
+        reinterpret_cast<uint4 *>(sh)[threadIdx.x] = reinterpret_cast<const uint4 *>(a.ffn + j0)[threadIdx.x];
+    cp_async_wait<0>();
+    __syncthreads();
+    /* 3. partial down sums of every output row over this block's KS inputs */
+    half2 hv[2][16];
+    float hs[2];
+#pragma unroll
+    for (int c = 0; c < 2; c++)
+        if (c < KC) hs[c] = load_x_chunk<false>(sh, KS, 0, c, hv[c]);
+    bool bad = false;
+    const unsigned rank = C > 1 ? cluster_rank() : 0;
+    const int R = D / C, r0 = (int)rank * R;
+    for (int r = threadIdx.x; r < D; r += blockDim.x) {
+        const float2 sm = __half22float2(sp[r]);
+        float v = 0.0f;
+#pragma unroll
+        for (int c = 0; c < 2; c++)
+            if (c < KC) {
+                half2 q[16];
+                dequant_chunk<false>(sw[c * D + r], nullptr, q);
+                v += sm.x * dot_chunk(q, hv[c]) + sm.y * hs[c];
+            }
+        if (C > 1) {
+            sr[r] = v;
+        } else {
+            bad |= !(fabsf(v) < GUD_LIMIT);
+            atomicAdd(reinterpret_cast<unsigned long long *>(a.acc + r), (unsigned long long)__float2ll_rn(v * GUD_SCALE));
+        }
+    }
+    /* 4. clusters: rank q sums rows [q R, (q + 1) R) over the C blocks in rank order */
+    if (C > 1) {
+        cluster_sync_all();
+        for (int r = r0 + threadIdx.x; r < r0 + R; r += blockDim.x) {
+            float v = 0.0f;
+#pragma unroll
+            for (int p = 0; p < C; p++) v += ld_cluster_f32(sr + r, p);
+            bad |= !(fabsf(v) < GUD_LIMIT);
+            atomicAdd(reinterpret_cast<unsigned long long *>(a.acc + r), (unsigned long long)__float2ll_rn(v * GUD_SCALE));
+        }
+        cluster_sync_all(); /* no block leaves while a peer may still read its partials */
+    }
+    /* 5. the last block of this row range folds the accumulator into x */
+    __shared__ int last;
+    bad = __syncthreads_or(bad);
+    if (threadIdx.x == 0) {
+        if (bad) atomicOr(a.cnt + 32 + rank, 1u);
+        __threadfence();
+        last = atomicAdd(a.cnt + rank, 1u) == gridDim.x / C - 1;
+    }
+    __syncthreads();
+    if (!last) return;
+    __threadfence();
+    const bool nan = __ldcg(a.cnt + 32 + rank) != 0;
+    for (int r = r0 + threadIdx.x; r < r0 + R; r += blockDim.x) {
+        const long long q = __ldcg(a.acc + r);
+        a.acc[r] = 0;
+        a.x[r] = nan ? __int_as_float(0x7fc00000) : a.x[r] + __ll2float_rn(q) * (1.0f / GUD_SCALE);
+    }
+    if (threadIdx.x == 0) {
+        a.cnt[rank] = 0;
+        a.cnt[32 + rank] = 0;
+    }
+}
+
+/* ============================================================================
  * Tiled layout (lk_q4_tile), 1-32 rows a launch (matmul_impl slices up to 64):
  * tensor cores at batch size.
  * Weights are the mma A operand (16 rows x k16), the tokens the B operand (n8
@@ -2401,6 +2558,119 @@ lk_status lk_cuda_ffn_fused(const lk_dmat *o, const lk_dmat *gu, const lk_dmat *
     a.dim = o->N;
     a.hidden = gu->N / 2;
     LAUNCH("k_ffn_fused", k_ffn_fused, dim3(per_sm * sm_count), dim3(GEMV_WARPS * 32), smem, st, a, bar);
+    return LK_OK;
+}
+
+/* k_ffn_gud's switches (A/B and tests): LLAMA_KERNEL_GUD_KS = intermediates a block (32, 64),
+ * LLAMA_KERNEL_GUD_CLUSTER = blocks a cluster (1, 2, 4, 8; sm_90+) */
+static int gud_env(const char *name, int dflt) {
+    const char *e = getenv(name);
+    return e && e[0] ? atoi(e) : dflt;
+}
+static int gud_ks(void) { return gud_env("LLAMA_KERNEL_GUD_KS", 32) == 64 ? 64 : 32; }
+static int gud_cluster(void) {
+    const int c = gud_env("LLAMA_KERNEL_GUD_CLUSTER", 4);
+    return c >= 8 ? 8 : c >= 4 ? 4 : c >= 2 ? 2 : 1;
+}
+
+int lk_mm_gud_ok(const lk_dmat *gu, const lk_dmat *dn, int M, int variant, int cc_major, int cc_minor) {
+    if (M != 1 || gu->fmt != LK_WFMT_Q4 || dn->fmt != LK_WFMT_Q4) return 0;
+    if (variant == LK_MM_AUTO) variant = lk_mm_choose(1, gu->N, gu->K, cc_major, cc_minor);
+    if (variant != LK_MM_OPTIMIZED) return 0;
+    const int D = gu->K, H = gu->N / 2;
+    if (gu->N % 2 || dn->N != D || dn->K != H || D % LK_Q4_GROUP || H % LK_Q4_GROUP ||
+        !lk_mm_fuses_norm(gu, 1, variant, cc_major, cc_minor))
+        return 0;
+    /* shared memory of a block (64 intermediates at most) within what the device gives one block */
+    static int optin = -1;
+    if (optin < 0) {
+        int dev = 0, v = 0;
+        if (cudaGetDevice(&dev) != cudaSuccess ||
+            cudaDeviceGetAttribute(&v, cudaDevAttrMaxSharedMemoryPerBlockOptin, dev) != cudaSuccess)
+            v = 48 * 1024;
+        optin = v;
+    }
+    return gud_smem(D, 64).bytes <= (size_t)optin;
+}
+
+template <int C>
+static cudaError_t gud_launch(const lk_gud_args &a, int nb, size_t smem, cudaStream_t st) {
+    static size_t attr = 0; /* the largest dynamic shared memory this instance was allowed so far */
+    if (smem > attr) {
+        cudaError_t e = cudaFuncSetAttribute(k_ffn_gud<C>, cudaFuncAttributeMaxDynamicSharedMemorySize, (int)smem);
+        if (e != cudaSuccess) return e;
+        attr = smem;
+    }
+    cudaLaunchConfig_t cfg = {};
+    cfg.gridDim = dim3(nb);
+    cfg.blockDim = dim3(GEMV_WARPS * 32);
+    cfg.dynamicSmemBytes = smem;
+    cfg.stream = st;
+    cudaLaunchAttribute at[2];
+    int n = 0;
+    if (lk_pdl_enabled() && !lk_pdl_hold) {
+        at[n].id = cudaLaunchAttributeProgrammaticStreamSerialization;
+        at[n].val.programmaticStreamSerializationAllowed = 1;
+        n++;
+    }
+    if (C > 1) {
+        /* a cluster shape the device cannot place fails the launch: ask once */
+        static int fits = -1;
+        if (fits < 0) {
+            cudaLaunchConfig_t q = cfg;
+            cudaLaunchAttribute ca;
+            ca.id = cudaLaunchAttributeClusterDimension;
+            ca.val.clusterDim.x = C;
+            ca.val.clusterDim.y = 1;
+            ca.val.clusterDim.z = 1;
+            q.attrs = &ca;
+            q.numAttrs = 1;
+            int clusters = 0;
+            cudaError_t e = cudaOccupancyMaxActiveClusters(&clusters, k_ffn_gud<C>, &q);
+            (void)cudaGetLastError();
+            fits = e == cudaSuccess && clusters > 0;
+        }
+        if (!fits) return cudaErrorNotSupported;
+        at[n].id = cudaLaunchAttributeClusterDimension;
+        at[n].val.clusterDim.x = C;
+        at[n].val.clusterDim.y = 1;
+        at[n].val.clusterDim.z = 1;
+        n++;
+    }
+    cfg.attrs = at;
+    cfg.numAttrs = n;
+    cudaError_t e = cudaLaunchKernelEx(&cfg, k_ffn_gud<C>, a);
+    return e == cudaSuccess ? cudaGetLastError() : e;
+}
+
+lk_status lk_cuda_ffn_gud(const lk_dmat *gu, const lk_dmat *dn, const lk_norm_in *nin, float *x, half *ffn,
+                          long long *acc, unsigned *cnt, int cc_major, cudaStream_t st) {
+    if (!lk_mm_gud_ok(gu, dn, 1, LK_MM_OPTIMIZED, cc_major, 0) || !nin || !nin->w || !nin->x || !x || !ffn || !acc ||
+        !cnt)
+        return lk_fail(LK_E_UNSUPPORTED, "fused gate_up/down: unsupported shapes, formats or buffers");
+    lk_gud_args a;
+    a.gu_w = gu->w;
+    a.dn_w = dn->w;
+    a.gu_p = gu->p;
+    a.dn_p = dn->p;
+    a.norm = *nin;
+    a.x = x;
+    a.ffn = ffn;
+    a.acc = acc;
+    a.cnt = cnt;
+    a.dim = gu->K;
+    a.hidden = gu->N / 2;
+    a.ks = a.hidden % 64 == 0 ? gud_ks() : 32;
+    int C = cc_major >= 9 ? gud_cluster() : 1;
+    while (C > 1 && (a.hidden % (a.ks * C) || a.dim % C)) C /= 2;
+    const int nb = a.hidden / a.ks;
+    const size_t smem = gud_smem(a.dim, a.ks).bytes;
+    cudaError_t e = cudaErrorNotSupported;
+    if (C == 8) e = gud_launch<8>(a, nb, smem, st);
+    if (C == 4) e = gud_launch<4>(a, nb, smem, st);
+    if (C == 2) e = gud_launch<2>(a, nb, smem, st);
+    if (C == 1 || e == cudaErrorNotSupported) e = gud_launch<1>(a, nb, smem, st);
+    if (e != cudaSuccess) return lk_cuda_fail(e, "launch of k_ffn_gud", __FILE__, __LINE__);
     return LK_OK;
 }
 
