@@ -578,27 +578,27 @@ __device__ __forceinline__ void mma16816(float c[4], const uint32_t a[4], uint32
 }
 
 /* ============================================================================
- * gate_up + SwiGLU + down of one row as one kernel (k_ffn_gud). Block b owns the KS intermediates
- * j0 = b KS .. (KS = 32 or 64) for gate_up; clusters of C consecutive blocks (sm_90+; C KS <= 128,
- * one scale group) share their C KS intermediates for down, block rank q taking down's rows
- * [q D / C, (q + 1) D / C). A block
- *   1. copies its down piece (its rows x the cluster's C KS input columns: 16 C KS / 32 contiguous
- *      bytes a row, and the row's scale/min) into shared memory by cp.async, before the PDL wait
- *      (weights do not depend on the previous kernel), so those bytes stream in under gate_up;
+ * gate_up + SwiGLU + down of one row as one kernel (k_ffn_gud): block b owns the KS intermediates
+ * j0 = b KS .. j0 + KS - 1 (KS = 32 or 64). It
+ *   1. copies its slice of down (columns j0.. of every row: KS / 32 chunks a row, and the row's
+ *      scale/min) into shared memory by cp.async, before the PDL wait (weights do not depend on
+ *      the previous kernel), so those bytes stream in while the block runs gate_up;
  *   2. runs the one-row GEMV (gemv_body: RMSNorm prologue, 4 weight rows a warp) on its 2 KS
  *      gate/up rows, SwiGLU into ffn[j0..];
- *   3. waits at the cluster barrier (the cluster's SwiGLU outputs are then in ffn), reads them, and
- *      forms a partial sum for each of its down rows over the cluster's inputs;
+ *   3. multiplies its KS SwiGLU outputs with the down slice: a partial sum for every output row;
  *   4. adds the partials into an int64 fixed-point accumulator (units of 2^-32) with atomics.
- *      Integer addition is associative, so the sum does not depend on the order in which clusters
- *      arrive: results are deterministic;
- *   5. the last block to finish a row range adds the accumulator into the residual x, zeroes it and
- *      resets its counter, so the next launch finds them clean.
- * Partials that are not finite or beyond +-2^20 (far outside what the engine's fp16 activations
- * carry) make the range's x NaN, as an overflow would in the separate kernels.
+ *      Integer addition is associative, so the sum does not depend on the order in which blocks
+ *      arrive: results are deterministic. With clusters of C blocks (sm_90+) the C partials of a row
+ *      are first summed in rank order through distributed shared memory, and each rank adds one
+ *      C-th of the rows (C times fewer atomics);
+ *   5. the last block to finish a range of rows adds the accumulator into the residual x, zeroes it
+ *      and resets its counter, so the next launch finds them clean.
+ * Replaces two kernel boundaries with one and lets down's weight bytes overlap gate_up. Partials
+ * that are not finite or beyond +-2^20 (far outside what the engine's fp16 activations carry anyway)
+ * make the range's x NaN, as an overflow would in the separate kernels.
  * ==========================================================================*/
 #define GUD_SCALE 4294967296.0f /* 2^32: the accumulator's fixed point */
-#define GUD_LIMIT 1048576.0f    /* 2^20: 2^52 units a partial, so 2,048 clusters cannot overflow */
+#define GUD_LIMIT 1048576.0f    /* 2^20: 2^52 units a partial, so 2,048 blocks cannot overflow */
 
 __device__ __forceinline__ void cluster_sync_all() {
 #if defined(__CUDA_ARCH__) && __CUDA_ARCH__ >= 900
@@ -612,45 +612,53 @@ __device__ __forceinline__ unsigned cluster_rank() {
 #endif
     return r;
 }
+/* a float of block `rank`'s shared memory at the address p has in this block */
+__device__ __forceinline__ float ld_cluster_f32(const float *p, unsigned rank) {
+    float v = 0.0f;
+#if defined(__CUDA_ARCH__) && __CUDA_ARCH__ >= 900
+    unsigned s = (unsigned)__cvta_generic_to_shared(p), d;
+    asm volatile("mapa.shared::cluster.u32 %0, %1, %2;" : "=r"(d) : "r"(s), "r"(rank));
+    asm volatile("ld.shared::cluster.f32 %0, [%1];" : "=f"(v) : "r"(d) : "memory");
+#else
+    (void)p, (void)rank;
+#endif
+    return v;
+}
 
-/* shared memory of k_ffn_gud: x_norm [dim] half (gemv_body's), down chunks [C KS / 32][dim / C] uint4,
- * scale/min [dim / C] half2, the cluster's SwiGLU outputs [C KS] half, their sums [4] float */
+/* shared memory of k_ffn_gud: x_norm [dim] half (gemv_body's), down chunks [KS/32][dim] uint4,
+ * scale/min [dim] half2, partials [dim] float, SwiGLU outputs [KS] half */
 struct gud_smem {
-    size_t w, p, h, s, bytes;
-    __host__ __device__ gud_smem(int dim, int ks, int c) {
-        const size_t rows = (size_t)dim / c;
+    size_t w, p, r, h, bytes;
+    __host__ __device__ gud_smem(int dim, int ks) {
         w = ((size_t)dim * 2 + 15) / 16 * 16;
-        p = w + (size_t)(c * ks / 32) * rows * 16;
-        h = (p + rows * 4 + 15) / 16 * 16;
-        s = h + (size_t)c * ks * 2;
-        bytes = s + 16;
+        p = w + (size_t)(ks / 32) * dim * 16;
+        r = p + (size_t)dim * 4;
+        h = r + (size_t)dim * 4;
+        bytes = h + (size_t)ks * 2;
     }
 };
 
 template <int C>
 __global__ void __launch_bounds__(GEMV_WARPS * 32, 2) k_ffn_gud(lk_gud_args a) {
     extern __shared__ __align__(16) unsigned char gud_dyn[];
-    const int D = a.dim, H = a.hidden, KS = a.ks, KW = C * KS, NCH = KW >> 5;
-    const int j0 = blockIdx.x * KS, jc = (blockIdx.x / C) * KW;
-    const unsigned rank = C > 1 ? cluster_rank() : 0;
-    const int R = D / C, r0 = (int)rank * R;
-    const gud_smem L(D, KS, C);
+    const int D = a.dim, H = a.hidden, KS = a.ks, KC = KS >> 5;
+    const int j0 = blockIdx.x * KS;
+    const gud_smem L(D, KS);
     uint4 *sw = reinterpret_cast<uint4 *>(gud_dyn + L.w);
     half2 *sp = reinterpret_cast<half2 *>(gud_dyn + L.p);
+    float *sr = reinterpret_cast<float *>(gud_dyn + L.r);
     half *sh = reinterpret_cast<half *>(gud_dyn + L.h);
-    float *hsum = reinterpret_cast<float *>(gud_dyn + L.s);
-    /* 1. the down piece, before the PDL wait */
-    if (!(a.dbg & 1)) {
+    /* 1. the down slice, before the PDL wait */
+    {
         const uint4 *dw = reinterpret_cast<const uint4 *>(a.dn_w);
         const int dchunks = H >> 5, dgroups = H >> 7;
-        for (int i = threadIdx.x; i < NCH * R; i += blockDim.x) {
-            const int r = i / NCH, c = i - r * NCH; /* a row's chunks by consecutive threads */
-            lk_cp_async16(sw + c * R + r, dw + (size_t)(r0 + r) * dchunks + (jc >> 5) + c, true);
+        for (int i = threadIdx.x; i < KC * D; i += blockDim.x) {
+            const int c = i / D, r = i - c * D;
+            lk_cp_async16(sw + i, dw + (size_t)r * dchunks + (j0 >> 5) + c, true);
         }
-        for (int r = threadIdx.x; r < R; r += blockDim.x)
-            cp_async4(sp + r, a.dn_p + (size_t)(r0 + r) * dgroups + (jc >> 7), true);
+        for (int r = threadIdx.x; r < D; r += blockDim.x) cp_async4(sp + r, a.dn_p + (size_t)r * dgroups + (j0 >> 7), true);
+        cp_async_commit();
     }
-    cp_async_commit();
     /* 2. RMSNorm + gate/up rows j0.. and H + j0.. + SwiGLU (the GEMV waits for the previous kernel) */
     {
         lk_rope_epi re = {};
@@ -660,40 +668,48 @@ __global__ void __launch_bounds__(GEMV_WARPS * 32, 2) k_ffn_gud(lk_gud_args a) {
                                   LK_OUT_SWIGLU_F16, nullptr, nullptr, re, a.norm, 1, 0, nullptr);
     }
     lk_pdl_trigger();
-    /* 3. the cluster's SwiGLU outputs (this block's and its peers', in ffn) */
-    __syncthreads();
-    if (C > 1) cluster_sync_all();
-    if (threadIdx.x < KW / 8)
-        reinterpret_cast<uint4 *>(sh)[threadIdx.x] = __ldcg(reinterpret_cast<const uint4 *>(a.ffn + jc) + threadIdx.x);
+    __syncthreads(); /* every warp's SwiGLU outputs are in ffn (global, this block's) */
+    if (threadIdx.x < KS / 8)
+        reinterpret_cast<uint4 *>(sh)[threadIdx.x] = reinterpret_cast<const uint4 *>(a.ffn + j0)[threadIdx.x];
     cp_async_wait<0>();
     __syncthreads();
-    if (threadIdx.x < NCH) {
-        half2 hv[16];
-        hsum[threadIdx.x] = load_x_chunk<false>(sh, KW, 0, threadIdx.x, hv);
-    }
-    __syncthreads();
+    /* 3. partial down sums of every output row over this block's KS inputs */
+    half2 hv[2][16];
+    float hs[2];
+#pragma unroll
+    for (int c = 0; c < 2; c++)
+        if (c < KC) hs[c] = load_x_chunk<false>(sh, KS, 0, c, hv[c]);
     bool bad = false;
-    for (int r = threadIdx.x; r < R; r += blockDim.x) {
+    const unsigned rank = C > 1 ? cluster_rank() : 0;
+    const int R = D / C, r0 = (int)rank * R;
+    for (int r = threadIdx.x; r < D; r += blockDim.x) {
         const float2 sm = __half22float2(sp[r]);
         float v = 0.0f;
-        for (int c = 0; c < NCH; c++) {
-            half2 hv[16], q[16];
-            const uint4 *hp = reinterpret_cast<const uint4 *>(sh + c * 32);
 #pragma unroll
-            for (int k = 0; k < 4; k++) {
-                const uint4 t = hp[k];
-                hv[4 * k + 0] = *reinterpret_cast<const half2 *>(&t.x);
-                hv[4 * k + 1] = *reinterpret_cast<const half2 *>(&t.y);
-                hv[4 * k + 2] = *reinterpret_cast<const half2 *>(&t.z);
-                hv[4 * k + 3] = *reinterpret_cast<const half2 *>(&t.w);
+        for (int c = 0; c < 2; c++)
+            if (c < KC) {
+                half2 q[16];
+                dequant_chunk<false>(sw[c * D + r], nullptr, q);
+                v += sm.x * dot_chunk(q, hv[c]) + sm.y * hs[c];
             }
-            dequant_chunk<false>(sw[c * R + r], nullptr, q);
-            v += sm.x * dot_chunk(q, hv) + sm.y * hsum[c];
+        if (C > 1) {
+            sr[r] = v;
+        } else {
+            bad |= !(fabsf(v) < GUD_LIMIT);
+            atomicAdd(reinterpret_cast<unsigned long long *>(a.acc + r), (unsigned long long)__float2ll_rn(v * GUD_SCALE));
         }
-        /* 4. into the accumulator */
-        bad |= !(fabsf(v) < GUD_LIMIT);
-        if (!(a.dbg & 2))
-            atomicAdd(reinterpret_cast<unsigned long long *>(a.acc + r0 + r), (unsigned long long)__float2ll_rn(v * GUD_SCALE));
+    }
+    /* 4. clusters: rank q sums rows [q R, (q + 1) R) over the C blocks in rank order */
+    if (C > 1) {
+        cluster_sync_all();
+        for (int r = r0 + threadIdx.x; r < r0 + R; r += blockDim.x) {
+            float v = 0.0f;
+#pragma unroll
+            for (int p = 0; p < C; p++) v += ld_cluster_f32(sr + r, p);
+            bad |= !(fabsf(v) < GUD_LIMIT);
+            atomicAdd(reinterpret_cast<unsigned long long *>(a.acc + r), (unsigned long long)__float2ll_rn(v * GUD_SCALE));
+        }
+        cluster_sync_all(); /* no block leaves while a peer may still read its partials */
     }
     /* 5. the last block of this row range folds the accumulator into x */
     __shared__ int last;
@@ -707,26 +723,10 @@ __global__ void __launch_bounds__(GEMV_WARPS * 32, 2) k_ffn_gud(lk_gud_args a) {
     if (!last) return;
     __threadfence();
     const bool nan = __ldcg(a.cnt + 32 + rank) != 0;
-    constexpr int FU = 8; /* rows a thread has in flight */
-    for (int base = r0 + threadIdx.x; base < r0 + R; base += FU * blockDim.x) {
-        long long q[FU];
-        float xv[FU];
-#pragma unroll
-        for (int u = 0; u < FU; u++) {
-            const int r = base + u * blockDim.x;
-            if (r < r0 + R) {
-                q[u] = __ldcg(a.acc + r);
-                xv[u] = __ldcg(a.x + r);
-            }
-        }
-#pragma unroll
-        for (int u = 0; u < FU; u++) {
-            const int r = base + u * blockDim.x;
-            if (r < r0 + R) {
-                a.acc[r] = 0;
-                a.x[r] = nan ? __int_as_float(0x7fc00000) : xv[u] + __ll2float_rn(q[u]) * (1.0f / GUD_SCALE);
-            }
-        }
+    for (int r = r0 + threadIdx.x; r < r0 + R; r += blockDim.x) {
+        const long long q = __ldcg(a.acc + r);
+        a.acc[r] = 0;
+        a.x[r] = nan ? __int_as_float(0x7fc00000) : a.x[r] + __ll2float_rn(q) * (1.0f / GUD_SCALE);
     }
     if (threadIdx.x == 0) {
         a.cnt[rank] = 0;
@@ -2562,7 +2562,7 @@ lk_status lk_cuda_ffn_fused(const lk_dmat *o, const lk_dmat *gu, const lk_dmat *
 }
 
 /* k_ffn_gud's switches (A/B and tests): LLAMA_KERNEL_GUD_KS = intermediates a block (32, 64),
- * LLAMA_KERNEL_GUD_CLUSTER = blocks a cluster (1, 2, 4; sm_90+; at most 128 / KS) */
+ * LLAMA_KERNEL_GUD_CLUSTER = blocks a cluster (1, 2, 4, 8; sm_90+) */
 static int gud_env(const char *name, int dflt) {
     const char *e = getenv(name);
     return e && e[0] ? atoi(e) : dflt;
@@ -2570,7 +2570,7 @@ static int gud_env(const char *name, int dflt) {
 static int gud_ks(void) { return gud_env("LLAMA_KERNEL_GUD_KS", 32) == 64 ? 64 : 32; }
 static int gud_cluster(void) {
     const int c = gud_env("LLAMA_KERNEL_GUD_CLUSTER", 4);
-    return c >= 4 ? 4 : c >= 2 ? 2 : 1;
+    return c >= 8 ? 8 : c >= 4 ? 4 : c >= 2 ? 2 : 1;
 }
 
 int lk_mm_gud_ok(const lk_dmat *gu, const lk_dmat *dn, int M, int variant, int cc_major, int cc_minor) {
@@ -2590,7 +2590,7 @@ int lk_mm_gud_ok(const lk_dmat *gu, const lk_dmat *dn, int M, int variant, int c
             v = 48 * 1024;
         optin = v;
     }
-    return gud_smem(D, 32, 1).bytes <= (size_t)optin;
+    return gud_smem(D, 64).bytes <= (size_t)optin;
 }
 
 template <int C>
@@ -2661,13 +2661,12 @@ lk_status lk_cuda_ffn_gud(const lk_dmat *gu, const lk_dmat *dn, const lk_norm_in
     a.dim = gu->K;
     a.hidden = gu->N / 2;
     a.ks = a.hidden % 64 == 0 ? gud_ks() : 32;
-    a.dbg = gud_env("LLAMA_KERNEL_GUD_DBG", 0);
-    /* a cluster's intermediates stay within one scale group (C ks <= 128) and divide hidden */
     int C = cc_major >= 9 ? gud_cluster() : 1;
-    while (C > 1 && (C * a.ks > LK_Q4_GROUP || a.hidden % (a.ks * C) || a.dim % C)) C /= 2;
+    while (C > 1 && (a.hidden % (a.ks * C) || a.dim % C)) C /= 2;
     const int nb = a.hidden / a.ks;
-    const size_t smem = gud_smem(a.dim, a.ks, C).bytes;
+    const size_t smem = gud_smem(a.dim, a.ks).bytes;
     cudaError_t e = cudaErrorNotSupported;
+    if (C == 8) e = gud_launch<8>(a, nb, smem, st);
     if (C == 4) e = gud_launch<4>(a, nb, smem, st);
     if (C == 2) e = gud_launch<2>(a, nb, smem, st);
     if (C == 1 || e == cudaErrorNotSupported) e = gud_launch<1>(a, nb, smem, st);

@@ -121,7 +121,6 @@ typedef struct lk_gud_args {
     long long *acc;            /* [dim] zeros; zero again after the kernel */
     unsigned *cnt;             /* 64 zeros; zero again after */
     int dim, hidden, ks;       /* ks: intermediates a block (32 or 64) */
-    int dbg;
 } lk_gud_args;
 /* can gate_up / down at M rows with this variant run as k_ffn_gud (one row, row-interleaved int4,
  * the norm prologue, shared memory)? */
