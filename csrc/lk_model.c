@@ -164,8 +164,6 @@ void lk_cuda_layout_make(const lk_config *c, const lk_engine_opts *o, lk_cuda_la
     l->tc_ws = place(&cur, l->tc_ws_floats * 4);
     l->tc_counters = place(&cur, (size_t)LK_TC_COUNTERS * 4);
     l->grid_bar = place(&cur, 64 * 4); /* the grid barrier of the fused o/gate_up/down kernel */
-    /* the one-row gate_up + down kernel (k_ffn_gud): its int64 accumulator [dim] and 64 counters */
-    l->gud = place(&cur, (size_t)c->dim * 8 + 64 * 4);
     /* the persistent decode kernel (lk_decode.cu): its barrier and exit counters, then a counter per query head */
     l->persist = place(&cur, 64 * 4 + (size_t)c->n_heads * 4);
     /* (the tiled small-batch matmul never splits K across blocks in an engine: no workspace) */

@@ -153,9 +153,6 @@ typedef struct cuda_backend {
     int no_fusion; /* LLAMA_KERNEL_NO_FUSION=1: separate rope and RMSNorm kernels (kill switch) */
     int ffn_fused; /* LLAMA_KERNEL_FFN_FUSED=1: one-row o + FFN as one kernel (cu_ffn_block; opt-in) */
     unsigned *grid_bar; /* that kernel's grid barrier */
-    int gud;            /* one-row gate_up + down as one kernel (k_ffn_gud; LLAMA_KERNEL_GUD=0 turns it off) */
-    long long *gud_acc; /* its accumulator [dim] and counters [64] (lay.gud) */
-    unsigned *gud_cnt;
     unsigned *pd_sync;  /* the persistent decode kernel's counters (lay.persist) */
     /* the persistent decode kernel (lk_decode.cu) for one-row steps: pd_mode from LLAMA_KERNEL_PERSIST
      * (0 off, 1 on); pd_ok once the weights are in and the model qualifies; pd the launch's fixed args */
@@ -436,39 +433,27 @@ static lk_status cu_matmul_impl(lk_backend *be, int M, int layer, int wid) {
     return lk_fail(LK_E_INVALID, "unknown matmul %d", wid);
 }
 
-/* A layer's o projection, FFN RMSNorm, gate_up and down at one row, where a fused form applies:
- * - LLAMA_KERNEL_FFN_FUSED=1 (opt-in): all four as one kernel (k_ffn_fused). Its two grid barriers
- *   cost more than the two kernel boundaries they replace (H100, batch 1: 24.0 us per layer vs 22.2
- *   for the three kernels, 1,508 vs 1,559 tok/s; benchmarks/NOTES.md, v22). Kept, tested bit-exact
- *   against the separate kernels, as the base for a persistent decode kernel with a cheaper barrier.
- * - otherwise (default; LLAMA_KERNEL_GUD=0 turns it off): the o GEMV, then the FFN norm, gate_up,
- *   SwiGLU and down as one kernel (k_ffn_gud: down split over the intermediates, the partial sums
- *   meeting in a deterministic fixed-point accumulator; benchmarks/NOTES.md, v44). */
+/* o projection, FFN RMSNorm, gate_up and down of one row as one kernel (k_ffn_fused), with
+ * LLAMA_KERNEL_FFN_FUSED=1. Opt-in: its two grid barriers cost more than the two kernel
+ * boundaries they replace (H100, batch 1: 24.0 us per layer vs 22.2 for the three kernels,
+ * 1,508 vs 1,559 tok/s; benchmarks/NOTES.md, v22). Kept, tested bit-exact against the separate
+ * kernels, as the base for a persistent decode kernel with a cheaper barrier */
 static lk_status cu_ffn_block(lk_backend *be, int M, int layer, int *done) {
     cuda_backend *b = CUB(be);
     const lk_config *c = be->cfg;
     const lk_layer_layout *L = &be->wl->layers[layer];
     *done = 0;
-    if (M != 1 || b->no_fusion || (!b->ffn_fused && !b->gud)) return LK_OK;
+    if (!b->ffn_fused || M != 1) return LK_OK;
     lk_dmat o = dmat(b, &L->o), gu = dmat(b, &L->gate_up), dn = dmat(b, &L->down);
+    if (!lk_mm_ffn_fusable(&o, &gu, &dn, M, b->variant, b->cc_major, b->cc_minor)) return LK_OK;
+    TRY(flush_norm(b));
     lk_norm_in nin;
     nin.x = b->x;
     nin.w = (const float *)(b->w + L->ffn_norm);
     nin.eps = c->rms_eps;
-    if (b->ffn_fused) {
-        if (!lk_mm_ffn_fusable(&o, &gu, &dn, M, b->variant, b->cc_major, b->cc_minor)) return LK_OK;
-        TRY(flush_norm(b));
-        prof_begin(b);
-        lk_status s = lk_cuda_ffn_fused(&o, &gu, &dn, b->att, b->x, b->ffn, &nin, b->grid_bar, b->sm_count, b->st);
-        prof_end(b, 5);
-        if (s == LK_OK) *done = 1;
-        return s;
-    }
-    if (!lk_mm_gud_ok(&gu, &dn, M, b->variant, b->cc_major, b->cc_minor)) return LK_OK;
-    TRY(cu_matmul(be, M, layer, LK_W_O));
     prof_begin(b);
-    lk_status s = lk_cuda_ffn_gud(&gu, &dn, &nin, b->x, b->ffn, b->gud_acc, b->gud_cnt, b->cc_major, b->st);
-    prof_end(b, 7);
+    lk_status s = lk_cuda_ffn_fused(&o, &gu, &dn, b->att, b->x, b->ffn, &nin, b->grid_bar, b->sm_count, b->st);
+    prof_end(b, 5);
     if (s == LK_OK) *done = 1;
     return s;
 }
@@ -779,8 +764,6 @@ extern "C" lk_status lk_cuda_backend_create(const lk_config *c, const lk_engine_
         b->no_fusion = nf && nf[0] == '1';
         const char *ff = getenv("LLAMA_KERNEL_FFN_FUSED");
         b->ffn_fused = !b->no_fusion && ff && ff[0] == '1';
-        const char *gd = getenv("LLAMA_KERNEL_GUD");
-        b->gud = !(gd && gd[0] == '0');
         const char *pe = getenv("LLAMA_KERNEL_PERSIST");
         b->pd_mode = pe && pe[0] == '1';
         const char *pf = getenv("LLAMA_KERNEL_PROFILE");
@@ -877,8 +860,6 @@ extern "C" lk_status lk_cuda_backend_create(const lk_config *c, const lk_engine_
     b->ws.tg_counters = NULL;
     b->ws.tg_n_counters = 0;
     b->grid_bar = (unsigned *)(act + b->lay.grid_bar);
-    b->gud_acc = (long long *)(act + b->lay.gud);
-    b->gud_cnt = (unsigned *)(act + b->lay.gud + (size_t)c->dim * 8);
     b->pd_sync = (unsigned *)(act + b->lay.persist);
     /* zeroed: the KV cache (never NaN garbage under a masked 0), counters, buffers */
     CUB_(cudaMemsetAsync(b->arena + off_kv, 0, b->arena_bytes - off_kv, b->st));

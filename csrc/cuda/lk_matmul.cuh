@@ -108,27 +108,6 @@ int lk_mm_ffn_fusable(const lk_dmat *o, const lk_dmat *gu, const lk_dmat *dn, in
 lk_status lk_cuda_ffn_fused(const lk_dmat *o, const lk_dmat *gu, const lk_dmat *dn, const half *att, float *x,
                             half *ffn, const lk_norm_in *nin, unsigned *bar, int sm_count, cudaStream_t st);
 
-/* gate_up + SwiGLU + down (+ residual) of one row as one kernel (k_ffn_gud): each block owns a slice
- * of the intermediates, runs the norm + gate_up GEMV on it and multiplies it with its slice of down;
- * the partial sums meet in an int64 fixed-point accumulator (deterministic), which the last block
- * adds into x */
-typedef struct lk_gud_args {
-    const void *gu_w, *dn_w;   /* row-interleaved int4 gate_up [2 hidden][dim], down [dim][hidden] */
-    const half2 *gu_p, *dn_p;  /* their scales/mins */
-    lk_norm_in norm;           /* the FFN RMSNorm (x = the residual) */
-    float *x;                  /* the residual [dim]: down adds into it */
-    half *ffn;                 /* SwiGLU output [hidden] */
-    long long *acc;            /* [dim] zeros; zero again after the kernel */
-    unsigned *cnt;             /* 64 zeros; zero again after */
-    int dim, hidden, ks;       /* ks: intermediates a block (32 or 64) */
-} lk_gud_args;
-/* can gate_up / down at M rows with this variant run as k_ffn_gud (one row, row-interleaved int4,
- * the norm prologue, shared memory)? */
-int lk_mm_gud_ok(const lk_dmat *gu, const lk_dmat *dn, int M, int variant, int cc_major, int cc_minor);
-/* the launch; acc: dim zeroed int64 of device memory, cnt: 64 zeroed unsigned (both zero again after) */
-lk_status lk_cuda_ffn_gud(const lk_dmat *gu, const lk_dmat *dn, const lk_norm_in *nin, float *x, half *ffn,
-                          long long *acc, unsigned *cnt, int cc_major, cudaStream_t st);
-
 /* once per process: shared-memory limits of the tensor-core kernels */
 lk_status lk_mm_init(void);
 /* does the current device run the sm_90a wgmma kernel (int4 matmuls of 17+ rows)? */
