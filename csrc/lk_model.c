@@ -149,7 +149,6 @@ void lk_cuda_layout_make(const lk_config *c, const lk_engine_opts *o, lk_cuda_la
     l->attn_part = place(&cur, B * (size_t)c->n_heads * splits * ((size_t)c->head_dim + 2) * 4);
     l->attn_cnt = place(&cur, B * (size_t)c->n_kv_heads * 4);
     l->samp = place(&cur, 64); /* the sampling parameters */
-    l->samp_ws = place(&cur, lk_sample_ws_bytes(B)); /* the sampler's per-row segment maxima and counters */
     /* split-K partial sums of the residual-add GEMVs (outputs of size dim) and their arrival counters */
     l->mm_ws = place(&cur, (size_t)LK_SPLITK_MAX * LK_GEMV_ROWS * (size_t)c->dim * 4);
     l->mm_counters = place(&cur, (size_t)c->dim * 4);

@@ -92,11 +92,6 @@ typedef struct lk_mem_plan {
 lk_status lk_plan_memory(const lk_config *c, const lk_engine_opts *o, lk_mem_plan *p);
 lk_status lk_opts_validate(const lk_config *c, const lk_engine_opts *o);
 
-/* the GPU sampler's scratch (lk_sample): per row an arrival counter and up to LK_SAMP_MAX_SEGS
- * (max, id) pairs of the row's segments */
-#define LK_SAMP_MAX_SEGS 64
-static inline size_t lk_sample_ws_bytes(size_t rows) { return (rows * 4 + 15) / 16 * 16 + rows * LK_SAMP_MAX_SEGS * 8; }
-
 /* Rows of logits the backends keep (the .logits() path computes in groups). */
 static inline int32_t lk_logit_rows(const lk_engine_opts *o) { return o->batch_size > 8 ? o->batch_size : 8; }
 
@@ -110,7 +105,7 @@ void lk_cpu_layout_make(const lk_config *c, const lk_engine_opts *o, int n_threa
 
 /* ---- CUDA activation layout (fp32 residual, fp16 elsewhere) -------------- */
 typedef struct lk_cuda_layout {
-    size_t tok, slot, pos, x, h, qkv, att, ffn, logits, seen, attn_part, attn_cnt, samp, samp_ws, mm_ws, mm_counters, tc_ws, tc_counters,
+    size_t tok, slot, pos, x, h, qkv, att, ffn, logits, seen, attn_part, attn_cnt, samp, mm_ws, mm_counters, tc_ws, tc_counters,
         grid_bar, persist;
     size_t tc_ws_floats;
     size_t activations; /* tok .. ffn, logits */

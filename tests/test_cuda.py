@@ -215,40 +215,6 @@ def test_sampler_matches_cpu():
         assert agree >= 0.97, (kw, agree)  # float summation order may move a draw at a boundary
 
 
-@pytest.mark.parametrize("segs", ["", "1", "3", "64"])
-def test_sampler_argmax_segments(segs, monkeypatch):
-    """A row's repetition penalty and argmax run in several blocks (segments of the vocabulary; the
-    default picks about 256 blocks in all, LLAMA_KERNEL_SAMPLE_SEGS forces a count), the row's last
-    block merging their maxima: greedy picks exactly the CPU's token, the lowest id among equal maxima
-    (planted in different segments), with the penalty applied in every segment, on rows of -inf
-    (token 0), on a vocabulary that is not a multiple of 4 and on one of a few segments' size; and
-    sampled draws after the merge agree with the CPU."""
-    if segs:
-        monkeypatch.setenv("LLAMA_KERNEL_SAMPLE_SEGS", segs)
-    rng = np.random.default_rng(7)
-    for B, V in [(1, 128256), (5, 128256), (3, 32003), (2, 1000)]:
-        logits = rng.standard_normal((B, V)).astype(np.float32)
-        pos = list(range(B))
-        logits[0, [V - 3, V // 3, V // 2 + 1]] = 9.0  # three equal maxima: the lowest id wins
-        if B > 1:
-            logits[1, :] = -np.inf
-        if B > 2:
-            logits[2, [5, V - 1]] = [8.0, 8.5]  # the penalty (1.5: 8.5 -> 5.67) moves the argmax to 5
-        seen = [[V - 1, V // 2 + 1] if b != 1 else [] for b in range(B)]
-        for kw in [dict(), dict(repetition_penalty=1.5)]:
-            g = _C.cuda_sample(logits, pos, seed=3, seen=seen, **kw)
-            assert list(g) == list(_C.sample_cpu(logits, pos, seed=3, seen=seen, **kw)), (B, V, kw, g)
-            assert g[0] == V // 3 and (B < 2 or g[1] == 0)
-            if B > 2:
-                assert g[2] == (5 if kw else V - 1)
-    # draws after the merge (the largest penalised logit is their reference point): 64 rows
-    logits = (rng.standard_normal((64, 128256)) * 3).astype(np.float32)
-    seen = [rng.integers(0, 128256, 30).tolist() for _ in range(64)]
-    kw = dict(temperature=0.8, top_k=40, repetition_penalty=1.2)
-    g = _C.cuda_sample(logits, list(range(64)), seed=9, seen=seen, **kw)
-    assert np.mean(g == _C.sample_cpu(logits, list(range(64)), seed=9, seen=seen, **kw)) >= 0.95
-
-
 @pytest.mark.parametrize("kind", ["flat", "three_values", "steep"])
 def test_sampler_flat_and_tied_logits(kind):
     """Near-flat logits put every key in one or two radix bins (the warp-summed histogram path);

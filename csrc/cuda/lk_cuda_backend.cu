@@ -142,7 +142,6 @@ typedef struct cuda_backend {
     half *h, *qkv, *att, *ffn;
     uint32_t *seen;
     lk_samp_params *samp_dev;
-    unsigned char *samp_ws; /* lk_sample's scratch (lay.samp_ws) */
     lk_mm_ws ws;
     size_t kv_bytes, rope_bytes;
     int32_t *pinned;      /* [2][batch] fetched tokens */
@@ -652,8 +651,7 @@ static lk_status cu_sample(lk_backend *be, int B) {
     cuda_backend *b = CUB(be);
     b->rows_prefill = 0;
     prof_begin(b);
-    lk_status s = lk_sample(b->logits, be->cfg->vocab_size, B, b->samp_dev, b->seen, b->tok, b->slot, b->pos,
-                            b->samp_ws, lk_sample_ws_bytes((size_t)be->opts->batch_size), b->st);
+    lk_status s = lk_sample(b->logits, be->cfg->vocab_size, B, b->samp_dev, b->seen, b->tok, b->slot, b->pos, b->st);
     prof_end(b, 10);
     return s;
 }
@@ -848,7 +846,6 @@ extern "C" lk_status lk_cuda_backend_create(const lk_config *c, const lk_engine_
     b->attn_part = (float *)(act + b->lay.attn_part);
     b->attn_cnt = (int *)(act + b->lay.attn_cnt);
     b->samp_dev = (lk_samp_params *)(act + b->lay.samp);
-    b->samp_ws = act + b->lay.samp_ws;
     b->ws.partial = (float *)(act + b->lay.mm_ws);
     b->ws.partial_floats = (size_t)LK_SPLITK_MAX * LK_GEMV_ROWS * (size_t)c->dim;
     b->ws.counters = (int *)(act + b->lay.mm_counters);

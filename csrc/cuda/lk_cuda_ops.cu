@@ -416,10 +416,8 @@ extern "C" lk_status lk_cuda_op_sample(const float *logits, int B, int V, const 
     int sm = 0, cmaj = 0, cmin = 0;
     TRY(device_info(&sm, &cmaj, &cmin));
     const int words = (V + 31) / 32;
-    dbuf dl, dp, ds, dt, dslot, dseen, dws;
+    dbuf dl, dp, ds, dt, dslot, dseen;
     TRY(dalloc(dl, (size_t)B * V * 4));
-    TRY(dalloc(dws, lk_sample_ws_bytes((size_t)B)));
-    CU(cudaMemset(dws.p, 0, lk_sample_ws_bytes((size_t)B)));
     TRY(dalloc(dp, sizeof(lk_samp_params)));
     TRY(dalloc(dt, (size_t)B * 4));
     TRY(dalloc(dslot, (size_t)B * 4));
@@ -432,7 +430,7 @@ extern "C" lk_status lk_cuda_op_sample(const float *logits, int B, int V, const 
     lk_samp_params p = {temperature, top_k, top_p, repetition_penalty, seed, seq_id0};
     CU(cudaMemcpy(dp.p, &p, sizeof p, cudaMemcpyHostToDevice));
     TRY(lk_sample((float *)dl.p, V, B, (const lk_samp_params *)dp.p, (uint32_t *)dseen.p, (int *)dt.p, (int *)dslot.p,
-                  (int *)ds.p, dws.p, lk_sample_ws_bytes((size_t)B), 0));
+                  (int *)ds.p, 0));
     CU(cudaMemcpy(out, dt.p, (size_t)B * 4, cudaMemcpyDeviceToHost));
     return LK_OK;
 }

@@ -4,7 +4,6 @@
 
 #include <float.h>
 #include <limits.h>
-#include <stdlib.h>
 
 #include "../lk_model.h"
 #include "../lk_quant.h"
@@ -493,13 +492,9 @@ __device__ int gather_candidates(const float *l, int V, uint32_t thr, float *ce,
     return total;
 }
 
-/* A row's repetition penalty and argmax run in G blocks (blockIdx.x = g, each a segment of seg logits, a
- * multiple of 128; gridDim.y = rows): each writes its segment's (max, lowest id) to seg_part and counts itself
- * in seg_cnt[row]; the last block of the row merges the G pairs (same rule: the lowest id among the largest)
- * and goes on alone with the sampling, which reads the whole row. */
 __global__ void __launch_bounds__(SAMP_T) k_sample(float *__restrict__ logits, int V, const lk_samp_params *__restrict__ P,
                                                    uint32_t *__restrict__ seen, int seen_words, int *tok, int *slot,
-                                                   int *pos, int seg, unsigned *seg_cnt, float2 *seg_part) {
+                                                   int *pos) {
     lk_pdl_prologue();
     __shared__ float hist_f[257];
     __shared__ unsigned hist_u[256];
@@ -513,14 +508,12 @@ __global__ void __launch_bounds__(SAMP_T) k_sample(float *__restrict__ logits, i
     __shared__ float wv[SAMP_WIN]; /* the top-k window: weights and token ids */
     __shared__ int wi[SAMP_WIN];
     __shared__ int nwin;
-    const int b = blockIdx.y, g = blockIdx.x, G = gridDim.x, tid = threadIdx.x, lane = tid & 31, warp = tid >> 5;
+    const int b = blockIdx.x, tid = threadIdx.x, lane = tid & 31, warp = tid >> 5;
     float *l = logits + (size_t)b * V;
     uint32_t *sn = seen + (size_t)b * seen_words;
     const lk_samp_params p = *P;
-    /* this block's segment [lo, hi) of the row (seen words [lo / 32, hi / 32)) */
-    const int lo = g * seg, hi = min(V, lo + seg);
     if (p.repetition_penalty != 1.0f) {
-        for (int w = lo / 32 + tid; w < (hi + 31) / 32; w += SAMP_T) {
+        for (int w = tid; w < seen_words; w += SAMP_T) {
             uint32_t bits = sn[w];
             while (bits) {
                 int k = __ffs(bits) - 1;
@@ -537,7 +530,7 @@ __global__ void __launch_bounds__(SAMP_T) k_sample(float *__restrict__ logits, i
     if ((V & 3) == 0) { /* 16-byte loads, several in flight: this pass is all greedy decoding costs */
         const float4 *l4 = reinterpret_cast<const float4 *>(l);
 #pragma unroll 4
-        for (int i = lo / 4 + tid; i < hi / 4; i += SAMP_T) {
+        for (int i = tid; i < V / 4; i += SAMP_T) {
             const float4 v = l4[i];
             const float e[4] = {v.x, v.y, v.z, v.w};
 #pragma unroll
@@ -548,7 +541,7 @@ __global__ void __launch_bounds__(SAMP_T) k_sample(float *__restrict__ logits, i
                 }
         }
     } else {
-        for (int i = lo + tid; i < hi; i += SAMP_T) {
+        for (int i = tid; i < V; i += SAMP_T) {
             float v = l[i];
             if (v > best || (v == best && i < bi)) {
                 best = v;
@@ -568,45 +561,9 @@ __global__ void __launch_bounds__(SAMP_T) k_sample(float *__restrict__ logits, i
         warp_argmax(best, bi);
         if (lane == 0) {
             redf[0] = best;
-            redi[0] = bi;
+            redi[0] = bi == INT_MAX ? 0 : bi;
         }
     }
-    __syncthreads();
-    if (G > 1) {
-        /* the segment's pair out; the row's last block merges them (its own penalised logits and the
-         * others' are all in memory: each block's writes precede its fence and count) */
-        __shared__ int last;
-        __threadfence();
-        __syncthreads();
-        if (tid == 0) {
-            seg_part[(size_t)b * G + g] = make_float2(redf[0], __int_as_float(redi[0]));
-            __threadfence();
-            last = atomicAdd(seg_cnt + b, 1u) == (unsigned)G - 1;
-        }
-        __syncthreads();
-        if (!last) return;
-        __threadfence();
-        if (warp == 0) {
-            best = -INFINITY;
-            bi = INT_MAX;
-            for (int k = lane; k < G; k += 32) {
-                const float2 q = __ldcg(seg_part + (size_t)b * G + k);
-                const int qi = __float_as_int(q.y);
-                if (q.x > best || (q.x == best && qi < bi)) {
-                    best = q.x;
-                    bi = qi;
-                }
-            }
-            warp_argmax(best, bi);
-            if (lane == 0) {
-                redf[0] = best;
-                redi[0] = bi;
-                seg_cnt[b] = 0; /* zero again for the next launch */
-            }
-        }
-        __syncthreads();
-    }
-    if (tid == 0 && redi[0] == INT_MAX) redi[0] = 0; /* no number above -inf: token 0 */
     __syncthreads();
     best = redf[0];
     int token = redi[0];
@@ -816,30 +773,10 @@ __global__ void __launch_bounds__(SAMP_T) k_sample(float *__restrict__ logits, i
     }
 }
 
-/* segments a row: about 256 blocks in all, at least 4,096 logits each (fewer, larger segments cost a
- * block more passes; more cost merge and launch work), at most LK_SAMP_MAX_SEGS. Measured (benchmarks/
- * NOTES.md, v44): ... */
 lk_status lk_sample(float *logits, int V, int B, const lk_samp_params *params_dev, uint32_t *seen, int *tok, int *slot,
-                    int *pos, void *ws, size_t ws_bytes, cudaStream_t st) {
-    int G = 1;
-    /* LLAMA_KERNEL_SAMPLE_SEGS: a fixed number of segments (1: one block a row), for A/B and tests */
-    const char *e = getenv("LLAMA_KERNEL_SAMPLE_SEGS");
-    const int env_g = e && e[0] ? atoi(e) : 0;
-    if (ws && B > 0 && ws_bytes >= lk_sample_ws_bytes((size_t)B)) {
-        G = env_g > 0 ? env_g : 256 / B;
-        const int most = (V + 4095) / 4096;
-        if (env_g <= 0 && G > most) G = most;
-        if (G > LK_SAMP_MAX_SEGS) G = LK_SAMP_MAX_SEGS;
-        if (G < 1) G = 1;
-    }
-    /* segments of a multiple of 128 logits: whole seen words and 16-byte loads */
-    int seg = (V + G - 1) / G;
-    seg = (seg + 127) / 128 * 128;
-    G = (V + seg - 1) / seg;
-    unsigned *cnt = (unsigned *)ws;
-    float2 *part = ws ? (float2 *)((char *)ws + (((size_t)B * sizeof(unsigned) + 15) / 16 * 16)) : NULL;
-    LAUNCH("k_sample", k_sample, dim3(G, B), dim3(SAMP_T), 0, st, logits, V, params_dev, seen, (V + 31) / 32, tok, slot,
-           pos, seg, cnt, part);
+                    int *pos, cudaStream_t st) {
+    LAUNCH("k_sample", k_sample, dim3(B), dim3(SAMP_T), 0, st, logits, V, params_dev, seen, (V + 31) / 32, tok, slot,
+           pos);
     return LK_OK;
 }
 

@@ -46,10 +46,8 @@ typedef struct lk_samp_params {
     uint64_t seq_id0;
 } lk_samp_params;
 
-/* samples rows 0..B-1 of logits (overwritten); tok[b] = token, slot[b] = b, pos[b] += 1, seen updated.
- * ws: lk_sample_ws_bytes(B) (lk_model.h) bytes of zeroed device memory (zero again after), which lets a row's penalty
- * and argmax run in several blocks; NULL: one block a row */
+/* samples rows 0..B-1 of logits (overwritten); tok[b] = token, slot[b] = b, pos[b] += 1, seen updated */
 lk_status lk_sample(float *logits, int V, int B, const lk_samp_params *params_dev, uint32_t *seen, int *tok, int *slot,
-                    int *pos, void *ws, size_t ws_bytes, cudaStream_t st);
+                    int *pos, cudaStream_t st);
 /* marks tokens_dev[0..n) in one sequence's seen bitmap */
 lk_status lk_seen_add(uint32_t *seen_row, const int *tokens_dev, int n, int V, cudaStream_t st);
