@@ -1,10 +1,14 @@
 """End to end: decode tokens/s at batch 1/16/64, prefill time, time to first
 token and GPU memory for synthetic Llama 3.2 shapes (random weights, int4),
-with CUDA graphs on and off.
+with CUDA graphs on and off; with --load (or only that: --load-only) the time from
+LlamaInference(...) on a local 1B-shaped bf16 safetensors checkpoint to the first token.
 
-    python benchmarks/bench_e2e.py [--quick] [--peers]
+    python benchmarks/bench_e2e.py [--quick] [--peers] [--load | --load-only]
 """
 import argparse
+import os
+import shutil
+import tempfile
 import time
 
 import numpy as np
@@ -35,6 +39,37 @@ def prefill_ms(m, L):
         _, st = m.generate_ids(ids, max_new_tokens=1, temperature=0, ignore_eos=True, return_stats=True)
         ts.append(st["first_token_seconds"] * 1e3)
     return float(np.median(ts))
+
+
+def load_to_first_token(tokenizer_dir=None):
+    """Writes a Llama-3.2-1B-shaped random checkpoint (bf16 safetensors, Hugging Face names; the real
+    tokenizer files when tokenizer_dir has them) to a temporary folder, then times what a user waits
+    for: LlamaInference(folder, device="cuda") (read, quantize to int4, upload) and the first generated
+    token of a short prompt. The file was just written, so it is read from the page cache."""
+    from llama_kernel.testing import make_random_checkpoint
+
+    d = tempfile.mkdtemp(prefix="lk_load_")
+    try:
+        tok = tokenizer_dir if tokenizer_dir and os.path.isfile(os.path.join(tokenizer_dir, "tokenizer.json")) else None
+        make_random_checkpoint(d, "llama-3.2-1b", seed=0, tokenizer=tok)
+        size = sum(os.path.getsize(os.path.join(d, f)) for f in os.listdir(d))
+        t0 = time.perf_counter()
+        m = LlamaInference(d, device="cuda", verbose=False)
+        t1 = time.perf_counter()
+        if tok:
+            m.generate("What is the capital of France?", max_new_tokens=1, temperature=0)
+        else:
+            m.generate_ids(list(range(1, 9)), max_new_tokens=1, temperature=0)
+        t2 = time.perf_counter()
+        del m
+    finally:
+        shutil.rmtree(d, ignore_errors=True)
+    r = {"checkpoint_bytes": size, "engine_seconds": t1 - t0, "first_token_seconds": t2 - t1,
+         "load_to_first_token_seconds": t2 - t0, "tokenizer": bool(tok)}
+    print(f"load to first token (1B-shaped bf16 safetensors, {size / 1e9:.2f} GB, page cache warm"
+          f"{', real tokenizer, text prompt' if tok else ', token-id prompt'}): {t2 - t0:.2f} s "
+          f"(LlamaInference {t1 - t0:.2f} s, first token {t2 - t1:.2f} s)", flush=True)
+    return r
 
 
 def hf_peers(model_name, batches, new=64, prompt_len=32, compile_peer=True):
@@ -98,9 +133,19 @@ def main():
     ap.add_argument("--no-eager", action="store_true", help="graphs only")
     ap.add_argument("--peers", action="store_true", help="measure transformers / torch.compile peers too")
     ap.add_argument("--3b", dest="three_b", action="store_true", help="also batch-1 decode of synthetic:llama-3.2-3b")
+    ap.add_argument("--load", action="store_true",
+                    help="also time LlamaInference(...) on a local 1B-shaped checkpoint to the first token")
+    ap.add_argument("--load-only", action="store_true", help="only that")
+    ap.add_argument("--tokenizer", default=os.environ.get("LLAMA_KERNEL_TOKENIZER_FIXTURES"),
+                    help="folder with the real tokenizer.json for the --load checkpoint")
     a = ap.parse_args()
     print(f"# end to end, {a.model}, int4, {device_line()}")
     res = {"device": device_line(), "model": a.model, "decode": [], "prefill": []}
+    if a.load or a.load_only:
+        res["load"] = load_to_first_token(a.tokenizer)
+        if a.load_only:
+            save_json(res, "bench_e2e.json")
+            return
     batches = [1, 16, 64] if not a.quick else [1, 16]
     if a.batches:
         batches = [int(b) for b in a.batches.split(",")]
