@@ -1,5 +1,8 @@
 """Per-kernel GPU time of batch decode with CUDA graphs on, read through CUPTI (torch.profiler),
-so each kernel's time is its own duration with no launch or sync added. Needs torch on the device.
+so each kernel's time is its duration with no launch or sync added. With programmatic dependent launch
+on (the default on Hopper) a kernel starts while its predecessor finishes and waits for it inside, so its
+time includes that wait (the sampler's ~11 us at batch 1 includes the LM head's tail): for a breakdown by
+kernel set LLAMA_KERNEL_PDL=0. Needs torch on the device.
 
     python benchmarks/kernel_profile.py [--batch 1] [--tokens 128] [--prompt 32] [--model synthetic:llama-3.2-1b]
 
