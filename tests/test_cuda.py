@@ -65,8 +65,9 @@ def test_matmul_variants(N, K, variant):
 def test_gemv_integer_inputs(N, K, monkeypatch):
     """The one-row GEMV on integer inputs (LLAMA_KERNEL_GEMV_I8=1, opt-in): the input quantized per 32
     inputs to 16 bits and split into two int8 planes, multiplied with the weights' nibbles by dp4a.
-    Every output mode against the reference; a zero row, a row with a few very large inputs; and the
-    results differ from the fp16 kernel's (another rounding: identical outputs would mean it did not run)."""
+    Every output mode against the reference; a zero row, a row with a few very large inputs, a row with a
+    NaN (NaN outputs, as the fp16 kernel gives); and the results differ from the fp16 kernel's (another
+    rounding: identical outputs would mean it did not run)."""
     rng = np.random.default_rng(N * 7 + K)
     w = (rng.standard_normal((N, K)) * 0.02).astype(np.float32)
     qs, p = quant.quantize(w)
@@ -74,6 +75,9 @@ def test_gemv_integer_inputs(N, K, monkeypatch):
     big = rng.standard_normal((1, K)).astype(np.float32)
     big[0, rng.choice(K, min(4, K), replace=False)] = [60.0, -90.0, 150.0, 200.0][:min(4, K)]
     xs.append(big)
+    nan = rng.standard_normal((1, K)).astype(np.float32)
+    nan[0, K // 2] = np.nan
+    xs.append(nan)
     for x in xs:
         for mode in (0, 1, 2, 3):
             y0 = rng.standard_normal((1, N // 2 if mode == 2 else N)).astype(np.float32) if mode == 1 else None
@@ -81,7 +85,11 @@ def test_gemv_integer_inputs(N, K, monkeypatch):
             y, used = _C.cuda_matmul(x, qs, p, mode=mode, variant=VARIANTS["optimized"], y=y0)
             monkeypatch.setenv("LLAMA_KERNEL_GEMV_I8", "0")
             y_old, _ = _C.cuda_matmul(x, qs, p, mode=mode, variant=VARIANTS["optimized"], y=y0)
-            assert used == VARIANTS["optimized"] and np.all(np.isfinite(y)), mode
+            assert used == VARIANTS["optimized"]
+            if np.isnan(x).any():
+                assert np.all(np.isnan(y)) and np.all(np.isnan(y_old)), mode
+                continue
+            assert np.all(np.isfinite(y)), mode
             ref = mm_ref(x, qs, p, mode, y0)
             if not x.any():
                 assert np.array_equal(y, ref.astype(np.float32)), mode  # 0 (or y0 + 0) exactly

@@ -160,9 +160,14 @@ __device__ __forceinline__ int dp4a_us(uint32_t a, uint32_t b, int c) {
  * 8g..8g+7 of the warp, in element order) into the chunk's record; every lane of the warp calls it */
 __device__ __forceinline__ void i8_store4(uint32_t *rec_base, int i, float4 v, int lane) {
     float mx = fmaxf(fmaxf(fabsf(v.x), fabsf(v.y)), fmaxf(fabsf(v.z), fabsf(v.w)));
+    /* 0, or NaN when an input is not finite (fmaxf drops NaN; the scale carries it to the outputs) */
+    float z = 0.0f * v.x + 0.0f * v.y + 0.0f * v.z + 0.0f * v.w;
 #pragma unroll
-    for (int o = 1; o < 8; o <<= 1) mx = fmaxf(mx, __shfl_xor_sync(0xffffffffu, mx, o));
-    const float d = mx / I8_QMAX, inv = mx > 0.0f ? I8_QMAX / mx : 0.0f;
+    for (int o = 1; o < 8; o <<= 1) {
+        mx = fmaxf(mx, __shfl_xor_sync(0xffffffffu, mx, o));
+        z += __shfl_xor_sync(0xffffffffu, z, o);
+    }
+    const float d = mx / I8_QMAX + z, inv = mx > 0.0f ? I8_QMAX / mx : 0.0f;
     const float e[4] = {v.x, v.y, v.z, v.w};
     uint32_t hb = 0, lb = 0;
     int sum = 0;
@@ -2449,9 +2454,10 @@ static lk_status matmul_impl(const lk_dmat *W, const half *x, int M, int ldx, vo
     r = lut ? launch_gemv<MM, R, UU, true>(W, xm, ldx, om, ldo, mode, n_out, hidden, S, ws, sm_count, rm, nm, st) \
             : launch_gemv<MM, R, UU, false>(W, xm, ldx, om, ldo, mode, n_out, hidden, S, ws, sm_count, rm, nm, st)
 #define GEMV_KEY(MM, R, UU) ((MM) * 100 + (R) * 10 + (UU))
-        /* integer inputs (opt-in, see i8_store4): one row, the lop3 variant, the default U, and with a
-         * norm only where the prologue keeps x in registers (K <= 4096) */
-        if (mm == 1 && !lut && U == 2 && gemv_i8() && (!nm.w || W->K <= 4 * 4 * GEMV_WARPS * 32)) {
+        /* integer inputs (opt-in, see i8_store4): one row, the lop3 variant, the default U, with a norm
+         * only where the prologue keeps x in registers (K <= 4096), records within 48 KB (K <= 19,660) */
+        if (mm == 1 && !lut && U == 2 && gemv_i8() && (!nm.w || W->K <= 4 * 4 * GEMV_WARPS * 32) &&
+            (size_t)(W->K / 32) * I8_REC * 4 <= 48u * 1024u) {
             switch (RR) {
             case 1: r = launch_gemv<1, 1, 2, false, true>(W, xm, ldx, om, ldo, mode, n_out, hidden, S, ws, sm_count, rm, nm, st); break;
             case 2: r = launch_gemv<1, 2, 2, false, true>(W, xm, ldx, om, ldo, mode, n_out, hidden, S, ws, sm_count, rm, nm, st); break;
