@@ -61,6 +61,20 @@ def test_matmul_variants(N, K, variant):
             assert err < 5e-3, (M, mode, err)
 
 
+def check_switch_vs_cpu(ckpt, toks, env, monkeypatch):
+    """One row at a time (prefill_chunk=1) with the switch env on ("1") and off ("0"): each against the CPU
+    engine, the two close to each other but not identical (the paths round differently: identical logits
+    would mean the switched path did not run)."""
+    cpu = LlamaInference(ckpt, device="cpu", verbose=False).logits(toks)
+    got = {}
+    for v in ("1", "0"):
+        monkeypatch.setenv(env, v)
+        got[v] = LlamaInference(ckpt, device="cuda", prefill_chunk=1, verbose=False).logits(toks)
+        assert R.rel_err(got[v], cpu) < 2e-2, (env, v)
+    assert R.rel_err(got["1"], got["0"]) < 1e-2
+    assert not np.array_equal(got["1"], got["0"])
+
+
 @pytest.mark.parametrize("N,K", SHAPES)
 def test_gemv_integer_inputs(N, K, monkeypatch):
     """The one-row GEMV on integer inputs (LLAMA_KERNEL_GEMV_I8=1, opt-in): the input quantized per 32
@@ -107,16 +121,9 @@ def test_engine_integer_inputs_matches_cpu(preset, tmp_path, monkeypatch):
     against the fp16 GEMVs."""
     ckpt = make_random_checkpoint(str(tmp_path / preset), preset, seed=21, std=0.02, num_hidden_layers=2,
                                   vocab_size=32000)
-    toks = list(np.random.default_rng(22).integers(0, 32000, 40))
     monkeypatch.setenv("LLAMA_KERNEL_PERSIST", "0")
-    cpu = LlamaInference(ckpt, device="cpu", verbose=False).logits(toks)
-    got = {}
-    for i8 in ("1", "0"):
-        monkeypatch.setenv("LLAMA_KERNEL_GEMV_I8", i8)
-        got[i8] = LlamaInference(ckpt, device="cuda", prefill_chunk=1, verbose=False).logits(toks)
-        assert R.rel_err(got[i8], cpu) < 2e-2, i8
-    assert R.rel_err(got["1"], got["0"]) < 1e-2
-    assert not np.array_equal(got["1"], got["0"])
+    check_switch_vs_cpu(ckpt, list(np.random.default_rng(22).integers(0, 32000, 40)), "LLAMA_KERNEL_GEMV_I8",
+                        monkeypatch)
 
 
 def test_matmul_auto_and_bf16():
@@ -463,17 +470,10 @@ def test_persistent_decode_matches_cpu(preset, tmp_path, monkeypatch):
     against the op-by-op kernels (LLAMA_KERNEL_PERSIST=0, the default)."""
     ckpt = make_random_checkpoint(str(tmp_path / preset), preset, seed=11, std=0.02, num_hidden_layers=2,
                                   vocab_size=32000)
-    toks = list(np.random.default_rng(12).integers(0, 32000, 300))
-    cpu = LlamaInference(ckpt, device="cpu", verbose=False).logits(toks)
-    got = {}
-    for persist in ("1", "0"):
-        monkeypatch.setenv("LLAMA_KERNEL_PERSIST", persist)
-        got[persist] = LlamaInference(ckpt, device="cuda", prefill_chunk=1, verbose=False).logits(toks)
-        assert R.rel_err(got[persist], cpu) < 2e-2, persist
-    assert R.rel_err(got["1"], got["0"]) < 1e-2
-    # the two paths round differently (fp32 softmax and another order of sums in the persistent
-    # kernel's attention): identical logits would mean the persistent kernel did not run
-    assert not np.array_equal(got["1"], got["0"])
+    # (the two paths round differently: fp32 softmax and another order of sums in the persistent kernel's
+    # attention)
+    check_switch_vs_cpu(ckpt, list(np.random.default_rng(12).integers(0, 32000, 300)), "LLAMA_KERNEL_PERSIST",
+                        monkeypatch)
 
 
 def test_persistent_decode_graph_replays(monkeypatch):
