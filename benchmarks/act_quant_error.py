@@ -1,8 +1,8 @@
 """CPU study: what quantizing the one-row GEMV's input to int8 (per 32 inputs, as llama.cpp's q8_1
 activations) would cost in accuracy, against the arithmetic the GPU GEMV uses now. For the design of an
 integer dot-product (dp4a) GEMV: with x in int8 a 32-bit weight word's 8 nibbles need 3 integer
-instructions to unpack and 2 dp4a to multiply, ~0.6 instructions a weight against ~2.3 for the fp16 dequant
-and half2 dot (benchmarks/NOTES.md, eleventh session).
+instructions to unpack and 2 dp4a to multiply, ~0.7 instructions a weight with the scaling against ~2.3
+for the fp16 dequant and half2 dot (benchmarks/NOTES.md, eleventh session).
 
     python3 benchmarks/act_quant_error.py
 
