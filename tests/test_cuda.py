@@ -192,6 +192,36 @@ def test_decode_attention_many_splits(hd, n_heads, n_kv):
     assert R.rel_err(out, attn_ref(q, k, v, pos, n_heads)) < 4e-3
 
 
+@pytest.mark.parametrize("hd,n_heads,n_kv", [(64, 32, 8), (128, 24, 8), (64, 6, 2)])
+def test_decode_attention_early_copies(hd, n_heads, n_kv, monkeypatch):
+    """The decode kernels copy a block's first tile before the PDL wait except the rows from the
+    row's position on (which the qkv matmul just wrote): the same outputs, bit for bit, as with every
+    copy after the wait (LLAMA_KERNEL_ATTN_PREFETCH=0), on both kernels (tensor cores at head_dim 64,
+    CUDA cores at 128), for positions at, before and past a tile boundary and several splits; with
+    short rows in one split (the default for few blocks at head_dim 64) and split by 64 positions."""
+    rng = np.random.default_rng(hd + n_kv)
+    L, pos = 1000, [0, 1, 62, 63, 64, 65, 130, 255, 256, 999]
+    q = rng.standard_normal((len(pos), n_heads * hd)).astype(np.float32)
+    k = rng.standard_normal((n_kv, L, hd)).astype(np.float32)
+    v = rng.standard_normal((n_kv, L, hd)).astype(np.float32)
+    ref = attn_ref(q, k, v, pos, n_heads)
+    for one_split in (None, "0", "1000"):
+        if one_split is None:
+            monkeypatch.delenv("LLAMA_KERNEL_ATTN_ONE_SPLIT", raising=False)
+        else:
+            monkeypatch.setenv("LLAMA_KERNEL_ATTN_ONE_SPLIT", one_split)
+        monkeypatch.delenv("LLAMA_KERNEL_ATTN_PREFETCH", raising=False)
+        on = _C.cuda_attention(q, k, v, pos, n_heads, 1)
+        monkeypatch.setenv("LLAMA_KERNEL_ATTN_PREFETCH", "0")
+        off = _C.cuda_attention(q, k, v, pos, n_heads, 1)
+        assert np.array_equal(on, off), one_split
+        assert R.rel_err(on, ref) < 4e-3, one_split
+    # the early PDL trigger (default at one row only) changes when the next kernel may start, not what
+    # this one computes
+    monkeypatch.setenv("LLAMA_KERNEL_ATTN_TRIGGER", "1")
+    assert np.array_equal(_C.cuda_attention(q, k, v, pos, n_heads, 1), on)
+
+
 @pytest.mark.parametrize("kernel", ["simt", "tc"])
 def test_decode_attention_both_kernels(kernel):
     """The decode kernel the default does not pick for a head size (tensor cores at head_dim 64, CUDA

@@ -30,6 +30,14 @@
  * 16,612 (64) */
 #define DEC_CHUNK_FEW 64
 #define DEC_CHUNK_MANY 256
+/* rows of at most this many positions take one split (no merge) in the tensor-core kernel while
+ * the blocks are few (LLAMA_KERNEL_ATTN_ONE_SPLIT overrides, 0 = off). H100 (benchmarks/NOTES.md,
+ * v47), B=1 32 heads hd 64, us at L = 128 / 256 / 512: one split 3.5 / 4.7 / 7.0, splits of 64
+ * positions 5.0 / 5.7 / 6.5 (the merge costs ~1.5 us, a tile ~0.6); in the batch 1 step (graphs, PDL
+ * off, contexts 32-160) 4.75 -> 3.87 us a call, but batch 1 decode itself was flat (1,767 / 1,786 vs
+ * 1,776 / 1,776 tok/s, ABAB). The CUDA-core kernel (head_dim 128: one buffer, tiles not
+ * overlapped) is faster split: 3B at L = 256 7.7 (64) vs 12.3 us (one split) */
+#define DEC_ONE_SPLIT_TC 256
 
 /* ---- decode --------------------------------------------------------------------- */
 /* mma.sync m16n8k16 pieces (both the tensor-core decode and the prefill kernel) */
@@ -62,11 +70,20 @@ struct dec_split {
         const int n = a.pos[r] + 1, S = a.splits;
         int chunk = (n + S - 1) / S;
         chunk = chunk < a.min_chunk ? a.min_chunk : (chunk + DEC_TILE - 1) / DEC_TILE * DEC_TILE;
+        if (n <= a.one_split) chunk = n;
         t_begin = split * chunk;
         t_end = min(n, t_begin + chunk);
         S_act = (n + chunk - 1) / chunk;
     }
 };
+
+/* the decode kernels' PDL wait; with a.trigger the next kernel may launch from here on (its blocks
+ * then load what does not depend on this one, e.g. the o projection's first weights, while this one
+ * runs; every kernel before this one has finished by now, so that stays true for the next one) */
+__device__ __forceinline__ void dec_wait(const lk_attn_args &a) {
+    lk_pdl_prologue();
+    if (a.trigger) lk_pdl_trigger();
+}
 
 /* per-block shape of the decode kernels: NW warps, warp w owns query heads w, w + NW, ... (HPW of
  * them) and, for the output and the merge, lane owns dims DPL * lane .. DPL * lane + DPL - 1 */
@@ -166,7 +183,8 @@ __device__ __forceinline__ void decode_finish(const lk_attn_args &a, int r, int 
  * aligned rows; the 16-byte score reads of 8 consecutive rows hit distinct banks). */
 template <int HD, int G>
 __global__ void __launch_bounds__(DEC_T) k_attn_decode(lk_attn_args a) {
-    lk_pdl_prologue();
+    const bool pre = a.prefetch != 0; /* the first tile's old rows before the PDL wait (see lk_attn_args) */
+    if (!pre) dec_wait(a);
     constexpr int KLD = HD + 8, NB = HD <= 64 ? 2 : 1;
     /* warp w owns query heads w, w + NW, ...: scores, softmax and P V for a head stay inside one
      * warp (shuffles, no block barrier); lane owns positions lane and lane + 32 of a tile for the
@@ -181,7 +199,12 @@ __global__ void __launch_bounds__(DEC_T) k_attn_decode(lk_attn_args a) {
     const int lane = tid & 31, w = tid >> 5, S = a.splits;
     const dec_split sp(a, r, split);
     const int t_begin = sp.t_begin, t_end = sp.t_end, S_act = sp.S_act;
-    if (t_begin >= t_end) return;
+    if (t_begin >= t_end) {
+        if (pre) dec_wait(a); /* every block waits: the kernel never ends before the previous one */
+        return;
+    }
+    /* positions from `fresh` on may still be written by the previous kernel */
+    const int fresh = pre ? a.pos[r] : 0x7fffffff;
     float m[HPW], l[HPW], o[HPW][DPL];
 #pragma unroll
     for (int h = 0; h < HPW; h++) {
@@ -195,24 +218,28 @@ __global__ void __launch_bounds__(DEC_T) k_attn_decode(lk_attn_args a) {
         const half *K = a.kc + ((size_t)sl * a.n_kv + kvh) * a.max_seq * HD;
         const half *V = a.vc + ((size_t)sl * a.n_kv + kvh) * a.max_seq * HD;
         const half *q = a.qkv + (size_t)r * a.qkv_ld + (size_t)kvh * G * HD;
-        for (int i = tid; i < G * HD / 8; i += DEC_T) lk_cp_async16(&qh[0][0] + i * 8, q + i * 8, true);
-        auto stage = [&](int t0, int b) {
+        /* part 0: the whole tile; 1: its rows before `fresh` (and the zero rows past its end); 2: the rest */
+        auto stage = [&](int t0, int b, int part) {
             const int cnt = min(DEC_TILE, t_end - t0);
             for (int i = tid; i < DEC_TILE * HD / 8; i += DEC_T) {
                 const int t = i / (HD / 8), c = (i % (HD / 8)) * 8;
                 const bool p = t < cnt;
+                if (part && (p && t0 + t >= fresh) != (part == 2)) continue;
                 const size_t off = (size_t)(p ? t0 + t : t0) * HD + c;
                 lk_cp_async16(&ks[b][t][c], K + off, p);
                 lk_cp_async16(&vs[b][t][c], V + off, p);
             }
             asm volatile("cp.async.commit_group;");
         };
-        stage(t_begin, 0);
+        stage(t_begin, 0, 1);
+        if (pre) dec_wait(a);
+        for (int i = tid; i < G * HD / 8; i += DEC_T) lk_cp_async16(&qh[0][0] + i * 8, q + i * 8, true);
+        stage(t_begin, 0, 2); /* (one group with q) */
         int b = 0;
         for (int t0 = t_begin; t0 < t_end; t0 += DEC_TILE, b = (b + 1) % NB) {
             const int cnt = min(DEC_TILE, t_end - t0);
             if (NB == 2 && t0 + DEC_TILE < t_end) {
-                stage(t0 + DEC_TILE, (b + 1) % NB);
+                stage(t0 + DEC_TILE, (b + 1) % NB, 0);
                 asm volatile("cp.async.wait_group 1;" ::: "memory");
             } else {
                 asm volatile("cp.async.wait_group 0;" ::: "memory");
@@ -281,7 +308,7 @@ __global__ void __launch_bounds__(DEC_T) k_attn_decode(lk_attn_args a) {
                 }
             }
             __syncthreads(); /* before a stage overwrites buffer b */
-            if (NB == 1 && t0 + DEC_TILE < t_end) stage(t0 + DEC_TILE, 0);
+            if (NB == 1 && t0 + DEC_TILE < t_end) stage(t0 + DEC_TILE, 0, 0);
         }
     }
     decode_finish<HD, G>(a, r, kvh, split, S, S_act, m, l, o);
@@ -297,7 +324,8 @@ __global__ void __launch_bounds__(DEC_T) k_attn_decode(lk_attn_args a) {
  * rows padded to HD + 8 halves so the ldmatrix reads hit distinct banks. */
 template <int HD, int G, int NS>
 __global__ void __launch_bounds__(DEC_T) k_attn_decode_tc(lk_attn_args a) {
-    lk_pdl_prologue();
+    const bool pre = a.prefetch != 0; /* the first tile's old rows before the PDL wait (see lk_attn_args) */
+    if (!pre) dec_wait(a);
     using SH = dec_shape<HD, G>;
     constexpr int NW = SH::NW, HPW = SH::HPW, DPL = SH::DPL;
     constexpr int KLD = HD + 8, KS = HD / 16, OT = HD / 8;
@@ -311,18 +339,24 @@ __global__ void __launch_bounds__(DEC_T) k_attn_decode_tc(lk_attn_args a) {
     const int lane = tid & 31, w = tid >> 5, S = a.splits;
     const dec_split sp(a, r, split);
     const int t_begin = sp.t_begin, t_end = sp.t_end, S_act = sp.S_act;
-    if (t_begin >= t_end) return;
+    if (t_begin >= t_end) {
+        if (pre) dec_wait(a); /* every block waits: the kernel never ends before the previous one */
+        return;
+    }
+    const int fresh = pre ? a.pos[r] : 0x7fffffff; /* positions from here on may still be being written */
     const int sl = a.slot[r];
     const half *K = a.kc + ((size_t)sl * a.n_kv + kvh) * a.max_seq * HD;
     const half *V = a.vc + ((size_t)sl * a.n_kv + kvh) * a.max_seq * HD;
     const half *q = a.qkv + (size_t)r * a.qkv_ld + (size_t)kvh * G * HD;
     const int n_t = (t_end - t_begin + DEC_TILE - 1) / DEC_TILE;
-    auto stage = [&](int it) {
+    /* part 0: the whole tile; 1: its rows before `fresh` (and the zero rows past its end); 2: the rest */
+    auto stage = [&](int it, int part) {
         if (it < n_t) {
             const int t0 = t_begin + it * DEC_TILE, cnt = min(DEC_TILE, t_end - t0), b = it % NS;
             for (int i = tid; i < DEC_TILE * HD / 8; i += DEC_T) {
                 const int t = i / (HD / 8), c = (i % (HD / 8)) * 8;
                 const bool p = t < cnt;
+                if (part && (p && t0 + t >= fresh) != (part == 2)) continue;
                 const size_t off = (size_t)(p ? t0 + t : t0) * HD + c;
                 lk_cp_async16(ks + ((size_t)b * DEC_TILE + t) * KLD + c, K + off, p);
                 lk_cp_async16(vs + ((size_t)b * DEC_TILE + t) * KLD + c, V + off, p);
@@ -330,8 +364,13 @@ __global__ void __launch_bounds__(DEC_T) k_attn_decode_tc(lk_attn_args a) {
         }
         asm volatile("cp.async.commit_group;"); /* empty past the end: the group count stays uniform */
     };
+    /* tile 0 in two groups (before and after the wait), then tiles 1 .. NS-2: at the loop's first
+     * wait only the NS - 2 newest groups may still be pending, so both halves of tile 0 have landed */
+    stage(0, 1);
+    if (pre) dec_wait(a);
+    stage(0, 2);
 #pragma unroll
-    for (int i = 0; i < NS - 1; i++) stage(i);
+    for (int i = 1; i < NS - 1; i++) stage(i, 0);
     /* A fragments of Q: lane holds head g = lane / 4 (zero from G on), dims k*16 + 2(lane%4) (+8) */
     const int g = lane >> 2;
     uint32_t qf[KS][2];
@@ -349,7 +388,7 @@ __global__ void __launch_bounds__(DEC_T) k_attn_decode_tc(lk_attn_args a) {
     for (int it = 0; it < n_t; it++) {
         asm volatile("cp.async.wait_group %0;" ::"n"(NS - 2) : "memory");
         __syncthreads(); /* tile it from every thread's copies; tile it - 1's buffer is free */
-        stage(it + NS - 1);
+        stage(it + NS - 1, 0);
         const int cnt = min(DEC_TILE, t_end - (t_begin + it * DEC_TILE));
         if (16 * w >= cnt) continue; /* warp-uniform: no positions of this warp in the tile */
         const half *kb = ks + (size_t)(it % NS) * DEC_TILE * KLD, *vb = vs + (size_t)(it % NS) * DEC_TILE * KLD;
@@ -481,7 +520,20 @@ static lk_status launch_decode(const lk_attn_args *a, cudaStream_t st) {
     lk_attn_args k = *a;
     const int env = decode_chunk_env();
     k.min_chunk = env > 0 ? env : a->M * a->n_kv >= 64 ? DEC_CHUNK_MANY : DEC_CHUNK_FEW;
-    if (decode_use_tc(HD))
+    /* LLAMA_KERNEL_ATTN_PREFETCH=0 turns the early copies off (A/B; read every call) */
+    const char *pe = getenv("LLAMA_KERNEL_ATTN_PREFETCH");
+    if (pe && !strcmp(pe, "0")) k.prefetch = 0;
+    /* early trigger (dec_wait) at one row, where the next kernel is the one-row o GEMV, which loads
+     * its first weights before its own wait. H100 (benchmarks/NOTES.md, v48), same run, off -> on:
+     * batch 1 1,809-1,824 -> 1,837-1,850 tok/s, 3B 728-753 -> 766-767; batch 16 flat, batch 64
+     * 31,808 -> 31,131 (the tensor-core o matmul has nothing to load early, and its waiting blocks
+     * hold SM slots). LLAMA_KERNEL_ATTN_TRIGGER=0 / 1 forces it off / on (A/B; read every call) */
+    const char *te = getenv("LLAMA_KERNEL_ATTN_TRIGGER");
+    k.trigger = te ? strcmp(te, "0") != 0 : a->M == 1;
+    const bool tc = decode_use_tc(HD);
+    const char *oe = getenv("LLAMA_KERNEL_ATTN_ONE_SPLIT"); /* (A/B; read every call) */
+    k.one_split = oe ? atoi(oe) : tc && env <= 0 && a->M * a->n_kv < 64 ? DEC_ONE_SPLIT_TC : 0;
+    if (tc)
         LAUNCH("k_attn_decode_tc", (k_attn_decode_tc<HD, G, DEC_TC_STAGES>), grid, dim3(DEC_T),
                (size_t)dec_tc_smem<HD, DEC_TC_STAGES>::BYTES, st, k);
     else

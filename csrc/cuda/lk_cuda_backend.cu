@@ -147,6 +147,7 @@ typedef struct cuda_backend {
     int32_t *pinned;      /* [2][batch] fetched tokens */
     cudaEvent_t ev[2];
     int rows_prefill, p0, pslot;
+    int rows_distinct; /* every row its own slot (decode attention may then copy old K/V rows early) */
     int fused_rope; /* the last qkv matmul already applied rope and wrote K/V */
     int variant;
     int tiled;     /* int4 weights in the tensor-core arrangement (see is_tiled) */
@@ -308,6 +309,16 @@ static lk_status cu_set_rows(lk_backend *be, int M, const int32_t *tok, const in
     CU(cudaMemcpyAsync(b->slot, slot, (size_t)M * 4, cudaMemcpyHostToDevice, b->st));
     CU(cudaMemcpyAsync(b->pos, pos, (size_t)M * 4, cudaMemcpyHostToDevice, b->st));
     b->rows_prefill = consecutive && M > 1;
+    /* distinct slots: checked up to 64 rows (beyond that the forward runs without PDL, where the early
+     * copies gain nothing) */
+    int distinct = M <= 64;
+    for (int i = 0; distinct && i < M; i++)
+        for (int j = 0; j < i; j++)
+            if (slot[j] == slot[i]) {
+                distinct = 0;
+                break;
+            }
+    b->rows_distinct = distinct;
     /* chunks that pack several prompts, and any forward above 64 rows, run without PDL: batch 16's
      * time to first token went 9.7 -> 10.8 ms with it, prefill of 2,048 tokens 23.5 -> 25.7 (v21,
      * v23); a 32-token prompt at batch 1 gained (2.6 -> 2.4 ms). (Decode steps of engines above 64
@@ -575,6 +586,8 @@ static lk_attn_args attn_args(cuda_backend *b, int M, int layer) {
     a.part = b->attn_part;
     a.counters = b->attn_cnt;
     a.splits = b->lay.attn_splits;
+    a.min_chunk = 0;
+    a.prefetch = b->rows_distinct;
     return a;
 }
 
@@ -650,6 +663,7 @@ static lk_status cu_set_sampling(lk_backend *be, const lk_sampling *sp, uint64_t
 static lk_status cu_sample(lk_backend *be, int B) {
     cuda_backend *b = CUB(be);
     b->rows_prefill = 0;
+    b->rows_distinct = B <= 64; /* k_sample sets row b to slot b */
     prof_begin(b);
     lk_status s = lk_sample(b->logits, be->cfg->vocab_size, B, b->samp_dev, b->seen, b->tok, b->slot, b->pos, b->st);
     prof_end(b, 10);

@@ -24,6 +24,13 @@ typedef struct lk_attn_args {
     int *counters; /* [rows][n_kv], zero between calls */
     int splits;
     int min_chunk; /* decode: fewest positions per split (set by lk_attention_decode) */
+    int one_split; /* decode: rows of at most this many positions take one split (set there too) */
+    /* decode: nonzero when the kernel just before this one in the stream wrote, of what this call
+     * reads, only q and the K/V rows at position pos[r] of each row r's slot (slots distinct), and
+     * every kernel before it has finished (as in the engine's step: the qkv matmul precedes). The
+     * K/V rows before pos[r] of a block's first tile are then copied before the PDL wait. */
+    int prefetch;
+    int trigger; /* decode: the next kernel may launch once this one's blocks have waited (set there) */
 } lk_attn_args;
 
 lk_status lk_embed(const lk_dmat *E, const int *tok, int M, int dim, float *x, cudaStream_t st);
