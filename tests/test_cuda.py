@@ -75,57 +75,6 @@ def check_switch_vs_cpu(ckpt, toks, env, monkeypatch):
     assert not np.array_equal(got["1"], got["0"])
 
 
-@pytest.mark.parametrize("N,K", SHAPES)
-def test_gemv_integer_inputs(N, K, monkeypatch):
-    """The one-row GEMV on integer inputs (LLAMA_KERNEL_GEMV_I8=1, opt-in): the input quantized per 32
-    inputs to 16 bits and split into two int8 planes, multiplied with the weights' nibbles by dp4a.
-    Every output mode against the reference; a zero row, a row with a few very large inputs, a row with a
-    NaN (NaN outputs, as the fp16 kernel gives); and the results differ from the fp16 kernel's (another
-    rounding: identical outputs would mean it did not run)."""
-    rng = np.random.default_rng(N * 7 + K)
-    w = (rng.standard_normal((N, K)) * 0.02).astype(np.float32)
-    qs, p = quant.quantize(w)
-    xs = [rng.standard_normal((1, K)).astype(np.float32), np.zeros((1, K), np.float32)]
-    big = rng.standard_normal((1, K)).astype(np.float32)
-    big[0, rng.choice(K, 4, replace=False)] = [60.0, -90.0, 150.0, 200.0]  # (K >= 128 in SHAPES)
-    xs.append(big)
-    nan = rng.standard_normal((1, K)).astype(np.float32)
-    nan[0, K // 2] = np.nan
-    xs.append(nan)
-    for x in xs:
-        for mode in (0, 1, 2, 3):
-            y0 = rng.standard_normal((1, N // 2 if mode == 2 else N)).astype(np.float32) if mode == 1 else None
-            monkeypatch.setenv("LLAMA_KERNEL_GEMV_I8", "1")
-            y, used = _C.cuda_matmul(x, qs, p, mode=mode, variant=VARIANTS["optimized"], y=y0)
-            monkeypatch.setenv("LLAMA_KERNEL_GEMV_I8", "0")
-            y_old, _ = _C.cuda_matmul(x, qs, p, mode=mode, variant=VARIANTS["optimized"], y=y0)
-            assert used == VARIANTS["optimized"]
-            if np.isnan(x).any():
-                assert np.all(np.isnan(y)) and np.all(np.isnan(y_old)), mode
-                continue
-            assert np.all(np.isfinite(y)), mode
-            ref = mm_ref(x, qs, p, mode, y0)
-            if not x.any():
-                assert np.array_equal(y, ref.astype(np.float32)), mode  # 0 (or y0 + 0) exactly
-                continue
-            err = R.rel_err(y, ref)
-            assert err < 5e-3, (mode, err)
-            if mode != 3:  # (fp16 outputs may round alike)
-                assert not np.array_equal(y, y_old), mode
-
-
-@pytest.mark.parametrize("preset", ["llama-3.2-1b", "llama-3.2-3b"])
-def test_engine_integer_inputs_matches_cpu(preset, tmp_path, monkeypatch):
-    """One row at a time (prefill_chunk=1) with the integer-input GEMV (LLAMA_KERNEL_GEMV_I8=1): the norm
-    prologue (qkv, gate_up, LM head), the rotary epilogue and the residual adds, against the CPU engine and
-    against the fp16 GEMVs."""
-    ckpt = make_random_checkpoint(str(tmp_path / preset), preset, seed=21, std=0.02, num_hidden_layers=2,
-                                  vocab_size=32000)
-    monkeypatch.setenv("LLAMA_KERNEL_PERSIST", "0")
-    check_switch_vs_cpu(ckpt, list(np.random.default_rng(22).integers(0, 32000, 40)), "LLAMA_KERNEL_GEMV_I8",
-                        monkeypatch)
-
-
 def test_matmul_auto_and_bf16():
     rng = np.random.default_rng(0)
     N, K = 1000, 640

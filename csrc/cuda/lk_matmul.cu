@@ -135,86 +135,6 @@ __device__ __forceinline__ void dequant_chunk(uint4 wv, const half2 *lt, half2 q
 }
 
 
-/* ---- integer inputs for the one-row GEMV (I8 mode, LLAMA_KERNEL_GEMV_I8=1; opt-in) ----------------
- * The input row is quantized per 32-input chunk to 16 bits (xq = rint(x / d), d = max |x| / 32639) and
- * split into two int8 planes, xq = 256 hi + lo (hi, lo in [-128, 127]), so that the int4 weights'
- * nibbles multiply it with dp4a in exact integer arithmetic: 4 dp4a and 3 unpacking instructions a
- * word of 8 weights (~1.1 instructions a weight with the scaling) instead of ~2.3 for the fp16 dequant
- * and half2 dot; the rounding of x (1.5e-5 of the chunk's largest input) is finer than fp16's.
- * A chunk's record in shared memory (80 bytes, a stride that keeps 8 lanes' 16-byte reads on
- * distinct banks): words 0-7 the hi plane, 8-15 the lo plane, each as A0 B0 A1 B1 A2 B2 A3 B3 where,
- * for the chunk's word k of weights (elements 8k..8k+7, nibbles interleaved as lk_cuda_common.cuh
- * describes: low nibbles of the bytes hold elements 0, 4, 1, 5, high nibbles 2, 6, 3, 7), A packs the
- * inputs (x0, x4, x1, x5) and B (x2, x6, x3, x7) as bytes; word 16 d, word 17 the chunk's sum d sum xq
- * (for the min term, over the same rounded inputs). */
-#define I8_REC 20 /* words a chunk record */
-#define I8_QMAX 32639.0f
-
-__device__ __forceinline__ int dp4a_us(uint32_t a, uint32_t b, int c) {
-    int d;
-    asm("dp4a.u32.s32 %0, %1, %2, %3;" : "=r"(d) : "r"(a), "r"(b), "r"(c));
-    return d;
-}
-
-/* quantize the 4 inputs v (elements 4i..4i+3 of the row; the 8 lanes holding a chunk are lanes
- * 8g..8g+7 of the warp, in element order) into the chunk's record; every lane of the warp calls it */
-__device__ __forceinline__ void i8_store4(uint32_t *rec_base, int i, float4 v, int lane) {
-    float mx = fmaxf(fmaxf(fabsf(v.x), fabsf(v.y)), fmaxf(fabsf(v.z), fabsf(v.w)));
-    /* 0, or NaN when an input is not finite (fmaxf drops NaN; the scale carries it to the outputs) */
-    float z = 0.0f * v.x + 0.0f * v.y + 0.0f * v.z + 0.0f * v.w;
-#pragma unroll
-    for (int o = 1; o < 8; o <<= 1) {
-        mx = fmaxf(mx, __shfl_xor_sync(0xffffffffu, mx, o));
-        z += __shfl_xor_sync(0xffffffffu, z, o);
-    }
-    const float d = mx / I8_QMAX + z, inv = mx > 0.0f ? I8_QMAX / mx : 0.0f;
-    const float e[4] = {v.x, v.y, v.z, v.w};
-    uint32_t hb = 0, lb = 0;
-    int sum = 0;
-#pragma unroll
-    for (int k = 0; k < 4; k++) {
-        int q = __float2int_rn(e[k] * inv);
-        q = max(-32639, min(32639, q));
-        sum += q;
-        const int hi = (q + 128) >> 8, lo = q - hi * 256;
-        hb |= (uint32_t)(hi & 0xff) << (8 * k);
-        lb |= (uint32_t)(lo & 0xff) << (8 * k);
-    }
-#pragma unroll
-    for (int o = 1; o < 8; o <<= 1) sum += __shfl_xor_sync(0xffffffffu, sum, o);
-    const uint32_t hp = __shfl_xor_sync(0xffffffffu, hb, 1), lp = __shfl_xor_sync(0xffffffffu, lb, 1);
-    uint32_t *rec = rec_base + (size_t)(i >> 3) * I8_REC;
-    const int k = (i & 7) >> 1; /* the weight word of the chunk */
-    if ((i & 1) == 0) { /* x0..x3: A = (x0, x4, x1, x5) */
-        rec[2 * k] = __byte_perm(hb, hp, 0x5140);
-        rec[8 + 2 * k] = __byte_perm(lb, lp, 0x5140);
-    } else { /* x4..x7: B = (x2, x6, x3, x7) */
-        rec[2 * k + 1] = __byte_perm(hp, hb, 0x7362);
-        rec[8 + 2 * k + 1] = __byte_perm(lp, lb, 0x7362);
-    }
-    if ((lane & 7) == 0) {
-        rec[16] = __float_as_uint(d);
-        rec[17] = __float_as_uint(d * (float)sum);
-    }
-}
-
-/* one weight chunk (16 bytes, 32 weights) against a chunk record: the exact integer dot sum q x_q */
-__device__ __forceinline__ int i8_dot(uint4 wv, const uint4 (&xr)[4]) {
-    const uint32_t w[4] = {wv.x, wv.y, wv.z, wv.w};
-    const uint32_t ha[4] = {xr[0].x, xr[0].z, xr[1].x, xr[1].z}, hb[4] = {xr[0].y, xr[0].w, xr[1].y, xr[1].w};
-    const uint32_t la[4] = {xr[2].x, xr[2].z, xr[3].x, xr[3].z}, lb[4] = {xr[2].y, xr[2].w, xr[3].y, xr[3].w};
-    int ah = 0, al = 0;
-#pragma unroll
-    for (int k = 0; k < 4; k++) {
-        const uint32_t lo = w[k] & 0x0f0f0f0fu, hi = (w[k] >> 4) & 0x0f0f0f0fu;
-        ah = dp4a_us(lo, ha[k], ah);
-        ah = dp4a_us(hi, hb[k], ah);
-        al = dp4a_us(lo, la[k], al);
-        al = dp4a_us(hi, lb[k], al);
-    }
-    return ah * 256 + al;
-}
-
 /* RMSNorm prologue pieces: the sum of squares of 4 inputs; 4 normalised, weighted inputs as fp16 */
 __device__ __forceinline__ void store_normed4(half2 *dst, int i, float4 v, float4 g, float inv) {
     dst[2 * i] = __floats2half2_rn(v.x * inv * g.x, v.y * inv * g.y);
@@ -254,7 +174,7 @@ __device__ __forceinline__ void grid_barrier(unsigned *bar, int nblk) {
 
 /* The GEMV itself, for the kernel below (its grid) and for the phases of k_ffn_fused (nblk blocks,
  * this one bid; bar: the grid barrier that replaces the PDL wait, NULL for the first phase) */
-template <int M, int RR, int U, bool LUT, bool I8 = false>
+template <int M, int RR, int U, bool LUT>
 __device__ __forceinline__ void gemv_body(const uint4 *__restrict__ W, const half2 *__restrict__ P,
                                           const half *__restrict__ x, int ldx, int K, int n_out, int hidden, void *out,
                                           int ldo, int mode, float *__restrict__ partial, int *__restrict__ counters,
@@ -262,8 +182,7 @@ __device__ __forceinline__ void gemv_body(const uint4 *__restrict__ W, const hal
                                           unsigned *bar) {
     __shared__ half2 lut[LUT ? 8 * LUT_STRIDE : 1];
     __shared__ int is_last;
-    extern __shared__ __align__(16) half x_norm[]; /* [M][K] when nin.w; I8: the chunk records */
-    static_assert(!I8 || (M == 1 && !LUT), "integer inputs: one row, lop3 weights");
+    extern __shared__ __align__(16) half x_norm[]; /* [M][K] when nin.w */
     const int lane = threadIdx.x & 31, warp = threadIdx.x >> 5;
     const bool swiglu = mode == LK_OUT_SWIGLU_F16, rope = mode == LK_OUT_QKV_ROPE;
     /* pairs: SwiGLU (row j with row hidden + j) and rope (dim i with dim i + head_dim/2) */
@@ -419,29 +338,11 @@ __device__ __forceinline__ void gemv_body(const uint4 *__restrict__ W, const hal
 #pragma unroll
             for (int j = 0; j < XR; j++) {
                 const int i = threadIdx.x + j * GEMV_WARPS * 32;
-                if (I8) { /* (i < K4 is warp-uniform: K4 is a multiple of 32) */
-                    if (i < K4) {
-                        const float4 v = xv[j], g = gv[j];
-                        i8_store4(reinterpret_cast<uint32_t *>(x_norm), i,
-                                  make_float4(v.x * inv * g.x, v.y * inv * g.y, v.z * inv * g.z, v.w * inv * g.w), lane);
-                    }
-                } else if (i < K4) {
-                    store_normed4(dst, i, xv[j], gv[j], inv);
-                }
+                if (i < K4) store_normed4(dst, i, xv[j], gv[j], inv);
             }
             __syncthreads();
             x = x_norm;
             ldx = K;
-        } else if (I8) {
-            /* no norm: the fp16 input row into chunk records */
-            const int K4 = K >> 2;
-            for (int i = threadIdx.x; i < K4; i += blockDim.x) {
-                const uint2 raw = *reinterpret_cast<const uint2 *>(x + 4 * (size_t)i);
-                const float2 a = __half22float2(*reinterpret_cast<const half2 *>(&raw.x));
-                const float2 b = __half22float2(*reinterpret_cast<const half2 *>(&raw.y));
-                i8_store4(reinterpret_cast<uint32_t *>(x_norm), i, make_float4(a.x, a.y, b.x, b.y), lane);
-            }
-            __syncthreads();
         } else if (nin.w) {
             /* the RMSNorm kernel's work, per block: x rows are L2-resident (8 KB each at 1B) */
             __shared__ float red[M][GEMV_WARPS];
@@ -500,27 +401,16 @@ __device__ __forceinline__ void gemv_body(const uint4 *__restrict__ W, const hal
         for (int u = 0; u < U; u++) {
             const int cc = c + 32 * u;
             if (cc >= c1) break;
-            if constexpr (I8) {
-                const uint4 *rec = reinterpret_cast<const uint4 *>(x_norm) + (size_t)cc * (I8_REC / 4);
-                const uint4 xr[4] = {rec[0], rec[1], rec[2], rec[3]};
-                const float2 dx = make_float2(__uint_as_float(rec[4].x), __uint_as_float(rec[4].y));
+#pragma unroll
+            for (int m = 0; m < M; m++) {
+                half2 xv[16];
+                const float xs = load_x_chunk<LUT>(x, ldx, m, cc, xv);
 #pragma unroll
                 for (int r = 0; r < RR; r++) {
+                    half2 q[16];
+                    dequant_chunk<LUT>(wv[u][r], lt, q);
                     const float2 sm = __half22float2(pv[u][r]);
-                    acc[r][0] += sm.x * (dx.x * (float)i8_dot(wv[u][r], xr)) + sm.y * dx.y;
-                }
-            } else {
-#pragma unroll
-                for (int m = 0; m < M; m++) {
-                    half2 xv[16];
-                    const float xs = load_x_chunk<LUT>(x, ldx, m, cc, xv);
-#pragma unroll
-                    for (int r = 0; r < RR; r++) {
-                        half2 q[16];
-                        dequant_chunk<LUT>(wv[u][r], lt, q);
-                        const float2 sm = __half22float2(pv[u][r]);
-                        acc[r][m] += sm.x * dot_chunk(q, xv) + sm.y * xs;
-                    }
+                    acc[r][m] += sm.x * dot_chunk(q, xv) + sm.y * xs;
                 }
             }
         }
@@ -626,13 +516,13 @@ __device__ __forceinline__ void gemv_body(const uint4 *__restrict__ W, const hal
     if (threadIdx.x == 0) counters[bid] = 0;
 }
 
-template <int M, int RR, int U, bool LUT, bool I8 = false>
+template <int M, int RR, int U, bool LUT>
 __global__ void __launch_bounds__(GEMV_WARPS * 32)
     k_gemv_q4(const uint4 *__restrict__ W, const half2 *__restrict__ P, const half *__restrict__ x, int ldx, int K,
               int n_out, int hidden, void *out, int ldo, int mode, float *__restrict__ partial,
               int *__restrict__ counters, lk_rope_epi re, lk_norm_in nin) {
-    gemv_body<M, RR, U, LUT, I8>(W, P, x, ldx, K, n_out, hidden, out, ldo, mode, partial, counters, re, nin, gridDim.x,
-                                 blockIdx.x, nullptr);
+    gemv_body<M, RR, U, LUT>(W, P, x, ldx, K, n_out, hidden, out, ldo, mode, partial, counters, re, nin, gridDim.x,
+                             blockIdx.x, nullptr);
     lk_pdl_trigger();
 }
 
@@ -1892,7 +1782,7 @@ void lk_mm_set_tune_tiled(int wk, int g, int s) {
     g_tune_tiled.s = s;
 }
 
-template <int M, int RR, int U, bool LUT, bool I8 = false>
+template <int M, int RR, int U, bool LUT>
 static lk_status launch_gemv(const lk_dmat *W, const half *x, int ldx, void *out, int ldo, int mode, int n_out,
                              int hidden, int S, const lk_mm_ws *ws, int sm_count, const lk_rope_epi &re,
                              const lk_norm_in &nin, cudaStream_t st) {
@@ -1905,8 +1795,8 @@ static lk_status launch_gemv(const lk_dmat *W, const half *x, int ldx, void *out
     const int cap = sm_count * (nin.w ? 2 : 8);
     if (nin.w) S = 1;
     dim3 grid(S > 1 ? blocks : (blocks < cap ? blocks : cap), S);
-    const size_t smem = I8 ? (size_t)(W->K / 32) * I8_REC * 4 : nin.w ? (size_t)M * W->K * sizeof(half) : 0;
-    LAUNCH("k_gemv_q4", (k_gemv_q4<M, RR, U, LUT, I8>), grid, dim3(GEMV_WARPS * 32), smem, st, (const uint4 *)W->w, W->p,
+    const size_t smem = nin.w ? (size_t)M * W->K * sizeof(half) : 0;
+    LAUNCH("k_gemv_q4", (k_gemv_q4<M, RR, U, LUT>), grid, dim3(GEMV_WARPS * 32), smem, st, (const uint4 *)W->w, W->p,
            x, ldx, W->K, n_out, hidden, out, ldo, mode, ws ? ws->partial : (float *)NULL,
            ws ? ws->counters : (int *)NULL, re, nin);
     return LK_OK;
@@ -2319,12 +2209,6 @@ static void *out_slice(int mode, void *out, int ldo, const lk_rope_epi &re, int 
                : (void *)((float *)out + (size_t)m0 * ldo);
 }
 
-/* LLAMA_KERNEL_GEMV_I8=1: the one-row GEMV on integer inputs (i8_store4; opt-in, not yet measured) */
-static int gemv_i8(void) {
-    const char *e = getenv("LLAMA_KERNEL_GEMV_I8");
-    return e && e[0] == '1';
-}
-
 static lk_status matmul_impl(const lk_dmat *W, const half *x, int M, int ldx, void *out, int ldo, int mode,
                              int variant, const lk_mm_ws *ws, int sm_count, int cc_major, int cc_minor,
                              const lk_rope_epi &re, const lk_norm_in &nin, cudaStream_t st) {
@@ -2454,18 +2338,6 @@ static lk_status matmul_impl(const lk_dmat *W, const half *x, int M, int ldx, vo
     r = lut ? launch_gemv<MM, R, UU, true>(W, xm, ldx, om, ldo, mode, n_out, hidden, S, ws, sm_count, rm, nm, st) \
             : launch_gemv<MM, R, UU, false>(W, xm, ldx, om, ldo, mode, n_out, hidden, S, ws, sm_count, rm, nm, st)
 #define GEMV_KEY(MM, R, UU) ((MM) * 100 + (R) * 10 + (UU))
-        /* integer inputs (opt-in, see i8_store4): one row, the lop3 variant, the default U, with a norm
-         * only where the prologue keeps x in registers (K <= 4096), records within 48 KB (K <= 19,660) */
-        if (mm == 1 && !lut && U == 2 && gemv_i8() && (!nm.w || W->K <= 4 * 4 * GEMV_WARPS * 32) &&
-            (size_t)(W->K / 32) * I8_REC * 4 <= 48u * 1024u) {
-            switch (RR) {
-            case 1: r = launch_gemv<1, 1, 2, false, true>(W, xm, ldx, om, ldo, mode, n_out, hidden, S, ws, sm_count, rm, nm, st); break;
-            case 2: r = launch_gemv<1, 2, 2, false, true>(W, xm, ldx, om, ldo, mode, n_out, hidden, S, ws, sm_count, rm, nm, st); break;
-            default: r = launch_gemv<1, 4, 2, false, true>(W, xm, ldx, om, ldo, mode, n_out, hidden, S, ws, sm_count, rm, nm, st); break;
-            }
-            if (r) return r;
-            continue;
-        }
         switch (GEMV_KEY(mm, RR, U)) {
         case GEMV_KEY(1, 1, 2): GEMV_CASE(1, 1, 2); break;
         case GEMV_KEY(1, 1, 4): GEMV_CASE(1, 1, 4); break;
