@@ -1,8 +1,11 @@
 """Attention kernels against PyTorch SDPA (bf16) when torch is installed.
-32 query heads, 8 KV heads, head_dim 64 (and 128 for prefill).
+32 query heads, 8 KV heads, head_dim 64 (and 128 for prefill). Then the RMSNorm and
+rotary + KV-append kernels at prefill sizes against the card's copy rate.
 
     python benchmarks/bench_attention.py
 """
+import os
+
 from _common import _C, device_line, save_json, time_torch_graph, torch_or_none
 
 CASES = [("prefill causal S=512", "prefill", 1, 512, 64), ("prefill causal S=2048", "prefill", 1, 2048, 64),
@@ -48,7 +51,36 @@ def main():
         f = lambda t: f"{t:.1f}" if t else "-"  # noqa: E731
         print(f"| {name} | {us:.1f} | {f(plain)} | {rate} | {f(ref)} | {(ref / us if ref else 0):.2f}x |", flush=True)
         rows.append(dict(case=name, flash_us=us, plain_us=plain, rate=rate, sdpa_us=ref))
-    save_json({"device": device_line(), "rows": rows}, "bench_attention.json")
+    fused = fused_kernels()
+    save_json({"device": device_line(), "rows": rows, "fused": fused}, "bench_attention.json")
+
+
+# (name, dim, query heads, KV heads, head_dim)
+FUSED_SHAPES = [("1B", 2048, 32, 8, 64), ("3B", 3072, 24, 8, 128)]
+
+
+def fused_kernels():
+    """The RMSNorm and rotary + KV-append kernels at prefill sizes against the card's copy rate (a device
+    copy moving the RMSNorm's bytes, measured in the same run). Bytes: RMSNorm reads fp32 x and writes fp16
+    (6 M dim); rotary reads the qkv rows and writes q back and k, v into the cache (4 (H + 2 KV) hd a row)
+    plus its cos/sin rows (4 hd)."""
+    print("\n| kernel, prefill rows | us | TB/s | copy TB/s | of copy |")
+    print("|---|---|---|---|---|")
+    out = []
+    for name, dim, H, KV, hd in FUSED_SHAPES:
+        for M in (512, 2048):
+            norm_us, rope_us, copy_us = _C.cuda_bench_norm_rope(M, dim, H, KV, hd, 20)
+            os.environ["LLAMA_KERNEL_ROPE_VEC"] = "1"  # the 16-byte form (opt-in), same run
+            rope8_us = _C.cuda_bench_norm_rope(M, dim, H, KV, hd, 20)[1]
+            del os.environ["LLAMA_KERNEL_ROPE_VEC"]
+            copy = 6 * M * dim / copy_us / 1e6
+            rope_bytes = M * (4 * (H + 2 * KV) * hd + 4 * hd)
+            for kern, us, nbytes in (("rmsnorm", norm_us, 6 * M * dim), ("rope_kv", rope_us, rope_bytes),
+                                     ("rope_kv (16-byte, LLAMA_KERNEL_ROPE_VEC=1)", rope8_us, rope_bytes)):
+                tbs = nbytes / us / 1e6
+                print(f"| {kern} {name} M={M} | {us:.1f} | {tbs:.2f} | {copy:.2f} | {tbs / copy:.0%} |", flush=True)
+                out.append(dict(kernel=kern, shape=name, M=M, us=us, bytes=nbytes, tb_s=tbs, copy_tb_s=copy))
+    return out
 
 
 if __name__ == "__main__":

@@ -48,6 +48,18 @@ lk_status lk_cuda_op_attention(const float *q, int M, int n_heads, int n_kv, int
                                int L, const int *pos, int kind, float *out);
 /* median microseconds: B sequences of context L, `kind` as above (prefill: L queries per sequence) */
 lk_status lk_cuda_op_bench_attention(int B, int n_heads, int n_kv, int hd, int L, int kind, int iters, double *us);
+/* the engine's RMSNorm (k_rmsnorm): out [M][dim] = fp16(x * rsqrt(mean x^2 + eps) * w), as float32 */
+lk_status lk_cuda_op_rmsnorm(const float *x, int M, int dim, const float *w, float eps, float *out);
+/* the engine's rotary + KV append (k_rope_kv): qkv [M][(n_heads + 2 n_kv) hd] (rounded to fp16; q heads, k
+ * heads, v heads), row i at position pos[i] of slot slot[i], tables cos_t / sin_t [max_seq][hd/2]. Out:
+ * qkv_out (q heads rotated in place, k and v as given), kc and vc [n_slots][n_kv][max_seq][hd] (rotated k and v
+ * at each row's slot and position, zero elsewhere); all float32 */
+lk_status lk_cuda_op_rope_kv(const float *qkv, int M, int n_heads, int n_kv, int hd, const int *pos, const int *slot,
+                             const float *cos_t, const float *sin_t, int max_seq, int n_slots, float *qkv_out,
+                             float *kc, float *vc);
+/* median microseconds over M prefill rows: us[0] k_rmsnorm (dim), us[1] k_rope_kv, us[2] a device-to-device copy
+ * moving the RMSNorm's bytes (6 M dim: the card's copy rate for comparison) */
+lk_status lk_cuda_op_bench_norm_rope(int M, int dim, int n_heads, int n_kv, int hd, int iters, double us[3]);
 /* the GPU sampler: logits [B][V], row b samples for position pos[b] + 1; seen [B][ceil(V/32)] or NULL */
 lk_status lk_cuda_op_sample(const float *logits, int B, int V, const int *pos, float temperature, int top_k,
                             float top_p, float repetition_penalty, uint64_t seed, uint64_t seq_id0,

@@ -1324,6 +1324,106 @@ static PyObject *mod_cuda_bench_attention(PyObject *m, PyObject *args) {
     return PyFloat_FromDouble(us);
 }
 
+static PyObject *mod_cuda_rmsnorm(PyObject *m, PyObject *args) {
+    (void)m;
+    PyObject *xo, *wo, *res = NULL;
+    float eps;
+    if (!PyArg_ParseTuple(args, "OOf", &xo, &wo, &eps)) return NULL;
+    PyArrayObject *x = (PyArrayObject *)PyArray_FROMANY(xo, NPY_FLOAT32, 2, 2, NPY_ARRAY_IN_ARRAY);
+    PyArrayObject *w = x ? (PyArrayObject *)PyArray_FROMANY(wo, NPY_FLOAT32, 1, 1, NPY_ARRAY_IN_ARRAY) : NULL;
+    PyArrayObject *out = NULL;
+    if (!w) goto exit;
+    {
+        const npy_intp M = PyArray_DIM(x, 0), dim = PyArray_DIM(x, 1);
+        if (PyArray_DIM(w, 0) != dim || M < 1 || M > INT32_MAX || dim < 1 || dim > INT32_MAX) {
+            PyErr_Format(PyExc_ValueError, "cuda_rmsnorm: x must be [M, dim] with M, dim >= 1 and w [dim]; got x [%zd, %zd], w [%zd]",
+                         (Py_ssize_t)M, (Py_ssize_t)dim, (Py_ssize_t)PyArray_DIM(w, 0));
+            goto exit;
+        }
+        npy_intp d[2] = {M, dim};
+        out = (PyArrayObject *)PyArray_SimpleNew(2, d, NPY_FLOAT32);
+        if (!out) goto exit;
+        lk_status st;
+        Py_BEGIN_ALLOW_THREADS st = lk_cuda_op_rmsnorm((const float *)PyArray_DATA(x), (int)M, (int)dim,
+                                                       (const float *)PyArray_DATA(w), eps, (float *)PyArray_DATA(out));
+        Py_END_ALLOW_THREADS if (st) {
+            Py_CLEAR(out);
+            raise_status(st);
+        }
+    }
+    res = (PyObject *)out;
+    out = NULL;
+exit:
+    Py_XDECREF(x);
+    Py_XDECREF(w);
+    Py_XDECREF(out);
+    return res;
+}
+
+static PyObject *mod_cuda_rope_kv(PyObject *m, PyObject *args) {
+    (void)m;
+    PyObject *qo, *poso, *sloto, *co, *so, *res = NULL;
+    int n_heads, n_kv, n_slots;
+    if (!PyArg_ParseTuple(args, "OOOiiOOi", &qo, &poso, &sloto, &n_heads, &n_kv, &co, &so, &n_slots)) return NULL;
+    PyArrayObject *q = NULL, *c = NULL, *sn = NULL, *qout = NULL, *kc = NULL, *vc = NULL;
+    int32_t *pos = NULL, *slot = NULL;
+    Py_ssize_t np_ = 0, ns_ = 0;
+    q = (PyArrayObject *)PyArray_FROMANY(qo, NPY_FLOAT32, 2, 2, NPY_ARRAY_IN_ARRAY);
+    c = q ? (PyArrayObject *)PyArray_FROMANY(co, NPY_FLOAT32, 2, 2, NPY_ARRAY_IN_ARRAY) : NULL;
+    sn = c ? (PyArrayObject *)PyArray_FROMANY(so, NPY_FLOAT32, 2, 2, NPY_ARRAY_IN_ARRAY) : NULL;
+    if (!sn) goto exit;
+    if (!(pos = int_seq(poso, &np_, "pos")) || !(slot = int_seq(sloto, &ns_, "slot"))) goto exit;
+    {
+        const npy_intp M = PyArray_DIM(q, 0), max_seq = PyArray_DIM(c, 0), half_ = PyArray_DIM(c, 1);
+        const npy_intp hd = 2 * half_, heads = (npy_intp)n_heads + 2 * (npy_intp)n_kv;
+        if (n_kv < 1 || n_heads < 1 || n_heads % n_kv || n_slots < 1 || half_ < 1 || M < 1 || M > INT32_MAX ||
+            max_seq > INT32_MAX || hd > INT32_MAX / heads || PyArray_DIM(q, 1) != heads * hd ||
+            PyArray_DIM(sn, 0) != max_seq ||
+            PyArray_DIM(sn, 1) != half_ || np_ != M || ns_ != M) {
+            PyErr_SetString(PyExc_ValueError,
+                            "cuda_rope_kv: qkv [M, (n_heads + 2 n_kv) head_dim], pos and slot [M], cos and sin "
+                            "[max_seq, head_dim/2], n_heads a multiple of n_kv >= 1, n_slots >= 1");
+            goto exit;
+        }
+        npy_intp dq[2] = {M, PyArray_DIM(q, 1)}, dc[4] = {n_slots, n_kv, max_seq, hd};
+        qout = (PyArrayObject *)PyArray_SimpleNew(2, dq, NPY_FLOAT32);
+        kc = qout ? (PyArrayObject *)PyArray_SimpleNew(4, dc, NPY_FLOAT32) : NULL;
+        vc = kc ? (PyArrayObject *)PyArray_SimpleNew(4, dc, NPY_FLOAT32) : NULL;
+        if (!vc) goto exit;
+        lk_status st;
+        Py_BEGIN_ALLOW_THREADS st = lk_cuda_op_rope_kv(
+            (const float *)PyArray_DATA(q), (int)M, n_heads, n_kv, (int)hd, pos, slot, (const float *)PyArray_DATA(c),
+            (const float *)PyArray_DATA(sn), (int)max_seq, n_slots, (float *)PyArray_DATA(qout),
+            (float *)PyArray_DATA(kc), (float *)PyArray_DATA(vc));
+        Py_END_ALLOW_THREADS if (st) {
+            raise_status(st);
+            goto exit;
+        }
+        res = Py_BuildValue("(OOO)", qout, kc, vc);
+    }
+exit:
+    Py_XDECREF(q);
+    Py_XDECREF(c);
+    Py_XDECREF(sn);
+    Py_XDECREF(qout);
+    Py_XDECREF(kc);
+    Py_XDECREF(vc);
+    PyMem_Free(pos);
+    PyMem_Free(slot);
+    return res;
+}
+
+static PyObject *mod_cuda_bench_norm_rope(PyObject *m, PyObject *args) {
+    (void)m;
+    int M, dim, H, KV, hd, iters = 20;
+    if (!PyArg_ParseTuple(args, "iiiii|i", &M, &dim, &H, &KV, &hd, &iters)) return NULL;
+    double us[3] = {0, 0, 0};
+    lk_status st;
+    Py_BEGIN_ALLOW_THREADS st = lk_cuda_op_bench_norm_rope(M, dim, H, KV, hd, iters, us);
+    Py_END_ALLOW_THREADS if (st) return raise_status(st);
+    return Py_BuildValue("(ddd)", us[0], us[1], us[2]);
+}
+
 static PyObject *mod_cuda_sample(PyObject *m, PyObject *args, PyObject *kw) {
     (void)m;
     static char *kwlist[] = {"logits", "positions", "temperature", "top_k", "top_p", "repetition_penalty",
@@ -1391,6 +1491,14 @@ static PyMethodDef module_methods[] = {
      "cuda_attention(q, k, v, pos, n_heads, kind) -> out; kind 0 plain, 1 split-KV decode, 2 flash prefill"},
     {"cuda_bench_attention", mod_cuda_bench_attention, METH_VARARGS,
      "cuda_bench_attention(B, n_heads, n_kv, head_dim, L, kind, iters=20) -> median microseconds"},
+    {"cuda_rmsnorm", mod_cuda_rmsnorm, METH_VARARGS,
+     "cuda_rmsnorm(x [M, dim], w [dim], eps) -> float32 [M, dim]: the engine's RMSNorm kernel (fp16 outputs)"},
+    {"cuda_rope_kv", mod_cuda_rope_kv, METH_VARARGS,
+     "cuda_rope_kv(qkv [M, (H + 2 KV) hd], pos, slot, n_heads, n_kv, cos [S, hd/2], sin [S, hd/2], n_slots)\n"
+     "-> (qkv_out, k_cache, v_cache): the engine's rotary + KV-append kernel (caches [n_slots, KV, S, hd])"},
+    {"cuda_bench_norm_rope", mod_cuda_bench_norm_rope, METH_VARARGS,
+     "cuda_bench_norm_rope(M, dim, n_heads, n_kv, head_dim, iters=20) -> (rmsnorm_us, rope_kv_us, copy_us)\n"
+     "median microseconds over M prefill rows; copy_us: a device copy moving the RMSNorm's bytes (6 M dim)"},
     {"cuda_sample", (PyCFunction)(void (*)(void))mod_cuda_sample, METH_VARARGS | METH_KEYWORDS,
      "cuda_sample(logits, positions, ...) -> int32 [B]: the GPU sampler (same arguments as sample_cpu)"},
     {"pretokenize", mod_pretokenize, METH_VARARGS, "pretokenize(text) -> list[str]: the Llama 3 pre-tokenizer's pieces"},

@@ -141,6 +141,101 @@ def test_decode_attention_many_splits(hd, n_heads, n_kv):
     assert R.rel_err(out, attn_ref(q, k, v, pos, n_heads)) < 4e-3
 
 
+def rmsnorm_ref(x, w, eps):
+    x = np.asarray(x, np.float64)
+    return x / np.sqrt((x * x).mean(axis=1, keepdims=True) + eps) * np.asarray(w, np.float64)
+
+
+@pytest.mark.parametrize("M,dim", [(1, 2048), (37, 2048), (5, 3072), (3, 260), (2, 4)])
+def test_rmsnorm_kernel(M, dim):
+    """The engine's RMSNorm kernel (prefill, and any matmul without the norm prologue) against float64:
+    its error at most 2x that of rounding the exact result to fp16 (its output precision); rows of tiny,
+    huge and zero inputs (eps keeps the zero row at 0)."""
+    rng = np.random.default_rng(M * 31 + dim)
+    x = rng.standard_normal((M, dim)).astype(np.float32)
+    x[0] *= 1e-3
+    if M > 2:
+        x[1] *= 1e3
+        x[2] = 0.0
+    w = rng.standard_normal(dim).astype(np.float32)
+    out = _C.cuda_rmsnorm(x, w, 1e-5)
+    ref = rmsnorm_ref(x, w, 1e-5)
+    assert out.shape == (M, dim) and np.all(np.isfinite(out))
+    for r in range(M):
+        floor = R.rel_err(h(ref[r]), ref[r])
+        assert R.rel_err(out[r], ref[r]) <= 2 * floor + 1e-6, r
+    if M > 2:
+        assert not out[2].any()
+
+
+def rope_kv_ref(qkv, pos, slot, n_heads, n_kv, cos, sin, n_slots):
+    """float64 rotary (HF half split) of the q and k heads, and the K/V cache append"""
+    M = qkv.shape[0]
+    S, half = cos.shape
+    hd = 2 * half
+    q = h(qkv).reshape(M, n_heads + 2 * n_kv, hd)
+    out = q.copy()
+    kc = np.zeros((n_slots, n_kv, S, hd))
+    vc = np.zeros((n_slots, n_kv, S, hd))
+    for r in range(M):
+        c, s = cos[pos[r]].astype(np.float64), sin[pos[r]].astype(np.float64)
+        a, b = q[r, :n_heads + n_kv, :half], q[r, :n_heads + n_kv, half:]
+        rot = np.concatenate([a * c - b * s, b * c + a * s], axis=1)
+        out[r, :n_heads] = rot[:n_heads]
+        kc[slot[r], :, pos[r]] = rot[n_heads:]
+        vc[slot[r], :, pos[r]] = q[r, n_heads + n_kv:]
+    return out.reshape(M, -1), kc, vc
+
+
+@pytest.mark.parametrize("vec", ["0", "1"])
+@pytest.mark.parametrize("n_heads,n_kv,hd", [(32, 8, 64), (24, 8, 128), (8, 8, 64), (6, 2, 128), (12, 4, 32)])
+def test_rope_kv_kernel(n_heads, n_kv, hd, vec, monkeypatch):
+    """The engine's rotary + KV-append kernel (prefill, and any qkv matmul without the rotary epilogue)
+    against float64 with the Llama 3 (llama3-scaled) tables: q rotated in place, k and v of the qkv rows
+    untouched, rotated k and v at each row's slot and position (the first and the last position of the
+    cache, several slots), nothing else written; GQA ratios 1, 3, 4. Errors at most 2x those of rounding
+    the exact results to fp16. Both forms: 2-byte accesses (default) and 16-byte ones
+    (LLAMA_KERNEL_ROPE_VEC=1, opt-in until measured)."""
+    from llama_kernel.config import PRESETS
+
+    monkeypatch.setenv("LLAMA_KERNEL_ROPE_VEC", vec)
+
+    rng = np.random.default_rng(n_heads * 3 + hd)
+    name = {64: "llama-3.2-1b", 128: "llama-3.2-3b"}.get(hd)
+    inv = _C.rope_inv_freq(PRESETS[name].to_core()) if name else 1.0 / (500000.0 ** (np.arange(0, hd, 2) / hd))
+    S, n_slots = 300, 3
+    ang = np.arange(S)[:, None] * np.asarray(inv)[None, :]
+    cos, sin = np.cos(ang).astype(np.float32), np.sin(ang).astype(np.float32)
+    pairs = [(0, 0), (0, S - 1), (1, 0), (2, 17), (1, 299), (2, 128), (0, 64), (1, 63)]
+    slot, pos = [p[0] for p in pairs], [p[1] for p in pairs]
+    qkv = rng.standard_normal((len(pairs), (n_heads + 2 * n_kv) * hd)).astype(np.float32)
+    out, kc, vc = _C.cuda_rope_kv(qkv, pos, slot, n_heads, n_kv, cos, sin, n_slots)
+    ref_out, ref_kc, ref_vc = rope_kv_ref(qkv, pos, slot, n_heads, n_kv, cos, sin, n_slots)
+    assert kc.shape == vc.shape == (n_slots, n_kv, S, hd)
+    qd = n_heads * hd
+    assert np.array_equal(out[:, qd:], h(qkv)[:, qd:].astype(np.float32))  # k, v of the rows untouched
+    assert R.rel_err(out[:, :qd], ref_out[:, :qd]) <= 2 * R.rel_err(h(ref_out[:, :qd]), ref_out[:, :qd]) + 1e-6
+    assert R.rel_err(kc, ref_kc) <= 2 * R.rel_err(h(ref_kc), ref_kc) + 1e-6
+    assert np.array_equal(vc, ref_vc.astype(np.float32))  # v is copied, not computed
+    written = np.zeros((n_slots, S), bool)
+    written[slot, pos] = True
+    assert not kc.transpose(0, 2, 1, 3)[~written].any() and not vc.transpose(0, 2, 1, 3)[~written].any()
+
+
+def test_norm_rope_ops_reject_bad_arguments():
+    """Shape and range errors name the argument (before any GPU work)."""
+    x = np.ones((2, 8), np.float32)
+    with pytest.raises(ValueError, match="w \\[dim\\]"):
+        _C.cuda_rmsnorm(x, np.ones(7, np.float32), 1e-5)
+    tab = np.ones((4, 2), np.float32)
+    with pytest.raises(ValueError, match="cuda_rope_kv"):
+        _C.cuda_rope_kv(np.ones((2, 23), np.float32), [0, 1], [0, 0], 2, 2, tab, tab, 1)
+    with pytest.raises(ValueError, match="cuda_rope_kv"):
+        _C.cuda_rope_kv(np.ones((2, 24), np.float32), [0, 1], [0, 0], 3, 2, tab, tab, 1)
+    with pytest.raises(RuntimeError, match="position 4"):
+        _C.cuda_rope_kv(np.ones((2, 24), np.float32), [0, 4], [0, 0], 2, 2, tab, tab, 1)
+
+
 @pytest.mark.parametrize("hd,n_heads,n_kv", [(64, 32, 8), (128, 24, 8), (64, 6, 2)])
 def test_decode_attention_early_copies(hd, n_heads, n_kv, monkeypatch):
     """The decode kernels copy a block's first tile before the PDL wait except the rows from the

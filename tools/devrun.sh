@@ -12,7 +12,7 @@ LLAMA_KERNEL_CUDA_ARCHS=${ARCHS:-90} python3 setup.py build_ext --inplace > $OUT
 echo "build: $(( $(date +%s) - t0 )) s"
 if [ "$what" = tests ] || [ "$what" = all ]; then
   if [ $# -gt 0 ]; then args=("$@"); else args=(tests/test_cuda.py tests/test_tokenizer_hf.py); fi
-  timeout 420 python3 -m pytest -q -rA --maxfail=25 -p no:cacheprovider "${args[@]}" > $OUT/tests.log 2>&1
+  timeout 420 python3 -m pytest -q -rA --durations=30 --maxfail=25 -p no:cacheprovider "${args[@]}" > $OUT/tests.log 2>&1
   echo "tests rc=$?"; grep -E "passed|failed|error" $OUT/tests.log | tail -3; grep -E "^(FAILED|ERROR)" $OUT/tests.log | head -30
 fi
 if [ "$what" = sanitize ] || [ "$what" = all ]; then

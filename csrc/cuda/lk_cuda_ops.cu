@@ -414,6 +414,133 @@ extern "C" lk_status lk_cuda_op_bench_attention(int B, int n_heads, int n_kv, in
     return s;
 }
 
+/* ---- RMSNorm and rotary + KV append (the engine's k_rmsnorm and k_rope_kv) ---------- */
+extern "C" lk_status lk_cuda_op_rmsnorm(const float *x, int M, int dim, const float *w, float eps, float *out) {
+    int sm = 0, cmaj = 0, cmin = 0;
+    TRY(device_info(&sm, &cmaj, &cmin));
+    size_t n = 0;
+    if (M < 1 || dim < 1 || lk_mul_ov((size_t)M, (size_t)dim, &n))
+        return lk_fail(LK_E_INVALID, "rmsnorm op: bad shape (M %d, dim %d)", M, dim);
+    dbuf dx, dw, dh, dof;
+    TRY(dalloc(dx, n * 4));
+    TRY(dalloc(dw, (size_t)dim * 4));
+    TRY(dalloc(dh, n * 2));
+    TRY(dalloc(dof, n * 4));
+    CU(cudaMemcpy(dx.p, x, n * 4, cudaMemcpyHostToDevice));
+    CU(cudaMemcpy(dw.p, w, (size_t)dim * 4, cudaMemcpyHostToDevice));
+    TRY(lk_rmsnorm((const float *)dx.p, (const float *)dw.p, M, dim, eps, (half *)dh.p, 0));
+    k_f16_to_f32<<<(unsigned)((n + 255) / 256), 256>>>((const half *)dh.p, (float *)dof.p, n);
+    LAUNCH_OK("k_f16_to_f32");
+    CU(cudaMemcpy(out, dof.p, n * 4, cudaMemcpyDeviceToHost));
+    return LK_OK;
+}
+
+extern "C" lk_status lk_cuda_op_rope_kv(const float *qkv, int M, int n_heads, int n_kv, int hd, const int *pos,
+                                        const int *slot, const float *cos_t, const float *sin_t, int max_seq,
+                                        int n_slots, float *qkv_out, float *kc, float *vc) {
+    int sm = 0, cmaj = 0, cmin = 0;
+    TRY(device_info(&sm, &cmaj, &cmin));
+    size_t nq = 0, nc = 0, nt = 0;
+    const int ld = n_heads + 2 * n_kv;
+    if (M < 1 || n_kv < 1 || n_heads < 1 || n_heads % n_kv || hd < 2 || hd % 2 || max_seq < 1 || n_slots < 1 ||
+        lk_mul_ov((size_t)M * (size_t)ld, (size_t)hd, &nq) ||
+        lk_mul_ov((size_t)n_slots * (size_t)n_kv, (size_t)max_seq * (size_t)hd, &nc) ||
+        lk_mul_ov((size_t)max_seq, (size_t)(hd / 2), &nt))
+        return lk_fail(LK_E_INVALID, "rope_kv op: bad shape (M %d, heads %d/%d, head_dim %d, %d slots of %d)", M,
+                       n_heads, n_kv, hd, n_slots, max_seq);
+    for (int i = 0; i < M; i++)
+        if (pos[i] < 0 || pos[i] >= max_seq || slot[i] < 0 || slot[i] >= n_slots)
+            return lk_fail(LK_E_INVALID, "rope_kv op: row %d at slot %d / position %d (slots [0, %d), positions [0, %d))",
+                           i, slot[i], pos[i], n_slots, max_seq);
+    dbuf dq, dkc, dvc, dcos, dsin, dpos, dslot, df;
+    std::vector<half> hq = to_half(qkv, nq);
+    TRY(dalloc(dq, nq * 2));
+    TRY(dalloc(dkc, nc * 2));
+    TRY(dalloc(dvc, nc * 2));
+    TRY(dalloc(dcos, nt * 4));
+    TRY(dalloc(dsin, nt * 4));
+    TRY(dalloc(dpos, (size_t)M * 4));
+    TRY(dalloc(dslot, (size_t)M * 4));
+    CU(cudaMemcpy(dq.p, hq.data(), nq * 2, cudaMemcpyHostToDevice));
+    CU(cudaMemset(dkc.p, 0, nc * 2));
+    CU(cudaMemset(dvc.p, 0, nc * 2));
+    CU(cudaMemcpy(dcos.p, cos_t, nt * 4, cudaMemcpyHostToDevice));
+    CU(cudaMemcpy(dsin.p, sin_t, nt * 4, cudaMemcpyHostToDevice));
+    CU(cudaMemcpy(dpos.p, pos, (size_t)M * 4, cudaMemcpyHostToDevice));
+    CU(cudaMemcpy(dslot.p, slot, (size_t)M * 4, cudaMemcpyHostToDevice));
+    TRY(lk_rope_kv((half *)dq.p, ld * hd, (const int *)dslot.p, (const int *)dpos.p, M, n_heads, n_kv, hd,
+                   (const float *)dcos.p, (const float *)dsin.p, (half *)dkc.p, (half *)dvc.p, max_seq, 0));
+    TRY(dalloc(df, std::max(nq, nc) * 4));
+    const struct {
+        const dbuf &src;
+        size_t n;
+        float *dst;
+    } outs[3] = {{dq, nq, qkv_out}, {dkc, nc, kc}, {dvc, nc, vc}};
+    for (const auto &o : outs) {
+        k_f16_to_f32<<<(unsigned)((o.n + 255) / 256), 256>>>((const half *)o.src.p, (float *)df.p, o.n);
+        LAUNCH_OK("k_f16_to_f32");
+        CU(cudaMemcpy(o.dst, df.p, o.n * 4, cudaMemcpyDeviceToHost));
+    }
+    return LK_OK;
+}
+
+/* median microseconds of k_rmsnorm and k_rope_kv over M rows (consecutive positions of one slot, as in
+ * prefill), and of a device-to-device copy moving as many bytes as the RMSNorm (the card's copy rate) */
+extern "C" lk_status lk_cuda_op_bench_norm_rope(int M, int dim, int n_heads, int n_kv, int hd, int iters, double us[3]) {
+    int sm = 0, cmaj = 0, cmin = 0;
+    TRY(device_info(&sm, &cmaj, &cmin));
+    if (M < 1 || dim < 4 || dim % 4 || n_kv < 1 || n_heads % n_kv || hd < 2 || hd % 2 || iters < 1 || M > (1 << 20) ||
+        dim > (1 << 16) || n_heads > 1024 || hd > 1024)
+        return lk_fail(LK_E_INVALID, "norm/rope bench: bad shape (M %d, dim %d, heads %d/%d, head_dim %d)", M, dim,
+                       n_heads, n_kv, hd);
+    const size_t n = (size_t)M * dim, ld = (size_t)(n_heads + 2 * n_kv) * hd;
+    dbuf dx, dw, dh, dq, dkc, dvc, dtab, dpos, dslot, dc1, dc2;
+    TRY(dalloc(dx, n * 4));
+    TRY(dalloc(dw, (size_t)dim * 4));
+    TRY(dalloc(dh, n * 2));
+    TRY(dalloc(dq, (size_t)M * ld * 2));
+    TRY(dalloc(dkc, (size_t)n_kv * M * hd * 2));
+    TRY(dalloc(dvc, (size_t)n_kv * M * hd * 2));
+    TRY(dalloc(dtab, (size_t)M * hd * 4)); /* cos then sin, [M][hd/2] each */
+    TRY(dalloc(dpos, (size_t)M * 4));
+    TRY(dalloc(dslot, (size_t)M * 4));
+    TRY(dalloc(dc1, n * 3));
+    TRY(dalloc(dc2, n * 3));
+    CU(cudaMemset(dx.p, 0, n * 4));
+    CU(cudaMemset(dw.p, 0, (size_t)dim * 4));
+    CU(cudaMemset(dq.p, 0, (size_t)M * ld * 2));
+    CU(cudaMemset(dtab.p, 0, (size_t)M * hd * 4));
+    CU(cudaMemset(dslot.p, 0, (size_t)M * 4));
+    std::vector<int> hp(M);
+    for (int i = 0; i < M; i++) hp[i] = i;
+    CU(cudaMemcpy(dpos.p, hp.data(), (size_t)M * 4, cudaMemcpyHostToDevice));
+    cudaStream_t st;
+    CU(cudaStreamCreateWithFlags(&st, cudaStreamNonBlocking));
+    const float *cos_t = (const float *)dtab.p, *sin_t = cos_t + (size_t)M * (hd / 2);
+    lk_status s = time_graph(
+        st, 8, iters, [&](int) { return lk_rmsnorm((const float *)dx.p, (const float *)dw.p, M, dim, 1e-5f, (half *)dh.p, st); },
+        &us[0]);
+    if (!s)
+        s = time_graph(
+            st, 8, iters,
+            [&](int) {
+                return lk_rope_kv((half *)dq.p, (int)ld, (const int *)dslot.p, (const int *)dpos.p, M, n_heads, n_kv, hd,
+                                  cos_t, sin_t, (half *)dkc.p, (half *)dvc.p, M, st);
+            },
+            &us[1]);
+    if (!s)
+        s = time_graph(
+            st, 8, iters,
+            [&](int) {
+                CU(cudaMemcpyAsync(dc2.p, dc1.p, n * 3, cudaMemcpyDeviceToDevice, st));
+                return LK_OK;
+            },
+            &us[2]);
+    cudaStreamSynchronize(st);
+    cudaStreamDestroy(st);
+    return s;
+}
+
 extern "C" lk_status lk_cuda_op_sample(const float *logits, int B, int V, const int *pos, float temperature, int top_k,
                                        float top_p, float repetition_penalty, uint64_t seed, uint64_t seq_id0,
                                        const uint32_t *seen, int32_t *out) {

@@ -45,6 +45,21 @@ lk_status lk_cuda_op_bench_attention(int B, int n_heads, int n_kv, int hd, int L
     (void)B, (void)n_heads, (void)n_kv, (void)hd, (void)L, (void)kind, (void)iters, (void)us;
     return lk_cuda_check_usable();
 }
+lk_status lk_cuda_op_rmsnorm(const float *x, int M, int dim, const float *w, float eps, float *out) {
+    (void)x, (void)M, (void)dim, (void)w, (void)eps, (void)out;
+    return lk_cuda_check_usable();
+}
+lk_status lk_cuda_op_rope_kv(const float *qkv, int M, int n_heads, int n_kv, int hd, const int *pos, const int *slot,
+                             const float *cos_t, const float *sin_t, int max_seq, int n_slots, float *qkv_out,
+                             float *kc, float *vc) {
+    (void)qkv, (void)M, (void)n_heads, (void)n_kv, (void)hd, (void)pos, (void)slot, (void)cos_t, (void)sin_t,
+        (void)max_seq, (void)n_slots, (void)qkv_out, (void)kc, (void)vc;
+    return lk_cuda_check_usable();
+}
+lk_status lk_cuda_op_bench_norm_rope(int M, int dim, int n_heads, int n_kv, int hd, int iters, double us[3]) {
+    (void)M, (void)dim, (void)n_heads, (void)n_kv, (void)hd, (void)iters, (void)us;
+    return lk_cuda_check_usable();
+}
 lk_status lk_cuda_op_sample(const float *logits, int B, int V, const int *pos, float temperature, int top_k,
                             float top_p, float repetition_penalty, uint64_t seed, uint64_t seq_id0,
                             const uint32_t *seen, int32_t *out) {

@@ -120,8 +120,57 @@ __global__ void k_rope_kv(half *__restrict__ qkv, int ld, const int *__restrict_
     }
 }
 
+/* the same with 16-byte accesses: a thread rotates 8 consecutive dims i..i+7 of a head with their partners
+ * i+hd/2.., and copies V in 16-byte pieces (hd a multiple of 16, row stride a multiple of 8 halves).
+ * Opt-in (LLAMA_KERNEL_ROPE_VEC=1) until measured against k_rope_kv */
+__global__ void k_rope_kv_v8(half *__restrict__ qkv, int ld, const int *__restrict__ slot, const int *__restrict__ pos,
+                             int n_heads, int n_kv, int hd, const float *__restrict__ cos_t,
+                             const float *__restrict__ sin_t, half *__restrict__ kc, half *__restrict__ vc,
+                             int max_seq) {
+    lk_pdl_prologue();
+    const int r = blockIdx.x, p = pos[r], s = slot[r], half_ = hd / 2, g8 = half_ / 8;
+    half *row = qkv + (size_t)r * ld;
+    for (int idx = threadIdx.x; idx < (n_heads + n_kv) * g8; idx += blockDim.x) {
+        const int h = idx / g8, i = (idx % g8) * 8;
+        half *v = row + (size_t)h * hd;
+        const uint4 ra = *reinterpret_cast<const uint4 *>(v + i), rb = *reinterpret_cast<const uint4 *>(v + i + half_);
+        const float4 *cp = reinterpret_cast<const float4 *>(cos_t + (size_t)p * half_ + i);
+        const float4 *sp = reinterpret_cast<const float4 *>(sin_t + (size_t)p * half_ + i);
+        const float4 c0 = cp[0], c1 = cp[1], s0 = sp[0], s1 = sp[1];
+        const float c[8] = {c0.x, c0.y, c0.z, c0.w, c1.x, c1.y, c1.z, c1.w};
+        const float sn[8] = {s0.x, s0.y, s0.z, s0.w, s1.x, s1.y, s1.z, s1.w};
+        const half2 *ha = reinterpret_cast<const half2 *>(&ra), *hb = reinterpret_cast<const half2 *>(&rb);
+        uint4 oa, ob;
+        half2 *pa = reinterpret_cast<half2 *>(&oa), *pb = reinterpret_cast<half2 *>(&ob);
+#pragma unroll
+        for (int k = 0; k < 4; k++) {
+            const float2 a = __half22float2(ha[k]), b = __half22float2(hb[k]);
+            const int j = 2 * k;
+            pa[k] = __floats2half2_rn(a.x * c[j] - b.x * sn[j], a.y * c[j + 1] - b.y * sn[j + 1]);
+            pb[k] = __floats2half2_rn(b.x * c[j] + a.x * sn[j], b.y * c[j + 1] + a.y * sn[j + 1]);
+        }
+        half *dst = h < n_heads ? v : kc + (((size_t)s * n_kv + (h - n_heads)) * max_seq + p) * hd;
+        *reinterpret_cast<uint4 *>(dst + i) = oa;
+        *reinterpret_cast<uint4 *>(dst + i + half_) = ob;
+    }
+    const half *vsrc = row + (size_t)(n_heads + n_kv) * hd;
+    const int v8 = hd / 8;
+    for (int idx = threadIdx.x; idx < n_kv * v8; idx += blockDim.x) {
+        const int h = idx / v8, d = (idx % v8) * 8;
+        *reinterpret_cast<uint4 *>(vc + (((size_t)s * n_kv + h) * max_seq + p) * hd + d) =
+            *reinterpret_cast<const uint4 *>(vsrc + (size_t)h * hd + d);
+    }
+}
+
 lk_status lk_rope_kv(half *qkv, int qkv_ld, const int *slot, const int *pos, int M, int n_heads, int n_kv, int head_dim,
                      const float *cos_t, const float *sin_t, half *kc, half *vc, int max_seq, cudaStream_t st) {
+    const char *e = getenv("LLAMA_KERNEL_ROPE_VEC"); /* (read every call) */
+    if (e && e[0] == '1' && head_dim % 16 == 0 && qkv_ld % 8 == 0 &&
+        ((uintptr_t)qkv | (uintptr_t)cos_t | (uintptr_t)sin_t | (uintptr_t)kc | (uintptr_t)vc) % 16 == 0) {
+        LAUNCH("k_rope_kv_v8", k_rope_kv_v8, dim3(M), dim3(256), 0, st, qkv, qkv_ld, slot, pos, n_heads, n_kv,
+               head_dim, cos_t, sin_t, kc, vc, max_seq);
+        return LK_OK;
+    }
     LAUNCH("k_rope_kv", k_rope_kv, dim3(M), dim3(256), 0, st, qkv, qkv_ld, slot, pos, n_heads, n_kv, head_dim, cos_t,
            sin_t, kc, vc, max_seq);
     return LK_OK;
