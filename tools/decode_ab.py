@@ -2,7 +2,8 @@
 Each entry of --order is a value of the environment variable --env (default LLAMA_KERNEL_PERSIST: 1 the
 persistent batch-1 decode kernel, 0 the kernels op by op; LLAMA_KERNEL_RA: 0 or the fewest rows of the
 register-A matmul); one engine each, greedy, CUDA graphs on, B random 32-token prompts; total tok/s of the
-second of two identical runs (the first captures the graphs)."""
+second of two identical runs (the first captures the graphs). --fresh runs each entry in its own process
+(for switches the library reads once per process, e.g. LLAMA_KERNEL_ATTN_CHUNK or LLAMA_KERNEL_ATTN_DECODE)."""
 import argparse
 import os
 import sys
@@ -19,7 +20,16 @@ ap.add_argument("--tokens", type=int, default=256)
 ap.add_argument("--batch", type=int, default=1)
 ap.add_argument("--env", default="LLAMA_KERNEL_PERSIST")
 ap.add_argument("--order", default="1,0,1,0")
+ap.add_argument("--fresh", action="store_true", help="one process per entry of --order")
 a = ap.parse_args()
+if a.fresh:
+    import subprocess
+
+    for v in a.order.split(","):
+        args = [sys.executable, os.path.abspath(__file__), "--model", a.model, "--tokens", str(a.tokens),
+                "--batch", str(a.batch), "--env", a.env, "--order", v]
+        subprocess.run(args, env=dict(os.environ, **{a.env: v}), check=False)
+    sys.exit(0)
 rng = np.random.default_rng(a.batch)
 prompts = [rng.integers(1000, 30000, 32).tolist() for _ in range(a.batch)]
 for v in a.order.split(","):
