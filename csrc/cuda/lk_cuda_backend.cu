@@ -586,7 +586,7 @@ static lk_attn_args attn_args(cuda_backend *b, int M, int layer) {
     a.part = b->attn_part;
     a.counters = b->attn_cnt;
     a.splits = b->lay.attn_splits;
-    a.min_chunk = 0;
+    a.min_chunk = a.one_split = a.trigger = 0; /* (set per launch by lk_attention_decode) */
     a.prefetch = b->rows_distinct;
     return a;
 }

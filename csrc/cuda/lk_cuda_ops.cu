@@ -317,7 +317,7 @@ static lk_attn_args op_attn_args(const dbuf &dq, const dbuf &dk, const dbuf &dv,
     a.part = (float *)dpart.p;
     a.counters = (int *)dcnt.p;
     a.splits = splits;
-    a.min_chunk = 0;
+    a.min_chunk = a.one_split = a.trigger = 0; /* (set per launch by lk_attention_decode) */
     /* only uploads precede these calls, so the early K/V copies are safe whatever the rows' slots;
      * on, so the decode tests cover the split of the first tile (LLAMA_KERNEL_ATTN_PREFETCH=0: off) */
     a.prefetch = 1;
