@@ -295,11 +295,13 @@ print("ok")
     assert r.returncode == 0 and r.stdout.strip() == "ok", r.stdout + r.stderr
 
 
+@pytest.mark.parametrize("mt", ["1", "2"])
 @pytest.mark.parametrize("cap", ["1", "2"])
-def test_prefill_attention_heads_per_block(cap):
+def test_prefill_attention_heads_per_block(cap, mt):
     """The flash prefill kernel puts one or two query heads of a GQA group in a block, by head size and
     grid size; LLAMA_KERNEL_FA_HPB forces it (read once per process; odd groups always take one), so
-    both forms run on every shape here, in a fresh process, against float64."""
+    both forms run on every shape here, in a fresh process, against float64. mt "2": two m16 tiles of
+    query rows a warp at head_dim 64 (LLAMA_KERNEL_FA_MT=2, opt-in; 128-row blocks)."""
     import subprocess
     import sys
 
@@ -320,7 +322,7 @@ for hd, n_heads, n_kv in [(64, 32, 8), (128, 24, 8), (128, 16, 8), (64, 16, 2), 
         assert err < 4e-3, (hd, n_heads, n_kv, L, p0, err)
 print("ok")
 """
-    env = dict(os.environ, LLAMA_KERNEL_FA_HPB=cap)
+    env = dict(os.environ, LLAMA_KERNEL_FA_HPB=cap, LLAMA_KERNEL_FA_MT=mt)
     r = subprocess.run([sys.executable, "-c", code], env=env, capture_output=True, text=True, timeout=300)
     assert r.returncode == 0 and r.stdout.strip() == "ok", r.stdout + r.stderr
 

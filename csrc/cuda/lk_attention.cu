@@ -560,44 +560,49 @@ lk_status lk_attention_decode(const lk_attn_args *a, cudaStream_t st) {
 }
 
 /* ---- prefill: FlashAttention-2 with mma.sync --------------------------------------- */
-#define FA_BQ 64
+#define FA_BQ 64 /* query rows a head a block (MT = 1) */
 #define FA_BK 64
-#define FA_WARPS 4 /* warps a head: 16 query rows each */
+#define FA_WARPS 4 /* warps a head: 16 MT query rows each */
 
 /* HPB (1 or 2) query heads of one GQA group a block (4 HPB warps): they share every K/V tile, so a
- * tile copied into shared memory serves HPB x 64 query rows (v39; was always one head) */
-template <int HD, int HPB>
+ * tile copied into shared memory serves HPB x BQ query rows (v39; was always one head). MT (1 or 2)
+ * m16 tiles of query rows a warp: with 2, every K/V fragment a warp reads from shared memory feeds
+ * two mmas instead of one (BQ = 128; head_dim 64 only: the accumulators double) */
+template <int HD, int HPB, int MT = 1>
 struct fa_smem {
-    static constexpr int LD = HD + 8, T = HPB * FA_WARPS * 32;
-    static constexpr int BYTES = (HPB * FA_BQ + 4 * FA_BK) * LD * 2; /* Q + 2 stages of K and V */
-    /* blocks an SM the registers must allow: 16 warps at head_dim 64 (128 registers), 8 at 128 */
-    static constexpr int MINB = HD == 64 ? 4 / HPB : 2 / HPB;
+    static constexpr int LD = HD + 8, T = HPB * FA_WARPS * 32, BQ = FA_WARPS * 16 * MT;
+    static constexpr int BYTES = (HPB * BQ + 4 * FA_BK) * LD * 2; /* Q + 2 stages of K and V */
+    /* blocks an SM the registers must allow: 16 warps at head_dim 64 (128 registers), 8 at 128 and
+     * for two m16 tiles a warp (255) */
+    static constexpr int MINB = MT == 2 ? 2 / HPB : HD == 64 ? 4 / HPB : 2 / HPB;
     static_assert(HPB == 1 || HPB == 2, "one or two heads a block");
+    static_assert(MT == 1 || (MT == 2 && HD == 64), "two m16 tiles a warp at head_dim 64 only");
 };
 
-template <int HD, int HPB>
-__global__ void __launch_bounds__(fa_smem<HD, HPB>::T, fa_smem<HD, HPB>::MINB) k_attn_prefill(lk_attn_args a) {
+template <int HD, int HPB, int MT = 1>
+__global__ void __launch_bounds__(fa_smem<HD, HPB, MT>::T, fa_smem<HD, HPB, MT>::MINB) k_attn_prefill(lk_attn_args a) {
     lk_pdl_prologue();
     extern __shared__ __align__(16) unsigned char smem_raw[];
-    constexpr int LD = fa_smem<HD, HPB>::LD, T = fa_smem<HD, HPB>::T, KS = HD / 16, NT = FA_BK / 8, OT = HD / 8;
-    half *Qs = reinterpret_cast<half *>(smem_raw); /* [HPB][FA_BQ][LD] */
-    half *Ks = Qs + HPB * FA_BQ * LD;              /* [2][FA_BK][LD] */
+    using SM = fa_smem<HD, HPB, MT>;
+    constexpr int LD = SM::LD, T = SM::T, BQ = SM::BQ, KS = HD / 16, NT = FA_BK / 8, OT = HD / 8;
+    half *Qs = reinterpret_cast<half *>(smem_raw); /* [HPB][BQ][LD] */
+    half *Ks = Qs + HPB * BQ * LD;                 /* [2][FA_BK][LD] */
     half *Vs = Ks + 2 * FA_BK * LD;                /* [2][FA_BK][LD] */
     /* head groups along x, query blocks along y from the last (the longest causal rows) down: every
      * head's heaviest blocks are scheduled first and the light ones fill the tail */
     const int qb = gridDim.y - 1 - blockIdx.y, tid = threadIdx.x, lane = tid & 31, warp = tid >> 5;
     const int h0 = blockIdx.x * HPB, hw = warp / FA_WARPS, wr = warp % FA_WARPS; /* this warp: head h0 + hw */
     const int kvh = h0 / (a.n_heads / a.n_kv);   /* (HPB divides the group size: one KV head) */
-    const int q_first = qb * FA_BQ;              /* row index within the chunk */
-    const int q_last = min(a.M, q_first + FA_BQ) - 1;
+    const int q_first = qb * BQ;                 /* row index within the chunk */
+    const int q_last = min(a.M, q_first + BQ) - 1;
     const int kv_len = a.p0 + q_last + 1;        /* keys needed by this block */
     const half *K = a.kc + ((size_t)a.pslot * a.n_kv + kvh) * a.max_seq * HD;
     const half *V = a.vc + ((size_t)a.pslot * a.n_kv + kvh) * a.max_seq * HD;
 
-    for (int i = tid; i < HPB * FA_BQ * HD / 8; i += T) {
-        const int hh = i / (FA_BQ * HD / 8), rr = (i / (HD / 8)) % FA_BQ, c = (i % (HD / 8)) * 8;
+    for (int i = tid; i < HPB * BQ * HD / 8; i += T) {
+        const int hh = i / (BQ * HD / 8), rr = (i / (HD / 8)) % BQ, c = (i % (HD / 8)) * 8;
         const bool p = q_first + rr < a.M;
-        lk_cp_async16(Qs + (hh * FA_BQ + rr) * LD + c,
+        lk_cp_async16(Qs + (hh * BQ + rr) * LD + c,
                       a.qkv + (size_t)(p ? q_first + rr : 0) * a.qkv_ld + (size_t)(h0 + hh) * HD + c, p);
     }
     auto load_kv = [&](int kb, int stage) {
@@ -613,17 +618,24 @@ __global__ void __launch_bounds__(fa_smem<HD, HPB>::T, fa_smem<HD, HPB>::MINB) k
     load_kv(0, 0);
     asm volatile("cp.async.commit_group;");
 
-    uint32_t qf[KS][4];
-    float o[OT][4];
-#pragma unroll
-    for (int i = 0; i < OT; i++)
-#pragma unroll
-        for (int k = 0; k < 4; k++) o[i][k] = 0.0f;
+    uint32_t qf[MT][KS][4];
+    float o[MT][OT][4];
     /* running maxima in raw score units; l the running sums of exp2(scale log2e (s - m)) */
-    float m_r[2] = {-INFINITY, -INFINITY}, l_r[2] = {0.0f, 0.0f};
+    float m_r[MT][2], l_r[MT][2];
+    int my_row0[MT], qpos0[MT], qpos1[MT];
+#pragma unroll
+    for (int mt = 0; mt < MT; mt++) {
+#pragma unroll
+        for (int i = 0; i < OT; i++)
+#pragma unroll
+            for (int k = 0; k < 4; k++) o[mt][i][k] = 0.0f;
+        m_r[mt][0] = m_r[mt][1] = -INFINITY;
+        l_r[mt][0] = l_r[mt][1] = 0.0f;
+        my_row0[mt] = (wr * MT + mt) * 16 + (lane >> 2); /* rows my_row0 and my_row0 + 8 of the block */
+        qpos0[mt] = a.p0 + q_first + my_row0[mt];
+        qpos1[mt] = qpos0[mt] + 8;
+    }
     const float sl2 = a.scale * 1.4426950408889634f; /* exp(x) = exp2(x log2 e) */
-    const int my_row0 = wr * 16 + (lane >> 2);        /* rows my_row0 and my_row0 + 8 of the block */
-    const int qpos0 = a.p0 + q_first + my_row0, qpos1 = qpos0 + 8;
 
     for (int kb = 0; kb < n_kb; kb++) {
         if (kb + 1 < n_kb) load_kv(kb + 1, (kb + 1) & 1);
@@ -632,100 +644,126 @@ __global__ void __launch_bounds__(fa_smem<HD, HPB>::T, fa_smem<HD, HPB>::MINB) k
         __syncthreads();
         if (kb == 0) {
 #pragma unroll
-            for (int k = 0; k < KS; k++)
-                fa_ldsm4(qf[k], Qs + (warp * 16 + (lane & 15)) * LD + k * 16 + (lane >> 4) * 8);
+            for (int mt = 0; mt < MT; mt++)
+#pragma unroll
+                for (int k = 0; k < KS; k++)
+                    fa_ldsm4(qf[mt][k], Qs + ((warp * MT + mt) * 16 + (lane & 15)) * LD + k * 16 + (lane >> 4) * 8);
         }
         const half *ks = Ks + (kb & 1) * FA_BK * LD, *vs = Vs + (kb & 1) * FA_BK * LD;
-        /* S = Q K^T for this warp's 16 rows x 64 keys */
-        float s[NT][4];
+        /* S = Q K^T for this warp's 16 MT rows x 64 keys (each K fragment feeds MT mmas) */
+        float s[MT][NT][4];
 #pragma unroll
-        for (int j = 0; j < NT; j++)
+        for (int mt = 0; mt < MT; mt++)
 #pragma unroll
-            for (int k = 0; k < 4; k++) s[j][k] = 0.0f;
+            for (int j = 0; j < NT; j++)
+#pragma unroll
+                for (int k = 0; k < 4; k++) s[mt][j][k] = 0.0f;
 #pragma unroll
         for (int k = 0; k < KS; k++)
 #pragma unroll
             for (int j = 0; j < NT; j += 2) {
                 uint32_t bf[4];
                 fa_ldsm4(bf, ks + (j * 8 + (lane >> 4) * 8 + (lane & 7)) * LD + k * 16 + ((lane >> 3) & 1) * 8);
-                fa_mma(s[j], qf[k], bf[0], bf[1]);
-                fa_mma(s[j + 1], qf[k], bf[2], bf[3]);
+#pragma unroll
+                for (int mt = 0; mt < MT; mt++) {
+                    fa_mma(s[mt][j], qf[mt][k], bf[0], bf[1]);
+                    fa_mma(s[mt][j + 1], qf[mt][k], bf[2], bf[3]);
+                }
             }
         /* causal mask (and keys past the end) only in tiles that reach past the block's first row */
         const int kbase = kb * FA_BK;
         if (kbase + FA_BK - 1 > a.p0 + q_first) {
 #pragma unroll
+            for (int mt = 0; mt < MT; mt++)
+#pragma unroll
+                for (int j = 0; j < NT; j++)
+#pragma unroll
+                    for (int k = 0; k < 4; k++)
+                        if (kbase + j * 8 + (lane & 3) * 2 + (k & 1) > (k < 2 ? qpos0[mt] : qpos1[mt]))
+                            s[mt][j][k] = -INFINITY;
+        }
+#pragma unroll
+        for (int mt = 0; mt < MT; mt++) {
+            float mx[2] = {-INFINITY, -INFINITY};
+#pragma unroll
             for (int j = 0; j < NT; j++)
 #pragma unroll
-                for (int k = 0; k < 4; k++)
-                    if (kbase + j * 8 + (lane & 3) * 2 + (k & 1) > (k < 2 ? qpos0 : qpos1)) s[j][k] = -INFINITY;
-        }
-        float mx[2] = {-INFINITY, -INFINITY};
+                for (int k = 0; k < 4; k++) mx[k >> 1] = fmaxf(mx[k >> 1], s[mt][j][k]);
+            float corr[2], ms[2];
 #pragma unroll
-        for (int j = 0; j < NT; j++)
+            for (int rr = 0; rr < 2; rr++) {
+                mx[rr] = fmaxf(mx[rr], __shfl_xor_sync(0xffffffffu, mx[rr], 1));
+                mx[rr] = fmaxf(mx[rr], __shfl_xor_sync(0xffffffffu, mx[rr], 2));
+                const float m_new = fmaxf(m_r[mt][rr], mx[rr]);
+                /* a row with everything masked so far keeps m = -inf: no inf - inf (its p are exp2(-inf) = 0) */
+                ms[rr] = m_new == -INFINITY ? 0.0f : m_new * sl2;
+                corr[rr] = m_new == -INFINITY ? 1.0f : exp2f(m_r[mt][rr] * sl2 - ms[rr]);
+                m_r[mt][rr] = m_new;
+            }
+            float rs[2] = {0.0f, 0.0f};
 #pragma unroll
-            for (int k = 0; k < 4; k++) mx[k >> 1] = fmaxf(mx[k >> 1], s[j][k]);
-        float corr[2], ms[2];
+            for (int j = 0; j < NT; j++)
 #pragma unroll
-        for (int rr = 0; rr < 2; rr++) {
-            mx[rr] = fmaxf(mx[rr], __shfl_xor_sync(0xffffffffu, mx[rr], 1));
-            mx[rr] = fmaxf(mx[rr], __shfl_xor_sync(0xffffffffu, mx[rr], 2));
-            const float m_new = fmaxf(m_r[rr], mx[rr]);
-            /* a row with everything masked so far keeps m = -inf: no inf - inf (its p are exp2(-inf) = 0) */
-            ms[rr] = m_new == -INFINITY ? 0.0f : m_new * sl2;
-            corr[rr] = m_new == -INFINITY ? 1.0f : exp2f(m_r[rr] * sl2 - ms[rr]);
-            m_r[rr] = m_new;
-        }
-        float rs[2] = {0.0f, 0.0f};
+                for (int k = 0; k < 4; k++) {
+                    const float p = exp2f(fmaf(s[mt][j][k], sl2, -ms[k >> 1])); /* one FFMA and one MUFU a score */
+                    s[mt][j][k] = p;
+                    rs[k >> 1] += p;
+                }
 #pragma unroll
-        for (int j = 0; j < NT; j++)
-#pragma unroll
-            for (int k = 0; k < 4; k++) {
-                const float p = exp2f(fmaf(s[j][k], sl2, -ms[k >> 1])); /* one FFMA and one MUFU a score */
-                s[j][k] = p;
-                rs[k >> 1] += p;
+            for (int rr = 0; rr < 2; rr++) {
+                rs[rr] += __shfl_xor_sync(0xffffffffu, rs[rr], 1);
+                rs[rr] += __shfl_xor_sync(0xffffffffu, rs[rr], 2);
+                l_r[mt][rr] = l_r[mt][rr] * corr[rr] + rs[rr];
             }
 #pragma unroll
-        for (int rr = 0; rr < 2; rr++) {
-            rs[rr] += __shfl_xor_sync(0xffffffffu, rs[rr], 1);
-            rs[rr] += __shfl_xor_sync(0xffffffffu, rs[rr], 2);
-            l_r[rr] = l_r[rr] * corr[rr] + rs[rr];
+            for (int i = 0; i < OT; i++) {
+                o[mt][i][0] *= corr[0];
+                o[mt][i][1] *= corr[0];
+                o[mt][i][2] *= corr[1];
+                o[mt][i][3] *= corr[1];
+            }
         }
-#pragma unroll
-        for (int i = 0; i < OT; i++) {
-            o[i][0] *= corr[0];
-            o[i][1] *= corr[0];
-            o[i][2] *= corr[1];
-            o[i][3] *= corr[1];
-        }
-        /* O += P V: P from the S accumulators (C layout == A layout), V via ldmatrix.trans */
+        /* O += P V: P from the S accumulators (C layout == A layout), V via ldmatrix.trans (each V
+         * fragment feeds MT mmas) */
 #pragma unroll
         for (int kk = 0; kk < FA_BK / 16; kk++) {
-            uint32_t pa[4] = {pack_h2(s[2 * kk][0], s[2 * kk][1]), pack_h2(s[2 * kk][2], s[2 * kk][3]),
-                              pack_h2(s[2 * kk + 1][0], s[2 * kk + 1][1]), pack_h2(s[2 * kk + 1][2], s[2 * kk + 1][3])};
+            uint32_t pa[MT][4];
+#pragma unroll
+            for (int mt = 0; mt < MT; mt++) {
+                pa[mt][0] = pack_h2(s[mt][2 * kk][0], s[mt][2 * kk][1]);
+                pa[mt][1] = pack_h2(s[mt][2 * kk][2], s[mt][2 * kk][3]);
+                pa[mt][2] = pack_h2(s[mt][2 * kk + 1][0], s[mt][2 * kk + 1][1]);
+                pa[mt][3] = pack_h2(s[mt][2 * kk + 1][2], s[mt][2 * kk + 1][3]);
+            }
 #pragma unroll
             for (int i = 0; i < OT; i += 2) {
                 uint32_t bf[4];
                 fa_ldsm4_t(bf, vs + (kk * 16 + (lane & 7) + ((lane >> 3) & 1) * 8) * LD + i * 8 + (lane >> 4) * 8);
-                fa_mma(o[i], pa, bf[0], bf[1]);
-                fa_mma(o[i + 1], pa, bf[2], bf[3]);
+#pragma unroll
+                for (int mt = 0; mt < MT; mt++) {
+                    fa_mma(o[mt][i], pa[mt], bf[0], bf[1]);
+                    fa_mma(o[mt][i + 1], pa[mt], bf[2], bf[3]);
+                }
             }
         }
         __syncthreads();
     }
     /* write */
 #pragma unroll
-    for (int rr = 0; rr < 2; rr++) {
-        const int row = q_first + my_row0 + rr * 8;
-        if (row >= a.M) continue;
-        const float inv = l_r[rr] > 0.0f ? 1.0f / l_r[rr] : 0.0f;
-        half *out = a.out + (size_t)row * a.n_heads * HD + (size_t)(h0 + hw) * HD;
+    for (int mt = 0; mt < MT; mt++)
 #pragma unroll
-        for (int i = 0; i < OT; i++) {
-            const int d = i * 8 + (lane & 3) * 2;
-            *reinterpret_cast<half2 *>(out + d) = __floats2half2_rn(o[i][2 * rr] * inv, o[i][2 * rr + 1] * inv);
+        for (int rr = 0; rr < 2; rr++) {
+            const int row = q_first + my_row0[mt] + rr * 8;
+            if (row >= a.M) continue;
+            const float inv = l_r[mt][rr] > 0.0f ? 1.0f / l_r[mt][rr] : 0.0f;
+            half *out = a.out + (size_t)row * a.n_heads * HD + (size_t)(h0 + hw) * HD;
+#pragma unroll
+            for (int i = 0; i < OT; i++) {
+                const int d = i * 8 + (lane & 3) * 2;
+                *reinterpret_cast<half2 *>(out + d) =
+                    __floats2half2_rn(o[mt][i][2 * rr] * inv, o[mt][i][2 * rr + 1] * inv);
+            }
         }
-    }
 }
 
 /* heads a flash prefill block (v39, H100, us, 32 heads / 8 KV heads, benchmarks/NOTES.md): at head_dim 64
@@ -749,18 +787,18 @@ static int fa_heads_per_block(const lk_attn_args *a) {
     return a->head_dim == 64 && blocks2 >= 2L * sms ? 2 : 1;
 }
 
-template <int HD, int HPB>
+template <int HD, int HPB, int MT = 1>
 static lk_status fa_init() {
-    CU(cudaFuncSetAttribute(k_attn_prefill<HD, HPB>, cudaFuncAttributeMaxDynamicSharedMemorySize,
-                            fa_smem<HD, HPB>::BYTES));
+    CU(cudaFuncSetAttribute(k_attn_prefill<HD, HPB, MT>, cudaFuncAttributeMaxDynamicSharedMemorySize,
+                            fa_smem<HD, HPB, MT>::BYTES));
     return LK_OK;
 }
 
-template <int HD, int HPB>
+template <int HD, int HPB, int MT = 1>
 static lk_status fa_launch(const lk_attn_args *a, cudaStream_t st) {
-    const dim3 grid(a->n_heads / HPB, (a->M + FA_BQ - 1) / FA_BQ);
-    LAUNCH("k_attn_prefill", (k_attn_prefill<HD, HPB>), grid, dim3(fa_smem<HD, HPB>::T), (size_t)fa_smem<HD, HPB>::BYTES,
-           st, *a);
+    using SM = fa_smem<HD, HPB, MT>;
+    const dim3 grid(a->n_heads / HPB, (a->M + SM::BQ - 1) / SM::BQ);
+    LAUNCH("k_attn_prefill", (k_attn_prefill<HD, HPB, MT>), grid, dim3(SM::T), (size_t)SM::BYTES, st, *a);
     return LK_OK;
 }
 
@@ -770,7 +808,8 @@ lk_status lk_attention_init(void) {
                                              decode_tc_init<128, 2>, decode_tc_init<128, 3>, decode_tc_init<128, 4>,
                                              decode_tc_init<128, 8>};
     for (auto f : tc_init) TRY(f());
-    static lk_status (*const pf_init[])() = {fa_init<64, 1>, fa_init<64, 2>, fa_init<128, 1>, fa_init<128, 2>};
+    static lk_status (*const pf_init[])() = {fa_init<64, 1>,  fa_init<64, 2>,    fa_init<128, 1>,
+                                             fa_init<128, 2>, fa_init<64, 1, 2>, fa_init<64, 2, 2>};
     for (auto f : pf_init) TRY(f());
     return LK_OK;
 }
@@ -781,5 +820,17 @@ lk_status lk_attention_prefill(const lk_attn_args *a, cudaStream_t st) {
     if (a->head_dim != 64 && a->head_dim != 128) return lk_attention_plain(a, st);
     static lk_status (*const launch[2][2])(const lk_attn_args *, cudaStream_t) = {{fa_launch<64, 1>, fa_launch<64, 2>},
                                                                                  {fa_launch<128, 1>, fa_launch<128, 2>}};
+    /* LLAMA_KERNEL_FA_MT=2 (opt-in, not yet measured; read every call): two m16 tiles of query rows a
+     * warp at head_dim 64, so each K/V fragment read from shared memory feeds two mmas (FlashAttention-2's
+     * 128-row blocks); two heads a block (one block an SM at 240 registers) only when that grid still
+     * covers the SMs, and LLAMA_KERNEL_FA_HPB=1|2 forces it (read every call here) */
+    const char *mt = getenv("LLAMA_KERNEL_FA_MT");
+    if (mt && mt[0] == '2' && !mt[1] && a->head_dim == 64) {
+        const char *hp = getenv("LLAMA_KERNEL_FA_HPB");
+        const long blocks2 = (long)(a->n_heads / 2) * ((a->M + 127) / 128);
+        bool two = hp && (hp[0] == '1' || hp[0] == '2') && !hp[1] ? hp[0] == '2' : blocks2 >= 132;
+        if ((a->n_heads / a->n_kv) % 2) two = false; /* odd groups: one head a block */
+        return two ? fa_launch<64, 2, 2>(a, st) : fa_launch<64, 1, 2>(a, st);
+    }
     return launch[a->head_dim == 128][fa_heads_per_block(a) - 1](a, st);
 }
