@@ -223,7 +223,7 @@ def test_rope_kv_kernel(n_heads, n_kv, hd, vec, monkeypatch):
 
 
 def test_norm_rope_ops_reject_bad_arguments():
-    """Shape and range errors name the argument (before any GPU work)."""
+    """Shape errors (checked before any GPU work) and range errors name the argument (ValueError)."""
     x = np.ones((2, 8), np.float32)
     with pytest.raises(ValueError, match="w \\[dim\\]"):
         _C.cuda_rmsnorm(x, np.ones(7, np.float32), 1e-5)
@@ -232,7 +232,7 @@ def test_norm_rope_ops_reject_bad_arguments():
         _C.cuda_rope_kv(np.ones((2, 23), np.float32), [0, 1], [0, 0], 2, 2, tab, tab, 1)
     with pytest.raises(ValueError, match="cuda_rope_kv"):
         _C.cuda_rope_kv(np.ones((2, 24), np.float32), [0, 1], [0, 0], 3, 2, tab, tab, 1)
-    with pytest.raises(RuntimeError, match="position 4"):
+    with pytest.raises(ValueError, match="position 4"):
         _C.cuda_rope_kv(np.ones((2, 24), np.float32), [0, 4], [0, 0], 2, 2, tab, tab, 1)
 
 
