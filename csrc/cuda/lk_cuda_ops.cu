@@ -144,6 +144,16 @@ __global__ void k_f16_to_f32(const half *a, float *b, size_t n) {
     if (i < n) b[i] = __half2float(a[i]);
 }
 
+/* n fp16 values on the device into float32 host memory (widened on the device) */
+lk_status download_half(const void *src, size_t n, float *dst) {
+    dbuf f;
+    TRY(dalloc(f, n * 4));
+    k_f16_to_f32<<<(unsigned)((n + 255) / 256), 256>>>((const half *)src, (float *)f.p, n);
+    LAUNCH_OK("k_f16_to_f32");
+    CU(cudaMemcpy(dst, f.p, n * 4, cudaMemcpyDeviceToHost));
+    return LK_OK;
+}
+
 } // namespace
 
 extern "C" lk_status lk_cuda_op_matmul(const float *x, int M, int K, const uint8_t *qs, const uint16_t *params,
@@ -153,7 +163,7 @@ extern "C" lk_status lk_cuda_op_matmul(const float *x, int M, int K, const uint8
     TRY(device_info(&sm, &cmaj, &cmin));
     const int om = out_mode(mode), n_out = om == LK_OUT_SWIGLU_F16 ? N / 2 : N;
     const bool half_out = om == LK_OUT_SWIGLU_F16 || om == LK_OUT_F16;
-    dbuf dx, dw, dp, dy, dyf;
+    dbuf dx, dw, dp, dy;
     std::vector<half> hx = to_half(x, (size_t)M * K);
     TRY(dalloc(dx, hx.size() * 2));
     CU(cudaMemcpy(dx.p, hx.data(), hx.size() * 2, cudaMemcpyHostToDevice));
@@ -196,10 +206,7 @@ extern "C" lk_status lk_cuda_op_matmul(const float *x, int M, int K, const uint8
         *variant_used = !qs ? LK_MM_BF16 : tiled ? LK_MM_BATCHED : variant ? variant : lk_mm_choose(M, N, K, cmaj, cmin);
     TRY(lk_cuda_matmul(&W, (const half *)dx.p, M, K, dy.p, n_out, om, variant, &ws, sm, cmaj, cmin, 0));
     if (half_out) {
-        TRY(dalloc(dyf, ny * 4));
-        k_f16_to_f32<<<(unsigned)((ny + 255) / 256), 256>>>((const half *)dy.p, (float *)dyf.p, ny);
-        LAUNCH_OK("k_f16_to_f32");
-        CU(cudaMemcpy(y, dyf.p, ny * 4, cudaMemcpyDeviceToHost));
+        TRY(download_half(dy.p, ny, y));
     } else {
         CU(cudaMemcpy(y, dy.p, ny * 4, cudaMemcpyDeviceToHost));
     }
@@ -337,7 +344,7 @@ extern "C" lk_status lk_cuda_op_attention(const float *q, int M, int n_heads, in
     for (int i = 0; i < M; i++)
         if (pos[i] < 0 || pos[i] >= L) return lk_fail(LK_E_INVALID, "attention op: pos[%d] = %d not in [0, %d)", i, pos[i], L);
     const int qd = n_heads * hd;
-    dbuf dq, dk, dv, dout, dslot, dpos, dpart, dof;
+    dbuf dq, dk, dv, dout, dslot, dpos, dpart;
     std::vector<half> hq = to_half(q, (size_t)M * qd), hk = to_half(k, (size_t)n_kv * L * hd),
                       hv = to_half(v, (size_t)n_kv * L * hd);
     TRY(dalloc(dq, hq.size() * 2));
@@ -363,11 +370,7 @@ extern "C" lk_status lk_cuda_op_attention(const float *q, int M, int n_heads, in
             if (pos[i] != pos[0] + i) return lk_fail(LK_E_INVALID, "prefill attention needs consecutive positions");
     }
     TRY(op_attention_run(&a, kind, 0));
-    TRY(dalloc(dof, (size_t)M * qd * 4));
-    k_f16_to_f32<<<(unsigned)(((size_t)M * qd + 255) / 256), 256>>>((const half *)dout.p, (float *)dof.p, (size_t)M * qd);
-    LAUNCH_OK("k_f16_to_f32");
-    CU(cudaMemcpy(out, dof.p, (size_t)M * qd * 4, cudaMemcpyDeviceToHost));
-    return LK_OK;
+    return download_half(dout.p, (size_t)M * qd, out);
 }
 
 extern "C" lk_status lk_cuda_op_bench_attention(int B, int n_heads, int n_kv, int hd, int L, int kind, int iters,
@@ -421,18 +424,14 @@ extern "C" lk_status lk_cuda_op_rmsnorm(const float *x, int M, int dim, const fl
     size_t n = 0;
     if (M < 1 || dim < 1 || lk_mul_ov((size_t)M, (size_t)dim, &n))
         return lk_fail(LK_E_INVALID, "rmsnorm op: bad shape (M %d, dim %d)", M, dim);
-    dbuf dx, dw, dh, dof;
+    dbuf dx, dw, dh;
     TRY(dalloc(dx, n * 4));
     TRY(dalloc(dw, (size_t)dim * 4));
     TRY(dalloc(dh, n * 2));
-    TRY(dalloc(dof, n * 4));
     CU(cudaMemcpy(dx.p, x, n * 4, cudaMemcpyHostToDevice));
     CU(cudaMemcpy(dw.p, w, (size_t)dim * 4, cudaMemcpyHostToDevice));
     TRY(lk_rmsnorm((const float *)dx.p, (const float *)dw.p, M, dim, eps, (half *)dh.p, 0));
-    k_f16_to_f32<<<(unsigned)((n + 255) / 256), 256>>>((const half *)dh.p, (float *)dof.p, n);
-    LAUNCH_OK("k_f16_to_f32");
-    CU(cudaMemcpy(out, dof.p, n * 4, cudaMemcpyDeviceToHost));
-    return LK_OK;
+    return download_half(dh.p, n, out);
 }
 
 extern "C" lk_status lk_cuda_op_rope_kv(const float *qkv, int M, int n_heads, int n_kv, int hd, const int *pos,
@@ -452,7 +451,7 @@ extern "C" lk_status lk_cuda_op_rope_kv(const float *qkv, int M, int n_heads, in
         if (pos[i] < 0 || pos[i] >= max_seq || slot[i] < 0 || slot[i] >= n_slots)
             return lk_fail(LK_E_INVALID, "rope_kv op: row %d at slot %d / position %d (slots [0, %d), positions [0, %d))",
                            i, slot[i], pos[i], n_slots, max_seq);
-    dbuf dq, dkc, dvc, dcos, dsin, dpos, dslot, df;
+    dbuf dq, dkc, dvc, dcos, dsin, dpos, dslot;
     std::vector<half> hq = to_half(qkv, nq);
     TRY(dalloc(dq, nq * 2));
     TRY(dalloc(dkc, nc * 2));
@@ -470,18 +469,9 @@ extern "C" lk_status lk_cuda_op_rope_kv(const float *qkv, int M, int n_heads, in
     CU(cudaMemcpy(dslot.p, slot, (size_t)M * 4, cudaMemcpyHostToDevice));
     TRY(lk_rope_kv((half *)dq.p, ld * hd, (const int *)dslot.p, (const int *)dpos.p, M, n_heads, n_kv, hd,
                    (const float *)dcos.p, (const float *)dsin.p, (half *)dkc.p, (half *)dvc.p, max_seq, 0));
-    TRY(dalloc(df, std::max(nq, nc) * 4));
-    const struct {
-        const dbuf &src;
-        size_t n;
-        float *dst;
-    } outs[3] = {{dq, nq, qkv_out}, {dkc, nc, kc}, {dvc, nc, vc}};
-    for (const auto &o : outs) {
-        k_f16_to_f32<<<(unsigned)((o.n + 255) / 256), 256>>>((const half *)o.src.p, (float *)df.p, o.n);
-        LAUNCH_OK("k_f16_to_f32");
-        CU(cudaMemcpy(o.dst, df.p, o.n * 4, cudaMemcpyDeviceToHost));
-    }
-    return LK_OK;
+    TRY(download_half(dq.p, nq, qkv_out));
+    TRY(download_half(dkc.p, nc, kc));
+    return download_half(dvc.p, nc, vc);
 }
 
 /* median microseconds of k_rmsnorm and k_rope_kv over M rows (consecutive positions of one slot, as in
