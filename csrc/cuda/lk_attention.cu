@@ -771,8 +771,9 @@ __global__ void __launch_bounds__(fa_smem<HD, HPB, MT>::T, fa_smem<HD, HPB, MT>:
  * 82.8 with two; S = 8,192: 1,150 / 1,075; but S = 512, 128 blocks: 12.7 / 14.7), else one; at 128
  * one (two: 164.7 vs 154.9 at S = 2,048: its 195 registers leave one block an SM). Four heads (a block an
  * SM) were no faster anywhere (83.2, 1,130, 22.8). LLAMA_KERNEL_FA_HPB=1|2 forces it where the group
- * allows (A/B; read once). */
-static int fa_heads_per_block(const lk_attn_args *a) {
+ * allows (A/B; read once). bq and per_sm: query rows a block and two-head blocks an SM (the MT = 2 form:
+ * 128 and 1). */
+static int fa_heads_per_block(const lk_attn_args *a, int bq = FA_BQ, int per_sm = 2) {
     static int force = -1, sms = 0;
     if (force < 0) {
         const char *e = getenv("LLAMA_KERNEL_FA_HPB");
@@ -783,8 +784,8 @@ static int fa_heads_per_block(const lk_attn_args *a) {
     }
     if ((a->n_heads / a->n_kv) % 2) return 1;
     if (force) return force;
-    const long blocks2 = (long)(a->n_heads / 2) * ((a->M + FA_BQ - 1) / FA_BQ);
-    return a->head_dim == 64 && blocks2 >= 2L * sms ? 2 : 1;
+    const long blocks2 = (long)(a->n_heads / 2) * ((a->M + bq - 1) / bq);
+    return a->head_dim == 64 && blocks2 >= (long)per_sm * sms ? 2 : 1;
 }
 
 template <int HD, int HPB, int MT = 1>
@@ -823,14 +824,10 @@ lk_status lk_attention_prefill(const lk_attn_args *a, cudaStream_t st) {
     /* LLAMA_KERNEL_FA_MT=2 (opt-in, not yet measured; read every call): two m16 tiles of query rows a
      * warp at head_dim 64, so each K/V fragment read from shared memory feeds two mmas (FlashAttention-2's
      * 128-row blocks); two heads a block (one block an SM at 240 registers) only when that grid still
-     * covers the SMs, and LLAMA_KERNEL_FA_HPB=1|2 forces it (read every call here) */
+     * covers the SMs, by the same rule and LLAMA_KERNEL_FA_HPB as the 64-row form */
     const char *mt = getenv("LLAMA_KERNEL_FA_MT");
-    if (mt && mt[0] == '2' && !mt[1] && a->head_dim == 64) {
-        const char *hp = getenv("LLAMA_KERNEL_FA_HPB");
-        const long blocks2 = (long)(a->n_heads / 2) * ((a->M + 127) / 128);
-        bool two = hp && (hp[0] == '1' || hp[0] == '2') && !hp[1] ? hp[0] == '2' : blocks2 >= 132;
-        if ((a->n_heads / a->n_kv) % 2) two = false; /* odd groups: one head a block */
-        return two ? fa_launch<64, 2, 2>(a, st) : fa_launch<64, 1, 2>(a, st);
-    }
+    if (mt && mt[0] == '2' && !mt[1] && a->head_dim == 64)
+        return fa_heads_per_block(a, fa_smem<64, 2, 2>::BQ, 1) == 2 ? fa_launch<64, 2, 2>(a, st)
+                                                                    : fa_launch<64, 1, 2>(a, st);
     return launch[a->head_dim == 128][fa_heads_per_block(a) - 1](a, st);
 }
