@@ -78,14 +78,14 @@ def fused_kernels():
     out = []
     for name, dim, H, KV, hd in FUSED_SHAPES:
         for M in (512, 2048):
-            norm_us, rope_us, copy_us = _C.cuda_bench_norm_rope(M, dim, H, KV, hd, 20)
-            os.environ["LLAMA_KERNEL_ROPE_VEC"] = "1"  # the 16-byte form (opt-in), same run
-            rope8_us = _C.cuda_bench_norm_rope(M, dim, H, KV, hd, 20)[1]
+            norm_us, rope8_us, copy_us = _C.cuda_bench_norm_rope(M, dim, H, KV, hd, 20)
+            os.environ["LLAMA_KERNEL_ROPE_VEC"] = "0"  # the 2-byte form, same run
+            rope_us = _C.cuda_bench_norm_rope(M, dim, H, KV, hd, 20)[1]
             del os.environ["LLAMA_KERNEL_ROPE_VEC"]
             copy = 6 * M * dim / copy_us / 1e6
             rope_bytes = M * (4 * (H + 2 * KV) * hd + 4 * hd)
-            for kern, us, nbytes in (("rmsnorm", norm_us, 6 * M * dim), ("rope_kv", rope_us, rope_bytes),
-                                     ("rope_kv (16-byte, LLAMA_KERNEL_ROPE_VEC=1)", rope8_us, rope_bytes)):
+            for kern, us, nbytes in (("rmsnorm", norm_us, 6 * M * dim), ("rope_kv (16-byte)", rope8_us, rope_bytes),
+                                     ("rope_kv (2-byte, LLAMA_KERNEL_ROPE_VEC=0)", rope_us, rope_bytes)):
                 tbs = nbytes / us / 1e6
                 print(f"| {kern} {name} M={M} | {us:.1f} | {tbs:.2f} | {copy:.2f} | {tbs / copy:.0%} |", flush=True)
                 out.append(dict(kernel=kern, shape=name, M=M, us=us, bytes=nbytes, tb_s=tbs, copy_tb_s=copy))

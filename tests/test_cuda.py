@@ -188,14 +188,15 @@ def rope_kv_ref(qkv, pos, slot, n_heads, n_kv, cos, sin, n_slots):
 
 
 @pytest.mark.parametrize("vec", ["0", "1"])
-@pytest.mark.parametrize("n_heads,n_kv,hd", [(32, 8, 64), (24, 8, 128), (8, 8, 64), (6, 2, 128), (12, 4, 32)])
+@pytest.mark.parametrize("n_heads,n_kv,hd", [(32, 8, 64), (24, 8, 128), (8, 8, 64), (6, 2, 128), (12, 4, 32),
+                                              (4, 2, 24)])
 def test_rope_kv_kernel(n_heads, n_kv, hd, vec, monkeypatch):
     """The engine's rotary + KV-append kernel (prefill, and any qkv matmul without the rotary epilogue)
     against float64 with the Llama 3 (llama3-scaled) tables: q rotated in place, k and v of the qkv rows
     untouched, rotated k and v at each row's slot and position (the first and the last position of the
     cache, several slots), nothing else written; GQA ratios 1, 3, 4. Errors at most 2x those of rounding
-    the exact results to fp16. Both forms: 2-byte accesses (default) and 16-byte ones
-    (LLAMA_KERNEL_ROPE_VEC=1, opt-in until measured)."""
+    the exact results to fp16. Both forms: 16-byte accesses (the default where head_dim is a multiple of
+    16) and 2-byte ones (LLAMA_KERNEL_ROPE_VEC=0, and every other head_dim)."""
     from llama_kernel.config import PRESETS
 
     monkeypatch.setenv("LLAMA_KERNEL_ROPE_VEC", vec)
@@ -291,6 +292,41 @@ for hd, n_heads, n_kv in [(64, 32, 8), (128, 24, 8), (64, 8, 8), (128, 16, 2), (
 print("ok")
 """
     env = dict(os.environ, LLAMA_KERNEL_ATTN_DECODE=kernel)
+    r = subprocess.run([sys.executable, "-c", code], env=env, capture_output=True, text=True, timeout=300)
+    assert r.returncode == 0 and r.stdout.strip() == "ok", r.stdout + r.stderr
+
+
+def test_decode_kernel_by_length_graphs(tmp_path):
+    """Head_dim 128 at few rows: the tensor-core decode kernel while every row has at most
+    LLAMA_KERNEL_ATTN_TC_LEN positions (48 here, read once per process), the CUDA-core one after, so a
+    batch's decode crosses from one to the other; the step graphs are keyed by that choice. Graphs and
+    eager launches give the same tokens (batch 1 and 2, greedy and sampled) across the switch, and the
+    last logits of the eager engine match the CPU engine's."""
+    import subprocess
+    import sys
+
+    ckpt = make_random_checkpoint(str(tmp_path / "3b"), "llama-3.2-3b", seed=21, std=0.02, num_hidden_layers=1,
+                                  vocab_size=32000)
+    code = f"""
+import numpy as np
+from llama_kernel import LlamaInference
+prompts = [list(range(3, 23)), list(range(40, 71))]
+outs = []
+for graphs in (True, False):
+    for B in (1, 2):
+        m = LlamaInference({ckpt!r}, device="cuda", batch_size=B, cuda_graphs=graphs, verbose=False)
+        outs.append(m.generate_ids(prompts[:B], max_new_tokens=60, temperature=0, ignore_eos=True))
+        outs.append(m.generate_ids(prompts[:B], max_new_tokens=60, temperature=0.9, seed=3, ignore_eos=True))
+        del m
+assert outs[:4] == outs[4:], "graphs and eager differ"
+toks = prompts[0] + list(outs[4][0][:50])
+gpu = LlamaInference({ckpt!r}, device="cuda", prefill_chunk=1, cuda_graphs=False, verbose=False).logits(toks)
+cpu = LlamaInference({ckpt!r}, device="cpu", verbose=False).logits(toks)
+err = float(np.abs(gpu - cpu).max() / np.abs(cpu).max())
+assert err < 2e-2, err
+print("ok")
+"""
+    env = dict(os.environ, LLAMA_KERNEL_ATTN_TC_LEN="48")
     r = subprocess.run([sys.executable, "-c", code], env=env, capture_output=True, text=True, timeout=300)
     assert r.returncode == 0 and r.stdout.strip() == "ok", r.stdout + r.stderr
 

@@ -496,18 +496,25 @@ static int decode_chunk_env(void) {
     return v;
 }
 
-/* Which decode kernel: the tensor-core one at head_dim 64, the CUDA-core one at 128 (where the
- * tensor-core kernel's 70 KB ring leaves 3 blocks an SM and is slower); LLAMA_KERNEL_ATTN_DECODE=
- * simt|tc forces one (A/B; read once). H100 (benchmarks/NOTES.md, v32), simt -> tc, us:
- * B=16 L=8192 121.0 -> 98.6, B=1 L=32768 37.2 -> 30.7, B=64 L=1024 62.4 -> 50.6; head_dim 128
- * B=16 L=8192 193.9 -> 207.9. Ring depth 2 beat 3 and 4 (fewer blocks an SM). */
-static int decode_use_tc(int hd) {
-    static int v = 0;
+/* Which decode kernel: the tensor-core one at head_dim 64; at 128 it only while rows x KV heads < 64 and
+ * every row has at most DEC_TC_LEN_HD128 positions, else the CUDA-core one (the tensor-core kernel's 70 KB
+ * ring leaves 3 blocks an SM: slower with many blocks or long rows). LLAMA_KERNEL_ATTN_DECODE=simt|tc
+ * forces one and LLAMA_KERNEL_ATTN_TC_LEN=N sets the length (A/B; read once). H100 (benchmarks/NOTES.md,
+ * v32), simt -> tc, us: B=16 L=8192 121.0 -> 98.6, B=1 L=32768 37.2 -> 30.7, B=64 L=1024 62.4 -> 50.6;
+ * head_dim 128 B=16 L=8192 193.9 -> 207.9. Ring depth 2 beat 3 and 4 (fewer blocks an SM). Head_dim 128,
+ * one row, 24 heads (v50): L = 64 / 256 / 1,024 / 4,096 3.72 / 6.58 / 7.77 / 13.39 -> 2.72 / 5.14 / 6.96 /
+ * 19.63; 3B batch 1 762 -> 786 tok/s */
+#define DEC_TC_LEN_HD128 1024
+int lk_attention_decode_tc(int hd, int M, int n_kv, int max_len) {
+    static int v = 0, len = DEC_TC_LEN_HD128;
     if (!v) {
         const char *e = getenv("LLAMA_KERNEL_ATTN_DECODE");
+        const char *l = getenv("LLAMA_KERNEL_ATTN_TC_LEN");
+        if (l && *l && atoi(l) >= 0) len = atoi(l);
         v = e && !strcmp(e, "simt") ? 1 : e && !strcmp(e, "tc") ? 2 : 3;
     }
-    return v == 2 || (v == 3 && hd == 64);
+    if (v != 3) return v == 2;
+    return hd == 64 || (hd == 128 && M * n_kv < 64 && max_len > 0 && max_len <= len);
 }
 
 #define DEC_TC_STAGES 2
@@ -530,7 +537,7 @@ static lk_status launch_decode(const lk_attn_args *a, cudaStream_t st) {
      * hold SM slots). LLAMA_KERNEL_ATTN_TRIGGER=0 / 1 forces it off / on (A/B; read every call) */
     const char *te = getenv("LLAMA_KERNEL_ATTN_TRIGGER");
     k.trigger = te ? strcmp(te, "0") != 0 : a->M == 1;
-    const bool tc = decode_use_tc(HD);
+    const bool tc = lk_attention_decode_tc(HD, a->M, a->n_kv, a->max_len);
     const char *oe = getenv("LLAMA_KERNEL_ATTN_ONE_SPLIT"); /* (A/B; read every call) */
     k.one_split = oe ? atoi(oe) : tc && env <= 0 && a->M * a->n_kv < 64 ? DEC_ONE_SPLIT_TC : 0;
     if (tc)

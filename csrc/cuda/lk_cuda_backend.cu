@@ -148,6 +148,10 @@ typedef struct cuda_backend {
     cudaEvent_t ev[2];
     int rows_prefill, p0, pslot;
     int rows_distinct; /* every row its own slot (decode attention may then copy old K/V rows early) */
+    /* at least pos[r] + 1 of every current row: set_rows sets it, each sample() adds one (rows move to
+     * pos + 1). Decode attention picks its kernel by it (lk_attention_decode_tc), so step graphs are
+     * keyed by that choice too */
+    int kv_hi;
     int fused_rope; /* the last qkv matmul already applied rope and wrote K/V */
     int variant;
     int tiled;     /* int4 weights in the tensor-core arrangement (see is_tiled) */
@@ -163,8 +167,10 @@ typedef struct cuda_backend {
     const float *norm_w;
     int norm_rows, norm_op;
     prof_t prof;
-    cudaGraphExec_t *graphs; /* [MAX_GRAPH_KEYS] */
+    /* [2 MAX_GRAPH_KEYS]: by (key, decode attention kernel); graph_kv: what a step adds to kv_hi */
+    cudaGraphExec_t *graphs;
     unsigned char *graph_state; /* 0 new, 1 warmed up, 2 captured, 3 capture unsupported: eager */
+    int *graph_kv;
 } cuda_backend;
 
 #define CUB(be) ((cuda_backend *)(be))
@@ -221,11 +227,12 @@ static void cu_destroy(lk_backend *be) {
         cudaEventDestroy(b->prof.b);
     }
     if (b->graphs) {
-        for (int i = 0; i < MAX_GRAPH_KEYS; i++)
+        for (int i = 0; i < 2 * MAX_GRAPH_KEYS; i++)
             if (b->graphs[i]) cudaGraphExecDestroy(b->graphs[i]);
         free(b->graphs);
     }
     free(b->graph_state);
+    free(b->graph_kv);
     if (b->st) cudaStreamSynchronize(b->st);
     for (int i = 0; i < 2; i++)
         if (b->ev[i]) cudaEventDestroy(b->ev[i]);
@@ -309,6 +316,8 @@ static lk_status cu_set_rows(lk_backend *be, int M, const int32_t *tok, const in
     CU(cudaMemcpyAsync(b->slot, slot, (size_t)M * 4, cudaMemcpyHostToDevice, b->st));
     CU(cudaMemcpyAsync(b->pos, pos, (size_t)M * 4, cudaMemcpyHostToDevice, b->st));
     b->rows_prefill = consecutive && M > 1;
+    b->kv_hi = 0;
+    for (int i = 0; i < M; i++) b->kv_hi = pos[i] + 1 > b->kv_hi ? pos[i] + 1 : b->kv_hi;
     /* distinct slots: checked up to 64 rows (beyond that the forward runs without PDL, where the early
      * copies gain nothing) */
     int distinct = M <= 64;
@@ -588,6 +597,7 @@ static lk_attn_args attn_args(cuda_backend *b, int M, int layer) {
     a.splits = b->lay.attn_splits;
     a.min_chunk = a.one_split = a.trigger = 0; /* (set per launch by lk_attention_decode) */
     a.prefetch = b->rows_distinct;
+    a.max_len = b->kv_hi;
     return a;
 }
 
@@ -664,6 +674,7 @@ static lk_status cu_sample(lk_backend *be, int B) {
     cuda_backend *b = CUB(be);
     b->rows_prefill = 0;
     b->rows_distinct = B <= 64; /* k_sample sets row b to slot b */
+    b->kv_hi++;
     prof_begin(b);
     lk_status s = lk_sample(b->logits, be->cfg->vocab_size, B, b->samp_dev, b->seen, b->tok, b->slot, b->pos, b->st);
     prof_end(b, 10);
@@ -685,14 +696,19 @@ static lk_status cu_tokens_wait(lk_backend *be, int B, int which, int32_t *out) 
     return LK_OK;
 }
 
-/* warm-up eagerly once per key, then capture, then replay */
+/* warm-up eagerly once per key, then capture, then replay. The key is the step's row count (the engine's
+ * batch); the graph also depends on which decode attention kernel the rows' lengths pick, so that choice
+ * is part of the index, and a replay adds to kv_hi what the captured step's host code added */
 static lk_status cu_graph_run(lk_backend *be, int key, lk_status (*step)(void *), void *ctx) {
     cuda_backend *b = CUB(be);
     if (key < 0 || key >= MAX_GRAPH_KEYS) return step(ctx);
     if (b->prof.on) return step(ctx);
+    const lk_config *c = be->cfg;
+    key = 2 * key + lk_attention_decode_tc(c->head_dim, key, c->n_kv_heads, b->kv_hi);
     unsigned char *state = &b->graph_state[key];
     if (*state == 2) {
         CU(cudaGraphLaunch(b->graphs[key], b->st));
+        b->kv_hi += b->graph_kv[key];
         return LK_OK;
     }
     if (*state == 0 || *state == 3) {
@@ -701,7 +717,9 @@ static lk_status cu_graph_run(lk_backend *be, int key, lk_status (*step)(void *)
     }
     cudaGraph_t g = NULL;
     CU(cudaStreamBeginCapture(b->st, cudaStreamCaptureModeThreadLocal));
+    const int kv0 = b->kv_hi;
     lk_status s = step(ctx);
+    b->graph_kv[key] = b->kv_hi - kv0;
     cudaError_t e = cudaStreamEndCapture(b->st, &g);
     if (s) {
         if (g) cudaGraphDestroy(g);
@@ -895,10 +913,11 @@ extern "C" lk_status lk_cuda_backend_create(const lk_config *c, const lk_engine_
     CUB_(cudaHostAlloc((void **)&b->pinned, 2 * (size_t)o->batch_size * 4, cudaHostAllocDefault));
     CUB_(cudaEventCreateWithFlags(&b->ev[0], cudaEventDisableTiming));
     CUB_(cudaEventCreateWithFlags(&b->ev[1], cudaEventDisableTiming));
-    b->graphs = (cudaGraphExec_t *)calloc(MAX_GRAPH_KEYS, sizeof(cudaGraphExec_t));
-    b->graph_state = (unsigned char *)calloc(MAX_GRAPH_KEYS, 1);
+    b->graphs = (cudaGraphExec_t *)calloc(2 * MAX_GRAPH_KEYS, sizeof(cudaGraphExec_t));
+    b->graph_state = (unsigned char *)calloc(2 * MAX_GRAPH_KEYS, 1);
+    b->graph_kv = (int *)calloc(2 * MAX_GRAPH_KEYS, sizeof(int));
     b->host_w = (unsigned char *)malloc(lk_align_up(wl->total, LK_ALIGN));
-    if (!b->graphs || !b->graph_state || !b->host_w) {
+    if (!b->graphs || !b->graph_state || !b->graph_kv || !b->host_w) {
         cu_destroy(&b->base);
         return lk_fail(LK_E_NOMEM, "out of host memory staging %zu bytes of weights", wl->total);
     }

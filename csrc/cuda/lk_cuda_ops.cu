@@ -328,6 +328,7 @@ static lk_attn_args op_attn_args(const dbuf &dq, const dbuf &dk, const dbuf &dv,
     /* only uploads precede these calls, so the early K/V copies are safe whatever the rows' slots;
      * on, so the decode tests cover the split of the first tile (LLAMA_KERNEL_ATTN_PREFETCH=0: off) */
     a.prefetch = 1;
+    a.max_len = 0; /* (the callers set it) */
     return a;
 }
 
@@ -364,7 +365,8 @@ extern "C" lk_status lk_cuda_op_attention(const float *q, int M, int n_heads, in
     dbuf dcnt;
     TRY(dalloc(dcnt, (size_t)M * n_kv * 4));
     CU(cudaMemset(dcnt.p, 0, (size_t)M * n_kv * 4));
-    const lk_attn_args a = op_attn_args(dq, dk, dv, dout, dslot, dpos, dpart, dcnt, M, n_heads, n_kv, hd, L, pos[0], splits);
+    lk_attn_args a = op_attn_args(dq, dk, dv, dout, dslot, dpos, dpart, dcnt, M, n_heads, n_kv, hd, L, pos[0], splits);
+    for (int i = 0; i < M; i++) a.max_len = std::max(a.max_len, pos[i] + 1);
     if (kind == 2) {
         for (int i = 1; i < M; i++)
             if (pos[i] != pos[0] + i) return lk_fail(LK_E_INVALID, "prefill attention needs consecutive positions");
@@ -403,7 +405,8 @@ extern "C" lk_status lk_cuda_op_bench_attention(int B, int n_heads, int n_kv, in
     dbuf dcnt;
     TRY(dalloc(dcnt, (size_t)M * n_kv * 4));
     CU(cudaMemset(dcnt.p, 0, (size_t)M * n_kv * 4));
-    const lk_attn_args a = op_attn_args(dq, dk, dv, dout, dslot, dpos, dpart, dcnt, M, n_heads, n_kv, hd, L, 0, splits);
+    lk_attn_args a = op_attn_args(dq, dk, dv, dout, dslot, dpos, dpart, dcnt, M, n_heads, n_kv, hd, L, 0, splits);
+    a.max_len = L;
     cudaStream_t st;
     CU(cudaStreamCreateWithFlags(&st, cudaStreamNonBlocking));
     lk_status s = time_graph(

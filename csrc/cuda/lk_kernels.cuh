@@ -31,6 +31,9 @@ typedef struct lk_attn_args {
      * K/V rows before pos[r] of a block's first tile are then copied before the PDL wait. */
     int prefetch;
     int trigger; /* decode: the next kernel may launch once this one's blocks have waited (set there) */
+    /* decode: at least pos[r] + 1 for every row (host-known bound), 0 if unknown. Only picks the kernel
+     * (lk_attention_decode_tc): every kernel is correct at any length */
+    int max_len;
 } lk_attn_args;
 
 lk_status lk_embed(const lk_dmat *E, const int *tok, int M, int dim, float *x, cudaStream_t st);
@@ -41,6 +44,9 @@ lk_status lk_rope_kv(half *qkv, int qkv_ld, const int *slot, const int *pos, int
 
 lk_status lk_attention_plain(const lk_attn_args *a, cudaStream_t st);
 lk_status lk_attention_decode(const lk_attn_args *a, cudaStream_t st);
+/* 1 when lk_attention_decode runs the tensor-core kernel for M rows of at most max_len positions (0:
+ * unknown), else 0: the CUDA backend keys its step graphs by this too */
+int lk_attention_decode_tc(int head_dim, int M, int n_kv, int max_len);
 lk_status lk_attention_prefill(const lk_attn_args *a, cudaStream_t st);
 lk_status lk_attention_init(void); /* shared-memory attributes, once per process */
 
