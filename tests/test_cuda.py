@@ -146,9 +146,10 @@ def rmsnorm_ref(x, w, eps):
     return x / np.sqrt((x * x).mean(axis=1, keepdims=True) + eps) * np.asarray(w, np.float64)
 
 
-@pytest.mark.parametrize("M,dim", [(1, 2048), (37, 2048), (5, 3072), (3, 260), (2, 4)])
+@pytest.mark.parametrize("M,dim", [(1, 2048), (37, 2048), (5, 3072), (3, 260), (2, 4), (3, 4096), (4, 4100), (3, 8192)])
 def test_rmsnorm_kernel(M, dim):
-    """The engine's RMSNorm kernel (prefill, and any matmul without the norm prologue) against float64:
+    """The engine's RMSNorm kernel (prefill, and any matmul without the norm prologue; rows of up to 4,096
+    held in registers, longer ones read twice) against float64:
     its error at most 2x that of rounding the exact result to fp16 (its output precision); rows of tiny,
     huge and zero inputs (eps keeps the zero row at 0)."""
     rng = np.random.default_rng(M * 31 + dim)

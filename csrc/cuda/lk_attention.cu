@@ -503,8 +503,9 @@ static int decode_chunk_env(void) {
  * v32), simt -> tc, us: B=16 L=8192 121.0 -> 98.6, B=1 L=32768 37.2 -> 30.7, B=64 L=1024 62.4 -> 50.6;
  * head_dim 128 B=16 L=8192 193.9 -> 207.9. Ring depth 2 beat 3 and 4 (fewer blocks an SM). Head_dim 128,
  * one row, 24 heads (v50): L = 64 / 256 / 1,024 / 4,096 3.72 / 6.58 / 7.77 / 13.39 -> 2.72 / 5.14 / 6.96 /
- * 19.63; 3B batch 1 762 -> 786 tok/s */
-#define DEC_TC_LEN_HD128 1024
+ * 19.63, and L = 1,536 / 2,048 / 3,072 10.03 / 9.38 / 11.65 -> 8.86 / 9.23 / 11.38; 3B batch 1 763-766 ->
+ * 790-791 tok/s (256 tokens), 731 -> 744 (1,500 tokens, crossing from one kernel to the other) */
+#define DEC_TC_LEN_HD128 3072
 int lk_attention_decode_tc(int hd, int M, int n_kv, int max_len) {
     static int v = 0, len = DEC_TC_LEN_HD128;
     if (!v) {
