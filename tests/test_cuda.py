@@ -61,6 +61,43 @@ def test_matmul_variants(N, K, variant):
             assert err < 5e-3, (M, mode, err)
 
 
+@pytest.mark.parametrize("variant", ["lut", "optimized"])
+def test_gemv_x_in_shared_memory(variant, monkeypatch):
+    """The one-row GEMV (1-4 rows) reads x from shared memory, swizzled, copied there first when the norm
+    prologue does not put it there (LLAMA_KERNEL_GEMV_XS: 3 default, 1 swizzle only, 0 neither; read every
+    call). The same sums in the same order, so every mode gives the same bits, and the reference agrees;
+    K up to 8,192 (16 KB of x a row: copied at 1-3 rows, read from global memory at 4), split K
+    included (o and down shapes), every epilogue."""
+    rng = np.random.default_rng(77)
+    for N, K in [(2048, 2048), (2048, 8192), (1000, 640), (256, 3072)]:
+        w = (rng.standard_normal((N, K)) * 0.02).astype(np.float32)
+        qs, p = quant.quantize(w)
+        for M in (1, 2, 3, 4):
+            x = rng.standard_normal((M, K)).astype(np.float32)
+            for mode in (0, 1, 2, 3):
+                y0 = rng.standard_normal((M, N)).astype(np.float32) if mode == 1 else None
+                outs = []
+                for xs in ("0", "1", "3"):
+                    monkeypatch.setenv("LLAMA_KERNEL_GEMV_XS", xs)
+                    y, used = _C.cuda_matmul(x, qs, p, mode=mode, variant=VARIANTS[variant], y=y0)
+                    assert used == VARIANTS[variant]
+                    outs.append(y)
+                assert np.array_equal(outs[0], outs[1]) and np.array_equal(outs[0], outs[2]), (N, K, M, mode)
+                assert R.rel_err(outs[2], mm_ref(x, qs, p, mode, y0)) < 5e-3, (N, K, M, mode)
+
+
+def test_engine_gemv_x_modes_identical(ckpt_1b_2layers, monkeypatch):
+    """In the engine (norm prologues, residual adds, SwiGLU, rotary epilogue; one-row steps): x in shared
+    memory swizzled and copied (default) and x from global memory (LLAMA_KERNEL_GEMV_XS=0) give the same
+    logits bit for bit."""
+    toks = list(np.random.default_rng(4).integers(0, 32000, 24))
+    got = []
+    for xs in ("3", "0"):
+        monkeypatch.setenv("LLAMA_KERNEL_GEMV_XS", xs)
+        got.append(LlamaInference(ckpt_1b_2layers, device="cuda", prefill_chunk=1, verbose=False).logits(toks))
+    assert np.array_equal(got[0], got[1])
+
+
 def check_switch_vs_cpu(ckpt, toks, env, monkeypatch):
     """One row at a time (prefill_chunk=1) with the switch env on ("1") and off ("0"): each against the CPU
     engine, the two close to each other but not identical (the paths round differently: identical logits

@@ -87,13 +87,22 @@ __device__ __forceinline__ uint4 ld_stream(const uint4 *p) {
 #define GEMV_WARPS 8
 #define LUT_STRIDE 257
 
-/* x chunk (32 halves) of row m as 16 half2, and its sum */
+/* x rows in the GEMV's shared memory are swizzled: 16-byte piece q of chunk c (32 halves) sits at piece
+ * q ^ xsw(c) of the chunk. A warp reads 32 consecutive chunks (a lane's 64 bytes, one piece at a time):
+ * unswizzled, a quarter-warp's 8 pieces fall on 2 bank groups (4-way conflict), swizzled on 8 */
+__device__ __forceinline__ int xsw(int c) { return (c >> 1) & 3; }
+/* the swizzled index of element e of a row */
+__device__ __forceinline__ int xsw_idx(int e) { return (e & ~31) | ((((e >> 3) & 3) ^ xsw(e >> 5)) << 3) | (e & 7); }
+
+/* x chunk (32 halves) of row m as 16 half2, and its sum; sw: the chunk's swizzle (0 for x in global
+ * memory) */
 template <bool LUT>
-__device__ __forceinline__ float load_x_chunk(const half *__restrict__ x, int ldx, int m, int c, half2 xv[16]) {
+__device__ __forceinline__ float load_x_chunk(const half *__restrict__ x, int ldx, int m, int c, half2 xv[16],
+                                              int sw = 0) {
     const uint4 *xp = reinterpret_cast<const uint4 *>(x + (size_t)m * ldx + (size_t)c * 32);
 #pragma unroll
     for (int q = 0; q < 4; q++) {
-        uint4 t = xp[q];
+        uint4 t = xp[q ^ sw];
         xv[4 * q + 0] = *reinterpret_cast<half2 *>(&t.x);
         xv[4 * q + 1] = *reinterpret_cast<half2 *>(&t.y);
         xv[4 * q + 2] = *reinterpret_cast<half2 *>(&t.z);
@@ -135,10 +144,12 @@ __device__ __forceinline__ void dequant_chunk(uint4 wv, const half2 *lt, half2 q
 }
 
 
-/* RMSNorm prologue pieces: the sum of squares of 4 inputs; 4 normalised, weighted inputs as fp16 */
-__device__ __forceinline__ void store_normed4(half2 *dst, int i, float4 v, float4 g, float inv) {
-    dst[2 * i] = __floats2half2_rn(v.x * inv * g.x, v.y * inv * g.y);
-    dst[2 * i + 1] = __floats2half2_rn(v.z * inv * g.z, v.w * inv * g.w);
+/* RMSNorm prologue pieces: the sum of squares of 4 inputs; 4 normalised, weighted inputs as fp16 (inputs
+ * 4i..4i+3, at their swizzled place when sw) */
+__device__ __forceinline__ void store_normed4(half2 *dst, int i, float4 v, float4 g, float inv, bool sw) {
+    const int p = (sw ? xsw_idx(4 * i) : 4 * i) >> 1;
+    dst[p] = __floats2half2_rn(v.x * inv * g.x, v.y * inv * g.y);
+    dst[p + 1] = __floats2half2_rn(v.z * inv * g.z, v.w * inv * g.w);
 }
 
 /* GEMV for 1-4 rows. A warp owns RR weight rows (RR consecutive outputs, or
@@ -173,16 +184,21 @@ __device__ __forceinline__ void grid_barrier(unsigned *bar, int nblk) {
 }
 
 /* The GEMV itself, for the kernel below (its grid) and for the phases of k_ffn_fused (nblk blocks,
- * this one bid; bar: the grid barrier that replaces the PDL wait, NULL for the first phase) */
+ * this one bid; bar: the grid barrier that replaces the PDL wait, NULL for the first phase).
+ * xmode: bit 0 swizzles x in shared memory (xsw), bit 1 copies x rows without the norm prologue into
+ * shared memory first (the caller gives M K halves of it): a warp's direct 64-byte-a-lane reads of x
+ * from global memory touch 16 L1 lines each (GEMV_XS in launch_gemv) */
 template <int M, int RR, int U, bool LUT>
 __device__ __forceinline__ void gemv_body(const uint4 *__restrict__ W, const half2 *__restrict__ P,
                                           const half *__restrict__ x, int ldx, int K, int n_out, int hidden, void *out,
                                           int ldo, int mode, float *__restrict__ partial, int *__restrict__ counters,
                                           const lk_rope_epi &re, const lk_norm_in &nin, int nblk, int bid,
-                                          unsigned *bar) {
+                                          unsigned *bar, int xmode) {
     __shared__ half2 lut[LUT ? 8 * LUT_STRIDE : 1];
     __shared__ int is_last;
-    extern __shared__ __align__(16) half x_norm[]; /* [M][K] when nin.w */
+    extern __shared__ __align__(16) half x_norm[]; /* [M][K] when nin.w or xs & 2 */
+    const bool swz = xmode & 1;
+    bool x_sh = false; /* x now in x_norm (set by the prologue) */
     const int lane = threadIdx.x & 31, warp = threadIdx.x >> 5;
     const bool swiglu = mode == LK_OUT_SWIGLU_F16, rope = mode == LK_OUT_QKV_ROPE;
     /* pairs: SwiGLU (row j with row hidden + j) and rope (dim i with dim i + head_dim/2) */
@@ -338,11 +354,12 @@ __device__ __forceinline__ void gemv_body(const uint4 *__restrict__ W, const hal
 #pragma unroll
             for (int j = 0; j < XR; j++) {
                 const int i = threadIdx.x + j * GEMV_WARPS * 32;
-                if (i < K4) store_normed4(dst, i, xv[j], gv[j], inv);
+                if (i < K4) store_normed4(dst, i, xv[j], gv[j], inv, swz);
             }
             __syncthreads();
             x = x_norm;
             ldx = K;
+            x_sh = true;
         } else if (nin.w) {
             /* the RMSNorm kernel's work, per block: x rows are L2-resident (8 KB each at 1B) */
             __shared__ float red[M][GEMV_WARPS];
@@ -366,11 +383,29 @@ __device__ __forceinline__ void gemv_body(const uint4 *__restrict__ W, const hal
                 const float4 *xr = reinterpret_cast<const float4 *>(nin.x + (size_t)m * K);
                 const float4 *wr = reinterpret_cast<const float4 *>(nin.w);
                 half2 *dst = reinterpret_cast<half2 *>(x_norm + (size_t)m * K);
-                for (int i = threadIdx.x; i < K4; i += blockDim.x) store_normed4(dst, i, xr[i], wr[i], inv);
+                for (int i = threadIdx.x; i < K4; i += blockDim.x) store_normed4(dst, i, xr[i], wr[i], inv, swz);
             }
             __syncthreads();
             x = x_norm;
             ldx = K;
+            x_sh = true;
+        } else if (xmode & 2) {
+            /* the block's K range of each x row, 16 bytes a thread at a time (coalesced), to its
+             * (swizzled) place */
+            const int n16 = (c1 - c0) * 4;
+#pragma unroll
+            for (int m = 0; m < M; m++) {
+                const uint4 *src = reinterpret_cast<const uint4 *>(x + (size_t)m * ldx);
+                uint4 *dst = reinterpret_cast<uint4 *>(x_norm + (size_t)m * K);
+                for (int t = threadIdx.x; t < n16; t += blockDim.x) {
+                    const int c = c0 + (t >> 2), q = t & 3;
+                    dst[4 * c + (swz ? q ^ xsw(c) : q)] = src[4 * c + q];
+                }
+            }
+            __syncthreads();
+            x = x_norm;
+            ldx = K;
+            x_sh = true;
         }
         if (LUT) {
             for (int i = threadIdx.x; i < 8 * LUT_STRIDE; i += blockDim.x) {
@@ -404,7 +439,7 @@ __device__ __forceinline__ void gemv_body(const uint4 *__restrict__ W, const hal
 #pragma unroll
             for (int m = 0; m < M; m++) {
                 half2 xv[16];
-                const float xs = load_x_chunk<LUT>(x, ldx, m, cc, xv);
+                const float xs = load_x_chunk<LUT>(x, ldx, m, cc, xv, x_sh && swz ? xsw(cc) : 0);
 #pragma unroll
                 for (int r = 0; r < RR; r++) {
                     half2 q[16];
@@ -520,9 +555,9 @@ template <int M, int RR, int U, bool LUT>
 __global__ void __launch_bounds__(GEMV_WARPS * 32)
     k_gemv_q4(const uint4 *__restrict__ W, const half2 *__restrict__ P, const half *__restrict__ x, int ldx, int K,
               int n_out, int hidden, void *out, int ldo, int mode, float *__restrict__ partial,
-              int *__restrict__ counters, lk_rope_epi re, lk_norm_in nin) {
+              int *__restrict__ counters, lk_rope_epi re, lk_norm_in nin, int xmode) {
     gemv_body<M, RR, U, LUT>(W, P, x, ldx, K, n_out, hidden, out, ldo, mode, partial, counters, re, nin, gridDim.x,
-                             blockIdx.x, nullptr);
+                             blockIdx.x, nullptr, xmode);
     lk_pdl_trigger();
 }
 
@@ -537,11 +572,11 @@ __global__ void __launch_bounds__(GEMV_WARPS * 32, 2) k_ffn_fused(lk_ffn_args a,
     const lk_norm_in none = {nullptr, nullptr, 0.0f};
     const uint4 *o_w = (const uint4 *)a.o_w, *gu_w = (const uint4 *)a.gu_w, *dn_w = (const uint4 *)a.dn_w;
     gemv_body<1, 1, 2, false>(o_w, a.o_p, a.att, a.q_dim, a.q_dim, a.dim, 0, a.x, a.dim, LK_OUT_ADD_F32, nullptr,
-                              nullptr, re, none, gridDim.x, blockIdx.x, nullptr);
+                              nullptr, re, none, gridDim.x, blockIdx.x, nullptr, 1);
     gemv_body<1, 4, 2, false>(gu_w, a.gu_p, nullptr, a.dim, a.dim, a.hidden, a.hidden, a.ffn, a.hidden,
-                              LK_OUT_SWIGLU_F16, nullptr, nullptr, re, a.norm, gridDim.x, blockIdx.x, bar);
+                              LK_OUT_SWIGLU_F16, nullptr, nullptr, re, a.norm, gridDim.x, blockIdx.x, bar, 1);
     gemv_body<1, 1, 2, false>(dn_w, a.dn_p, a.ffn, a.hidden, a.hidden, a.dim, 0, a.x, a.dim, LK_OUT_ADD_F32,
-                              nullptr, nullptr, re, none, gridDim.x, blockIdx.x, bar);
+                              nullptr, nullptr, re, none, gridDim.x, blockIdx.x, bar, 1);
     lk_pdl_trigger();
 }
 
@@ -1795,10 +1830,17 @@ static lk_status launch_gemv(const lk_dmat *W, const half *x, int ldx, void *out
     const int cap = sm_count * (nin.w ? 2 : 8);
     if (nin.w) S = 1;
     dim3 grid(S > 1 ? blocks : (blocks < cap ? blocks : cap), S);
-    const size_t smem = nin.w ? (size_t)M * W->K * sizeof(half) : 0;
+    /* x in shared memory, swizzled: with the norm prologue always; otherwise copied there first where M
+     * rows of it fit in 48 KB. LLAMA_KERNEL_GEMV_XS (A/B; read every call): 0 neither (x read from
+     * global memory, the norm prologue's copy unswizzled), 1 the swizzle only, 3 (default) both */
+    const char *xe = getenv("LLAMA_KERNEL_GEMV_XS");
+    int xs = xe && *xe ? atoi(xe) & 3 : 3;
+    const size_t xbytes = (size_t)M * W->K * sizeof(half);
+    if (nin.w || xbytes > 48 * 1024) xs &= 1;
+    const size_t smem = nin.w || (xs & 2) ? xbytes : 0;
     LAUNCH("k_gemv_q4", (k_gemv_q4<M, RR, U, LUT>), grid, dim3(GEMV_WARPS * 32), smem, st, (const uint4 *)W->w, W->p,
            x, ldx, W->K, n_out, hidden, out, ldo, mode, ws ? ws->partial : (float *)NULL,
-           ws ? ws->counters : (int *)NULL, re, nin);
+           ws ? ws->counters : (int *)NULL, re, nin, xs);
     return LK_OK;
 }
 
