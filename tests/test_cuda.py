@@ -66,7 +66,7 @@ def test_gemv_x_in_shared_memory(variant, monkeypatch):
     """The one-row GEMV (1-4 rows) reads x from shared memory, swizzled, copied there first when the norm
     prologue does not put it there (LLAMA_KERNEL_GEMV_XS: 3 default, 1 swizzle only, 0 neither; read every
     call). The same sums in the same order, so every mode gives the same bits, and the reference agrees;
-    K up to 8,192 (16 KB of x a row: copied at 1-3 rows, read from global memory at 4), split K
+    K up to 8,192 (16 KB of x a row: copied at 1-2 rows, read from global memory at 3-4), split K
     included (o and down shapes), every epilogue."""
     rng = np.random.default_rng(77)
     for N, K in [(2048, 2048), (2048, 8192), (1000, 640), (256, 3072)]:

@@ -1831,12 +1831,15 @@ static lk_status launch_gemv(const lk_dmat *W, const half *x, int ldx, void *out
     if (nin.w) S = 1;
     dim3 grid(S > 1 ? blocks : (blocks < cap ? blocks : cap), S);
     /* x in shared memory, swizzled: with the norm prologue always; otherwise copied there first where M
-     * rows of it fit in 48 KB. LLAMA_KERNEL_GEMV_XS (A/B; read every call): 0 neither (x read from
-     * global memory, the norm prologue's copy unswizzled), 1 the swizzle only, 3 (default) both */
+     * rows of it fit in 32 KB (with the LUT's 8 KB, under the 48 KB a block gets without an attribute).
+     * LLAMA_KERNEL_GEMV_XS (A/B; read every call): 0 neither (x read from global memory, the norm
+     * prologue's copy unswizzled), 1 the swizzle only, 3 (default) both. H100 (benchmarks/NOTES.md,
+     * v51), 0 -> 3: o/down 5.91 -> 5.58 us a call, batch 1 1,780 / 1,796 -> 1,842 / 1,838 tok/s, 3B
+     * 752 -> 794 */
     const char *xe = getenv("LLAMA_KERNEL_GEMV_XS");
     int xs = xe && *xe ? atoi(xe) & 3 : 3;
     const size_t xbytes = (size_t)M * W->K * sizeof(half);
-    if (nin.w || xbytes > 48 * 1024) xs &= 1;
+    if (nin.w || xbytes > 32 * 1024) xs &= 1;
     const size_t smem = nin.w || (xs & 2) ? xbytes : 0;
     LAUNCH("k_gemv_q4", (k_gemv_q4<M, RR, U, LUT>), grid, dim3(GEMV_WARPS * 32), smem, st, (const uint4 *)W->w, W->p,
            x, ldx, W->K, n_out, hidden, out, ldo, mode, ws ? ws->partial : (float *)NULL,
