@@ -829,10 +829,12 @@ lk_status lk_attention_prefill(const lk_attn_args *a, cudaStream_t st) {
     if (a->head_dim != 64 && a->head_dim != 128) return lk_attention_plain(a, st);
     static lk_status (*const launch[2][2])(const lk_attn_args *, cudaStream_t) = {{fa_launch<64, 1>, fa_launch<64, 2>},
                                                                                  {fa_launch<128, 1>, fa_launch<128, 2>}};
-    /* LLAMA_KERNEL_FA_MT=2 (opt-in, not yet measured; read every call): two m16 tiles of query rows a
-     * warp at head_dim 64, so each K/V fragment read from shared memory feeds two mmas (FlashAttention-2's
-     * 128-row blocks); two heads a block (one block an SM at 240 registers) only when that grid still
-     * covers the SMs, by the same rule and LLAMA_KERNEL_FA_HPB as the 64-row form */
+    /* LLAMA_KERNEL_FA_MT=2 (opt-in; read every call): two m16 tiles of query rows a warp at head_dim 64,
+     * so each K/V fragment read from shared memory feeds two mmas (FlashAttention-2's 128-row blocks); two
+     * heads a block (one block an SM at 240 registers) only when that grid still covers the SMs, by the
+     * same rule and LLAMA_KERNEL_FA_HPB as the 64-row form. H100 (benchmarks/NOTES.md, session 13 run 1),
+     * us, 64-row -> 128-row blocks: S = 512 12.9 -> 14.2, 2,048 83.1 -> 79.1, 8,192 1,066 -> 1,060 (the
+     * prediction was 2,048 -> 65-70): not the default (the engine's prefill chunks are 1,024 rows) */
     const char *mt = getenv("LLAMA_KERNEL_FA_MT");
     if (mt && mt[0] == '2' && !mt[1] && a->head_dim == 64)
         return fa_heads_per_block(a, fa_smem<64, 2, 2>::BQ, 1) == 2 ? fa_launch<64, 2, 2>(a, st)
