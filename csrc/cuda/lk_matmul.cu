@@ -198,7 +198,7 @@ __device__ __forceinline__ void gemv_body(const uint4 *__restrict__ W, const hal
     __shared__ int is_last;
     extern __shared__ __align__(16) half x_norm[]; /* [M][K] when nin.w or xs & 2 */
     const bool swz = xmode & 1;
-    bool x_sh = false; /* x now in x_norm (set by the prologue) */
+    const bool x_sh = nin.w || (xmode & 2); /* the prologue puts x in x_norm */
     const int lane = threadIdx.x & 31, warp = threadIdx.x >> 5;
     const bool swiglu = mode == LK_OUT_SWIGLU_F16, rope = mode == LK_OUT_QKV_ROPE;
     /* pairs: SwiGLU (row j with row hidden + j) and rope (dim i with dim i + head_dim/2) */
@@ -356,10 +356,6 @@ __device__ __forceinline__ void gemv_body(const uint4 *__restrict__ W, const hal
                 const int i = threadIdx.x + j * GEMV_WARPS * 32;
                 if (i < K4) store_normed4(dst, i, xv[j], gv[j], inv, swz);
             }
-            __syncthreads();
-            x = x_norm;
-            ldx = K;
-            x_sh = true;
         } else if (nin.w) {
             /* the RMSNorm kernel's work, per block: x rows are L2-resident (8 KB each at 1B) */
             __shared__ float red[M][GEMV_WARPS];
@@ -385,10 +381,6 @@ __device__ __forceinline__ void gemv_body(const uint4 *__restrict__ W, const hal
                 half2 *dst = reinterpret_cast<half2 *>(x_norm + (size_t)m * K);
                 for (int i = threadIdx.x; i < K4; i += blockDim.x) store_normed4(dst, i, xr[i], wr[i], inv, swz);
             }
-            __syncthreads();
-            x = x_norm;
-            ldx = K;
-            x_sh = true;
         } else if (xmode & 2) {
             /* the block's K range of each x row, 16 bytes a thread at a time (coalesced), to its
              * (swizzled) place */
@@ -402,10 +394,11 @@ __device__ __forceinline__ void gemv_body(const uint4 *__restrict__ W, const hal
                     dst[4 * c + (swz ? q ^ xsw(c) : q)] = src[4 * c + q];
                 }
             }
+        }
+        if (x_sh) {
             __syncthreads();
             x = x_norm;
             ldx = K;
-            x_sh = true;
         }
         if (LUT) {
             for (int i = threadIdx.x; i < 8 * LUT_STRIDE; i += blockDim.x) {
