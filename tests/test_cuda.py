@@ -3,8 +3,9 @@ float64 NumPy reference on real Llama 3.2 shapes and odd ones, the GPU
 sampler against the CPU one, and the CUDA engine against the CPU engine
 (and Hugging Face transformers when installed).
 
-Tolerances (relative L2 error): matmul 5e-3 (inputs rounded to fp16, fp16
-products summed in groups of 4 before fp32 accumulation: ~1e-3 measured);
+Tolerances (relative L2 error): matmul 5e-3 (inputs rounded to fp16; the
+one-row GEMV sums centred fp16 products over 32 weights before fp32
+accumulation, the tensor-core kernels accumulate in fp32: ~1e-3 measured);
 attention 4e-3 (fp16 P and V in the flash kernels); engine logits GPU vs CPU
 2e-2 (fp16 activations against the CPU's fp32, compounded over layers)."""
 import os
@@ -84,6 +85,34 @@ def test_gemv_x_in_shared_memory(variant, monkeypatch):
                     outs.append(y)
                 assert np.array_equal(outs[0], outs[1]) and np.array_equal(outs[0], outs[2]), (N, K, M, mode)
                 assert R.rel_err(outs[2], mm_ref(x, qs, p, mode, y0)) < 5e-3, (N, K, M, mode)
+
+
+@pytest.mark.parametrize("N,K", [(2048, 2048), (2048, 8192), (16384, 2048), (520, 4224)])
+def test_gemv_chunk_dot_forms(N, K, monkeypatch):
+    """The lop3 GEMV's chunk dot: centred weights (q - 8) summed in fp16 over the 32-weight chunk (default)
+    against the uncentred form summed in fp16 fours (LLAMA_KERNEL_GEMV_HDOT=0; read every call). Both
+    against the reference, with x of unit scale and with a few outlier inputs (massive activations): the
+    default's error is at most 1.5x the old form's, and the two differ (the default path ran)."""
+    rng = np.random.default_rng(N ^ K)
+    w = (rng.standard_normal((N, K)) * 0.02).astype(np.float32)
+    qs, p = quant.quantize(w)
+    for M in (1, 2, 4):
+        for outliers in (False, True):
+            x = rng.standard_normal((M, K)).astype(np.float32)
+            if outliers:
+                x[:, rng.choice(K, 6, replace=False)] = 300.0
+            for mode in (0, 1, 2):
+                y0 = rng.standard_normal((M, N)).astype(np.float32) if mode == 1 else None
+                ref = mm_ref(x, qs, p, mode, y0)
+                errs, outs = [], []
+                for hd in ("0", "1"):
+                    monkeypatch.setenv("LLAMA_KERNEL_GEMV_HDOT", hd)
+                    y, used = _C.cuda_matmul(x, qs, p, mode=mode, variant=VARIANTS["optimized"], y=y0)
+                    assert used == VARIANTS["optimized"] and np.all(np.isfinite(y))
+                    outs.append(y)
+                    errs.append(R.rel_err(y, ref))
+                assert not np.array_equal(outs[0], outs[1]), (M, mode)
+                assert errs[1] < 5e-3 and errs[1] <= 1.5 * errs[0] + 1e-4, (M, outliers, mode, errs)
 
 
 def test_engine_gemv_x_modes_identical(ckpt_1b_2layers, monkeypatch):

@@ -53,6 +53,23 @@ __device__ __forceinline__ void lk_dequant8(uint32_t w, half2 q[4]) {
                    *reinterpret_cast<const half2 *>(&ADD));
 }
 
+/* the same, centred: q - 8 (exact integers -8..7), for the fp16 chunk dot below */
+__device__ __forceinline__ void lk_dequant8c(uint32_t w, half2 q[4]) {
+    const uint32_t LO = 0x000f000fu, HI = 0x00f000f0u, EX = 0x64006400u;
+    const uint32_t SUB = 0x64086408u; /* {1032, 1032} */
+    const uint32_t MUL = 0x2c002c00u; /* {1/16, 1/16} */
+    const uint32_t ADD = 0xd480d480u; /* {-72, -72} */
+    uint32_t a = lk_lop3_and_or(w, LO, EX), b = lk_lop3_and_or(w, HI, EX);
+    uint32_t w8 = w >> 8;
+    uint32_t c = lk_lop3_and_or(w8, LO, EX), d = lk_lop3_and_or(w8, HI, EX);
+    q[0] = __hsub2(*reinterpret_cast<half2 *>(&a), *reinterpret_cast<const half2 *>(&SUB));
+    q[1] = __hfma2(*reinterpret_cast<half2 *>(&b), *reinterpret_cast<const half2 *>(&MUL),
+                   *reinterpret_cast<const half2 *>(&ADD));
+    q[2] = __hsub2(*reinterpret_cast<half2 *>(&c), *reinterpret_cast<const half2 *>(&SUB));
+    q[3] = __hfma2(*reinterpret_cast<half2 *>(&d), *reinterpret_cast<const half2 *>(&MUL),
+                   *reinterpret_cast<const half2 *>(&ADD));
+}
+
 /* canonical word (element i in nibble i) -> interleaved word */
 __host__ __device__ __forceinline__ uint32_t lk_q4_interleave_word(uint32_t w) {
     uint32_t o = 0;
@@ -75,6 +92,21 @@ __device__ __forceinline__ float dot_chunk(const half2 q[16], const half2 xv[16]
         dot += f.x + f.y;
     }
     return dot;
+}
+
+/* dot of one centred chunk (q - 8 from lk_dequant8c) with its 32 inputs, summed in fp16 over the whole
+ * chunk (two chains of 8 half2 products) and converted once. Centred weights keep the fp16 partial sums
+ * small (no 7.5 x sum(x) term), so 16 products a chain round no worse than dot_chunk's 4 uncentred ones;
+ * the caller adds the -8 back through the group minimum: min' = min + 8 scale */
+__device__ __forceinline__ float dot_chunk_c(const half2 q[16], const half2 xv[16]) {
+    half2 d0 = __hmul2(q[0], xv[0]), d1 = __hmul2(q[1], xv[1]);
+#pragma unroll
+    for (int i = 2; i < 16; i += 2) {
+        d0 = __hfma2(q[i], xv[i], d0);
+        d1 = __hfma2(q[i + 1], xv[i + 1], d1);
+    }
+    const float2 f = __half22float2(__hadd2(d0, d1));
+    return f.x + f.y;
 }
 
 #if defined(__CUDA_ARCH__) && __CUDA_ARCH__ >= 900

@@ -38,7 +38,8 @@ int lk_mm_choose(int M, int N, int K, int cc_major, int cc_minor) {
  * with one sequence the row-interleaved GEMV wins on H100 (v9: gate_up 13.8 us vs
  * 17.1 tiled inside the decode step, LM head 52 vs 54; on H200, v7, the tiled LM
  * head was faster); from 2 rows on, tiled wins everywhere (M = 4: gate_up 24.3 ->
- * 11.5 us). */
+ * 11.5 us). Rechecked at one sequence in session 14 (v52, H100): every matrix tiled 1,665 vs
+ * 1,844 tok/s (the tiled kernels ~7-8 us a call, plus a separate RMSNorm kernel twice a layer). */
 int lk_mm_prefer_tiled(int batch_size, int N, int K) {
     (void)K;
     return N % 16 == 0 && batch_size >= 2;
@@ -187,8 +188,10 @@ __device__ __forceinline__ void grid_barrier(unsigned *bar, int nblk) {
  * this one bid; bar: the grid barrier that replaces the PDL wait, NULL for the first phase).
  * xmode: bit 0 swizzles x in shared memory (xsw), bit 1 copies x rows without the norm prologue into
  * shared memory first (the caller gives M K halves of it): a warp's direct 64-byte-a-lane reads of x
- * from global memory touch 16 L1 lines each (GEMV_XS in launch_gemv) */
-template <int M, int RR, int U, bool LUT>
+ * from global memory touch 16 L1 lines each (GEMV_XS in launch_gemv); bit 4 triggers the next kernel right
+ * after the PDL wait (GEMV_TRIGGER).
+ * HD: centred weights and the fp16 chunk dot (dot_chunk_c) instead of dot_chunk (GEMV_HDOT) */
+template <int M, int RR, int U, bool LUT, bool HD = false>
 __device__ __forceinline__ void gemv_body(const uint4 *__restrict__ W, const half2 *__restrict__ P,
                                           const half *__restrict__ x, int ldx, int K, int n_out, int hidden, void *out,
                                           int ldo, int mode, float *__restrict__ partial, int *__restrict__ counters,
@@ -323,8 +326,12 @@ __device__ __forceinline__ void gemv_body(const uint4 *__restrict__ W, const hal
     /* after the PDL wait: the RMSNorm prologue (this block normalises the x rows into shared
      * memory) and the LUT; the caller may put loads that do not depend on the previous kernel first */
     auto prologue = [&]() {
-        if (bar) grid_barrier(bar, nblk);
-        else lk_pdl_prologue();
+        if (bar) {
+            grid_barrier(bar, nblk);
+        } else {
+            lk_pdl_prologue();
+            if (xmode & 16) lk_pdl_trigger();
+        }
         /* one row with K <= 4096: x and the norm weights are read once, into registers, both before
          * the block barrier (one L2 round trip instead of two); same sums in the same order as the
          * general form below, so the results are identical */
@@ -436,9 +443,16 @@ __device__ __forceinline__ void gemv_body(const uint4 *__restrict__ W, const hal
 #pragma unroll
                 for (int r = 0; r < RR; r++) {
                     half2 q[16];
-                    dequant_chunk<LUT>(wv[u][r], lt, q);
                     const float2 sm = __half22float2(pv[u][r]);
-                    acc[r][m] += sm.x * dot_chunk(q, xv) + sm.y * xs;
+                    if constexpr (HD) {
+                        const uint32_t wd4[4] = {wv[u][r].x, wv[u][r].y, wv[u][r].z, wv[u][r].w};
+#pragma unroll
+                        for (int wd = 0; wd < 4; wd++) lk_dequant8c(wd4[wd], &q[4 * wd]);
+                        acc[r][m] += sm.x * dot_chunk_c(q, xv) + fmaf(8.0f, sm.x, sm.y) * xs;
+                    } else {
+                        dequant_chunk<LUT>(wv[u][r], lt, q);
+                        acc[r][m] += sm.x * dot_chunk(q, xv) + sm.y * xs;
+                    }
                 }
             }
         }
@@ -544,13 +558,13 @@ __device__ __forceinline__ void gemv_body(const uint4 *__restrict__ W, const hal
     if (threadIdx.x == 0) counters[bid] = 0;
 }
 
-template <int M, int RR, int U, bool LUT>
+template <int M, int RR, int U, bool LUT, bool HD = false>
 __global__ void __launch_bounds__(GEMV_WARPS * 32)
     k_gemv_q4(const uint4 *__restrict__ W, const half2 *__restrict__ P, const half *__restrict__ x, int ldx, int K,
               int n_out, int hidden, void *out, int ldo, int mode, float *__restrict__ partial,
               int *__restrict__ counters, lk_rope_epi re, lk_norm_in nin, int xmode) {
-    gemv_body<M, RR, U, LUT>(W, P, x, ldx, K, n_out, hidden, out, ldo, mode, partial, counters, re, nin, gridDim.x,
-                             blockIdx.x, nullptr, xmode);
+    gemv_body<M, RR, U, LUT, HD>(W, P, x, ldx, K, n_out, hidden, out, ldo, mode, partial, counters, re, nin,
+                                 gridDim.x, blockIdx.x, nullptr, xmode);
     lk_pdl_trigger();
 }
 
@@ -558,18 +572,19 @@ __global__ void __launch_bounds__(GEMV_WARPS * 32)
  * (+ residual) at one row: the three GEMVs as phases of one grid, a grid barrier between them
  * instead of a kernel boundary, and each phase's first weight chunks (1-2 rows per warp) loaded
  * before its barrier. Rows per warp as matmul_impl picks them for these shapes (o and down 1,
- * gate_up 4); 2 chunks in flight per lane. */
+ * gate_up 4); 2 chunks in flight per lane; the default chunk dot (HD), so the results match the
+ * separate kernels bit for bit. */
 __global__ void __launch_bounds__(GEMV_WARPS * 32, 2) k_ffn_fused(lk_ffn_args a, unsigned *bar) {
     lk_rope_epi re = {};
     re.hd = 2;
     const lk_norm_in none = {nullptr, nullptr, 0.0f};
     const uint4 *o_w = (const uint4 *)a.o_w, *gu_w = (const uint4 *)a.gu_w, *dn_w = (const uint4 *)a.dn_w;
-    gemv_body<1, 1, 2, false>(o_w, a.o_p, a.att, a.q_dim, a.q_dim, a.dim, 0, a.x, a.dim, LK_OUT_ADD_F32, nullptr,
-                              nullptr, re, none, gridDim.x, blockIdx.x, nullptr, 1);
-    gemv_body<1, 4, 2, false>(gu_w, a.gu_p, nullptr, a.dim, a.dim, a.hidden, a.hidden, a.ffn, a.hidden,
-                              LK_OUT_SWIGLU_F16, nullptr, nullptr, re, a.norm, gridDim.x, blockIdx.x, bar, 1);
-    gemv_body<1, 1, 2, false>(dn_w, a.dn_p, a.ffn, a.hidden, a.hidden, a.dim, 0, a.x, a.dim, LK_OUT_ADD_F32,
-                              nullptr, nullptr, re, none, gridDim.x, blockIdx.x, bar, 1);
+    gemv_body<1, 1, 2, false, true>(o_w, a.o_p, a.att, a.q_dim, a.q_dim, a.dim, 0, a.x, a.dim, LK_OUT_ADD_F32,
+                                    nullptr, nullptr, re, none, gridDim.x, blockIdx.x, nullptr, 1);
+    gemv_body<1, 4, 2, false, true>(gu_w, a.gu_p, nullptr, a.dim, a.dim, a.hidden, a.hidden, a.ffn, a.hidden,
+                                    LK_OUT_SWIGLU_F16, nullptr, nullptr, re, a.norm, gridDim.x, blockIdx.x, bar, 1);
+    gemv_body<1, 1, 2, false, true>(dn_w, a.dn_p, a.ffn, a.hidden, a.hidden, a.dim, 0, a.x, a.dim, LK_OUT_ADD_F32,
+                                    nullptr, nullptr, re, none, gridDim.x, blockIdx.x, bar, 1);
     lk_pdl_trigger();
 }
 
@@ -1834,6 +1849,21 @@ static lk_status launch_gemv(const lk_dmat *W, const half *x, int ldx, void *out
     const size_t xbytes = (size_t)M * W->K * sizeof(half);
     if (nin.w || xbytes > 32 * 1024) xs &= 1;
     const size_t smem = nin.w || (xs & 2) ? xbytes : 0;
+    /* LLAMA_KERNEL_GEMV_TRIGGER=mask (A/B; read every call): one-row GEMVs with 1 (bit 0), 2 (bit 1) or 4
+     * (bit 2) weight rows a warp trigger the next kernel right after their PDL wait */
+    const char *te = getenv("LLAMA_KERNEL_GEMV_TRIGGER");
+    if (M == 1 && te && *te && (atoi(te) >> (RR == 1 ? 0 : RR == 2 ? 1 : 2)) & 1) xs |= 16;
+    /* LLAMA_KERNEL_GEMV_HDOT=0 (A/B; read every call): the lop3 kernel's chunk dot as before (uncentred
+     * weights, fp32 sums of 8 products) instead of centred weights summed in fp16 over the chunk */
+    if constexpr (!LUT) {
+        const char *he = getenv("LLAMA_KERNEL_GEMV_HDOT");
+        if (!(he && he[0] == '0')) {
+            LAUNCH("k_gemv_q4", (k_gemv_q4<M, RR, U, LUT, true>), grid, dim3(GEMV_WARPS * 32), smem, st,
+                   (const uint4 *)W->w, W->p, x, ldx, W->K, n_out, hidden, out, ldo, mode,
+                   ws ? ws->partial : (float *)NULL, ws ? ws->counters : (int *)NULL, re, nin, xs);
+            return LK_OK;
+        }
+    }
     LAUNCH("k_gemv_q4", (k_gemv_q4<M, RR, U, LUT>), grid, dim3(GEMV_WARPS * 32), smem, st, (const uint4 *)W->w, W->p,
            x, ldx, W->K, n_out, hidden, out, ldo, mode, ws ? ws->partial : (float *)NULL,
            ws ? ws->counters : (int *)NULL, re, nin, xs);
