@@ -1849,10 +1849,12 @@ static lk_status launch_gemv(const lk_dmat *W, const half *x, int ldx, void *out
     const size_t xbytes = (size_t)M * W->K * sizeof(half);
     if (nin.w || xbytes > 32 * 1024) xs &= 1;
     const size_t smem = nin.w || (xs & 2) ? xbytes : 0;
-    /* LLAMA_KERNEL_GEMV_TRIGGER=mask (A/B; read every call): one-row GEMVs with 1 (bit 0), 2 (bit 1) or 4
-     * (bit 2) weight rows a warp trigger the next kernel right after their PDL wait */
+    /* one row: trigger the next kernel right after the PDL wait, so its blocks launch (and the next GEMV's
+     * first weight loads go out) while this one runs. LLAMA_KERNEL_GEMV_TRIGGER=mask (A/B; read every call):
+     * only kernels of 1 (bit 0), 2 (bit 1) or 4 (bit 2) weight rows a warp; default 7, all of them */
     const char *te = getenv("LLAMA_KERNEL_GEMV_TRIGGER");
-    if (M == 1 && te && *te && (atoi(te) >> (RR == 1 ? 0 : RR == 2 ? 1 : 2)) & 1) xs |= 16;
+    const int tmask = te && *te ? atoi(te) : 7;
+    if (M == 1 && (tmask >> (RR == 1 ? 0 : RR == 2 ? 1 : 2)) & 1) xs |= 16;
     /* LLAMA_KERNEL_GEMV_HDOT=0 (A/B; read every call): the lop3 kernel's chunk dot as before (uncentred
      * weights, fp32 sums of 8 products) instead of centred weights summed in fp16 over the chunk */
     if constexpr (!LUT) {
