@@ -180,9 +180,11 @@ static inline int lk_cdiv(int a, int b) { return (a + b - 1) / b; }
  * lk_pdl_trigger() once their main loop is done: from then on the next kernel's
  * blocks may be scheduled (as this one's blocks leave), and the one-row GEMV
  * loads its first weights before its wait, so its DRAM latency overlaps this
- * kernel's tail; the decode attention kernels at one row trigger right after
- * their wait (the o GEMV's weight loads then overlap attention: lk_attention.cu,
- * dec_wait); the other kernels trigger when their blocks exit. With the
+ * kernel's tail. At one row the GEMVs and the decode attention kernels trigger
+ * right after their wait instead (lk_matmul.cu launch_gemv, GEMV_TRIGGER;
+ * lk_attention.cu, dec_wait): the next kernel's blocks launch and its first
+ * weight loads overlap this whole kernel; the other kernels trigger when their
+ * blocks exit. With the
  * launch attribute off both are no-ops; semantics are those of plain stream
  * order either way. On by default where the GPU has it (see lk_pdl_enabled and
  * benchmarks/NOTES.md, v21); LLAMA_KERNEL_PDL=0 turns it off. */

@@ -230,10 +230,11 @@ __device__ __forceinline__ void gemv_body(const uint4 *__restrict__ W, const hal
             ok[r] = rope ? rows[r] < n_out : j0 + o < n_out;
         }
     };
-    /* 1-2 weight rows per warp (qkv, o, down at one row): the warp's first chunks are loaded before
-     * the PDL wait and the norm prologue. Measured (run 11, H100, A/B/A): qkv 5.93 -> 5.50 us, o/down
-     * 5.88 -> 5.66; the same form cost the 4-rows-per-warp GEMV 13.47 -> 14.78, which keeps the
-     * plain loop below */
+    /* every warp's first chunks are loaded before the PDL wait and the norm prologue. Measured (H100,
+     * benchmarks/NOTES.md): 1-2 rows a warp v20, qkv 5.93 -> 5.50 us, o/down 5.88 -> 5.66; 4 rows a warp
+     * (gate_up, LM head) lost alone (v20, 13.47 -> 14.78 us) but won once the kernel before it triggers
+     * right after its wait (v54: batch 1 1,831/1,837 -> 1,940/1,938 tok/s, 3B 806/808 -> 854/854); 4 rows
+     * are held to 128 registers (2 blocks an SM) by the launch bounds */
     float acc[RR][M];
     int j0 = 0;
     bool ok[RR];
@@ -457,10 +458,11 @@ __device__ __forceinline__ void gemv_body(const uint4 *__restrict__ W, const hal
             }
         }
     };
-    if constexpr (RR <= 2) {
+    {
         /* the warp's first row set: its first chunks go out before the PDL wait and the norm
          * prologue (weights do not depend on the previous kernel), so their latency overlaps the
-         * prologue instead of following it */
+         * previous kernel (which triggered this one right after its own wait) and the prologue
+         * instead of following them */
         const int first = bid * GEMV_WARPS + warp, gs = nblk * GEMV_WARPS;
         int rows0[RR] = {}, head0 = 0, i00 = 0;
         bool ok0[RR] = {};
@@ -503,27 +505,6 @@ __device__ __forceinline__ void gemv_body(const uint4 *__restrict__ W, const hal
             unit_rows(unit, rows, ok, head, i0);
             run_unit(unit, rows, head, i0, false);
         }
-
-    } else {
-        prologue();
-        const half2 *lt = lut + (lane & 7) * LUT_STRIDE;
-        for (int unit = bid * GEMV_WARPS + warp; unit < units; unit += nblk * GEMV_WARPS) {
-            j0 = unit * outs;
-            int rows[RR], head, i0;
-            unit_rows(unit, rows, ok, head, i0);
-#pragma unroll
-            for (int r = 0; r < RR; r++)
-#pragma unroll
-                for (int m = 0; m < M; m++) acc[r][m] = 0.0f;
-            for (int c = c0 + lane; c < c1; c += 32 * U) {
-                uint4 wv[U][RR];
-                half2 pv[U][RR];
-                load_item(rows, ok, c, wv, pv);
-                compute_item(c, wv, pv, lt);
-            }
-            finish_unit(head, i0);
-        }
-
     }
     if (S == 1) return;
     /* split-K (residual add only; each warp had at most one unit) */
@@ -559,7 +540,7 @@ __device__ __forceinline__ void gemv_body(const uint4 *__restrict__ W, const hal
 }
 
 template <int M, int RR, int U, bool LUT, bool HD = false>
-__global__ void __launch_bounds__(GEMV_WARPS * 32)
+__global__ void __launch_bounds__(GEMV_WARPS * 32, RR > 2 ? 2 : 0)
     k_gemv_q4(const uint4 *__restrict__ W, const half2 *__restrict__ P, const half *__restrict__ x, int ldx, int K,
               int n_out, int hidden, void *out, int ldo, int mode, float *__restrict__ partial,
               int *__restrict__ counters, lk_rope_epi re, lk_norm_in nin, int xmode) {
