@@ -127,6 +127,23 @@ def test_engine_gemv_x_modes_identical(ckpt_1b_2layers, monkeypatch):
     assert np.array_equal(got[0], got[1])
 
 
+def test_engine_gemv_trigger_identical(ckpt_1b_2layers, monkeypatch):
+    """One-row GEMVs trigger the next kernel right after their PDL wait (default) or after their main loop
+    (LLAMA_KERNEL_GEMV_TRIGGER=0): launch order only, so the logits are the same bits; a kernel reading what
+    its predecessor had not yet written would show here. Graphs off and on (the step graph keeps the
+    launch attributes)."""
+    toks = [int(t) for t in np.random.default_rng(5).integers(0, 32000, 24)]
+    for graphs in (False, True):
+        got = []
+        for mask in ("0", ""):
+            monkeypatch.setenv("LLAMA_KERNEL_GEMV_TRIGGER", mask)
+            m = LlamaInference(ckpt_1b_2layers, device="cuda", prefill_chunk=1, cuda_graphs=graphs, verbose=False)
+            got.append(m.generate_ids([toks], max_new_tokens=12, temperature=0, ignore_eos=True)[0])
+            got.append(m.logits(toks))
+        assert got[0] == got[2], graphs
+        assert np.array_equal(got[1], got[3]), graphs
+
+
 def check_switch_vs_cpu(ckpt, toks, env, monkeypatch):
     """One row at a time (prefill_chunk=1) with the switch env on ("1") and off ("0"): each against the CPU
     engine, the two close to each other but not identical (the paths round differently: identical logits

@@ -36,12 +36,16 @@ __device__ __forceinline__ uint32_t lk_lop3_and_or(uint32_t a, uint32_t b, uint3
     return d;
 }
 
-/* 8 int4 values of one interleaved word -> 4 half2 {q0,q1},{q2,q3},{q4,q5},{q6,q7} (exact integers) */
-__device__ __forceinline__ void lk_dequant8(uint32_t w, half2 q[4]) {
+/* 8 int4 values of one interleaved word -> 4 half2 {q0,q1},{q2,q3},{q4,q5},{q6,q7}, minus the offset Z
+ * (0 or 8; exact integers either way): lop3 puts a nibble q into the mantissa of 1024 (low nibbles, 1024 + q)
+ * or 1024 + 16 q (high), then one subtraction or one fma takes 1024 + Z, or (1024 + Z) / 16 after the 1/16 */
+template <int Z>
+__device__ __forceinline__ void lk_dequant8_z(uint32_t w, half2 q[4]) {
     const uint32_t LO = 0x000f000fu, HI = 0x00f000f0u, EX = 0x64006400u;
-    const uint32_t SUB = 0x64006400u;  /* {1024, 1024} */
-    const uint32_t MUL = 0x2c002c00u;  /* {1/16, 1/16} */
-    const uint32_t ADD = 0xd400d400u;  /* {-64, -64} */
+    const uint32_t SUB = Z ? 0x64086408u : 0x64006400u; /* {1024 + Z, 1024 + Z} */
+    const uint32_t MUL = 0x2c002c00u;                    /* {1/16, 1/16} */
+    const uint32_t ADD = Z ? 0xd480d480u : 0xd400d400u; /* {-64 - Z, -64 - Z} */
+    static_assert(Z == 0 || Z == 8, "offset 0 or 8");
     uint32_t a = lk_lop3_and_or(w, LO, EX), b = lk_lop3_and_or(w, HI, EX);
     uint32_t w8 = w >> 8;
     uint32_t c = lk_lop3_and_or(w8, LO, EX), d = lk_lop3_and_or(w8, HI, EX);
@@ -52,23 +56,9 @@ __device__ __forceinline__ void lk_dequant8(uint32_t w, half2 q[4]) {
     q[3] = __hfma2(*reinterpret_cast<half2 *>(&d), *reinterpret_cast<const half2 *>(&MUL),
                    *reinterpret_cast<const half2 *>(&ADD));
 }
-
-/* the same, centred: q - 8 (exact integers -8..7), for the fp16 chunk dot below */
-__device__ __forceinline__ void lk_dequant8c(uint32_t w, half2 q[4]) {
-    const uint32_t LO = 0x000f000fu, HI = 0x00f000f0u, EX = 0x64006400u;
-    const uint32_t SUB = 0x64086408u; /* {1032, 1032} */
-    const uint32_t MUL = 0x2c002c00u; /* {1/16, 1/16} */
-    const uint32_t ADD = 0xd480d480u; /* {-72, -72} */
-    uint32_t a = lk_lop3_and_or(w, LO, EX), b = lk_lop3_and_or(w, HI, EX);
-    uint32_t w8 = w >> 8;
-    uint32_t c = lk_lop3_and_or(w8, LO, EX), d = lk_lop3_and_or(w8, HI, EX);
-    q[0] = __hsub2(*reinterpret_cast<half2 *>(&a), *reinterpret_cast<const half2 *>(&SUB));
-    q[1] = __hfma2(*reinterpret_cast<half2 *>(&b), *reinterpret_cast<const half2 *>(&MUL),
-                   *reinterpret_cast<const half2 *>(&ADD));
-    q[2] = __hsub2(*reinterpret_cast<half2 *>(&c), *reinterpret_cast<const half2 *>(&SUB));
-    q[3] = __hfma2(*reinterpret_cast<half2 *>(&d), *reinterpret_cast<const half2 *>(&MUL),
-                   *reinterpret_cast<const half2 *>(&ADD));
-}
+/* q (0..15), and centred q - 8 (-8..7) for the fp16 chunk dot below */
+__device__ __forceinline__ void lk_dequant8(uint32_t w, half2 q[4]) { lk_dequant8_z<0>(w, q); }
+__device__ __forceinline__ void lk_dequant8c(uint32_t w, half2 q[4]) { lk_dequant8_z<8>(w, q); }
 
 /* canonical word (element i in nibble i) -> interleaved word */
 __host__ __device__ __forceinline__ uint32_t lk_q4_interleave_word(uint32_t w) {
