@@ -56,9 +56,8 @@ __device__ __forceinline__ void lk_dequant8_z(uint32_t w, half2 q[4]) {
     q[3] = __hfma2(*reinterpret_cast<half2 *>(&d), *reinterpret_cast<const half2 *>(&MUL),
                    *reinterpret_cast<const half2 *>(&ADD));
 }
-/* q (0..15), and centred q - 8 (-8..7) for the fp16 chunk dot below */
+/* q (0..15); the centred form (q - 8, for the fp16 chunk dot below) is lk_dequant8_z<8> */
 __device__ __forceinline__ void lk_dequant8(uint32_t w, half2 q[4]) { lk_dequant8_z<0>(w, q); }
-__device__ __forceinline__ void lk_dequant8c(uint32_t w, half2 q[4]) { lk_dequant8_z<8>(w, q); }
 
 /* canonical word (element i in nibble i) -> interleaved word */
 __host__ __device__ __forceinline__ uint32_t lk_q4_interleave_word(uint32_t w) {
@@ -84,7 +83,7 @@ __device__ __forceinline__ float dot_chunk(const half2 q[16], const half2 xv[16]
     return dot;
 }
 
-/* dot of one centred chunk (q - 8 from lk_dequant8c) with its 32 inputs, summed in fp16 over the whole
+/* dot of one centred chunk (q - 8 from lk_dequant8_z<8>) with its 32 inputs, summed in fp16 over the whole
  * chunk (two chains of 8 half2 products) and converted once. Centred weights keep the fp16 partial sums
  * small (no 7.5 x sum(x) term), so 16 products a chain round no worse than dot_chunk's 4 uncentred ones;
  * the caller adds the -8 back through the group minimum: min' = min + 8 scale */
@@ -148,6 +147,11 @@ __device__ __forceinline__ float lk_block_sum(float v, float *red) {
  * each of the NW warps; warp: the caller's warp index), seen by all of them after bar() (the caller's
  * barrier over those warps) */
 __device__ __forceinline__ float sumsq4(float4 v) { return v.x * v.x + v.y * v.y + v.z * v.z + v.w * v.w; }
+/* 4 inputs normalised (inv = 1 / rms) and weighted, as fp16 pairs: every RMSNorm path rounds the same way */
+__device__ __forceinline__ void normed4(float4 v, float4 g, float inv, half2 &lo, half2 &hi) {
+    lo = __floats2half2_rn(v.x * inv * g.x, v.y * inv * g.y);
+    hi = __floats2half2_rn(v.z * inv * g.z, v.w * inv * g.w);
+}
 template <int NW, typename Bar>
 __device__ __forceinline__ float lk_block_sum_bar(float v, float *red, int warp, Bar bar) {
     v = lk_warp_sum(v);

@@ -282,8 +282,9 @@ __global__ void __launch_bounds__(PD_THREADS, 1) k_decode_layers(lk_pd_args a) {
         for (int it = 0; it < IT; it++) {
             const int i = 4 * tid + 4 * PD_CT * it;
             if (i < K) {
-                put4(K, i, __floats2half2_rn(v[it].x * inv * gw[it].x, v[it].y * inv * gw[it].y),
-                     __floats2half2_rn(v[it].z * inv * gw[it].z, v[it].w * inv * gw[it].w));
+                half2 lo, hi;
+                normed4(v[it], gw[it], inv, lo, hi);
+                put4(K, i, lo, hi);
             }
         }
         pd_bar();

@@ -86,7 +86,7 @@ __global__ void __launch_bounds__(256) k_rmsnorm(const float *__restrict__ x, co
             const int i = threadIdx.x + j * 256;
             if (i < n4) {
                 v[j] = reinterpret_cast<const float4 *>(xr)[i];
-                ss += v[j].x * v[j].x + v[j].y * v[j].y + v[j].z * v[j].z + v[j].w * v[j].w;
+                ss += sumsq4(v[j]);
             }
         }
         ss = lk_block_sum(ss, red);
@@ -95,8 +95,8 @@ __global__ void __launch_bounds__(256) k_rmsnorm(const float *__restrict__ x, co
         for (int j = 0; j < RMS_V; j++) {
             const int i = threadIdx.x + j * 256;
             if (i < n4) {
-                half2 o[2] = {__floats2half2_rn(v[j].x * inv * g[j].x, v[j].y * inv * g[j].y),
-                              __floats2half2_rn(v[j].z * inv * g[j].z, v[j].w * inv * g[j].w)};
+                half2 o[2];
+                normed4(v[j], g[j], inv, o[0], o[1]);
                 *reinterpret_cast<uint2 *>(hr + 4 * i) = *reinterpret_cast<const uint2 *>(o);
             }
         }
@@ -106,14 +106,15 @@ __global__ void __launch_bounds__(256) k_rmsnorm(const float *__restrict__ x, co
     float ss = 0.0f;
     for (int i = threadIdx.x * 4; i < dim; i += blockDim.x * 4) {
         float4 v = *reinterpret_cast<const float4 *>(xr + i);
-        ss += v.x * v.x + v.y * v.y + v.z * v.z + v.w * v.w;
+        ss += sumsq4(v);
     }
     ss = lk_block_sum(ss, red);
     const float inv = rsqrtf(ss / (float)dim + eps);
     for (int i = threadIdx.x * 4; i < dim; i += blockDim.x * 4) {
         float4 v = *reinterpret_cast<const float4 *>(xr + i);
         float4 g = *reinterpret_cast<const float4 *>(w + i);
-        half2 a = __floats2half2_rn(v.x * inv * g.x, v.y * inv * g.y), b = __floats2half2_rn(v.z * inv * g.z, v.w * inv * g.w);
+        half2 a, b;
+        normed4(v, g, inv, a, b);
         *reinterpret_cast<half2 *>(hr + i) = a;
         *reinterpret_cast<half2 *>(hr + i + 2) = b;
     }

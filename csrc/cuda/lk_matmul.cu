@@ -149,8 +149,7 @@ __device__ __forceinline__ void dequant_chunk(uint4 wv, const half2 *lt, half2 q
  * 4i..4i+3, at their swizzled place when sw) */
 __device__ __forceinline__ void store_normed4(half2 *dst, int i, float4 v, float4 g, float inv, bool sw) {
     const int p = (sw ? xsw_idx(4 * i) : 4 * i) >> 1;
-    dst[p] = __floats2half2_rn(v.x * inv * g.x, v.y * inv * g.y);
-    dst[p + 1] = __floats2half2_rn(v.z * inv * g.z, v.w * inv * g.w);
+    normed4(v, g, inv, dst[p], dst[p + 1]);
 }
 
 /* GEMV for 1-4 rows. A warp owns RR weight rows (RR consecutive outputs, or
@@ -448,7 +447,7 @@ __device__ __forceinline__ void gemv_body(const uint4 *__restrict__ W, const hal
                     if constexpr (HD) {
                         const uint32_t wd4[4] = {wv[u][r].x, wv[u][r].y, wv[u][r].z, wv[u][r].w};
 #pragma unroll
-                        for (int wd = 0; wd < 4; wd++) lk_dequant8c(wd4[wd], &q[4 * wd]);
+                        for (int wd = 0; wd < 4; wd++) lk_dequant8_z<8>(wd4[wd], &q[4 * wd]);
                         acc[r][m] += sm.x * dot_chunk_c(q, xv) + fmaf(8.0f, sm.x, sm.y) * xs;
                     } else {
                         dequant_chunk<LUT>(wv[u][r], lt, q);
@@ -551,10 +550,10 @@ __global__ void __launch_bounds__(GEMV_WARPS * 32, RR > 2 ? 2 : 0)
 
 /* One launch for a layer's o projection (+ residual), FFN RMSNorm + gate_up + SwiGLU and down
  * (+ residual) at one row: the three GEMVs as phases of one grid, a grid barrier between them
- * instead of a kernel boundary, and each phase's first weight chunks (1-2 rows per warp) loaded
- * before its barrier. Rows per warp as matmul_impl picks them for these shapes (o and down 1,
- * gate_up 4); 2 chunks in flight per lane; the default chunk dot (HD), so the results match the
- * separate kernels bit for bit. */
+ * instead of a kernel boundary, and each phase's first weight chunks loaded before its barrier.
+ * Rows per warp as matmul_impl picks them for these shapes (o and down 1, gate_up 4); 2 chunks in
+ * flight per lane; the default chunk dot (HD), so the results match the separate kernels bit for
+ * bit. */
 __global__ void __launch_bounds__(GEMV_WARPS * 32, 2) k_ffn_fused(lk_ffn_args a, unsigned *bar) {
     lk_rope_epi re = {};
     re.hd = 2;
@@ -1836,20 +1835,15 @@ static lk_status launch_gemv(const lk_dmat *W, const half *x, int ldx, void *out
     const char *te = getenv("LLAMA_KERNEL_GEMV_TRIGGER");
     const int tmask = te && *te ? atoi(te) : 7;
     if (M == 1 && (tmask >> (RR == 1 ? 0 : RR == 2 ? 1 : 2)) & 1) xs |= 16;
-    /* LLAMA_KERNEL_GEMV_HDOT=0 (A/B; read every call): the lop3 kernel's chunk dot as before (uncentred
-     * weights, fp32 sums of 8 products) instead of centred weights summed in fp16 over the chunk */
+    /* the lop3 kernel's chunk dot: centred weights summed in fp16 over the chunk; LLAMA_KERNEL_GEMV_HDOT=0
+     * (A/B; read every call) the uncentred dot summed in fours as before */
+    auto kern = k_gemv_q4<M, RR, U, LUT>;
     if constexpr (!LUT) {
         const char *he = getenv("LLAMA_KERNEL_GEMV_HDOT");
-        if (!(he && he[0] == '0')) {
-            LAUNCH("k_gemv_q4", (k_gemv_q4<M, RR, U, LUT, true>), grid, dim3(GEMV_WARPS * 32), smem, st,
-                   (const uint4 *)W->w, W->p, x, ldx, W->K, n_out, hidden, out, ldo, mode,
-                   ws ? ws->partial : (float *)NULL, ws ? ws->counters : (int *)NULL, re, nin, xs);
-            return LK_OK;
-        }
+        if (!(he && he[0] == '0')) kern = k_gemv_q4<M, RR, U, LUT, true>;
     }
-    LAUNCH("k_gemv_q4", (k_gemv_q4<M, RR, U, LUT>), grid, dim3(GEMV_WARPS * 32), smem, st, (const uint4 *)W->w, W->p,
-           x, ldx, W->K, n_out, hidden, out, ldo, mode, ws ? ws->partial : (float *)NULL,
-           ws ? ws->counters : (int *)NULL, re, nin, xs);
+    LAUNCH("k_gemv_q4", kern, grid, dim3(GEMV_WARPS * 32), smem, st, (const uint4 *)W->w, W->p, x, ldx, W->K, n_out,
+           hidden, out, ldo, mode, ws ? ws->partial : (float *)NULL, ws ? ws->counters : (int *)NULL, re, nin, xs);
     return LK_OK;
 }
 
