@@ -115,6 +115,62 @@ def test_gemv_chunk_dot_forms(N, K, monkeypatch):
                 assert errs[1] < 5e-3 and errs[1] <= 1.5 * errs[0] + 1e-4, (M, outliers, mode, errs)
 
 
+@pytest.mark.parametrize("N,K", [(2048, 8192), (3072, 3072), (1000, 640), (136, 128), (520, 4224), (64, 16384)])
+def test_gemv_x_copy_identical(N, K, monkeypatch):
+    """The one-row GEMV's copy of x into shared memory (default where M rows fit 32 KB; 4 pieces a thread in
+    flight) against x read from global memory (LLAMA_KERNEL_GEMV_XS=1): the same bits, for 1-4 rows, rows
+    shorter than a block's threads (K = 128) and longer than 4 pieces a thread (K = 16,384: 8)."""
+    rng = np.random.default_rng(N * K)
+    w = (rng.standard_normal((N, K)) * 0.02).astype(np.float32)
+    qs, p = quant.quantize(w)
+    for M in (1, 2, 3, 4):
+        x = rng.standard_normal((M, K)).astype(np.float32)
+        for mode in (0, 1):
+            y0 = rng.standard_normal((M, N)).astype(np.float32) if mode == 1 else None
+            outs = []
+            for xs in ("1", ""):
+                monkeypatch.setenv("LLAMA_KERNEL_GEMV_XS", xs)
+                y, used = _C.cuda_matmul(x, qs, p, mode=mode, variant=VARIANTS["optimized"], y=y0)
+                assert used == VARIANTS["optimized"]
+                outs.append(y)
+            assert R.rel_err(outs[1], mm_ref(x, qs, p, mode, y0)) < 5e-3, (M, mode)
+            assert np.array_equal(outs[0], outs[1]), (M, mode)
+
+
+def test_engine_tokens_out_identical(ckpt_1b_2layers, monkeypatch):
+    """A step's tokens reach the host by a kernel writing mapped pinned memory (default) or by a device-to-host
+    copy (LLAMA_KERNEL_TOK_KERNEL=0): the same tokens, graphs off and on, one sequence and two (sampled too:
+    the tokens fed back are the ones read)."""
+    toks = [int(t) for t in np.random.default_rng(8).integers(0, 32000, 20)]
+    for graphs in (False, True):
+        for batch in (1, 2):
+            got = []
+            for tk in ("0", ""):
+                monkeypatch.setenv("LLAMA_KERNEL_TOK_KERNEL", tk)
+                m = LlamaInference(ckpt_1b_2layers, device="cuda", batch_size=batch, cuda_graphs=graphs, verbose=False)
+                prompts = [toks, toks[:7]][:batch]
+                got.append(m.generate_ids(prompts, max_new_tokens=24, temperature=0, ignore_eos=True))
+                got.append(m.generate_ids(prompts, max_new_tokens=24, temperature=0.8, seed=5, ignore_eos=True))
+            assert got[0] == got[2] and got[1] == got[3], (graphs, batch)
+            assert all(len(o) == 24 for o in got[0] + got[1])
+
+
+def test_engine_embed_trigger_identical(ckpt_1b_2layers, monkeypatch):
+    """The embedding kernel triggering the first qkv matmul right after its wait (default) or at its exit
+    (LLAMA_KERNEL_EMBED_TRIGGER=0) changes launch order only: same tokens and logits, graphs off and on, one
+    row and a packed batch."""
+    toks = [int(t) for t in np.random.default_rng(7).integers(0, 32000, 24)]
+    for graphs in (False, True):
+        got = []
+        for trig in ("0", ""):
+            monkeypatch.setenv("LLAMA_KERNEL_EMBED_TRIGGER", trig)
+            m = LlamaInference(ckpt_1b_2layers, device="cuda", batch_size=2, cuda_graphs=graphs, verbose=False)
+            got.append(m.generate_ids([toks, toks[:9]], max_new_tokens=10, temperature=0, ignore_eos=True))
+            got.append(m.logits(toks))
+        assert got[0] == got[2], graphs
+        assert np.array_equal(got[1], got[3]), graphs
+
+
 def test_engine_gemv_x_modes_identical(ckpt_1b_2layers, monkeypatch):
     """In the engine (norm prologues, residual adds, SwiGLU, rotary epilogue; one-row steps): x in shared
     memory swizzled and copied (default) and x from global memory (LLAMA_KERNEL_GEMV_XS=0) give the same

@@ -1,7 +1,8 @@
 """A/B of the prefill matmul kernel inside the engine: time to first token for long prompts with
 LLAMA_KERNEL_WGMMA=0 (mma.sync tile kernel) and unset (wgmma on sm_90a), same engine, same run.
+--env NAME A/Bs another switch the library reads on every call instead (e.g. LLAMA_KERNEL_TOK_KERNEL).
 
-    python tools/prefill_ab.py [--model synthetic:llama-3.2-1b] [--batch 1] [--lengths 512,2048]
+    python tools/prefill_ab.py [--model synthetic:llama-3.2-1b] [--batch 1] [--lengths 512,2048] [--env NAME]
 """
 import argparse
 import os
@@ -20,15 +21,16 @@ def main():
     ap.add_argument("--model", default="synthetic:llama-3.2-1b")
     ap.add_argument("--batch", type=int, default=1)
     ap.add_argument("--lengths", default="128,512,2048")
-    ap.add_argument("--order", default="0,,0,", help="LLAMA_KERNEL_WGMMA values in run order ('' = default)")
+    ap.add_argument("--env", default="LLAMA_KERNEL_WGMMA", help="the switch to A/B (read every call)")
+    ap.add_argument("--order", default="0,,0,", help="its values in run order ('' = default)")
     a = ap.parse_args()
-    print(f"# prefill A/B, {a.model}, batch_size {a.batch}, {device_line()}, wgmma={_C.build_info().get('wgmma')}")
+    print(f"# prefill A/B of {a.env}, {a.model}, batch_size {a.batch}, {device_line()}, wgmma={_C.build_info().get('wgmma')}")
     m = LlamaInference(a.model, device="cuda", batch_size=a.batch, max_seq_len=4096, verbose=False)
     for L in [int(v) for v in a.lengths.split(",")]:
         ids = np.random.default_rng(L).integers(0, m.config.vocab_size, L).tolist()
         line = []
         for v in a.order.split(","):
-            os.environ["LLAMA_KERNEL_WGMMA"] = v
+            os.environ[a.env] = v
             out = m.generate_ids(ids, max_new_tokens=1, temperature=0, ignore_eos=True)
             ts = []
             for _ in range(5):
@@ -36,7 +38,7 @@ def main():
                 ts.append(st["first_token_seconds"] * 1e3)
             line.append(f"{v or 'auto'}: {np.median(ts):.2f} ms (token {out[0] if isinstance(out[0], int) else out[0][0]})")
         print(f"prefill {L:5d} tokens | " + " | ".join(line), flush=True)
-    os.environ.pop("LLAMA_KERNEL_WGMMA", None)
+    os.environ.pop(a.env, None)
 
 
 if __name__ == "__main__":

@@ -144,7 +144,8 @@ typedef struct cuda_backend {
     lk_samp_params *samp_dev;
     lk_mm_ws ws;
     size_t kv_bytes, rope_bytes;
-    int32_t *pinned;      /* [2][batch] fetched tokens */
+    int32_t *pinned;      /* [2][batch] fetched tokens (mapped: pinned_dev is its device address) */
+    int32_t *pinned_dev;
     cudaEvent_t ev[2];
     int rows_prefill, p0, pslot;
     int rows_distinct; /* every row its own slot (decode attention may then copy old K/V rows early) */
@@ -683,8 +684,16 @@ static lk_status cu_sample(lk_backend *be, int B) {
 
 static lk_status cu_tokens_fetch(lk_backend *be, int B, int which) {
     cuda_backend *b = CUB(be);
-    int32_t *dst = b->pinned + (size_t)(which & 1) * be->opts->batch_size;
-    CU(cudaMemcpyAsync(dst, b->tok, (size_t)B * 4, cudaMemcpyDeviceToHost, b->st));
+    const size_t off = (size_t)(which & 1) * be->opts->batch_size;
+    /* a kernel writes the tokens into the mapped buffer: the next step's first kernel then follows a kernel
+     * on the same engine, not a copy engine's work (the gap between steps 12.5 -> ~6 us, batch 1 +1%,
+     * benchmarks/NOTES.md v55). LLAMA_KERNEL_TOK_KERNEL=0 (A/B, read every call) copies instead */
+    const char *tk = getenv("LLAMA_KERNEL_TOK_KERNEL");
+    if (b->pinned_dev && !(tk && tk[0] == '0')) {
+        TRY(lk_tokens_out(b->tok, b->pinned_dev + off, B, b->st));
+    } else {
+        CU(cudaMemcpyAsync(b->pinned + off, b->tok, (size_t)B * 4, cudaMemcpyDeviceToHost, b->st));
+    }
     CU(cudaEventRecord(b->ev[which & 1], b->st));
     return LK_OK;
 }
@@ -910,7 +919,16 @@ extern "C" lk_status lk_cuda_backend_create(const lk_config *c, const lk_engine_
         if (e1 != cudaSuccess || e2 != cudaSuccess)
             TRYB(lk_cuda_fail(e1 != cudaSuccess ? e1 : e2, "cudaMemcpy(rope tables)", __FILE__, __LINE__));
     }
-    CUB_(cudaHostAlloc((void **)&b->pinned, 2 * (size_t)o->batch_size * 4, cudaHostAllocDefault));
+    /* mapped, so a kernel can write the tokens into it (cu_tokens_fetch); where mapping is refused, plain
+     * pinned memory and copies */
+    if (cudaHostAlloc((void **)&b->pinned, 2 * (size_t)o->batch_size * 4, cudaHostAllocMapped) != cudaSuccess ||
+        cudaHostGetDevicePointer((void **)&b->pinned_dev, b->pinned, 0) != cudaSuccess) {
+        (void)cudaGetLastError();
+        if (b->pinned) cudaFreeHost(b->pinned);
+        b->pinned = NULL;
+        b->pinned_dev = NULL;
+        CUB_(cudaHostAlloc((void **)&b->pinned, 2 * (size_t)o->batch_size * 4, cudaHostAllocDefault));
+    }
     CUB_(cudaEventCreateWithFlags(&b->ev[0], cudaEventDisableTiming));
     CUB_(cudaEventCreateWithFlags(&b->ev[1], cudaEventDisableTiming));
     b->graphs = (cudaGraphExec_t *)calloc(2 * MAX_GRAPH_KEYS, sizeof(cudaGraphExec_t));

@@ -11,8 +11,9 @@
 
 /* ---- embedding: X[r] = dequantized row tok[r] ---------------------------------- */
 __global__ void k_embed_q4(const uint32_t *__restrict__ W, const half2 *__restrict__ P, const int *__restrict__ tok,
-                           int dim, float *__restrict__ x) {
+                           int dim, float *__restrict__ x, int trig) {
     lk_pdl_prologue();
+    if (trig) lk_pdl_trigger();
     const int r = blockIdx.x, t = tok[r];
     const int words = dim / 8, groups = dim / LK_Q4_GROUP;
     for (int w = threadIdx.x; w < words; w += blockDim.x) {
@@ -29,8 +30,10 @@ __global__ void k_embed_q4(const uint32_t *__restrict__ W, const half2 *__restri
     }
 }
 
-__global__ void k_embed_bf16(const uint16_t *__restrict__ W, const int *__restrict__ tok, int dim, float *__restrict__ x) {
+__global__ void k_embed_bf16(const uint16_t *__restrict__ W, const int *__restrict__ tok, int dim, float *__restrict__ x,
+                             int trig) {
     lk_pdl_prologue();
+    if (trig) lk_pdl_trigger();
     const int r = blockIdx.x, t = tok[r];
     for (int i = threadIdx.x; i < dim; i += blockDim.x)
         x[(size_t)r * dim + i] = __uint_as_float((uint32_t)W[(size_t)t * dim + i] << 16);
@@ -38,8 +41,9 @@ __global__ void k_embed_bf16(const uint16_t *__restrict__ W, const int *__restri
 
 /* the tiled arrangement (lk_q4_tile): element (row t, column k) of a 16x64 tile */
 __global__ void k_embed_q4_tiled(const uint32_t *__restrict__ W, const half2 *__restrict__ P, const int *__restrict__ tok,
-                                 int dim, float *__restrict__ x) {
+                                 int dim, float *__restrict__ x, int trig) {
     lk_pdl_prologue();
+    if (trig) lk_pdl_trigger();
     const int r = blockIdx.x, t = tok[r], rb = t / 16, rr = t % 16, g = rr % 8, hi = rr / 8;
     const int KT = dim / 64, groups = dim / LK_Q4_GROUP;
     for (int k = threadIdx.x; k < dim; k += blockDim.x) {
@@ -52,13 +56,31 @@ __global__ void k_embed_q4_tiled(const uint32_t *__restrict__ W, const half2 *__
 }
 
 lk_status lk_embed(const lk_dmat *E, const int *tok, int M, int dim, float *x, cudaStream_t st) {
+    /* trigger the next kernel (the first qkv matmul) right after the wait, so its blocks launch and load
+     * their first weights while the rows are copied (batch 1 +0.2-0.4%, within noise, benchmarks/NOTES.md
+     * v55); LLAMA_KERNEL_EMBED_TRIGGER=0 (A/B, read every call) triggers at exit */
+    const char *te = getenv("LLAMA_KERNEL_EMBED_TRIGGER");
+    const int trig = !(te && te[0] == '0');
     if (E->fmt == LK_WFMT_Q4_TILED)
         LAUNCH("k_embed_q4_tiled", k_embed_q4_tiled, dim3(M), dim3(256), 0, st, (const uint32_t *)E->w, E->p, tok, dim,
-               x);
+               x, trig);
     else if (E->fmt == LK_WFMT_Q4)
-        LAUNCH("k_embed_q4", k_embed_q4, dim3(M), dim3(256), 0, st, (const uint32_t *)E->w, E->p, tok, dim, x);
+        LAUNCH("k_embed_q4", k_embed_q4, dim3(M), dim3(256), 0, st, (const uint32_t *)E->w, E->p, tok, dim, x, trig);
     else
-        LAUNCH("k_embed_bf16", k_embed_bf16, dim3(M), dim3(256), 0, st, (const uint16_t *)E->w, tok, dim, x);
+        LAUNCH("k_embed_bf16", k_embed_bf16, dim3(M), dim3(256), 0, st, (const uint16_t *)E->w, tok, dim, x, trig);
+    return LK_OK;
+}
+
+/* ---- a step's tokens to the host: written by a kernel into mapped pinned memory ----------------
+ * (instead of a device-to-host copy, whose copy engine the next step's first kernel would wait for) */
+__global__ void k_tokens_out(const int *__restrict__ tok, int *__restrict__ dst, int B) {
+    lk_pdl_prologue();
+    for (int i = threadIdx.x; i < B; i += blockDim.x) dst[i] = tok[i];
+    __threadfence_system();
+}
+
+lk_status lk_tokens_out(const int *tok, int *dst, int B, cudaStream_t st) {
+    LAUNCH("k_tokens_out", k_tokens_out, dim3(1), dim3(B < 256 ? 32 * ((B + 31) / 32) : 256), 0, st, tok, dst, B);
     return LK_OK;
 }
 

@@ -37,6 +37,8 @@ typedef struct lk_attn_args {
 } lk_attn_args;
 
 lk_status lk_embed(const lk_dmat *E, const int *tok, int M, int dim, float *x, cudaStream_t st);
+/* tok[0..B) into dst, a device pointer of mapped host memory (a stream-ordered kernel, no copy engine) */
+lk_status lk_tokens_out(const int *tok, int *dst, int B, cudaStream_t st);
 lk_status lk_rmsnorm(const float *x, const float *w, int M, int dim, float eps, half *h, cudaStream_t st);
 /* final norm of rows src0.. into h rows 0.. */
 lk_status lk_rope_kv(half *qkv, int qkv_ld, const int *slot, const int *pos, int M, int n_heads, int n_kv, int head_dim,

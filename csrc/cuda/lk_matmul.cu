@@ -390,15 +390,32 @@ __device__ __forceinline__ void gemv_body(const uint4 *__restrict__ W, const hal
             }
         } else if (xmode & 2) {
             /* the block's K range of each x row, 16 bytes a thread at a time (coalesced), to its
-             * (swizzled) place */
-            const int n16 = (c1 - c0) * 4;
+             * (swizzled) place; XB pieces a thread loaded before any is stored, so the copy of a long row
+             * (K = 8,192: 4 pieces a thread) waits for L2 once (a plain loop compiled to one load, store
+             * and branch a piece: batch 1 +0.8%, benchmarks/NOTES.md v55) */
+            constexpr int XB = 4;
+            const int n16 = (c1 - c0) * 4, tot = M * n16;
+            auto piece = [&](int t, int &m, int &c, int &q) {
+                m = M == 1 ? 0 : t / n16;
+                const int u = t - m * n16;
+                c = c0 + (u >> 2);
+                q = u & 3;
+            };
+            for (int t0 = threadIdx.x; t0 < tot; t0 += XB * blockDim.x) {
+                uint4 v[XB];
 #pragma unroll
-            for (int m = 0; m < M; m++) {
-                const uint4 *src = reinterpret_cast<const uint4 *>(x + (size_t)m * ldx);
-                uint4 *dst = reinterpret_cast<uint4 *>(x_norm + (size_t)m * K);
-                for (int t = threadIdx.x; t < n16; t += blockDim.x) {
-                    const int c = c0 + (t >> 2), q = t & 3;
-                    dst[4 * c + (swz ? q ^ xsw(c) : q)] = src[4 * c + q];
+                for (int j = 0; j < XB; j++) {
+                    int m, c, q;
+                    piece(t0 + j * blockDim.x, m, c, q);
+                    if (t0 + j * blockDim.x < tot)
+                        v[j] = reinterpret_cast<const uint4 *>(x + (size_t)m * ldx)[4 * c + q];
+                }
+#pragma unroll
+                for (int j = 0; j < XB; j++) {
+                    int m, c, q;
+                    piece(t0 + j * blockDim.x, m, c, q);
+                    if (t0 + j * blockDim.x < tot)
+                        reinterpret_cast<uint4 *>(x_norm + (size_t)m * K)[4 * c + (swz ? q ^ xsw(c) : q)] = v[j];
                 }
             }
         }
