@@ -155,20 +155,27 @@ def test_engine_tokens_out_identical(ckpt_1b_2layers, monkeypatch):
             assert all(len(o) == 24 for o in got[0] + got[1])
 
 
-def test_engine_embed_trigger_identical(ckpt_1b_2layers, monkeypatch):
-    """The embedding kernel triggering the first qkv matmul right after its wait (default) or at its exit
-    (LLAMA_KERNEL_EMBED_TRIGGER=0) changes launch order only: same tokens and logits, graphs off and on, one
-    row and a packed batch."""
-    toks = [int(t) for t in np.random.default_rng(7).integers(0, 32000, 24)]
+def check_launch_switch_identical(ckpt, env, monkeypatch, prompts, **kw):
+    """A switch that changes only when kernels launch (env "0" against the default): the same tokens and
+    logits, graphs off and on (the step graph keeps the launch attributes); a kernel reading what its
+    predecessor had not yet written would show here."""
     for graphs in (False, True):
         got = []
-        for trig in ("0", ""):
-            monkeypatch.setenv("LLAMA_KERNEL_EMBED_TRIGGER", trig)
-            m = LlamaInference(ckpt_1b_2layers, device="cuda", batch_size=2, cuda_graphs=graphs, verbose=False)
-            got.append(m.generate_ids([toks, toks[:9]], max_new_tokens=10, temperature=0, ignore_eos=True))
-            got.append(m.logits(toks))
-        assert got[0] == got[2], graphs
-        assert np.array_equal(got[1], got[3]), graphs
+        for v in ("0", ""):
+            monkeypatch.setenv(env, v)
+            m = LlamaInference(ckpt, device="cuda", cuda_graphs=graphs, verbose=False, **kw)
+            got.append(m.generate_ids(prompts, max_new_tokens=12, temperature=0, ignore_eos=True))
+            got.append(m.logits(prompts[0]))
+        assert got[0] == got[2], (env, graphs)
+        assert np.array_equal(got[1], got[3]), (env, graphs)
+
+
+def test_engine_embed_trigger_identical(ckpt_1b_2layers, monkeypatch):
+    """The embedding kernel triggers the first qkv matmul right after its wait (default) or at its exit
+    (LLAMA_KERNEL_EMBED_TRIGGER=0): one row and a packed batch of two."""
+    toks = [int(t) for t in np.random.default_rng(7).integers(0, 32000, 24)]
+    check_launch_switch_identical(ckpt_1b_2layers, "LLAMA_KERNEL_EMBED_TRIGGER", monkeypatch, [toks, toks[:9]],
+                                  batch_size=2)
 
 
 def test_engine_gemv_x_modes_identical(ckpt_1b_2layers, monkeypatch):
@@ -185,19 +192,9 @@ def test_engine_gemv_x_modes_identical(ckpt_1b_2layers, monkeypatch):
 
 def test_engine_gemv_trigger_identical(ckpt_1b_2layers, monkeypatch):
     """One-row GEMVs trigger the next kernel right after their PDL wait (default) or after their main loop
-    (LLAMA_KERNEL_GEMV_TRIGGER=0): launch order only, so the logits are the same bits; a kernel reading what
-    its predecessor had not yet written would show here. Graphs off and on (the step graph keeps the
-    launch attributes)."""
+    (LLAMA_KERNEL_GEMV_TRIGGER=0), one row at a time."""
     toks = [int(t) for t in np.random.default_rng(5).integers(0, 32000, 24)]
-    for graphs in (False, True):
-        got = []
-        for mask in ("0", ""):
-            monkeypatch.setenv("LLAMA_KERNEL_GEMV_TRIGGER", mask)
-            m = LlamaInference(ckpt_1b_2layers, device="cuda", prefill_chunk=1, cuda_graphs=graphs, verbose=False)
-            got.append(m.generate_ids([toks], max_new_tokens=12, temperature=0, ignore_eos=True)[0])
-            got.append(m.logits(toks))
-        assert got[0] == got[2], graphs
-        assert np.array_equal(got[1], got[3]), graphs
+    check_launch_switch_identical(ckpt_1b_2layers, "LLAMA_KERNEL_GEMV_TRIGGER", monkeypatch, [toks], prefill_chunk=1)
 
 
 def check_switch_vs_cpu(ckpt, toks, env, monkeypatch):
