@@ -137,6 +137,25 @@ def test_gemv_x_copy_identical(N, K, monkeypatch):
             assert np.array_equal(outs[0], outs[1]), (M, mode)
 
 
+@pytest.mark.parametrize("K", [3072, 8192, 16384])
+def test_gemv_long_rows_more_in_flight(K, monkeypatch):
+    """One weight row a warp with 4 or 8 chunks in flight a lane on long rows (LLAMA_KERNEL_GEMV_LONG_U): each
+    lane still adds its chunks in the same order, so the same bits as 2 in flight, plain and residual-add."""
+    rng = np.random.default_rng(K)
+    w = (rng.standard_normal((2048, K)) * 0.02).astype(np.float32)
+    qs, p = quant.quantize(w)
+    x = rng.standard_normal((1, K)).astype(np.float32)
+    for mode in (0, 1):
+        y0 = rng.standard_normal((1, 2048)).astype(np.float32) if mode == 1 else None
+        outs = []
+        for u in ("", "4", "8"):
+            monkeypatch.setenv("LLAMA_KERNEL_GEMV_LONG_U", u)
+            y, used = _C.cuda_matmul(x, qs, p, mode=mode, variant=VARIANTS["optimized"], y=y0)
+            outs.append(y)
+        assert R.rel_err(outs[0], mm_ref(x, qs, p, mode, y0)) < 5e-3, mode
+        assert np.array_equal(outs[0], outs[1]) and np.array_equal(outs[0], outs[2]), mode
+
+
 def test_engine_tokens_out_identical(ckpt_1b_2layers, monkeypatch):
     """A step's tokens reach the host by a kernel writing mapped pinned memory (default) or by a device-to-host
     copy (LLAMA_KERNEL_TOK_KERNEL=0): the same tokens, graphs off and on, one sequence and two (sampled too:

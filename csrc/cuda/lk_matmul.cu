@@ -2374,6 +2374,16 @@ static lk_status matmul_impl(const lk_dmat *W, const half *x, int M, int ldx, vo
             const int enough = 2 * sm_count * GEMV_WARPS;
             RR = units_of(4) >= enough ? 4 : (pair || units_of(2) >= enough) ? 2 : 1;
             U = 2;
+            /* LLAMA_KERNEL_GEMV_LONG_U=4|8 (A/B, read every call; written in session 15, not yet run): more
+             * chunks in flight a lane at one weight row a warp on rows of more than one step (down; the 3B's o).
+             * down streams at ~1.3 TB/s past its fixed cost against gate_up's ~2.7 (step timeline, NOTES v55),
+             * with a quarter of gate_up's bytes in flight a warp. 80 / 101 registers: at 80, two blocks of it
+             * and one of the next qkv GEMV (98) no longer fit an SM together */
+            if (RR == 1 && chunks > 64) {
+                const char *lu = getenv("LLAMA_KERNEL_GEMV_LONG_U");
+                const int u = lu && *lu ? atoi(lu) : 0;
+                if (u == 4 || u == 8) U = u;
+            }
             if (g_tune.rr) RR = pair && g_tune.rr == 1 ? 2 : g_tune.rr;
             if (g_tune.u) U = g_tune.u;
             if (g_tune.s && mode == LK_OUT_ADD_F32 && ws && ws->partial) S = g_tune.s;
