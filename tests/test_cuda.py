@@ -139,8 +139,9 @@ def test_gemv_x_copy_identical(N, K, monkeypatch):
 
 @pytest.mark.parametrize("K", [3072, 8192, 16384])
 def test_gemv_long_rows_more_in_flight(K, monkeypatch):
-    """One weight row a warp with 4 or 8 chunks in flight a lane on long rows (LLAMA_KERNEL_GEMV_LONG_U): each
-    lane still adds its chunks in the same order, so the same bits as 2 in flight, plain and residual-add."""
+    """One weight row a warp with 2, 4 (default) or 8 chunks in flight a lane on long rows
+    (LLAMA_KERNEL_GEMV_LONG_U): each lane still adds its chunks in the same order, so the same bits, plain and
+    residual-add."""
     rng = np.random.default_rng(K)
     w = (rng.standard_normal((2048, K)) * 0.02).astype(np.float32)
     qs, p = quant.quantize(w)
@@ -148,30 +149,35 @@ def test_gemv_long_rows_more_in_flight(K, monkeypatch):
     for mode in (0, 1):
         y0 = rng.standard_normal((1, 2048)).astype(np.float32) if mode == 1 else None
         outs = []
-        for u in ("", "4", "8"):
+        for u in ("2", "", "8"):
             monkeypatch.setenv("LLAMA_KERNEL_GEMV_LONG_U", u)
             y, used = _C.cuda_matmul(x, qs, p, mode=mode, variant=VARIANTS["optimized"], y=y0)
             outs.append(y)
         assert R.rel_err(outs[0], mm_ref(x, qs, p, mode, y0)) < 5e-3, mode
-        assert np.array_equal(outs[0], outs[1]) and np.array_equal(outs[0], outs[2]), mode
+        assert all(np.array_equal(outs[0], o) for o in outs[1:]), mode
 
 
 def test_engine_tokens_out_identical(ckpt_1b_2layers, monkeypatch):
-    """A step's tokens reach the host by a kernel writing mapped pinned memory (default) or by a device-to-host
-    copy (LLAMA_KERNEL_TOK_KERNEL=0): the same tokens, graphs off and on, one sequence and two (sampled too:
-    the tokens fed back are the ones read)."""
+    """A step's tokens reach the host written by the sampler into mapped pinned memory (default), by a kernel
+    after the step (LLAMA_KERNEL_TOK_KERNEL=1) or by a device-to-host copy (0): the same tokens, graphs off and
+    on, one sequence and two (sampled too: the tokens fed back are the ones read), and again on the same engine
+    (the sampler's slot counts start over with each batch), with a batch of fewer rows than the engine's."""
     toks = [int(t) for t in np.random.default_rng(8).integers(0, 32000, 20)]
     for graphs in (False, True):
-        for batch in (1, 2):
+        for batch in (1, 3):
             got = []
-            for tk in ("0", ""):
+            for tk in ("0", "1", ""):
                 monkeypatch.setenv("LLAMA_KERNEL_TOK_KERNEL", tk)
                 m = LlamaInference(ckpt_1b_2layers, device="cuda", batch_size=batch, cuda_graphs=graphs, verbose=False)
-                prompts = [toks, toks[:7]][:batch]
-                got.append(m.generate_ids(prompts, max_new_tokens=24, temperature=0, ignore_eos=True))
-                got.append(m.generate_ids(prompts, max_new_tokens=24, temperature=0.8, seed=5, ignore_eos=True))
-            assert got[0] == got[2] and got[1] == got[3], (graphs, batch)
-            assert all(len(o) == 24 for o in got[0] + got[1])
+                prompts = [toks, toks[:7], toks[3:]][:batch]
+                run = [m.generate_ids(prompts, max_new_tokens=24, temperature=0, ignore_eos=True),
+                       m.generate_ids(prompts, max_new_tokens=24, temperature=0.8, seed=5, ignore_eos=True),
+                       m.generate_ids(prompts[:1], max_new_tokens=9, temperature=0, ignore_eos=True),
+                       m.generate_ids(prompts, max_new_tokens=24, temperature=0, ignore_eos=True)]
+                assert run[3] == run[0], (graphs, batch, tk)
+                got.append(run)
+            assert got[0] == got[1] == got[2], (graphs, batch)
+            assert all(len(o) == 24 for o in got[0][0] + got[0][1])
 
 
 def check_launch_switch_identical(ckpt, env, monkeypatch, prompts, **kw):
@@ -187,6 +193,16 @@ def check_launch_switch_identical(ckpt, env, monkeypatch, prompts, **kw):
             got.append(m.logits(prompts[0]))
         assert got[0] == got[2], (env, graphs)
         assert np.array_equal(got[1], got[3]), (env, graphs)
+
+
+def test_engine_qkv_four_rows_identical(tmp_path, monkeypatch):
+    """A one-row qkv GEMV (norm prologue, rotary epilogue) too wide for one round of 2 rows a warp takes 4 rows a
+    warp (default) or keeps 2 (LLAMA_KERNEL_GEMV_QKV_RR4=0): the same tokens and logits. 32 KV heads make the
+    1B's qkv 6,144 rows (3,072 warps at 2 rows) to reach the rule on any card up to 192 SMs."""
+    ckpt = make_random_checkpoint(str(tmp_path), "llama-3.2-1b", seed=6, std=0.02, num_hidden_layers=1,
+                                  vocab_size=32000, num_key_value_heads=32)
+    toks = [int(t) for t in np.random.default_rng(6).integers(0, 32000, 20)]
+    check_launch_switch_identical(ckpt, "LLAMA_KERNEL_GEMV_QKV_RR4", monkeypatch, [toks])
 
 
 def test_engine_embed_trigger_identical(ckpt_1b_2layers, monkeypatch):
@@ -546,6 +562,40 @@ def test_sampler_matches_cpu():
         c = _C.sample_cpu(logits, pos, seed=11, seen=seen, **kw)
         agree = np.mean(g == c)
         assert agree >= 0.97, (kw, agree)  # float summation order may move a draw at a boundary
+
+
+@pytest.mark.parametrize("B,V", [(1, 128256), (2, 128256), (3, 32000), (5, 40001), (1, 8200)])
+def test_sampler_split_argmax_identical(B, V, monkeypatch):
+    """A row's penalty and argmax pass shared by several blocks (the last to finish takes the argmax from
+    their keys) picks the same tokens as one block (LLAMA_KERNEL_SAMPLE_SPLIT=0) and as the CPU: ties across
+    blocks (lowest id), the maximum in the last block's slice or past the last whole slice, -0 against +0,
+    NaN, a row of -inf (greedy); greedy, sampled and with a repetition penalty (each block its slice's)."""
+    rng = np.random.default_rng(B * V)
+    base = (rng.standard_normal((B, V)) * 3).astype(np.float32)
+    base[0, [7, V // 2, V - 1]] = 50.0  # tie across slices: the lowest id wins
+    if B > 1:
+        base[1, V - 1] = 60.0  # the last logit
+    logits = base.copy()  # greedy only: rows of -inf, NaN and zeros
+    if B > 2:
+        logits[2, :] = -np.inf
+        logits[2, 5] = np.nan
+    if B > 3:
+        logits[3, :] = -0.0
+        logits[3, V // 3] = 0.0
+        logits[3, 3] = np.nan
+    pos = list(range(B))
+    seen = [rng.integers(0, V, 40).tolist() + [7, V - 1] for _ in range(B)]
+    for kw in [dict(), dict(repetition_penalty=1.5), dict(temperature=0.8, top_k=50, top_p=0.9),
+               dict(temperature=1.0, top_k=0, repetition_penalty=1.2)]:
+        got = []
+        for split in ("0", ""):
+            monkeypatch.setenv("LLAMA_KERNEL_SAMPLE_SPLIT", split)
+            got.append(_C.cuda_sample(base if kw.get("temperature") else logits, pos, seed=9, seen=seen, **kw))
+        assert np.array_equal(got[0], got[1]), (kw, got)
+        if not kw.get("temperature"):
+            c = _C.sample_cpu(logits, pos, seed=9, seen=seen, **kw)
+            rows = [b for b in range(B) if b != 2]  # (a row of -inf and NaN: whatever both GPU paths agree on)
+            assert np.array_equal(got[1][rows], c[rows]), (kw, got[1], c)
 
 
 @pytest.mark.parametrize("kind", ["flat", "three_values", "steep"])

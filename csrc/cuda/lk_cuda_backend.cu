@@ -147,6 +147,13 @@ typedef struct cuda_backend {
     int32_t *pinned;      /* [2][batch] fetched tokens (mapped: pinned_dev is its device address) */
     int32_t *pinned_dev;
     cudaEvent_t ev[2];
+    /* how a step's tokens reach pinned (LLAMA_KERNEL_TOK_KERNEL, read at creation): TOK_SAMPLE the sampler
+     * writes them (slot: its count of tokens a row, mirrored by tok_count), TOK_KERNEL k_tokens_out after
+     * the step, TOK_COPY a copy. fetch_slot[which]: the slot fetch `which` reads */
+    enum { TOK_COPY, TOK_KERNEL, TOK_SAMPLE } tok_mode;
+    unsigned tok_count;
+    int fetch_slot[2];
+    lk_samp_scratch samp_sc;
     int rows_prefill, p0, pslot;
     int rows_distinct; /* every row its own slot (decode attention may then copy old K/V rows early) */
     /* at least pos[r] + 1 of every current row: set_rows sets it, each sample() adds one (rows move to
@@ -667,6 +674,10 @@ static lk_status cu_set_sampling(lk_backend *be, const lk_sampling *sp, uint64_t
     cuda_backend *b = CUB(be);
     lk_samp_params p = {sp->temperature, sp->top_k, sp->top_p, sp->repetition_penalty, sp->seed, seq_id0};
     CU(cudaMemcpyAsync(b->samp_dev, &p, sizeof p, cudaMemcpyHostToDevice, b->st));
+    if (b->tok_mode == cuda_backend::TOK_SAMPLE) { /* a batch's first sample writes slot 0 of every row */
+        CU(cudaMemsetAsync(b->samp_sc.host_count, 0, (size_t)be->opts->batch_size * 4, b->st));
+        b->tok_count = 0;
+    }
     CU(cudaStreamSynchronize(b->st)); /* p lives on this stack frame */
     return LK_OK;
 }
@@ -677,23 +688,28 @@ static lk_status cu_sample(lk_backend *be, int B) {
     b->rows_distinct = B <= 64; /* k_sample sets row b to slot b */
     b->kv_hi++;
     prof_begin(b);
-    lk_status s = lk_sample(b->logits, be->cfg->vocab_size, B, b->samp_dev, b->seen, b->tok, b->slot, b->pos, b->st);
+    lk_status s = lk_sample(b->logits, be->cfg->vocab_size, B, b->samp_dev, b->seen, b->tok, b->slot, b->pos,
+                            &b->samp_sc, b->st);
     prof_end(b, 10);
     return s;
 }
 
 static lk_status cu_tokens_fetch(lk_backend *be, int B, int which) {
     cuda_backend *b = CUB(be);
-    const size_t off = (size_t)(which & 1) * be->opts->batch_size;
-    /* a kernel writes the tokens into the mapped buffer: the next step's first kernel then follows a kernel
-     * on the same engine, not a copy engine's work (the gap between steps 12.5 -> ~6 us, batch 1 +1%,
-     * benchmarks/NOTES.md v55). LLAMA_KERNEL_TOK_KERNEL=0 (A/B, read every call) copies instead */
-    const char *tk = getenv("LLAMA_KERNEL_TOK_KERNEL");
-    if (b->pinned_dev && !(tk && tk[0] == '0')) {
-        TRY(lk_tokens_out(b->tok, b->pinned_dev + off, B, b->st));
+    /* the engine fetches after every sample, `which` alternating while two are in flight. TOK_SAMPLE: the
+     * sampler (inside the step's graph) already wrote the tokens to slot tok_count & 1, so the next step's
+     * first kernel follows the sampler directly (benchmarks/NOTES.md v57); TOK_KERNEL: a kernel after the
+     * step writes them to slot `which` (v55: the gap between steps 12.5 -> ~6 us); TOK_COPY: a copy */
+    int slot = which & 1;
+    if (b->tok_mode == cuda_backend::TOK_SAMPLE) {
+        slot = (int)(b->tok_count++ & 1u);
+    } else if (b->tok_mode == cuda_backend::TOK_KERNEL) {
+        TRY(lk_tokens_out(b->tok, b->pinned_dev + (size_t)slot * be->opts->batch_size, B, b->st));
     } else {
-        CU(cudaMemcpyAsync(b->pinned + off, b->tok, (size_t)B * 4, cudaMemcpyDeviceToHost, b->st));
+        CU(cudaMemcpyAsync(b->pinned + (size_t)slot * be->opts->batch_size, b->tok, (size_t)B * 4,
+                           cudaMemcpyDeviceToHost, b->st));
     }
+    b->fetch_slot[which & 1] = slot;
     CU(cudaEventRecord(b->ev[which & 1], b->st));
     return LK_OK;
 }
@@ -701,7 +717,7 @@ static lk_status cu_tokens_fetch(lk_backend *be, int B, int which) {
 static lk_status cu_tokens_wait(lk_backend *be, int B, int which, int32_t *out) {
     cuda_backend *b = CUB(be);
     CU(cudaEventSynchronize(b->ev[which & 1]));
-    memcpy(out, b->pinned + (size_t)(which & 1) * be->opts->batch_size, (size_t)B * 4);
+    memcpy(out, b->pinned + (size_t)b->fetch_slot[which & 1] * be->opts->batch_size, (size_t)B * 4);
     return LK_OK;
 }
 
@@ -929,6 +945,17 @@ extern "C" lk_status lk_cuda_backend_create(const lk_config *c, const lk_engine_
         b->pinned_dev = NULL;
         CUB_(cudaHostAlloc((void **)&b->pinned, 2 * (size_t)o->batch_size * 4, cudaHostAllocDefault));
     }
+    {
+        const char *tk = getenv("LLAMA_KERNEL_TOK_KERNEL"); /* A/B: 0 copy, 1 k_tokens_out, default the sampler */
+        b->tok_mode = !b->pinned_dev || (tk && tk[0] == '0') ? cuda_backend::TOK_COPY
+                      : tk && tk[0] == '1'                  ? cuda_backend::TOK_KERNEL
+                                                            : cuda_backend::TOK_SAMPLE;
+    }
+    b->samp_sc.keys = (unsigned long long *)(act + b->lay.samp_keys);
+    b->samp_sc.arrive = (int *)(act + b->lay.samp_counts);
+    b->samp_sc.host_count = b->samp_sc.arrive + o->batch_size;
+    b->samp_sc.host_tok = b->tok_mode == cuda_backend::TOK_SAMPLE ? b->pinned_dev : NULL;
+    b->samp_sc.host_stride = o->batch_size;
     CUB_(cudaEventCreateWithFlags(&b->ev[0], cudaEventDisableTiming));
     CUB_(cudaEventCreateWithFlags(&b->ev[1], cudaEventDisableTiming));
     b->graphs = (cudaGraphExec_t *)calloc(2 * MAX_GRAPH_KEYS, sizeof(cudaGraphExec_t));

@@ -540,9 +540,14 @@ extern "C" lk_status lk_cuda_op_sample(const float *logits, int B, int V, const 
     int sm = 0, cmaj = 0, cmin = 0;
     TRY(device_info(&sm, &cmaj, &cmin));
     const int words = (V + 31) / 32;
-    dbuf dl, dp, ds, dt, dslot, dseen;
+    dbuf dl, dp, ds, dt, dslot, dseen, dsc;
     TRY(dalloc(dl, (size_t)B * V * 4));
     TRY(dalloc(dp, sizeof(lk_samp_params)));
+    TRY(dalloc(dsc, LK_SAMP_KEYS * 8 + (size_t)B * 4)); /* argmax keys, arrival counts (zeroed) */
+    CU(cudaMemset(dsc.p, 0, LK_SAMP_KEYS * 8 + (size_t)B * 4));
+    lk_samp_scratch sc = {};
+    sc.keys = (unsigned long long *)dsc.p;
+    sc.arrive = (int *)((char *)dsc.p + LK_SAMP_KEYS * 8);
     TRY(dalloc(dt, (size_t)B * 4));
     TRY(dalloc(dslot, (size_t)B * 4));
     TRY(dalloc(ds, (size_t)B * 4));
@@ -554,7 +559,7 @@ extern "C" lk_status lk_cuda_op_sample(const float *logits, int B, int V, const 
     lk_samp_params p = {temperature, top_k, top_p, repetition_penalty, seed, seq_id0};
     CU(cudaMemcpy(dp.p, &p, sizeof p, cudaMemcpyHostToDevice));
     TRY(lk_sample((float *)dl.p, V, B, (const lk_samp_params *)dp.p, (uint32_t *)dseen.p, (int *)dt.p, (int *)dslot.p,
-                  (int *)ds.p, 0));
+                  (int *)ds.p, &sc, 0));
     CU(cudaMemcpy(out, dt.p, (size_t)B * 4, cudaMemcpyDeviceToHost));
     return LK_OK;
 }

@@ -601,9 +601,29 @@ __device__ int gather_candidates(const float *l, int V, uint32_t thr, float *ce,
     return total;
 }
 
+/* argmax keys: largest value, then lowest index, as one unsigned 64-bit number (0: no candidate). The value's
+ * bits map to an unsigned order (negatives flipped); -0 counts as +0, as the comparisons do */
+__device__ __forceinline__ unsigned long long argmax_key(float v, int i) {
+    if (v == -INFINITY) return 0ull; /* (the argmax keeps only values above -inf) */
+    const uint32_t u = __float_as_uint(v == 0.0f ? 0.0f : v);
+    const uint32_t o = (u >> 31) ? ~u : (u | 0x80000000u);
+    return ((unsigned long long)o << 32) | (0xffffffffu - (uint32_t)i);
+}
+
+__device__ __forceinline__ void argmax_unkey(unsigned long long k, float &v, int &i) {
+    if (!k) {
+        v = -INFINITY;
+        i = 0;
+        return;
+    }
+    const uint32_t o = (uint32_t)(k >> 32);
+    v = __uint_as_float((o >> 31) ? (o & 0x7fffffffu) : ~o);
+    i = (int)(0xffffffffu - (uint32_t)k);
+}
+
 __global__ void __launch_bounds__(SAMP_T) k_sample(float *__restrict__ logits, int V, const lk_samp_params *__restrict__ P,
                                                    uint32_t *__restrict__ seen, int seen_words, int *tok, int *slot,
-                                                   int *pos) {
+                                                   int *pos, lk_samp_scratch sc) {
     lk_pdl_prologue();
     __shared__ float hist_f[257];
     __shared__ unsigned hist_u[256];
@@ -621,8 +641,17 @@ __global__ void __launch_bounds__(SAMP_T) k_sample(float *__restrict__ logits, i
     float *l = logits + (size_t)b * V;
     uint32_t *sn = seen + (size_t)b * seen_words;
     const lk_samp_params p = *P;
+    /* gridDim.y blocks a row share the penalty and the argmax: block y takes logits [s0, s1) (whole words
+     * of the seen bitmap, whole float4s); the last of them to finish goes on with the row alone */
+    const int G = gridDim.y;
+    int s0 = 0, s1 = V;
+    if (G > 1) {
+        const int span = ((V + G - 1) / G + 31) & ~31;
+        s0 = min(V, (int)blockIdx.y * span);
+        s1 = min(V, s0 + span);
+    }
     if (p.repetition_penalty != 1.0f) {
-        for (int w = tid; w < seen_words; w += SAMP_T) {
+        for (int w = (s0 >> 5) + tid; w < min(seen_words, (s1 + 31) >> 5); w += SAMP_T) {
             uint32_t bits = sn[w];
             while (bits) {
                 int k = __ffs(bits) - 1;
@@ -639,7 +668,7 @@ __global__ void __launch_bounds__(SAMP_T) k_sample(float *__restrict__ logits, i
     if ((V & 3) == 0) { /* 16-byte loads, several in flight: this pass is all greedy decoding costs */
         const float4 *l4 = reinterpret_cast<const float4 *>(l);
 #pragma unroll 4
-        for (int i = tid; i < V / 4; i += SAMP_T) {
+        for (int i = s0 / 4 + tid; i < s1 / 4; i += SAMP_T) {
             const float4 v = l4[i];
             const float e[4] = {v.x, v.y, v.z, v.w};
 #pragma unroll
@@ -650,7 +679,7 @@ __global__ void __launch_bounds__(SAMP_T) k_sample(float *__restrict__ logits, i
                 }
         }
     } else {
-        for (int i = tid; i < V; i += SAMP_T) {
+        for (int i = s0 + tid; i < s1; i += SAMP_T) {
             float v = l[i];
             if (v > best || (v == best && i < bi)) {
                 best = v;
@@ -674,6 +703,34 @@ __global__ void __launch_bounds__(SAMP_T) k_sample(float *__restrict__ logits, i
         }
     }
     __syncthreads();
+    if (G > 1) {
+        /* this block's argmax out; the last block of the row (threadfence, then an arrival count) takes the
+         * row's from all of them and resets the count for the next step */
+        if (tid == 0) {
+            sc.keys[b * G + blockIdx.y] = argmax_key(redf[0], redi[0]);
+            __threadfence();
+            sel[0] = atomicAdd(&sc.arrive[b], 1) == G - 1;
+        }
+        __syncthreads();
+        if (!sel[0]) return;
+        __threadfence();
+        if (warp == 0) {
+            unsigned long long k = 0;
+            for (int y = lane; y < G; y += 32) {
+                const unsigned long long ky = __ldcg(&sc.keys[b * G + y]);
+                k = ky > k ? ky : k;
+            }
+            for (int o = 16; o > 0; o >>= 1) {
+                const unsigned long long ko = __shfl_xor_sync(0xffffffffu, k, o);
+                k = ko > k ? ko : k;
+            }
+            if (lane == 0) {
+                argmax_unkey(k, redf[0], redi[0]);
+                sc.arrive[b] = 0;
+            }
+        }
+        __syncthreads();
+    }
     best = redf[0];
     int token = redi[0];
     __syncthreads();
@@ -879,13 +936,33 @@ __global__ void __launch_bounds__(SAMP_T) k_sample(float *__restrict__ logits, i
         slot[b] = b;
         pos[b] += 1;
         sn[token >> 5] |= 1u << (token & 31);
+        if (sc.host_tok) { /* the token to the host's mapped buffer: slot (count & 1), the count of row b */
+            const int c = sc.host_count[b];
+            sc.host_tok[(size_t)(c & 1) * sc.host_stride + b] = token;
+            sc.host_count[b] = c + 1;
+            __threadfence_system();
+        }
     }
 }
 
 lk_status lk_sample(float *logits, int V, int B, const lk_samp_params *params_dev, uint32_t *seen, int *tok, int *slot,
-                    int *pos, cudaStream_t st) {
-    LAUNCH("k_sample", k_sample, dim3(B), dim3(SAMP_T), 0, st, logits, V, params_dev, seen, (V + 31) / 32, tok, slot,
-           pos);
+                    int *pos, const lk_samp_scratch *sc, cudaStream_t st) {
+    lk_samp_scratch s = {};
+    if (sc) s = *sc;
+    /* blocks a row for the penalty and argmax pass: one block alone read 128k logits in ~7 us at batch 1
+     * (bound by what one SM has in flight from L2; benchmarks/NOTES.md v57). As many as LK_SAMP_KEYS keys
+     * hold, at most 32, each with at least 4,096 logits (a float4 a thread); LLAMA_KERNEL_SAMPLE_SPLIT=0
+     * (A/B, read every call) one */
+    int G = 1;
+    const char *se = getenv("LLAMA_KERNEL_SAMPLE_SPLIT");
+    if (s.keys && s.arrive && !(se && se[0] == '0')) {
+        G = LK_SAMP_KEYS / (B > 0 ? B : 1);
+        if (G > 32) G = 32;
+        if (G > V / 4096) G = V / 4096;
+        if (G < 1) G = 1;
+    }
+    LAUNCH("k_sample", k_sample, dim3(B, G), dim3(SAMP_T), 0, st, logits, V, params_dev, seen, (V + 31) / 32, tok, slot,
+           pos, s);
     return LK_OK;
 }
 

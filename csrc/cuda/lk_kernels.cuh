@@ -61,8 +61,19 @@ typedef struct lk_samp_params {
     uint64_t seq_id0;
 } lk_samp_params;
 
-/* samples rows 0..B-1 of logits (overwritten); tok[b] = token, slot[b] = b, pos[b] += 1, seen updated */
+/* optional device memory of lk_sample (zeroed once; each launch leaves the counts as the next one needs them) */
+#define LK_SAMP_KEYS 64 /* argmax keys: rows x blocks a row */
+typedef struct lk_samp_scratch {
+    unsigned long long *keys; /* [LK_SAMP_KEYS] the blocks' argmax keys (NULL: one block a row) */
+    int *arrive;              /* [B] blocks of the row done */
+    int *host_tok;            /* mapped pinned [2][host_stride]: row b's token goes to slot (host_count[b] & 1); NULL: none */
+    int *host_count;          /* [B] tokens written so far, per row */
+    int host_stride;
+} lk_samp_scratch;
+
+/* samples rows 0..B-1 of logits (overwritten); tok[b] = token, slot[b] = b, pos[b] += 1, seen updated; sc may be
+ * NULL */
 lk_status lk_sample(float *logits, int V, int B, const lk_samp_params *params_dev, uint32_t *seen, int *tok, int *slot,
-                    int *pos, cudaStream_t st);
+                    int *pos, const lk_samp_scratch *sc, cudaStream_t st);
 /* marks tokens_dev[0..n) in one sequence's seen bitmap */
 lk_status lk_seen_add(uint32_t *seen_row, const int *tokens_dev, int n, int V, cudaStream_t st);

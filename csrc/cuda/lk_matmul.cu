@@ -395,28 +395,23 @@ __device__ __forceinline__ void gemv_body(const uint4 *__restrict__ W, const hal
              * and branch a piece: batch 1 +0.8%, benchmarks/NOTES.md v55) */
             constexpr int XB = 4;
             const int n16 = (c1 - c0) * 4, tot = M * n16;
-            auto piece = [&](int t, int &m, int &c, int &q) {
-                m = M == 1 ? 0 : t / n16;
-                const int u = t - m * n16;
-                c = c0 + (u >> 2);
-                q = u & 3;
-            };
+            uint4 *dst = reinterpret_cast<uint4 *>(x_norm);
             for (int t0 = threadIdx.x; t0 < tot; t0 += XB * blockDim.x) {
                 uint4 v[XB];
+                int at[XB]; /* each piece's index in x_norm; -1 past the end */
 #pragma unroll
                 for (int j = 0; j < XB; j++) {
-                    int m, c, q;
-                    piece(t0 + j * blockDim.x, m, c, q);
-                    if (t0 + j * blockDim.x < tot)
+                    const int t = t0 + j * blockDim.x;
+                    at[j] = -1;
+                    if (t < tot) {
+                        const int m = M == 1 ? 0 : t / n16, u = t - m * n16, c = c0 + (u >> 2), q = u & 3;
                         v[j] = reinterpret_cast<const uint4 *>(x + (size_t)m * ldx)[4 * c + q];
+                        at[j] = m * (K / 8) + 4 * c + (swz ? q ^ xsw(c) : q);
+                    }
                 }
 #pragma unroll
-                for (int j = 0; j < XB; j++) {
-                    int m, c, q;
-                    piece(t0 + j * blockDim.x, m, c, q);
-                    if (t0 + j * blockDim.x < tot)
-                        reinterpret_cast<uint4 *>(x_norm + (size_t)m * K)[4 * c + (swz ? q ^ xsw(c) : q)] = v[j];
-                }
+                for (int j = 0; j < XB; j++)
+                    if (at[j] >= 0) dst[at[j]] = v[j];
             }
         }
         if (x_sh) {
@@ -2365,7 +2360,8 @@ static lk_status matmul_impl(const lk_dmat *W, const half *x, int M, int ldx, vo
             /* one row (benchmarks/NOTES.md, v10; bench_matmul.py --tune on H100): as many
              * weight rows per warp (4, 2, 1; 2 at least for pairs) as still leave two waves of
              * warps (gate_up, LM head, 3B qkv: more; o, down: 1), 2 chunks in flight per lane
-             * (4 or 8 were slower: down 3B 9.9 -> 15.0 us), and no split-K: inside the decode
+             * (4 or 8 were slower alone, down 3B 9.9 -> 15.0 us, but not inside the step for rows of
+             * one warp: below), and no split-K: inside the decode
              * step the partial/merge pass of o and down cost more than it bought (17.3 us for
              * o + down vs 10.6 without). */
             auto units_of = [&](int R) {
@@ -2373,16 +2369,26 @@ static lk_status matmul_impl(const lk_dmat *W, const half *x, int M, int ldx, vo
             };
             const int enough = 2 * sm_count * GEMV_WARPS;
             RR = units_of(4) >= enough ? 4 : (pair || units_of(2) >= enough) ? 2 : 1;
+            /* a rotary GEMV (qkv) with the norm prologue runs at most 2 blocks an SM (launch_gemv): where 2 rows
+             * a warp would need a second round of the grid (3B qkv: 2,560 warps for 2,112 places on an H100,
+             * so 56 blocks work twice as long) 4 rows a warp fit in one. LLAMA_KERNEL_GEMV_QKV_RR4=0 (A/B, read
+             * every call) keeps 2 */
+            if (RR == 2 && mode == LK_OUT_QKV_ROPE && nin.w && units_of(2) > 2 * sm_count * GEMV_WARPS) {
+                const char *q4 = getenv("LLAMA_KERNEL_GEMV_QKV_RR4");
+                if (!(q4 && q4[0] == '0')) RR = 4;
+            }
             U = 2;
-            /* LLAMA_KERNEL_GEMV_LONG_U=4|8 (A/B, read every call; written in session 15, not yet run): more
-             * chunks in flight a lane at one weight row a warp on rows of more than one step (down; the 3B's o).
-             * down streams at ~1.3 TB/s past its fixed cost against gate_up's ~2.7 (step timeline, NOTES v55),
-             * with a quarter of gate_up's bytes in flight a warp. 80 / 101 registers: at 80, two blocks of it
-             * and one of the next qkv GEMV (98) no longer fit an SM together */
-            if (RR == 1 && chunks > 64) {
-                const char *lu = getenv("LLAMA_KERNEL_GEMV_LONG_U");
-                const int u = lu && *lu ? atoi(lu) : 0;
-                if (u == 4 || u == 8) U = u;
+            /* 4 chunks in flight a lane at one weight row a warp on rows of more than one step (down; the 3B's
+             * o): down streamed at ~1.3 TB/s past its fixed cost with 2 (gate_up ~2.7; step timeline, NOTES v55),
+             * a quarter of gate_up's bytes in flight. H100 (NOTES v56): down 8.2 -> 6.8 us a call, batch 1
+             * 1,968 -> 2,079 tok/s, 3B 863 -> 885; 8 in flight 2,055 / 823, 4 bound to 64 registers 1,968 / 861.
+             * LLAMA_KERNEL_GEMV_LONG_U=2|4|8 (A/B, read every call) sets it; LLAMA_KERNEL_GEMV_LONG_MIN (A/B)
+             * the chunks a row needs (default 64, more than one step) */
+            const char *l2 = getenv("LLAMA_KERNEL_GEMV_LONG_RR2"); /* A/B: also at 2 weight rows a warp */
+            if (RR == 1 || (RR == 2 && l2 && l2[0] == '1')) {
+                const char *lu = getenv("LLAMA_KERNEL_GEMV_LONG_U"), *lm = getenv("LLAMA_KERNEL_GEMV_LONG_MIN");
+                const int u = lu && *lu ? atoi(lu) : 4, least = lm && *lm ? atoi(lm) : 64;
+                if (chunks > least && (u == 2 || u == 4 || u == 8)) U = u;
             }
             if (g_tune.rr) RR = pair && g_tune.rr == 1 ? 2 : g_tune.rr;
             if (g_tune.u) U = g_tune.u;
