@@ -2371,8 +2371,8 @@ static lk_status matmul_impl(const lk_dmat *W, const half *x, int M, int ldx, vo
             RR = units_of(4) >= enough ? 4 : (pair || units_of(2) >= enough) ? 2 : 1;
             /* a rotary GEMV (qkv) with the norm prologue runs at most 2 blocks an SM (launch_gemv): where 2 rows
              * a warp would need a second round of the grid (3B qkv: 2,560 warps for 2,112 places on an H100,
-             * so 56 blocks work twice as long) 4 rows a warp fit in one. LLAMA_KERNEL_GEMV_QKV_RR4=0 (A/B, read
-             * every call) keeps 2 */
+             * so 56 blocks work twice as long) 4 rows a warp fit in one. H100 (NOTES v58): 3B qkv 7.5 -> 6.4 us
+             * a call, 3B batch 1 881 -> 921 tok/s. LLAMA_KERNEL_GEMV_QKV_RR4=0 (A/B, read every call) keeps 2 */
             if (RR == 2 && mode == LK_OUT_QKV_ROPE && nin.w && units_of(2) > 2 * sm_count * GEMV_WARPS) {
                 const char *q4 = getenv("LLAMA_KERNEL_GEMV_QKV_RR4");
                 if (!(q4 && q4[0] == '0')) RR = 4;
@@ -2381,14 +2381,13 @@ static lk_status matmul_impl(const lk_dmat *W, const half *x, int M, int ldx, vo
             /* 4 chunks in flight a lane at one weight row a warp on rows of more than one step (down; the 3B's
              * o): down streamed at ~1.3 TB/s past its fixed cost with 2 (gate_up ~2.7; step timeline, NOTES v55),
              * a quarter of gate_up's bytes in flight. H100 (NOTES v56): down 8.2 -> 6.8 us a call, batch 1
-             * 1,968 -> 2,079 tok/s, 3B 863 -> 885; 8 in flight 2,055 / 823, 4 bound to 64 registers 1,968 / 861.
-             * LLAMA_KERNEL_GEMV_LONG_U=2|4|8 (A/B, read every call) sets it; LLAMA_KERNEL_GEMV_LONG_MIN (A/B)
-             * the chunks a row needs (default 64, more than one step) */
-            const char *l2 = getenv("LLAMA_KERNEL_GEMV_LONG_RR2"); /* A/B: also at 2 weight rows a warp */
-            if (RR == 1 || (RR == 2 && l2 && l2[0] == '1')) {
-                const char *lu = getenv("LLAMA_KERNEL_GEMV_LONG_U"), *lm = getenv("LLAMA_KERNEL_GEMV_LONG_MIN");
-                const int u = lu && *lu ? atoi(lu) : 4, least = lm && *lm ? atoi(lm) : 64;
-                if (chunks > least && (u == 2 || u == 4 || u == 8)) U = u;
+             * 1,968 -> 2,079 tok/s, 3B 863 -> 885; 8 in flight 2,055 / 823, 4 bound to 64 registers 1,968 / 861;
+             * 4 only on rows of 128+ chunks (not the 3B's o) 3B 880 -> 859; 4 at 2 rows a warp too (3B qkv)
+             * 882 -> 876. LLAMA_KERNEL_GEMV_LONG_U=2|4|8 (A/B, read every call) sets it */
+            if (RR == 1 && chunks > 64) {
+                const char *lu = getenv("LLAMA_KERNEL_GEMV_LONG_U");
+                const int u = lu && *lu ? atoi(lu) : 4;
+                if (u == 2 || u == 4 || u == 8) U = u;
             }
             if (g_tune.rr) RR = pair && g_tune.rr == 1 ? 2 : g_tune.rr;
             if (g_tune.u) U = g_tune.u;
