@@ -624,6 +624,12 @@ __device__ __forceinline__ void argmax_unkey(unsigned long long k, float &v, int
 __global__ void __launch_bounds__(SAMP_T) k_sample(float *__restrict__ logits, int V, const lk_samp_params *__restrict__ P,
                                                    uint32_t *__restrict__ seen, int seen_words, int *tok, int *slot,
                                                    int *pos, lk_samp_scratch sc) {
+    /* before the wait, what no kernel of this step writes (the parameters, the row's position and token count:
+     * set before the step, or by this kernel a step earlier, which finished before the kernel before this one
+     * started): the tail of the kernel then has no round trip but the logits' */
+    const int b = blockIdx.x, tid = threadIdx.x, lane = tid & 31, warp = tid >> 5;
+    const lk_samp_params p = *P;
+    const int pos0 = pos[b], count0 = sc.host_tok && tid == 0 ? sc.host_count[b] : 0;
     lk_pdl_prologue();
     __shared__ float hist_f[257];
     __shared__ unsigned hist_u[256];
@@ -637,10 +643,8 @@ __global__ void __launch_bounds__(SAMP_T) k_sample(float *__restrict__ logits, i
     __shared__ float wv[SAMP_WIN]; /* the top-k window: weights and token ids */
     __shared__ int wi[SAMP_WIN];
     __shared__ int nwin;
-    const int b = blockIdx.x, tid = threadIdx.x, lane = tid & 31, warp = tid >> 5;
     float *l = logits + (size_t)b * V;
     uint32_t *sn = seen + (size_t)b * seen_words;
-    const lk_samp_params p = *P;
     /* gridDim.y blocks a row share the penalty and the argmax: block y takes logits [s0, s1) (whole words
      * of the seen bitmap, whole float4s); the last of them to finish goes on with the row alone */
     const int G = gridDim.y;
@@ -779,7 +783,7 @@ __global__ void __launch_bounds__(SAMP_T) k_sample(float *__restrict__ logits, i
             }
         }
         __syncthreads();
-        const float u = lk_uniform(p.seed, p.seq_id0 + (uint64_t)b, (uint64_t)pos[b] + 1);
+        const float u = lk_uniform(p.seed, p.seq_id0 + (uint64_t)b, (uint64_t)pos0 + 1);
         uint32_t thr = 0;
         /* top-k path (k <= SAMP_CAND, Llama's default 50): the kept tokens, in index order, one a
          * thread; top-p and the draw on that list instead of over the vocabulary. Same rule as
@@ -931,16 +935,15 @@ __global__ void __launch_bounds__(SAMP_T) k_sample(float *__restrict__ logits, i
             }
         }
     }
-    if (tid == 0) {
+    if (tid == 0) { /* stores only (the bitmap by a reduction): nothing here waits for memory */
         tok[b] = token;
         slot[b] = b;
-        pos[b] += 1;
-        sn[token >> 5] |= 1u << (token & 31);
-        if (sc.host_tok) { /* the token to the host's mapped buffer: slot (count & 1), the count of row b */
-            const int c = sc.host_count[b];
-            sc.host_tok[(size_t)(c & 1) * sc.host_stride + b] = token;
-            sc.host_count[b] = c + 1;
-            __threadfence_system();
+        pos[b] = pos0 + 1;
+        atomicOr(&sn[token >> 5], 1u << (token & 31));
+        if (sc.host_tok) { /* the token to the host's mapped buffer: slot (count & 1), the count of row b; the
+                            * kernel's end makes it visible to the host, whose event follows the step */
+            sc.host_tok[(size_t)(count0 & 1) * sc.host_stride + b] = token;
+            sc.host_count[b] = count0 + 1;
         }
     }
 }

@@ -1827,7 +1827,7 @@ static lk_status launch_gemv(const lk_dmat *W, const half *x, int ldx, void *out
     if (S > 1 && (!ws || blocks > ws->n_counters)) S = 1;
     /* split-K: one row set per warp; otherwise a grid-stride loop over row sets (with the norm
      * prologue, 2 blocks per SM: each block reads the x rows once) */
-    const int cap = sm_count * (nin.w ? 2 : 8);
+    const int cap = sm_count * (nin.w ? 2 : 8); /* (4 with the prologue, tried: gate_up 9.6 -> 10.3 us, NOTES v59b) */
     if (nin.w) S = 1;
     dim3 grid(S > 1 ? blocks : (blocks < cap ? blocks : cap), S);
     /* x in shared memory, swizzled: with the norm prologue always; otherwise copied there first where M
