@@ -149,8 +149,8 @@ void lk_cuda_layout_make(const lk_config *c, const lk_engine_opts *o, lk_cuda_la
     l->attn_part = place(&cur, B * (size_t)c->n_heads * splits * ((size_t)c->head_dim + 2) * 4);
     l->attn_cnt = place(&cur, B * (size_t)c->n_kv_heads * 4);
     l->samp = place(&cur, 64); /* the sampling parameters */
-    /* the sampler's scratch: argmax keys (64 of 8 bytes: rows x blocks a row), then two counts a row */
-    l->samp_keys = place(&cur, 64 * 8);
+    /* the sampler's scratch: argmax keys (8 bytes each), then two counts a row */
+    l->samp_keys = place(&cur, (size_t)LK_SAMP_KEYS * 8);
     l->samp_counts = place(&cur, 2 * B * 4);
     /* split-K partial sums of the residual-add GEMVs (outputs of size dim) and their arrival counters */
     l->mm_ws = place(&cur, (size_t)LK_SPLITK_MAX * LK_GEMV_ROWS * (size_t)c->dim * 4);

@@ -30,6 +30,7 @@ typedef enum { LK_DEV_CPU = 0, LK_DEV_CUDA = 1 } lk_device;
 #define LK_GEMV_ROWS 4  /* ... of at most this many rows per launch (split-K workspace size) */
 #define LK_TC_COUNTERS 4096 /* CUDA tensor-core split-K: output tiles that may be split */
 #define LK_TILED_SPLIT_MAX 16 /* CUDA tiled small-batch matmul: at most this many K splits */
+#define LK_SAMP_KEYS 64 /* CUDA sampler: argmax keys of the blocks sharing rows' argmax pass (rows x blocks a row) */
 
 /* A linear layer's weight W[n][k] (y = x W^T), in the block at `off`;
  * q4 matrices also have params at `off_params` (see lk_quant.h). */

@@ -115,26 +115,32 @@ def test_gemv_chunk_dot_forms(N, K, monkeypatch):
                 assert errs[1] < 5e-3 and errs[1] <= 1.5 * errs[0] + 1e-4, (M, outliers, mode, errs)
 
 
+def check_gemv_switch_identical(env, values, N, K, Ms, monkeypatch):
+    """A one-row-kernel switch that must not change the sums (env at each of values, the first against the
+    rest): the same bits for each M of Ms, plain and residual-add, and close to the reference."""
+    rng = np.random.default_rng(N * K)
+    w = (rng.standard_normal((N, K)) * 0.02).astype(np.float32)
+    qs, p = quant.quantize(w)
+    for M in Ms:
+        x = rng.standard_normal((M, K)).astype(np.float32)
+        for mode in (0, 1):
+            y0 = rng.standard_normal((M, N)).astype(np.float32) if mode == 1 else None
+            outs = []
+            for v in values:
+                monkeypatch.setenv(env, v)
+                y, used = _C.cuda_matmul(x, qs, p, mode=mode, variant=VARIANTS["optimized"], y=y0)
+                assert used == VARIANTS["optimized"]
+                outs.append(y)
+            assert R.rel_err(outs[0], mm_ref(x, qs, p, mode, y0)) < 5e-3, (M, mode)
+            assert all(np.array_equal(outs[0], o) for o in outs[1:]), (M, mode)
+
+
 @pytest.mark.parametrize("N,K", [(2048, 8192), (3072, 3072), (1000, 640), (136, 128), (520, 4224), (64, 16384)])
 def test_gemv_x_copy_identical(N, K, monkeypatch):
     """The one-row GEMV's copy of x into shared memory (default where M rows fit 32 KB; 4 pieces a thread in
     flight) against x read from global memory (LLAMA_KERNEL_GEMV_XS=1): the same bits, for 1-4 rows, rows
     shorter than a block's threads (K = 128) and longer than 4 pieces a thread (K = 16,384: 8)."""
-    rng = np.random.default_rng(N * K)
-    w = (rng.standard_normal((N, K)) * 0.02).astype(np.float32)
-    qs, p = quant.quantize(w)
-    for M in (1, 2, 3, 4):
-        x = rng.standard_normal((M, K)).astype(np.float32)
-        for mode in (0, 1):
-            y0 = rng.standard_normal((M, N)).astype(np.float32) if mode == 1 else None
-            outs = []
-            for xs in ("1", ""):
-                monkeypatch.setenv("LLAMA_KERNEL_GEMV_XS", xs)
-                y, used = _C.cuda_matmul(x, qs, p, mode=mode, variant=VARIANTS["optimized"], y=y0)
-                assert used == VARIANTS["optimized"]
-                outs.append(y)
-            assert R.rel_err(outs[1], mm_ref(x, qs, p, mode, y0)) < 5e-3, (M, mode)
-            assert np.array_equal(outs[0], outs[1]), (M, mode)
+    check_gemv_switch_identical("LLAMA_KERNEL_GEMV_XS", ("", "1"), N, K, (1, 2, 3, 4), monkeypatch)
 
 
 @pytest.mark.parametrize("K", [3072, 8192, 16384])
@@ -142,19 +148,7 @@ def test_gemv_long_rows_more_in_flight(K, monkeypatch):
     """One weight row a warp with 2, 4 (default) or 8 chunks in flight a lane on long rows
     (LLAMA_KERNEL_GEMV_LONG_U): each lane still adds its chunks in the same order, so the same bits, plain and
     residual-add."""
-    rng = np.random.default_rng(K)
-    w = (rng.standard_normal((2048, K)) * 0.02).astype(np.float32)
-    qs, p = quant.quantize(w)
-    x = rng.standard_normal((1, K)).astype(np.float32)
-    for mode in (0, 1):
-        y0 = rng.standard_normal((1, 2048)).astype(np.float32) if mode == 1 else None
-        outs = []
-        for u in ("2", "", "8"):
-            monkeypatch.setenv("LLAMA_KERNEL_GEMV_LONG_U", u)
-            y, used = _C.cuda_matmul(x, qs, p, mode=mode, variant=VARIANTS["optimized"], y=y0)
-            outs.append(y)
-        assert R.rel_err(outs[0], mm_ref(x, qs, p, mode, y0)) < 5e-3, mode
-        assert all(np.array_equal(outs[0], o) for o in outs[1:]), mode
+    check_gemv_switch_identical("LLAMA_KERNEL_GEMV_LONG_U", ("2", "", "8"), 2048, K, (1,), monkeypatch)
 
 
 def test_engine_tokens_out_identical(ckpt_1b_2layers, monkeypatch):

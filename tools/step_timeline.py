@@ -7,7 +7,7 @@ With programmatic dependent launch a kernel's blocks start while its predecessor
 duration overstates what it adds to the step. This prints, for each position in the step (averaged over
 steps), the kernel's start and end relative to the previous kernel's end and the increment of the
 step's running end time ("adds"): the sum of increments is the step time. The gap from a step's last
-kernel to the next step's first (graph launch, the tokens' device-to-host copy) is reported apart.
+kernel to the next step's first (graph launch, and the tokens' copy where one is made) is reported apart.
 """
 import argparse
 import collections
@@ -60,10 +60,10 @@ copies = [x for x in ev if "emcpy" in x[2]]
 # steps start at the embedding kernel
 starts = [i for i, x in enumerate(kern) if short(x[2]).startswith("k_embed")]
 steps = [kern[starts[i]:starts[i + 1]] for i in range(len(starts) - 1)]
+sigs = [tuple(short(x[2]) for x in s) for s in steps]
 # keep the steps whose kernel sequence is the most common one (decode steps of one graph)
-sig = collections.Counter(tuple(short(x[2]) for x in s) for s in steps)
-common, nsteps = sig.most_common(1)[0]
-use = [s for s in steps if tuple(short(x[2]) for x in s) == common]
+common = collections.Counter(sigs).most_common(1)[0][0]
+use = [s for s, g in zip(steps, sigs) if g == common]
 print(f"# {a.model}, batch {a.batch}: {len(use)} of {len(steps)} steps have the common sequence of "
       f"{len(common)} kernels; wall {wall * 1e6 / a.tokens:.1f} us/token")
 npos = len(common)
@@ -80,14 +80,9 @@ for s in use:
         end = max(end, t)
     span += end - s[0][0]
 k = len(use)
-gaps = []
-for i in range(len(starts) - 1):
-    s = kern[starts[i]:starts[i + 1]]
-    if tuple(short(x[2]) for x in s) != common:
-        continue
-    last_end = max(x[1] for x in s)
-    gaps.append(kern[starts[i + 1]][0] - last_end)
-gaps.sort()
+# (each step's successor starts at starts[i + 1], so every step in `steps` has one)
+gaps = sorted(kern[starts[i + 1]][0] - max(x[1] for x in s)
+              for i, (s, g) in enumerate(zip(steps, sigs)) if g == common)
 ncp = len(copies)
 print(f"step (first kernel start -> last kernel end) {span / k:.1f} us; next step's first kernel starts "
       f"{gaps[len(gaps) // 2]:.1f} us (median) after; device-to-host copies "

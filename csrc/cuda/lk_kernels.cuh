@@ -62,7 +62,6 @@ typedef struct lk_samp_params {
 } lk_samp_params;
 
 /* optional device memory of lk_sample (zeroed once; each launch leaves the counts as the next one needs them) */
-#define LK_SAMP_KEYS 64 /* argmax keys: rows x blocks a row */
 typedef struct lk_samp_scratch {
     unsigned long long *keys; /* [LK_SAMP_KEYS] the blocks' argmax keys (NULL: one block a row) */
     int *arrive;              /* [B] blocks of the row done */

@@ -86,6 +86,7 @@ __device__ __forceinline__ uint4 ld_stream(const uint4 *p) {
  * fixed order, so results are deterministic.
  * ==========================================================================*/
 #define GEMV_WARPS 8
+#define GEMV_NORM_BLOCKS 2 /* blocks an SM of a GEMV with the RMSNorm prologue (each reads the x rows once) */
 #define LUT_STRIDE 257
 
 /* x rows in the GEMV's shared memory are swizzled: 16-byte piece q of chunk c (32 halves) sits at piece
@@ -1826,8 +1827,8 @@ static lk_status launch_gemv(const lk_dmat *W, const half *x, int ldx, void *out
     const int blocks = lk_cdiv(units, GEMV_WARPS);
     if (S > 1 && (!ws || blocks > ws->n_counters)) S = 1;
     /* split-K: one row set per warp; otherwise a grid-stride loop over row sets (with the norm
-     * prologue, 2 blocks per SM: each block reads the x rows once) */
-    const int cap = sm_count * (nin.w ? 2 : 8); /* (4 with the prologue, tried: gate_up 9.6 -> 10.3 us, NOTES v59b) */
+     * prologue, GEMV_NORM_BLOCKS an SM; 4 were tried: gate_up 9.6 -> 10.3 us, NOTES v59b) */
+    const int cap = sm_count * (nin.w ? GEMV_NORM_BLOCKS : 8);
     if (nin.w) S = 1;
     dim3 grid(S > 1 ? blocks : (blocks < cap ? blocks : cap), S);
     /* x in shared memory, swizzled: with the norm prologue always; otherwise copied there first where M
@@ -2369,11 +2370,11 @@ static lk_status matmul_impl(const lk_dmat *W, const half *x, int M, int ldx, vo
             };
             const int enough = 2 * sm_count * GEMV_WARPS;
             RR = units_of(4) >= enough ? 4 : (pair || units_of(2) >= enough) ? 2 : 1;
-            /* a rotary GEMV (qkv) with the norm prologue runs at most 2 blocks an SM (launch_gemv): where 2 rows
+            /* a rotary GEMV (qkv) with the norm prologue runs GEMV_NORM_BLOCKS an SM (launch_gemv): where 2 rows
              * a warp would need a second round of the grid (3B qkv: 2,560 warps for 2,112 places on an H100,
              * so 56 blocks work twice as long) 4 rows a warp fit in one. H100 (NOTES v58): 3B qkv 7.5 -> 6.4 us
              * a call, 3B batch 1 881 -> 921 tok/s. LLAMA_KERNEL_GEMV_QKV_RR4=0 (A/B, read every call) keeps 2 */
-            if (RR == 2 && mode == LK_OUT_QKV_ROPE && nin.w && units_of(2) > 2 * sm_count * GEMV_WARPS) {
+            if (RR == 2 && mode == LK_OUT_QKV_ROPE && nin.w && units_of(2) > GEMV_NORM_BLOCKS * sm_count * GEMV_WARPS) {
                 const char *q4 = getenv("LLAMA_KERNEL_GEMV_QKV_RR4");
                 if (!(q4 && q4[0] == '0')) RR = 4;
             }
