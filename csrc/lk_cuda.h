@@ -60,10 +60,11 @@ lk_status lk_cuda_op_rope_kv(const float *qkv, int M, int n_heads, int n_kv, int
 /* median microseconds over M prefill rows: us[0] k_rmsnorm (dim), us[1] k_rope_kv, us[2] a device-to-device copy
  * moving the RMSNorm's bytes (6 M dim: the card's copy rate for comparison) */
 lk_status lk_cuda_op_bench_norm_rope(int M, int dim, int n_heads, int n_kv, int hd, int iters, double us[3]);
-/* the GPU sampler: logits [B][V], row b samples for position pos[b] + 1; seen [B][ceil(V/32)] or NULL */
+/* the GPU sampler: logits [B][V], row b samples for position pos[b] + 1; seen [B][ceil(V/32)] or NULL; paths
+ * [B] or NULL: the path each row took (lk_kernels.cuh, LK_SAMP_PATH_*) */
 lk_status lk_cuda_op_sample(const float *logits, int B, int V, const int *pos, float temperature, int top_k,
                             float top_p, float repetition_penalty, uint64_t seed, uint64_t seq_id0,
-                            const uint32_t *seen, int32_t *out);
+                            const uint32_t *seen, int32_t *out, int32_t *paths);
 
 #ifdef __cplusplus
 }

@@ -31,6 +31,7 @@ typedef enum { LK_DEV_CPU = 0, LK_DEV_CUDA = 1 } lk_device;
 #define LK_TC_COUNTERS 4096 /* CUDA tensor-core split-K: output tiles that may be split */
 #define LK_TILED_SPLIT_MAX 16 /* CUDA tiled small-batch matmul: at most this many K splits */
 #define LK_SAMP_KEYS 64 /* CUDA sampler: argmax keys of the blocks sharing rows' argmax pass (rows x blocks a row) */
+#define LK_SAMP_BCAND 128 /* CUDA sampler: top-k candidates each of those blocks may hand on (value, id) */
 
 /* A linear layer's weight W[n][k] (y = x W^T), in the block at `off`;
  * q4 matrices also have params at `off_params` (see lk_quant.h). */
@@ -106,7 +107,7 @@ void lk_cpu_layout_make(const lk_config *c, const lk_engine_opts *o, int n_threa
 
 /* ---- CUDA activation layout (fp32 residual, fp16 elsewhere) -------------- */
 typedef struct lk_cuda_layout {
-    size_t tok, slot, pos, x, h, qkv, att, ffn, logits, seen, attn_part, attn_cnt, samp, samp_keys, samp_counts, mm_ws, mm_counters, tc_ws, tc_counters,
+    size_t tok, slot, pos, x, h, qkv, att, ffn, logits, seen, attn_part, attn_cnt, samp, samp_keys, samp_counts, samp_cand, mm_ws, mm_counters, tc_ws, tc_counters,
         grid_bar, persist;
     size_t tc_ws_floats;
     size_t activations; /* tok .. ffn, logits */

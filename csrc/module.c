@@ -1427,13 +1427,14 @@ static PyObject *mod_cuda_bench_norm_rope(PyObject *m, PyObject *args) {
 static PyObject *mod_cuda_sample(PyObject *m, PyObject *args, PyObject *kw) {
     (void)m;
     static char *kwlist[] = {"logits", "positions", "temperature", "top_k", "top_p", "repetition_penalty",
-                             "seed",   "seq_id0",   "seen",        NULL};
+                             "seed",   "seq_id0",   "seen",        "paths",              NULL};
     PyObject *lo, *poso, *seen_o = Py_None, *res = NULL;
+    int want_paths = 0;
     float temperature = 0.0f, top_p = 1.0f, rep = 1.0f;
     int top_k = 0;
     unsigned long long seed = 0, seq0 = 0;
-    if (!PyArg_ParseTupleAndKeywords(args, kw, "OO|fiffKKO", kwlist, &lo, &poso, &temperature, &top_k, &top_p, &rep,
-                                     &seed, &seq0, &seen_o))
+    if (!PyArg_ParseTupleAndKeywords(args, kw, "OO|fiffKKOp", kwlist, &lo, &poso, &temperature, &top_k, &top_p, &rep,
+                                     &seed, &seq0, &seen_o, &want_paths))
         return NULL;
     lk_sampling sp = {temperature, top_k, top_p, rep, seed};
     lk_status st = lk_sampling_validate(&sp);
@@ -1447,16 +1448,21 @@ static PyObject *mod_cuda_sample(PyObject *m, PyObject *args, PyObject *kw) {
     {
         npy_intp d[1] = {B};
         PyObject *out = PyArray_SimpleNew(1, d, NPY_INT32);
-        if (!out) goto exit;
-        Py_BEGIN_ALLOW_THREADS st = lk_cuda_op_sample((const float *)PyArray_DATA(l), (int)B, (int)V, pos, temperature,
-                                                      top_k, top_p, rep, seed, seq0, seen,
-                                                      (int32_t *)PyArray_DATA((PyArrayObject *)out));
+        PyObject *paths = out && want_paths ? PyArray_SimpleNew(1, d, NPY_INT32) : NULL;
+        if (!out || (want_paths && !paths)) {
+            Py_XDECREF(out);
+            goto exit;
+        }
+        Py_BEGIN_ALLOW_THREADS st = lk_cuda_op_sample(
+            (const float *)PyArray_DATA(l), (int)B, (int)V, pos, temperature, top_k, top_p, rep, seed, seq0, seen,
+            (int32_t *)PyArray_DATA((PyArrayObject *)out), paths ? (int32_t *)PyArray_DATA((PyArrayObject *)paths) : NULL);
         Py_END_ALLOW_THREADS if (st) {
             Py_DECREF(out);
+            Py_XDECREF(paths);
             raise_status(st);
             goto exit;
         }
-        res = out;
+        res = paths ? Py_BuildValue("(NN)", out, paths) : out;
     }
 exit:
     Py_DECREF(l);
@@ -1500,7 +1506,9 @@ static PyMethodDef module_methods[] = {
      "cuda_bench_norm_rope(M, dim, n_heads, n_kv, head_dim, iters=20) -> (rmsnorm_us, rope_kv_us, copy_us)\n"
      "median microseconds over M prefill rows; copy_us: a device copy moving the RMSNorm's bytes (6 M dim)"},
     {"cuda_sample", (PyCFunction)(void (*)(void))mod_cuda_sample, METH_VARARGS | METH_KEYWORDS,
-     "cuda_sample(logits, positions, ...) -> int32 [B]: the GPU sampler (same arguments as sample_cpu)"},
+     "cuda_sample(logits, positions, ...) -> int32 [B]: the GPU sampler (same arguments as sample_cpu); with\n"
+     "paths=True -> (tokens, paths): the path each row took (0 greedy, 1 top-k split, 2 top-k window, 3 top-k\n"
+     "list from the vocabulary, 4 draw over the vocabulary)"},
     {"pretokenize", mod_pretokenize, METH_VARARGS, "pretokenize(text) -> list[str]: the Llama 3 pre-tokenizer's pieces"},
     {"utf8_repair", mod_utf8_repair, METH_VARARGS, "utf8_repair(bytes) -> str with U+FFFD per ill-formed maximal subpart"},
     {NULL, NULL, 0, NULL},

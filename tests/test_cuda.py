@@ -592,6 +592,91 @@ def test_sampler_split_argmax_identical(B, V, monkeypatch):
             assert np.array_equal(got[1][rows], c[rows]), (kw, got[1], c)
 
 
+def topk_split_rows(kind, B, V, rng):
+    """Logits for the top-k split tests: random of a spread, a confident row (one token far above the rest, so
+    the top-k reaches weights under 2^-15 of the largest), logits tied in a few values (more candidates than a
+    block may hand on), a row mostly -inf, a row with a NaN."""
+    if kind == "confident":
+        x = (rng.standard_normal((B, V)) * 2).astype(np.float32)
+        x[np.arange(B), rng.integers(0, V, B)] = 40.0
+    elif kind == "tied":
+        x = rng.integers(0, 3, (B, V)).astype(np.float32)
+    elif kind == "mostly_inf":
+        x = np.full((B, V), -np.inf, np.float32)
+        for b in range(B):  # 70 finite logits, some in each of a few slices, two of them tied
+            idx = rng.choice(V, 70, replace=False)
+            x[b, idx] = rng.standard_normal(70).astype(np.float32)
+            x[b, idx[1]] = x[b, idx[0]]
+    elif kind == "nan":
+        x = (rng.standard_normal((B, V)) * 3).astype(np.float32)
+        x[:, V // 2] = np.nan
+    else:
+        x = (rng.standard_normal((B, V)) * float(kind)).astype(np.float32)
+    return x
+
+
+@pytest.mark.parametrize("B,V", [(1, 128256), (3, 128256), (16, 128256), (2, 40001), (1, 8200)])
+def test_sampler_topk_split_identical(B, V, monkeypatch):
+    """The top-k split (each block of a row hands on the top-k candidates of its slice; the row's last block
+    ranks them) picks the same tokens as the pass over the weights of the whole row
+    (LLAMA_KERNEL_SAMPLE_TOPK_SPLIT=0), and takes the split wherever it may: top_k 1-64 on finite logits
+    without a tie at the cut. Tied logits overflow a block's candidates, a NaN sends the row the old way, a
+    row mostly -inf keeps -inf tokens out of the list; top_k 65 and one block a row do not split. Also a
+    vocabulary that is not a multiple of 4 (scalar loads) and one of two slices."""
+    rng = np.random.default_rng(B * 7 + V)
+    pos = list(range(B))
+    seen = [rng.integers(0, V, 30).tolist() for _ in range(B)]
+    settings = [dict(temperature=0.6, top_k=50, top_p=0.9), dict(temperature=1.0, top_k=1),
+                dict(temperature=0.8, top_k=64), dict(temperature=0.7, top_k=2, top_p=0.5),
+                dict(temperature=0.6, top_k=50, top_p=0.9, repetition_penalty=1.3), dict(temperature=0.6, top_k=65)]
+    for kind in ("0.5", "4", "confident", "tied", "mostly_inf", "nan"):
+        x = topk_split_rows(kind, B, V, rng)
+        for kw in settings:
+            got = {}
+            for v in ("0", ""):
+                monkeypatch.setenv("LLAMA_KERNEL_SAMPLE_TOPK_SPLIT", v)
+                got[v] = _C.cuda_sample(x, pos, seed=11, seen=seen, paths=True, **kw)
+            (t0, p0), (t1, p1) = got["0"], got[""]
+            assert np.array_equal(t0, t1), (kind, kw, t0, t1, p1)
+            assert np.all(p0 != 1), (kind, kw, p0)
+            may_split = kw["top_k"] <= 64 and kind in ("0.5", "4", "confident", "mostly_inf")
+            assert np.all((p1 == 1) == may_split), (kind, kw, p1)
+            if kind == "mostly_inf":  # only finite logits are kept
+                assert np.all(np.isfinite(x[np.arange(B), t1])), (kw, t1)
+            if B >= 16 and kind in ("4", "confident"):
+                c = _C.sample_cpu(x, pos, seed=11, seen=seen, **kw)
+                assert np.mean(c == t1) >= 0.9, (kind, kw, c, t1)
+    # one block a row (the split needs several): LLAMA_KERNEL_SAMPLE_SPLIT=0
+    monkeypatch.setenv("LLAMA_KERNEL_SAMPLE_TOPK_SPLIT", "")
+    monkeypatch.setenv("LLAMA_KERNEL_SAMPLE_SPLIT", "0")
+    x = topk_split_rows("4", B, V, rng)
+    _, p = _C.cuda_sample(x, pos, seed=1, temperature=0.6, top_k=50, paths=True)
+    assert np.all(p != 1), p
+
+
+def test_sampler_topk_split_distribution():
+    """The split's draws follow the top-k / top-p distribution (as test_sampler_distribution_on_gpu for the
+    one-block paths): rows of 128,256 logits with a known head spread over several slices, 4,000 draws in
+    calls of 16 rows (the split holds at most 32 rows a call)."""
+    from test_sampling import hf_probs
+
+    rng = np.random.default_rng(2)
+    V, B, calls = 128256, 16, 250
+    logits = rng.standard_normal(V).astype(np.float32)
+    logits[rng.choice(V, 12, replace=False)] = np.linspace(6, 9, 12, dtype=np.float32)
+    want = hf_probs(logits, 0.7, 10, 0.95)
+    x = np.tile(logits, (B, 1))
+    toks = []
+    for i in range(calls):
+        t, paths = _C.cuda_sample(x, list(range(B)), temperature=0.7, top_k=10, top_p=0.95, seed=100 + i, paths=True)
+        assert np.all(paths == 1), paths
+        toks.append(t)
+    n = B * calls
+    counts = np.bincount(np.concatenate(toks), minlength=V)
+    assert np.all(counts[want == 0] == 0)
+    assert np.all(np.abs(counts - n * want) <= 5 * np.sqrt(n * want * (1 - want)) + 5)
+
+
 @pytest.mark.parametrize("kind", ["flat", "three_values", "steep"])
 def test_sampler_flat_and_tied_logits(kind):
     """Near-flat logits put every key in one or two radix bins (the warp-summed histogram path);

@@ -2,7 +2,9 @@
 (Llama 3.2 Instruct's defaults are temperature 0.6, top_p 0.9, top_k 50), and k_sample's own time
 per call from CUPTI (torch.profiler) when torch is there.
 
-    python3 tools/sample_cost.py [--batches 1,16] [--tokens 256] [--ops-only]
+    python3 tools/sample_cost.py [--batches 1,16] [--tokens 256] [--ops-only] [--rows 16]
+
+LLAMA_KERNEL_SAMPLE_TOPK_SPLIT=0 (the top-k split off) gives the A/B.
 """
 import argparse
 import sys
@@ -17,6 +19,7 @@ ap.add_argument("--batches", default="1,16")
 ap.add_argument("--tokens", type=int, default=256)
 ap.add_argument("--model", default="synthetic:llama-3.2-1b")
 ap.add_argument("--ops-only", action="store_true", help="only the sampler on random logits")
+ap.add_argument("--rows", type=int, default=16, help="rows of the sampler-alone table")
 a = ap.parse_args()
 SETTINGS = [("greedy", dict(temperature=0)),
             ("T=0.6", dict(temperature=0.6, top_p=1.0, top_k=0)),
@@ -54,13 +57,18 @@ if torch is not None:
 
     from llama_kernel import _C
 
-    print("\n| logits std | setting | k_sample us a call (16 rows, a block each) |\n|---|---|---|")
-    for std in (0.5, 2.0, 4.0):
-        x = (np.random.default_rng(0).standard_normal((16, 128256)) * std).astype(np.float32)
+    print(f"\n| logits | setting | k_sample us a call ({a.rows} rows) |\n|---|---|---|")
+    for std in (0.5, 2.0, 4.0, "confident"):
+        rng = np.random.default_rng(0)
+        if std == "confident":  # one token far above the rest (a trained model's usual step)
+            x = (rng.standard_normal((a.rows, 128256)) * 2).astype(np.float32)
+            x[np.arange(a.rows), rng.integers(0, 128256, a.rows)] = 25.0
+        else:
+            x = (rng.standard_normal((a.rows, 128256)) * std).astype(np.float32)
         for name, kw in SETTINGS:
-            _C.cuda_sample(x, list(range(16)), seed=1, **kw)
+            _C.cuda_sample(x, list(range(a.rows)), seed=1, **kw)
             with profile(activities=[ProfilerActivity.CUDA]) as p:
-                _C.cuda_sample(x, list(range(16)), seed=1, **kw)
+                _C.cuda_sample(x, list(range(a.rows)), seed=1, **kw)
             ts = [(e.device_time_total if hasattr(e, "device_time_total") else e.cuda_time_total) for e in p.events()
                   if e.device_type == torch.autograd.DeviceType.CUDA and e.name.startswith("k_sample")]
             print(f"| {std} | {name} | {sum(ts) / max(1, len(ts)):.1f} |", flush=True)

@@ -536,20 +536,32 @@ extern "C" lk_status lk_cuda_op_bench_norm_rope(int M, int dim, int n_heads, int
 
 extern "C" lk_status lk_cuda_op_sample(const float *logits, int B, int V, const int *pos, float temperature, int top_k,
                                        float top_p, float repetition_penalty, uint64_t seed, uint64_t seq_id0,
-                                       const uint32_t *seen, int32_t *out) {
+                                       const uint32_t *seen, int32_t *out, int32_t *paths) {
     int sm = 0, cmaj = 0, cmin = 0;
     TRY(device_info(&sm, &cmaj, &cmin));
     const int words = (V + 31) / 32;
     dbuf dl, dp, ds, dt, dslot, dseen, dsc;
     TRY(dalloc(dl, (size_t)B * V * 4));
     TRY(dalloc(dp, sizeof(lk_samp_params)));
-    TRY(dalloc(dsc, LK_SAMP_KEYS * 8 + (size_t)B * 4)); /* argmax keys, arrival counts (zeroed) */
-    CU(cudaMemset(dsc.p, 0, LK_SAMP_KEYS * 8 + (size_t)B * 4));
+    /* argmax keys, top-k candidates (values, ids, counts, largest left out), arrival counts (zeroed) */
+    const size_t cand = (size_t)LK_SAMP_KEYS * LK_SAMP_BCAND;
+    const size_t sc_bytes = LK_SAMP_KEYS * 8 + cand * 8 + LK_SAMP_KEYS * 8 + (size_t)B * 4;
+    TRY(dalloc(dsc, sc_bytes));
+    CU(cudaMemset(dsc.p, 0, sc_bytes));
     lk_samp_scratch sc = {};
     sc.keys = (unsigned long long *)dsc.p;
-    sc.arrive = (int *)((char *)dsc.p + LK_SAMP_KEYS * 8);
+    sc.cand_v = (float *)(sc.keys + LK_SAMP_KEYS);
+    sc.cand_i = (int *)(sc.cand_v + cand);
+    sc.cand_n = sc.cand_i + cand;
+    sc.cand_lo = (float *)(sc.cand_n + LK_SAMP_KEYS);
+    sc.arrive = (int *)(sc.cand_lo + LK_SAMP_KEYS);
     TRY(dalloc(dt, (size_t)B * 4));
     TRY(dalloc(dslot, (size_t)B * 4));
+    dbuf dpath;
+    if (paths) {
+        TRY(dalloc(dpath, (size_t)B * 4));
+        sc.path = (int *)dpath.p;
+    }
     TRY(dalloc(ds, (size_t)B * 4));
     TRY(dalloc(dseen, (size_t)B * words * 4));
     CU(cudaMemcpy(dl.p, logits, (size_t)B * V * 4, cudaMemcpyHostToDevice));
@@ -561,5 +573,6 @@ extern "C" lk_status lk_cuda_op_sample(const float *logits, int B, int V, const 
     TRY(lk_sample((float *)dl.p, V, B, (const lk_samp_params *)dp.p, (uint32_t *)dseen.p, (int *)dt.p, (int *)dslot.p,
                   (int *)ds.p, &sc, 0));
     CU(cudaMemcpy(out, dt.p, (size_t)B * 4, cudaMemcpyDeviceToHost));
+    if (paths) CU(cudaMemcpy(paths, dpath.p, (size_t)B * 4, cudaMemcpyDeviceToHost));
     return LK_OK;
 }

@@ -62,8 +62,8 @@ lk_status lk_cuda_op_bench_norm_rope(int M, int dim, int n_heads, int n_kv, int 
 }
 lk_status lk_cuda_op_sample(const float *logits, int B, int V, const int *pos, float temperature, int top_k,
                             float top_p, float repetition_penalty, uint64_t seed, uint64_t seq_id0,
-                            const uint32_t *seen, int32_t *out) {
+                            const uint32_t *seen, int32_t *out, int32_t *paths) {
     (void)logits, (void)B, (void)V, (void)pos, (void)temperature, (void)top_k, (void)top_p, (void)repetition_penalty,
-        (void)seed, (void)seq_id0, (void)seen, (void)out;
+        (void)seed, (void)seq_id0, (void)seen, (void)out, (void)paths;
     return lk_cuda_check_usable();
 }

@@ -621,6 +621,161 @@ __device__ __forceinline__ void argmax_unkey(unsigned long long k, float &v, int
     i = (int)(0xffffffffu - (uint32_t)k);
 }
 
+/* a logit's bits as an unsigned key in the logits' order (negatives flipped): radix_threshold over these
+ * keys (stored as floats' bits) selects by logit */
+__device__ __forceinline__ uint32_t okey(float x) {
+    const uint32_t u = __float_as_uint(x);
+    return (u >> 31) ? ~u : (u | 0x80000000u);
+}
+
+/* the top-k list from a window of weights wv / ids wi (n of them, holding every weight of key >= thr): the
+ * kept ones (key >= thr) into ce / ci in index order (each one's rank among the kept ids; ids are distinct).
+ * Returns their number, or -1 above SAMP_CAND. nwin: a shared counter. Every thread calls it. */
+__device__ int window_kept(const float *wv, const int *wi, int n, uint32_t thr, float *ce, int *ci, int *nwin) {
+    const int tid = threadIdx.x;
+    if (tid == 0) *nwin = 0;
+    __syncthreads();
+    for (int t0 = 0; t0 < n; t0 += blockDim.x) { /* the kept ones, unordered */
+        const int t = t0 + tid;
+        const bool f = t < n && key_of(wv[t]) >= thr;
+        warp_append(f, nwin, [&](int at) {
+            if (f && at < SAMP_CAND) {
+                ce[at] = wv[t];
+                ci[at] = wi[t];
+            }
+        });
+    }
+    __syncthreads();
+    const int k = *nwin;
+    __syncthreads();
+    if (k > SAMP_CAND) return -1;
+    float myv = 0.0f;
+    int myi = 0, r = 0;
+    if (tid < k) {
+        myv = ce[tid];
+        myi = ci[tid];
+        for (int m = 0; m < k; m++) r += ci[m] < myi;
+    }
+    __syncthreads();
+    if (tid < k) {
+        ce[r] = myv;
+        ci[r] = myi;
+    }
+    __syncthreads();
+    return k;
+}
+
+/* ---- the top-k split: a row's G blocks each hand on the top-k candidates of their slice ----
+ * Block j (row * G + y) hands on every token of its slice [s0, s1) at or above t, the top_k-th largest of its
+ * threads' maxima (tmax: this thread's largest logit of the slice), except -inf. The top_k maxima at or above t
+ * are top_k tokens of the slice, so every token of the slice's own top_k is handed on (or is -inf), and every
+ * token left out is below all of those handed on (or -inf). With them go their number (-1: over LK_SAMP_BCAND, or a NaN in the slice) and
+ * the largest logit left out (NaN: none). keys: SAMP_T floats of shared memory; red: 32 floats. */
+static_assert(LK_SAMP_BCAND == 4 * 32, "split_topk loads a block's candidates as 4 a lane of one warp");
+__device__ void split_candidates(const float *l, int s0, int s1, bool vec, float tmax, int top_k, int j,
+                                 const lk_samp_scratch &sc, float *keys, float *hist_f, unsigned *hist_u, int *sel,
+                                 int *nwin, float *red) {
+    const int tid = threadIdx.x, lane = tid & 31, warp = tid >> 5;
+    keys[tid] = __uint_as_float(okey(tmax)); /* (radix_threshold's first barrier makes these visible) */
+    const uint32_t t = radix_threshold(keys, blockDim.x, (float)top_k, false, hist_f, hist_u, sel);
+    if (tid == 0) *nwin = 0;
+    __syncthreads();
+    float *cv = sc.cand_v + (size_t)j * LK_SAMP_BCAND;
+    int *cix = sc.cand_i + (size_t)j * LK_SAMP_BCAND;
+    float lo = -INFINITY;
+    bool left = false, nan = false;
+    for (int u0 = s0 / 4 + warp * 32; 4 * u0 < s1; u0 += blockDim.x) { /* warp-uniform, as warp_append needs */
+        const int i0 = 4 * (u0 + lane);
+        const float4 v = ld4(l, i0, s1, vec);
+#pragma unroll
+        for (int c = 0; c < 4; c++) {
+            const int i = i0 + c;
+            const float x = f4_at(v, c);
+            const bool in = i < s1, f = in && x != -INFINITY && okey(x) >= t; /* (-inf: weight 0, never needed) */
+            if (in && !f) {
+                left = true;
+                lo = fmaxf(lo, x);
+            }
+            nan |= in && x != x;
+            warp_append(f, nwin, [&](int at) {
+                if (f && at < LK_SAMP_BCAND) {
+                    cv[at] = x;
+                    cix[at] = i;
+                }
+            });
+        }
+    }
+    __threadfence(); /* the candidates before the arrival count that the row's last block reads after */
+    left = __syncthreads_or(left);
+    nan = __syncthreads_or(nan);
+    lo = lk_warp_max(lo);
+    if (lane == 0) red[warp] = lo;
+    __syncthreads();
+    if (warp == 0) {
+        lo = lk_warp_max(lane < (int)(blockDim.x >> 5) ? red[lane] : -INFINITY);
+        if (lane == 0) {
+            const int n = *nwin;
+            sc.cand_n[j] = nan || n > LK_SAMP_BCAND ? -1 : n;
+            sc.cand_lo[j] = left ? lo : __int_as_float(0x7fc00000);
+        }
+    }
+    __syncthreads();
+}
+
+/* the row's last block: the G blocks' candidates as weights exp((l - best) / T) (as the pass over the
+ * vocabulary computes them) into the window wv / wi, their top-k threshold thr, and the kept list in ce / ci
+ * (window_kept). The list is the vocabulary's when no logit left out has a weight of key >= thr: those left out
+ * of block y are at most its largest one left out, whose weight is then the most any of them has (the weight
+ * never falls as the logit rises). Returns the list's length, or -1 (a count of -1, best not finite, a weight
+ * left out at or above thr, over SAMP_CAND kept): the caller then takes the path over the vocabulary.
+ * cnt: 33 ints, lo_s: 32 floats of shared memory. */
+__device__ int split_topk(int b, int G, float best, const lk_samp_params &p, const lk_samp_scratch &sc, float *wv,
+                          int *wi, float *ce, int *ci, float *hist_f, unsigned *hist_u, int *sel, int *cnt, float *lo_s,
+                          int *nwin, uint32_t &thr) {
+    const int tid = threadIdx.x, lane = tid & 31, warp = tid >> 5, j0 = b * G;
+    if (warp == 0) {
+        const int c = lane < G ? __ldcg(&sc.cand_n[j0 + lane]) : 0;
+        const float lo = lane < G ? __ldcg(&sc.cand_lo[j0 + lane]) : __int_as_float(0x7fc00000);
+        const bool bad = __any_sync(0xffffffffu, c < 0);
+        const int inc = warp_incl_scan(c, lane);
+        cnt[lane] = inc - c; /* block lane's first place in the window */
+        lo_s[lane] = lo;
+        if (lane == 31) cnt[32] = bad || !isfinite(best) ? -1 : inc;
+    }
+    __syncthreads();
+    const int n = cnt[32];
+    if (n < p.top_k) return -1; /* block-uniform; -1 included */
+    if (warp < G) {
+        const int o = cnt[warp], c = (warp + 1 < G ? cnt[warp + 1] : n) - o;
+        const float *cv = sc.cand_v + (size_t)(j0 + warp) * LK_SAMP_BCAND;
+        const int *cix = sc.cand_i + (size_t)(j0 + warp) * LK_SAMP_BCAND;
+        float v[4];
+        int id[4];
+#pragma unroll
+        for (int q = 0; q < 4; q++) {
+            const int e = lane + 32 * q;
+            v[q] = e < c ? __ldcg(cv + e) : 0.0f;
+            id[q] = e < c ? __ldcg(cix + e) : 0;
+        }
+#pragma unroll
+        for (int q = 0; q < 4; q++) {
+            const int e = lane + 32 * q;
+            if (e < c) {
+                wv[o + e] = __expf((v[q] - best) / p.temperature);
+                wi[o + e] = id[q];
+            }
+        }
+    }
+    thr = radix_threshold(wv, n, (float)p.top_k, false, hist_f, hist_u, sel); /* (its first barrier: wv ready) */
+    bool miss = false;
+    if (tid < G) {
+        const float lo = lo_s[tid];
+        if (lo == lo) miss = key_of(__expf((lo - best) / p.temperature)) >= thr;
+    }
+    if (__syncthreads_or(miss)) return -1;
+    return window_kept(wv, wi, n, thr, ce, ci, nwin);
+}
+
 __global__ void __launch_bounds__(SAMP_T) k_sample(float *__restrict__ logits, int V, const lk_samp_params *__restrict__ P,
                                                    uint32_t *__restrict__ seen, int seen_words, int *tok, int *slot,
                                                    int *pos, lk_samp_scratch sc) {
@@ -691,6 +846,7 @@ __global__ void __launch_bounds__(SAMP_T) k_sample(float *__restrict__ logits, i
             }
         }
     }
+    const float tmax = best; /* this thread's largest logit of the slice (the top-k split's sample) */
     warp_argmax(best, bi);
     if (lane == 0) {
         redf[warp] = best;
@@ -707,7 +863,14 @@ __global__ void __launch_bounds__(SAMP_T) k_sample(float *__restrict__ logits, i
         }
     }
     __syncthreads();
+    /* the top-k split (block-uniform): each block's top-k candidates, which the row's last block then ranks
+     * instead of a pass over the vocabulary (split_topk) */
+    const bool split_k = G > 1 && G <= 32 && sc.cand_v && p.temperature > 0.0f && p.top_k > 0 &&
+                         p.top_k <= LK_SAMP_BCAND / 2 && p.top_k < V;
     if (G > 1) {
+        if (split_k)
+            split_candidates(l, s0, s1, vec_ok(l, V), tmax, p.top_k, b * G + blockIdx.y, sc, wv, hist_f, hist_u, sel,
+                             &nwin, scan);
         /* this block's argmax out; the last block of the row (threadfence, then an arrival count) takes the
          * row's from all of them and resets the count for the next step */
         if (tid == 0) {
@@ -736,102 +899,77 @@ __global__ void __launch_bounds__(SAMP_T) k_sample(float *__restrict__ logits, i
         __syncthreads();
     }
     best = redf[0];
-    int token = redi[0];
+    int token = redi[0], path = LK_SAMP_PATH_GREEDY;
     __syncthreads();
     if (p.temperature > 0.0f) {
         const bool topk = p.top_k > 0 && p.top_k < V, want_win = topk && p.top_k <= SAMP_CAND;
-        if (tid == 0) nwin = 0;
-        __syncthreads();
-        {
-            /* weights exp((l - max) / T), and (top-k <= SAMP_CAND) the window: every weight whose key's
-             * first byte is >= SAMP_WIN_KEY (>= 2^-15 of the largest) with its token id, unordered */
-            const bool vec = vec_ok(l, V);
-            for (int j0 = 0; j0 < V; j0 += 4 * SAMP_T * SAMP_U4) {
-                float4 v[SAMP_U4];
+        uint32_t thr = 0;
+        int nc = split_k ? split_topk(b, G, best, p, sc, wv, wi, ce, ci, hist_f, hist_u, sel, cnt, scan, &nwin, thr)
+                         : -1;
+        path = nc >= 0 ? LK_SAMP_PATH_SPLIT : LK_SAMP_PATH_WINDOW;
+        if (nc < 0) { /* (block-uniform) */
+            if (tid == 0) nwin = 0;
+            __syncthreads();
+            {
+                /* weights exp((l - max) / T), and (top-k <= SAMP_CAND) the window: every weight whose key's
+                 * first byte is >= SAMP_WIN_KEY (>= 2^-15 of the largest) with its token id, unordered */
+                const bool vec = vec_ok(l, V);
+                for (int j0 = 0; j0 < V; j0 += 4 * SAMP_T * SAMP_U4) {
+                    float4 v[SAMP_U4];
 #pragma unroll
-                for (int q = 0; q < SAMP_U4; q++) v[q] = ld4(l, j0 + 4 * (q * SAMP_T + tid), V, vec);
+                    for (int q = 0; q < SAMP_U4; q++) v[q] = ld4(l, j0 + 4 * (q * SAMP_T + tid), V, vec);
 #pragma unroll
-                for (int q = 0; q < SAMP_U4; q++) {
-                    const int i = j0 + 4 * (q * SAMP_T + tid);
-                    float4 w;
-                    w.x = __expf((v[q].x - best) / p.temperature);
-                    w.y = __expf((v[q].y - best) / p.temperature);
-                    w.z = __expf((v[q].z - best) / p.temperature);
-                    w.w = __expf((v[q].w - best) / p.temperature);
-                    if (vec && i < V) {
-                        *reinterpret_cast<float4 *>(l + i) = w;
-                    } else {
+                    for (int q = 0; q < SAMP_U4; q++) {
+                        const int i = j0 + 4 * (q * SAMP_T + tid);
+                        float4 w;
+                        w.x = __expf((v[q].x - best) / p.temperature);
+                        w.y = __expf((v[q].y - best) / p.temperature);
+                        w.z = __expf((v[q].z - best) / p.temperature);
+                        w.w = __expf((v[q].w - best) / p.temperature);
+                        if (vec && i < V) {
+                            *reinterpret_cast<float4 *>(l + i) = w;
+                        } else {
 #pragma unroll
-                        for (int c = 0; c < 4; c++)
-                            if (i + c < V) l[i + c] = f4_at(w, c);
-                    }
-                    /* (a warp reads nwin in one access: the branch is warp-uniform) */
-                    if (want_win && *(volatile int *)&nwin <= SAMP_WIN) {
+                            for (int c = 0; c < 4; c++)
+                                if (i + c < V) l[i + c] = f4_at(w, c);
+                        }
+                        /* (a warp reads nwin in one access: the branch is warp-uniform) */
+                        if (want_win && *(volatile int *)&nwin <= SAMP_WIN) {
 #pragma unroll
-                        for (int c = 0; c < 4; c++) {
-                            const float x = f4_at(w, c);
-                            const bool f = i + c < V && key_of(x) >= SAMP_WIN_KEY;
-                            warp_append(f, &nwin, [&](int at) {
-                                if (f && at < SAMP_WIN) {
-                                    wv[at] = x;
-                                    wi[at] = i + c;
-                                }
-                            });
+                            for (int c = 0; c < 4; c++) {
+                                const float x = f4_at(w, c);
+                                const bool f = i + c < V && key_of(x) >= SAMP_WIN_KEY;
+                                warp_append(f, &nwin, [&](int at) {
+                                    if (f && at < SAMP_WIN) {
+                                        wv[at] = x;
+                                        wi[at] = i + c;
+                                    }
+                                });
+                            }
                         }
                     }
                 }
             }
+            __syncthreads();
+            /* top-k path (k <= SAMP_CAND, Llama's default 50): the kept tokens, in index order, one a
+             * thread; top-p and the draw on that list instead of over the vocabulary. Same rule as
+             * lk_sample.c: a top-p threshold above thr is a key of the list (the weight above any key
+             * >= thr is the list's), and the list's running sum in index order is the vocabulary's.
+             * When the window holds k to SAMP_WIN weights, the k-th key is in it, so the count and the
+             * list come from the window in shared memory (no further pass over the vocabulary); else
+             * from the vocabulary. */
+            const int nw_all = nwin;
+            if (want_win && nw_all >= p.top_k && nw_all <= SAMP_WIN) {
+                thr = radix_threshold(wv, nw_all, (float)p.top_k, false, hist_f, hist_u, sel);
+                nc = window_kept(wv, wi, nw_all, thr, ce, ci, &nwin);
+            }
+            if (nc < 0) {
+                if (topk) thr = radix_threshold(l, V, (float)p.top_k, false, hist_f, hist_u, sel);
+                nc = topk && p.top_k <= SAMP_CAND ? gather_candidates(l, V, thr, ce, ci, cnt) : -1;
+                path = nc >= 0 ? LK_SAMP_PATH_LIST : LK_SAMP_PATH_VOCAB;
+            }
         }
-        __syncthreads();
         const float u = lk_uniform(p.seed, p.seq_id0 + (uint64_t)b, (uint64_t)pos0 + 1);
-        uint32_t thr = 0;
-        /* top-k path (k <= SAMP_CAND, Llama's default 50): the kept tokens, in index order, one a
-         * thread; top-p and the draw on that list instead of over the vocabulary. Same rule as
-         * lk_sample.c: a top-p threshold above thr is a key of the list (the weight above any key
-         * >= thr is the list's), and the list's running sum in index order is the vocabulary's.
-         * When the window holds k to SAMP_WIN weights, the k-th key is in it, so the count and the
-         * list come from the window in shared memory (no further pass over the vocabulary); else
-         * from the vocabulary. */
-        int nc = -1;
-        const int nw_all = nwin;
-        if (want_win && nw_all >= p.top_k && nw_all <= SAMP_WIN) {
-            thr = radix_threshold(wv, nw_all, (float)p.top_k, false, hist_f, hist_u, sel);
-            if (tid == 0) nwin = 0;
-            __syncthreads();
-            for (int t0 = 0; t0 < nw_all; t0 += SAMP_T) { /* the kept ones, unordered, into ce / ci */
-                const int t = t0 + tid;
-                const bool f = t < nw_all && key_of(wv[t]) >= thr;
-                warp_append(f, &nwin, [&](int at) {
-                    if (f && at < SAMP_CAND) {
-                        ce[at] = wv[t];
-                        ci[at] = wi[t];
-                    }
-                });
-            }
-            __syncthreads();
-            const int n = nwin;
-            __syncthreads();
-            if (n <= SAMP_CAND) { /* index order: each one's rank among the kept ids (ids are distinct) */
-                float myv = 0.0f;
-                int myi = 0, r = 0;
-                if (tid < n) {
-                    myv = ce[tid];
-                    myi = ci[tid];
-                    for (int m = 0; m < n; m++) r += ci[m] < myi;
-                }
-                __syncthreads();
-                if (tid < n) {
-                    ce[r] = myv;
-                    ci[r] = myi;
-                }
-                __syncthreads();
-                nc = n;
-            }
-        }
-        if (nc < 0) {
-            if (topk) thr = radix_threshold(l, V, (float)p.top_k, false, hist_f, hist_u, sel);
-            nc = topk && p.top_k <= SAMP_CAND ? gather_candidates(l, V, thr, ce, ci, cnt) : -1;
-        }
         if (nc >= 0) {
             const float v = tid < nc ? ce[tid] : 0.0f;
             uint32_t t2 = thr;
@@ -940,6 +1078,7 @@ __global__ void __launch_bounds__(SAMP_T) k_sample(float *__restrict__ logits, i
         slot[b] = b;
         pos[b] = pos0 + 1;
         atomicOr(&sn[token >> 5], 1u << (token & 31));
+        if (sc.path) sc.path[b] = path;
         if (sc.host_tok) { /* the token to the host's mapped buffer: slot (count & 1), the count of row b; the
                             * kernel's end makes it visible to the host, whose event follows the step */
             sc.host_tok[(size_t)(count0 & 1) * sc.host_stride + b] = token;
@@ -958,6 +1097,9 @@ lk_status lk_sample(float *logits, int V, int B, const lk_samp_params *params_de
      * (A/B, read every call) one */
     int G = 1;
     const char *se = getenv("LLAMA_KERNEL_SAMPLE_SPLIT");
+    const char *ke = getenv("LLAMA_KERNEL_SAMPLE_TOPK_SPLIT"); /* A/B: 0 turns the top-k split off */
+    if (ke && ke[0] == '0') s.cand_v = NULL;
+    if (!s.cand_i || !s.cand_n || !s.cand_lo) s.cand_v = NULL;
     if (s.keys && s.arrive && !(se && se[0] == '0')) {
         G = LK_SAMP_KEYS / (B > 0 ? B : 1);
         if (G > 32) G = 32;
