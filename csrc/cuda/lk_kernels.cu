@@ -397,9 +397,11 @@ __device__ __forceinline__ void warp_append(bool f, int *counter, Put put) {
 }
 
 /* block-wide radix descent (see lk_sample.c): weight(key > v) < target <= weight(key >= v). Every
- * thread runs the same number of steps (blockDim.x is a multiple of 32), as hist_add needs. */
+ * thread runs the same number of steps (blockDim.x is a multiple of 32), as hist_add needs. With stop_shift
+ * 16 it stops after two bytes: v's low 16 bits are then 0, and weight(key >= v) >= target still holds
+ * (a lower bound of the threshold, for the top-k split's sample). */
 __device__ uint32_t radix_threshold(const float *e, int V, float target, bool by_mass, float *hist_f,
-                                    unsigned *hist_u, int *sel) {
+                                    unsigned *hist_u, int *sel, int stop_shift = 0) {
     uint32_t prefix = 0, mask = 0;
     float above = 0.0f;
     /* first byte: the weights are exp((l - max) / T) <= 1 (first byte <= 0x3f), and the descent needs
@@ -407,21 +409,25 @@ __device__ uint32_t radix_threshold(const float *e, int V, float target, bool by
      * 2^-15 of the largest) are counted; if they hold less than the target the pass is redone over all
      * bins. Most of the vocabulary then costs a load and a compare, not a shared-memory atomic. */
     int lo = 0x38;
-    for (int shift = 24; shift >= 0; shift -= 8) {
+    for (int shift = 24; shift >= stop_shift; shift -= 8) {
         for (int i = threadIdx.x; i < 256; i += blockDim.x) {
             hist_f[i] = 0.0f;
             hist_u[i] = 0;
         }
         __syncthreads();
         const unsigned lo_bin = shift == 24 ? (unsigned)lo : 0u;
-        /* SAMP_U4 x 4 elements a thread loaded before any is used */
+        /* SAMP_U4 x 4 elements a thread loaded before any is used; q steps wholly past V skipped (short
+         * lists: the top-k split's; the condition is block-uniform) */
         const bool vec = vec_ok(e, V);
         for (int j0 = 0; j0 < V; j0 += 4 * blockDim.x * SAMP_U4) {
             float4 v[SAMP_U4];
 #pragma unroll
-            for (int q = 0; q < SAMP_U4; q++) v[q] = ld4(e, j0 + 4 * (q * blockDim.x + threadIdx.x), V, vec);
-#pragma unroll
             for (int q = 0; q < SAMP_U4; q++)
+                v[q] = j0 + 4 * q * (int)blockDim.x < V ? ld4(e, j0 + 4 * (q * blockDim.x + threadIdx.x), V, vec)
+                                                        : make_float4(0.0f, 0.0f, 0.0f, 0.0f);
+#pragma unroll
+            for (int q = 0; q < SAMP_U4; q++) {
+                if (j0 + 4 * q * (int)blockDim.x >= V) continue;
 #pragma unroll
                 for (int c = 0; c < 4; c++) {
                     const int i = j0 + 4 * (q * blockDim.x + threadIdx.x) + c;
@@ -430,6 +436,7 @@ __device__ uint32_t radix_threshold(const float *e, int V, float target, bool by
                     const unsigned bin = (k >> shift) & 255u;
                     hist_add(i < V && (k & mask) == prefix && bin >= lo_bin, bin, x, by_mass, hist_f, hist_u);
                 }
+            }
         }
         __syncthreads();
         if (threadIdx.x < 32) {
@@ -667,8 +674,8 @@ __device__ int window_kept(const float *wv, const int *wi, int n, uint32_t thr, 
 
 /* ---- the top-k split: a row's G blocks each hand on the top-k candidates of their slice ----
  * Block j (row * G + y) hands on every token of its slice [s0, s1) at or above t, the top_k-th largest of its
- * threads' maxima (tmax: this thread's largest logit of the slice), except -inf. The top_k maxima at or above t
- * are top_k tokens of the slice, so every token of the slice's own top_k is handed on (or is -inf), and every
+ * threads' maxima (tmax: this thread's largest logit of the slice) to its first two bytes, except -inf. The
+ * top_k maxima at or above t are top_k tokens of the slice, so every token of the slice's own top_k is handed on (or is -inf), and every
  * token left out is below all of those handed on (or -inf). With them go their number (-1: over LK_SAMP_BCAND, or a NaN in the slice) and
  * the largest logit left out (NaN: none). keys: SAMP_T floats of shared memory; red: 32 floats. */
 static_assert(LK_SAMP_BCAND == 4 * 32, "split_topk loads a block's candidates as 4 a lane of one warp");
@@ -677,7 +684,7 @@ __device__ void split_candidates(const float *l, int s0, int s1, bool vec, float
                                  int *nwin, float *red) {
     const int tid = threadIdx.x, lane = tid & 31, warp = tid >> 5;
     keys[tid] = __uint_as_float(okey(tmax)); /* (radix_threshold's first barrier makes these visible) */
-    const uint32_t t = radix_threshold(keys, blockDim.x, (float)top_k, false, hist_f, hist_u, sel);
+    const uint32_t t = radix_threshold(keys, blockDim.x, (float)top_k, false, hist_f, hist_u, sel, 16);
     if (tid == 0) *nwin = 0;
     __syncthreads();
     float *cv = sc.cand_v + (size_t)j * LK_SAMP_BCAND;
