@@ -337,6 +337,8 @@ __device__ __forceinline__ uint32_t key_of(float e) { return __float_as_uint(e);
  * bound by the bytes one SM has in flight from L2: one 4-byte load at a time made a pass ~40 us for
  * 128k logits, eight ~14 us) */
 #define SAMP_U4 4
+/* kept lists up to this long take their top-p threshold by direct sums (list_mass_threshold), longer ones by radix */
+#define SAMP_LIST_SHORT 256
 
 /* elements i..i+3 (zero from `end` on): one 16-byte load when vec (V % 4 == 0, 16-byte aligned rows,
  * so four elements are all in or all out), else four */
@@ -490,6 +492,27 @@ __device__ uint32_t radix_threshold(const float *e, int V, float target, bool by
         mask |= 0xffu << shift;
     }
     return prefix;
+}
+
+/* radix_threshold by mass over a short list (n <= blockDim.x weights e): the largest key v of the list with
+ * weight(key >= v) >= target (0 if none), as the radix descent defines it. Thread i sums the weights of keys
+ * >= its own in index order (n steps): no histogram passes and their barriers. */
+__device__ uint32_t list_mass_threshold(const float *e, int n, float target, int *sel) {
+    if (threadIdx.x == 0) sel[0] = 0;
+    __syncthreads();
+    if ((int)threadIdx.x < n) {
+        const uint32_t k = key_of(e[threadIdx.x]);
+        float incl = 0.0f;
+        for (int j = 0; j < n; j++) {
+            const float w = e[j];
+            if (key_of(w) >= k) incl += w;
+        }
+        if (incl >= target) atomicMax(reinterpret_cast<unsigned *>(&sel[0]), k);
+    }
+    __syncthreads();
+    const uint32_t t = (uint32_t)sel[0];
+    __syncthreads();
+    return t;
 }
 
 /* inclusive and exclusive block-wide prefix sums of v (one value a thread, in thread order) and the
@@ -983,7 +1006,9 @@ __global__ void __launch_bounds__(SAMP_T) k_sample(float *__restrict__ logits, i
             if (p.top_p < 1.0f) {
                 const float kept = lk_block_sum(v, redf);
                 __syncthreads();
-                const uint32_t tp = radix_threshold(ce, nc, p.top_p * kept, true, hist_f, hist_u, sel);
+                const float target = p.top_p * kept;
+                const uint32_t tp = nc <= SAMP_LIST_SHORT ? list_mass_threshold(ce, nc, target, sel)
+                                                          : radix_threshold(ce, nc, target, true, hist_f, hist_u, sel);
                 t2 = tp > thr ? tp : thr;
             }
             const int j = draw_list(v, tid < nc && key_of(v) >= t2, u, scan, &hist_f[256], sel);
