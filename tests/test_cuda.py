@@ -616,59 +616,82 @@ def topk_split_rows(kind, B, V, rng):
 
 
 @pytest.mark.parametrize("B,V", [(1, 128256), (3, 128256), (16, 128256), (2, 40001), (1, 8200)])
-def test_sampler_topk_split_identical(B, V, monkeypatch):
-    """The top-k split (each block of a row hands on the top-k candidates of its slice; the row's last block
-    ranks them) picks the same tokens as the pass over the weights of the whole row
-    (LLAMA_KERNEL_SAMPLE_TOPK_SPLIT=0), and takes the split wherever it may: top_k 1-64 on finite logits
-    without a tie at the cut. Tied logits overflow a block's candidates, a NaN sends the row the old way, a
-    row mostly -inf keeps -inf tokens out of the list; top_k 65 and one block a row do not split. Also a
-    vocabulary that is not a multiple of 4 (scalar loads) and one of two slices."""
+def test_sampler_split_paths(B, V, monkeypatch):
+    """The sampler split (the row's blocks hand on candidates or masses; LLAMA_KERNEL_SAMPLE_TOPK_SPLIT=0 turns
+    it off) against the one-block path. Top-k 1-64: the same tokens, and the split is taken exactly where it
+    may be (finite logits, no tie at a block's cut; tied logits overflow a block's candidates, a NaN sends the
+    row the old way; top_k 65 and one block a row do not split). Top-p without top-k: the split wherever the
+    candidates hold the nucleus (peaked rows, a row mostly -inf), else the old way; temperature alone: the split
+    on every row without a NaN. Those two sum the row's mass in another order, so a draw may move at a rounding
+    boundary: checked for agreement on peaked rows, and for distribution below. Also a vocabulary that is not
+    a multiple of 4 (scalar loads) and one of two slices."""
     rng = np.random.default_rng(B * 7 + V)
     pos = list(range(B))
     seen = [rng.integers(0, V, 30).tolist() for _ in range(B)]
-    settings = [dict(temperature=0.6, top_k=50, top_p=0.9), dict(temperature=1.0, top_k=1),
-                dict(temperature=0.8, top_k=64), dict(temperature=0.7, top_k=2, top_p=0.5),
-                dict(temperature=0.6, top_k=50, top_p=0.9, repetition_penalty=1.3), dict(temperature=0.6, top_k=65)]
+    topk = [dict(temperature=0.6, top_k=50, top_p=0.9), dict(temperature=1.0, top_k=1),
+            dict(temperature=0.8, top_k=64), dict(temperature=0.7, top_k=2, top_p=0.5),
+            dict(temperature=0.6, top_k=50, top_p=0.9, repetition_penalty=1.3), dict(temperature=0.6, top_k=65)]
+    other = [dict(temperature=0.6, top_k=0, top_p=0.9),
+             dict(temperature=0.6, top_k=0, top_p=0.5, repetition_penalty=1.2),
+             dict(temperature=0.8, top_k=0), dict(temperature=1.0, top_k=V)]
+    agree = []
     for kind in ("0.5", "4", "confident", "tied", "mostly_inf", "nan"):
         x = topk_split_rows(kind, B, V, rng)
-        for kw in settings:
+        for kw in topk + other:
             got = {}
             for v in ("0", ""):
                 monkeypatch.setenv("LLAMA_KERNEL_SAMPLE_TOPK_SPLIT", v)
                 got[v] = _C.cuda_sample(x, pos, seed=11, seen=seen, paths=True, **kw)
             (t0, p0), (t1, p1) = got["0"], got[""]
-            assert np.array_equal(t0, t1), (kind, kw, t0, t1, p1)
             assert np.all(p0 != 1), (kind, kw, p0)
-            may_split = kw["top_k"] <= 64 and kind in ("0.5", "4", "confident", "mostly_inf")
-            assert np.all((p1 == 1) == may_split), (kind, kw, p1)
-            if kind == "mostly_inf":  # only finite logits are kept
+            assert np.all((t1 >= 0) & (t1 < V)), (kind, kw, t1)
+            if 0 < kw["top_k"] < V:
+                assert np.array_equal(t0, t1), (kind, kw, t0, t1, p1)
+                may_split = kw["top_k"] <= 64 and kind in ("0.5", "4", "confident", "mostly_inf")
+                assert np.all((p1 == 1) == may_split), (kind, kw, p1)
+            elif kw.get("top_p", 1.0) < 1.0:
+                if kind in ("4", "confident", "mostly_inf"):
+                    assert np.all(p1 == 1), (kind, kw, p1)
+                if kind in ("tied", "nan", "0.5"):
+                    assert np.all(p1 != 1), (kind, kw, p1)
+            else:
+                assert np.all((p1 == 1) == (kind != "nan")), (kind, kw, p1)
+            if kind in ("4", "confident") and not (0 < kw["top_k"] < V):
+                agree.extend((t0 == t1).tolist())
+            if kind == "mostly_inf":  # only finite logits are drawn
                 assert np.all(np.isfinite(x[np.arange(B), t1])), (kw, t1)
             if B >= 16 and kind in ("4", "confident"):
                 c = _C.sample_cpu(x, pos, seed=11, seen=seen, **kw)
                 assert np.mean(c == t1) >= 0.9, (kind, kw, c, t1)
+    assert np.mean(agree) >= 0.9, np.mean(agree)
     # one block a row (the split needs several): LLAMA_KERNEL_SAMPLE_SPLIT=0
     monkeypatch.setenv("LLAMA_KERNEL_SAMPLE_TOPK_SPLIT", "")
     monkeypatch.setenv("LLAMA_KERNEL_SAMPLE_SPLIT", "0")
     x = topk_split_rows("4", B, V, rng)
-    _, p = _C.cuda_sample(x, pos, seed=1, temperature=0.6, top_k=50, paths=True)
-    assert np.all(p != 1), p
+    for kw in (dict(top_k=50), dict(top_k=0, top_p=0.9), dict(top_k=0)):
+        _, p = _C.cuda_sample(x, pos, seed=1, temperature=0.6, paths=True, **kw)
+        assert np.all(p != 1), (kw, p)
 
 
-def test_sampler_topk_split_distribution():
-    """The split's draws follow the top-k / top-p distribution (as test_sampler_distribution_on_gpu for the
-    one-block paths): rows of 128,256 logits with a known head spread over several slices, 4,000 draws in
-    calls of 16 rows (the split holds at most 32 rows a call)."""
+@pytest.mark.parametrize("top_k,top_p", [(10, 0.95), (0, 0.9), (0, 1.0)])
+def test_sampler_split_distribution(top_k, top_p):
+    """The split's draws follow the sampling distribution (as test_sampler_distribution_on_gpu for the one-block
+    paths): top-k with top-p, top-p alone (the nucleus from the blocks' candidates), temperature alone (the
+    slice from the blocks' masses, then the token within it). Rows of 128,256 logits with a head of 12 tokens
+    spread over several slices above a low tail; 4,000 draws in calls of 16 rows (the split holds at most 32
+    rows a call)."""
     from test_sampling import hf_probs
 
     rng = np.random.default_rng(2)
     V, B, calls = 128256, 16, 250
-    logits = rng.standard_normal(V).astype(np.float32)
+    logits = (rng.standard_normal(V) - 4.0).astype(np.float32)
     logits[rng.choice(V, 12, replace=False)] = np.linspace(6, 9, 12, dtype=np.float32)
-    want = hf_probs(logits, 0.7, 10, 0.95)
+    want = hf_probs(logits, 0.7, top_k, top_p)
     x = np.tile(logits, (B, 1))
     toks = []
     for i in range(calls):
-        t, paths = _C.cuda_sample(x, list(range(B)), temperature=0.7, top_k=10, top_p=0.95, seed=100 + i, paths=True)
+        t, paths = _C.cuda_sample(x, list(range(B)), temperature=0.7, top_k=top_k, top_p=top_p, seed=100 + i,
+                                  paths=True)
         assert np.all(paths == 1), paths
         toks.append(t)
     n = B * calls

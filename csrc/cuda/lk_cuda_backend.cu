@@ -958,6 +958,8 @@ extern "C" lk_status lk_cuda_backend_create(const lk_config *c, const lk_engine_
     b->samp_sc.cand_i = (int *)(b->samp_sc.cand_v + (size_t)LK_SAMP_KEYS * LK_SAMP_BCAND);
     b->samp_sc.cand_n = b->samp_sc.cand_i + (size_t)LK_SAMP_KEYS * LK_SAMP_BCAND;
     b->samp_sc.cand_lo = (float *)(b->samp_sc.cand_n + LK_SAMP_KEYS);
+    b->samp_sc.cand_s = b->samp_sc.cand_lo + LK_SAMP_KEYS;
+    b->samp_sc.cand_c = b->samp_sc.cand_s + LK_SAMP_KEYS;
     b->samp_sc.host_tok = b->tok_mode == cuda_backend::TOK_SAMPLE ? b->pinned_dev : NULL;
     b->samp_sc.host_stride = o->batch_size;
     CUB_(cudaEventCreateWithFlags(&b->ev[0], cudaEventDisableTiming));

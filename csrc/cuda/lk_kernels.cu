@@ -563,6 +563,93 @@ __device__ __forceinline__ int draw_list(float v, bool kept, float u, float *sca
 /* tokens of each warp's contiguous segment when nw warps split V: a multiple of 128 (a step of 4 a lane) */
 __device__ __forceinline__ int warp_segment(int V, int nw) { return (((V + nw - 1) / nw) + 127) & ~127; }
 
+/* the draw over tokens [s0, s1) of a row (s0 a multiple of 4): the first kept token whose running weight
+ * (index order) passes the target, u x the range's kept weight, or `fixed` when >= 0. wt(x, kept) gives a
+ * loaded value's weight and whether it is kept. A warp per contiguous segment (coalesced), the segments'
+ * weights scanned across warps, then the whole block resolves the segment holding the target: ceil(seg /
+ * blockDim.x) consecutive tokens a thread, scanned. Where rounding leaves the target past every kept token of
+ * that segment (or of all), its (their) last kept token. Returns -1 when nothing is kept. Every thread calls
+ * it. scan: 32 floats, tot: one float, sel: one int, cnt: 33 ints of shared memory. */
+template <class Wt>
+__device__ int draw_range(const float *l, int s0, int s1, bool vec, Wt wt, float u, float fixed, float *scan,
+                          float *tot, int *sel, int *cnt) {
+    const int tid = threadIdx.x, lane = tid & 31, warp = tid >> 5, nw = blockDim.x >> 5;
+    const int seg = warp_segment(s1 - s0, nw);
+    const int start = s0 + warp * seg, end = min(s1, start + seg);
+    float mine = 0.0f;
+    int last = -1;
+    for (int b0 = start; b0 < end; b0 += 128 * SAMP_U4) {
+        float4 v[SAMP_U4];
+#pragma unroll
+        for (int q = 0; q < SAMP_U4; q++) v[q] = ld4(l, b0 + 128 * q + 4 * lane, end, vec);
+#pragma unroll
+        for (int q = 0; q < SAMP_U4; q++)
+#pragma unroll
+            for (int c = 0; c < 4; c++) {
+                const int i = b0 + 128 * q + 4 * lane + c;
+                bool kept;
+                const float w = wt(f4_at(v[q], c), kept);
+                if (i < end && kept) {
+                    mine += w;
+                    last = i;
+                }
+            }
+    }
+    mine = lk_warp_sum(mine);
+    for (int o = 16; o > 0; o >>= 1) last = max(last, __shfl_xor_sync(0xffffffffu, last, o));
+    if (tid == 0) {
+        sel[0] = INT_MAX;
+        cnt[32] = 32; /* the segment holding the target: none yet */
+    }
+    if (lane == 0) cnt[warp] = last;
+    /* one value a warp into block_scan: lane 0 of each warp carries its segment's weight */
+    float excl, incl, total;
+    block_scan(lane == 0 ? mine : 0.0f, excl, incl, total, scan, tot);
+    excl = __shfl_sync(0xffffffffu, excl, 0);
+    const float target = fixed >= 0.0f ? fixed : u * total;
+    if (lane == 0 && mine > 0.0f && excl <= target && target < excl + mine) atomicMin(&cnt[32], warp);
+    __syncthreads();
+    const int ws = cnt[32];
+    if (ws < nw) { /* block-uniform */
+        const float off = ws ? scan[ws - 1] : 0.0f;
+        const int PT = (seg + (int)blockDim.x - 1) / (int)blockDim.x, r0 = s0 + ws * seg;
+        const int r1 = min(s1, r0 + seg), t0 = r0 + tid * PT, t1 = min(r1, t0 + PT);
+        float w = 0.0f;
+        for (int i = t0; i < t1; i++) {
+            bool kept;
+            const float e = wt(l[i], kept);
+            if (kept) w += e;
+        }
+        float ex, in, tt;
+        block_scan(w, ex, in, tt, scan, tot);
+        if (w > 0.0f && off + ex <= target && target < off + in) {
+            float cum = off + ex;
+            for (int i = t0; i < t1; i++) {
+                bool kept;
+                const float e = wt(l[i], kept);
+                if (!kept) continue;
+                cum += e;
+                if (cum > target) {
+                    atomicMin(&sel[0], i);
+                    break;
+                }
+            }
+        }
+        __syncthreads();
+    }
+    int token = sel[0];
+    if (token == INT_MAX) {
+        if (ws < nw && cnt[ws] >= 0) { /* rounding: the segment's last kept token */
+            token = cnt[ws];
+        } else { /* rounding left the target past every kept token: the last kept one */
+            token = -1;
+            for (int w = 0; w < nw; w++) token = max(token, cnt[w]);
+        }
+    }
+    __syncthreads();
+    return token;
+}
+
 /* the top-k path's candidates: every i with key >= thr, in index order, into ce / ci (a warp per
  * contiguous segment, 128 tokens a step, 4 a lane: count, offsets, then write). Returns their number,
  * or -1 above SAMP_CAND. */
@@ -695,24 +782,43 @@ __device__ int window_kept(const float *wv, const int *wi, int n, uint32_t thr, 
     return k;
 }
 
-/* ---- the top-k split: a row's G blocks each hand on the top-k candidates of their slice ----
- * Block j (row * G + y) hands on every token of its slice [s0, s1) at or above t, the top_k-th largest of its
- * threads' maxima (tmax: this thread's largest logit of the slice) to its first two bytes, except -inf. The
- * top_k maxima at or above t are top_k tokens of the slice, so every token of the slice's own top_k is handed on (or is -inf), and every
- * token left out is below all of those handed on (or -inf). With them go their number (-1: over LK_SAMP_BCAND, or a NaN in the slice) and
- * the largest logit left out (NaN: none). keys: SAMP_T floats of shared memory; red: 32 floats. */
-static_assert(LK_SAMP_BCAND == 4 * 32, "split_topk loads a block's candidates as 4 a lane of one warp");
-__device__ void split_candidates(const float *l, int s0, int s1, bool vec, float tmax, int top_k, int j,
-                                 const lk_samp_scratch &sc, float *keys, float *hist_f, unsigned *hist_u, int *sel,
-                                 int *nwin, float *red) {
+/* ---- the sampler split: a row's G blocks each hand on what the row's last block needs ----
+ * Where a row has several blocks (they share the penalty and the argmax pass), they also do the work that
+ * would otherwise take the last block passes over the whole vocabulary:
+ * - SPLIT_TOPK (top-k <= LK_SAMP_BCAND / 2): each block's top-k candidates; the last block ranks them.
+ * - SPLIT_TOPP (top-p without top-k): LK_SAMP_BCAND / 2 candidates a block and the slice's mass; the last
+ *   block takes the nucleus from the candidates when they hold it.
+ * - SPLIT_TEMP (temperature alone): the slice's mass; the last block finds the slice the draw lands in and
+ *   draws within it.
+ * Anything a split path cannot settle goes the one-block way (the exp pass over the vocabulary). */
+enum { SPLIT_NONE = 0, SPLIT_TOPK = 1, SPLIT_TOPP = 2, SPLIT_TEMP = 3 };
+
+/* Block j (row * G + y) of a split, over its slice [s0, s1):
+ * - with kc > 0, hands on every token at or above t, the kc-th largest of its threads' maxima (tmax: this
+ *   thread's largest logit of the slice) to its first two bytes, except -inf. The kc maxima at or above t are
+ *   kc tokens of the slice, so the slice's own top kc are all handed on (or are -inf), and every token left
+ *   out is below all of those handed on (or -inf). With them go their number and the largest logit left out
+ *   (NaN: none);
+ * - with temperature > 0, the slice's mass: the sum of exp((l - mloc) / T), mloc the slice's largest logit,
+ *   and the candidates' share of it.
+ * The number is -1 where the candidates overflow LK_SAMP_BCAND or the slice holds a NaN (0 when kc = 0).
+ * keys: SAMP_T floats of shared memory; red: 32 floats. */
+static_assert(LK_SAMP_BCAND == 4 * 32, "split_gather loads a block's candidates as 4 a lane of one warp");
+__device__ void split_candidates(const float *l, int s0, int s1, bool vec, float tmax, int kc, float mloc,
+                                 float temperature, int j, const lk_samp_scratch &sc, float *keys, float *hist_f,
+                                 unsigned *hist_u, int *sel, int *nwin, float *red) {
     const int tid = threadIdx.x, lane = tid & 31, warp = tid >> 5;
-    keys[tid] = __uint_as_float(okey(tmax)); /* (radix_threshold's first barrier makes these visible) */
-    const uint32_t t = radix_threshold(keys, blockDim.x, (float)top_k, false, hist_f, hist_u, sel, 16);
+    uint32_t t = 0xffffffffu;
+    if (kc > 0) { /* (block-uniform) */
+        keys[tid] = __uint_as_float(okey(tmax)); /* (radix_threshold's first barrier makes these visible) */
+        t = radix_threshold(keys, blockDim.x, (float)kc, false, hist_f, hist_u, sel, 16);
+    }
     if (tid == 0) *nwin = 0;
     __syncthreads();
     float *cv = sc.cand_v + (size_t)j * LK_SAMP_BCAND;
     int *cix = sc.cand_i + (size_t)j * LK_SAMP_BCAND;
-    float lo = -INFINITY;
+    const bool want_mass = temperature > 0.0f && mloc > -INFINITY;
+    float lo = -INFINITY, mass = 0.0f, cmass = 0.0f;
     bool left = false, nan = false;
     for (int u0 = s0 / 4 + warp * 32; 4 * u0 < s1; u0 += blockDim.x) { /* warp-uniform, as warp_append needs */
         const int i0 = 4 * (u0 + lane);
@@ -721,23 +827,34 @@ __device__ void split_candidates(const float *l, int s0, int s1, bool vec, float
         for (int c = 0; c < 4; c++) {
             const int i = i0 + c;
             const float x = f4_at(v, c);
-            const bool in = i < s1, f = in && x != -INFINITY && okey(x) >= t; /* (-inf: weight 0, never needed) */
+            const bool in = i < s1;
+            const bool f = kc > 0 && in && x != -INFINITY && okey(x) >= t; /* (-inf: weight 0, never needed) */
             if (in && !f) {
                 left = true;
                 lo = fmaxf(lo, x);
             }
             nan |= in && x != x;
-            warp_append(f, nwin, [&](int at) {
-                if (f && at < LK_SAMP_BCAND) {
-                    cv[at] = x;
-                    cix[at] = i;
-                }
-            });
+            if (want_mass && in) {
+                const float e = __expf((x - mloc) / temperature);
+                mass += e;
+                if (f) cmass += e;
+            }
+            if (kc > 0)
+                warp_append(f, nwin, [&](int at) {
+                    if (f && at < LK_SAMP_BCAND) {
+                        cv[at] = x;
+                        cix[at] = i;
+                    }
+                });
         }
     }
     __threadfence(); /* the candidates before the arrival count that the row's last block reads after */
     left = __syncthreads_or(left);
     nan = __syncthreads_or(nan);
+    mass = lk_block_sum(mass, red);
+    __syncthreads();
+    cmass = lk_block_sum(cmass, red);
+    __syncthreads();
     lo = lk_warp_max(lo);
     if (lane == 0) red[warp] = lo;
     __syncthreads();
@@ -747,22 +864,20 @@ __device__ void split_candidates(const float *l, int s0, int s1, bool vec, float
             const int n = *nwin;
             sc.cand_n[j] = nan || n > LK_SAMP_BCAND ? -1 : n;
             sc.cand_lo[j] = left ? lo : __int_as_float(0x7fc00000);
+            sc.cand_s[j] = mass;
+            sc.cand_c[j] = cmass;
         }
     }
     __syncthreads();
 }
 
-/* the row's last block: the G blocks' candidates as weights exp((l - best) / T) (as the pass over the
- * vocabulary computes them) into the window wv / wi, their top-k threshold thr, and the kept list in ce / ci
- * (window_kept). The list is the vocabulary's when no logit left out has a weight of key >= thr: those left out
- * of block y are at most its largest one left out, whose weight is then the most any of them has (the weight
- * never falls as the logit rises). Returns the list's length, or -1 (a count of -1, best not finite, a weight
- * left out at or above thr, over SAMP_CAND kept): the caller then takes the path over the vocabulary.
- * cnt: 33 ints, lo_s: 32 floats of shared memory. */
-__device__ int split_topk(int b, int G, float best, const lk_samp_params &p, const lk_samp_scratch &sc, float *wv,
-                          int *wi, float *ce, int *ci, float *hist_f, unsigned *hist_u, int *sel, int *cnt, float *lo_s,
-                          int *nwin, uint32_t &thr) {
-    const int tid = threadIdx.x, lane = tid & 31, warp = tid >> 5, j0 = b * G;
+/* The row's last block: the G blocks' candidates as weights exp((l - best) / T) (as the pass over the
+ * vocabulary computes them) into the window wv / wi (block y's from cnt[y] on), their largest logits left
+ * out into lo_s. Returns how many, or -1 (a count of -1, best not finite). cnt: 33 ints, lo_s: 32 floats of
+ * shared memory. */
+__device__ int split_gather(int b, int G, float best, const lk_samp_params &p, const lk_samp_scratch &sc, float *wv,
+                            int *wi, int *cnt, float *lo_s) {
+    const int lane = threadIdx.x & 31, warp = threadIdx.x >> 5, j0 = b * G;
     if (warp == 0) {
         const int c = lane < G ? __ldcg(&sc.cand_n[j0 + lane]) : 0;
         const float lo = lane < G ? __ldcg(&sc.cand_lo[j0 + lane]) : __int_as_float(0x7fc00000);
@@ -774,7 +889,7 @@ __device__ int split_topk(int b, int G, float best, const lk_samp_params &p, con
     }
     __syncthreads();
     const int n = cnt[32];
-    if (n < p.top_k) return -1; /* block-uniform; -1 included */
+    if (n < 0) return -1; /* (block-uniform) */
     if (warp < G) {
         const int o = cnt[warp], c = (warp + 1 < G ? cnt[warp + 1] : n) - o;
         const float *cv = sc.cand_v + (size_t)(j0 + warp) * LK_SAMP_BCAND;
@@ -796,14 +911,108 @@ __device__ int split_topk(int b, int G, float best, const lk_samp_params &p, con
             }
         }
     }
-    thr = radix_threshold(wv, n, (float)p.top_k, false, hist_f, hist_u, sel); /* (its first barrier: wv ready) */
+    __syncthreads();
+    return n;
+}
+
+/* whether every logit the blocks left out weighs less than key thr: those of block y are at most its largest
+ * one left out (lo_s[y]), whose weight is then the most any of them has (the weight never falls as the logit
+ * rises). Every thread calls it. */
+__device__ bool split_left_below(int G, float best, float temperature, const float *lo_s, uint32_t thr) {
     bool miss = false;
-    if (tid < G) {
-        const float lo = lo_s[tid];
-        if (lo == lo) miss = key_of(__expf((lo - best) / p.temperature)) >= thr;
+    if ((int)threadIdx.x < G) {
+        const float lo = lo_s[threadIdx.x];
+        if (lo == lo) miss = key_of(__expf((lo - best) / temperature)) >= thr;
     }
-    if (__syncthreads_or(miss)) return -1;
+    return !__syncthreads_or(miss);
+}
+
+/* SPLIT_TOPK in the last block: the candidates' top-k threshold thr and the kept list in ce / ci
+ * (window_kept). The list is the vocabulary's when every logit left out weighs less than thr. Returns the
+ * list's length, or -1 (split_gather's -1, a weight left out at or above thr, over SAMP_CAND kept): the caller
+ * then takes the one-block path. */
+__device__ int split_topk(int b, int G, float best, const lk_samp_params &p, const lk_samp_scratch &sc, float *wv,
+                          int *wi, float *ce, int *ci, float *hist_f, unsigned *hist_u, int *sel, int *cnt, float *lo_s,
+                          int *nwin, uint32_t &thr) {
+    const int n = split_gather(b, G, best, p, sc, wv, wi, cnt, lo_s);
+    if (n < p.top_k) return -1; /* block-uniform; -1 included */
+    thr = radix_threshold(wv, n, (float)p.top_k, false, hist_f, hist_u, sel);
+    if (!split_left_below(G, best, p.temperature, lo_s, thr)) return -1;
     return window_kept(wv, wi, n, thr, ce, ci, nwin);
+}
+
+/* the row's mass sum_y mass_y exp((m_y - best) / T) (m_y: block y's largest logit, from its argmax key),
+ * into every lane of every warp alike (the same lanes summed in the same order); mass: this lane's block's
+ * share (0 past G); cand_total (if given): the candidates' mass alike */
+__device__ float split_total(int b, int G, float best, float temperature, const lk_samp_scratch &sc, float &mass,
+                             float *cand_total = nullptr) {
+    const int lane = threadIdx.x & 31, j0 = b * G;
+    float cmass = 0.0f;
+    mass = 0.0f;
+    if (lane < G) {
+        float m;
+        int i;
+        argmax_unkey(__ldcg(&sc.keys[j0 + lane]), m, i);
+        const float s = __ldcg(&sc.cand_s[j0 + lane]);
+        if (s > 0.0f && m > -INFINITY) {
+            const float r = __expf((m - best) / temperature);
+            mass = s * r;
+            if (cand_total) cmass = __ldcg(&sc.cand_c[j0 + lane]) * r;
+        }
+    }
+    if (cand_total) *cand_total = lk_warp_sum(cmass);
+    return lk_warp_sum(mass);
+}
+
+/* SPLIT_TOPP in the last block: the nucleus from the candidates. thr: the largest candidate key whose
+ * candidates at or above it weigh top_p x the row's mass (split_total) or more; when every logit left out
+ * weighs less than thr, the candidates at or above it are the vocabulary's nucleus (by the row's mass as
+ * summed here; the one-block path sums the weights in another order, so a draw may differ by rounding at a
+ * boundary). The nucleus goes to ce / ci (window_kept). Returns its length, or -1 (as split_topk, or
+ * candidates lighter than the target). */
+__device__ int split_topp(int b, int G, float best, const lk_samp_params &p, const lk_samp_scratch &sc, float *wv,
+                          int *wi, float *ce, int *ci, float *hist_f, unsigned *hist_u, int *sel, int *cnt, float *lo_s,
+                          int *nwin, uint32_t &thr) {
+    /* first, from the blocks' sums alone: candidates that clearly weigh less than the target (a flat row,
+     * whose nucleus is most of the vocabulary) go the one-block way at once */
+    float mass, cand;
+    const float total = split_total(b, G, best, p.temperature, sc, mass, &cand);
+    if (!(total > 0.0f) || !isfinite(total) || cand < 0.999f * p.top_p * total) return -1; /* (block-uniform) */
+    const int n = split_gather(b, G, best, p, sc, wv, wi, cnt, lo_s);
+    if (n <= 0) return -1;
+    thr = radix_threshold(wv, n, p.top_p * total, true, hist_f, hist_u, sel);
+    if (thr == 0 || !split_left_below(G, best, p.temperature, lo_s, thr)) return -1;
+    return window_kept(wv, wi, n, thr, ce, ci, nwin);
+}
+
+/* SPLIT_TEMP in the last block (temperature alone): the slice whose running mass (split_total, in slice
+ * order) passes u x the row's mass, then within it the first token whose running weight passes what is left
+ * (each thread a run of consecutive tokens, scanned); the slice's last token of weight > 0 where rounding
+ * left the target past it. Returns the token, or -1 (a NaN, no mass): the caller takes the one-block path.
+ * scan: SAMP_T / 32 floats, tot: one float, sel: two ints of shared memory. */
+__device__ int split_temp(int b, int G, int V, const float *l, float best, float u, const lk_samp_params &p,
+                          const lk_samp_scratch &sc, float *scan, float *tot, int *sel, int *cnt) {
+    const unsigned full = 0xffffffffu;
+    const int lane = threadIdx.x & 31, j0 = b * G;
+    float mass;
+    split_total(b, G, best, p.temperature, sc, mass);
+    const bool bad = __any_sync(full, lane < G && __ldcg(&sc.cand_n[j0 + lane]) < 0);
+    const float inc = warp_incl_scan(mass, lane), total = __shfl_sync(full, inc, 31);
+    if (bad || !isfinite(best) || !(total > 0.0f) || !isfinite(total)) return -1; /* (block-uniform) */
+    const float target = u * total;
+    const unsigned hit = __ballot_sync(full, mass > 0.0f && target < inc), some = __ballot_sync(full, mass > 0.0f);
+    const int y = hit ? __ffs(hit) - 1 : 31 - __clz(some);
+    const float rest = fmaxf(0.0f, target - __shfl_sync(full, inc - mass, y));
+    const int span = ((V + G - 1) / G + 31) & ~31, s0 = min(V, y * span), s1 = min(V, s0 + span);
+    const float T = p.temperature;
+    return draw_range(
+        l, s0, s1, vec_ok(l, V),
+        [&](float x, bool &kept) {
+            const float e = __expf((x - best) / T);
+            kept = e > 0.0f;
+            return e;
+        },
+        0.0f, rest, scan, tot, sel, cnt);
 }
 
 __global__ void __launch_bounds__(SAMP_T) k_sample(float *__restrict__ logits, int V, const lk_samp_params *__restrict__ P,
@@ -893,14 +1102,19 @@ __global__ void __launch_bounds__(SAMP_T) k_sample(float *__restrict__ logits, i
         }
     }
     __syncthreads();
-    /* the top-k split (block-uniform): each block's top-k candidates, which the row's last block then ranks
-     * instead of a pass over the vocabulary (split_topk) */
-    const bool split_k = G > 1 && G <= 32 && sc.cand_v && p.temperature > 0.0f && p.top_k > 0 &&
-                         p.top_k <= LK_SAMP_BCAND / 2 && p.top_k < V;
+    /* the sampler split (block-uniform): what each block of the row hands on to the last one */
+    const bool has_topk = p.top_k > 0 && p.top_k < V;
+    int split = SPLIT_NONE;
+    if (G > 1 && G <= 32 && sc.cand_v && p.temperature > 0.0f) {
+        if (has_topk && p.top_k <= LK_SAMP_BCAND / 2) split = SPLIT_TOPK;
+        else if (!has_topk) split = p.top_p < 1.0f ? SPLIT_TOPP : SPLIT_TEMP;
+    }
     if (G > 1) {
-        if (split_k)
-            split_candidates(l, s0, s1, vec_ok(l, V), tmax, p.top_k, b * G + blockIdx.y, sc, wv, hist_f, hist_u, sel,
-                             &nwin, scan);
+        if (split != SPLIT_NONE)
+            split_candidates(l, s0, s1, vec_ok(l, V), tmax,
+                             split == SPLIT_TOPK ? p.top_k : split == SPLIT_TOPP ? LK_SAMP_BCAND / 2 : 0, redf[0],
+                             split == SPLIT_TOPK ? 0.0f : p.temperature, b * G + blockIdx.y, sc, wv, hist_f, hist_u,
+                             sel, &nwin, scan);
         /* this block's argmax out; the last block of the row (threadfence, then an arrival count) takes the
          * row's from all of them and resets the count for the next step */
         if (tid == 0) {
@@ -932,12 +1146,21 @@ __global__ void __launch_bounds__(SAMP_T) k_sample(float *__restrict__ logits, i
     int token = redi[0], path = LK_SAMP_PATH_GREEDY;
     __syncthreads();
     if (p.temperature > 0.0f) {
-        const bool topk = p.top_k > 0 && p.top_k < V, want_win = topk && p.top_k <= SAMP_CAND;
+        const bool topk = has_topk, want_win = topk && p.top_k <= SAMP_CAND;
+        const float u = lk_uniform(p.seed, p.seq_id0 + (uint64_t)b, (uint64_t)pos0 + 1);
         uint32_t thr = 0;
-        int nc = split_k ? split_topk(b, G, best, p, sc, wv, wi, ce, ci, hist_f, hist_u, sel, cnt, scan, &nwin, thr)
-                         : -1;
-        path = nc >= 0 ? LK_SAMP_PATH_SPLIT : LK_SAMP_PATH_WINDOW;
-        if (nc < 0) { /* (block-uniform) */
+        int nc = -1, drawn = -1;
+        if (split == SPLIT_TOPK)
+            nc = split_topk(b, G, best, p, sc, wv, wi, ce, ci, hist_f, hist_u, sel, cnt, scan, &nwin, thr);
+        else if (split == SPLIT_TOPP)
+            nc = split_topp(b, G, best, p, sc, wv, wi, ce, ci, hist_f, hist_u, sel, cnt, scan, &nwin, thr);
+        else if (split == SPLIT_TEMP)
+            drawn = split_temp(b, G, V, l, best, u, p, sc, scan, &hist_f[256], sel, cnt);
+        /* the nucleus of SPLIT_TOPP is the list after top-p already */
+        const bool nucleus = split == SPLIT_TOPP && nc >= 0;
+        path = nc >= 0 || drawn >= 0 ? LK_SAMP_PATH_SPLIT : LK_SAMP_PATH_WINDOW;
+        if (drawn >= 0) token = drawn;
+        if (nc < 0 && drawn < 0) { /* (block-uniform) */
             if (tid == 0) nwin = 0;
             __syncthreads();
             {
@@ -999,11 +1222,12 @@ __global__ void __launch_bounds__(SAMP_T) k_sample(float *__restrict__ logits, i
                 path = nc >= 0 ? LK_SAMP_PATH_LIST : LK_SAMP_PATH_VOCAB;
             }
         }
-        const float u = lk_uniform(p.seed, p.seq_id0 + (uint64_t)b, (uint64_t)pos0 + 1);
-        if (nc >= 0) {
+        if (drawn >= 0) {
+            /* (SPLIT_TEMP drew the token) */
+        } else if (nc >= 0) {
             const float v = tid < nc ? ce[tid] : 0.0f;
             uint32_t t2 = thr;
-            if (p.top_p < 1.0f) {
+            if (p.top_p < 1.0f && !nucleus) {
                 const float kept = lk_block_sum(v, redf);
                 __syncthreads();
                 const float target = p.top_p * kept;
@@ -1032,77 +1256,15 @@ __global__ void __launch_bounds__(SAMP_T) k_sample(float *__restrict__ logits, i
                 uint32_t tp = radix_threshold(l, V, p.top_p * kept, true, hist_f, hist_u, sel);
                 thr = tp > thr ? tp : thr;
             }
-            /* the draw over the vocabulary: a warp per contiguous segment (coalesced), the segments'
-             * kept mass scanned across warps, then the whole block resolves the segment holding
-             * u * total (below) */
-            const int seg = warp_segment(V, SAMP_T / 32);
-            const int start = warp * seg, end = min(V, start + seg);
-            const bool vec = vec_ok(l, V);
-            float mine = 0.0f;
-            int last = -1;
-            for (int b0 = start; b0 < end; b0 += 128 * SAMP_U4) {
-                float4 v[SAMP_U4];
-#pragma unroll
-                for (int q = 0; q < SAMP_U4; q++) v[q] = ld4(l, b0 + 128 * q + 4 * lane, end, vec);
-#pragma unroll
-                for (int q = 0; q < SAMP_U4; q++)
-#pragma unroll
-                    for (int c = 0; c < 4; c++) {
-                        const int i = b0 + 128 * q + 4 * lane + c;
-                        if (i < end && key_of(f4_at(v[q], c)) >= thr) {
-                            mine += f4_at(v[q], c);
-                            last = i;
-                        }
-                    }
-            }
-            mine = lk_warp_sum(mine);
-            for (int o = 16; o > 0; o >>= 1) last = max(last, __shfl_xor_sync(0xffffffffu, last, o));
-            if (tid == 0) {
-                sel[0] = INT_MAX;
-                cnt[SAMP_T / 32] = SAMP_T / 32; /* the segment holding the target: none yet */
-            }
-            if (lane == 0) cnt[warp] = last;
-            /* one value a warp into block_scan: lane 0 of each warp carries its segment's mass */
-            float excl, incl, total;
-            block_scan(lane == 0 ? mine : 0.0f, excl, incl, total, scan, &hist_f[256]);
-            excl = __shfl_sync(0xffffffffu, excl, 0);
-            const float target = u * total;
-            if (lane == 0 && mine > 0.0f && excl <= target && target < excl + mine) atomicMin(&cnt[SAMP_T / 32], warp);
-            __syncthreads();
-            /* the whole block resolves the first segment that holds the target: ceil(seg / SAMP_T)
-             * consecutive tokens a thread, their kept weights scanned in index order */
-            const int ws = cnt[SAMP_T / 32];
-            if (ws < SAMP_T / 32) { /* block-uniform */
-                const float off = ws ? scan[ws - 1] : 0.0f;
-                const int PT = (seg + SAMP_T - 1) / SAMP_T, s0 = ws * seg, s1 = min(V, s0 + seg);
-                const int t0 = s0 + tid * PT, t1 = min(s1, t0 + PT);
-                float w = 0.0f;
-                for (int i = t0; i < t1; i++)
-                    if (key_of(l[i]) >= thr) w += l[i];
-                float ex, in, tt;
-                block_scan(w, ex, in, tt, scan, &hist_f[256]);
-                if (w > 0.0f && off + ex <= target && target < off + in) {
-                    float cum = off + ex;
-                    for (int i = t0; i < t1; i++) {
-                        if (key_of(l[i]) < thr) continue;
-                        cum += l[i];
-                        if (cum > target) {
-                            atomicMin(&sel[0], i);
-                            break;
-                        }
-                    }
-                }
-                __syncthreads();
-            }
-            if (sel[0] != INT_MAX) {
-                token = sel[0];
-            } else if (ws < SAMP_T / 32 && cnt[ws] >= 0) { /* rounding: the segment's last kept token */
-                token = cnt[ws];
-            } else { /* rounding left the target past every kept token: the last kept one */
-                int lk = -1;
-                for (int w = 0; w < SAMP_T / 32; w++) lk = max(lk, cnt[w]);
-                if (lk >= 0) token = lk;
-            }
+            /* the draw over the vocabulary (the weights in l; kept: key >= thr) */
+            const int t = draw_range(
+                l, 0, V, vec_ok(l, V),
+                [&](float x, bool &kept) {
+                    kept = key_of(x) >= thr;
+                    return x;
+                },
+                u, -1.0f, scan, &hist_f[256], sel, cnt);
+            if (t >= 0) token = t;
         }
     }
     if (tid == 0) { /* stores only (the bitmap by a reduction): nothing here waits for memory */
@@ -1131,7 +1293,7 @@ lk_status lk_sample(float *logits, int V, int B, const lk_samp_params *params_de
     const char *se = getenv("LLAMA_KERNEL_SAMPLE_SPLIT");
     const char *ke = getenv("LLAMA_KERNEL_SAMPLE_TOPK_SPLIT"); /* A/B: 0 turns the top-k split off */
     if (ke && ke[0] == '0') s.cand_v = NULL;
-    if (!s.cand_i || !s.cand_n || !s.cand_lo) s.cand_v = NULL;
+    if (!s.cand_i || !s.cand_n || !s.cand_lo || !s.cand_s || !s.cand_c) s.cand_v = NULL;
     if (s.keys && s.arrive && !(se && se[0] == '0')) {
         G = LK_SAMP_KEYS / (B > 0 ? B : 1);
         if (G > 32) G = 32;

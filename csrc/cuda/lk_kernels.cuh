@@ -61,21 +61,31 @@ typedef struct lk_samp_params {
     uint64_t seq_id0;
 } lk_samp_params;
 
-/* the sampler's paths: greedy, the top-k split (several blocks' candidates), the top-k window of one pass over
- * the weights, the top-k list from passes over the vocabulary, the draw over the vocabulary */
-enum { LK_SAMP_PATH_GREEDY = 0, LK_SAMP_PATH_SPLIT = 1, LK_SAMP_PATH_WINDOW = 2, LK_SAMP_PATH_LIST = 3, LK_SAMP_PATH_VOCAB = 4 };
+/* the sampler's paths: greedy, the split (the row's blocks' candidates or masses: top-k, top-p without top-k,
+ * temperature alone), the top-k window of one pass over the weights, the top-k list from passes over the
+ * vocabulary, the draw over the vocabulary */
+enum {
+    LK_SAMP_PATH_GREEDY = 0,
+    LK_SAMP_PATH_SPLIT = 1,
+    LK_SAMP_PATH_WINDOW = 2,
+    LK_SAMP_PATH_LIST = 3,
+    LK_SAMP_PATH_VOCAB = 4
+};
 
 /* optional device memory of lk_sample (zeroed once; each launch leaves the counts as the next one needs them) */
 typedef struct lk_samp_scratch {
     unsigned long long *keys; /* [LK_SAMP_KEYS] the blocks' argmax keys (NULL: one block a row) */
     int *arrive;              /* [B] blocks of the row done */
-    /* top-k split (NULL: none): block j of the rows' LK_SAMP_KEYS hands on the tokens of its slice at or above a
-     * threshold that keeps at least top_k of them: values and ids [j * LK_SAMP_BCAND ..], their number (-1: more
-     * than LK_SAMP_BCAND, or a NaN) and the largest logit of the slice left out (NaN: none) */
+    /* the sampler split (NULL: none; lk_kernels.cu): block j of the rows' LK_SAMP_KEYS hands on the tokens of its
+     * slice at or above a threshold that keeps at least top_k of them: values and ids [j * LK_SAMP_BCAND ..],
+     * their number (-1: more than LK_SAMP_BCAND, or a NaN), the largest logit of the slice left out (NaN: none)
+     * and the slice's mass (sum of exp((l - its largest) / T)) */
     float *cand_v;
     int *cand_i;
     int *cand_n;
     float *cand_lo;
+    float *cand_s;
+    float *cand_c; /* the candidates' share of cand_s */
     int *path; /* [B] or NULL: the path each row took (LK_SAMP_PATH_*; tests) */
     int *host_tok;            /* mapped pinned [2][host_stride]: row b's token goes to slot (host_count[b] & 1); NULL: none */
     int *host_count;          /* [B] tokens written so far, per row */
