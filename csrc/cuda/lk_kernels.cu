@@ -851,10 +851,12 @@ __device__ void split_candidates(const float *l, int s0, int s1, bool vec, float
     __threadfence(); /* the candidates before the arrival count that the row's last block reads after */
     left = __syncthreads_or(left);
     nan = __syncthreads_or(nan);
-    mass = lk_block_sum(mass, red);
-    __syncthreads();
-    cmass = lk_block_sum(cmass, red);
-    __syncthreads();
+    if (temperature > 0.0f) { /* (block-uniform) */
+        mass = lk_block_sum(mass, red);
+        __syncthreads();
+        cmass = lk_block_sum(cmass, red);
+        __syncthreads();
+    }
     lo = lk_warp_max(lo);
     if (lane == 0) red[warp] = lo;
     __syncthreads();
