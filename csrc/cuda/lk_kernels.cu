@@ -563,6 +563,25 @@ __device__ __forceinline__ int draw_list(float v, bool kept, float u, float *sca
 /* tokens of each warp's contiguous segment when nw warps split V: a multiple of 128 (a step of 4 a lane) */
 __device__ __forceinline__ int warp_segment(int V, int nw) { return (((V + nw - 1) / nw) + 127) & ~127; }
 
+/* fn(i, l[i]) for each token of [start, end), one warp's segment (start a multiple of 4): 128 tokens a step,
+ * 4 a lane, SAMP_U4 16-byte loads a lane in flight (coalesced) */
+template <class Fn>
+__device__ __forceinline__ void warp_segment_each(const float *l, int start, int end, bool vec, Fn fn) {
+    const int lane = threadIdx.x & 31;
+    for (int b0 = start; b0 < end; b0 += 128 * SAMP_U4) {
+        float4 v[SAMP_U4];
+#pragma unroll
+        for (int q = 0; q < SAMP_U4; q++) v[q] = ld4(l, b0 + 128 * q + 4 * lane, end, vec);
+#pragma unroll
+        for (int q = 0; q < SAMP_U4; q++)
+#pragma unroll
+            for (int c = 0; c < 4; c++) {
+                const int i = b0 + 128 * q + 4 * lane + c;
+                if (i < end) fn(i, f4_at(v[q], c));
+            }
+    }
+}
+
 /* the draw over tokens [s0, s1) of a row (s0 a multiple of 4): the first kept token whose running weight
  * (index order) passes the target, u x the range's kept weight, or `fixed` when >= 0. wt(x, kept) gives a
  * loaded value's weight and whether it is kept. A warp per contiguous segment (coalesced), the segments'
@@ -578,23 +597,14 @@ __device__ int draw_range(const float *l, int s0, int s1, bool vec, Wt wt, float
     const int start = s0 + warp * seg, end = min(s1, start + seg);
     float mine = 0.0f;
     int last = -1;
-    for (int b0 = start; b0 < end; b0 += 128 * SAMP_U4) {
-        float4 v[SAMP_U4];
-#pragma unroll
-        for (int q = 0; q < SAMP_U4; q++) v[q] = ld4(l, b0 + 128 * q + 4 * lane, end, vec);
-#pragma unroll
-        for (int q = 0; q < SAMP_U4; q++)
-#pragma unroll
-            for (int c = 0; c < 4; c++) {
-                const int i = b0 + 128 * q + 4 * lane + c;
-                bool kept;
-                const float w = wt(f4_at(v[q], c), kept);
-                if (i < end && kept) {
-                    mine += w;
-                    last = i;
-                }
-            }
-    }
+    warp_segment_each(l, start, end, vec, [&](int i, float x) {
+        bool kept;
+        const float w = wt(x, kept);
+        if (kept) {
+            mine += w;
+            last = i;
+        }
+    });
     mine = lk_warp_sum(mine);
     for (int o = 16; o > 0; o >>= 1) last = max(last, __shfl_xor_sync(0xffffffffu, last, o));
     if (tid == 0) {
@@ -659,15 +669,7 @@ __device__ int gather_candidates(const float *l, int V, uint32_t thr, float *ce,
     const int start = warp * seg, end = min(V, start + seg);
     const bool vec = vec_ok(l, V);
     int n = 0;
-    for (int b0 = start; b0 < end; b0 += 128 * SAMP_U4) {
-        float4 v[SAMP_U4];
-#pragma unroll
-        for (int q = 0; q < SAMP_U4; q++) v[q] = ld4(l, b0 + 128 * q + 4 * lane, end, vec);
-#pragma unroll
-        for (int q = 0; q < SAMP_U4; q++)
-#pragma unroll
-            for (int c = 0; c < 4; c++) n += b0 + 128 * q + 4 * lane + c < end && key_of(f4_at(v[q], c)) >= thr;
-    }
+    warp_segment_each(l, start, end, vec, [&](int, float x) { n += key_of(x) >= thr; });
     n = (int)lk_warp_sum((float)n); /* exact: n <= 4 x seg, far below 2^24 */
     if (lane == 0) cnt[warp] = n;
     __syncthreads();
