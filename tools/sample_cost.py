@@ -4,7 +4,7 @@ per call from CUPTI (torch.profiler) when torch is there.
 
     python3 tools/sample_cost.py [--batches 1,16] [--tokens 256] [--ops-only] [--rows 16]
 
-LLAMA_KERNEL_SAMPLE_TOPK_SPLIT=0 (the top-k split off) gives the A/B.
+LLAMA_KERNEL_SAMPLE_TOPK_SPLIT=0 (the sampler split off: top-k, top-p alone and temperature alone) gives the A/B.
 """
 import argparse
 import sys
