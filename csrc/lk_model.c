@@ -152,9 +152,8 @@ void lk_cuda_layout_make(const lk_config *c, const lk_engine_opts *o, lk_cuda_la
     /* the sampler's scratch: argmax keys (8 bytes each), then two counts a row */
     l->samp_keys = place(&cur, (size_t)LK_SAMP_KEYS * 8);
     l->samp_counts = place(&cur, 2 * B * 4);
-    /* and each of those blocks' candidates (values, ids), their count, its largest logit left out, its mass and
-     * the candidates' */
-    l->samp_cand = place(&cur, (size_t)LK_SAMP_KEYS * ((size_t)LK_SAMP_BCAND * 8 + 16));
+    /* and the split's candidates and masses of each of those blocks */
+    l->samp_cand = place(&cur, LK_SAMP_CAND_BYTES);
     /* split-K partial sums of the residual-add GEMVs (outputs of size dim) and their arrival counters */
     l->mm_ws = place(&cur, (size_t)LK_SPLITK_MAX * LK_GEMV_ROWS * (size_t)c->dim * 4);
     l->mm_counters = place(&cur, (size_t)c->dim * 4);

@@ -32,6 +32,9 @@ typedef enum { LK_DEV_CPU = 0, LK_DEV_CUDA = 1 } lk_device;
 #define LK_TILED_SPLIT_MAX 16 /* CUDA tiled small-batch matmul: at most this many K splits */
 #define LK_SAMP_KEYS 64 /* CUDA sampler: argmax keys of the blocks sharing rows' argmax pass (rows x blocks a row) */
 #define LK_SAMP_BCAND 128 /* CUDA sampler: top-k candidates each of those blocks may hand on (value, id) */
+/* the CUDA sampler split's scratch: each block's candidates (values, ids), their count, its largest logit left
+ * out, its mass and the candidates' share (lk_samp_scratch_place) */
+#define LK_SAMP_CAND_BYTES ((size_t)LK_SAMP_KEYS * ((size_t)LK_SAMP_BCAND * 8 + 16))
 
 /* A linear layer's weight W[n][k] (y = x W^T), in the block at `off`;
  * q4 matrices also have params at `off_params` (see lk_quant.h). */

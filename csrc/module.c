@@ -1507,8 +1507,8 @@ static PyMethodDef module_methods[] = {
      "median microseconds over M prefill rows; copy_us: a device copy moving the RMSNorm's bytes (6 M dim)"},
     {"cuda_sample", (PyCFunction)(void (*)(void))mod_cuda_sample, METH_VARARGS | METH_KEYWORDS,
      "cuda_sample(logits, positions, ...) -> int32 [B]: the GPU sampler (same arguments as sample_cpu); with\n"
-     "paths=True -> (tokens, paths): the path each row took (0 greedy, 1 top-k split, 2 top-k window, 3 top-k\n"
-     "list from the vocabulary, 4 draw over the vocabulary)"},
+     "paths=True -> (tokens, paths): the path each row took (0 greedy, 1 split: top-k, top-p alone or temperature\n"
+     "alone from the row's blocks, 2 top-k window, 3 top-k list from the vocabulary, 4 draw over the vocabulary)"},
     {"pretokenize", mod_pretokenize, METH_VARARGS, "pretokenize(text) -> list[str]: the Llama 3 pre-tokenizer's pieces"},
     {"utf8_repair", mod_utf8_repair, METH_VARARGS, "utf8_repair(bytes) -> str with U+FFFD per ill-formed maximal subpart"},
     {NULL, NULL, 0, NULL},

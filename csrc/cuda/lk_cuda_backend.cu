@@ -954,12 +954,7 @@ extern "C" lk_status lk_cuda_backend_create(const lk_config *c, const lk_engine_
     b->samp_sc.keys = (unsigned long long *)(act + b->lay.samp_keys);
     b->samp_sc.arrive = (int *)(act + b->lay.samp_counts);
     b->samp_sc.host_count = b->samp_sc.arrive + o->batch_size;
-    b->samp_sc.cand_v = (float *)(act + b->lay.samp_cand);
-    b->samp_sc.cand_i = (int *)(b->samp_sc.cand_v + (size_t)LK_SAMP_KEYS * LK_SAMP_BCAND);
-    b->samp_sc.cand_n = b->samp_sc.cand_i + (size_t)LK_SAMP_KEYS * LK_SAMP_BCAND;
-    b->samp_sc.cand_lo = (float *)(b->samp_sc.cand_n + LK_SAMP_KEYS);
-    b->samp_sc.cand_s = b->samp_sc.cand_lo + LK_SAMP_KEYS;
-    b->samp_sc.cand_c = b->samp_sc.cand_s + LK_SAMP_KEYS;
+    lk_samp_scratch_place(&b->samp_sc, act + b->lay.samp_cand);
     b->samp_sc.host_tok = b->tok_mode == cuda_backend::TOK_SAMPLE ? b->pinned_dev : NULL;
     b->samp_sc.host_stride = o->batch_size;
     CUB_(cudaEventCreateWithFlags(&b->ev[0], cudaEventDisableTiming));

@@ -543,20 +543,14 @@ extern "C" lk_status lk_cuda_op_sample(const float *logits, int B, int V, const 
     dbuf dl, dp, ds, dt, dslot, dseen, dsc;
     TRY(dalloc(dl, (size_t)B * V * 4));
     TRY(dalloc(dp, sizeof(lk_samp_params)));
-    /* argmax keys, top-k candidates (values, ids, counts, largest left out), arrival counts (zeroed) */
-    const size_t cand = (size_t)LK_SAMP_KEYS * LK_SAMP_BCAND;
-    const size_t sc_bytes = LK_SAMP_KEYS * 8 + cand * 8 + LK_SAMP_KEYS * 16 + (size_t)B * 4;
+    /* argmax keys, the split's candidates and masses, arrival counts (zeroed) */
+    const size_t sc_bytes = LK_SAMP_KEYS * 8 + LK_SAMP_CAND_BYTES + (size_t)B * 4;
     TRY(dalloc(dsc, sc_bytes));
     CU(cudaMemset(dsc.p, 0, sc_bytes));
     lk_samp_scratch sc = {};
     sc.keys = (unsigned long long *)dsc.p;
-    sc.cand_v = (float *)(sc.keys + LK_SAMP_KEYS);
-    sc.cand_i = (int *)(sc.cand_v + cand);
-    sc.cand_n = sc.cand_i + cand;
-    sc.cand_lo = (float *)(sc.cand_n + LK_SAMP_KEYS);
-    sc.cand_s = sc.cand_lo + LK_SAMP_KEYS;
-    sc.cand_c = sc.cand_s + LK_SAMP_KEYS;
-    sc.arrive = (int *)(sc.cand_c + LK_SAMP_KEYS);
+    lk_samp_scratch_place(&sc, sc.keys + LK_SAMP_KEYS);
+    sc.arrive = (int *)((char *)(sc.keys + LK_SAMP_KEYS) + LK_SAMP_CAND_BYTES);
     TRY(dalloc(dt, (size_t)B * 4));
     TRY(dalloc(dslot, (size_t)B * 4));
     dbuf dpath;

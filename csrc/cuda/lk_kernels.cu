@@ -795,6 +795,10 @@ __device__ int window_kept(const float *wv, const int *wi, int n, uint32_t thr, 
  * Anything a split path cannot settle goes the one-block way (the exp pass over the vocabulary). */
 enum { SPLIT_NONE = 0, SPLIT_TOPK = 1, SPLIT_TOPP = 2, SPLIT_TEMP = 3 };
 
+/* logits a block of a row's G takes: block y has [y span, (y + 1) span) of the row, clipped to V (whole words of
+ * the seen bitmap, whole float4s) */
+__device__ __forceinline__ int split_span(int V, int G) { return ((V + G - 1) / G + 31) & ~31; }
+
 /* Block j (row * G + y) of a split, over its slice [s0, s1):
  * - with kc > 0, hands on every token at or above t, the kc-th largest of its threads' maxima (tmax: this
  *   thread's largest logit of the slice) to its first two bytes, except -inf. The kc maxima at or above t are
@@ -1007,7 +1011,7 @@ __device__ int split_temp(int b, int G, int V, const float *l, float best, float
     const unsigned hit = __ballot_sync(full, mass > 0.0f && target < inc), some = __ballot_sync(full, mass > 0.0f);
     const int y = hit ? __ffs(hit) - 1 : 31 - __clz(some);
     const float rest = fmaxf(0.0f, target - __shfl_sync(full, inc - mass, y));
-    const int span = ((V + G - 1) / G + 31) & ~31, s0 = min(V, y * span), s1 = min(V, s0 + span);
+    const int span = split_span(V, G), s0 = min(V, y * span), s1 = min(V, s0 + span);
     const float T = p.temperature;
     return draw_range(
         l, s0, s1, vec_ok(l, V),
@@ -1048,7 +1052,7 @@ __global__ void __launch_bounds__(SAMP_T) k_sample(float *__restrict__ logits, i
     const int G = gridDim.y;
     int s0 = 0, s1 = V;
     if (G > 1) {
-        const int span = ((V + G - 1) / G + 31) & ~31;
+        const int span = split_span(V, G);
         s0 = min(V, (int)blockIdx.y * span);
         s1 = min(V, s0 + span);
     }
@@ -1150,7 +1154,7 @@ __global__ void __launch_bounds__(SAMP_T) k_sample(float *__restrict__ logits, i
     int token = redi[0], path = LK_SAMP_PATH_GREEDY;
     __syncthreads();
     if (p.temperature > 0.0f) {
-        const bool topk = has_topk, want_win = topk && p.top_k <= SAMP_CAND;
+        const bool want_win = has_topk && p.top_k <= SAMP_CAND;
         const float u = lk_uniform(p.seed, p.seq_id0 + (uint64_t)b, (uint64_t)pos0 + 1);
         uint32_t thr = 0;
         int nc = -1, drawn = -1;
@@ -1221,8 +1225,8 @@ __global__ void __launch_bounds__(SAMP_T) k_sample(float *__restrict__ logits, i
                 nc = window_kept(wv, wi, nw_all, thr, ce, ci, &nwin);
             }
             if (nc < 0) {
-                if (topk) thr = radix_threshold(l, V, (float)p.top_k, false, hist_f, hist_u, sel);
-                nc = topk && p.top_k <= SAMP_CAND ? gather_candidates(l, V, thr, ce, ci, cnt) : -1;
+                if (has_topk) thr = radix_threshold(l, V, (float)p.top_k, false, hist_f, hist_u, sel);
+                nc = want_win ? gather_candidates(l, V, thr, ce, ci, cnt) : -1;
                 path = nc >= 0 ? LK_SAMP_PATH_LIST : LK_SAMP_PATH_VOCAB;
             }
         }
@@ -1285,6 +1289,16 @@ __global__ void __launch_bounds__(SAMP_T) k_sample(float *__restrict__ logits, i
     }
 }
 
+void lk_samp_scratch_place(lk_samp_scratch *s, void *base) {
+    const size_t cand = (size_t)LK_SAMP_KEYS * LK_SAMP_BCAND;
+    s->cand_v = (float *)base;
+    s->cand_i = (int *)(s->cand_v + cand);
+    s->cand_n = s->cand_i + cand;
+    s->cand_lo = (float *)(s->cand_n + LK_SAMP_KEYS);
+    s->cand_s = s->cand_lo + LK_SAMP_KEYS;
+    s->cand_c = s->cand_s + LK_SAMP_KEYS; /* ends at base + LK_SAMP_CAND_BYTES */
+}
+
 lk_status lk_sample(float *logits, int V, int B, const lk_samp_params *params_dev, uint32_t *seen, int *tok, int *slot,
                     int *pos, const lk_samp_scratch *sc, cudaStream_t st) {
     lk_samp_scratch s = {};
@@ -1295,7 +1309,7 @@ lk_status lk_sample(float *logits, int V, int B, const lk_samp_params *params_de
      * (A/B, read every call) one */
     int G = 1;
     const char *se = getenv("LLAMA_KERNEL_SAMPLE_SPLIT");
-    const char *ke = getenv("LLAMA_KERNEL_SAMPLE_TOPK_SPLIT"); /* A/B: 0 turns the top-k split off */
+    const char *ke = getenv("LLAMA_KERNEL_SAMPLE_TOPK_SPLIT"); /* A/B: 0 turns the split off (all three paths) */
     if (ke && ke[0] == '0') s.cand_v = NULL;
     if (!s.cand_i || !s.cand_n || !s.cand_lo || !s.cand_s || !s.cand_c) s.cand_v = NULL;
     if (s.keys && s.arrive && !(se && se[0] == '0')) {

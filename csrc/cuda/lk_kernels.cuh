@@ -92,6 +92,9 @@ typedef struct lk_samp_scratch {
     int host_stride;
 } lk_samp_scratch;
 
+/* points the split's arrays of s (cand_*) into LK_SAMP_CAND_BYTES of device memory at base */
+void lk_samp_scratch_place(lk_samp_scratch *s, void *base);
+
 /* samples rows 0..B-1 of logits (overwritten); tok[b] = token, slot[b] = b, pos[b] += 1, seen updated; sc may be
  * NULL */
 lk_status lk_sample(float *logits, int V, int B, const lk_samp_params *params_dev, uint32_t *seen, int *tok, int *slot,
