@@ -35,9 +35,11 @@ lk_status lk_cuda_check_usable(void);
  * matmul: y[M][n_out] (float32) from x[M][K] (rounded to fp16) and W: canonical
  * int4 (qs [N][K/2], params [N][K/128][2] fp16 bits) or bf16 [N][K] (qs NULL).
  * mode: 0 store, 1 add into y (y holds the residual on entry), 2 SwiGLU
- * (n_out = N/2). variant: 0 auto, 1 lut, 2 optimized, 3 batched. */
+ * (n_out = N/2). variant: 0 auto, 1 lut, 2 optimized, 3 batched. *kernel (when not NULL): the name of
+ * the last kernel the matmul launched (a static string; tests check which kernel ran). */
 lk_status lk_cuda_op_matmul(const float *x, int M, int K, const uint8_t *qs, const uint16_t *params,
-                            const uint16_t *w_bf16, int N, int mode, int variant, float *y, int *variant_used);
+                            const uint16_t *w_bf16, int N, int mode, int variant, float *y, int *variant_used,
+                            const char **kernel);
 /* median microseconds of one call, weights rotated through enough copies to defeat L2 */
 /* tune: {weight rows per warp, chunks in flight, K splits} of the one-row GEMV, 0 = automatic */
 lk_status lk_cuda_op_bench_matmul(int M, int N, int K, int mode, int variant, int bf16, int iters, const int tune[3],

@@ -1184,10 +1184,12 @@ static PyType_Spec Tokenizer_spec = {"llama_kernel._C.Tokenizer", sizeof(Tokeniz
 
 static PyObject *mod_cuda_matmul(PyObject *m, PyObject *args, PyObject *kw) {
     (void)m;
-    static char *kwlist[] = {"x", "qs", "params", "w_bf16", "mode", "variant", "y", NULL};
+    static char *kwlist[] = {"x", "qs", "params", "w_bf16", "mode", "variant", "y", "kernel", NULL};
     PyObject *xo, *qo = Py_None, *po = Py_None, *bo = Py_None, *yo = Py_None, *res = NULL;
-    int mode = 0, variant = 0;
-    if (!PyArg_ParseTupleAndKeywords(args, kw, "O|OOOiiO", kwlist, &xo, &qo, &po, &bo, &mode, &variant, &yo))
+    int mode = 0, variant = 0, want_kernel = 0;
+    const char *kname = "";
+    if (!PyArg_ParseTupleAndKeywords(args, kw, "O|OOOiiOp", kwlist, &xo, &qo, &po, &bo, &mode, &variant, &yo,
+                                     &want_kernel))
         return NULL;
     PyArrayObject *x = NULL, *qs = NULL, *pr = NULL, *wb = NULL, *y = NULL;
     npy_intp n = 0, k = 0;
@@ -1228,12 +1230,12 @@ static PyObject *mod_cuda_matmul(PyObject *m, PyObject *args, PyObject *kw) {
     Py_BEGIN_ALLOW_THREADS st = lk_cuda_op_matmul(
         (const float *)PyArray_DATA(x), (int)M, (int)k, qs ? (const uint8_t *)PyArray_DATA(qs) : NULL,
         pr ? (const uint16_t *)PyArray_DATA(pr) : NULL, wb ? (const uint16_t *)PyArray_DATA(wb) : NULL, (int)n, mode,
-        variant, (float *)PyArray_DATA(y), &used);
+        variant, (float *)PyArray_DATA(y), &used, &kname);
     Py_END_ALLOW_THREADS if (st) {
         raise_status(st);
         goto exit;
     }
-    res = Py_BuildValue("(Oi)", y, used);
+    res = want_kernel ? Py_BuildValue("(Ois)", y, used, kname) : Py_BuildValue("(Oi)", y, used);
 exit:
     Py_XDECREF(x);
     Py_XDECREF(qs);
@@ -1488,8 +1490,9 @@ static PyMethodDef module_methods[] = {
      "safetensors_info(path) -> [(name, dtype, shape, nbytes)], after the C reader's validation"},
     {"rope_inv_freq", mod_rope_inv_freq, METH_VARARGS, "rope_inv_freq(config) -> float64 [head_dim/2]"},
     {"cuda_matmul", (PyCFunction)(void (*)(void))mod_cuda_matmul, METH_VARARGS | METH_KEYWORDS,
-     "cuda_matmul(x, qs=None, params=None, w_bf16=None, mode=0, variant=0, y=None) -> (y, variant_used)\n"
-     "mode 0 store fp32, 1 add into y, 2 SwiGLU, 3 store fp16; variant 0 auto, 1 lut, 2 optimized, 3 batched"},
+     "cuda_matmul(x, qs=None, params=None, w_bf16=None, mode=0, variant=0, y=None, kernel=False) -> (y, variant_used)\n"
+     "mode 0 store fp32, 1 add into y, 2 SwiGLU, 3 store fp16; variant 0 auto, 1 lut, 2 optimized, 3 batched;\n"
+     "kernel=True: (y, variant_used, name of the last kernel launched)"},
     {"cuda_bench_matmul", mod_cuda_bench_matmul, METH_VARARGS,
      "cuda_bench_matmul(M, N, K, mode, variant, bf16=False, iters=50, tune=(0, 0, 0)) -> median microseconds per call\n"
      "tune forces the one-row GEMV configuration (weight rows per warp, chunks in flight, K splits; 0 = auto)"},

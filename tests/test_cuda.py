@@ -967,6 +967,7 @@ def test_wgmma_prefill_matmul(N, K, bn, tiled, monkeypatch):
     if tiled == "1" and N % 16:
         pytest.skip("the tiled layout needs N % 16 == 0")
     monkeypatch.setenv("LLAMA_KERNEL_TILED", tiled)
+    monkeypatch.setenv("LLAMA_KERNEL_RA_PREFILL", "0")  # above 64 rows the register-A kernel would take these
     rng = np.random.default_rng(N + K + 7)
     w = (rng.standard_normal((N, K)) * 0.02).astype(np.float32)
     qs, p = quant.quantize(w)
@@ -990,6 +991,65 @@ def test_register_a_matmul(N, K, nwg, monkeypatch):
     qs, p = quant.quantize(w)
     differ = check_new_vs_old(monkeypatch, rng, qs, p, N, K, (17, 24, 40, 64), "LLAMA_KERNEL_RA", "17", "0")
     assert differ  # the two paths round differently: the register-A kernel did run
+
+
+@pytest.mark.parametrize("tiled", ["0", "1"])
+@pytest.mark.parametrize("nwg", ["1", "2", ""])  # warpgroups a block, or the size rule
+@pytest.mark.parametrize("N,K", [(3072, 2048), (16384, 2048), (2048, 8192), (5120, 3072), (1056, 1536), (160, 4608)])
+def test_register_a_prefill_matmul(N, K, nwg, tiled, monkeypatch):
+    """More than 64 rows (prefill) on the register-A kernel (k_mm_q4_ra, 128 tokens a block, both layouts):
+    partial token blocks (65, 200, 300 rows), partial weight blocks (N = 1056: 66 tiles; N = 160: 10), every
+    output mode, against the reference and against the wgmma kernel it replaces (LLAMA_KERNEL_RA_PREFILL=0)."""
+    if not _C.build_info().get("wgmma"):
+        pytest.skip("no sm_90a GPU (the register-A kernel needs compute capability 9.0 and an sm_90a build)")
+    monkeypatch.setenv("LLAMA_KERNEL_TILED", tiled)
+    rng = np.random.default_rng(N + K + 13)
+    w = (rng.standard_normal((N, K)) * 0.02).astype(np.float32)
+    qs, p = quant.quantize(w)
+    Ms = (65, 300) if N * K > 3072 * 3072 else (65, 128, 200, 300, 520)
+    check_new_vs_old(monkeypatch, rng, qs, p, N, K, Ms, "LLAMA_KERNEL_RA_PREFILL", nwg, "0")
+    # (the same fp16 weights and the same k16 steps in the same order: the outputs may equal the wgmma
+    # kernel's bit for bit, so ask which kernel ran)
+    x = rng.standard_normal((Ms[0], K)).astype(np.float32)
+    for env, want in ((nwg, "k_mm_q4_ra"), ("0", "k_mm_q4_wg")):
+        monkeypatch.setenv("LLAMA_KERNEL_RA_PREFILL", env)
+        assert _C.cuda_matmul(x, qs, p, mode=0, variant=3, kernel=True)[2] == want, env
+
+
+def test_register_a_prefill_fallback(monkeypatch):
+    """Row-interleaved weights whose groups a row are not a multiple of 4 (K = 640: 5 groups; the kernel loads
+    scale/min 4 groups at a time) stay on the wgmma kernel: the same bits as with the register-A kernel off."""
+    if not _C.build_info().get("wgmma"):
+        pytest.skip("no sm_90a GPU")
+    monkeypatch.setenv("LLAMA_KERNEL_TILED", "0")
+    rng = np.random.default_rng(5)
+    qs, p = quant.quantize((rng.standard_normal((1024, 640)) * 0.02).astype(np.float32))
+    x = rng.standard_normal((130, 640)).astype(np.float32)
+    ys = []
+    for env in ("", "0"):
+        monkeypatch.setenv("LLAMA_KERNEL_RA_PREFILL", env)
+        y, _, kernel = _C.cuda_matmul(x, qs, p, mode=0, variant=3, kernel=True)
+        assert kernel == "k_mm_q4_wg", env
+        ys.append(y)
+    assert np.array_equal(ys[0], ys[1])
+    assert R.rel_err(ys[0], mm_ref(x, qs, p, 0, None)) < 5e-3
+
+
+@pytest.mark.parametrize("batch", [1, 2])  # row-interleaved (one sequence) and tiled weights
+def test_register_a_prefill_engine(ckpt_1b_2layers, batch, monkeypatch):
+    """A 300-token prompt in chunks of 256 and 44 rows: the prefill matmuls on the register-A kernel against
+    the CPU engine and against the wgmma kernel (LLAMA_KERNEL_RA_PREFILL=0)."""
+    if not _C.build_info().get("wgmma"):
+        pytest.skip("no sm_90a GPU")
+    toks = list(np.random.default_rng(8).integers(0, 32000, 300))
+    cpu = LlamaInference(ckpt_1b_2layers, device="cpu", verbose=False).logits(toks)
+    got = {}
+    for env in ("", "0"):
+        monkeypatch.setenv("LLAMA_KERNEL_RA_PREFILL", env)
+        got[env] = LlamaInference(ckpt_1b_2layers, device="cuda", batch_size=batch, prefill_chunk=256,
+                                  verbose=False).logits(toks)
+        assert R.rel_err(got[env], cpu) < 2e-2, env
+    assert R.rel_err(got[""], got["0"]) < 1e-2
 
 
 @pytest.mark.parametrize("batch", [2, 4])  # one sequence never takes the tiled layout

@@ -229,8 +229,12 @@ __device__ __forceinline__ void lk_cp_async16(void *smem, const void *gmem, bool
         if (s_ != LK_OK) return s_; \
     } while (0)
 
+/* the name of the last kernel this host thread launched through LAUNCH (tests ask which kernel ran) */
+extern thread_local const char *lk_last_launch;
+
 #define LAUNCH(name, kernel, grid, block, smem, st, ...)                                         \
     do {                                                                                         \
+        lk_last_launch = name;                                                                   \
         cudaError_t e_ = lk_launch(kernel, grid, block, smem, st, __VA_ARGS__);                   \
         if (e_ == cudaSuccess) e_ = cudaGetLastError();                                          \
         if (e_ != cudaSuccess) return lk_cuda_fail(e_, "launch of " name, __FILE__, __LINE__);   \

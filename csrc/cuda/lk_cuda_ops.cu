@@ -156,9 +156,11 @@ lk_status download_half(const void *src, size_t n, float *dst) {
 
 } // namespace
 
+thread_local const char *lk_last_launch = "";
+
 extern "C" lk_status lk_cuda_op_matmul(const float *x, int M, int K, const uint8_t *qs, const uint16_t *params,
                                        const uint16_t *w_bf16, int N, int mode, int variant, float *y,
-                                       int *variant_used) {
+                                       int *variant_used, const char **kernel) {
     int sm = 0, cmaj = 0, cmin = 0;
     TRY(device_info(&sm, &cmaj, &cmin));
     const int om = out_mode(mode), n_out = om == LK_OUT_SWIGLU_F16 ? N / 2 : N;
@@ -204,7 +206,9 @@ extern "C" lk_status lk_cuda_op_matmul(const float *x, int M, int K, const uint8
     const lk_mm_ws &ws = ow.ws;
     if (variant_used)
         *variant_used = !qs ? LK_MM_BF16 : tiled ? LK_MM_BATCHED : variant ? variant : lk_mm_choose(M, N, K, cmaj, cmin);
+    lk_last_launch = "";
     TRY(lk_cuda_matmul(&W, (const half *)dx.p, M, K, dy.p, n_out, om, variant, &ws, sm, cmaj, cmin, 0));
+    if (kernel) *kernel = lk_last_launch;
     if (half_out) {
         TRY(download_half(dy.p, ny, y));
     } else {

@@ -26,9 +26,10 @@ lk_status lk_cuda_backend_create(const lk_config *c, const lk_engine_opts *o, co
 }
 
 lk_status lk_cuda_op_matmul(const float *x, int M, int K, const uint8_t *qs, const uint16_t *params,
-                            const uint16_t *w_bf16, int N, int mode, int variant, float *y, int *variant_used) {
+                            const uint16_t *w_bf16, int N, int mode, int variant, float *y, int *variant_used,
+                            const char **kernel) {
     (void)x, (void)M, (void)K, (void)qs, (void)params, (void)w_bf16, (void)N, (void)mode, (void)variant, (void)y,
-        (void)variant_used;
+        (void)variant_used, (void)kernel;
     return lk_cuda_check_usable();
 }
 lk_status lk_cuda_op_bench_matmul(int M, int N, int K, int mode, int variant, int bf16, int iters, const int tune[3],

@@ -1487,15 +1487,19 @@ __global__ void __launch_bounds__(2 * BM, 1)
  * 2-3 warps a scheduler, issue 0.4 a cycle, stalls mostly on the wgmma group
  * and fixed latencies, DRAM 51%.
  * ==========================================================================*/
-template <int NT, int NWG>
+template <int NT, int NWG, bool ROWI = false>
 struct ra_smem {
-    /* NWG = 1: three blocks an SM (registers), so a shorter ring */
+    /* NWG = 1: three blocks an SM (two at NT = 128: registers and shared memory), so a shorter ring */
     static constexpr int T = 128 * NWG, STAGES = NWG == 1 ? 5 : 6, AHEAD = STAGES - 2;
     static constexpr int TILES = 8 * NWG;  /* 16-row tiles a block */
     static constexpr int X = NT * 128;     /* one x stage: NT tokens x 64 inputs, fp16, 128-byte swizzle */
-    static constexpr int Q = TILES * 512;  /* one raw weight stage */
-    static constexpr int PS = TILES * 64;  /* one scale/min stage (the k-tile's group, 16 rows a tile) */
-    static constexpr int BYTES = STAGES * (X + Q + PS) + 1024;
+    static constexpr int Q = TILES * 512;  /* one raw weight stage (row-interleaved: [row][32 bytes]) */
+    /* one scale/min stage: tiled, the k-tile's group (16 rows a tile). Row-interleaved: none a stage, but two
+     * buffers PB of 4 groups (16 bytes: a TMA box is at least 16 bytes wide) a row, each loaded with the stage
+     * of the first of the 8 k-tiles it covers */
+    static constexpr int PS = ROWI ? 0 : TILES * 64, PB = ROWI ? TILES * 256 : 0;
+    static constexpr int BYTES = STAGES * (X + Q + PS) + 2 * PB + 1024;
+    static_assert(!ROWI || AHEAD <= 8, "a scale/min buffer is reloaded 8 k-tiles after its last reader");
 };
 
 #if defined(__CUDA_ARCH_FEAT_SM90_ALL)
@@ -1507,19 +1511,29 @@ __device__ __forceinline__ void keep_regs(uint32_t (&a)[R]) {
 }
 template <int NT>
 __device__ __forceinline__ void wgmma_rs(float (&d)[NT / 2], const uint32_t (&a)[4], uint64_t db) {
-    if constexpr (NT == 64) lk_wgmma_rs_m64n64k16(d, a, db);
+    if constexpr (NT == 128) lk_wgmma_rs_m64n128k16(d, a, db);
+    else if constexpr (NT == 64) lk_wgmma_rs_m64n64k16(d, a, db);
     else if constexpr (NT == 32) lk_wgmma_rs_m64n32k16(d, a, db);
     else lk_wgmma_rs_m64n16k16(d, a, db);
 }
 #endif
 
-template <int NT, int NWG>
-__global__ void __launch_bounds__(128 * NWG, NWG == 1 ? 3 : 1)
+/* one A register from a row-interleaved word (inputs 8c .. 8c + 7 of a row; lk_q4_interleave_word puts
+ * inputs 2t, 2t + 1 in nibbles t, t + 4): lane t's pair, (q - 0) sc + mn in the lk_dequant8 way, so the
+ * same fp16 weights as every other row-interleaved kernel */
+__device__ __forceinline__ uint32_t rowi_pair(uint32_t w, int sh, half2 sc, half2 mn) {
+    const uint32_t v = lk_lop3_and_or(w >> sh, 0x000f000fu, 0x64006400u), k1024 = 0x64006400u;
+    const half2 q = __hsub2(*reinterpret_cast<const half2 *>(&v), *reinterpret_cast<const half2 *>(&k1024));
+    return h2u(__hfma2(q, sc, mn));
+}
+
+template <int NT, int NWG, bool ROWI>
+__global__ void __launch_bounds__(128 * NWG, NWG == 1 ? (NT == 128 ? 2 : 3) : 1)
     k_mm_q4_ra(int M, int N, int K, int n_out, int hidden, void *out, int ldo, int mode, float *__restrict__ partial,
                int *__restrict__ counters, lk_rope_epi re, const __grid_constant__ CUtensorMap tmx,
                const __grid_constant__ CUtensorMap tmw, const __grid_constant__ CUtensorMap tmp) {
 #if defined(__CUDA_ARCH_FEAT_SM90_ALL)
-    using SM = ra_smem<NT, NWG>;
+    using SM = ra_smem<NT, NWG, ROWI>;
     constexpr int T = SM::T, STAGES = SM::STAGES, AHEAD = SM::AHEAD, TILES = SM::TILES, HT = TILES / 2;
     /* full: a stage's x, raw weights and scale/min landed (TMA bytes); empty: every warp is done with it */
     __shared__ __align__(8) uint64_t full[STAGES], empty[STAGES];
@@ -1532,6 +1546,7 @@ __global__ void __launch_bounds__(128 * NWG, NWG == 1 ? 3 : 1)
     const bool swiglu = mode == LK_OUT_SWIGLU_F16, rope = mode == LK_OUT_QKV_ROPE;
     const int S = gridDim.z, per = (K / WG_BK + S - 1) / S, kt0 = blockIdx.z * per;
     const int KT = max(0, min(K / WG_BK, kt0 + per) - kt0);
+    const int m0 = blockIdx.y * NT; /* the block's first token (more than 64 rows: NT = 128, blocks along y) */
     /* the block's tiles: TILES consecutive ones (plain, rotary: 128 NWG rows of whole heads), or HT gate
      * tiles and the HT matching up tiles (SwiGLU) */
     const int tb0 = blockIdx.x * (swiglu ? HT : TILES), tb1 = swiglu ? hidden / 16 + tb0 : tb0 + HT;
@@ -1553,6 +1568,22 @@ __global__ void __launch_bounds__(128 * NWG, NWG == 1 ? 3 : 1)
      * rows past M come as zeros); x only after the PDL wait */
     auto load_wp = [&](int kt, int st) {
         unsigned char *q = Wq + st * SM::Q, *ps = Ps + st * SM::PS;
+        if constexpr (ROWI) {
+            /* weights: box (32 bytes, rows) at (32 kt, row); scale/min of k-tiles kt .. (the next multiple of 8)
+             * - 1: box (4 groups, rows) at (4 (kt / 8), row) into buffer (kt / 8) % 2. That buffer was last read
+             * by k-tile kt - 9 or earlier, and every warp is past k-tile kt - AHEAD - 1 >= kt - 9 here (the
+             * empty barrier) */
+            const bool with_p = (kt & 7) == 0 || kt == kt0;
+            mbar_expect_tx(&full[st], SM::X + SM::Q + (with_p ? SM::PB : 0));
+            tma_load_2d(q, &tmw, kt * 32, tb0 * 16, &full[st]);
+            if (swiglu) tma_load_2d(q + HT * 512, &tmw, kt * 32, tb1 * 16, &full[st]);
+            if (with_p) {
+                unsigned char *pb = Ps + ((kt >> 3) & 1) * SM::PB;
+                tma_load_2d(pb, &tmp, (kt >> 3) * 4, tb0 * 16, &full[st]);
+                if (swiglu) tma_load_2d(pb + HT * 256, &tmp, (kt >> 3) * 4, tb1 * 16, &full[st]);
+            }
+            return;
+        }
         mbar_expect_tx(&full[st], SM::X + SM::Q + SM::PS);
         if (swiglu) {
             tma_load_4d(q, &tmw, 0, 0, kt, tb0, &full[st]);
@@ -1564,7 +1595,7 @@ __global__ void __launch_bounds__(128 * NWG, NWG == 1 ? 3 : 1)
             tma_load_3d(ps, &tmp, 0, kt >> 1, tb0, &full[st]);
         }
     };
-    auto load_x = [&](int kt, int st) { tma_load_2d(Xs + st * SM::X, &tmx, kt * WG_BK, 0, &full[st]); };
+    auto load_x = [&](int kt, int st) { tma_load_2d(Xs + st * SM::X, &tmx, kt * WG_BK, m0, &full[st]); };
     if (tid == 0) {
 #pragma unroll
         for (int i = 0; i < STAGES; i++) {
@@ -1602,6 +1633,10 @@ __global__ void __launch_bounds__(128 * NWG, NWG == 1 ? 3 : 1)
         q_row[r] = lt[r] * 512 + (g >> 1) * 128 + 4 * (t >> 1);
         q_ch[r] = ((g & 1) * 4) ^ ((lt[r] * 4 + (g >> 1)) & 7);
         p_off[r] = lt[r] * 64 + g * 4;
+        if constexpr (ROWI) { /* row g's 32 bytes (row g + 8: + 256) and its 4 groups (+ 128) */
+            q_row[r] = (lt[r] * 16 + g) * 32;
+            p_off[r] = (lt[r] * 16 + g) * 16;
+        }
     }
     const uint32_t perm = (t & 1) ? 0x7351u : 0x6240u; /* bytes (w1, w2, w1, w2): 1, 5, 3, 7 or 0, 4, 2, 6 */
     const uint64_t xdesc0 = wg_desc(Xs); /* + (stage bytes + 32 s) / 16 */
@@ -1617,20 +1652,47 @@ __global__ void __launch_bounds__(128 * NWG, NWG == 1 ? 3 : 1)
         }
         mbar_wait(&full[st], (kt / STAGES) & 1);
         const unsigned char *q = Wq + st * SM::Q, *ps = Ps + st * SM::PS;
+        if constexpr (ROWI) {
+            /* lane (g, t) of k16 step s: inputs 16 s + 2 t, + 1 (word 2 s of the row) and 16 s + 2 t + 8, + 9 (word
+             * 2 s + 1) of rows g and g + 8: pair t of each word, so all four lanes of a quad read the same words */
+            const int gi = ((kt0 + kt) >> 1) & 3, sh = 4 * t;
+            const unsigned char *pbuf = Ps + (((kt0 + kt) >> 3) & 1) * SM::PB;
 #pragma unroll
-        for (int r = 0; r < 2; r++) {
-            uint32_t raw[4];
+            for (int r = 0; r < 2; r++) {
+                const unsigned char *rp = q + q_row[r];
+                const uint4 a0 = *reinterpret_cast<const uint4 *>(rp), a1 = *reinterpret_cast<const uint4 *>(rp + 16);
+                const uint4 b0 = *reinterpret_cast<const uint4 *>(rp + 256), b1 = *reinterpret_cast<const uint4 *>(rp + 272);
+                const half2 pa = *reinterpret_cast<const half2 *>(pbuf + p_off[r] + 4 * gi);
+                const half2 pb = *reinterpret_cast<const half2 *>(pbuf + p_off[r] + 128 + 4 * gi);
+                const half2 sa = __half2half2(__low2half(pa)), ma = __half2half2(__high2half(pa));
+                const half2 sb = __half2half2(__low2half(pb)), mb = __half2half2(__high2half(pb));
+                const uint32_t wa[8] = {a0.x, a0.y, a0.z, a0.w, a1.x, a1.y, a1.z, a1.w};
+                const uint32_t wb[8] = {b0.x, b0.y, b0.z, b0.w, b1.x, b1.y, b1.z, b1.w};
 #pragma unroll
-            for (int s = 0; s < 4; s++) {
-                const unsigned char *cp = q + q_row[r] + ((q_ch[r] ^ s) << 4);
-                raw[s] = __byte_perm(*reinterpret_cast<const uint32_t *>(cp), *reinterpret_cast<const uint32_t *>(cp + 8),
-                                     perm);
+                for (int s = 0; s < 4; s++) {
+                    uint32_t *o = &A[(r * 4 + s) * 4];
+                    o[0] = rowi_pair(wa[2 * s], sh, sa, ma);
+                    o[1] = rowi_pair(wb[2 * s], sh, sb, mb);
+                    o[2] = rowi_pair(wa[2 * s + 1], sh, sa, ma);
+                    o[3] = rowi_pair(wb[2 * s + 1], sh, sb, mb);
+                }
             }
-            const half2 pa = *reinterpret_cast<const half2 *>(ps + p_off[r]);
-            const half2 pb = *reinterpret_cast<const half2 *>(ps + p_off[r] + 32);
+        } else {
 #pragma unroll
-            for (int s = 0; s < 4; s++)
-                dequant_tile_word(raw[s], pa, pb, *reinterpret_cast<uint32_t(*)[4]>(&A[(r * 4 + s) * 4]));
+            for (int r = 0; r < 2; r++) {
+                uint32_t raw[4];
+#pragma unroll
+                for (int s = 0; s < 4; s++) {
+                    const unsigned char *cp = q + q_row[r] + ((q_ch[r] ^ s) << 4);
+                    raw[s] = __byte_perm(*reinterpret_cast<const uint32_t *>(cp),
+                                         *reinterpret_cast<const uint32_t *>(cp + 8), perm);
+                }
+                const half2 pa = *reinterpret_cast<const half2 *>(ps + p_off[r]);
+                const half2 pb = *reinterpret_cast<const half2 *>(ps + p_off[r] + 32);
+#pragma unroll
+                for (int s = 0; s < 4; s++)
+                    dequant_tile_word(raw[s], pa, pb, *reinterpret_cast<uint32_t(*)[4]>(&A[(r * 4 + s) * 4]));
+            }
         }
         lk_wgmma_fence();
 #pragma unroll
@@ -1658,7 +1720,9 @@ __global__ void __launch_bounds__(128 * NWG, NWG == 1 ? 3 : 1)
     keep_regs(A1);
     lk_pdl_trigger();
     if (S > 1) {
-        if (!wg_split_sum<NT, T>(reinterpret_cast<float(&)[NT]>(acc), partial, counters, blockIdx.x, S, tid)) return;
+        if (!wg_split_sum<NT, T>(reinterpret_cast<float(&)[NT]>(acc), partial, counters,
+                                 blockIdx.y * gridDim.x + blockIdx.x, S, tid))
+            return;
     }
     /* accumulator i of set r: n8 tile j = i / 4, tokens 8 j + 2 t + (e & 1), weight row g (+8 for e >= 2) of
      * the warp's tile of the set */
@@ -1666,7 +1730,7 @@ __global__ void __launch_bounds__(128 * NWG, NWG == 1 ? 3 : 1)
     const int row1 = (lt[1] < HT ? tb0 + lt[1] : tb1 + lt[1] - HT) * 16 + g;
 #pragma unroll
     for (int i = 0; i < NT / 2; i++) {
-        const int j = i >> 2, e = i & 3, m = 8 * j + 2 * t + (e & 1), h8 = e >= 2 ? 8 : 0;
+        const int j = i >> 2, e = i & 3, m = m0 + 8 * j + 2 * t + (e & 1), h8 = e >= 2 ? 8 : 0;
         if (m >= M) continue;
         if (swiglu) {
             if (row0 + h8 < n_out) epi_store(out, ldo, mode, m, row0 + h8, lk_silu(acc[0][i]) * acc[1][i]);
@@ -2076,13 +2140,42 @@ static int ra_nwg(void) {
     return e && atoi(e) == 2 ? 2 : 1;
 }
 
-template <int NT, int NWG>
+/* the row-interleaved layout's tensor maps for the register-A kernel: raw weights [N][K/2] bytes as (byte, row),
+ * box (32 bytes, rows); scale/min [N][K/128] (half2) as (group, row), box (4 groups, rows) */
+static lk_status rowi_tmaps(const lk_dmat *W, int rows, CUtensorMap *tmw, CUtensorMap *tmp) {
+    const cuuint64_t wdims[2] = {(cuuint64_t)W->K / 2, (cuuint64_t)W->N}, wstr[1] = {(cuuint64_t)W->K / 2};
+    const cuuint32_t wbox[2] = {32u, (cuuint32_t)rows}, estr[2] = {1, 1};
+    const CUresult cw = tmap_encoder()(tmw, CU_TENSOR_MAP_DATA_TYPE_UINT8, 2, (void *)W->w, wdims, wstr, wbox, estr,
+                                       CU_TENSOR_MAP_INTERLEAVE_NONE, CU_TENSOR_MAP_SWIZZLE_NONE,
+                                       CU_TENSOR_MAP_L2_PROMOTION_L2_256B, CU_TENSOR_MAP_FLOAT_OOB_FILL_NONE);
+    if (cw != CUDA_SUCCESS)
+        return lk_fail(LK_E_DEVICE, "cuTensorMapEncodeTiled (int4 weights %d x %d) failed: error %d", W->N, W->K, (int)cw);
+    const cuuint64_t pdims[2] = {(cuuint64_t)W->K / 128, (cuuint64_t)W->N}, pstr[1] = {(cuuint64_t)W->K / 128 * 4};
+    const cuuint32_t pbox[2] = {4u, (cuuint32_t)rows};
+    const CUresult cp = tmap_encoder()(tmp, CU_TENSOR_MAP_DATA_TYPE_UINT32, 2, (void *)W->p, pdims, pstr, pbox, estr,
+                                       CU_TENSOR_MAP_INTERLEAVE_NONE, CU_TENSOR_MAP_SWIZZLE_NONE,
+                                       CU_TENSOR_MAP_L2_PROMOTION_NONE, CU_TENSOR_MAP_FLOAT_OOB_FILL_NONE);
+    if (cp != CUDA_SUCCESS)
+        return lk_fail(LK_E_DEVICE, "cuTensorMapEncodeTiled (int4 scale/min of %d x %d) failed: error %d", W->N, W->K,
+                       (int)cp);
+    return LK_OK;
+}
+
+template <int NT, int NWG, bool ROWI>
 static lk_status launch_ra(const lk_dmat *W, const half *x, int M, int ldx, void *out, int ldo, int mode, int n_out,
                            int hidden, int S, const lk_mm_ws *ws, const lk_rope_epi &re, cudaStream_t st) {
     const bool swiglu = mode == LK_OUT_SWIGLU_F16;
-    dim3 grid(swiglu ? lk_cdiv(n_out, 64 * NWG) : lk_cdiv(W->N, 128 * NWG), 1, S);
+    dim3 grid(swiglu ? lk_cdiv(n_out, 64 * NWG) : lk_cdiv(W->N, 128 * NWG), lk_cdiv(M, NT), S);
     CUtensorMap tmx;
     TRY(x_tmap(&tmx, x, M, W->K, ldx, NT));
+    if constexpr (ROWI) {
+        CUtensorMap tmw, tmp;
+        TRY(rowi_tmaps(W, swiglu ? 64 * NWG : 128 * NWG, &tmw, &tmp));
+        LAUNCH("k_mm_q4_ra", (k_mm_q4_ra<NT, NWG, true>), grid, dim3(128 * NWG), (size_t)ra_smem<NT, NWG, true>::BYTES,
+               st, M, W->N, W->K, n_out, hidden, out, ldo, mode, S > 1 ? ws->tc_partial : (float *)NULL,
+               S > 1 ? ws->tc_counters : (int *)NULL, re, tmx, tmw, tmp);
+        return LK_OK;
+    }
     /* tiled weights [N/16][K/64][4][128 bytes] as (32 words, 128-byte row, k-tile, row tile) in the 128-byte
      * swizzle (conflict-free fragment loads); a box is the block's tiles (SwiGLU: its gate tiles, then, a second copy,
      * its up tiles) */
@@ -2106,17 +2199,50 @@ static lk_status launch_ra(const lk_dmat *W, const half *x, int M, int ldx, void
     if (cp != CUDA_SUCCESS)
         return lk_fail(LK_E_DEVICE, "cuTensorMapEncodeTiled (int4 scale/min of %d x %d) failed: error %d", W->N, W->K,
                        (int)cp);
-    LAUNCH("k_mm_q4_ra", (k_mm_q4_ra<NT, NWG>), grid, dim3(128 * NWG), (size_t)ra_smem<NT, NWG>::BYTES, st, M, W->N,
+    LAUNCH("k_mm_q4_ra", (k_mm_q4_ra<NT, NWG, false>), grid, dim3(128 * NWG), (size_t)ra_smem<NT, NWG>::BYTES, st, M, W->N,
            W->K, n_out, hidden, out, ldo, mode, S > 1 ? ws->tc_partial : (float *)NULL,
            S > 1 ? ws->tc_counters : (int *)NULL, re, tmx, tmw, tmp);
     return LK_OK;
 }
 
-/* the register-A kernel for 17-64 rows of the tiled layout when the device runs it; returns 1 when
- * launched (status in *r). K is split (through the tensor-core workspace) until the grid covers the
- * SMs, each split keeping at least 4 k-tiles. */
+/* LLAMA_KERNEL_RA_PREFILL: the register-A kernel above 64 rows (prefill, both layouts): 0 = off (the wgmma
+ * kernel k_mm_q4_wg, A/B and tests), 1 / 2 = 128 tokens a block and that many warpgroups, 3 / 4 = 64 tokens
+ * and 2 / 1 warpgroups, unset = by grid size. Read per call. */
+static int ra_prefill(void) {
+    const char *e = getenv("LLAMA_KERNEL_RA_PREFILL");
+    return e && e[0] ? atoi(e) : -1;
+}
+
+/* the register-A kernel above 64 rows (128 tokens a block, blocks along y; no K split), either layout; returns
+ * 1 when launched (status in *r). Two warpgroups a block (256 weight rows, x shared) while that grid still
+ * gives every SM a block, else one (128 rows, two blocks an SM). Not the rotary epilogue (the engine rotates
+ * prompts in a kernel of its own). */
+static int try_ra_prefill(const lk_dmat *W, const half *x, int M, int ldx, void *out, int ldo, int mode, int n_out,
+                          int sm_count, const lk_rope_epi &re, lk_status *r, cudaStream_t st) {
+    const int choice = ra_prefill();
+    const bool swiglu = mode == LK_OUT_SWIGLU_F16, tiled = W->fmt == LK_WFMT_Q4_TILED;
+    if (choice == 0 || wg_choice() == 0 || mode == LK_OUT_QKV_ROPE || !x || ((uintptr_t)x % 16) || ldx % 8 ||
+        (uintptr_t)W->p % 16 || W->K % WG_BK || W->N % 16 || (swiglu && (W->N / 2) % 16) ||
+        (!tiled && (W->K / LK_Q4_GROUP) % 4) || !wg_ready() || !tmap_encoder())
+        return 0;
+    if (choice < 0 && mode == LK_OUT_ADD_F32) return 0;
+    const long b2 = (swiglu ? lk_cdiv(n_out, 128) : lk_cdiv(W->N, 256)) * lk_cdiv(M, 128);
+    const int form = choice >= 1 && choice <= 4 ? choice : b2 >= sm_count ? 2 : 1;
+    const int hid = swiglu ? W->N / 2 : 0;
+#define RA_GO(NT, NWG) \
+    (tiled ? launch_ra<NT, NWG, false>(W, x, M, ldx, out, ldo, mode, n_out, hid, 1, NULL, re, st) \
+           : launch_ra<NT, NWG, true>(W, x, M, ldx, out, ldo, mode, n_out, hid, 1, NULL, re, st))
+    *r = form == 1 ? RA_GO(128, 1) : form == 2 ? RA_GO(128, 2) : form == 3 ? RA_GO(64, 2) : RA_GO(64, 1);
+#undef RA_GO
+    return 1;
+}
+
+/* the register-A kernel for 17-64 rows of the tiled layout when the device runs it (more rows:
+ * try_ra_prefill); returns 1 when launched (status in *r). K is split (through the tensor-core workspace)
+ * until the grid covers the SMs, each split keeping at least 4 k-tiles. */
 static int try_ra(const lk_dmat *W, const half *x, int M, int ldx, void *out, int ldo, int mode, int n_out,
                   int sm_count, const lk_mm_ws *ws, const lk_rope_epi &re, lk_status *r, cudaStream_t st) {
+    if (M > 64) return try_ra_prefill(W, x, M, ldx, out, ldo, mode, n_out, sm_count, re, r, st);
     const bool swiglu = mode == LK_OUT_SWIGLU_F16, rope = mode == LK_OUT_QKV_ROPE;
     const int min_rows = W->fmt == LK_WFMT_Q4_TILED ? ra_min_rows(W, mode) : 0;
     if (!min_rows || M < min_rows || M > 64 || wg_choice() == 0 ||
@@ -2137,11 +2263,11 @@ static int try_ra(const lk_dmat *W, const half *x, int M, int ldx, void *out, in
             S *= 2;
     const int hid = swiglu ? W->N / 2 : 0;
     if (nt == 32)
-        *r = nwg == 1 ? launch_ra<32, 1>(W, x, M, ldx, out, ldo, mode, n_out, hid, S, ws, re, st)
-                      : launch_ra<32, 2>(W, x, M, ldx, out, ldo, mode, n_out, hid, S, ws, re, st);
+        *r = nwg == 1 ? launch_ra<32, 1, false>(W, x, M, ldx, out, ldo, mode, n_out, hid, S, ws, re, st)
+                      : launch_ra<32, 2, false>(W, x, M, ldx, out, ldo, mode, n_out, hid, S, ws, re, st);
     else
-        *r = nwg == 1 ? launch_ra<64, 1>(W, x, M, ldx, out, ldo, mode, n_out, hid, S, ws, re, st)
-                      : launch_ra<64, 2>(W, x, M, ldx, out, ldo, mode, n_out, hid, S, ws, re, st);
+        *r = nwg == 1 ? launch_ra<64, 1, false>(W, x, M, ldx, out, ldo, mode, n_out, hid, S, ws, re, st)
+                      : launch_ra<64, 2, false>(W, x, M, ldx, out, ldo, mode, n_out, hid, S, ws, re, st);
     return 1;
 }
 
@@ -2167,12 +2293,19 @@ lk_status lk_mm_init(void) {
         WG_ATTR(128, 256, false);
         WG_ATTR(128, 256, true);
 #undef WG_ATTR
-#define RA_ATTR(NT, NWG) \
-    CU(cudaFuncSetAttribute(k_mm_q4_ra<NT, NWG>, cudaFuncAttributeMaxDynamicSharedMemorySize, ra_smem<NT, NWG>::BYTES))
-        RA_ATTR(32, 1);
-        RA_ATTR(32, 2);
-        RA_ATTR(64, 1);
-        RA_ATTR(64, 2);
+#define RA_ATTR(NT, NWG, ROWI)                                                                     \
+    CU(cudaFuncSetAttribute(k_mm_q4_ra<NT, NWG, ROWI>, cudaFuncAttributeMaxDynamicSharedMemorySize, \
+                            ra_smem<NT, NWG, ROWI>::BYTES))
+        RA_ATTR(32, 1, false);
+        RA_ATTR(32, 2, false);
+        RA_ATTR(64, 1, false);
+        RA_ATTR(64, 2, false);
+        RA_ATTR(128, 1, false);
+        RA_ATTR(128, 2, false);
+        RA_ATTR(128, 1, true);
+        RA_ATTR(128, 2, true);
+        RA_ATTR(64, 1, true);
+        RA_ATTR(64, 2, true);
 #undef RA_ATTR
     }
     return LK_OK;
@@ -2342,6 +2475,7 @@ static lk_status matmul_impl(const lk_dmat *W, const half *x, int M, int ldx, vo
     if (variant == LK_MM_AUTO) variant = lk_mm_choose(M, W->N, W->K, cc_major, cc_minor);
     if (variant == LK_MM_BATCHED) {
         lk_status r = LK_OK;
+        if (M > 64 && try_ra_prefill(W, x, M, ldx, out, ldo, mode, n_out, sm_count, re, &r, st)) return r;
         if (try_wg(W, x, M, ldx, out, ldo, mode, n_out, hidden, sm_count, ws, re, &r, st)) return r;
         if (M <= 16)
             return launch_tc<16, 128, 1, 4, false>(W, x, M, ldx, out, ldo, mode, n_out, hidden, ws, sm_count, st);
