@@ -1519,8 +1519,8 @@ __device__ __forceinline__ void wgmma_rs(float (&d)[NT / 2], const uint32_t (&a)
 #endif
 
 /* one A register from a row-interleaved word (inputs 8c .. 8c + 7 of a row; lk_q4_interleave_word puts
- * inputs 2t, 2t + 1 in nibbles t, t + 4): lane t's pair, (q - 0) sc + mn in the lk_dequant8 way, so the
- * same fp16 weights as every other row-interleaved kernel */
+ * inputs 2t, 2t + 1 in nibbles t, t + 4): lane t's pair as q sc + mn, q exact from the magic-number lop3 as in
+ * lk_dequant8 and one fp16 fma, so the same fp16 weights as every other row-interleaved kernel */
 __device__ __forceinline__ uint32_t rowi_pair(uint32_t w, int sh, half2 sc, half2 mn) {
     const uint32_t v = lk_lop3_and_or(w >> sh, 0x000f000fu, 0x64006400u), k1024 = 0x64006400u;
     const half2 q = __hsub2(*reinterpret_cast<const half2 *>(&v), *reinterpret_cast<const half2 *>(&k1024));
