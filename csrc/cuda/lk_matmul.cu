@@ -1482,7 +1482,11 @@ __global__ void __launch_bounds__(2 * BM, 1)
  * Weights and scale/min of the first tiles are requested before the PDL wait
  * (they do not depend on the previous kernel). Small grids split K over
  * gridDim.z; the last block of a row block sums the splits in order.
- * Where it is used (try_ra): measured faster only on the LM head (17-64 rows);
+ * Above 64 rows (prefill; try_ra_prefill) it takes 128 tokens a block along y
+ * and also reads the row-interleaved layout (ROWI: lane t takes nibbles t and
+ * t + 4 of each word, rowi_pair; scale/min once every 8 k-tiles), for qkv,
+ * gate_up and the LM head (eighteenth session in benchmarks/NOTES.md).
+ * Where it is used at 17-64 rows (try_ra): measured faster only on the LM head;
  * ncu at 64 rows (LM head): ~237 instructions a warp a k-tile (dequant 104),
  * 2-3 warps a scheduler, issue 0.4 a cycle, stalls mostly on the wgmma group
  * and fixed latencies, DRAM 51%.
