@@ -1634,12 +1634,14 @@ __global__ void __launch_bounds__(128 * NWG, NWG == 1 ? (NT == 128 ? 2 : 3) : 1)
     uint32_t q_row[2], q_ch[2], p_off[2]; /* p_off: row g's scale/min in the stage (row g + 8: + 32 bytes) */
 #pragma unroll
     for (int r = 0; r < 2; r++) {
-        q_row[r] = lt[r] * 512 + (g >> 1) * 128 + 4 * (t >> 1);
-        q_ch[r] = ((g & 1) * 4) ^ ((lt[r] * 4 + (g >> 1)) & 7);
-        p_off[r] = lt[r] * 64 + g * 4;
-        if constexpr (ROWI) { /* row g's 32 bytes (row g + 8: + 256) and its 4 groups (+ 128) */
+        if constexpr (ROWI) { /* row g's 32 bytes (row g + 8: + 256) and its 4 groups (+ 128); no chunk swizzle */
             q_row[r] = (lt[r] * 16 + g) * 32;
+            q_ch[r] = 0;
             p_off[r] = (lt[r] * 16 + g) * 16;
+        } else {
+            q_row[r] = lt[r] * 512 + (g >> 1) * 128 + 4 * (t >> 1);
+            q_ch[r] = ((g & 1) * 4) ^ ((lt[r] * 4 + (g >> 1)) & 7);
+            p_off[r] = lt[r] * 64 + g * 4;
         }
     }
     const uint32_t perm = (t & 1) ? 0x7351u : 0x6240u; /* bytes (w1, w2, w1, w2): 1, 5, 3, 7 or 0, 4, 2, 6 */
@@ -2165,48 +2167,52 @@ static lk_status rowi_tmaps(const lk_dmat *W, int rows, CUtensorMap *tmw, CUtens
     return LK_OK;
 }
 
-template <int NT, int NWG, bool ROWI>
-static lk_status launch_ra(const lk_dmat *W, const half *x, int M, int ldx, void *out, int ldo, int mode, int n_out,
-                           int hidden, int S, const lk_mm_ws *ws, const lk_rope_epi &re, cudaStream_t st) {
-    const bool swiglu = mode == LK_OUT_SWIGLU_F16;
-    dim3 grid(swiglu ? lk_cdiv(n_out, 64 * NWG) : lk_cdiv(W->N, 128 * NWG), lk_cdiv(M, NT), S);
-    CUtensorMap tmx;
-    TRY(x_tmap(&tmx, x, M, W->K, ldx, NT));
-    if constexpr (ROWI) {
-        CUtensorMap tmw, tmp;
-        TRY(rowi_tmaps(W, swiglu ? 64 * NWG : 128 * NWG, &tmw, &tmp));
-        LAUNCH("k_mm_q4_ra", (k_mm_q4_ra<NT, NWG, true>), grid, dim3(128 * NWG), (size_t)ra_smem<NT, NWG, true>::BYTES,
-               st, M, W->N, W->K, n_out, hidden, out, ldo, mode, S > 1 ? ws->tc_partial : (float *)NULL,
-               S > 1 ? ws->tc_counters : (int *)NULL, re, tmx, tmw, tmp);
-        return LK_OK;
-    }
-    /* tiled weights [N/16][K/64][4][128 bytes] as (32 words, 128-byte row, k-tile, row tile) in the 128-byte
-     * swizzle (conflict-free fragment loads); a box is the block's tiles (SwiGLU: its gate tiles, then, a second copy,
-     * its up tiles) */
-    CUtensorMap tmw;
+/* the tiled layout's tensor maps for the register-A kernel, `tiles` 16-row tiles a box: weights
+ * [N/16][K/64][4][128 bytes] as (32 words, 128-byte row, k-tile, row tile) in the 128-byte swizzle (conflict-free
+ * fragment loads); scale/min [N/16][K/128][16 rows] (half2) as (16 words, group, row tile), boxes like the weights' */
+static lk_status tiled_tmaps(const lk_dmat *W, int tiles, CUtensorMap *tmw, CUtensorMap *tmp) {
     const cuuint64_t wdims[4] = {32u, 4u, (cuuint64_t)W->K / 64, (cuuint64_t)W->N / 16};
     const cuuint64_t wstr[3] = {128u, 512u, (cuuint64_t)W->K / 64 * 512};
-    const cuuint32_t wbox[4] = {32u, 4u, 1u, (cuuint32_t)(swiglu ? 4 * NWG : 8 * NWG)}, westr[4] = {1, 1, 1, 1};
-    const CUresult cw = tmap_encoder()(&tmw, CU_TENSOR_MAP_DATA_TYPE_UINT32, 4, (void *)W->w, wdims, wstr, wbox, westr,
+    const cuuint32_t wbox[4] = {32u, 4u, 1u, (cuuint32_t)tiles}, westr[4] = {1, 1, 1, 1};
+    const CUresult cw = tmap_encoder()(tmw, CU_TENSOR_MAP_DATA_TYPE_UINT32, 4, (void *)W->w, wdims, wstr, wbox, westr,
                                        CU_TENSOR_MAP_INTERLEAVE_NONE, CU_TENSOR_MAP_SWIZZLE_128B,
                                        CU_TENSOR_MAP_L2_PROMOTION_L2_256B, CU_TENSOR_MAP_FLOAT_OOB_FILL_NONE);
     if (cw != CUDA_SUCCESS)
         return lk_fail(LK_E_DEVICE, "cuTensorMapEncodeTiled (int4 weights %d x %d) failed: error %d", W->N, W->K, (int)cw);
-    /* scale/min [N/16][K/128][16 rows] (half2) as (16 words, group, row tile), boxes like the weights' */
-    CUtensorMap tmp;
     const cuuint64_t pdims[3] = {16u, (cuuint64_t)W->K / 128, (cuuint64_t)W->N / 16};
     const cuuint64_t pstr[2] = {64u, (cuuint64_t)W->K / 128 * 64};
-    const cuuint32_t pbox[3] = {16u, 1u, wbox[3]};
-    const CUresult cp = tmap_encoder()(&tmp, CU_TENSOR_MAP_DATA_TYPE_UINT32, 3, (void *)W->p, pdims, pstr, pbox, westr,
+    const cuuint32_t pbox[3] = {16u, 1u, (cuuint32_t)tiles};
+    const CUresult cp = tmap_encoder()(tmp, CU_TENSOR_MAP_DATA_TYPE_UINT32, 3, (void *)W->p, pdims, pstr, pbox, westr,
                                        CU_TENSOR_MAP_INTERLEAVE_NONE, CU_TENSOR_MAP_SWIZZLE_NONE,
                                        CU_TENSOR_MAP_L2_PROMOTION_NONE, CU_TENSOR_MAP_FLOAT_OOB_FILL_NONE);
     if (cp != CUDA_SUCCESS)
         return lk_fail(LK_E_DEVICE, "cuTensorMapEncodeTiled (int4 scale/min of %d x %d) failed: error %d", W->N, W->K,
                        (int)cp);
-    LAUNCH("k_mm_q4_ra", (k_mm_q4_ra<NT, NWG, false>), grid, dim3(128 * NWG), (size_t)ra_smem<NT, NWG>::BYTES, st, M, W->N,
-           W->K, n_out, hidden, out, ldo, mode, S > 1 ? ws->tc_partial : (float *)NULL,
+    return LK_OK;
+}
+
+template <int NT, int NWG, bool ROWI>
+static lk_status launch_ra(const lk_dmat *W, const half *x, int M, int ldx, void *out, int ldo, int mode, int n_out,
+                           int hidden, int S, const lk_mm_ws *ws, const lk_rope_epi &re, cudaStream_t st) {
+    const bool swiglu = mode == LK_OUT_SWIGLU_F16;
+    dim3 grid(swiglu ? lk_cdiv(n_out, 64 * NWG) : lk_cdiv(W->N, 128 * NWG), lk_cdiv(M, NT), S);
+    CUtensorMap tmx, tmw, tmp;
+    TRY(x_tmap(&tmx, x, M, W->K, ldx, NT));
+    /* a box is the block's rows (SwiGLU: its gate rows; a second copy brings its up rows) */
+    const int tiles = swiglu ? 4 * NWG : 8 * NWG;
+    TRY(ROWI ? rowi_tmaps(W, 16 * tiles, &tmw, &tmp) : tiled_tmaps(W, tiles, &tmw, &tmp));
+    LAUNCH("k_mm_q4_ra", (k_mm_q4_ra<NT, NWG, ROWI>), grid, dim3(128 * NWG), (size_t)ra_smem<NT, NWG, ROWI>::BYTES, st,
+           M, W->N, W->K, n_out, hidden, out, ldo, mode, S > 1 ? ws->tc_partial : (float *)NULL,
            S > 1 ? ws->tc_counters : (int *)NULL, re, tmx, tmw, tmp);
     return LK_OK;
+}
+
+/* what every register-A launch needs: the wgmma kernels on (LLAMA_KERNEL_WGMMA), x by TMA (16-byte aligned
+ * rows), scale/min 16-byte aligned (TMA), whole k-tiles, a device that runs the sm_90a code and the driver's
+ * tensor-map encoder */
+static bool ra_usable(const lk_dmat *W, const half *x, int ldx) {
+    return wg_choice() != 0 && x && (uintptr_t)x % 16 == 0 && ldx % 8 == 0 && (uintptr_t)W->p % 16 == 0 &&
+           W->K % WG_BK == 0 && wg_ready() && tmap_encoder();
 }
 
 /* LLAMA_KERNEL_RA_PREFILL: the register-A kernel above 64 rows (prefill, both layouts): 0 = off (the wgmma
@@ -2225,9 +2231,8 @@ static int try_ra_prefill(const lk_dmat *W, const half *x, int M, int ldx, void 
                           int sm_count, const lk_rope_epi &re, lk_status *r, cudaStream_t st) {
     const int choice = ra_prefill();
     const bool swiglu = mode == LK_OUT_SWIGLU_F16, tiled = W->fmt == LK_WFMT_Q4_TILED;
-    if (choice == 0 || wg_choice() == 0 || mode == LK_OUT_QKV_ROPE || !x || ((uintptr_t)x % 16) || ldx % 8 ||
-        (uintptr_t)W->p % 16 || W->K % WG_BK || W->N % 16 || (swiglu && (W->N / 2) % 16) ||
-        (!tiled && (W->K / LK_Q4_GROUP) % 4) || !wg_ready() || !tmap_encoder())
+    if (choice == 0 || mode == LK_OUT_QKV_ROPE || W->N % 16 || (swiglu && (W->N / 2) % 16) ||
+        (!tiled && (W->K / LK_Q4_GROUP) % 4) || !ra_usable(W, x, ldx))
         return 0;
     if (choice < 0 && mode == LK_OUT_ADD_F32) return 0;
     const long b2 = (swiglu ? lk_cdiv(n_out, 128) : lk_cdiv(W->N, 256)) * lk_cdiv(M, 128);
@@ -2249,10 +2254,7 @@ static int try_ra(const lk_dmat *W, const half *x, int M, int ldx, void *out, in
     if (M > 64) return try_ra_prefill(W, x, M, ldx, out, ldo, mode, n_out, sm_count, re, r, st);
     const bool swiglu = mode == LK_OUT_SWIGLU_F16, rope = mode == LK_OUT_QKV_ROPE;
     const int min_rows = W->fmt == LK_WFMT_Q4_TILED ? ra_min_rows(W, mode) : 0;
-    if (!min_rows || M < min_rows || M > 64 || wg_choice() == 0 ||
-        ((uintptr_t)x % 16) || ldx % 8 || (uintptr_t)W->p % 16 ||
-        W->K % WG_BK || !wg_ready() || !tmap_encoder())
-        return 0;
+    if (!min_rows || M < min_rows || !ra_usable(W, x, ldx)) return 0;
     const int nwg = ra_nwg();
     /* whole heads a block for the rotary epilogue; SwiGLU gate / up tiles in step */
     if (rope && (re.hd != 64 && re.hd != 128)) return 0;
