@@ -2050,6 +2050,20 @@ static lk_status x_tmap(CUtensorMap *m, const half *x, int M, int K, int ldx, in
     return LK_OK;
 }
 
+/* a tensor map of W's int4 bytes or scale/min (what: "weights" or "scale/min of", for the error), element
+ * strides 1, no interleave, no fill */
+static lk_status q4_tmap(CUtensorMap *m, const lk_dmat *W, const char *what, CUtensorMapDataType dt, int rank,
+                         const void *p, const cuuint64_t *dims, const cuuint64_t *strides, const cuuint32_t *box,
+                         CUtensorMapSwizzle sw, CUtensorMapL2promotion l2) {
+    const cuuint32_t estr[4] = {1, 1, 1, 1};
+    const CUresult cr = tmap_encoder()(m, dt, rank, (void *)p, dims, strides, box, estr, CU_TENSOR_MAP_INTERLEAVE_NONE,
+                                       sw, l2, CU_TENSOR_MAP_FLOAT_OOB_FILL_NONE);
+    if (cr != CUDA_SUCCESS)
+        return lk_fail(LK_E_DEVICE, "cuTensorMapEncodeTiled (int4 %s %d x %d) failed: error %d", what, W->N, W->K,
+                       (int)cr);
+    return LK_OK;
+}
+
 template <int BM, int BN, bool TILED>
 static lk_status launch_wg(const lk_dmat *W, const half *x, int M, int ldx, void *out, int ldo, int mode, int n_out,
                            int hidden, int S, const lk_mm_ws *ws, const lk_rope_epi &re, cudaStream_t st) {
@@ -2064,15 +2078,9 @@ static lk_status launch_wg(const lk_dmat *W, const half *x, int M, int ldx, void
     const cuuint64_t wdims[3] = {TILED ? 128u : (cuuint64_t)W->K / 2, TILED ? (cuuint64_t)W->K / 64 : (cuuint64_t)W->N,
                                  (cuuint64_t)W->N / 16};
     const cuuint64_t wstr[2] = {TILED ? 512u : (cuuint64_t)W->K / 2, (cuuint64_t)W->K / 64 * 512};
-    const cuuint32_t wbox[3] = {TILED ? 128u : 32u, TILED ? 1u : (cuuint32_t)rr, (cuuint32_t)rr / 16},
-                     westr[3] = {1, 1, 1};
-    const CUresult cw = tmap_encoder()(&tmw, TILED ? CU_TENSOR_MAP_DATA_TYPE_UINT32 : CU_TENSOR_MAP_DATA_TYPE_UINT8,
-                                       TILED ? 3 : 2,
-                                       (void *)W->w, wdims, wstr, wbox, westr, CU_TENSOR_MAP_INTERLEAVE_NONE,
-                                       CU_TENSOR_MAP_SWIZZLE_NONE, CU_TENSOR_MAP_L2_PROMOTION_L2_256B,
-                                       CU_TENSOR_MAP_FLOAT_OOB_FILL_NONE);
-    if (cw != CUDA_SUCCESS)
-        return lk_fail(LK_E_DEVICE, "cuTensorMapEncodeTiled (int4 weights %d x %d) failed: error %d", W->N, W->K, (int)cw);
+    const cuuint32_t wbox[3] = {TILED ? 128u : 32u, TILED ? 1u : (cuuint32_t)rr, (cuuint32_t)rr / 16};
+    TRY(q4_tmap(&tmw, W, "weights", TILED ? CU_TENSOR_MAP_DATA_TYPE_UINT32 : CU_TENSOR_MAP_DATA_TYPE_UINT8, TILED ? 3 : 2,
+                W->w, wdims, wstr, wbox, CU_TENSOR_MAP_SWIZZLE_NONE, CU_TENSOR_MAP_L2_PROMOTION_L2_256B));
     LAUNCH("k_mm_q4_wg", (k_mm_q4_wg<BM, BN, TILED>), grid, dim3(2 * BM), (size_t)wg_smem<BM, BN>::BYTES, st, M,
            W->p, W->N, W->K, n_out, hidden, out, ldo, mode,
            S > 1 ? ws->tc_partial : (float *)NULL, S > 1 ? ws->tc_counters : (int *)NULL,
@@ -2150,21 +2158,13 @@ static int ra_nwg(void) {
  * box (32 bytes, rows); scale/min [N][K/128] (half2) as (group, row), box (4 groups, rows) */
 static lk_status rowi_tmaps(const lk_dmat *W, int rows, CUtensorMap *tmw, CUtensorMap *tmp) {
     const cuuint64_t wdims[2] = {(cuuint64_t)W->K / 2, (cuuint64_t)W->N}, wstr[1] = {(cuuint64_t)W->K / 2};
-    const cuuint32_t wbox[2] = {32u, (cuuint32_t)rows}, estr[2] = {1, 1};
-    const CUresult cw = tmap_encoder()(tmw, CU_TENSOR_MAP_DATA_TYPE_UINT8, 2, (void *)W->w, wdims, wstr, wbox, estr,
-                                       CU_TENSOR_MAP_INTERLEAVE_NONE, CU_TENSOR_MAP_SWIZZLE_NONE,
-                                       CU_TENSOR_MAP_L2_PROMOTION_L2_256B, CU_TENSOR_MAP_FLOAT_OOB_FILL_NONE);
-    if (cw != CUDA_SUCCESS)
-        return lk_fail(LK_E_DEVICE, "cuTensorMapEncodeTiled (int4 weights %d x %d) failed: error %d", W->N, W->K, (int)cw);
+    const cuuint32_t wbox[2] = {32u, (cuuint32_t)rows};
+    TRY(q4_tmap(tmw, W, "weights", CU_TENSOR_MAP_DATA_TYPE_UINT8, 2, W->w, wdims, wstr, wbox, CU_TENSOR_MAP_SWIZZLE_NONE,
+                CU_TENSOR_MAP_L2_PROMOTION_L2_256B));
     const cuuint64_t pdims[2] = {(cuuint64_t)W->K / 128, (cuuint64_t)W->N}, pstr[1] = {(cuuint64_t)W->K / 128 * 4};
     const cuuint32_t pbox[2] = {4u, (cuuint32_t)rows};
-    const CUresult cp = tmap_encoder()(tmp, CU_TENSOR_MAP_DATA_TYPE_UINT32, 2, (void *)W->p, pdims, pstr, pbox, estr,
-                                       CU_TENSOR_MAP_INTERLEAVE_NONE, CU_TENSOR_MAP_SWIZZLE_NONE,
-                                       CU_TENSOR_MAP_L2_PROMOTION_NONE, CU_TENSOR_MAP_FLOAT_OOB_FILL_NONE);
-    if (cp != CUDA_SUCCESS)
-        return lk_fail(LK_E_DEVICE, "cuTensorMapEncodeTiled (int4 scale/min of %d x %d) failed: error %d", W->N, W->K,
-                       (int)cp);
-    return LK_OK;
+    return q4_tmap(tmp, W, "scale/min of", CU_TENSOR_MAP_DATA_TYPE_UINT32, 2, W->p, pdims, pstr, pbox,
+                   CU_TENSOR_MAP_SWIZZLE_NONE, CU_TENSOR_MAP_L2_PROMOTION_NONE);
 }
 
 /* the tiled layout's tensor maps for the register-A kernel, `tiles` 16-row tiles a box: weights
@@ -2173,22 +2173,14 @@ static lk_status rowi_tmaps(const lk_dmat *W, int rows, CUtensorMap *tmw, CUtens
 static lk_status tiled_tmaps(const lk_dmat *W, int tiles, CUtensorMap *tmw, CUtensorMap *tmp) {
     const cuuint64_t wdims[4] = {32u, 4u, (cuuint64_t)W->K / 64, (cuuint64_t)W->N / 16};
     const cuuint64_t wstr[3] = {128u, 512u, (cuuint64_t)W->K / 64 * 512};
-    const cuuint32_t wbox[4] = {32u, 4u, 1u, (cuuint32_t)tiles}, westr[4] = {1, 1, 1, 1};
-    const CUresult cw = tmap_encoder()(tmw, CU_TENSOR_MAP_DATA_TYPE_UINT32, 4, (void *)W->w, wdims, wstr, wbox, westr,
-                                       CU_TENSOR_MAP_INTERLEAVE_NONE, CU_TENSOR_MAP_SWIZZLE_128B,
-                                       CU_TENSOR_MAP_L2_PROMOTION_L2_256B, CU_TENSOR_MAP_FLOAT_OOB_FILL_NONE);
-    if (cw != CUDA_SUCCESS)
-        return lk_fail(LK_E_DEVICE, "cuTensorMapEncodeTiled (int4 weights %d x %d) failed: error %d", W->N, W->K, (int)cw);
+    const cuuint32_t wbox[4] = {32u, 4u, 1u, (cuuint32_t)tiles};
+    TRY(q4_tmap(tmw, W, "weights", CU_TENSOR_MAP_DATA_TYPE_UINT32, 4, W->w, wdims, wstr, wbox, CU_TENSOR_MAP_SWIZZLE_128B,
+                CU_TENSOR_MAP_L2_PROMOTION_L2_256B));
     const cuuint64_t pdims[3] = {16u, (cuuint64_t)W->K / 128, (cuuint64_t)W->N / 16};
     const cuuint64_t pstr[2] = {64u, (cuuint64_t)W->K / 128 * 64};
     const cuuint32_t pbox[3] = {16u, 1u, (cuuint32_t)tiles};
-    const CUresult cp = tmap_encoder()(tmp, CU_TENSOR_MAP_DATA_TYPE_UINT32, 3, (void *)W->p, pdims, pstr, pbox, westr,
-                                       CU_TENSOR_MAP_INTERLEAVE_NONE, CU_TENSOR_MAP_SWIZZLE_NONE,
-                                       CU_TENSOR_MAP_L2_PROMOTION_NONE, CU_TENSOR_MAP_FLOAT_OOB_FILL_NONE);
-    if (cp != CUDA_SUCCESS)
-        return lk_fail(LK_E_DEVICE, "cuTensorMapEncodeTiled (int4 scale/min of %d x %d) failed: error %d", W->N, W->K,
-                       (int)cp);
-    return LK_OK;
+    return q4_tmap(tmp, W, "scale/min of", CU_TENSOR_MAP_DATA_TYPE_UINT32, 3, W->p, pdims, pstr, pbox,
+                   CU_TENSOR_MAP_SWIZZLE_NONE, CU_TENSOR_MAP_L2_PROMOTION_NONE);
 }
 
 template <int NT, int NWG, bool ROWI>
