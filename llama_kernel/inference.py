@@ -82,6 +82,9 @@ class LlamaInference:
     quantization: "int4" (group-wise int4 weights, made at load) or "none" (bf16).
     max_seq_len: KV-cache length per sequence (default min(model's, 4096)).
     batch_size: sequences decoded together; more prompts run in batches of this size.
+    prefill_chunk: prompt rows one prefill forward takes (default 2,048 on CUDA,
+        256 on the CPU, at most batch_size x max_seq_len); longer prompts run in
+        chunks. Smaller saves scratch memory, larger fewer passes.
     verbose: progress bar while loading takes more than a second.
     cuda_graphs: capture the decode step as a CUDA graph (default on;
         LLAMA_KERNEL_DISABLE_GRAPHS=1 turns it off).
@@ -124,15 +127,15 @@ class LlamaInference:
             max_seq_len = min(self.config.max_position_embeddings, 4096)
         self.max_seq_len = _check_int("max_seq_len", max_seq_len, 1, _C.MAX_SEQ_LEN)
         self.batch_size = batch_size
+        from .memory import check_fits, default_prefill_chunk, variant_code  # late: memory imports this module
+
         if prefill_chunk is None:
-            prefill_chunk = 1024 if self.device == "cuda" else 256
+            prefill_chunk = default_prefill_chunk(self.device, self.max_seq_len, batch_size)
         self.prefill_chunk = _check_int("prefill_chunk", prefill_chunk, 1, 65536)
         if cuda_graphs is None:
             cuda_graphs = not _env_flag("LLAMA_KERNEL_DISABLE_GRAPHS")
         self.cuda_graphs = bool(cuda_graphs)
         self.use_flash_attention = bool(use_flash_attention)
-        from .memory import check_fits, variant_code  # late: memory imports this module's helpers
-
         self._variant = variant_code(matmul_variant)
         if optimize_memory:
             check_fits(self.config, device=self.device, quantization=quantization, max_seq_len=self.max_seq_len,

@@ -1052,6 +1052,19 @@ def test_register_a_prefill_engine(ckpt_1b_2layers, batch, monkeypatch):
     assert R.rel_err(got[""], got["0"]) < 1e-2
 
 
+def test_default_prefill_chunk_one_pass(ckpt_1b_2layers):
+    """The CUDA default chunk (2,048 rows) takes a 1,800-token prompt in one forward: its logits against
+    the same prompt in chunks of 512 rows (four forwards, each on the other chunks' KV cache)."""
+    toks = list(np.random.default_rng(11).integers(0, 32000, 1800))
+    one = LlamaInference(ckpt_1b_2layers, device="cuda", verbose=False)
+    assert one.prefill_chunk == 2048
+    a = one.logits(toks)
+    del one
+    b = LlamaInference(ckpt_1b_2layers, device="cuda", prefill_chunk=512, verbose=False).logits(toks)
+    assert a.shape == b.shape and np.isfinite(a).all()
+    assert R.rel_err(a, b) < 1e-2
+
+
 @pytest.mark.parametrize("batch", [2, 4])  # one sequence never takes the tiled layout
 @pytest.mark.parametrize("tiled", ["1", "0"])  # the default for 2+ sequences, and the row-interleaved GEMVs
 def test_tiled_engine_matches_cpu(ckpt_1b_2layers, batch, tiled, monkeypatch):

@@ -28,6 +28,25 @@ def test_estimate_matches_allocation_cpu(preset, quant, seq, bs, chunk):
     assert est["total_bytes"] == sum(est[k] for k in PARTS)
 
 
+def test_default_prefill_chunk():
+    """2,048 rows on CUDA, 256 on the CPU, never more than batch_size x max_seq_len; the engine and the
+    estimate take the same default."""
+    assert mem.default_prefill_chunk("cuda", 4096, 1) == 2048
+    assert mem.default_prefill_chunk("cpu", 4096, 1) == 256
+    assert mem.default_prefill_chunk("cuda", 300, 4) == 1200
+    assert mem.default_prefill_chunk("cpu", 100, 1) == 100
+    m = LlamaInference("synthetic:tiny", device="cpu", max_seq_len=100, verbose=False)
+    assert m.prefill_chunk == 100 and m._engine.config["prefill_chunk"] == 100
+    assert LlamaInference("synthetic:tiny", device="cpu", max_seq_len=100, batch_size=3,
+                          verbose=False).prefill_chunk == 256
+    a = estimate_memory("synthetic:llama-3.2-1b", max_seq_len=4096, device="cuda")
+    b = estimate_memory("synthetic:llama-3.2-1b", max_seq_len=4096, device="cuda", prefill_chunk=2048)
+    c = estimate_memory("synthetic:llama-3.2-1b", max_seq_len=4096, device="cuda", prefill_chunk=1024)
+    assert a["total_bytes"] == b["total_bytes"] > c["total_bytes"]
+    # issue 7: 1B with a 4,096-token KV cache in at most 0.9 GB, with the default chunk
+    assert a["total_bytes"] <= 0.9e9
+
+
 def test_estimate_for_real_shapes_offline():
     e = estimate_memory("meta-llama/Llama-3.2-1B-Instruct", max_seq_len=4096, device="cuda", compare=True)
     # int4 weights of the 1B: ~0.61 GiB (layers 0.48 + tied embedding/LM head 0.13); KV 32 KiB/token
