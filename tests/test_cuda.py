@@ -976,6 +976,29 @@ def test_wgmma_prefill_matmul(N, K, bn, tiled, monkeypatch):
     check_new_vs_old(monkeypatch, rng, qs, p, N, K, Ms, "LLAMA_KERNEL_WGMMA", bn, "0")
 
 
+@pytest.mark.parametrize("tiled", ["0", "1"])
+@pytest.mark.parametrize("N,K", [(2048, 8192), (2048, 2048), (16384, 2048), (1000, 640), (520, 4224)])
+def test_wgmma_prefill_short_ring(N, K, tiled, monkeypatch):
+    """LLAMA_KERNEL_WG_STAGES=3 (opt-in): above 64 rows the wgmma kernel in 128-row blocks with a ring of 3
+    stages, two blocks an SM; every output mode, partial token and weight blocks, against the reference and
+    the default form, and which form ran."""
+    if not _C.build_info().get("wgmma"):
+        pytest.skip("no sm_90a GPU (the wgmma kernel needs compute capability 9.0 and an sm_90a build)")
+    if tiled == "1" and N % 16:
+        pytest.skip("the tiled layout needs N % 16 == 0")
+    monkeypatch.setenv("LLAMA_KERNEL_TILED", tiled)
+    monkeypatch.setenv("LLAMA_KERNEL_RA_PREFILL", "0")  # (the register-A kernel would take qkv and gate_up)
+    rng = np.random.default_rng(N + K + 13)
+    w = (rng.standard_normal((N, K)) * 0.02).astype(np.float32)
+    qs, p = quant.quantize(w)
+    check_new_vs_old(monkeypatch, rng, qs, p, N, K, (65, 300, 1030), "LLAMA_KERNEL_WG_STAGES", "3", "")
+    x = rng.standard_normal((300, K)).astype(np.float32)
+    for env, want in (("3", "k_mm_q4_wg (3 stages)"), ("", "k_mm_q4_wg")):
+        monkeypatch.setenv("LLAMA_KERNEL_WG_STAGES", env)
+        _, used, kernel = _C.cuda_matmul(x, qs, p, mode=0, variant=3, kernel=True)
+        assert used == 3 and kernel == want, env
+
+
 @pytest.mark.parametrize("nwg", ["1", "2"])  # warpgroups a block
 @pytest.mark.parametrize("N,K", [(3072, 2048), (16384, 2048), (2048, 8192), (5120, 3072), (1056, 640), (160, 4224)])
 def test_register_a_matmul(N, K, nwg, monkeypatch):

@@ -1176,9 +1176,10 @@ __global__ void __launch_bounds__(WM *WN * 32)
 /* BM tokens (BM / 64 warpgroups, 2 BM threads) x BN weight rows a block (instances: 64 x 128,
  * 128 x 128, 128 x 256); STAGES copies in the ring, AHEAD of them in flight ahead of the tile being
  * dequantized (STAGES - 2: the other two are read by the wgmmas still running) */
-template <int BM, int BN>
+template <int BM, int BN, int STG = 6>
 struct wg_smem {
-    static constexpr int T = 2 * BM, STAGES = 6, AHEAD = STAGES - 2;
+    /* STG = 3 (opt-in, LLAMA_KERNEL_WG_STAGES=3): a ring of 3 (1 k-tile ahead) in ~99 KB, so two blocks an SM */
+    static constexpr int T = 2 * BM, STAGES = STG, AHEAD = STAGES - 2;
     static constexpr int X = BM * WG_BK * 2;       /* one x stage */
     static constexpr int Q = BN * (WG_BK / 2);     /* one raw weight stage */
     static constexpr int PS = BN * 4;              /* one scale/min stage */
@@ -1272,16 +1273,16 @@ __device__ __forceinline__ bool wg_split_sum(float (&acc)[R], float *__restrict_
     return true;
 }
 
-template <int BM, int BN, bool TILED>
-__global__ void __launch_bounds__(2 * BM, 1)
+template <int BM, int BN, bool TILED, int STG = 6>
+__global__ void __launch_bounds__(2 * BM, STG <= 3 ? 2 : 1)
     k_mm_q4_wg(int M, const half2 *__restrict__ P, int N, int K, int n_out, int hidden, void *out, int ldo, int mode, float *__restrict__ partial,
                int *__restrict__ counters, int p4, lk_rope_epi re, const __grid_constant__ CUtensorMap tmx,
                const __grid_constant__ CUtensorMap tmw) {
 #if defined(__CUDA_ARCH_FEAT_SM90_ALL)
     lk_pdl_prologue();
-    __shared__ __align__(8) uint64_t xbar[wg_smem<BM, BN>::STAGES]; /* a stage's x and weights landed (TMA bytes) */
+    __shared__ __align__(8) uint64_t xbar[wg_smem<BM, BN, STG>::STAGES]; /* a stage's x and weights landed (TMA bytes) */
     extern __shared__ __align__(16) unsigned char smem[];
-    using SM = wg_smem<BM, BN>;
+    using SM = wg_smem<BM, BN, STG>;
     constexpr int T = SM::T, STAGES = SM::STAGES, AHEAD = SM::AHEAD;
     /* x stages and the two fp16 buffers first, 1024-byte aligned (swizzle atoms), then the raw weights */
     unsigned char *Xs = smem + ((1024 - ((uint32_t)__cvta_generic_to_shared(smem) & 1023)) & 1023);
@@ -2018,6 +2019,15 @@ static int wg_choice(void) {
     return e && e[0] ? atoi(e) : -1;
 }
 
+/* LLAMA_KERNEL_WG_STAGES=3 (opt-in experiment, not yet measured: benchmarks/NOTES.md, nineteenth session):
+ * above 64 rows, 128-row blocks with a ring of 3 stages (1 k-tile ahead, ~99 KB of shared memory), so two
+ * blocks share an SM (4 warps a scheduler instead of 2) in place of the 128- or 256-row blocks of one block an
+ * SM. ncu found o and down latency-bound at 2 warps a scheduler with L2 at ~37% of its peak. Read per call. */
+static bool wg_short_ring(void) {
+    const char *e = getenv("LLAMA_KERNEL_WG_STAGES");
+    return e && atoi(e) == 3;
+}
+
 /* the driver's tensor-map encoder (cuTensorMapEncodeTiled), through the runtime so the extension does not
  * link libcuda; NULL when the driver has none (the wgmma kernel is then not used) */
 static PFN_cuTensorMapEncodeTiled_v12000 tmap_encoder(void) {
@@ -2064,7 +2074,7 @@ static lk_status q4_tmap(CUtensorMap *m, const lk_dmat *W, const char *what, CUt
     return LK_OK;
 }
 
-template <int BM, int BN, bool TILED>
+template <int BM, int BN, bool TILED, int STG = 6>
 static lk_status launch_wg(const lk_dmat *W, const half *x, int M, int ldx, void *out, int ldo, int mode, int n_out,
                            int hidden, int S, const lk_mm_ws *ws, const lk_rope_epi &re, cudaStream_t st) {
     const int cols = mode == LK_OUT_SWIGLU_F16 ? BN / 2 : BN;
@@ -2081,10 +2091,11 @@ static lk_status launch_wg(const lk_dmat *W, const half *x, int M, int ldx, void
     const cuuint32_t wbox[3] = {TILED ? 128u : 32u, TILED ? 1u : (cuuint32_t)rr, (cuuint32_t)rr / 16};
     TRY(q4_tmap(&tmw, W, "weights", TILED ? CU_TENSOR_MAP_DATA_TYPE_UINT32 : CU_TENSOR_MAP_DATA_TYPE_UINT8, TILED ? 3 : 2,
                 W->w, wdims, wstr, wbox, CU_TENSOR_MAP_SWIZZLE_NONE, CU_TENSOR_MAP_L2_PROMOTION_L2_256B));
-    LAUNCH("k_mm_q4_wg", (k_mm_q4_wg<BM, BN, TILED>), grid, dim3(2 * BM), (size_t)wg_smem<BM, BN>::BYTES, st, M,
+    LAUNCH("k_mm_q4_wg", (k_mm_q4_wg<BM, BN, TILED, STG>), grid, dim3(2 * BM), (size_t)wg_smem<BM, BN, STG>::BYTES, st, M,
            W->p, W->N, W->K, n_out, hidden, out, ldo, mode,
            S > 1 ? ws->tc_partial : (float *)NULL, S > 1 ? ws->tc_counters : (int *)NULL,
            (int)(!TILED && (W->K / LK_Q4_GROUP) % 4 == 0 && (uintptr_t)W->p % 16 == 0), re, tmx, tmw);
+    if (STG != 6) lk_last_launch = "k_mm_q4_wg (3 stages)"; /* the tests ask which form ran */
     return LK_OK;
 }
 
@@ -2108,9 +2119,9 @@ static int try_wg(const lk_dmat *W, const half *x, int M, int ldx, void *out, in
     if (rope && (M > 64 || (re.hd != 64 && re.hd != 128))) return 0;
     const bool swiglu = mode == LK_OUT_SWIGLU_F16, tiled = W->fmt == LK_WFMT_Q4_TILED;
     const long c128 = lk_cdiv(n_out, swiglu ? 64 : 128), c256 = lk_cdiv(n_out, swiglu ? 128 : 256);
-#define WG_GO(BM, BN, S)                                                                                   \
-    (tiled ? launch_wg<BM, BN, true>(W, x, M, ldx, out, ldo, mode, n_out, hidden, S, ws, re, st) \
-           : launch_wg<BM, BN, false>(W, x, M, ldx, out, ldo, mode, n_out, hidden, S, ws, re, st))
+#define WG_GO(BM, BN, S, STG)                                                                                   \
+    (tiled ? launch_wg<BM, BN, true, STG>(W, x, M, ldx, out, ldo, mode, n_out, hidden, S, ws, re, st) \
+           : launch_wg<BM, BN, false, STG>(W, x, M, ldx, out, ldo, mode, n_out, hidden, S, ws, re, st))
     const long t256 = c256 * lk_cdiv(M, 128), t128 = c128 * lk_cdiv(M, 128);
     const int bn = M <= 64 || choice == 64         ? 0
                    : choice == 128 || choice == 256 ? choice
@@ -2124,10 +2135,10 @@ static int try_wg(const lk_dmat *W, const half *x, int M, int ldx, void *out, in
             while (S < LK_SPLITK_MAX && tiles * S < sm_count && KT / (2 * S) >= 4 &&
                    (size_t)tiles * (size_t)(2 * S) * 64 * 128 <= ws->tc_partial_floats)
                 S *= 2;
-        *r = WG_GO(64, 128, S);
+        *r = WG_GO(64, 128, S, 6);
         return 1;
     }
-    *r = bn == 256 ? WG_GO(128, 256, 1) : WG_GO(128, 128, 1);
+    *r = wg_short_ring() ? WG_GO(128, 128, 1, 3) : bn == 256 ? WG_GO(128, 256, 1, 6) : WG_GO(128, 128, 1, 6);
     return 1;
 #undef WG_GO
 }
@@ -2281,15 +2292,17 @@ lk_status lk_mm_init(void) {
     TC_ATTR(128, 128, 2, 4, true);
 #undef TC_ATTR
     if (wg_ready()) {
-#define WG_ATTR(BM, BN, TILED)                                                                      \
-    CU(cudaFuncSetAttribute(k_mm_q4_wg<BM, BN, TILED>, cudaFuncAttributeMaxDynamicSharedMemorySize, \
-                            wg_smem<BM, BN>::BYTES))
-        WG_ATTR(64, 128, false);
-        WG_ATTR(64, 128, true);
-        WG_ATTR(128, 128, false);
-        WG_ATTR(128, 128, true);
-        WG_ATTR(128, 256, false);
-        WG_ATTR(128, 256, true);
+#define WG_ATTR(BM, BN, TILED, STG)                                                                      \
+    CU(cudaFuncSetAttribute(k_mm_q4_wg<BM, BN, TILED, STG>, cudaFuncAttributeMaxDynamicSharedMemorySize, \
+                            wg_smem<BM, BN, STG>::BYTES))
+        WG_ATTR(64, 128, false, 6);
+        WG_ATTR(64, 128, true, 6);
+        WG_ATTR(128, 128, false, 6);
+        WG_ATTR(128, 128, true, 6);
+        WG_ATTR(128, 256, false, 6);
+        WG_ATTR(128, 256, true, 6);
+        WG_ATTR(128, 128, false, 3);
+        WG_ATTR(128, 128, true, 3);
 #undef WG_ATTR
 #define RA_ATTR(NT, NWG, ROWI)                                                                     \
     CU(cudaFuncSetAttribute(k_mm_q4_ra<NT, NWG, ROWI>, cudaFuncAttributeMaxDynamicSharedMemorySize, \
