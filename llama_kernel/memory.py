@@ -152,6 +152,7 @@ def estimate_memory(model_id_or_config: Union[str, ModelConfig, Dict[str, Any]] 
     weights_lm_head_bytes); kv_cache_bytes and kv_cache_per_token_bytes;
     activations_bytes; workspace_bytes; rope_bytes. compare=True adds
     "by_quantization": the total for int4 and for none (bf16), side by side.
+    prefill_chunk=None takes LlamaInference's default (default_prefill_chunk).
     """
     cfg = resolve_config(model_id_or_config)
     if device == "auto":
