@@ -2095,7 +2095,7 @@ static lk_status launch_wg(const lk_dmat *W, const half *x, int M, int ldx, void
            W->p, W->N, W->K, n_out, hidden, out, ldo, mode,
            S > 1 ? ws->tc_partial : (float *)NULL, S > 1 ? ws->tc_counters : (int *)NULL,
            (int)(!TILED && (W->K / LK_Q4_GROUP) % 4 == 0 && (uintptr_t)W->p % 16 == 0), re, tmx, tmw);
-    if (STG != 6) lk_last_launch = "k_mm_q4_wg (3 stages)"; /* the tests ask which form ran */
+    if constexpr (STG == 3) lk_last_launch = "k_mm_q4_wg (3 stages)"; /* the tests ask which form ran */
     return LK_OK;
 }
 
