@@ -979,9 +979,9 @@ def test_wgmma_prefill_matmul(N, K, bn, tiled, monkeypatch):
 @pytest.mark.parametrize("tiled", ["0", "1"])
 @pytest.mark.parametrize("N,K", [(2048, 8192), (2048, 2048), (16384, 2048), (1000, 640), (520, 4224)])
 def test_wgmma_prefill_short_ring(N, K, tiled, monkeypatch):
-    """LLAMA_KERNEL_WG_STAGES=3 (opt-in): above 64 rows the wgmma kernel in 128-row blocks with a ring of 3
-    stages, two blocks an SM; every output mode, partial token and weight blocks, against the reference and
-    the default form, and which form ran."""
+    """The wgmma kernel above 64 rows in 128 x 128 blocks with a ring of 3 stages, two blocks an SM
+    (LLAMA_KERNEL_WG_STAGES=3; unset: by grid): every output mode, partial token and weight blocks, against the
+    reference and the 6-stage form, and which form the size rule picks."""
     if not _C.build_info().get("wgmma"):
         pytest.skip("no sm_90a GPU (the wgmma kernel needs compute capability 9.0 and an sm_90a build)")
     if tiled == "1" and N % 16:
@@ -991,12 +991,17 @@ def test_wgmma_prefill_short_ring(N, K, tiled, monkeypatch):
     rng = np.random.default_rng(N + K + 13)
     w = (rng.standard_normal((N, K)) * 0.02).astype(np.float32)
     qs, p = quant.quantize(w)
-    check_new_vs_old(monkeypatch, rng, qs, p, N, K, (65, 300, 1030), "LLAMA_KERNEL_WG_STAGES", "3", "")
-    x = rng.standard_normal((300, K)).astype(np.float32)
-    for env, want in (("3", "k_mm_q4_wg (3 stages)"), ("", "k_mm_q4_wg")):
-        monkeypatch.setenv("LLAMA_KERNEL_WG_STAGES", env)
-        _, used, kernel = _C.cuda_matmul(x, qs, p, mode=0, variant=3, kernel=True)
-        assert used == 3 and kernel == want, env
+    check_new_vs_old(monkeypatch, rng, qs, p, N, K, (65, 300, 1030), "LLAMA_KERNEL_WG_STAGES", "3", "6")
+    sms = _C.build_info()["sm_count"]
+    for M in (300, 1030, 2048):
+        x = rng.standard_normal((M, K)).astype(np.float32)
+        t128 = -(-N // 128) * -(-M // 128)  # 128 x 128 blocks (mode 0)
+        rule = sms < t128 <= 3 * sms
+        # (grids of fewer than half a block an SM take 64-row blocks with K split whatever the switch says)
+        for env, ring3 in (("3", 2 * t128 >= sms), ("6", False), ("", rule)):
+            monkeypatch.setenv("LLAMA_KERNEL_WG_STAGES", env)
+            _, used, kernel = _C.cuda_matmul(x, qs, p, mode=0, variant=3, kernel=True)
+            assert used == 3 and kernel == ("k_mm_q4_wg (3 stages)" if ring3 else "k_mm_q4_wg"), (M, env)
 
 
 @pytest.mark.parametrize("nwg", ["1", "2"])  # warpgroups a block

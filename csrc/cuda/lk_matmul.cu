@@ -2019,13 +2019,13 @@ static int wg_choice(void) {
     return e && e[0] ? atoi(e) : -1;
 }
 
-/* LLAMA_KERNEL_WG_STAGES=3 (opt-in experiment, not yet measured: benchmarks/NOTES.md, nineteenth session):
- * above 64 rows, 128-row blocks with a ring of 3 stages (1 k-tile ahead, ~99 KB of shared memory), so two
- * blocks share an SM (4 warps a scheduler instead of 2) in place of the 128- or 256-row blocks of one block an
- * SM. ncu found o and down latency-bound at 2 warps a scheduler with L2 at ~37% of its peak. Read per call. */
-static bool wg_short_ring(void) {
+/* LLAMA_KERNEL_WG_STAGES: 3 / 6 = above 64 rows always that ring (A/B, tests); unset = by grid (try_wg).
+ * The ring of 3 stages (1 k-tile ahead, ~99 KB of shared memory) lets two 128 x 128 blocks share an SM (4
+ * warps a scheduler instead of 2); ncu found o and down latency-bound at 2 warps a scheduler with L2 at ~37%
+ * of its peak. Read per call. */
+static int wg_stages_env(void) {
     const char *e = getenv("LLAMA_KERNEL_WG_STAGES");
-    return e && atoi(e) == 3;
+    return e && e[0] ? atoi(e) : 0;
 }
 
 /* the driver's tensor-map encoder (cuTensorMapEncodeTiled), through the runtime so the extension does not
@@ -2138,7 +2138,14 @@ static int try_wg(const lk_dmat *W, const half *x, int M, int ldx, void *out, in
         *r = WG_GO(64, 128, S, 6);
         return 1;
     }
-    *r = wg_short_ring() ? WG_GO(128, 128, 1, 3) : bn == 256 ? WG_GO(128, 256, 1, 6) : WG_GO(128, 128, 1, 6);
+    /* The ring of 3 (two 128 x 128 blocks an SM) where that grid needs more than one block an SM but at most
+     * ~1.5 waves of two (measured, benchmarks/NOTES.md v63, H100: alone, us 6 -> 3 stages, qkv 1,024 rows
+     * 47.1 -> 43.3, 2,048 rows 88.0 -> 77.6, o 2,048 rows 59.1 -> 53.5, down 2,048 rows 152.9 -> 159.0; in the
+     * engine, o and down both on it, prefill of 1,536 / 2,048 tokens 9.26 -> 8.96 / 11.04 -> 10.86 ms; grids of
+     * one block an SM or of many waves lose: o, down 1,024 rows 31.4 -> 34.0, 90.9 -> 107.2, gate_up 148 -> 154) */
+    const int se = wg_stages_env();
+    const bool ring3 = se == 3 || (se != 6 && choice < 0 && t128 > sm_count && t128 <= 3L * sm_count);
+    *r = ring3 ? WG_GO(128, 128, 1, 3) : bn == 256 ? WG_GO(128, 256, 1, 6) : WG_GO(128, 128, 1, 6);
     return 1;
 #undef WG_GO
 }
