@@ -1004,6 +1004,37 @@ def test_wgmma_prefill_short_ring(N, K, tiled, monkeypatch):
             assert used == 3 and kernel == ("k_mm_q4_wg (3 stages)" if ring3 else "k_mm_q4_wg"), (M, env)
 
 
+@pytest.mark.parametrize("tiled", ["0", "1"])
+@pytest.mark.parametrize("N,K", [(2048, 8192), (2048, 2048), (1000, 640), (520, 4224)])
+def test_wgmma_batched_add_epilogue(N, K, tiled, monkeypatch):
+    """LLAMA_KERNEL_ADD_EPI=1 (opt-in): the wgmma kernel adds into the fp32 residual with each chunk's loads
+    issued before its stores. The same sums bit for bit as the per-element epilogue, at 33-64 rows (64-row
+    blocks, K split) and above (the 6- and 3-stage forms), partial token and weight blocks; and which ran."""
+    if not _C.build_info().get("wgmma"):
+        pytest.skip("no sm_90a GPU (the wgmma kernel needs compute capability 9.0 and an sm_90a build)")
+    if tiled == "1" and N % 16:
+        pytest.skip("the tiled layout needs N % 16 == 0")
+    monkeypatch.setenv("LLAMA_KERNEL_TILED", tiled)
+    monkeypatch.setenv("LLAMA_KERNEL_RA_PREFILL", "0")
+    monkeypatch.setenv("LLAMA_KERNEL_WG_MIN", "33")  # the wgmma kernel from 33 rows on every matrix
+    rng = np.random.default_rng(N + K + 17)
+    w = (rng.standard_normal((N, K)) * 0.02).astype(np.float32)
+    qs, p = quant.quantize(w)
+    for M in (33, 64, 65, 300, 1030):
+        x = rng.standard_normal((M, K)).astype(np.float32)
+        y0 = rng.standard_normal((M, N)).astype(np.float32)
+        for stages in ("6", "3"):
+            monkeypatch.setenv("LLAMA_KERNEL_WG_STAGES", stages)
+            monkeypatch.setenv("LLAMA_KERNEL_ADD_EPI", "1")
+            y, used, kernel = _C.cuda_matmul(x, qs, p, mode=1, variant=3, y=y0, kernel=True)
+            assert used == 3 and kernel.startswith("k_mm_q4_wg") and kernel.endswith("batched add)"), (M, kernel)
+            assert R.rel_err(y, mm_ref(x, qs, p, 1, y0)) < 5e-3, (M, stages)
+            monkeypatch.setenv("LLAMA_KERNEL_ADD_EPI", "")
+            y_old, _, kernel_old = _C.cuda_matmul(x, qs, p, mode=1, variant=3, y=y0, kernel=True)
+            assert "batched" not in kernel_old
+            assert np.array_equal(y, y_old), (M, stages)
+
+
 @pytest.mark.parametrize("nwg", ["1", "2"])  # warpgroups a block
 @pytest.mark.parametrize("N,K", [(3072, 2048), (16384, 2048), (2048, 8192), (5120, 3072), (1056, 640), (160, 4224)])
 def test_register_a_matmul(N, K, nwg, monkeypatch):

@@ -1273,6 +1273,34 @@ __device__ __forceinline__ bool wg_split_sum(float (&acc)[R], float *__restrict_
     return true;
 }
 
+/* LK_OUT_ADD_F32 in batches (opt-in, LLAMA_KERNEL_ADD_EPI=1; launch_wg passes this mode for LK_OUT_ADD_F32):
+ * epi_store does `out[i] += v` for each accumulator: a load, an add and a store in a branch of its own, and
+ * the store may alias the next load (rows m and m + 8 are ldo apart, ldo unknown), so a thread's BN / 2
+ * residual loads run one L2 round trip after another (~128 x ~300 cycles, ~20 us, in the o and down epilogue
+ * of a 256-wide block; the PTX shows each ld.global.f32 right after the previous st.global.f32). Here a
+ * chunk's CH loads are all issued before its stores. Same adds, same results bit for bit. */
+enum { LK_OUT_ADD_F32_BATCHED = 16 };
+
+template <int R, int CH>
+__device__ __forceinline__ void wg_add_epilogue(const float (&acc)[R], float *out, int ldo, int M, int n_out,
+                                                int mrow, int j0, int t) {
+    static_assert(R % CH == 0 && CH % 4 == 0, "whole n8 tiles a chunk");
+#pragma unroll
+    for (int c0 = 0; c0 < R; c0 += CH) {
+        float r[CH];
+#pragma unroll
+        for (int q = 0; q < CH; q++) { /* accumulator i: n8 tile i / 4, token row g (+8 for e >= 2) */
+            const int i = c0 + q, e = i & 3, m = mrow + (e >= 2 ? 8 : 0), col = j0 + 8 * (i >> 2) + 2 * t + (e & 1);
+            r[q] = m < M && col < n_out ? out[(size_t)m * ldo + col] : 0.0f;
+        }
+#pragma unroll
+        for (int q = 0; q < CH; q++) {
+            const int i = c0 + q, e = i & 3, m = mrow + (e >= 2 ? 8 : 0), col = j0 + 8 * (i >> 2) + 2 * t + (e & 1);
+            if (m < M && col < n_out) out[(size_t)m * ldo + col] = r[q] + acc[i];
+        }
+    }
+}
+
 template <int BM, int BN, bool TILED, int STG = 6>
 __global__ void __launch_bounds__(2 * BM, STG <= 3 ? 2 : 1)
     k_mm_q4_wg(int M, const half2 *__restrict__ P, int N, int K, int n_out, int hidden, void *out, int ldo, int mode, float *__restrict__ partial,
@@ -1439,6 +1467,10 @@ __global__ void __launch_bounds__(2 * BM, STG <= 3 ? 2 : 1)
     if (mode == LK_OUT_QKV_ROPE) { /* (64-row blocks, head_dim 64 or 128: try_wg) */
         if (re.hd == 64) wg_rope_epilogue<BN, 16>(acc, re, out, ldo, M, n_out, mrow, j0, t);
         else wg_rope_epilogue<BN, 32>(acc, re, out, ldo, M, n_out, mrow, j0, t);
+        return;
+    }
+    if (mode == LK_OUT_ADD_F32_BATCHED) {
+        wg_add_epilogue<BN / 2, BN == 256 ? 16 : 8>(acc, (float *)out, ldo, M, n_out, mrow, j0, t);
         return;
     }
 #pragma unroll
@@ -2028,6 +2060,13 @@ static int wg_stages_env(void) {
     return e && e[0] ? atoi(e) : 0;
 }
 
+/* LLAMA_KERNEL_ADD_EPI=1 (opt-in experiment, written in the twentieth session without a GPU run, benchmarks/NOTES.md):
+ * the wgmma kernel's residual-add epilogue in batches (wg_add_epilogue). Read per call. */
+static bool add_epi_batched(void) {
+    const char *e = getenv("LLAMA_KERNEL_ADD_EPI");
+    return e && atoi(e) == 1;
+}
+
 /* the driver's tensor-map encoder (cuTensorMapEncodeTiled), through the runtime so the extension does not
  * link libcuda; NULL when the driver has none (the wgmma kernel is then not used) */
 static PFN_cuTensorMapEncodeTiled_v12000 tmap_encoder(void) {
@@ -2078,6 +2117,7 @@ template <int BM, int BN, bool TILED, int STG = 6>
 static lk_status launch_wg(const lk_dmat *W, const half *x, int M, int ldx, void *out, int ldo, int mode, int n_out,
                            int hidden, int S, const lk_mm_ws *ws, const lk_rope_epi &re, cudaStream_t st) {
     const int cols = mode == LK_OUT_SWIGLU_F16 ? BN / 2 : BN;
+    const int kmode = mode == LK_OUT_ADD_F32 && add_epi_batched() ? (int)LK_OUT_ADD_F32_BATCHED : mode;
     dim3 grid(lk_cdiv(n_out, cols), lk_cdiv(M, BM), S);
     CUtensorMap tmx;
     TRY(x_tmap(&tmx, x, M, W->K, ldx, BM));
@@ -2092,10 +2132,12 @@ static lk_status launch_wg(const lk_dmat *W, const half *x, int M, int ldx, void
     TRY(q4_tmap(&tmw, W, "weights", TILED ? CU_TENSOR_MAP_DATA_TYPE_UINT32 : CU_TENSOR_MAP_DATA_TYPE_UINT8, TILED ? 3 : 2,
                 W->w, wdims, wstr, wbox, CU_TENSOR_MAP_SWIZZLE_NONE, CU_TENSOR_MAP_L2_PROMOTION_L2_256B));
     LAUNCH("k_mm_q4_wg", (k_mm_q4_wg<BM, BN, TILED, STG>), grid, dim3(2 * BM), (size_t)wg_smem<BM, BN, STG>::BYTES, st, M,
-           W->p, W->N, W->K, n_out, hidden, out, ldo, mode,
+           W->p, W->N, W->K, n_out, hidden, out, ldo, kmode,
            S > 1 ? ws->tc_partial : (float *)NULL, S > 1 ? ws->tc_counters : (int *)NULL,
            (int)(!TILED && (W->K / LK_Q4_GROUP) % 4 == 0 && (uintptr_t)W->p % 16 == 0), re, tmx, tmw);
-    if constexpr (STG == 3) lk_last_launch = "k_mm_q4_wg (3 stages)"; /* the tests ask which form ran */
+    /* the tests ask which form ran */
+    if (kmode == LK_OUT_ADD_F32_BATCHED) lk_last_launch = STG == 3 ? "k_mm_q4_wg (3 stages, batched add)" : "k_mm_q4_wg (batched add)";
+    else if constexpr (STG == 3) lk_last_launch = "k_mm_q4_wg (3 stages)";
     return LK_OK;
 }
 
