@@ -1285,18 +1285,24 @@ template <int R, int CH>
 __device__ __forceinline__ void wg_add_epilogue(const float (&acc)[R], float *out, int ldo, int M, int n_out,
                                                 int mrow, int j0, int t) {
     static_assert(R % CH == 0 && CH % 4 == 0, "whole n8 tiles a chunk");
+    /* accumulator i: n8 tile i / 4, token row g (+8 for e >= 2), column 8 (i / 4) + 2 t + (e & 1); NULL when
+     * past M or n_out */
+    auto at = [&](int i) -> float * {
+        const int e = i & 3, m = mrow + (e >= 2 ? 8 : 0), col = j0 + 8 * (i >> 2) + 2 * t + (e & 1);
+        return m < M && col < n_out ? out + (size_t)m * ldo + col : nullptr;
+    };
 #pragma unroll
     for (int c0 = 0; c0 < R; c0 += CH) {
         float r[CH];
 #pragma unroll
-        for (int q = 0; q < CH; q++) { /* accumulator i: n8 tile i / 4, token row g (+8 for e >= 2) */
-            const int i = c0 + q, e = i & 3, m = mrow + (e >= 2 ? 8 : 0), col = j0 + 8 * (i >> 2) + 2 * t + (e & 1);
-            r[q] = m < M && col < n_out ? out[(size_t)m * ldo + col] : 0.0f;
+        for (int q = 0; q < CH; q++) {
+            const float *p = at(c0 + q);
+            r[q] = p ? *p : 0.0f;
         }
 #pragma unroll
         for (int q = 0; q < CH; q++) {
-            const int i = c0 + q, e = i & 3, m = mrow + (e >= 2 ? 8 : 0), col = j0 + 8 * (i >> 2) + 2 * t + (e & 1);
-            if (m < M && col < n_out) out[(size_t)m * ldo + col] = r[q] + acc[i];
+            float *p = at(c0 + q);
+            if (p) *p = r[q] + acc[c0 + q];
         }
     }
 }
@@ -2060,8 +2066,8 @@ static int wg_stages_env(void) {
     return e && e[0] ? atoi(e) : 0;
 }
 
-/* LLAMA_KERNEL_ADD_EPI=1 (opt-in experiment, written in the twentieth session without a GPU run, benchmarks/NOTES.md):
- * the wgmma kernel's residual-add epilogue in batches (wg_add_epilogue). Read per call. */
+/* LLAMA_KERNEL_ADD_EPI=1 (opt-in experiment, written in the twentieth session without a GPU run,
+ * benchmarks/NOTES.md): the wgmma kernel's residual-add epilogue in batches (wg_add_epilogue). Read per call. */
 static bool add_epi_batched(void) {
     const char *e = getenv("LLAMA_KERNEL_ADD_EPI");
     return e && atoi(e) == 1;
@@ -2136,7 +2142,8 @@ static lk_status launch_wg(const lk_dmat *W, const half *x, int M, int ldx, void
            S > 1 ? ws->tc_partial : (float *)NULL, S > 1 ? ws->tc_counters : (int *)NULL,
            (int)(!TILED && (W->K / LK_Q4_GROUP) % 4 == 0 && (uintptr_t)W->p % 16 == 0), re, tmx, tmw);
     /* the tests ask which form ran */
-    if (kmode == LK_OUT_ADD_F32_BATCHED) lk_last_launch = STG == 3 ? "k_mm_q4_wg (3 stages, batched add)" : "k_mm_q4_wg (batched add)";
+    if (kmode == LK_OUT_ADD_F32_BATCHED)
+        lk_last_launch = STG == 3 ? "k_mm_q4_wg (3 stages, batched add)" : "k_mm_q4_wg (batched add)";
     else if constexpr (STG == 3) lk_last_launch = "k_mm_q4_wg (3 stages)";
     return LK_OK;
 }
