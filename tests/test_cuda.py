@@ -1007,9 +1007,10 @@ def test_wgmma_prefill_short_ring(N, K, tiled, monkeypatch):
 @pytest.mark.parametrize("tiled", ["0", "1"])
 @pytest.mark.parametrize("N,K", [(2048, 8192), (2048, 2048), (1000, 640), (520, 4224)])
 def test_wgmma_batched_add_epilogue(N, K, tiled, monkeypatch):
-    """LLAMA_KERNEL_ADD_EPI=1 (opt-in): the wgmma kernel adds into the fp32 residual with each chunk's loads
-    issued before its stores. The same sums bit for bit as the per-element epilogue, at 33-64 rows (64-row
-    blocks, K split) and above (the 6- and 3-stage forms), partial token and weight blocks; and which ran."""
+    """The wgmma kernel adds into the fp32 residual with each chunk's loads issued before its stores (the
+    default; LLAMA_KERNEL_ADD_EPI=0: one load-add-store after another). The same sums bit for bit, at 33-64
+    rows (64-row blocks, K split) and above (the 6- and 3-stage forms), partial token and weight blocks; and
+    which ran."""
     if not _C.build_info().get("wgmma"):
         pytest.skip("no sm_90a GPU (the wgmma kernel needs compute capability 9.0 and an sm_90a build)")
     if tiled == "1" and N % 16:
@@ -1025,14 +1026,72 @@ def test_wgmma_batched_add_epilogue(N, K, tiled, monkeypatch):
         y0 = rng.standard_normal((M, N)).astype(np.float32)
         for stages in ("6", "3"):
             monkeypatch.setenv("LLAMA_KERNEL_WG_STAGES", stages)
-            monkeypatch.setenv("LLAMA_KERNEL_ADD_EPI", "1")
+            monkeypatch.setenv("LLAMA_KERNEL_ADD_EPI", "")
             y, used, kernel = _C.cuda_matmul(x, qs, p, mode=1, variant=3, y=y0, kernel=True)
             assert used == 3 and kernel.startswith("k_mm_q4_wg") and kernel.endswith("batched add)"), (M, kernel)
             assert R.rel_err(y, mm_ref(x, qs, p, 1, y0)) < 5e-3, (M, stages)
-            monkeypatch.setenv("LLAMA_KERNEL_ADD_EPI", "")
+            monkeypatch.setenv("LLAMA_KERNEL_ADD_EPI", "0")
             y_old, _, kernel_old = _C.cuda_matmul(x, qs, p, mode=1, variant=3, y=y0, kernel=True)
             assert "batched" not in kernel_old
             assert np.array_equal(y, y_old), (M, stages)
+
+
+@pytest.mark.parametrize("route", ["tiled", "ra", "ra_prefill"])
+@pytest.mark.parametrize("N,K", [(2048, 8192), (3072, 3072), (1056, 640)])
+def test_batched_add_small_batch_and_register_a(N, K, route, monkeypatch):
+    """The residual add of the tiled small-batch kernel (2-32 rows, NT = 1, 2, 4 token tiles a lane) and the
+    register-A kernel (17-64 rows with K split, and the prefill forms above 64 rows) with its loads batched
+    (the default) gives the same sums bit for bit as one load-add-store after another
+    (LLAMA_KERNEL_ADD_EPI=0), and the reference's."""
+    if route != "tiled" and not _C.build_info().get("wgmma"):
+        pytest.skip("no sm_90a GPU (the register-A kernel needs compute capability 9.0 and an sm_90a build)")
+    monkeypatch.setenv("LLAMA_KERNEL_TILED", "1")
+    monkeypatch.setenv("LLAMA_KERNEL_WG_MIN", "100000")
+    monkeypatch.setenv("LLAMA_KERNEL_RA", "17" if route == "ra" else "0")
+    if route == "ra_prefill":
+        Ms, want = (65, 200), "k_mm_q4_ra"
+    else:
+        Ms, want = ((2, 5, 8, 9, 16, 17, 24, 32) if route == "tiled" else (17, 32, 33, 64)), \
+            ("k_gemv_tiled" if route == "tiled" else "k_mm_q4_ra")
+    rng = np.random.default_rng(N + K + 29)
+    w = (rng.standard_normal((N, K)) * 0.02).astype(np.float32)
+    qs, p = quant.quantize(w)
+    forms = ("1", "2", "3", "4") if route == "ra_prefill" else ("",)
+    for M in Ms:
+        x = rng.standard_normal((M, K)).astype(np.float32)
+        y0 = rng.standard_normal((M, N)).astype(np.float32)
+        for form in forms:
+            monkeypatch.setenv("LLAMA_KERNEL_RA_PREFILL", form)
+            ys = []
+            for env in ("", "0"):
+                monkeypatch.setenv("LLAMA_KERNEL_ADD_EPI", env)
+                y, _, kernel = _C.cuda_matmul(x, qs, p, mode=1, variant=3, y=y0, kernel=True)
+                assert kernel == want, (M, form, env, kernel)
+                ys.append(y)
+            assert R.rel_err(ys[0], mm_ref(x, qs, p, 1, y0)) < 5e-3, (M, form)
+            assert np.array_equal(ys[0], ys[1]), (M, form)
+
+
+@pytest.mark.parametrize("N,K", [(16384, 2048), (16384, 3072), (1056, 640)])
+def test_gate_up_register_a_17_to_32_rows(N, K, monkeypatch):
+    """gate_up (SwiGLU) of 17-32 rows of the tiled layout runs the register-A kernel by default (K split through
+    the workspace where its grid is small), from 33 rows not; LLAMA_KERNEL_RA_GU=0 keeps the tiled slices. Both
+    agree with the reference."""
+    if not _C.build_info().get("wgmma"):
+        pytest.skip("no sm_90a GPU (the register-A kernel needs compute capability 9.0 and an sm_90a build)")
+    monkeypatch.setenv("LLAMA_KERNEL_TILED", "1")
+    monkeypatch.delenv("LLAMA_KERNEL_RA", raising=False)
+    rng = np.random.default_rng(N + K + 31)
+    w = (rng.standard_normal((N, K)) * 0.02).astype(np.float32)
+    qs, p = quant.quantize(w)
+    for M in (17, 24, 32, 33):
+        x = rng.standard_normal((M, K)).astype(np.float32)
+        ref = mm_ref(x, qs, p, 2, None)
+        for env in ("", "0"):
+            monkeypatch.setenv("LLAMA_KERNEL_RA_GU", env)
+            y, used, kernel = _C.cuda_matmul(x, qs, p, mode=2, variant=3, kernel=True)
+            assert (kernel == "k_mm_q4_ra") == (env == "" and M <= 32), (M, env, kernel)
+            assert R.rel_err(y, ref) < 5e-3, (M, env)
 
 
 @pytest.mark.parametrize("nwg", ["1", "2"])  # warpgroups a block

@@ -47,6 +47,15 @@ int lk_mm_prefer_tiled(int batch_size, int N, int K) {
 
 
 /* ---- epilogue ---------------------------------------------------------------- */
+/* LK_OUT_ADD_F32 with the residual loads batched: what the launchers of the tiled small-batch, wgmma and
+ * register-A kernels pass for LK_OUT_ADD_F32 unless LLAMA_KERNEL_ADD_EPI=0 (add_mode). epi_store does
+ * `out[i] += v` for each output: a load, an add and a store in a branch of its own, and the store may alias
+ * the next load (ldo unknown), so a thread's residual loads run one L2 round trip after another (in the o and
+ * down epilogue of a 256-wide wgmma block, 128 of them, ~20 us; the PTX shows each ld.global.f32 right after
+ * the previous st.global.f32). The batched epilogues issue a chunk's loads before its stores: the same adds,
+ * the same sums bit for bit. Measured (benchmarks/NOTES.md, v64, H100). epi_store adds for this mode too. */
+enum { LK_OUT_ADD_F32_BATCHED = 16 };
+
 __device__ __forceinline__ void epi_store(void *out, int ldo, int mode, int m, int j, float v) {
     size_t i = (size_t)m * ldo + j;
     if (mode == LK_OUT_F16 || mode == LK_OUT_SWIGLU_F16) ((half *)out)[i] = __float2half(v);
@@ -685,6 +694,34 @@ template <int NT, int NB>
 __device__ __forceinline__ void tiled_epilogue(const float (&acc)[NB][NT][4], const int (&rb)[NB], int g, int t, int M,
                                                int N, int n_out, void *out, int ldo, int mode, const lk_rope_epi &re) {
     const bool swiglu = mode == LK_OUT_SWIGLU_F16, rope = mode == LK_OUT_QKV_ROPE;
+    if constexpr (NB == 1) {
+        if (mode == LK_OUT_ADD_F32_BATCHED) { /* (see epi_store) 8 residual loads (two n8 tiles), then 8 stores */
+            constexpr int CT = NT < 2 ? NT : 2;
+            auto at = [&](int nt, int e) -> float * {
+                const int m = 8 * nt + 2 * t + (e & 1), row = rb[0] * 16 + g + (e >= 2 ? 8 : 0);
+                return m < M && row < n_out ? (float *)out + (size_t)m * ldo + row : nullptr;
+            };
+#pragma unroll
+            for (int c0 = 0; c0 < NT; c0 += CT) {
+                float r[CT][4];
+#pragma unroll
+                for (int q = 0; q < CT; q++)
+#pragma unroll
+                    for (int e = 0; e < 4; e++) {
+                        const float *p = at(c0 + q, e);
+                        r[q][e] = p ? *p : 0.0f;
+                    }
+#pragma unroll
+                for (int q = 0; q < CT; q++)
+#pragma unroll
+                    for (int e = 0; e < 4; e++) {
+                        float *p = at(c0 + q, e);
+                        if (p) *p = r[q][e] + acc[0][c0 + q][e];
+                    }
+            }
+            return;
+        }
+    }
 #pragma unroll
     for (int nt = 0; nt < NT; nt++)
 #pragma unroll
@@ -1273,14 +1310,7 @@ __device__ __forceinline__ bool wg_split_sum(float (&acc)[R], float *__restrict_
     return true;
 }
 
-/* LK_OUT_ADD_F32 in batches (opt-in, LLAMA_KERNEL_ADD_EPI=1; launch_wg passes this mode for LK_OUT_ADD_F32):
- * epi_store does `out[i] += v` for each accumulator: a load, an add and a store in a branch of its own, and
- * the store may alias the next load (rows m and m + 8 are ldo apart, ldo unknown), so a thread's BN / 2
- * residual loads run one L2 round trip after another (~128 x ~300 cycles, ~20 us, in the o and down epilogue
- * of a 256-wide block; the PTX shows each ld.global.f32 right after the previous st.global.f32). Here a
- * chunk's CH loads are all issued before its stores. Same adds, same results bit for bit. */
-enum { LK_OUT_ADD_F32_BATCHED = 16 };
-
+/* LK_OUT_ADD_F32_BATCHED (see epi_store) in the wgmma kernel: a chunk's CH residual loads before its stores */
 template <int R, int CH>
 __device__ __forceinline__ void wg_add_epilogue(const float (&acc)[R], float *out, int ldo, int M, int n_out,
                                                 int mrow, int j0, int t) {
@@ -1773,6 +1803,29 @@ __global__ void __launch_bounds__(128 * NWG, NWG == 1 ? (NT == 128 ? 2 : 3) : 1)
      * the warp's tile of the set */
     const int row0 = (lt[0] < HT ? tb0 + lt[0] : tb1 + lt[0] - HT) * 16 + g;
     const int row1 = (lt[1] < HT ? tb0 + lt[1] : tb1 + lt[1] - HT) * 16 + g;
+    if (mode == LK_OUT_ADD_F32_BATCHED) { /* (see epi_store) 8 accumulators of each set: 16 loads, 16 stores */
+        auto at = [&](int i, int row) -> float * {
+            const int m = m0 + 8 * (i >> 2) + 2 * t + (i & 1), rr = row + ((i & 3) >= 2 ? 8 : 0);
+            return m < M && rr < n_out ? (float *)out + (size_t)m * ldo + rr : nullptr;
+        };
+#pragma unroll
+        for (int c0 = 0; c0 < NT / 2; c0 += 8) {
+            float r[2][8];
+#pragma unroll
+            for (int q = 0; q < 8; q++) {
+                const float *p0 = at(c0 + q, row0), *p1 = at(c0 + q, row1);
+                r[0][q] = p0 ? *p0 : 0.0f;
+                r[1][q] = p1 ? *p1 : 0.0f;
+            }
+#pragma unroll
+            for (int q = 0; q < 8; q++) {
+                float *p0 = at(c0 + q, row0), *p1 = at(c0 + q, row1);
+                if (p0) *p0 = r[0][q] + acc[0][c0 + q];
+                if (p1) *p1 = r[1][q] + acc[1][c0 + q];
+            }
+        }
+        return;
+    }
 #pragma unroll
     for (int i = 0; i < NT / 2; i++) {
         const int j = i >> 2, e = i & 3, m = m0 + 8 * j + 2 * t + (e & 1), h8 = e >= 2 ? 8 : 0;
@@ -2066,11 +2119,11 @@ static int wg_stages_env(void) {
     return e && e[0] ? atoi(e) : 0;
 }
 
-/* LLAMA_KERNEL_ADD_EPI=1 (opt-in experiment, written in the twentieth session without a GPU run,
- * benchmarks/NOTES.md): the wgmma kernel's residual-add epilogue in batches (wg_add_epilogue). Read per call. */
-static bool add_epi_batched(void) {
+/* the mode a kernel launch passes for `mode`: LK_OUT_ADD_F32_BATCHED for LK_OUT_ADD_F32 (the residual loads
+ * batched, see epi_store) unless LLAMA_KERNEL_ADD_EPI=0 (A/B and the bit-equality tests). Read per call. */
+static int add_mode(int mode) {
     const char *e = getenv("LLAMA_KERNEL_ADD_EPI");
-    return e && atoi(e) == 1;
+    return mode == LK_OUT_ADD_F32 && !(e && e[0] == '0') ? (int)LK_OUT_ADD_F32_BATCHED : mode;
 }
 
 /* the driver's tensor-map encoder (cuTensorMapEncodeTiled), through the runtime so the extension does not
@@ -2123,7 +2176,7 @@ template <int BM, int BN, bool TILED, int STG = 6>
 static lk_status launch_wg(const lk_dmat *W, const half *x, int M, int ldx, void *out, int ldo, int mode, int n_out,
                            int hidden, int S, const lk_mm_ws *ws, const lk_rope_epi &re, cudaStream_t st) {
     const int cols = mode == LK_OUT_SWIGLU_F16 ? BN / 2 : BN;
-    const int kmode = mode == LK_OUT_ADD_F32 && add_epi_batched() ? (int)LK_OUT_ADD_F32_BATCHED : mode;
+    const int kmode = add_mode(mode);
     dim3 grid(lk_cdiv(n_out, cols), lk_cdiv(M, BM), S);
     CUtensorMap tmx;
     TRY(x_tmap(&tmx, x, M, W->K, ldx, BM));
@@ -2199,21 +2252,29 @@ static int try_wg(const lk_dmat *W, const half *x, int M, int ldx, void *out, in
 #undef WG_GO
 }
 
+/* gate_up (SwiGLU) of 17-32 rows on the register-A kernel unless LLAMA_KERNEL_RA_GU=0 (A/B; read per call).
+ * Measured (benchmarks/NOTES.md, v64b, H100, us, tiled slices -> register-A): 24 rows 20.2 -> 17.9, 32 rows
+ * 22.2 -> 18.1; from 48 rows the wgmma kernel is faster (20.8 vs 22.1) */
+static bool ra_gate_up(void) {
+    const char *e = getenv("LLAMA_KERNEL_RA_GU");
+    return !(e && e[0] == '0');
+}
+
 /* fewest rows for the register-A kernel on this matrix (0: not used). Measured (H100, us, this kernel vs
  * the ones before it; benchmarks/NOTES.md, tenth session): the LM head wins from 17 rows (24 rows 71 vs 196,
  * 64 rows 93 vs 121; batch 24 decode 17,343 -> 18,732 tok/s, batch 64 31,358 -> 32,147);
  * o, down (residual add, K split: the last block sums the splits) and gate_up lose in isolation (64 rows
  * 22.7 / 28.0 / 21.8 vs 19.0 / 24.6 / 20.7); qkv wins in isolation (64 rows 13.3 vs 17.9) but lost in the
- * engine with the rotary epilogue (batch 64 29,438 vs 31,665), so only the LM head takes it.
+ * engine with the rotary epilogue (batch 64 29,438 vs 31,665), so only the LM head took it. With the residual add
+ * batched (v64) gate_up of 17-32 rows wins too (ra_gate_up; try_ra keeps it off from 33 rows).
  * LLAMA_KERNEL_RA=N: from N (>= 17) rows on every matrix, 0 = never (A/B, tests); read per call. */
 static int ra_min_rows(const lk_dmat *W, int mode) {
-    (void)mode;
     const char *e = getenv("LLAMA_KERNEL_RA");
     if (e && e[0]) {
         const int v = atoi(e);
         return v <= 0 ? 0 : v < 17 ? 17 : v;
     }
-    return W->N >= 32768 ? 17 : 0;
+    return W->N >= 32768 || (mode == LK_OUT_SWIGLU_F16 && ra_gate_up()) ? 17 : 0;
 }
 /* LLAMA_KERNEL_RA_NWG = 1 | 2 warpgroups a block (A/B; default 1: three blocks an SM) */
 static int ra_nwg(void) {
@@ -2261,7 +2322,7 @@ static lk_status launch_ra(const lk_dmat *W, const half *x, int M, int ldx, void
     const int tiles = swiglu ? 4 * NWG : 8 * NWG;
     TRY(ROWI ? rowi_tmaps(W, 16 * tiles, &tmw, &tmp) : tiled_tmaps(W, tiles, &tmw, &tmp));
     LAUNCH("k_mm_q4_ra", (k_mm_q4_ra<NT, NWG, ROWI>), grid, dim3(128 * NWG), (size_t)ra_smem<NT, NWG, ROWI>::BYTES, st,
-           M, W->N, W->K, n_out, hidden, out, ldo, mode, S > 1 ? ws->tc_partial : (float *)NULL,
+           M, W->N, W->K, n_out, hidden, out, ldo, add_mode(mode), S > 1 ? ws->tc_partial : (float *)NULL,
            S > 1 ? ws->tc_counters : (int *)NULL, re, tmx, tmw, tmp);
     return LK_OK;
 }
@@ -2314,6 +2375,8 @@ static int try_ra(const lk_dmat *W, const half *x, int M, int ldx, void *out, in
     const bool swiglu = mode == LK_OUT_SWIGLU_F16, rope = mode == LK_OUT_QKV_ROPE;
     const int min_rows = W->fmt == LK_WFMT_Q4_TILED ? ra_min_rows(W, mode) : 0;
     if (!min_rows || M < min_rows || !ra_usable(W, x, ldx)) return 0;
+    const char *forced = getenv("LLAMA_KERNEL_RA");
+    if (swiglu && M > 32 && W->N < 32768 && !(forced && forced[0])) return 0; /* (ra_gate_up: 17-32 rows) */
     const int nwg = ra_nwg();
     /* whole heads a block for the rotary epilogue; SwiGLU gate / up tiles in step */
     if (rope && (re.hd != 64 && re.hd != 128)) return 0;
@@ -2414,7 +2477,7 @@ static lk_status launch_gemv_tiled(const lk_dmat *W, const half *x, int M, int l
     dim3 grid(S > 1 ? gx : (gx < cap ? gx : cap), S);
 #define TG_LAUNCH(GG, NWT)                                                                                          \
     LAUNCH("k_gemv_tiled", (k_gemv_tiled<NT, PAIR, GG, NWT>), grid, dim3(NWT * 32), 0, st, (const uint4 *)W->w,     \
-           W->p, x, ldx, M, W->K, N, n_out, hidden, out, ldo, mode, WK, ws ? ws->tg_partial : (float *)NULL,        \
+           W->p, x, ldx, M, W->K, N, n_out, hidden, out, ldo, add_mode(mode), WK, ws ? ws->tg_partial : (float *)NULL,        \
            ws ? ws->tg_counters : (int *)NULL, re)
     /* two groups per step only where the registers allow it (one-block units, up to 16 rows) */
     if constexpr (NT <= 2) {
