@@ -63,6 +63,23 @@ __device__ __forceinline__ void epi_store(void *out, int ldo, int mode, int m, i
     else ((float *)out)[i] += v;
 }
 
+/* LK_OUT_ADD_F32_BATCHED: CH outputs, residual address at(q) (NULL: past M or n_out) plus v(q), their CH loads
+ * issued before their stores */
+template <int CH, class At, class V>
+__device__ __forceinline__ void add_chunk(const At &at, const V &v) {
+    float r[CH];
+#pragma unroll
+    for (int q = 0; q < CH; q++) {
+        const float *p = at(q);
+        r[q] = p ? *p : 0.0f;
+    }
+#pragma unroll
+    for (int q = 0; q < CH; q++) {
+        float *p = at(q);
+        if (p) *p = r[q] + v(q);
+    }
+}
+
 __device__ __forceinline__ uint32_t h2u(half2 v) { return *reinterpret_cast<uint32_t *>(&v); }
 
 /* one word of the tiled layout (lk_q4_tile: 8 weights of rows g and g + 8) with its rows' scale/min pa (row g)
@@ -702,23 +719,9 @@ __device__ __forceinline__ void tiled_epilogue(const float (&acc)[NB][NT][4], co
                 return m < M && row < n_out ? (float *)out + (size_t)m * ldo + row : nullptr;
             };
 #pragma unroll
-            for (int c0 = 0; c0 < NT; c0 += CT) {
-                float r[CT][4];
-#pragma unroll
-                for (int q = 0; q < CT; q++)
-#pragma unroll
-                    for (int e = 0; e < 4; e++) {
-                        const float *p = at(c0 + q, e);
-                        r[q][e] = p ? *p : 0.0f;
-                    }
-#pragma unroll
-                for (int q = 0; q < CT; q++)
-#pragma unroll
-                    for (int e = 0; e < 4; e++) {
-                        float *p = at(c0 + q, e);
-                        if (p) *p = r[q][e] + acc[0][c0 + q][e];
-                    }
-            }
+            for (int c0 = 0; c0 < NT; c0 += CT)
+                add_chunk<4 * CT>([&](int q) { return at(c0 + q / 4, q & 3); },
+                                  [&](int q) { return acc[0][c0 + q / 4][q & 3]; });
             return;
         }
     }
@@ -1322,19 +1325,8 @@ __device__ __forceinline__ void wg_add_epilogue(const float (&acc)[R], float *ou
         return m < M && col < n_out ? out + (size_t)m * ldo + col : nullptr;
     };
 #pragma unroll
-    for (int c0 = 0; c0 < R; c0 += CH) {
-        float r[CH];
-#pragma unroll
-        for (int q = 0; q < CH; q++) {
-            const float *p = at(c0 + q);
-            r[q] = p ? *p : 0.0f;
-        }
-#pragma unroll
-        for (int q = 0; q < CH; q++) {
-            float *p = at(c0 + q);
-            if (p) *p = r[q] + acc[c0 + q];
-        }
-    }
+    for (int c0 = 0; c0 < R; c0 += CH)
+        add_chunk<CH>([&](int q) { return at(c0 + q); }, [&](int q) { return acc[c0 + q]; });
 }
 
 template <int BM, int BN, bool TILED, int STG = 6>
@@ -1809,21 +1801,9 @@ __global__ void __launch_bounds__(128 * NWG, NWG == 1 ? (NT == 128 ? 2 : 3) : 1)
             return m < M && rr < n_out ? (float *)out + (size_t)m * ldo + rr : nullptr;
         };
 #pragma unroll
-        for (int c0 = 0; c0 < NT / 2; c0 += 8) {
-            float r[2][8];
-#pragma unroll
-            for (int q = 0; q < 8; q++) {
-                const float *p0 = at(c0 + q, row0), *p1 = at(c0 + q, row1);
-                r[0][q] = p0 ? *p0 : 0.0f;
-                r[1][q] = p1 ? *p1 : 0.0f;
-            }
-#pragma unroll
-            for (int q = 0; q < 8; q++) {
-                float *p0 = at(c0 + q, row0), *p1 = at(c0 + q, row1);
-                if (p0) *p0 = r[0][q] + acc[0][c0 + q];
-                if (p1) *p1 = r[1][q] + acc[1][c0 + q];
-            }
-        }
+        for (int c0 = 0; c0 < NT / 2; c0 += 8) /* (q & 1: the set) */
+            add_chunk<16>([&](int q) { return at(c0 + q / 2, q & 1 ? row1 : row0); },
+                          [&](int q) { return acc[q & 1][c0 + q / 2]; });
         return;
     }
 #pragma unroll
@@ -2260,21 +2240,22 @@ static bool ra_gate_up(void) {
     return !(e && e[0] == '0');
 }
 
-/* fewest rows for the register-A kernel on this matrix (0: not used). Measured (H100, us, this kernel vs
+/* whether the register-A kernel takes M (17-64) rows of this tiled matrix. Measured (H100, us, this kernel vs
  * the ones before it; benchmarks/NOTES.md, tenth session): the LM head wins from 17 rows (24 rows 71 vs 196,
  * 64 rows 93 vs 121; batch 24 decode 17,343 -> 18,732 tok/s, batch 64 31,358 -> 32,147);
  * o, down (residual add, K split: the last block sums the splits) and gate_up lose in isolation (64 rows
  * 22.7 / 28.0 / 21.8 vs 19.0 / 24.6 / 20.7); qkv wins in isolation (64 rows 13.3 vs 17.9) but lost in the
  * engine with the rotary epilogue (batch 64 29,438 vs 31,665), so only the LM head took it. With the residual add
- * batched (v64) gate_up of 17-32 rows wins too (ra_gate_up; try_ra keeps it off from 33 rows).
+ * batched (v64) gate_up of 17-32 rows wins too (ra_gate_up).
  * LLAMA_KERNEL_RA=N: from N (>= 17) rows on every matrix, 0 = never (A/B, tests); read per call. */
-static int ra_min_rows(const lk_dmat *W, int mode) {
+static bool ra_takes(const lk_dmat *W, int mode, int M) {
     const char *e = getenv("LLAMA_KERNEL_RA");
     if (e && e[0]) {
         const int v = atoi(e);
-        return v <= 0 ? 0 : v < 17 ? 17 : v;
+        return v > 0 && M >= (v < 17 ? 17 : v);
     }
-    return W->N >= 32768 || (mode == LK_OUT_SWIGLU_F16 && ra_gate_up()) ? 17 : 0;
+    if (M < 17) return false;
+    return W->N >= 32768 || (mode == LK_OUT_SWIGLU_F16 && M <= 32 && ra_gate_up());
 }
 /* LLAMA_KERNEL_RA_NWG = 1 | 2 warpgroups a block (A/B; default 1: three blocks an SM) */
 static int ra_nwg(void) {
@@ -2373,10 +2354,7 @@ static int try_ra(const lk_dmat *W, const half *x, int M, int ldx, void *out, in
                   int sm_count, const lk_mm_ws *ws, const lk_rope_epi &re, lk_status *r, cudaStream_t st) {
     if (M > 64) return try_ra_prefill(W, x, M, ldx, out, ldo, mode, n_out, sm_count, re, r, st);
     const bool swiglu = mode == LK_OUT_SWIGLU_F16, rope = mode == LK_OUT_QKV_ROPE;
-    const int min_rows = W->fmt == LK_WFMT_Q4_TILED ? ra_min_rows(W, mode) : 0;
-    if (!min_rows || M < min_rows || !ra_usable(W, x, ldx)) return 0;
-    const char *forced = getenv("LLAMA_KERNEL_RA");
-    if (swiglu && M > 32 && W->N < 32768 && !(forced && forced[0])) return 0; /* (ra_gate_up: 17-32 rows) */
+    if (W->fmt != LK_WFMT_Q4_TILED || !ra_takes(W, mode, M) || !ra_usable(W, x, ldx)) return 0;
     const int nwg = ra_nwg();
     /* whole heads a block for the rotary epilogue; SwiGLU gate / up tiles in step */
     if (rope && (re.hd != 64 && re.hd != 128)) return 0;
