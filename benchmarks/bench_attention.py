@@ -51,15 +51,19 @@ def main():
         f = lambda t: f"{t:.1f}" if t else "-"  # noqa: E731
         print(f"| {name} | {us:.1f} | {f(plain)} | {rate} | {f(ref)} | {(ref / us if ref else 0):.2f}x |", flush=True)
         rows.append(dict(case=name, flash_us=us, plain_us=plain, rate=rate, sdpa_us=ref))
-    # the opt-in prefill form with two m16 tiles of query rows a warp (head_dim 64), same run
-    os.environ["LLAMA_KERNEL_FA_MT"] = "2"
-    for name, kind, B, L, hd in CASES:
-        if kind == "prefill" and hd == 64:
-            us2 = _C.cuda_bench_attention(B, 32, 8, hd, L, 2, 10)
-            print(f"| {name}, LLAMA_KERNEL_FA_MT=2 | {us2:.1f} | - | {4 * B * 32 * hd * L * L / 2 / us2 / 1e6:.0f} "
-                  f"TFLOP/s | - | - |", flush=True)
-            rows.append(dict(case=name + ", LLAMA_KERNEL_FA_MT=2", flash_us=us2))
-    del os.environ["LLAMA_KERNEL_FA_MT"]
+    # the mma.sync prefill kernel (the one on cards without wgmma), and its opt-in form with two m16 tiles
+    # of query rows a warp (head_dim 64), same run
+    for env in ({"LLAMA_KERNEL_FA_WG": "0"}, {"LLAMA_KERNEL_FA_WG": "0", "LLAMA_KERNEL_FA_MT": "2"}):
+        os.environ.update(env)
+        label = " ".join(f"{k}={v}" for k, v in env.items())
+        for name, kind, B, L, hd in CASES:
+            if kind == "prefill" and (hd == 64 or len(env) == 1):
+                us2 = _C.cuda_bench_attention(B, 32, 8, hd, L, 2, 10)
+                print(f"| {name}, {label} | {us2:.1f} | - | {4 * B * 32 * hd * L * L / 2 / us2 / 1e6:.0f} "
+                      f"TFLOP/s | - | - |", flush=True)
+                rows.append(dict(case=f"{name}, {label}", flash_us=us2))
+        for k in env:
+            del os.environ[k]
     fused = fused_kernels()
     save_json({"device": device_line(), "rows": rows, "fused": fused}, "bench_attention.json")
 

@@ -45,9 +45,10 @@ lk_status lk_cuda_op_matmul(const float *x, int M, int K, const uint8_t *qs, con
 lk_status lk_cuda_op_bench_matmul(int M, int N, int K, int mode, int variant, int bf16, int iters, const int tune[3],
                                   double *us);
 /* attention for one sequence: q [M][n_heads*hd], k and v [n_kv][L][hd] (positions 0..L-1), query i at
- * position pos[i]; kind 0 plain, 1 split-KV decode, 2 flash prefill (pos must be consecutive). */
+ * position pos[i]; kind 0 plain, 1 split-KV decode, 2 flash prefill (pos must be consecutive). kernel
+ * (may be NULL): the name of the kernel launched last. */
 lk_status lk_cuda_op_attention(const float *q, int M, int n_heads, int n_kv, int hd, const float *k, const float *v,
-                               int L, const int *pos, int kind, float *out);
+                               int L, const int *pos, int kind, float *out, const char **kernel);
 /* median microseconds: B sequences of context L, `kind` as above (prefill: L queries per sequence) */
 lk_status lk_cuda_op_bench_attention(int B, int n_heads, int n_kv, int hd, int L, int kind, int iters, double *us);
 /* the engine's RMSNorm (k_rmsnorm): out [M][dim] = fp16(x * rsqrt(mean x^2 + eps) * w), as float32 */

@@ -1271,8 +1271,9 @@ static PyObject *mod_cuda_bench_matmul(PyObject *m, PyObject *args) {
 static PyObject *mod_cuda_attention(PyObject *m, PyObject *args) {
     (void)m;
     PyObject *qo, *ko, *vo, *poso, *res = NULL;
-    int n_heads, kind;
-    if (!PyArg_ParseTuple(args, "OOOOii", &qo, &ko, &vo, &poso, &n_heads, &kind)) return NULL;
+    int n_heads, kind, want_kernel = 0;
+    const char *kname = "";
+    if (!PyArg_ParseTuple(args, "OOOOii|p", &qo, &ko, &vo, &poso, &n_heads, &kind, &want_kernel)) return NULL;
     PyArrayObject *q = NULL, *k = NULL, *v = NULL, *out = NULL;
     int32_t *pos = NULL;
     Py_ssize_t np_ = 0;
@@ -1294,14 +1295,19 @@ static PyObject *mod_cuda_attention(PyObject *m, PyObject *args) {
         lk_status st;
         Py_BEGIN_ALLOW_THREADS st = lk_cuda_op_attention(
             (const float *)PyArray_DATA(q), (int)M, n_heads, (int)n_kv, (int)hd, (const float *)PyArray_DATA(k),
-            (const float *)PyArray_DATA(v), (int)L, pos, kind, (float *)PyArray_DATA(out));
+            (const float *)PyArray_DATA(v), (int)L, pos, kind, (float *)PyArray_DATA(out), &kname);
         Py_END_ALLOW_THREADS if (st) {
             Py_CLEAR(out);
             raise_status(st);
         }
     }
-    res = (PyObject *)out;
-    out = NULL;
+    if (!out) goto exit;
+    if (want_kernel) {
+        res = Py_BuildValue("(Os)", (PyObject *)out, kname ? kname : "");
+    } else {
+        res = (PyObject *)out;
+        out = NULL;
+    }
 exit:
     Py_XDECREF(q);
     Py_XDECREF(k);
@@ -1497,7 +1503,8 @@ static PyMethodDef module_methods[] = {
      "cuda_bench_matmul(M, N, K, mode, variant, bf16=False, iters=50, tune=(0, 0, 0)) -> median microseconds per call\n"
      "tune forces the one-row GEMV configuration (weight rows per warp, chunks in flight, K splits; 0 = auto)"},
     {"cuda_attention", mod_cuda_attention, METH_VARARGS,
-     "cuda_attention(q, k, v, pos, n_heads, kind) -> out; kind 0 plain, 1 split-KV decode, 2 flash prefill"},
+     "cuda_attention(q, k, v, pos, n_heads, kind, kernel=False) -> out; kind 0 plain, 1 split-KV decode, 2 flash\n"
+     "prefill; kernel=True -> (out, name of the kernel launched last)"},
     {"cuda_bench_attention", mod_cuda_bench_attention, METH_VARARGS,
      "cuda_bench_attention(B, n_heads, n_kv, head_dim, L, kind, iters=20) -> median microseconds"},
     {"cuda_rmsnorm", mod_cuda_rmsnorm, METH_VARARGS,

@@ -497,16 +497,28 @@ print("ok")
     assert r.returncode == 0 and r.stdout.strip() == "ok", r.stdout + r.stderr
 
 
-@pytest.mark.parametrize("mt", ["1", "2"])
-@pytest.mark.parametrize("cap", ["1", "2"])
-def test_prefill_attention_heads_per_block(cap, mt):
-    """The flash prefill kernel puts one or two query heads of a GQA group in a block, by head size and
-    grid size; LLAMA_KERNEL_FA_HPB forces it (read once per process; odd groups always take one), so
-    both forms run on every shape here, in a fresh process, against float64. mt "2": two m16 tiles of
-    query rows a warp at head_dim 64 (LLAMA_KERNEL_FA_MT=2, opt-in; 128-row blocks)."""
+@pytest.mark.parametrize("form", ["wg-1", "wg-2", "mma-1-1", "mma-2-1", "mma-1-2", "mma-2-2"])
+def test_prefill_attention_forms(form):
+    """Every form of the flash prefill kernel, in a fresh process (LLAMA_KERNEL_FA_HPB is read once by the
+    mma.sync kernel), against float64, on GQA groups odd and even, head_dim 64 and 128, chunks starting at
+    position 0 and later, partial query blocks and partial key tiles; and which kernel ran.
+    "wg-H": the Hopper wgmma kernel (the default on an sm_90a build), H heads a block (1: forced by
+    LLAMA_KERNEL_FA_HPB=1; 2: where the group is even). "mma-H-MT": the mma.sync kernel (LLAMA_KERNEL_FA_WG=0),
+    H heads a block (odd groups always take one), MT m16 tiles of query rows a warp (2: LLAMA_KERNEL_FA_MT=2,
+    128-row blocks, head_dim 64)."""
     import subprocess
     import sys
 
+    parts = form.split("-")
+    env = dict(os.environ, LLAMA_KERNEL_FA_HPB=parts[1])
+    if parts[0] == "wg":
+        if not _C.build_info().get("wgmma"):
+            pytest.skip("no sm_90a GPU (the wgmma kernel needs compute capability 9.0 and an sm_90a build)")
+        env.pop("LLAMA_KERNEL_FA_WG", None)
+        want = "k_attn_prefill_wg"
+    else:
+        env.update(LLAMA_KERNEL_FA_WG="0", LLAMA_KERNEL_FA_MT=parts[2])
+        want = "k_attn_prefill"
     code = f"""
 import sys
 sys.path.insert(0, {os.path.dirname(__file__)!r})
@@ -514,17 +526,19 @@ import numpy as np, reference as R
 from test_cuda import attn_ref
 from llama_kernel import _C
 rng = np.random.default_rng(9)
-for hd, n_heads, n_kv in [(64, 32, 8), (128, 24, 8), (128, 16, 8), (64, 16, 2), (64, 8, 8)]:
-    for L, p0 in [(70, 0), (300, 0), (1000, 930), (200, 37)]:
+for hd, n_heads, n_kv in [(64, 32, 8), (128, 24, 8), (128, 16, 8), (64, 16, 2), (64, 8, 8), (64, 6, 2)]:
+    for L, p0 in [(70, 0), (300, 0), (1000, 930), (200, 37), (129, 0), (577, 64)]:
         pos = list(range(p0, L))
         q = rng.standard_normal((len(pos), n_heads * hd)).astype(np.float32)
         k = rng.standard_normal((n_kv, L, hd)).astype(np.float32)
         v = rng.standard_normal((n_kv, L, hd)).astype(np.float32)
-        err = R.rel_err(_C.cuda_attention(q, k, v, pos, n_heads, 2), attn_ref(q, k, v, pos, n_heads))
+        out, kernel = _C.cuda_attention(q, k, v, pos, n_heads, 2, True)
+        assert kernel == {want!r}, (hd, n_heads, L, kernel)
+        assert np.all(np.isfinite(out)), (hd, n_heads, n_kv, L, p0)
+        err = R.rel_err(out, attn_ref(q, k, v, pos, n_heads))
         assert err < 4e-3, (hd, n_heads, n_kv, L, p0, err)
 print("ok")
 """
-    env = dict(os.environ, LLAMA_KERNEL_FA_HPB=cap, LLAMA_KERNEL_FA_MT=mt)
     r = subprocess.run([sys.executable, "-c", code], env=env, capture_output=True, text=True, timeout=300)
     assert r.returncode == 0 and r.stdout.strip() == "ok", r.stdout + r.stderr
 

@@ -25,18 +25,22 @@ __device__ __forceinline__ void lk_wgmma_m64n{n}k16(float (&d)[{regs}], uint64_t
 """
 
 
-def mma_rs(n):
+def mma_rs(n, trans_b=False):
     regs = n // 2
     dl = ", ".join(f"%{i}" for i in range(regs))
     al = ", ".join(f"%{regs + i}" for i in range(4))
     ops = ", ".join(f'"+f"(d[{i}])' for i in range(regs))
+    name, tb = (f"lk_wgmma_rs_t_m64n{n}k16", 1) if trans_b else (f"lk_wgmma_rs_m64n{n}k16", 0)
+    what = ("B[16 x " + str(n) + "] from shared memory stored MN-major (its N index contiguous: imm-trans-b)"
+            if trans_b else "B from shared memory (K-major descriptor)")
+    form = "A[64 x 16] * B[16 x " + str(n) + "]" if trans_b else "A[64 x 16] * B[" + str(n) + " x 16]^T"
     return f"""
-/* D[64 x {n}] (+)= A[64 x 16] * B[{n} x 16]^T, A (f16) from registers in the mma.m16n8k16 A-fragment layout
- * (warp w of the warpgroup: rows 16 w ..), B from shared memory (K-major descriptor), f32 accumulators. The
+/* D[64 x {n}] (+)= {form}, A (f16) from registers in the mma.m16n8k16 A-fragment layout
+ * (warp w of the warpgroup: rows 16 w ..), {what}, f32 accumulators. The
  * caller keeps a's registers unchanged until a wgmma.wait_group covers this instruction. */
-__device__ __forceinline__ void lk_wgmma_rs_m64n{n}k16(float (&d)[{regs}], const uint32_t (&a)[4], uint64_t db) {{
+__device__ __forceinline__ void {name}(float (&d)[{regs}], const uint32_t (&a)[4], uint64_t db) {{
     asm volatile(
-        "wgmma.mma_async.sync.aligned.m64n{n}k16.f32.f16.f16 {{{dl}}}, {{{al}}}, %{regs + 4}, 1, 1, 1, 0;\\n"
+        "wgmma.mma_async.sync.aligned.m64n{n}k16.f32.f16.f16 {{{dl}}}, {{{al}}}, %{regs + 4}, 1, 1, 1, {tb};\\n"
         : {ops}
         : "r"(a[0]), "r"(a[1]), "r"(a[2]), "r"(a[3]), "l"(db));
 }}
@@ -63,11 +67,31 @@ template <int R> __device__ __forceinline__ void lk_wgmma_fence_acc(float (&d)[R
 #pragma unroll
     for (int i = 0; i < R; i++) asm volatile("" : "+f"(d[i])::"memory");
 }
+#endif
+
+/* The 128-byte swizzle of a tile whose rows are 128 bytes (64 halves): 8-row atoms of 1024 bytes, the
+ * 16-byte chunk c of row r at chunk c XOR (r % 8), so 8 threads with consecutive r % 8 write 8 different
+ * bank groups. lk_sw128_off: the byte offset of (row r, halves 8c..8c+7). */
+__device__ __forceinline__ int lk_sw128_off(int r, int c) { return (r >> 3) * 1024 + (r & 7) * 128 + ((c ^ (r & 7)) << 4); }
+
+/* 64-bit wgmma shared-memory descriptor of such a tile (1024-byte aligned atoms), the 128-byte swizzle:
+ * stride offset 1024 (from one 8-row atom to the next: along N or M of a K-major operand, along K of an
+ * MN-major one); lbo, the leading offset in bytes, is used by MN-major operands only (from one 64-wide
+ * column block of the N dimension to the next; K-major operands: pass 16, unused) */
+__device__ __forceinline__ uint64_t lk_sw128_desc(const void *p, uint32_t lbo) {
+    const uint32_t a = (uint32_t)__cvta_generic_to_shared(p);
+    return (uint64_t)((a & 0x3ffffu) >> 4) | ((uint64_t)((lbo >> 4) & 0x3fffu) << 16) | ((uint64_t)(1024 >> 4) << 32) |
+           ((uint64_t)1 << 62);
+}
+
+#if defined(__CUDA_ARCH_FEAT_SM90_ALL)
 """
-    for n in (128, 256):
+    for n in (64, 128, 256):
         body += mma(n)
-    for n in (16, 32, 64):
+    for n in (16, 32, 64, 128):
         body += mma_rs(n)
+    for n in (64, 128):
+        body += mma_rs(n, trans_b=True)
     body += "#endif\n"
     with open(OUT, "w") as f:
         f.write(body)

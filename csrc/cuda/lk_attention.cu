@@ -16,6 +16,7 @@
  * head_dim 64 and 128 are compiled in.
  */
 #include "lk_kernels.cuh"
+#include "lk_wgmma.cuh"
 
 #include <float.h>
 #include <string.h>
@@ -774,6 +775,180 @@ __global__ void __launch_bounds__(fa_smem<HD, HPB, MT>::T, fa_smem<HD, HPB, MT>:
         }
 }
 
+/* ---- prefill on Hopper: the same loop on wgmma (v65) ------------------------------------ */
+/* A warpgroup owns 64 query rows of one head. S = Q K^T by wgmma with Q and the K tile in shared memory
+ * (both K-major, the 128-byte swizzle); the online softmax on S's accumulators in registers; then O += P V
+ * by wgmma with P from registers (S's accumulator layout is wgmma's A-fragment layout, as with mma.sync)
+ * and the V tile, stored [key][dim] as in the cache, read MN-major (imm-trans-b). The two warpgroups of a
+ * block share every K/V tile: two heads of a GQA group on the same 64 rows (HPB 2), or 128 rows of one
+ * head (HPB 1). K/V tiles of 64 keys in a ring of STAGES, copied by every thread with cp.async. A column
+ * block of a tile is 64 halves (128 bytes) a row: head_dim 128 keeps two of them, one after the other. */
+#define FW_BK 64
+template <int HD, int HPB>
+struct fw_smem {
+    static constexpr int T = 256, BQ = 128 / HPB, QROWS = 128;
+    static constexpr int Q = QROWS * HD * 2, KV = FW_BK * HD * 2, STAGES = HD == 64 ? 3 : 2;
+    static constexpr int BYTES = Q + STAGES * 2 * KV + 1024; /* + the base's alignment to a swizzle atom */
+    /* blocks an SM the registers must allow (head_dim 128: O alone is 64 registers) */
+    static constexpr int MINB = HD == 64 ? 2 : 1;
+    static_assert(HPB == 1 || HPB == 2, "one or two heads a block");
+};
+
+/* byte offset of (row r, halves 8c..8c+7) in a tile of R rows of HD halves: column block c / 8, then
+ * the 128-byte swizzle within it */
+__device__ __forceinline__ int fw_off(int R, int r, int c) { return (c >> 3) * (R * 128) + lk_sw128_off(r, c & 7); }
+
+template <int HD, int HPB>
+__global__ void __launch_bounds__(256, fw_smem<HD, HPB>::MINB) k_attn_prefill_wg(lk_attn_args a) {
+#if defined(__CUDA_ARCH_FEAT_SM90_ALL)
+    lk_pdl_prologue();
+    using SM = fw_smem<HD, HPB>;
+    constexpr int BQ = SM::BQ, ST = SM::STAGES, CH = HD / 8, NS = FW_BK / 2, QR = SM::QROWS;
+    extern __shared__ __align__(16) unsigned char smem_raw[];
+    const uint32_t s0 = (uint32_t)__cvta_generic_to_shared(smem_raw);
+    unsigned char *Qs = smem_raw + ((1024 - (s0 & 1023)) & 1023); /* [HD / 64][QR][128 bytes] */
+    unsigned char *Ks = Qs + SM::Q;                               /* [ST][HD / 64][FW_BK][128 bytes] */
+    unsigned char *Vs = Ks + ST * SM::KV;
+    /* heads along x, query blocks along y from the last (the longest causal rows) down (as k_attn_prefill) */
+    const int qb = gridDim.y - 1 - blockIdx.y, tid = threadIdx.x, lane = tid & 31, warp = tid >> 5;
+    const int wg = warp >> 2, wi = warp & 3;
+    const int h0 = blockIdx.x * HPB, kvh = h0 / (a.n_heads / a.n_kv);
+    const int q_first = qb * BQ, q_last = min(a.M, q_first + BQ) - 1;
+    const int kv_len = a.p0 + q_last + 1; /* keys needed by this block */
+    const half *K = a.kc + ((size_t)a.pslot * a.n_kv + kvh) * a.max_seq * HD;
+    const half *V = a.vc + ((size_t)a.pslot * a.n_kv + kvh) * a.max_seq * HD;
+
+    /* Q: shared rows hh BQ + rr = query row q_first + rr of head h0 + hh (warpgroup w: rows 64 w ..) */
+    for (int i = tid; i < QR * CH; i += SM::T) {
+        const int r = i / CH, c = i % CH, hh = r / BQ, rr = r % BQ;
+        const bool p = q_first + rr < a.M;
+        lk_cp_async16(Qs + fw_off(QR, r, c), a.qkv + (size_t)(p ? q_first + rr : 0) * a.qkv_ld + (size_t)(h0 + hh) * HD + c * 8,
+                      p);
+    }
+    auto load_kv = [&](int kb, int stage) {
+        unsigned char *ks = Ks + stage * SM::KV, *vs = Vs + stage * SM::KV;
+        for (int i = tid; i < FW_BK * CH; i += SM::T) {
+            const int t = i / CH, c = i % CH, kp = kb * FW_BK + t, off = fw_off(FW_BK, t, c);
+            const bool p = kp < kv_len;
+            lk_cp_async16(ks + off, K + (size_t)(p ? kp : 0) * HD + c * 8, p);
+            lk_cp_async16(vs + off, V + (size_t)(p ? kp : 0) * HD + c * 8, p);
+        }
+    };
+    const int n_kb = (kv_len + FW_BK - 1) / FW_BK;
+#pragma unroll
+    for (int s = 0; s < ST - 1; s++) {
+        if (s < n_kb) load_kv(s, s);
+        asm volatile("cp.async.commit_group;");
+    }
+    /* this warpgroup: its head, its 64 rows and the key tiles they need (none when all are past M) */
+    const int head = h0 + (HPB == 2 ? wg : 0), w_first = q_first + (HPB == 2 ? 0 : 64 * wg);
+    const int w_last = min(a.M, w_first + 64) - 1;
+    const int w_nkb = w_last < w_first ? 0 : (a.p0 + w_last + FW_BK) / FW_BK;
+    const int row0 = w_first + wi * 16 + (lane >> 2); /* this thread's rows: row0 and row0 + 8 */
+    const int qpos0 = a.p0 + row0, qpos1 = qpos0 + 8;
+    const unsigned char *qw = Qs + wg * 64 * 128;
+    const float sl2 = a.scale * 1.4426950408889634f; /* exp(x) = exp2(x log2 e) */
+    float o[HD / 2];
+#pragma unroll
+    for (int i = 0; i < HD / 2; i++) o[i] = 0.0f;
+    float m_r[2] = {-INFINITY, -INFINITY}, l_r[2] = {0.0f, 0.0f};
+
+    for (int kb = 0; kb < n_kb; kb++) {
+        const int st = kb % ST;
+        asm volatile("cp.async.wait_group %0;" ::"n"(ST - 2)); /* tile kb (and Q) landed: this thread's copies */
+        lk_fence_proxy_async();                                 /* ... visible to the tensor cores */
+        __syncthreads();                                        /* ... everyone's; stage (kb - 1) % ST is free */
+        if (kb + ST - 1 < n_kb) load_kv(kb + ST - 1, (kb + ST - 1) % ST);
+        asm volatile("cp.async.commit_group;");
+        if (kb >= w_nkb) continue; /* (warpgroup-uniform) */
+        const unsigned char *ks = Ks + st * SM::KV, *vs = Vs + st * SM::KV;
+        /* S = Q K^T: 64 rows x 64 keys, k16 steps over the head dims */
+        float s[NS];
+#pragma unroll
+        for (int i = 0; i < NS; i++) s[i] = 0.0f;
+        lk_wgmma_fence();
+#pragma unroll
+        for (int k = 0; k < HD / 16; k++)
+            lk_wgmma_m64n64k16(s, lk_sw128_desc(qw + (k >> 2) * (QR * 128) + (k & 3) * 32, 16),
+                               lk_sw128_desc(ks + (k >> 2) * (FW_BK * 128) + (k & 3) * 32, 16), 1);
+        lk_wgmma_commit();
+        lk_wgmma_wait<0>();
+        lk_wgmma_fence_acc(s);
+        /* accumulator 4 j + e: row row0 (+ 8 for e >= 2), key kbase + 8 j + 2 (lane % 4) + (e & 1); the
+         * causal mask (and keys past the end) only in tiles that reach past the warpgroup's first row */
+        const int kbase = kb * FW_BK;
+        if (kbase + FW_BK - 1 > a.p0 + w_first) {
+#pragma unroll
+            for (int i = 0; i < NS; i++)
+                if (kbase + (i >> 2) * 8 + (lane & 3) * 2 + (i & 1) > ((i & 2) ? qpos1 : qpos0)) s[i] = -INFINITY;
+        }
+        float mx[2] = {-INFINITY, -INFINITY};
+#pragma unroll
+        for (int i = 0; i < NS; i++) mx[(i >> 1) & 1] = fmaxf(mx[(i >> 1) & 1], s[i]);
+        float corr[2], ms[2];
+#pragma unroll
+        for (int rr = 0; rr < 2; rr++) {
+            mx[rr] = fmaxf(mx[rr], __shfl_xor_sync(0xffffffffu, mx[rr], 1));
+            mx[rr] = fmaxf(mx[rr], __shfl_xor_sync(0xffffffffu, mx[rr], 2));
+            const float m_new = fmaxf(m_r[rr], mx[rr]);
+            /* a row with everything masked so far keeps m = -inf: no inf - inf (its p are exp2(-inf) = 0) */
+            ms[rr] = m_new == -INFINITY ? 0.0f : m_new * sl2;
+            corr[rr] = m_new == -INFINITY ? 1.0f : exp2f(m_r[rr] * sl2 - ms[rr]);
+            m_r[rr] = m_new;
+        }
+        float rs[2] = {0.0f, 0.0f};
+#pragma unroll
+        for (int i = 0; i < NS; i++) {
+            const float p = exp2f(fmaf(s[i], sl2, -ms[(i >> 1) & 1]));
+            s[i] = p;
+            rs[(i >> 1) & 1] += p;
+        }
+#pragma unroll
+        for (int rr = 0; rr < 2; rr++) {
+            rs[rr] += __shfl_xor_sync(0xffffffffu, rs[rr], 1);
+            rs[rr] += __shfl_xor_sync(0xffffffffu, rs[rr], 2);
+            l_r[rr] = l_r[rr] * corr[rr] + rs[rr];
+        }
+#pragma unroll
+        for (int i = 0; i < HD / 2; i++) o[i] *= corr[(i >> 1) & 1];
+        /* P as A fragments: k16 step kk = keys 16 kk.. = n8 tiles 2 kk and 2 kk + 1 */
+        uint32_t pa[FW_BK / 16][4];
+#pragma unroll
+        for (int kk = 0; kk < FW_BK / 16; kk++) {
+            pa[kk][0] = pack_h2(s[8 * kk + 0], s[8 * kk + 1]);
+            pa[kk][1] = pack_h2(s[8 * kk + 2], s[8 * kk + 3]);
+            pa[kk][2] = pack_h2(s[8 * kk + 4], s[8 * kk + 5]);
+            pa[kk][3] = pack_h2(s[8 * kk + 6], s[8 * kk + 7]);
+        }
+        /* O += P V: k16 step kk reads V rows 16 kk.. (two swizzle atoms on); N = the head dims, column
+         * blocks FW_BK * 128 bytes apart */
+        lk_wgmma_fence();
+#pragma unroll
+        for (int kk = 0; kk < FW_BK / 16; kk++) {
+            const uint64_t dv = lk_sw128_desc(vs + kk * 2048, FW_BK * 128);
+            if constexpr (HD == 64) lk_wgmma_rs_t_m64n64k16(o, pa[kk], dv);
+            else lk_wgmma_rs_t_m64n128k16(o, pa[kk], dv);
+        }
+        lk_wgmma_commit();
+        lk_wgmma_wait<0>();
+        lk_wgmma_fence_acc(o);
+    }
+    asm volatile("cp.async.wait_group 0;");
+    /* write: accumulator 4 i + e: row row0 (+ 8 for e >= 2), dim 8 i + 2 (lane % 4) + (e & 1) */
+#pragma unroll
+    for (int rr = 0; rr < 2; rr++) {
+        const int row = row0 + rr * 8;
+        if (row > w_last) continue;
+        const float inv = l_r[rr] > 0.0f ? 1.0f / l_r[rr] : 0.0f;
+        half *out = a.out + (size_t)row * a.n_heads * HD + (size_t)head * HD;
+#pragma unroll
+        for (int i = 0; i < HD / 8; i++)
+            *reinterpret_cast<half2 *>(out + i * 8 + (lane & 3) * 2) =
+                __floats2half2_rn(o[4 * i + 2 * rr] * inv, o[4 * i + 2 * rr + 1] * inv);
+    }
+#endif
+}
+
 /* heads a flash prefill block (v39, H100, us, 32 heads / 8 KV heads, benchmarks/NOTES.md): at head_dim 64
  * two when the GQA group is even and the grid still gives every SM two blocks (S = 2,048: 86.6 with one,
  * 82.8 with two; S = 8,192: 1,150 / 1,075; but S = 512, 128 blocks: 12.7 / 14.7), else one; at 128
@@ -811,6 +986,36 @@ static lk_status fa_launch(const lk_attn_args *a, cudaStream_t st) {
     return LK_OK;
 }
 
+template <int HD, int HPB>
+static lk_status fw_init() {
+    CU(cudaFuncSetAttribute(k_attn_prefill_wg<HD, HPB>, cudaFuncAttributeMaxDynamicSharedMemorySize,
+                            fw_smem<HD, HPB>::BYTES));
+    return LK_OK;
+}
+
+template <int HD, int HPB>
+static lk_status fw_launch(const lk_attn_args *a, cudaStream_t st) {
+    using SM = fw_smem<HD, HPB>;
+    const dim3 grid(a->n_heads / HPB, (a->M + SM::BQ - 1) / SM::BQ);
+    LAUNCH("k_attn_prefill_wg", (k_attn_prefill_wg<HD, HPB>), grid, dim3(SM::T), (size_t)SM::BYTES, st, *a);
+    return LK_OK;
+}
+
+/* the wgmma prefill kernel (Hopper, a build with sm_90a) unless LLAMA_KERNEL_FA_WG=0 (A/B, tests; read
+ * every call); two heads a block where the GQA group is even, unless LLAMA_KERNEL_FA_HPB=1 (read every
+ * call) */
+static bool fw_use(const lk_attn_args *a) {
+    const char *e = getenv("LLAMA_KERNEL_FA_WG");
+    return (a->head_dim == 64 || a->head_dim == 128) && !(e && !strcmp(e, "0")) && lk_mm_wgmma_ready();
+}
+
+static lk_status fw_dispatch(const lk_attn_args *a, cudaStream_t st) {
+    const char *e = getenv("LLAMA_KERNEL_FA_HPB");
+    const bool two = (a->n_heads / a->n_kv) % 2 == 0 && !(e && !strcmp(e, "1"));
+    if (a->head_dim == 64) return two ? fw_launch<64, 2>(a, st) : fw_launch<64, 1>(a, st);
+    return two ? fw_launch<128, 2>(a, st) : fw_launch<128, 1>(a, st);
+}
+
 lk_status lk_attention_init(void) {
     static lk_status (*const tc_init[])() = {decode_tc_init<64, 1>,  decode_tc_init<64, 2>,  decode_tc_init<64, 3>,
                                              decode_tc_init<64, 4>,  decode_tc_init<64, 8>,  decode_tc_init<128, 1>,
@@ -820,6 +1025,8 @@ lk_status lk_attention_init(void) {
     static lk_status (*const pf_init[])() = {fa_init<64, 1>,  fa_init<64, 2>,    fa_init<128, 1>,
                                              fa_init<128, 2>, fa_init<64, 1, 2>, fa_init<64, 2, 2>};
     for (auto f : pf_init) TRY(f());
+    static lk_status (*const wg_init[])() = {fw_init<64, 1>, fw_init<64, 2>, fw_init<128, 1>, fw_init<128, 2>};
+    for (auto f : wg_init) TRY(f());
     return LK_OK;
 }
 
@@ -835,6 +1042,7 @@ lk_status lk_attention_prefill(const lk_attn_args *a, cudaStream_t st) {
      * same rule and LLAMA_KERNEL_FA_HPB as the 64-row form. H100 (benchmarks/NOTES.md, session 13 run 1),
      * us, 64-row -> 128-row blocks: S = 512 12.9 -> 14.2, 2,048 83.1 -> 79.1, 8,192 1,066 -> 1,060 (the
      * prediction was 2,048 -> 65-70): not the default (the engine's prefill chunks are 1,024 rows) */
+    if (fw_use(a)) return fw_dispatch(a, st);
     const char *mt = getenv("LLAMA_KERNEL_FA_MT");
     if (mt && mt[0] == '2' && !mt[1] && a->head_dim == 64)
         return fa_heads_per_block(a, fa_smem<64, 2, 2>::BQ, 1) == 2 ? fa_launch<64, 2, 2>(a, st)

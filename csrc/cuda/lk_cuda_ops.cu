@@ -341,7 +341,8 @@ static lk_status op_attention_run(const lk_attn_args *a, int kind, cudaStream_t 
 }
 
 extern "C" lk_status lk_cuda_op_attention(const float *q, int M, int n_heads, int n_kv, int hd, const float *k,
-                                          const float *v, int L, const int *pos, int kind, float *out) {
+                                          const float *v, int L, const int *pos, int kind, float *out,
+                                          const char **kernel) {
     int sm = 0, cmaj = 0, cmin = 0;
     TRY(device_info(&sm, &cmaj, &cmin));
     if (n_kv <= 0 || n_heads % n_kv || M < 1 || L < 1)
@@ -375,7 +376,9 @@ extern "C" lk_status lk_cuda_op_attention(const float *q, int M, int n_heads, in
         for (int i = 1; i < M; i++)
             if (pos[i] != pos[0] + i) return lk_fail(LK_E_INVALID, "prefill attention needs consecutive positions");
     }
+    lk_last_launch = "";
     TRY(op_attention_run(&a, kind, 0));
+    if (kernel) *kernel = lk_last_launch;
     return download_half(dout.p, (size_t)M * qd, out);
 }
 

@@ -38,8 +38,9 @@ lk_status lk_cuda_op_bench_matmul(int M, int N, int K, int mode, int variant, in
     return lk_cuda_check_usable();
 }
 lk_status lk_cuda_op_attention(const float *q, int M, int n_heads, int n_kv, int hd, const float *k, const float *v,
-                               int L, const int *pos, int kind, float *out) {
-    (void)q, (void)M, (void)n_heads, (void)n_kv, (void)hd, (void)k, (void)v, (void)L, (void)pos, (void)kind, (void)out;
+                               int L, const int *pos, int kind, float *out, const char **kernel) {
+    (void)q, (void)M, (void)n_heads, (void)n_kv, (void)hd, (void)k, (void)v, (void)L, (void)pos, (void)kind, (void)out,
+        (void)kernel;
     return lk_cuda_check_usable();
 }
 lk_status lk_cuda_op_bench_attention(int B, int n_heads, int n_kv, int hd, int L, int kind, int iters, double *us) {

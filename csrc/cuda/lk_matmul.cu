@@ -1228,16 +1228,8 @@ struct wg_smem {
     static constexpr int BYTES = STAGES * (X + Q + PS) + 2 * H + 2 * PB + 1024; /* + alignment of the base */
 };
 
-/* 64-bit wgmma shared-memory descriptor of a K-major tile with 64 inputs (128 bytes) a row in the
- * 128-byte swizzle: 8-row atoms of 1024 bytes (the stride offset), leading offset unused (1) */
-__device__ __forceinline__ uint64_t wg_desc(const void *p) {
-    const uint32_t a = (uint32_t)__cvta_generic_to_shared(p);
-    return (uint64_t)((a & 0x3ffffu) >> 4) | ((uint64_t)1 << 16) | ((uint64_t)(1024 >> 4) << 32) | ((uint64_t)1 << 62);
-}
-
-/* byte offset of the 16-byte chunk (row r, inputs 8c..8c+7) of such a tile: chunk index XOR row
- * within the atom, so 8 threads with consecutive r & 7 write 8 different bank groups */
-__device__ __forceinline__ int wg_off(int r, int c) { return (r >> 3) * 1024 + (r & 7) * 128 + ((c ^ (r & 7)) << 4); }
+/* descriptor of a K-major tile of 64 inputs (128 bytes) a row in the 128-byte swizzle (lk_wgmma.cuh) */
+__device__ __forceinline__ uint64_t wg_desc(const void *p) { return lk_sw128_desc(p, 16); }
 
 
 /* the rotary epilogue of a wgmma block (BN weight rows in natural order from j0, a multiple of the
@@ -1261,7 +1253,7 @@ __device__ __forceinline__ void wg_rope_epilogue(const float (&acc)[BN / 2], con
 #if defined(__CUDA_ARCH_FEAT_SM90_ALL)
 /* the x tile by the tensor memory accelerator (v40): one bulk copy a stage, completion counted in
  * bytes on a shared-memory mbarrier (instead of 4 16-byte cp.async a thread, 8 L1 wavefronts each) */
-/* box (64 inputs, rows) at (k, row) of the 2-D map -> dst, 128-byte swizzle (the layout wg_off describes) */
+/* box (64 inputs, rows) at (k, row) of the 2-D map -> dst, 128-byte swizzle (the layout lk_sw128_off describes) */
 __device__ __forceinline__ void tma_load_2d(void *dst, const CUtensorMap *map, int k, int row, uint64_t *bar) {
     asm volatile(
         "cp.async.bulk.tensor.2d.shared::cluster.global.mbarrier::complete_tx::bytes [%0], [%1, {%2, %3}], [%4];" ::"r"(
@@ -1430,8 +1422,8 @@ __global__ void __launch_bounds__(2 * BM, STG <= 3 ? 2 : 1)
                     uint32_t o0[4], o1[4];
                     dequant_tile_word(wd4[2 * h2], pa, pb, o0);
                     dequant_tile_word(wd4[2 * h2 + 1], pa, pb, o1);
-                    *reinterpret_cast<uint4 *>(hb + wg_off(r, 2 * tt + h2)) = make_uint4(o0[0], o0[2], o1[0], o1[2]);
-                    *reinterpret_cast<uint4 *>(hb + wg_off(r + 8, 2 * tt + h2)) = make_uint4(o0[1], o0[3], o1[1], o1[3]);
+                    *reinterpret_cast<uint4 *>(hb + lk_sw128_off(r, 2 * tt + h2)) = make_uint4(o0[0], o0[2], o1[0], o1[2]);
+                    *reinterpret_cast<uint4 *>(hb + lk_sw128_off(r + 8, 2 * tt + h2)) = make_uint4(o0[1], o0[3], o1[1], o1[3]);
                 }
             } else {
                 const int n = qn + T / 2 * j;
@@ -1443,7 +1435,7 @@ __global__ void __launch_bounds__(2 * BM, STG <= 3 ? 2 : 1)
                 for (int wd = 0; wd < 4; wd++) {
                     half2 qq[4];
                     lk_dequant8(wd4[wd], qq);
-                    *reinterpret_cast<uint4 *>(hb + wg_off(n, 4 * qh + wd)) =
+                    *reinterpret_cast<uint4 *>(hb + lk_sw128_off(n, 4 * qh + wd)) =
                         make_uint4(h2u(__hfma2(qq[0], sc, mn)), h2u(__hfma2(qq[1], sc, mn)),
                                    h2u(__hfma2(qq[2], sc, mn)), h2u(__hfma2(qq[3], sc, mn)));
                 }
