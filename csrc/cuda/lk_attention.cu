@@ -577,6 +577,40 @@ __device__ __forceinline__ float fw_exp2(float x) {
     return y;
 }
 
+/* The online-softmax step of a flash prefill tile, over one thread's accumulators of two query rows (n8 tile
+ * j: s[4 j + e], row e / 2; the other values of each row on the 4 lanes of a quad): the running maxima m (raw
+ * score units) and sums l (of exp2(sl2 (s - m))) move to this tile, s becomes P = exp2(sl2 (s - m)), and
+ * corr[r] is the factor that rescales row r of O. Both prefill kernels (v65: shared). */
+template <int NS>
+__device__ __forceinline__ void fa_softmax(float (&s)[NS], float (&m_r)[2], float (&l_r)[2], float sl2, float (&corr)[2]) {
+    float mx[2] = {-INFINITY, -INFINITY}, ms[2];
+#pragma unroll
+    for (int i = 0; i < NS; i++) mx[(i >> 1) & 1] = fmaxf(mx[(i >> 1) & 1], s[i]);
+#pragma unroll
+    for (int rr = 0; rr < 2; rr++) {
+        mx[rr] = fmaxf(mx[rr], __shfl_xor_sync(0xffffffffu, mx[rr], 1));
+        mx[rr] = fmaxf(mx[rr], __shfl_xor_sync(0xffffffffu, mx[rr], 2));
+        const float m_new = fmaxf(m_r[rr], mx[rr]);
+        /* a row with everything masked so far keeps m = -inf: no inf - inf (its p are exp2(-inf) = 0) */
+        ms[rr] = m_new == -INFINITY ? 0.0f : m_new * sl2;
+        corr[rr] = m_new == -INFINITY ? 1.0f : fw_exp2(m_r[rr] * sl2 - ms[rr]);
+        m_r[rr] = m_new;
+    }
+    float rs[2] = {0.0f, 0.0f};
+#pragma unroll
+    for (int i = 0; i < NS; i++) {
+        const float p = fw_exp2(fmaf(s[i], sl2, -ms[(i >> 1) & 1])); /* one FFMA and one MUFU a score */
+        s[i] = p;
+        rs[(i >> 1) & 1] += p;
+    }
+#pragma unroll
+    for (int rr = 0; rr < 2; rr++) {
+        rs[rr] += __shfl_xor_sync(0xffffffffu, rs[rr], 1);
+        rs[rr] += __shfl_xor_sync(0xffffffffu, rs[rr], 2);
+        l_r[rr] = l_r[rr] * corr[rr] + rs[rr];
+    }
+}
+
 #define FA_BQ 64 /* query rows a head a block (MT = 1) */
 #define FA_BK 64
 #define FA_WARPS 4 /* warps a head: 16 MT query rows each */
@@ -701,37 +735,8 @@ __global__ void __launch_bounds__(fa_smem<HD, HPB, MT>::T, fa_smem<HD, HPB, MT>:
         }
 #pragma unroll
         for (int mt = 0; mt < MT; mt++) {
-            float mx[2] = {-INFINITY, -INFINITY};
-#pragma unroll
-            for (int j = 0; j < NT; j++)
-#pragma unroll
-                for (int k = 0; k < 4; k++) mx[k >> 1] = fmaxf(mx[k >> 1], s[mt][j][k]);
-            float corr[2], ms[2];
-#pragma unroll
-            for (int rr = 0; rr < 2; rr++) {
-                mx[rr] = fmaxf(mx[rr], __shfl_xor_sync(0xffffffffu, mx[rr], 1));
-                mx[rr] = fmaxf(mx[rr], __shfl_xor_sync(0xffffffffu, mx[rr], 2));
-                const float m_new = fmaxf(m_r[mt][rr], mx[rr]);
-                /* a row with everything masked so far keeps m = -inf: no inf - inf (its p are exp2(-inf) = 0) */
-                ms[rr] = m_new == -INFINITY ? 0.0f : m_new * sl2;
-                corr[rr] = m_new == -INFINITY ? 1.0f : fw_exp2(m_r[mt][rr] * sl2 - ms[rr]);
-                m_r[mt][rr] = m_new;
-            }
-            float rs[2] = {0.0f, 0.0f};
-#pragma unroll
-            for (int j = 0; j < NT; j++)
-#pragma unroll
-                for (int k = 0; k < 4; k++) {
-                    const float p = fw_exp2(fmaf(s[mt][j][k], sl2, -ms[k >> 1])); /* one FFMA and one MUFU a score */
-                    s[mt][j][k] = p;
-                    rs[k >> 1] += p;
-                }
-#pragma unroll
-            for (int rr = 0; rr < 2; rr++) {
-                rs[rr] += __shfl_xor_sync(0xffffffffu, rs[rr], 1);
-                rs[rr] += __shfl_xor_sync(0xffffffffu, rs[rr], 2);
-                l_r[mt][rr] = l_r[mt][rr] * corr[rr] + rs[rr];
-            }
+            float corr[2];
+            fa_softmax(reinterpret_cast<float (&)[NT * 4]>(s[mt]), m_r[mt], l_r[mt], sl2, corr);
 #pragma unroll
             for (int i = 0; i < OT; i++) {
                 o[mt][i][0] *= corr[0];
@@ -891,33 +896,8 @@ __global__ void __launch_bounds__(256, fw_smem<HD, HPB>::MINB) k_attn_prefill_wg
             for (int i = 0; i < NS; i++)
                 if (kbase + (i >> 2) * 8 + (lane & 3) * 2 + (i & 1) > ((i & 2) ? qpos1 : qpos0)) s[i] = -INFINITY;
         }
-        float mx[2] = {-INFINITY, -INFINITY};
-#pragma unroll
-        for (int i = 0; i < NS; i++) mx[(i >> 1) & 1] = fmaxf(mx[(i >> 1) & 1], s[i]);
-        float corr[2], ms[2];
-#pragma unroll
-        for (int rr = 0; rr < 2; rr++) {
-            mx[rr] = fmaxf(mx[rr], __shfl_xor_sync(0xffffffffu, mx[rr], 1));
-            mx[rr] = fmaxf(mx[rr], __shfl_xor_sync(0xffffffffu, mx[rr], 2));
-            const float m_new = fmaxf(m_r[rr], mx[rr]);
-            /* a row with everything masked so far keeps m = -inf: no inf - inf (its p are exp2(-inf) = 0) */
-            ms[rr] = m_new == -INFINITY ? 0.0f : m_new * sl2;
-            corr[rr] = m_new == -INFINITY ? 1.0f : fw_exp2(m_r[rr] * sl2 - ms[rr]);
-            m_r[rr] = m_new;
-        }
-        float rs[2] = {0.0f, 0.0f};
-#pragma unroll
-        for (int i = 0; i < NS; i++) {
-            const float p = fw_exp2(fmaf(s[i], sl2, -ms[(i >> 1) & 1]));
-            s[i] = p;
-            rs[(i >> 1) & 1] += p;
-        }
-#pragma unroll
-        for (int rr = 0; rr < 2; rr++) {
-            rs[rr] += __shfl_xor_sync(0xffffffffu, rs[rr], 1);
-            rs[rr] += __shfl_xor_sync(0xffffffffu, rs[rr], 2);
-            l_r[rr] = l_r[rr] * corr[rr] + rs[rr];
-        }
+        float corr[2];
+        fa_softmax(s, m_r, l_r, sl2, corr);
 #pragma unroll
         for (int i = 0; i < HD / 2; i++) o[i] *= corr[(i >> 1) & 1];
         /* P as A fragments: k16 step kk = keys 16 kk.. = n8 tiles 2 kk and 2 kk + 1 */
