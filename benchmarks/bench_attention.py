@@ -51,9 +51,10 @@ def main():
         f = lambda t: f"{t:.1f}" if t else "-"  # noqa: E731
         print(f"| {name} | {us:.1f} | {f(plain)} | {rate} | {f(ref)} | {(ref / us if ref else 0):.2f}x |", flush=True)
         rows.append(dict(case=name, flash_us=us, plain_us=plain, rate=rate, sdpa_us=ref))
-    # the mma.sync prefill kernel (the one on cards without wgmma), and its opt-in form with two m16 tiles
-    # of query rows a warp (head_dim 64), same run
-    for env in ({"LLAMA_KERNEL_FA_WG": "0"}, {"LLAMA_KERNEL_FA_WG": "0", "LLAMA_KERNEL_FA_MT": "2"}):
+    # the wgmma prefill kernel's opt-in TMA form, the mma.sync kernel (the one on cards without wgmma) and its
+    # opt-in form with two m16 tiles of query rows a warp (head_dim 64), same run
+    for env in ({"LLAMA_KERNEL_FA_WG": "2"}, {"LLAMA_KERNEL_FA_WG": "0"},
+                {"LLAMA_KERNEL_FA_WG": "0", "LLAMA_KERNEL_FA_MT": "2"}):
         os.environ.update(env)
         label = " ".join(f"{k}={v}" for k, v in env.items())
         for name, kind, B, L, hd in CASES:

@@ -798,31 +798,58 @@ __global__ void __launch_bounds__(fa_smem<HD, HPB, MT>::T, fa_smem<HD, HPB, MT>:
  * block of a tile is 64 halves (128 bytes) a row: head_dim 128 keeps two of them, one after the other. */
 #define FW_BK 64
 
-template <int HD, int HPB>
+/* TMA (opt-in, LLAMA_KERNEL_FA_WG=2; written in session 22 after the device budget ran out: NOT GPU-run):
+ * the tiles come by bulk tensor copies issued by thread 0, their arrival counted on a full mbarrier a stage,
+ * and every warp marks a stage's empty mbarrier once its wgmmas on the tile are done, in place of the block-
+ * wide barrier a tile: the two warpgroups of a block may then drift apart by up to a tile, so that one's
+ * softmax can run under the other's matmuls. Ring of 4 at head_dim 64, 3 at 128; Q and K/V past the
+ * prompt read as zeros (the maps end there). */
+template <int HD, int HPB, bool TMA = false>
 struct fw_smem {
     static constexpr int T = 256, BQ = 128 / HPB, QROWS = 128;
-    static constexpr int Q = QROWS * HD * 2, KV = FW_BK * HD * 2, STAGES = HD == 64 ? 3 : 2;
-    static constexpr int BYTES = Q + STAGES * 2 * KV + 1024; /* + the base's alignment to a swizzle atom */
+    static constexpr int Q = QROWS * HD * 2, KV = FW_BK * HD * 2, STAGES = (HD == 64 ? 3 : 2) + (TMA ? 1 : 0);
+    static constexpr int BARS = TMA ? 8 * (1 + 2 * STAGES) : 0; /* Q's mbarrier, then full[STAGES], empty[STAGES] */
+    static constexpr int BYTES = Q + STAGES * 2 * KV + BARS + 1024; /* + the base's alignment to a swizzle atom */
     /* blocks an SM the registers must allow (head_dim 128: O alone is 64 registers) */
     static constexpr int MINB = HD == 64 ? 2 : 1;
     static_assert(HPB == 1 || HPB == 2, "one or two heads a block");
 };
 
+#if defined(__CUDA_ARCH_FEAT_SM90_ALL)
+/* (TMA form) mbar_wait with a watchdog while the form is unproven on a GPU: a phase that has not completed
+ * after ~10 s of clocks means a bug in the stage accounting, and a trap (a launch error the caller reports)
+ * beats a hung process */
+__device__ __forceinline__ void fw_mbar_wait(uint64_t *bar, uint32_t parity) {
+    const long long t0 = clock64();
+    uint32_t done;
+    do {
+        asm volatile("{\n.reg .pred p;\nmbarrier.try_wait.parity.shared::cta.b64 p, [%1], %2;\nselp.u32 %0, 1, 0, p;\n}\n"
+                     : "=r"(done)
+                     : "r"(smem_u32(bar)), "r"(parity)
+                     : "memory");
+        if (!done && clock64() - t0 > 20000000000ll) __trap();
+    } while (!done);
+}
+#endif
+
 /* byte offset of (row r, halves 8c..8c+7) in a tile of R rows of HD halves: column block c / 8, then
  * the 128-byte swizzle within it */
 __device__ __forceinline__ int fw_off(int R, int r, int c) { return (c >> 3) * (R * 128) + lk_sw128_off(r, c & 7); }
 
-template <int HD, int HPB>
-__global__ void __launch_bounds__(256, fw_smem<HD, HPB>::MINB) k_attn_prefill_wg(lk_attn_args a) {
+template <int HD, int HPB, bool TMA>
+__global__ void __launch_bounds__(256, fw_smem<HD, HPB, TMA>::MINB)
+    k_attn_prefill_wg(lk_attn_args a, const __grid_constant__ CUtensorMap tq, const __grid_constant__ CUtensorMap tk,
+                      const __grid_constant__ CUtensorMap tv) {
 #if defined(__CUDA_ARCH_FEAT_SM90_ALL)
     lk_pdl_prologue();
-    using SM = fw_smem<HD, HPB>;
+    using SM = fw_smem<HD, HPB, TMA>;
     constexpr int BQ = SM::BQ, ST = SM::STAGES, CH = HD / 8, NS = FW_BK / 2, QR = SM::QROWS;
     extern __shared__ __align__(16) unsigned char smem_raw[];
     const uint32_t s0 = (uint32_t)__cvta_generic_to_shared(smem_raw);
     unsigned char *Qs = smem_raw + ((1024 - (s0 & 1023)) & 1023); /* [HD / 64][QR][128 bytes] */
     unsigned char *Ks = Qs + SM::Q;                               /* [ST][HD / 64][FW_BK][128 bytes] */
     unsigned char *Vs = Ks + ST * SM::KV;
+    uint64_t *qbar = reinterpret_cast<uint64_t *>(Vs + ST * SM::KV), *full = qbar + 1, *empty = full + ST; /* (TMA) */
     /* heads along x, query blocks along y from the last (the longest causal rows) down (as k_attn_prefill) */
     const int qb = gridDim.y - 1 - blockIdx.y, tid = threadIdx.x, lane = tid & 31, warp = tid >> 5;
     const int wg = warp >> 2, wi = warp & 3;
@@ -832,12 +859,43 @@ __global__ void __launch_bounds__(256, fw_smem<HD, HPB>::MINB) k_attn_prefill_wg
     const half *K = a.kc + ((size_t)a.pslot * a.n_kv + kvh) * a.max_seq * HD;
     const half *V = a.vc + ((size_t)a.pslot * a.n_kv + kvh) * a.max_seq * HD;
 
-    /* Q: shared rows hh BQ + rr = query row q_first + rr of head h0 + hh (warpgroup w: rows 64 w ..) */
-    for (int i = tid; i < QR * CH; i += SM::T) {
-        const int r = i / CH, c = i % CH, hh = r / BQ, rr = r % BQ;
-        const bool p = q_first + rr < a.M;
-        lk_cp_async16(Qs + fw_off(QR, r, c), a.qkv + (size_t)(p ? q_first + rr : 0) * a.qkv_ld + (size_t)(h0 + hh) * HD + c * 8,
-                      p);
+    const int n_kb = (kv_len + FW_BK - 1) / FW_BK;
+    /* (TMA) tile t -> stage: K and V boxes of 64 dims x 64 keys of head kvh, one a column block */
+    auto tma_kv = [&](int t, int stage) {
+        mbar_expect_tx(&full[stage], 2 * SM::KV);
+#pragma unroll
+        for (int cb = 0; cb < HD / 64; cb++) {
+            tma_load_3d(Ks + stage * SM::KV + cb * (FW_BK * 128), &tk, 64 * cb, t * FW_BK, kvh, &full[stage]);
+            tma_load_3d(Vs + stage * SM::KV + cb * (FW_BK * 128), &tv, 64 * cb, t * FW_BK, kvh, &full[stage]);
+        }
+    };
+    if constexpr (TMA) {
+        if (tid == 0) {
+            mbar_init(qbar, 1);
+            for (int i = 0; i < ST; i++) {
+                mbar_init(&full[i], 1);
+                mbar_init(&empty[i], SM::T / 32); /* one arrival a warp */
+            }
+            asm volatile("fence.mbarrier_init.release.cluster;" ::: "memory");
+        }
+        __syncthreads();
+        if (tid == 0) { /* Q: the two 64-row halves (heads h0, h0 + 1 or rows q_first, q_first + 64), by column block */
+            mbar_expect_tx(qbar, SM::Q);
+            for (int g = 0; g < 2; g++)
+#pragma unroll
+                for (int cb = 0; cb < HD / 64; cb++)
+                    tma_load_2d(Qs + cb * (QR * 128) + g * 8192, &tq, (h0 + (HPB == 2 ? g : 0)) * HD + 64 * cb,
+                                q_first + (HPB == 2 ? 0 : 64 * g), qbar);
+            for (int t = 0; t < ST && t < n_kb; t++) tma_kv(t, t);
+        }
+    } else {
+        /* Q: shared rows hh BQ + rr = query row q_first + rr of head h0 + hh (warpgroup w: rows 64 w ..) */
+        for (int i = tid; i < QR * CH; i += SM::T) {
+            const int r = i / CH, c = i % CH, hh = r / BQ, rr = r % BQ;
+            const bool p = q_first + rr < a.M;
+            lk_cp_async16(Qs + fw_off(QR, r, c),
+                          a.qkv + (size_t)(p ? q_first + rr : 0) * a.qkv_ld + (size_t)(h0 + hh) * HD + c * 8, p);
+        }
     }
     auto load_kv = [&](int kb, int stage) {
         unsigned char *ks = Ks + stage * SM::KV, *vs = Vs + stage * SM::KV;
@@ -848,11 +906,12 @@ __global__ void __launch_bounds__(256, fw_smem<HD, HPB>::MINB) k_attn_prefill_wg
             lk_cp_async16(vs + off, V + (size_t)(p ? kp : 0) * HD + c * 8, p);
         }
     };
-    const int n_kb = (kv_len + FW_BK - 1) / FW_BK;
+    if constexpr (!TMA) {
 #pragma unroll
-    for (int s = 0; s < ST - 1; s++) {
-        if (s < n_kb) load_kv(s, s);
-        asm volatile("cp.async.commit_group;");
+        for (int s = 0; s < ST - 1; s++) {
+            if (s < n_kb) load_kv(s, s);
+            asm volatile("cp.async.commit_group;");
+        }
     }
     /* this warpgroup: its head, its 64 rows and the key tiles they need (none when all are past M) */
     const int head = h0 + (HPB == 2 ? wg : 0), w_first = q_first + (HPB == 2 ? 0 : 64 * wg);
@@ -869,12 +928,28 @@ __global__ void __launch_bounds__(256, fw_smem<HD, HPB>::MINB) k_attn_prefill_wg
 
     for (int kb = 0; kb < n_kb; kb++) {
         const int st = kb % ST;
-        asm volatile("cp.async.wait_group %0;" ::"n"(ST - 2)); /* tile kb (and Q) landed: this thread's copies */
-        lk_fence_proxy_async();                                 /* ... visible to the tensor cores */
-        __syncthreads();                                        /* ... everyone's; stage (kb - 1) % ST is free */
-        if (kb + ST - 1 < n_kb) load_kv(kb + ST - 1, (kb + ST - 1) % ST);
-        asm volatile("cp.async.commit_group;");
-        if (kb >= w_nkb) continue; /* (warpgroup-uniform) */
+        if constexpr (TMA) {
+            /* thread 0 refills the stage of tile kb - 1 once every warp is done with it (the warpgroups stay
+             * within a tile of each other), then everyone waits for tile kb (and, at first, Q) */
+            if (tid == 0 && kb >= 1 && kb - 1 + ST < n_kb) {
+                fw_mbar_wait(&empty[(kb - 1) % ST], ((kb - 1) / ST) & 1);
+                tma_kv(kb - 1 + ST, (kb - 1) % ST);
+            }
+            if (kb == 0) fw_mbar_wait(qbar, 0);
+            fw_mbar_wait(&full[st], (kb / ST) & 1);
+            if (kb >= w_nkb) { /* (warpgroup-uniform) nothing of this tile for these rows: still release it */
+                __syncwarp();
+                if (lane == 0) mbar_arrive(&empty[st]);
+                continue;
+            }
+        } else {
+            asm volatile("cp.async.wait_group %0;" ::"n"(ST - 2)); /* tile kb (and Q) landed: this thread's copies */
+            lk_fence_proxy_async();                                 /* ... visible to the tensor cores */
+            __syncthreads();                                        /* ... everyone's; stage (kb - 1) % ST is free */
+            if (kb + ST - 1 < n_kb) load_kv(kb + ST - 1, (kb + ST - 1) % ST);
+            asm volatile("cp.async.commit_group;");
+            if (kb >= w_nkb) continue; /* (warpgroup-uniform) */
+        }
         const unsigned char *ks = Ks + st * SM::KV, *vs = Vs + st * SM::KV;
         /* S = Q K^T: 64 rows x 64 keys, k16 steps over the head dims */
         float s[NS];
@@ -921,8 +996,12 @@ __global__ void __launch_bounds__(256, fw_smem<HD, HPB>::MINB) k_attn_prefill_wg
         lk_wgmma_commit();
         lk_wgmma_wait<0>();
         lk_wgmma_fence_acc(o);
+        if constexpr (TMA) { /* this warp's reads of the stage are done */
+            __syncwarp();
+            if (lane == 0) mbar_arrive(&empty[st]);
+        }
     }
-    asm volatile("cp.async.wait_group 0;");
+    if constexpr (!TMA) asm volatile("cp.async.wait_group 0;");
     /* write: accumulator 4 i + e: row row0 (+ 8 for e >= 2), dim 8 i + 2 (lane % 4) + (e & 1) */
 #pragma unroll
     for (int rr = 0; rr < 2; rr++) {
@@ -975,35 +1054,55 @@ static lk_status fa_launch(const lk_attn_args *a, cudaStream_t st) {
     return LK_OK;
 }
 
-template <int HD, int HPB>
+template <int HD, int HPB, bool TMA>
 static lk_status fw_init() {
-    CU(cudaFuncSetAttribute(k_attn_prefill_wg<HD, HPB>, cudaFuncAttributeMaxDynamicSharedMemorySize,
-                            fw_smem<HD, HPB>::BYTES));
+    CU(cudaFuncSetAttribute(k_attn_prefill_wg<HD, HPB, TMA>, cudaFuncAttributeMaxDynamicSharedMemorySize,
+                            fw_smem<HD, HPB, TMA>::BYTES));
     return LK_OK;
 }
 
-template <int HD, int HPB>
+template <int HD, int HPB, bool TMA>
 static lk_status fw_launch(const lk_attn_args *a, cudaStream_t st) {
-    using SM = fw_smem<HD, HPB>;
+    using SM = fw_smem<HD, HPB, TMA>;
     const dim3 grid(a->n_heads / HPB, (a->M + SM::BQ - 1) / SM::BQ);
-    LAUNCH("k_attn_prefill_wg", (k_attn_prefill_wg<HD, HPB>), grid, dim3(SM::T), (size_t)SM::BYTES, st, *a);
+    CUtensorMap tq, tk, tv;
+    memset(&tq, 0, sizeof tq);
+    memset(&tk, 0, sizeof tk);
+    memset(&tv, 0, sizeof tv);
+    if (TMA) {
+        /* Q: the q columns of the qkv rows; K, V: {dims, the prompt's positions, KV heads} of slot pslot */
+        const uint64_t qd[2] = {(uint64_t)a->n_heads * HD, (uint64_t)a->M}, qs[1] = {(uint64_t)a->qkv_ld * 2};
+        const uint64_t kd[3] = {(uint64_t)HD, (uint64_t)a->p0 + (uint64_t)a->M, (uint64_t)a->n_kv},
+                       ks[2] = {(uint64_t)HD * 2, (uint64_t)a->max_seq * HD * 2};
+        const uint32_t qbox[2] = {64, 64}, kbox[3] = {64, FW_BK, 1};
+        const size_t slot = (size_t)a->pslot * a->n_kv * a->max_seq * HD;
+        TRY(lk_tmap_f16(&tq, a->qkv, 2, qd, qs, qbox, "flash prefill q"));
+        TRY(lk_tmap_f16(&tk, a->kc + slot, 3, kd, ks, kbox, "flash prefill K"));
+        TRY(lk_tmap_f16(&tv, a->vc + slot, 3, kd, ks, kbox, "flash prefill V"));
+    }
+    LAUNCH("k_attn_prefill_wg", (k_attn_prefill_wg<HD, HPB, TMA>), grid, dim3(SM::T), (size_t)SM::BYTES, st, *a, tq, tk,
+           tv);
     return LK_OK;
 }
 
 /* The wgmma prefill kernel (Hopper, a build with sm_90a) unless LLAMA_KERNEL_FA_WG=0 (the mma.sync kernel;
- * A/B, tests); two heads a block where the GQA group is even, unless LLAMA_KERNEL_FA_HPB=1. Both read every
- * call. H100 (benchmarks/NOTES.md, v65), us, 32 heads / 8 KV heads, mma.sync -> wgmma: S = 512 12.6 -> 11.8,
- * 2,048 81.3 -> 58.0 (SDPA 58.4), 8,192 1,057 -> 764; head_dim 128 S = 2,048 151.8 -> 118.2 */
+ * A/B, tests); two heads a block where the GQA group is even, unless LLAMA_KERNEL_FA_HPB=1;
+ * LLAMA_KERNEL_FA_WG=2: its TMA form (opt-in, NOT GPU-run yet: see fw_smem). All read every call. H100
+ * (benchmarks/NOTES.md, v65), us, 32 heads / 8 KV heads, mma.sync -> wgmma: S = 512 12.6 -> 11.8, 2,048
+ * 81.3 -> 58.0 (SDPA 58.4), 8,192 1,057 -> 764; head_dim 128 S = 2,048 151.8 -> 118.2 */
 static bool fw_use(const lk_attn_args *a) {
     const char *e = getenv("LLAMA_KERNEL_FA_WG");
     return (a->head_dim == 64 || a->head_dim == 128) && !(e && !strcmp(e, "0")) && lk_mm_wgmma_ready();
 }
 
 static lk_status fw_dispatch(const lk_attn_args *a, cudaStream_t st) {
-    const char *e = getenv("LLAMA_KERNEL_FA_HPB");
+    static lk_status (*const launch[2][2][2])(const lk_attn_args *, cudaStream_t) = {
+        {{fw_launch<64, 1, false>, fw_launch<64, 1, true>}, {fw_launch<64, 2, false>, fw_launch<64, 2, true>}},
+        {{fw_launch<128, 1, false>, fw_launch<128, 1, true>}, {fw_launch<128, 2, false>, fw_launch<128, 2, true>}}};
+    const char *e = getenv("LLAMA_KERNEL_FA_HPB"), *w = getenv("LLAMA_KERNEL_FA_WG");
     const bool two = (a->n_heads / a->n_kv) % 2 == 0 && !(e && !strcmp(e, "1"));
-    if (a->head_dim == 64) return two ? fw_launch<64, 2>(a, st) : fw_launch<64, 1>(a, st);
-    return two ? fw_launch<128, 2>(a, st) : fw_launch<128, 1>(a, st);
+    const bool tma = w && !strcmp(w, "2");
+    return launch[a->head_dim == 128][two][tma](a, st);
 }
 
 lk_status lk_attention_init(void) {
@@ -1015,7 +1114,9 @@ lk_status lk_attention_init(void) {
     static lk_status (*const pf_init[])() = {fa_init<64, 1>,  fa_init<64, 2>,    fa_init<128, 1>,
                                              fa_init<128, 2>, fa_init<64, 1, 2>, fa_init<64, 2, 2>};
     for (auto f : pf_init) TRY(f());
-    static lk_status (*const wg_init[])() = {fw_init<64, 1>, fw_init<64, 2>, fw_init<128, 1>, fw_init<128, 2>};
+    static lk_status (*const wg_init[])() = {fw_init<64, 1, false>,  fw_init<64, 2, false>, fw_init<128, 1, false>,
+                                             fw_init<128, 2, false>, fw_init<64, 1, true>,  fw_init<64, 2, true>,
+                                             fw_init<128, 1, true>,  fw_init<128, 2, true>};
     for (auto f : wg_init) TRY(f());
     return LK_OK;
 }

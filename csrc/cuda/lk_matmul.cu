@@ -1250,34 +1250,6 @@ __device__ __forceinline__ void wg_rope_epilogue(const float (&acc)[BN / 2], con
     }
 }
 
-#if defined(__CUDA_ARCH_FEAT_SM90_ALL)
-/* the x tile by the tensor memory accelerator (v40): one bulk copy a stage, completion counted in
- * bytes on a shared-memory mbarrier (instead of 4 16-byte cp.async a thread, 8 L1 wavefronts each) */
-/* box (64 inputs, rows) at (k, row) of the 2-D map -> dst, 128-byte swizzle (the layout lk_sw128_off describes) */
-__device__ __forceinline__ void tma_load_2d(void *dst, const CUtensorMap *map, int k, int row, uint64_t *bar) {
-    asm volatile(
-        "cp.async.bulk.tensor.2d.shared::cluster.global.mbarrier::complete_tx::bytes [%0], [%1, {%2, %3}], [%4];" ::"r"(
-            smem_u32(dst)),
-        "l"(map), "r"(k), "r"(row), "r"(smem_u32(bar))
-        : "memory");
-}
-__device__ __forceinline__ void tma_load_4d(void *dst, const CUtensorMap *map, int c0, int c1, int c2, int c3,
-                                            uint64_t *bar) {
-    asm volatile(
-        "cp.async.bulk.tensor.4d.shared::cluster.global.mbarrier::complete_tx::bytes [%0], [%1, {%2, %3, %4, %5}], [%6];" ::"r"(
-            smem_u32(dst)),
-        "l"(map), "r"(c0), "r"(c1), "r"(c2), "r"(c3), "r"(smem_u32(bar))
-        : "memory");
-}
-__device__ __forceinline__ void tma_load_3d(void *dst, const CUtensorMap *map, int c0, int c1, int c2, uint64_t *bar) {
-    asm volatile(
-        "cp.async.bulk.tensor.3d.shared::cluster.global.mbarrier::complete_tx::bytes [%0], [%1, {%2, %3, %4}], [%5];" ::"r"(
-            smem_u32(dst)),
-        "l"(map), "r"(c0), "r"(c1), "r"(c2), "r"(smem_u32(bar))
-        : "memory");
-}
-#endif
-
 /* split K of the Hopper kernels (gridDim.z = S > 1; `tile`: the block's tile of outputs): every split stores its
  * R accumulators (thread-major, T threads); the last block of the tile to arrive sums them in split order
  * (deterministic) into acc, resets the tile's counter and returns true; the others return false */
@@ -2119,13 +2091,28 @@ static PFN_cuTensorMapEncodeTiled_v12000 tmap_encoder(void) {
 /* x [M][K] (row stride ldx, fp16) as a 2-D tensor map for the Hopper kernels: boxes of 64 inputs (128 bytes,
  * the swizzle span) x rows, 128-byte swizzle; rows past M come as zeros */
 static lk_status x_tmap(CUtensorMap *m, const half *x, int M, int K, int ldx, int rows) {
-    const cuuint64_t dims[2] = {(cuuint64_t)K, (cuuint64_t)M}, strides[1] = {(cuuint64_t)ldx * 2};
-    const cuuint32_t box[2] = {WG_BK, (cuuint32_t)rows}, estr[2] = {1, 1};
-    const CUresult cr = tmap_encoder()(m, CU_TENSOR_MAP_DATA_TYPE_FLOAT16, 2, (void *)x, dims, strides, box, estr,
+    const uint64_t dims[2] = {(uint64_t)K, (uint64_t)M}, strides[1] = {(uint64_t)ldx * 2};
+    const uint32_t box[2] = {WG_BK, (uint32_t)rows};
+    return lk_tmap_f16(m, x, 2, dims, strides, box, "x");
+}
+
+lk_status lk_tmap_f16(CUtensorMap *m, const void *base, int rank, const uint64_t *dims, const uint64_t *strides,
+                      const uint32_t *box, const char *what) {
+    if (!tmap_encoder()) return lk_fail(LK_E_UNSUPPORTED, "tensor map of %s: the driver has no cuTensorMapEncodeTiled", what);
+    if (rank < 2 || rank > 3) return lk_fail(LK_E_INVALID, "tensor map of %s: rank %d (2 or 3)", what, rank);
+    cuuint64_t d[3], s[2];
+    cuuint32_t b[3], estr[3] = {1, 1, 1};
+    for (int i = 0; i < rank; i++) {
+        d[i] = dims[i];
+        b[i] = box[i];
+        if (i) s[i - 1] = strides[i - 1];
+    }
+    const CUresult cr = tmap_encoder()(m, CU_TENSOR_MAP_DATA_TYPE_FLOAT16, (cuuint32_t)rank, (void *)base, d, s, b, estr,
                                        CU_TENSOR_MAP_INTERLEAVE_NONE, CU_TENSOR_MAP_SWIZZLE_128B,
                                        CU_TENSOR_MAP_L2_PROMOTION_L2_128B, CU_TENSOR_MAP_FLOAT_OOB_FILL_NONE);
     if (cr != CUDA_SUCCESS)
-        return lk_fail(LK_E_DEVICE, "cuTensorMapEncodeTiled (x of %d x %d, row stride %d) failed: error %d", M, K, ldx,
+        return lk_fail(LK_E_DEVICE, "cuTensorMapEncodeTiled (%s of %llu x %llu, row stride %llu bytes) failed: error %d",
+                       what, (unsigned long long)dims[0], (unsigned long long)dims[1], (unsigned long long)strides[0],
                        (int)cr);
     return LK_OK;
 }

@@ -19,6 +19,8 @@
 
 #include "lk_cuda_common.cuh"
 
+#include <cuda.h> /* CUtensorMap */
+
 enum { LK_MM_AUTO = 0, LK_MM_LUT = 1, LK_MM_OPTIMIZED = 2, LK_MM_BATCHED = 3, LK_MM_BF16 = 4 };
 enum { LK_OUT_F16 = 0, LK_OUT_F32 = 1, LK_OUT_ADD_F32 = 2, LK_OUT_SWIGLU_F16 = 3, LK_OUT_QKV_ROPE = 4 };
 
@@ -112,6 +114,11 @@ lk_status lk_cuda_ffn_fused(const lk_dmat *o, const lk_dmat *gu, const lk_dmat *
 lk_status lk_mm_init(void);
 /* does the current device run the sm_90a wgmma kernel (int4 matmuls of 17+ rows)? */
 int lk_mm_wgmma_ready(void);
+/* a 2- or 3-D fp16 tensor map for bulk tensor copies: dims[0] contiguous elements, strides[i] the bytes between
+ * steps of dimension i + 1, boxes of box[] elements, the 128-byte swizzle (box[0] = 64), and what lies past the
+ * extent reads as zeros. what: its name, for the error. LK_E_UNSUPPORTED when the driver has no encoder */
+lk_status lk_tmap_f16(CUtensorMap *m, const void *base, int rank, const uint64_t *dims, const uint64_t *strides,
+                      const uint32_t *box, const char *what);
 /* benchmarks only: force the one-row GEMV configuration (0 = automatic) */
 void lk_mm_set_tune(int rr, int u, int s);
 /* the same for the tiled small-batch kernel: warps along K per block (1, 2, 4, 8), groups per load
