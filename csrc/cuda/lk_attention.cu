@@ -1119,7 +1119,10 @@ lk_status lk_attention_init(void) {
     static lk_status (*const wg_init[])() = {fw_init<64, 1, false>,  fw_init<64, 2, false>, fw_init<128, 1, false>,
                                              fw_init<128, 2, false>, fw_init<64, 1, true>,  fw_init<64, 2, true>,
                                              fw_init<128, 1, true>,  fw_init<128, 2, true>};
-    for (auto f : wg_init) TRY(f());
+    /* only where they run (fw_use): their shared memory (up to ~130 KB) is more than an sm_86 / sm_89 block
+     * may have, and the attribute call would fail there */
+    if (lk_mm_wgmma_ready())
+        for (auto f : wg_init) TRY(f());
     return LK_OK;
 }
 
