@@ -823,14 +823,8 @@ struct fw_smem {
  * beats a hung process */
 __device__ __forceinline__ void fw_mbar_wait(uint64_t *bar, uint32_t parity) {
     const long long t0 = clock64();
-    uint32_t done;
-    do {
-        asm volatile("{\n.reg .pred p;\nmbarrier.try_wait.parity.shared::cta.b64 p, [%1], %2;\nselp.u32 %0, 1, 0, p;\n}\n"
-                     : "=r"(done)
-                     : "r"(smem_u32(bar)), "r"(parity)
-                     : "memory");
-        if (!done && clock64() - t0 > 20000000000ll) __trap();
-    } while (!done);
+    while (!mbar_try_wait(bar, parity))
+        if (clock64() - t0 > 20000000000ll) __trap();
 }
 #endif
 
