@@ -611,6 +611,28 @@ __device__ __forceinline__ void fa_softmax(float (&s)[NS], float (&m_r)[2], floa
     }
 }
 
+/* P of keys 16 kk .. 16 kk + 15 (n8 tiles 2 kk and 2 kk + 1 of the accumulators above) as an m16n8k16 / wgmma
+ * A fragment, fp16: the accumulator layout is the A layout, so no data moves between lanes */
+template <int NS>
+__device__ __forceinline__ void fa_p_frag(const float (&s)[NS], int kk, uint32_t (&pa)[4]) {
+    pa[0] = pack_h2(s[8 * kk + 0], s[8 * kk + 1]);
+    pa[1] = pack_h2(s[8 * kk + 2], s[8 * kk + 3]);
+    pa[2] = pack_h2(s[8 * kk + 4], s[8 * kk + 5]);
+    pa[3] = pack_h2(s[8 * kk + 6], s[8 * kk + 7]);
+}
+
+/* row rr (0: the thread's first row, 1: that + 8) of O / l into out (the head's HD outputs of that row):
+ * accumulator 4 i + e holds dim 8 i + 2 (lane % 4) + (e & 1) of row e / 2 */
+template <int HD>
+__device__ __forceinline__ void fa_store_row(half *out, const float (&o)[HD / 2], int rr, float l, int lane) {
+    const float inv = l > 0.0f ? 1.0f / l : 0.0f;
+#pragma unroll
+    for (int i = 0; i < HD / 8; i++) {
+        const int d = i * 8 + (lane & 3) * 2;
+        *reinterpret_cast<half2 *>(out + d) = __floats2half2_rn(o[4 * i + 2 * rr] * inv, o[4 * i + 2 * rr + 1] * inv);
+    }
+}
+
 #define FA_BQ 64 /* query rows a head a block (MT = 1) */
 #define FA_BK 64
 #define FA_WARPS 4 /* warps a head: 16 MT query rows each */
@@ -751,12 +773,7 @@ __global__ void __launch_bounds__(fa_smem<HD, HPB, MT>::T, fa_smem<HD, HPB, MT>:
         for (int kk = 0; kk < FA_BK / 16; kk++) {
             uint32_t pa[MT][4];
 #pragma unroll
-            for (int mt = 0; mt < MT; mt++) {
-                pa[mt][0] = pack_h2(s[mt][2 * kk][0], s[mt][2 * kk][1]);
-                pa[mt][1] = pack_h2(s[mt][2 * kk][2], s[mt][2 * kk][3]);
-                pa[mt][2] = pack_h2(s[mt][2 * kk + 1][0], s[mt][2 * kk + 1][1]);
-                pa[mt][3] = pack_h2(s[mt][2 * kk + 1][2], s[mt][2 * kk + 1][3]);
-            }
+            for (int mt = 0; mt < MT; mt++) fa_p_frag(reinterpret_cast<const float (&)[NT * 4]>(s[mt]), kk, pa[mt]);
 #pragma unroll
             for (int i = 0; i < OT; i += 2) {
                 uint32_t bf[4];
@@ -777,14 +794,8 @@ __global__ void __launch_bounds__(fa_smem<HD, HPB, MT>::T, fa_smem<HD, HPB, MT>:
         for (int rr = 0; rr < 2; rr++) {
             const int row = q_first + my_row0[mt] + rr * 8;
             if (row >= a.M) continue;
-            const float inv = l_r[mt][rr] > 0.0f ? 1.0f / l_r[mt][rr] : 0.0f;
-            half *out = a.out + (size_t)row * a.n_heads * HD + (size_t)(h0 + hw) * HD;
-#pragma unroll
-            for (int i = 0; i < OT; i++) {
-                const int d = i * 8 + (lane & 3) * 2;
-                *reinterpret_cast<half2 *>(out + d) =
-                    __floats2half2_rn(o[mt][i][2 * rr] * inv, o[mt][i][2 * rr + 1] * inv);
-            }
+            fa_store_row<HD>(a.out + (size_t)row * a.n_heads * HD + (size_t)(h0 + hw) * HD,
+                             reinterpret_cast<const float (&)[OT * 4]>(o[mt]), rr, l_r[mt][rr], lane);
         }
 }
 
@@ -922,6 +933,10 @@ __global__ void __launch_bounds__(256, fw_smem<HD, HPB, TMA>::MINB)
     for (int i = 0; i < HD / 2; i++) o[i] = 0.0f;
     float m_r[2] = {-INFINITY, -INFINITY}, l_r[2] = {0.0f, 0.0f};
 
+    auto release = [&](int stage) { /* (TMA) one arrival a warp on the stage's empty mbarrier */
+        __syncwarp();
+        if (lane == 0) mbar_arrive(&empty[stage]);
+    };
     for (int kb = 0; kb < n_kb; kb++) {
         const int st = kb % ST;
         if constexpr (TMA) {
@@ -934,8 +949,7 @@ __global__ void __launch_bounds__(256, fw_smem<HD, HPB, TMA>::MINB)
             if (kb == 0) fw_mbar_wait(qbar, 0);
             fw_mbar_wait(&full[st], (kb / ST) & 1);
             if (kb >= w_nkb) { /* (warpgroup-uniform) nothing of this tile for these rows: still release it */
-                __syncwarp();
-                if (lane == 0) mbar_arrive(&empty[st]);
+                release(st);
                 continue;
             }
         } else {
@@ -974,12 +988,7 @@ __global__ void __launch_bounds__(256, fw_smem<HD, HPB, TMA>::MINB)
         /* P as A fragments: k16 step kk = keys 16 kk.. = n8 tiles 2 kk and 2 kk + 1 */
         uint32_t pa[FW_BK / 16][4];
 #pragma unroll
-        for (int kk = 0; kk < FW_BK / 16; kk++) {
-            pa[kk][0] = pack_h2(s[8 * kk + 0], s[8 * kk + 1]);
-            pa[kk][1] = pack_h2(s[8 * kk + 2], s[8 * kk + 3]);
-            pa[kk][2] = pack_h2(s[8 * kk + 4], s[8 * kk + 5]);
-            pa[kk][3] = pack_h2(s[8 * kk + 6], s[8 * kk + 7]);
-        }
+        for (int kk = 0; kk < FW_BK / 16; kk++) fa_p_frag(s, kk, pa[kk]);
         /* O += P V: k16 step kk reads V rows 16 kk.. (two swizzle atoms on); N = the head dims, column
          * blocks FW_BK * 128 bytes apart */
         lk_wgmma_fence();
@@ -992,10 +1001,7 @@ __global__ void __launch_bounds__(256, fw_smem<HD, HPB, TMA>::MINB)
         lk_wgmma_commit();
         lk_wgmma_wait<0>();
         lk_wgmma_fence_acc(o);
-        if constexpr (TMA) { /* this warp's reads of the stage are done */
-            __syncwarp();
-            if (lane == 0) mbar_arrive(&empty[st]);
-        }
+        if constexpr (TMA) release(st); /* this warp's reads of the stage are done */
     }
     if constexpr (!TMA) asm volatile("cp.async.wait_group 0;");
     /* write: accumulator 4 i + e: row row0 (+ 8 for e >= 2), dim 8 i + 2 (lane % 4) + (e & 1) */
@@ -1003,12 +1009,7 @@ __global__ void __launch_bounds__(256, fw_smem<HD, HPB, TMA>::MINB)
     for (int rr = 0; rr < 2; rr++) {
         const int row = row0 + rr * 8;
         if (row > w_last) continue;
-        const float inv = l_r[rr] > 0.0f ? 1.0f / l_r[rr] : 0.0f;
-        half *out = a.out + (size_t)row * a.n_heads * HD + (size_t)head * HD;
-#pragma unroll
-        for (int i = 0; i < HD / 8; i++)
-            *reinterpret_cast<half2 *>(out + i * 8 + (lane & 3) * 2) =
-                __floats2half2_rn(o[4 * i + 2 * rr] * inv, o[4 * i + 2 * rr + 1] * inv);
+        fa_store_row<HD>(a.out + (size_t)row * a.n_heads * HD + (size_t)head * HD, o, rr, l_r[rr], lane);
     }
 #endif
 }
