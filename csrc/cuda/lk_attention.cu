@@ -799,24 +799,23 @@ __global__ void __launch_bounds__(fa_smem<HD, HPB, MT>::T, fa_smem<HD, HPB, MT>:
         }
 }
 
-/* ---- prefill on Hopper: the same loop on wgmma (v65) ------------------------------------ */
+/* ---- prefill on Hopper: the same loop on wgmma (v65, v66) ----------------------------------- */
 /* A warpgroup owns 64 query rows of one head. S = Q K^T by wgmma with Q and the K tile in shared memory
  * (both K-major, the 128-byte swizzle); the online softmax on S's accumulators in registers; then O += P V
  * by wgmma with P from registers (S's accumulator layout is wgmma's A-fragment layout, as with mma.sync)
  * and the V tile, stored [key][dim] as in the cache, read MN-major (imm-trans-b). The two warpgroups of a
  * block share every K/V tile: two heads of a GQA group on the same 64 rows (HPB 2), or 128 rows of one
- * head (HPB 1). K/V tiles of 64 keys in a ring of STAGES, copied by every thread with cp.async and a
- * block-wide barrier a tile (the TMA form below: bulk copies and mbarriers). A column block of a tile is
- * 64 halves (128 bytes) a row: head_dim 128 keeps two of them, one after the other. H100 (v65): S = 2,048,
- * 32 heads, head_dim 64, 58-60 us (SDPA 58); the exp2s cost as much as the matmuls there. */
+ * head (HPB 1). A column block of a tile is 64 halves (128 bytes) a row: head_dim 128 keeps two of them,
+ * one after the other. Two kernels:
+ *  - k_attn_prefill_wgt (v66, the default): thread 0 copies Q and the 64-key K/V tiles by bulk tensor copies
+ *    (the K/V maps end at the prompt's last position, so rows past it read as zeros) into a ring of 4
+ *    stages (head_dim 64; 3 at 128); a full mbarrier a stage counts the bytes, an empty one a release by
+ *    each of the 8 warps, and no block-wide barrier runs in the loop, so the two warpgroups drift apart;
+ *  - k_attn_prefill_wg (v65, LLAMA_KERNEL_FA_WG=1): every thread copies with cp.async into a ring of 3 (2),
+ *    with a block-wide barrier a tile.
+ * H100, S = 2,048, 32 heads, head_dim 64: v65 58-60 us (SDPA 58); H200 (v66 run 1): 60.0 -> 52.8 us. */
 #define FW_BK 64
 
-/* TMA (opt-in, LLAMA_KERNEL_FA_WG=2; written in session 22 after the device budget ran out: NOT GPU-run):
- * the tiles come by bulk tensor copies issued by thread 0, their arrival counted on a full mbarrier a stage,
- * and every warp marks a stage's empty mbarrier once its wgmmas on the tile are done, in place of the block-
- * wide barrier a tile: the two warpgroups of a block may then drift apart by up to a tile, so that one's
- * softmax can run under the other's matmuls. Ring of 4 at head_dim 64, 3 at 128; Q and K/V past the
- * prompt read as zeros (the maps end there). */
 template <int HD, int HPB, bool TMA = false>
 struct fw_smem {
     static constexpr int T = 256, BQ = 128 / HPB, QROWS = 128;
@@ -828,14 +827,88 @@ struct fw_smem {
     static_assert(HPB == 1 || HPB == 2, "one or two heads a block");
 };
 
+/* k_attn_prefill_wgt's options (bits; LLAMA_KERNEL_FA_OPT=0-3 overrides the default, for A/B):
+ * FW_EAGER: thread 0 refills a stage as soon as all 8 warps released it (mbarrier test, no wait), and waits
+ *   only for the stage of the tile it needs next; without it, at tile t it waits for the release of tile
+ *   t - 1 (so its warpgroup cannot lead the other by more than a tile);
+ * FW_PP: ping-pong (FA3's order; the kernel's PP instantiation): the warpgroups take turns at the tensor
+ *   cores, named barriers 1 and 2 handing the turn over, so that one's softmax runs under the other's
+ *   matmuls (implies FW_EAGER, which the turns need to be deadlock-free). */
+#define FW_EAGER 1
+#define FW_PP 2
+
 #if defined(__CUDA_ARCH_FEAT_SM90_ALL)
-/* (TMA form) mbar_wait with a watchdog while the form is unproven on a GPU: a phase that has not completed
- * after ~10 s of clocks means a bug in the stage accounting, and a trap (a launch error the caller reports)
- * beats a hung process */
+/* mbar_wait with a watchdog: a phase that has not completed after ~10 s of clocks means a bug in the stage
+ * accounting, and a trap (a launch error the caller reports) beats a hung process */
 __device__ __forceinline__ void fw_mbar_wait(uint64_t *bar, uint32_t parity) {
     const long long t0 = clock64();
     while (!mbar_try_wait(bar, parity))
         if (clock64() - t0 > 20000000000ll) __trap();
+}
+
+/* (k_attn_prefill_wgt, PP) warpgroup w's turn at the tensor cores: named barrier 1 + w of 256 threads, its
+ * 128 waiting and the other warpgroup's 128 arriving. Predicated, not branched on w: a branch between a
+ * wgmma's issue and its wait serializes the wgmmas (ptxas C7518); the ids stay immediates */
+__device__ __forceinline__ void fw_turn_sync(int w) {
+    asm volatile("{\n.reg .pred p;\nsetp.eq.s32 p, %0, 0;\n@p bar.sync 1, 256;\n@!p bar.sync 2, 256;\n}\n" ::"r"(w)
+                 : "memory");
+}
+__device__ __forceinline__ void fw_turn_arrive(int w) {
+    asm volatile("{\n.reg .pred p;\nsetp.eq.s32 p, %0, 0;\n@p bar.arrive 1, 256;\n@!p bar.arrive 2, 256;\n}\n" ::"r"(w)
+                 : "memory");
+}
+
+/* S = Q K^T of a warpgroup's 64 rows and a 64-key tile, issued and committed (the caller waits): k16 steps
+ * over the head dims; qw / ks: the rows' Q and the tile's K, column blocks qstride / FW_BK * 128 bytes apart */
+template <int HD>
+__device__ __forceinline__ void fw_qk(float (&s)[FW_BK / 2], const unsigned char *qw, int qstride,
+                                      const unsigned char *ks) {
+#pragma unroll
+    for (int i = 0; i < FW_BK / 2; i++) s[i] = 0.0f;
+    lk_wgmma_fence();
+#pragma unroll
+    for (int k = 0; k < HD / 16; k++)
+        lk_wgmma_m64n64k16(s, lk_sw128_desc(qw + (k >> 2) * qstride + (k & 3) * 32, 16),
+                           lk_sw128_desc(ks + (k >> 2) * (FW_BK * 128) + (k & 3) * 32, 16), 1);
+    lk_wgmma_commit();
+}
+
+/* O += P V, issued and committed: k16 step kk reads V rows 16 kk.. (two swizzle atoms on); N = the head
+ * dims, column blocks FW_BK * 128 bytes apart */
+template <int HD>
+__device__ __forceinline__ void fw_pv(float (&o)[HD / 2], const uint32_t (&pa)[FW_BK / 16][4],
+                                      const unsigned char *vs) {
+    lk_wgmma_fence();
+#pragma unroll
+    for (int kk = 0; kk < FW_BK / 16; kk++) {
+        const uint64_t dv = lk_sw128_desc(vs + kk * 2048, FW_BK * 128);
+        if constexpr (HD == 64) lk_wgmma_rs_t_m64n64k16(o, pa[kk], dv);
+        else lk_wgmma_rs_t_m64n128k16(o, pa[kk], dv);
+    }
+    lk_wgmma_commit();
+}
+
+/* after S of tile kbase.. landed: the causal mask (and keys past the end) where the tile reaches past the
+ * warpgroup's first row (position first), then the online softmax (s becomes P). Accumulator 4 j + e: row
+ * qpos0 (+ 8: qpos1, for e >= 2), key kbase + 8 j + 2 (lane % 4) + (e & 1) */
+__device__ __forceinline__ void fw_softmax(float (&s)[FW_BK / 2], int kbase, int first, int qpos0, int qpos1,
+                                           int lane, float (&m_r)[2], float (&l_r)[2], float sl2, float (&corr)[2]) {
+    if (kbase + FW_BK - 1 > first) {
+#pragma unroll
+        for (int i = 0; i < FW_BK / 2; i++)
+            if (kbase + (i >> 2) * 8 + (lane & 3) * 2 + (i & 1) > ((i & 2) ? qpos1 : qpos0)) s[i] = -INFINITY;
+    }
+    fa_softmax(s, m_r, l_r, sl2, corr);
+}
+
+/* O's rows rescaled by corr, and P as A fragments (k16 step kk = keys 16 kk.. = n8 tiles 2 kk and 2 kk + 1) */
+template <int HD>
+__device__ __forceinline__ void fw_rescale_pack(float (&o)[HD / 2], const float (&corr)[2], const float (&s)[FW_BK / 2],
+                                                uint32_t (&pa)[FW_BK / 16][4]) {
+#pragma unroll
+    for (int i = 0; i < HD / 2; i++) o[i] *= corr[(i >> 1) & 1];
+#pragma unroll
+    for (int kk = 0; kk < FW_BK / 16; kk++) fa_p_frag(s, kk, pa[kk]);
 }
 #endif
 
@@ -843,173 +916,253 @@ __device__ __forceinline__ void fw_mbar_wait(uint64_t *bar, uint32_t parity) {
  * the 128-byte swizzle within it */
 __device__ __forceinline__ int fw_off(int R, int r, int c) { return (c >> 3) * (R * 128) + lk_sw128_off(r, c & 7); }
 
-template <int HD, int HPB, bool TMA>
-__global__ void __launch_bounds__(256, fw_smem<HD, HPB, TMA>::MINB)
-    k_attn_prefill_wg(lk_attn_args a, const __grid_constant__ CUtensorMap tq, const __grid_constant__ CUtensorMap tk,
-                      const __grid_constant__ CUtensorMap tv) {
+/* what both kernels' blocks start from: heads along x, query blocks along y from the last (the longest
+ * causal rows) down (as k_attn_prefill); warpgroup wg's head, its 64 rows and the key tiles they need (none
+ * when all are past M) */
+template <int HPB, int BQ>
+struct fw_block {
+    int h0, kvh, q_first, kv_len, n_kb; /* the block */
+    int head, w_first, w_last, w_nkb, row0; /* the warpgroup; this thread's rows: row0 and row0 + 8 */
+    __device__ __forceinline__ fw_block(const lk_attn_args &a, int wg, int wi, int lane) {
+        const int qb = gridDim.y - 1 - blockIdx.y;
+        h0 = blockIdx.x * HPB;
+        kvh = h0 / (a.n_heads / a.n_kv);
+        q_first = qb * BQ;
+        kv_len = a.p0 + min(a.M, q_first + BQ); /* keys needed by this block */
+        n_kb = (kv_len + FW_BK - 1) / FW_BK;
+        head = h0 + (HPB == 2 ? wg : 0);
+        w_first = q_first + (HPB == 2 ? 0 : 64 * wg);
+        w_last = min(a.M, w_first + 64) - 1;
+        w_nkb = w_last < w_first ? 0 : (a.p0 + w_last + FW_BK) / FW_BK;
+        row0 = w_first + wi * 16 + (lane >> 2);
+    }
+};
+
+template <int HD, int HPB>
+__global__ void __launch_bounds__(256, fw_smem<HD, HPB>::MINB) k_attn_prefill_wg(lk_attn_args a) {
 #if defined(__CUDA_ARCH_FEAT_SM90_ALL)
     lk_pdl_prologue();
-    using SM = fw_smem<HD, HPB, TMA>;
+    using SM = fw_smem<HD, HPB>;
     constexpr int BQ = SM::BQ, ST = SM::STAGES, CH = HD / 8, NS = FW_BK / 2, QR = SM::QROWS;
     extern __shared__ __align__(16) unsigned char smem_raw[];
     const uint32_t s0 = (uint32_t)__cvta_generic_to_shared(smem_raw);
     unsigned char *Qs = smem_raw + ((1024 - (s0 & 1023)) & 1023); /* [HD / 64][QR][128 bytes] */
     unsigned char *Ks = Qs + SM::Q;                               /* [ST][HD / 64][FW_BK][128 bytes] */
     unsigned char *Vs = Ks + ST * SM::KV;
-    uint64_t *qbar = reinterpret_cast<uint64_t *>(Vs + ST * SM::KV), *full = qbar + 1, *empty = full + ST; /* (TMA) */
-    /* heads along x, query blocks along y from the last (the longest causal rows) down (as k_attn_prefill) */
-    const int qb = gridDim.y - 1 - blockIdx.y, tid = threadIdx.x, lane = tid & 31, warp = tid >> 5;
-    const int wg = warp >> 2, wi = warp & 3;
-    const int h0 = blockIdx.x * HPB, kvh = h0 / (a.n_heads / a.n_kv);
-    const int q_first = qb * BQ, q_last = min(a.M, q_first + BQ) - 1;
-    const int kv_len = a.p0 + q_last + 1; /* keys needed by this block */
-    const half *K = a.kc + ((size_t)a.pslot * a.n_kv + kvh) * a.max_seq * HD;
-    const half *V = a.vc + ((size_t)a.pslot * a.n_kv + kvh) * a.max_seq * HD;
-
-    const int n_kb = (kv_len + FW_BK - 1) / FW_BK;
-    /* (TMA) tile t -> stage: K and V boxes of 64 dims x 64 keys of head kvh, one a column block */
-    auto tma_kv = [&](int t, int stage) {
-        mbar_expect_tx(&full[stage], 2 * SM::KV);
-#pragma unroll
-        for (int cb = 0; cb < HD / 64; cb++) {
-            tma_load_3d(Ks + stage * SM::KV + cb * (FW_BK * 128), &tk, 64 * cb, t * FW_BK, kvh, &full[stage]);
-            tma_load_3d(Vs + stage * SM::KV + cb * (FW_BK * 128), &tv, 64 * cb, t * FW_BK, kvh, &full[stage]);
-        }
-    };
-    if constexpr (TMA) {
-        if (tid == 0) {
-            mbar_init(qbar, 1);
-            for (int i = 0; i < ST; i++) {
-                mbar_init(&full[i], 1);
-                mbar_init(&empty[i], SM::T / 32); /* one arrival a warp */
-            }
-            asm volatile("fence.mbarrier_init.release.cluster;" ::: "memory");
-        }
-        __syncthreads();
-        if (tid == 0) { /* Q: the two 64-row halves (heads h0, h0 + 1 or rows q_first, q_first + 64), by column block */
-            mbar_expect_tx(qbar, SM::Q);
-            for (int g = 0; g < 2; g++)
-#pragma unroll
-                for (int cb = 0; cb < HD / 64; cb++)
-                    tma_load_2d(Qs + cb * (QR * 128) + g * 8192, &tq, (h0 + (HPB == 2 ? g : 0)) * HD + 64 * cb,
-                                q_first + (HPB == 2 ? 0 : 64 * g), qbar);
-            for (int t = 0; t < ST && t < n_kb; t++) tma_kv(t, t);
-        }
-    } else {
-        /* Q: shared rows hh BQ + rr = query row q_first + rr of head h0 + hh (warpgroup w: rows 64 w ..) */
-        for (int i = tid; i < QR * CH; i += SM::T) {
-            const int r = i / CH, c = i % CH, hh = r / BQ, rr = r % BQ;
-            const bool p = q_first + rr < a.M;
-            lk_cp_async16(Qs + fw_off(QR, r, c),
-                          a.qkv + (size_t)(p ? q_first + rr : 0) * a.qkv_ld + (size_t)(h0 + hh) * HD + c * 8, p);
-        }
+    const int tid = threadIdx.x, lane = tid & 31, warp = tid >> 5, wg = warp >> 2;
+    const fw_block<HPB, BQ> b(a, wg, warp & 3, lane);
+    const half *K = a.kc + ((size_t)a.pslot * a.n_kv + b.kvh) * a.max_seq * HD;
+    const half *V = a.vc + ((size_t)a.pslot * a.n_kv + b.kvh) * a.max_seq * HD;
+    /* Q: shared rows hh BQ + rr = query row q_first + rr of head h0 + hh (warpgroup w: rows 64 w ..) */
+    for (int i = tid; i < QR * CH; i += SM::T) {
+        const int r = i / CH, c = i % CH, hh = r / BQ, rr = r % BQ;
+        const bool p = b.q_first + rr < a.M;
+        lk_cp_async16(Qs + fw_off(QR, r, c),
+                      a.qkv + (size_t)(p ? b.q_first + rr : 0) * a.qkv_ld + (size_t)(b.h0 + hh) * HD + c * 8, p);
     }
     auto load_kv = [&](int kb, int stage) {
         unsigned char *ks = Ks + stage * SM::KV, *vs = Vs + stage * SM::KV;
         for (int i = tid; i < FW_BK * CH; i += SM::T) {
             const int t = i / CH, c = i % CH, kp = kb * FW_BK + t, off = fw_off(FW_BK, t, c);
-            const bool p = kp < kv_len;
+            const bool p = kp < b.kv_len;
             lk_cp_async16(ks + off, K + (size_t)(p ? kp : 0) * HD + c * 8, p);
             lk_cp_async16(vs + off, V + (size_t)(p ? kp : 0) * HD + c * 8, p);
         }
     };
-    if constexpr (!TMA) {
 #pragma unroll
-        for (int s = 0; s < ST - 1; s++) {
-            if (s < n_kb) load_kv(s, s);
-            asm volatile("cp.async.commit_group;");
-        }
+    for (int s = 0; s < ST - 1; s++) {
+        if (s < b.n_kb) load_kv(s, s);
+        asm volatile("cp.async.commit_group;");
     }
-    /* this warpgroup: its head, its 64 rows and the key tiles they need (none when all are past M) */
-    const int head = h0 + (HPB == 2 ? wg : 0), w_first = q_first + (HPB == 2 ? 0 : 64 * wg);
-    const int w_last = min(a.M, w_first + 64) - 1;
-    const int w_nkb = w_last < w_first ? 0 : (a.p0 + w_last + FW_BK) / FW_BK;
-    const int row0 = w_first + wi * 16 + (lane >> 2); /* this thread's rows: row0 and row0 + 8 */
-    const int qpos0 = a.p0 + row0, qpos1 = qpos0 + 8;
+    const int qpos0 = a.p0 + b.row0, qpos1 = qpos0 + 8;
     const unsigned char *qw = Qs + wg * 64 * 128;
     const float sl2 = a.scale * 1.4426950408889634f; /* exp(x) = exp2(x log2 e) */
     float o[HD / 2];
 #pragma unroll
     for (int i = 0; i < HD / 2; i++) o[i] = 0.0f;
     float m_r[2] = {-INFINITY, -INFINITY}, l_r[2] = {0.0f, 0.0f};
-
-    auto release = [&](int stage) { /* (TMA) one arrival a warp on the stage's empty mbarrier */
-        __syncwarp();
-        if (lane == 0) mbar_arrive(&empty[stage]);
-    };
-    for (int kb = 0; kb < n_kb; kb++) {
+    for (int kb = 0; kb < b.n_kb; kb++) {
         const int st = kb % ST;
-        if constexpr (TMA) {
-            /* thread 0 refills the stage of tile kb - 1 once every warp is done with it (the warpgroups stay
-             * within a tile of each other), then everyone waits for tile kb (and, at first, Q) */
-            if (tid == 0 && kb >= 1 && kb - 1 + ST < n_kb) {
-                fw_mbar_wait(&empty[(kb - 1) % ST], ((kb - 1) / ST) & 1);
-                tma_kv(kb - 1 + ST, (kb - 1) % ST);
-            }
-            if (kb == 0) fw_mbar_wait(qbar, 0);
-            fw_mbar_wait(&full[st], (kb / ST) & 1);
-            if (kb >= w_nkb) { /* (warpgroup-uniform) nothing of this tile for these rows: still release it */
-                release(st);
-                continue;
-            }
-        } else {
-            asm volatile("cp.async.wait_group %0;" ::"n"(ST - 2)); /* tile kb (and Q) landed: this thread's copies */
-            lk_fence_proxy_async();                                 /* ... visible to the tensor cores */
-            __syncthreads();                                        /* ... everyone's; stage (kb - 1) % ST is free */
-            if (kb + ST - 1 < n_kb) load_kv(kb + ST - 1, (kb + ST - 1) % ST);
-            asm volatile("cp.async.commit_group;");
-            if (kb >= w_nkb) continue; /* (warpgroup-uniform) */
-        }
-        const unsigned char *ks = Ks + st * SM::KV, *vs = Vs + st * SM::KV;
-        /* S = Q K^T: 64 rows x 64 keys, k16 steps over the head dims */
-        float s[NS];
-#pragma unroll
-        for (int i = 0; i < NS; i++) s[i] = 0.0f;
-        lk_wgmma_fence();
-#pragma unroll
-        for (int k = 0; k < HD / 16; k++)
-            lk_wgmma_m64n64k16(s, lk_sw128_desc(qw + (k >> 2) * (QR * 128) + (k & 3) * 32, 16),
-                               lk_sw128_desc(ks + (k >> 2) * (FW_BK * 128) + (k & 3) * 32, 16), 1);
-        lk_wgmma_commit();
+        asm volatile("cp.async.wait_group %0;" ::"n"(ST - 2)); /* tile kb (and Q) landed: this thread's copies */
+        lk_fence_proxy_async();                                 /* ... visible to the tensor cores */
+        __syncthreads();                                        /* ... everyone's; stage (kb - 1) % ST is free */
+        if (kb + ST - 1 < b.n_kb) load_kv(kb + ST - 1, (kb + ST - 1) % ST);
+        asm volatile("cp.async.commit_group;");
+        if (kb >= b.w_nkb) continue; /* (warpgroup-uniform) */
+        float s[NS], corr[2];
+        uint32_t pa[FW_BK / 16][4];
+        fw_qk<HD>(s, qw, QR * 128, Ks + st * SM::KV);
         lk_wgmma_wait<0>();
         lk_wgmma_fence_acc(s);
-        /* accumulator 4 j + e: row row0 (+ 8 for e >= 2), key kbase + 8 j + 2 (lane % 4) + (e & 1); the
-         * causal mask (and keys past the end) only in tiles that reach past the warpgroup's first row */
-        const int kbase = kb * FW_BK;
-        if (kbase + FW_BK - 1 > a.p0 + w_first) {
-#pragma unroll
-            for (int i = 0; i < NS; i++)
-                if (kbase + (i >> 2) * 8 + (lane & 3) * 2 + (i & 1) > ((i & 2) ? qpos1 : qpos0)) s[i] = -INFINITY;
-        }
-        float corr[2];
-        fa_softmax(s, m_r, l_r, sl2, corr);
-#pragma unroll
-        for (int i = 0; i < HD / 2; i++) o[i] *= corr[(i >> 1) & 1];
-        /* P as A fragments: k16 step kk = keys 16 kk.. = n8 tiles 2 kk and 2 kk + 1 */
-        uint32_t pa[FW_BK / 16][4];
-#pragma unroll
-        for (int kk = 0; kk < FW_BK / 16; kk++) fa_p_frag(s, kk, pa[kk]);
-        /* O += P V: k16 step kk reads V rows 16 kk.. (two swizzle atoms on); N = the head dims, column
-         * blocks FW_BK * 128 bytes apart */
-        lk_wgmma_fence();
-#pragma unroll
-        for (int kk = 0; kk < FW_BK / 16; kk++) {
-            const uint64_t dv = lk_sw128_desc(vs + kk * 2048, FW_BK * 128);
-            if constexpr (HD == 64) lk_wgmma_rs_t_m64n64k16(o, pa[kk], dv);
-            else lk_wgmma_rs_t_m64n128k16(o, pa[kk], dv);
-        }
-        lk_wgmma_commit();
+        fw_softmax(s, kb * FW_BK, a.p0 + b.w_first, qpos0, qpos1, lane, m_r, l_r, sl2, corr);
+        fw_rescale_pack<HD>(o, corr, s, pa);
+        fw_pv<HD>(o, pa, Vs + st * SM::KV);
         lk_wgmma_wait<0>();
         lk_wgmma_fence_acc(o);
-        if constexpr (TMA) release(st); /* this warp's reads of the stage are done */
     }
-    if constexpr (!TMA) asm volatile("cp.async.wait_group 0;");
+    asm volatile("cp.async.wait_group 0;");
     /* write: accumulator 4 i + e: row row0 (+ 8 for e >= 2), dim 8 i + 2 (lane % 4) + (e & 1) */
 #pragma unroll
     for (int rr = 0; rr < 2; rr++) {
-        const int row = row0 + rr * 8;
-        if (row > w_last) continue;
-        fa_store_row<HD>(a.out + (size_t)row * a.n_heads * HD + (size_t)head * HD, o, rr, l_r[rr], lane);
+        const int row = b.row0 + rr * 8;
+        if (row > b.w_last) continue;
+        fa_store_row<HD>(a.out + (size_t)row * a.n_heads * HD + (size_t)b.head * HD, o, rr, l_r[rr], lane);
+    }
+#endif
+}
+
+/* The TMA form (see the section's head). OV (LLAMA_KERNEL_FA_WG=3, A/B): FA3's overlap inside a
+ * warpgroup: tile t's S is issued together with tile t - 1's P V, and t's softmax runs while that P V is
+ * on the tensor cores (a stage is then released a tile later; v65b tried it on the cp.async form and lost). */
+template <int HD, int HPB, bool PP, bool OV>
+__global__ void __launch_bounds__(256, fw_smem<HD, HPB, true>::MINB)
+    k_attn_prefill_wgt(lk_attn_args a, int opt, const __grid_constant__ CUtensorMap tq,
+                       const __grid_constant__ CUtensorMap tk, const __grid_constant__ CUtensorMap tv) {
+#if defined(__CUDA_ARCH_FEAT_SM90_ALL)
+    lk_pdl_prologue();
+    using SM = fw_smem<HD, HPB, true>;
+    constexpr int BQ = SM::BQ, ST = SM::STAGES, NS = FW_BK / 2, QR = SM::QROWS;
+    extern __shared__ __align__(16) unsigned char smem_raw[];
+    const uint32_t s0 = (uint32_t)__cvta_generic_to_shared(smem_raw);
+    unsigned char *Qs = smem_raw + ((1024 - (s0 & 1023)) & 1023); /* [HD / 64][QR][128 bytes] */
+    unsigned char *Ks = Qs + SM::Q;                               /* [ST][HD / 64][FW_BK][128 bytes] */
+    unsigned char *Vs = Ks + ST * SM::KV;
+    uint64_t *qbar = reinterpret_cast<uint64_t *>(Vs + ST * SM::KV), *full = qbar + 1, *empty = full + ST;
+    const int tid = threadIdx.x, lane = tid & 31, warp = tid >> 5, wg = warp >> 2;
+    const fw_block<HPB, BQ> b(a, wg, warp & 3, lane);
+    const bool eager = PP || OV || (opt & FW_EAGER);
+    /* tile t -> stage: K and V boxes of 64 dims x 64 keys of head kvh, one a column block */
+    auto tma_kv = [&](int t, int stage) {
+        mbar_expect_tx(&full[stage], 2 * SM::KV);
+#pragma unroll
+        for (int cb = 0; cb < HD / 64; cb++) {
+            tma_load_3d(Ks + stage * SM::KV + cb * (FW_BK * 128), &tk, 64 * cb, t * FW_BK, b.kvh, &full[stage]);
+            tma_load_3d(Vs + stage * SM::KV + cb * (FW_BK * 128), &tv, 64 * cb, t * FW_BK, b.kvh, &full[stage]);
+        }
+    };
+    if (tid == 0) {
+        mbar_init(qbar, 1);
+        for (int i = 0; i < ST; i++) {
+            mbar_init(&full[i], 1);
+            mbar_init(&empty[i], SM::T / 32); /* one arrival a warp */
+        }
+        asm volatile("fence.mbarrier_init.release.cluster;" ::: "memory");
+    }
+    __syncthreads();
+    int next = min(ST, b.n_kb); /* (thread 0) the next tile to copy */
+    if (tid == 0) { /* Q: the two 64-row halves (heads h0, h0 + 1 or rows q_first, q_first + 64), by column block */
+        mbar_expect_tx(qbar, SM::Q);
+        for (int g = 0; g < 2; g++)
+#pragma unroll
+            for (int cb = 0; cb < HD / 64; cb++)
+                tma_load_2d(Qs + cb * (QR * 128) + g * 8192, &tq, (b.h0 + (HPB == 2 ? g : 0)) * HD + 64 * cb,
+                            b.q_first + (HPB == 2 ? 0 : 64 * g), qbar);
+        for (int t = 0; t < next; t++) tma_kv(t, t);
+    }
+    /* (thread 0, before waiting for tile kb) copy the tiles up to kb + ST - 1 whose stage all warps released
+     * (tile t's stage held tile t - ST): waiting for that only where t = kb (FW_EAGER), else at every t */
+    auto produce = [&](int kb) {
+        for (; next < b.n_kb && next < kb + ST; next++) {
+            uint64_t *e = &empty[(next - ST) % ST];
+            const uint32_t par = ((next - ST) / ST) & 1;
+            if (!eager || next <= kb) fw_mbar_wait(e, par);
+            else if (!mbar_test_wait(e, par)) break;
+            tma_kv(next, next % ST);
+        }
+    };
+    auto release = [&](int stage) { /* one arrival a warp on the stage's empty mbarrier */
+        __syncwarp();
+        if (lane == 0) mbar_arrive(&empty[stage]);
+    };
+    const int qpos0 = a.p0 + b.row0, qpos1 = qpos0 + 8;
+    const unsigned char *qw = Qs + wg * 64 * 128;
+    const float sl2 = a.scale * 1.4426950408889634f; /* exp(x) = exp2(x log2 e) */
+    float o[HD / 2];
+#pragma unroll
+    for (int i = 0; i < HD / 2; i++) o[i] = 0.0f;
+    float m_r[2] = {-INFINITY, -INFINITY}, l_r[2] = {0.0f, 0.0f};
+    float s[NS], corr[2] = {1.0f, 1.0f};
+    uint32_t pa[FW_BK / 16][4];
+    /* (PP) warpgroup 0 takes the first turn */
+    if (PP && wg == 1) fw_turn_arrive(0);
+    const int wfirst = a.p0 + b.w_first;
+    if constexpr (!OV) {
+        if (PP) fw_turn_sync(wg);
+        for (int kb = 0; kb < b.n_kb; kb++) {
+            const int st = kb % ST;
+            if (tid == 0) produce(kb);
+            if (kb == 0) fw_mbar_wait(qbar, 0);
+            fw_mbar_wait(&full[st], (kb / ST) & 1);
+            /* (warpgroup-uniform) each branch one straight run from the wgmmas' issue to their waits (a
+             * branch between them serializes the wgmmas: ptxas C7518) */
+            if (kb < b.w_nkb) {
+                fw_qk<HD>(s, qw, QR * 128, Ks + st * SM::KV);
+                if (PP) fw_turn_arrive(wg ^ 1); /* the other's turn: its P V, then its next S */
+                lk_wgmma_wait<0>();
+                lk_wgmma_fence_acc(s);
+                fw_softmax(s, kb * FW_BK, wfirst, qpos0, qpos1, lane, m_r, l_r, sl2, corr);
+                fw_rescale_pack<HD>(o, corr, s, pa);
+                if (PP) fw_turn_sync(wg); /* this one's turn: P V, then (next tile) S */
+                fw_pv<HD>(o, pa, Vs + st * SM::KV);
+                lk_wgmma_wait<0>();
+                lk_wgmma_fence_acc(o);
+            } else if (PP) {
+                fw_turn_arrive(wg ^ 1);
+                fw_turn_sync(wg);
+            }
+            release(st); /* this warp's reads of the stage are done */
+        }
+        if (PP && wg == 0) fw_turn_arrive(1); /* the turn for warpgroup 1's last P V */
+    } else {
+        /* tile kb's S goes out with tile kb - 1's P V (pv); its softmax runs while that P V does; o and pa
+         * belong to the P V until it is done */
+        for (int kb = 0; kb < b.n_kb; kb++) {
+            const int st = kb % ST, ps = (kb + ST - 1) % ST;
+            const bool work = kb < b.w_nkb, pv = kb >= 1 && kb - 1 < b.w_nkb;
+            if (tid == 0) produce(kb);
+            if (kb == 0) fw_mbar_wait(qbar, 0);
+            fw_mbar_wait(&full[st], (kb / ST) & 1);
+            if (PP) fw_turn_sync(wg);
+            if (work && pv) {
+                fw_qk<HD>(s, qw, QR * 128, Ks + st * SM::KV);
+                fw_pv<HD>(o, pa, Vs + ps * SM::KV);
+                if (PP) fw_turn_arrive(wg ^ 1);
+                lk_wgmma_wait<1>();
+                lk_wgmma_fence_acc(s);
+                fw_softmax(s, kb * FW_BK, wfirst, qpos0, qpos1, lane, m_r, l_r, sl2, corr);
+                lk_wgmma_wait<0>();
+                lk_wgmma_fence_acc(o);
+                fw_rescale_pack<HD>(o, corr, s, pa);
+            } else if (work) {
+                fw_qk<HD>(s, qw, QR * 128, Ks + st * SM::KV);
+                if (PP) fw_turn_arrive(wg ^ 1);
+                lk_wgmma_wait<0>();
+                lk_wgmma_fence_acc(s);
+                fw_softmax(s, kb * FW_BK, wfirst, qpos0, qpos1, lane, m_r, l_r, sl2, corr);
+                fw_rescale_pack<HD>(o, corr, s, pa);
+            } else if (pv) {
+                fw_pv<HD>(o, pa, Vs + ps * SM::KV);
+                if (PP) fw_turn_arrive(wg ^ 1);
+                lk_wgmma_wait<0>();
+                lk_wgmma_fence_acc(o);
+            } else if (PP) {
+                fw_turn_arrive(wg ^ 1);
+            }
+            if (kb >= 1) release(ps);
+        }
+        if (b.n_kb >= 1 && b.n_kb - 1 < b.w_nkb) { /* the last tile's P V */
+            fw_pv<HD>(o, pa, Vs + ((b.n_kb - 1) % ST) * SM::KV);
+            lk_wgmma_wait<0>();
+            lk_wgmma_fence_acc(o);
+        }
+        if (PP && wg == 0) fw_turn_sync(0); /* warpgroup 1's last hand-over */
+    }
+    /* write: accumulator 4 i + e: row row0 (+ 8 for e >= 2), dim 8 i + 2 (lane % 4) + (e & 1) */
+#pragma unroll
+    for (int rr = 0; rr < 2; rr++) {
+        const int row = b.row0 + rr * 8;
+        if (row > b.w_last) continue;
+        fa_store_row<HD>(a.out + (size_t)row * a.n_heads * HD + (size_t)b.head * HD, o, rr, l_r[rr], lane);
     }
 #endif
 }
@@ -1051,55 +1204,84 @@ static lk_status fa_launch(const lk_attn_args *a, cudaStream_t st) {
     return LK_OK;
 }
 
-template <int HD, int HPB, bool TMA>
+template <int HD, int HPB>
 static lk_status fw_init() {
-    CU(cudaFuncSetAttribute(k_attn_prefill_wg<HD, HPB, TMA>, cudaFuncAttributeMaxDynamicSharedMemorySize,
-                            fw_smem<HD, HPB, TMA>::BYTES));
+    CU(cudaFuncSetAttribute(k_attn_prefill_wg<HD, HPB>, cudaFuncAttributeMaxDynamicSharedMemorySize,
+                            fw_smem<HD, HPB>::BYTES));
+    static void (*const wgt[])(lk_attn_args, int, const CUtensorMap, const CUtensorMap, const CUtensorMap) = {
+        k_attn_prefill_wgt<HD, HPB, false, false>, k_attn_prefill_wgt<HD, HPB, true, false>,
+        k_attn_prefill_wgt<HD, HPB, false, true>, k_attn_prefill_wgt<HD, HPB, true, true>};
+    for (auto k : wgt)
+        CU(cudaFuncSetAttribute(k, cudaFuncAttributeMaxDynamicSharedMemorySize, fw_smem<HD, HPB, true>::BYTES));
     return LK_OK;
 }
 
-template <int HD, int HPB, bool TMA>
-static lk_status fw_launch(const lk_attn_args *a, cudaStream_t st) {
-    using SM = fw_smem<HD, HPB, TMA>;
+template <int HD, int HPB>
+static lk_status fw_launch_cp(const lk_attn_args *a, cudaStream_t st) {
+    using SM = fw_smem<HD, HPB>;
+    const dim3 grid(a->n_heads / HPB, (a->M + SM::BQ - 1) / SM::BQ);
+    LAUNCH("k_attn_prefill_wg", (k_attn_prefill_wg<HD, HPB>), grid, dim3(SM::T), (size_t)SM::BYTES, st, *a);
+    return LK_OK;
+}
+
+/* k_attn_prefill_wgt's default options: H200 (benchmarks/NOTES.md, v66) */
+#define FW_OPT_DEFAULT 0
+
+template <int HD, int HPB, bool OV>
+static lk_status fw_launch_tma(const lk_attn_args *a, cudaStream_t st) {
+    using SM = fw_smem<HD, HPB, true>;
     const dim3 grid(a->n_heads / HPB, (a->M + SM::BQ - 1) / SM::BQ);
     CUtensorMap tq, tk, tv;
     memset(&tq, 0, sizeof tq);
     memset(&tk, 0, sizeof tk);
     memset(&tv, 0, sizeof tv);
-    if (TMA) {
-        /* Q: the q columns of the qkv rows; K, V: {dims, the prompt's positions, KV heads} of slot pslot */
-        const uint64_t qd[2] = {(uint64_t)a->n_heads * HD, (uint64_t)a->M}, qs[1] = {(uint64_t)a->qkv_ld * 2};
-        const uint64_t kd[3] = {(uint64_t)HD, (uint64_t)a->p0 + (uint64_t)a->M, (uint64_t)a->n_kv},
-                       ks[2] = {(uint64_t)HD * 2, (uint64_t)a->max_seq * HD * 2};
-        const uint32_t qbox[2] = {64, 64}, kbox[3] = {64, FW_BK, 1};
-        const size_t slot = (size_t)a->pslot * a->n_kv * a->max_seq * HD;
-        TRY(lk_tmap_f16(&tq, a->qkv, 2, qd, qs, qbox, "flash prefill q"));
-        TRY(lk_tmap_f16(&tk, a->kc + slot, 3, kd, ks, kbox, "flash prefill K"));
-        TRY(lk_tmap_f16(&tv, a->vc + slot, 3, kd, ks, kbox, "flash prefill V"));
-    }
-    LAUNCH("k_attn_prefill_wg", (k_attn_prefill_wg<HD, HPB, TMA>), grid, dim3(SM::T), (size_t)SM::BYTES, st, *a, tq, tk,
-           tv);
+    /* Q: the q columns of the qkv rows; K, V: {dims, the prompt's positions, KV heads} of slot pslot */
+    const uint64_t qd[2] = {(uint64_t)a->n_heads * HD, (uint64_t)a->M}, qs[1] = {(uint64_t)a->qkv_ld * 2};
+    const uint64_t kd[3] = {(uint64_t)HD, (uint64_t)a->p0 + (uint64_t)a->M, (uint64_t)a->n_kv},
+                   ks[2] = {(uint64_t)HD * 2, (uint64_t)a->max_seq * HD * 2};
+    const uint32_t qbox[2] = {64, 64}, kbox[3] = {64, FW_BK, 1};
+    const size_t slot = (size_t)a->pslot * a->n_kv * a->max_seq * HD;
+    TRY(lk_tmap_f16(&tq, a->qkv, 2, qd, qs, qbox, "flash prefill q"));
+    TRY(lk_tmap_f16(&tk, a->kc + slot, 3, kd, ks, kbox, "flash prefill K"));
+    TRY(lk_tmap_f16(&tv, a->vc + slot, 3, kd, ks, kbox, "flash prefill V"));
+    const char *e = getenv("LLAMA_KERNEL_FA_OPT");
+    const int opt = e && e[0] >= '0' && e[0] <= '3' && !e[1] ? e[0] - '0' : FW_OPT_DEFAULT;
+    if (OV && (opt & FW_PP))
+        LAUNCH("k_attn_prefill_wgt (overlap, ping-pong)", (k_attn_prefill_wgt<HD, HPB, true, true>), grid,
+               dim3(SM::T), (size_t)SM::BYTES, st, *a, opt, tq, tk, tv);
+    else if (OV)
+        LAUNCH("k_attn_prefill_wgt (overlap)", (k_attn_prefill_wgt<HD, HPB, false, true>), grid, dim3(SM::T),
+               (size_t)SM::BYTES, st, *a, opt, tq, tk, tv);
+    else if (opt & FW_PP)
+        LAUNCH("k_attn_prefill_wgt (ping-pong)", (k_attn_prefill_wgt<HD, HPB, true, false>), grid, dim3(SM::T),
+               (size_t)SM::BYTES, st, *a, opt, tq, tk, tv);
+    else
+        LAUNCH("k_attn_prefill_wgt", (k_attn_prefill_wgt<HD, HPB, false, false>), grid, dim3(SM::T),
+               (size_t)SM::BYTES, st, *a, opt, tq, tk, tv);
     return LK_OK;
 }
 
-/* The wgmma prefill kernel (Hopper, a build with sm_90a) unless LLAMA_KERNEL_FA_WG=0 (the mma.sync kernel;
- * A/B, tests); two heads a block where the GQA group is even, unless LLAMA_KERNEL_FA_HPB=1;
- * LLAMA_KERNEL_FA_WG=2: its TMA form (opt-in, NOT GPU-run yet: see fw_smem). All read every call. H100
- * (benchmarks/NOTES.md, v65), us, 32 heads / 8 KV heads, mma.sync -> wgmma: S = 512 12.6 -> 11.8, 2,048
- * 81.3 -> 58.0 (SDPA 58.4), 8,192 1,057 -> 764; head_dim 128 S = 2,048 151.8 -> 118.2 */
+/* The wgmma prefill kernels (Hopper, a build with sm_90a), by LLAMA_KERNEL_FA_WG: unset or 2 the TMA form
+ * (v66), 3 the TMA form with the overlap inside a warpgroup (A/B), 1 the cp.async form (v65), 0 none (the
+ * mma.sync kernel, the one on other cards). Two heads a block where the GQA group is even, unless
+ * LLAMA_KERNEL_FA_HPB=1. All read every call. H200 (benchmarks/NOTES.md, v66 run 1), us, 32 heads / 8 KV
+ * heads, cp.async -> TMA: S = 512 12.0 -> 11.1, 2,048 60.0 -> 52.8 (SDPA 59.5), 8,192 773 -> 713 (632);
+ * head_dim 128 S = 2,048 118.0 -> 99.3 (84.6), 8,192 1,593 -> 1,370 (904) */
 static bool fw_use(const lk_attn_args *a) {
     const char *e = getenv("LLAMA_KERNEL_FA_WG");
     return (a->head_dim == 64 || a->head_dim == 128) && !(e && !strcmp(e, "0")) && lk_mm_wgmma_ready();
 }
 
 static lk_status fw_dispatch(const lk_attn_args *a, cudaStream_t st) {
-    static lk_status (*const launch[2][2][2])(const lk_attn_args *, cudaStream_t) = {
-        {{fw_launch<64, 1, false>, fw_launch<64, 1, true>}, {fw_launch<64, 2, false>, fw_launch<64, 2, true>}},
-        {{fw_launch<128, 1, false>, fw_launch<128, 1, true>}, {fw_launch<128, 2, false>, fw_launch<128, 2, true>}}};
+    static lk_status (*const launch[2][2][3])(const lk_attn_args *, cudaStream_t) = {
+        {{fw_launch_cp<64, 1>, fw_launch_tma<64, 1, false>, fw_launch_tma<64, 1, true>},
+         {fw_launch_cp<64, 2>, fw_launch_tma<64, 2, false>, fw_launch_tma<64, 2, true>}},
+        {{fw_launch_cp<128, 1>, fw_launch_tma<128, 1, false>, fw_launch_tma<128, 1, true>},
+         {fw_launch_cp<128, 2>, fw_launch_tma<128, 2, false>, fw_launch_tma<128, 2, true>}}};
     const char *e = getenv("LLAMA_KERNEL_FA_HPB"), *w = getenv("LLAMA_KERNEL_FA_WG");
     const bool two = (a->n_heads / a->n_kv) % 2 == 0 && !(e && !strcmp(e, "1"));
-    const bool tma = w && !strcmp(w, "2");
-    return launch[a->head_dim == 128][two][tma](a, st);
+    const int form = w && !strcmp(w, "1") ? 0 : w && !strcmp(w, "3") ? 2 : 1;
+    return launch[a->head_dim == 128][two][form](a, st);
 }
 
 lk_status lk_attention_init(void) {
@@ -1111,9 +1293,7 @@ lk_status lk_attention_init(void) {
     static lk_status (*const pf_init[])() = {fa_init<64, 1>,  fa_init<64, 2>,    fa_init<128, 1>,
                                              fa_init<128, 2>, fa_init<64, 1, 2>, fa_init<64, 2, 2>};
     for (auto f : pf_init) TRY(f());
-    static lk_status (*const wg_init[])() = {fw_init<64, 1, false>,  fw_init<64, 2, false>, fw_init<128, 1, false>,
-                                             fw_init<128, 2, false>, fw_init<64, 1, true>,  fw_init<64, 2, true>,
-                                             fw_init<128, 1, true>,  fw_init<128, 2, true>};
+    static lk_status (*const wg_init[])() = {fw_init<64, 1>, fw_init<64, 2>, fw_init<128, 1>, fw_init<128, 2>};
     /* only where they run (fw_use): their shared memory (up to ~130 KB) is more than an sm_86 / sm_89 block
      * may have, and the attribute call would fail there */
     if (lk_mm_wgmma_ready())
