@@ -827,15 +827,16 @@ struct fw_smem {
     static_assert(HPB == 1 || HPB == 2, "one or two heads a block");
 };
 
-/* k_attn_prefill_wgt's options (bits; LLAMA_KERNEL_FA_OPT=0-3 overrides the default, for A/B):
+/* k_attn_prefill_wgt's options (bits of `opt`; LLAMA_KERNEL_FA_OPT=0|1 overrides the default, for A/B):
  * FW_EAGER: thread 0 refills a stage as soon as all 8 warps released it (mbarrier test, no wait), and waits
  *   only for the stage of the tile it needs next; without it, at tile t it waits for the release of tile
- *   t - 1 (so its warpgroup cannot lead the other by more than a tile);
- * FW_PP: ping-pong (FA3's order; the kernel's PP instantiation): the warpgroups take turns at the tensor
- *   cores, named barriers 1 and 2 handing the turn over, so that one's softmax runs under the other's
- *   matmuls (implies FW_EAGER, which the turns need to be deadlock-free). */
+ *   t - 1 (so its warpgroup cannot lead the other by more than a tile).
+ * Measured and dropped (v66, 9a9e87e): FA3's ping-pong of the two warpgroups (named barriers handing over
+ * the turn at the tensor cores) and its overlap inside a warpgroup (tile t's S issued with t - 1's P V):
+ * H200, S = 2,048 58.0 -> 69.7 / 62.1 us, 8,192 836 -> 1,032 / 897, head_dim 128 8,192 1,515 -> 2,007 / 1,875
+ * (in a build whose plain loop had lost the old instruction schedule, 52.7 -> 58.0 us: see the loop). A warp
+ * skipping O's rescale where no row maximum moved (a vote and a branch) cost that schedule too. */
 #define FW_EAGER 1
-#define FW_PP 2
 
 #if defined(__CUDA_ARCH_FEAT_SM90_ALL)
 /* mbar_wait with a watchdog: a phase that has not completed after ~10 s of clocks means a bug in the stage
@@ -844,18 +845,6 @@ __device__ __forceinline__ void fw_mbar_wait(uint64_t *bar, uint32_t parity) {
     const long long t0 = clock64();
     while (!mbar_try_wait(bar, parity))
         if (clock64() - t0 > 20000000000ll) __trap();
-}
-
-/* (k_attn_prefill_wgt, PP) warpgroup w's turn at the tensor cores: named barrier 1 + w of 256 threads, its
- * 128 waiting and the other warpgroup's 128 arriving. Predicated, not branched on w: a branch between a
- * wgmma's issue and its wait serializes the wgmmas (ptxas C7518); the ids stay immediates */
-__device__ __forceinline__ void fw_turn_sync(int w) {
-    asm volatile("{\n.reg .pred p;\nsetp.eq.s32 p, %0, 0;\n@p bar.sync 1, 256;\n@!p bar.sync 2, 256;\n}\n" ::"r"(w)
-                 : "memory");
-}
-__device__ __forceinline__ void fw_turn_arrive(int w) {
-    asm volatile("{\n.reg .pred p;\nsetp.eq.s32 p, %0, 0;\n@p bar.arrive 1, 256;\n@!p bar.arrive 2, 256;\n}\n" ::"r"(w)
-                 : "memory");
 }
 
 /* S = Q K^T of a warpgroup's 64 rows and a 64-key tile, issued and committed (the caller waits): k16 steps
@@ -1011,10 +1000,8 @@ __global__ void __launch_bounds__(256, fw_smem<HD, HPB>::MINB) k_attn_prefill_wg
 #endif
 }
 
-/* The TMA form (see the section's head). OV (LLAMA_KERNEL_FA_WG=3, A/B): FA3's overlap inside a
- * warpgroup: tile t's S is issued together with tile t - 1's P V, and t's softmax runs while that P V is
- * on the tensor cores (a stage is then released a tile later; v65b tried it on the cp.async form and lost). */
-template <int HD, int HPB, bool PP, bool OV>
+/* The TMA form (see the section's head) */
+template <int HD, int HPB>
 __global__ void __launch_bounds__(256, fw_smem<HD, HPB, true>::MINB)
     k_attn_prefill_wgt(lk_attn_args a, int opt, const __grid_constant__ CUtensorMap tq,
                        const __grid_constant__ CUtensorMap tk, const __grid_constant__ CUtensorMap tv) {
@@ -1030,7 +1017,7 @@ __global__ void __launch_bounds__(256, fw_smem<HD, HPB, true>::MINB)
     uint64_t *qbar = reinterpret_cast<uint64_t *>(Vs + ST * SM::KV), *full = qbar + 1, *empty = full + ST;
     const int tid = threadIdx.x, lane = tid & 31, warp = tid >> 5, wg = warp >> 2;
     const fw_block<HPB, BQ> b(a, wg, warp & 3, lane);
-    const bool eager = PP || OV || (opt & FW_EAGER);
+    const bool eager = opt & FW_EAGER;
     /* tile t -> stage: K and V boxes of 64 dims x 64 keys of head kvh, one a column block */
     auto tma_kv = [&](int t, int stage) {
         mbar_expect_tx(&full[stage], 2 * SM::KV);
@@ -1081,81 +1068,31 @@ __global__ void __launch_bounds__(256, fw_smem<HD, HPB, true>::MINB)
 #pragma unroll
     for (int i = 0; i < HD / 2; i++) o[i] = 0.0f;
     float m_r[2] = {-INFINITY, -INFINITY}, l_r[2] = {0.0f, 0.0f};
-    float s[NS], corr[2] = {1.0f, 1.0f};
-    uint32_t pa[FW_BK / 16][4];
-    /* (PP) warpgroup 0 takes the first turn */
-    if (PP && wg == 1) fw_turn_arrive(0);
     const int wfirst = a.p0 + b.w_first;
-    if constexpr (!OV) {
-        if (PP) fw_turn_sync(wg);
-        for (int kb = 0; kb < b.n_kb; kb++) {
-            const int st = kb % ST;
-            if (tid == 0) produce(kb);
-            if (kb == 0) fw_mbar_wait(qbar, 0);
-            fw_mbar_wait(&full[st], (kb / ST) & 1);
-            /* (warpgroup-uniform) each branch one straight run from the wgmmas' issue to their waits (a
-             * branch between them serializes the wgmmas: ptxas C7518) */
-            if (kb < b.w_nkb) {
-                fw_qk<HD>(s, qw, QR * 128, Ks + st * SM::KV);
-                if (PP) fw_turn_arrive(wg ^ 1); /* the other's turn: its P V, then its next S */
-                lk_wgmma_wait<0>();
-                lk_wgmma_fence_acc(s);
-                fw_softmax(s, kb * FW_BK, wfirst, qpos0, qpos1, lane, m_r, l_r, sl2, corr);
-                fw_rescale_pack<HD>(o, corr, s, pa);
-                if (PP) fw_turn_sync(wg); /* this one's turn: P V, then (next tile) S */
-                fw_pv<HD>(o, pa, Vs + st * SM::KV);
-                lk_wgmma_wait<0>();
-                lk_wgmma_fence_acc(o);
-            } else if (PP) {
-                fw_turn_arrive(wg ^ 1);
-                fw_turn_sync(wg);
-            }
-            release(st); /* this warp's reads of the stage are done */
+    for (int kb = 0; kb < b.n_kb; kb++) {
+        const int st = kb % ST;
+        if (tid == 0) produce(kb);
+        if (kb == 0) fw_mbar_wait(qbar, 0);
+        fw_mbar_wait(&full[st], (kb / ST) & 1);
+        if (kb >= b.w_nkb) { /* (warpgroup-uniform) nothing of this tile for these rows: still release it */
+            release(st);
+            continue;
         }
-        if (PP && wg == 0) fw_turn_arrive(1); /* the turn for warpgroup 1's last P V */
-    } else {
-        /* tile kb's S goes out with tile kb - 1's P V (pv); its softmax runs while that P V does; o and pa
-         * belong to the P V until it is done */
-        for (int kb = 0; kb < b.n_kb; kb++) {
-            const int st = kb % ST, ps = (kb + ST - 1) % ST;
-            const bool work = kb < b.w_nkb, pv = kb >= 1 && kb - 1 < b.w_nkb;
-            if (tid == 0) produce(kb);
-            if (kb == 0) fw_mbar_wait(qbar, 0);
-            fw_mbar_wait(&full[st], (kb / ST) & 1);
-            if (PP) fw_turn_sync(wg);
-            if (work && pv) {
-                fw_qk<HD>(s, qw, QR * 128, Ks + st * SM::KV);
-                fw_pv<HD>(o, pa, Vs + ps * SM::KV);
-                if (PP) fw_turn_arrive(wg ^ 1);
-                lk_wgmma_wait<1>();
-                lk_wgmma_fence_acc(s);
-                fw_softmax(s, kb * FW_BK, wfirst, qpos0, qpos1, lane, m_r, l_r, sl2, corr);
-                lk_wgmma_wait<0>();
-                lk_wgmma_fence_acc(o);
-                fw_rescale_pack<HD>(o, corr, s, pa);
-            } else if (work) {
-                fw_qk<HD>(s, qw, QR * 128, Ks + st * SM::KV);
-                if (PP) fw_turn_arrive(wg ^ 1);
-                lk_wgmma_wait<0>();
-                lk_wgmma_fence_acc(s);
-                fw_softmax(s, kb * FW_BK, wfirst, qpos0, qpos1, lane, m_r, l_r, sl2, corr);
-                fw_rescale_pack<HD>(o, corr, s, pa);
-            } else if (pv) {
-                fw_pv<HD>(o, pa, Vs + ps * SM::KV);
-                if (PP) fw_turn_arrive(wg ^ 1);
-                lk_wgmma_wait<0>();
-                lk_wgmma_fence_acc(o);
-            } else if (PP) {
-                fw_turn_arrive(wg ^ 1);
-            }
-            if (kb >= 1) release(ps);
-        }
-        if (b.n_kb >= 1 && b.n_kb - 1 < b.w_nkb) { /* the last tile's P V */
-            fw_pv<HD>(o, pa, Vs + ((b.n_kb - 1) % ST) * SM::KV);
-            lk_wgmma_wait<0>();
-            lk_wgmma_fence_acc(o);
-        }
-        if (PP && wg == 0) fw_turn_sync(0); /* warpgroup 1's last hand-over */
+        /* one straight run from here to the release: the scheduler then interleaves the two rows' max
+         * shuffles and sinks the row-sum work under the P V (a branch between a wgmma's issue and its wait
+         * also serializes the wgmmas: ptxas C7518). H200: a build with the loop's body under an if, and s
+         * outside the loop, lost that schedule: 52.7 -> 59.0 us at S = 2,048, 718 -> 841 at 8,192 (v66) */
+        float s[NS], corr[2];
+        uint32_t pa[FW_BK / 16][4];
+        fw_qk<HD>(s, qw, QR * 128, Ks + st * SM::KV);
+        lk_wgmma_wait<0>();
+        lk_wgmma_fence_acc(s);
+        fw_softmax(s, kb * FW_BK, wfirst, qpos0, qpos1, lane, m_r, l_r, sl2, corr);
+        fw_rescale_pack<HD>(o, corr, s, pa);
+        fw_pv<HD>(o, pa, Vs + st * SM::KV);
+        lk_wgmma_wait<0>();
+        lk_wgmma_fence_acc(o);
+        release(st); /* this warp's reads of the stage are done */
     }
     /* write: accumulator 4 i + e: row row0 (+ 8 for e >= 2), dim 8 i + 2 (lane % 4) + (e & 1) */
 #pragma unroll
@@ -1208,11 +1145,8 @@ template <int HD, int HPB>
 static lk_status fw_init() {
     CU(cudaFuncSetAttribute(k_attn_prefill_wg<HD, HPB>, cudaFuncAttributeMaxDynamicSharedMemorySize,
                             fw_smem<HD, HPB>::BYTES));
-    static void (*const wgt[])(lk_attn_args, int, const CUtensorMap, const CUtensorMap, const CUtensorMap) = {
-        k_attn_prefill_wgt<HD, HPB, false, false>, k_attn_prefill_wgt<HD, HPB, true, false>,
-        k_attn_prefill_wgt<HD, HPB, false, true>, k_attn_prefill_wgt<HD, HPB, true, true>};
-    for (auto k : wgt)
-        CU(cudaFuncSetAttribute(k, cudaFuncAttributeMaxDynamicSharedMemorySize, fw_smem<HD, HPB, true>::BYTES));
+    CU(cudaFuncSetAttribute(k_attn_prefill_wgt<HD, HPB>, cudaFuncAttributeMaxDynamicSharedMemorySize,
+                            fw_smem<HD, HPB, true>::BYTES));
     return LK_OK;
 }
 
@@ -1227,7 +1161,7 @@ static lk_status fw_launch_cp(const lk_attn_args *a, cudaStream_t st) {
 /* k_attn_prefill_wgt's default options: H200 (benchmarks/NOTES.md, v66) */
 #define FW_OPT_DEFAULT 0
 
-template <int HD, int HPB, bool OV>
+template <int HD, int HPB>
 static lk_status fw_launch_tma(const lk_attn_args *a, cudaStream_t st) {
     using SM = fw_smem<HD, HPB, true>;
     const dim3 grid(a->n_heads / HPB, (a->M + SM::BQ - 1) / SM::BQ);
@@ -1245,25 +1179,14 @@ static lk_status fw_launch_tma(const lk_attn_args *a, cudaStream_t st) {
     TRY(lk_tmap_f16(&tk, a->kc + slot, 3, kd, ks, kbox, "flash prefill K"));
     TRY(lk_tmap_f16(&tv, a->vc + slot, 3, kd, ks, kbox, "flash prefill V"));
     const char *e = getenv("LLAMA_KERNEL_FA_OPT");
-    const int opt = e && e[0] >= '0' && e[0] <= '3' && !e[1] ? e[0] - '0' : FW_OPT_DEFAULT;
-    if (OV && (opt & FW_PP))
-        LAUNCH("k_attn_prefill_wgt (overlap, ping-pong)", (k_attn_prefill_wgt<HD, HPB, true, true>), grid,
-               dim3(SM::T), (size_t)SM::BYTES, st, *a, opt, tq, tk, tv);
-    else if (OV)
-        LAUNCH("k_attn_prefill_wgt (overlap)", (k_attn_prefill_wgt<HD, HPB, false, true>), grid, dim3(SM::T),
-               (size_t)SM::BYTES, st, *a, opt, tq, tk, tv);
-    else if (opt & FW_PP)
-        LAUNCH("k_attn_prefill_wgt (ping-pong)", (k_attn_prefill_wgt<HD, HPB, true, false>), grid, dim3(SM::T),
-               (size_t)SM::BYTES, st, *a, opt, tq, tk, tv);
-    else
-        LAUNCH("k_attn_prefill_wgt", (k_attn_prefill_wgt<HD, HPB, false, false>), grid, dim3(SM::T),
-               (size_t)SM::BYTES, st, *a, opt, tq, tk, tv);
+    const int opt = e && (e[0] == '0' || e[0] == '1') && !e[1] ? e[0] - '0' : FW_OPT_DEFAULT;
+    LAUNCH("k_attn_prefill_wgt", (k_attn_prefill_wgt<HD, HPB>), grid, dim3(SM::T), (size_t)SM::BYTES, st, *a, opt, tq,
+           tk, tv);
     return LK_OK;
 }
 
 /* The wgmma prefill kernels (Hopper, a build with sm_90a), by LLAMA_KERNEL_FA_WG: unset or 2 the TMA form
- * (v66), 3 the TMA form with the overlap inside a warpgroup (A/B), 1 the cp.async form (v65), 0 none (the
- * mma.sync kernel, the one on other cards). Two heads a block where the GQA group is even, unless
+ * (v66), 1 the cp.async form (v65), 0 none (the mma.sync kernel, the one on other cards). Two heads a block where the GQA group is even, unless
  * LLAMA_KERNEL_FA_HPB=1. All read every call. H200 (benchmarks/NOTES.md, v66 run 1), us, 32 heads / 8 KV
  * heads, cp.async -> TMA: S = 512 12.0 -> 11.1, 2,048 60.0 -> 52.8 (SDPA 59.5), 8,192 773 -> 713 (632);
  * head_dim 128 S = 2,048 118.0 -> 99.3 (84.6), 8,192 1,593 -> 1,370 (904) */
@@ -1273,14 +1196,12 @@ static bool fw_use(const lk_attn_args *a) {
 }
 
 static lk_status fw_dispatch(const lk_attn_args *a, cudaStream_t st) {
-    static lk_status (*const launch[2][2][3])(const lk_attn_args *, cudaStream_t) = {
-        {{fw_launch_cp<64, 1>, fw_launch_tma<64, 1, false>, fw_launch_tma<64, 1, true>},
-         {fw_launch_cp<64, 2>, fw_launch_tma<64, 2, false>, fw_launch_tma<64, 2, true>}},
-        {{fw_launch_cp<128, 1>, fw_launch_tma<128, 1, false>, fw_launch_tma<128, 1, true>},
-         {fw_launch_cp<128, 2>, fw_launch_tma<128, 2, false>, fw_launch_tma<128, 2, true>}}};
+    static lk_status (*const launch[2][2][2])(const lk_attn_args *, cudaStream_t) = {
+        {{fw_launch_cp<64, 1>, fw_launch_tma<64, 1>}, {fw_launch_cp<64, 2>, fw_launch_tma<64, 2>}},
+        {{fw_launch_cp<128, 1>, fw_launch_tma<128, 1>}, {fw_launch_cp<128, 2>, fw_launch_tma<128, 2>}}};
     const char *e = getenv("LLAMA_KERNEL_FA_HPB"), *w = getenv("LLAMA_KERNEL_FA_WG");
     const bool two = (a->n_heads / a->n_kv) % 2 == 0 && !(e && !strcmp(e, "1"));
-    const int form = w && !strcmp(w, "1") ? 0 : w && !strcmp(w, "3") ? 2 : 1;
+    const int form = w && !strcmp(w, "1") ? 0 : 1;
     return launch[a->head_dim == 128][two][form](a, st);
 }
 
