@@ -500,15 +500,14 @@ print("ok")
 WG_FORMS = {"wg": ("1", "k_attn_prefill_wg"), "wgt": ("2", "k_attn_prefill_wgt")}
 
 
-@pytest.mark.parametrize("form", ["wg-1", "wg-2", "wgt-1-0", "wgt-2-0", "wgt-1-1", "wgt-2-1", "wgt-1-3", "wgt-2-3",
-                                  "mma-1-1", "mma-2-1", "mma-1-2", "mma-2-2"])
+@pytest.mark.parametrize("form", ["wg-1", "wg-2", "wgt-1", "wgt-2", "mma-1-1", "mma-2-1", "mma-1-2", "mma-2-2"])
 def test_prefill_attention_forms(form):
     """Every form of the flash prefill kernel, in a fresh process (LLAMA_KERNEL_FA_HPB is read once by the
     mma.sync kernel), against float64, on GQA groups odd and even, head_dim 64 and 128, chunks starting at
     position 0 and later, partial query blocks and partial key tiles; and which kernel ran.
     Hopper wgmma kernels (an sm_90a build), H heads a block (1: forced by LLAMA_KERNEL_FA_HPB=1; 2: where the
-    group is even): "wg-H" the cp.async form (LLAMA_KERNEL_FA_WG=1); "wgt-H-O" the TMA form (the default) with
-    options LLAMA_KERNEL_FA_OPT=O (bits: 1 eager refills, 2 lazy rescale). "mma-H-MT": the mma.sync kernel (LLAMA_KERNEL_FA_WG=0),
+    group is even): "wgt-H" the TMA form (the default), "wg-H" the cp.async form (LLAMA_KERNEL_FA_WG=1).
+    "mma-H-MT": the mma.sync kernel (LLAMA_KERNEL_FA_WG=0),
     H heads a block (odd groups always take one), MT m16 tiles of query rows a warp (2: LLAMA_KERNEL_FA_MT=2,
     128-row blocks, head_dim 64)."""
     import subprocess
@@ -520,8 +519,6 @@ def test_prefill_attention_forms(form):
         if not _C.build_info().get("wgmma"):
             pytest.skip("no sm_90a GPU (the wgmma kernel needs compute capability 9.0 and an sm_90a build)")
         env["LLAMA_KERNEL_FA_WG"], want = WG_FORMS[parts[0]]
-        if len(parts) > 2:
-            env["LLAMA_KERNEL_FA_OPT"] = parts[2]
     else:
         env.update(LLAMA_KERNEL_FA_WG="0", LLAMA_KERNEL_FA_MT=parts[2])
         want = "k_attn_prefill"

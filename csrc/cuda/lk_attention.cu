@@ -579,8 +579,9 @@ __device__ __forceinline__ float fw_exp2(float x) {
 
 /* The online-softmax step of a flash prefill tile, over one thread's accumulators of two query rows (n8 tile
  * j: s[4 j + e], row e / 2; the other values of each row on the 4 lanes of a quad): the running maxima m (raw
- * score units) and sums l (of exp2(sl2 (s - m))) move to this tile, s becomes P = exp2(sl2 (s - m)), and
- * corr[r] is the factor that rescales row r of O. Both prefill kernels (v65: shared). */
+ * score units) and sums l (of exp2(sl2 (s - m)), this thread's columns: fa_quad_sum adds the quad's up at
+ * the end, v66) move to this tile, s becomes P = exp2(sl2 (s - m)), and corr[r] is the factor that rescales
+ * row r of O. Both prefill kernels (v65: shared). */
 template <int NS>
 __device__ __forceinline__ void fa_softmax(float (&s)[NS], float (&m_r)[2], float (&l_r)[2], float sl2, float (&corr)[2]) {
     float mx[2] = {-INFINITY, -INFINITY}, ms[2];
@@ -603,11 +604,17 @@ __device__ __forceinline__ void fa_softmax(float (&s)[NS], float (&m_r)[2], floa
         s[i] = p;
         rs[(i >> 1) & 1] += p;
     }
+    /* l: this thread's columns only (corr is the quad's), summed over the quad once, by fa_quad_sum */
+#pragma unroll
+    for (int rr = 0; rr < 2; rr++) l_r[rr] = l_r[rr] * corr[rr] + rs[rr];
+}
+
+/* the row sums of fa_softmax over the quad's four lanes (all lanes, before any per-row branch) */
+__device__ __forceinline__ void fa_quad_sum(float (&l)[2]) {
 #pragma unroll
     for (int rr = 0; rr < 2; rr++) {
-        rs[rr] += __shfl_xor_sync(0xffffffffu, rs[rr], 1);
-        rs[rr] += __shfl_xor_sync(0xffffffffu, rs[rr], 2);
-        l_r[rr] = l_r[rr] * corr[rr] + rs[rr];
+        l[rr] += __shfl_xor_sync(0xffffffffu, l[rr], 1);
+        l[rr] += __shfl_xor_sync(0xffffffffu, l[rr], 2);
     }
 }
 
@@ -789,6 +796,8 @@ __global__ void __launch_bounds__(fa_smem<HD, HPB, MT>::T, fa_smem<HD, HPB, MT>:
     }
     /* write */
 #pragma unroll
+    for (int mt = 0; mt < MT; mt++) fa_quad_sum(l_r[mt]);
+#pragma unroll
     for (int mt = 0; mt < MT; mt++)
 #pragma unroll
         for (int rr = 0; rr < 2; rr++) {
@@ -827,16 +836,14 @@ struct fw_smem {
     static_assert(HPB == 1 || HPB == 2, "one or two heads a block");
 };
 
-/* k_attn_prefill_wgt's options (bits of `opt`; LLAMA_KERNEL_FA_OPT=0|1 overrides the default, for A/B):
- * FW_EAGER: thread 0 refills a stage as soon as all 8 warps released it (mbarrier test, no wait), and waits
- *   only for the stage of the tile it needs next; without it, at tile t it waits for the release of tile
- *   t - 1 (so its warpgroup cannot lead the other by more than a tile).
- * Measured and dropped (v66, 9a9e87e): FA3's ping-pong of the two warpgroups (named barriers handing over
- * the turn at the tensor cores) and its overlap inside a warpgroup (tile t's S issued with t - 1's P V):
- * H200, S = 2,048 58.0 -> 69.7 / 62.1 us, 8,192 836 -> 1,032 / 897, head_dim 128 8,192 1,515 -> 2,007 / 1,875
- * (in a build whose plain loop had lost the old instruction schedule, 52.7 -> 58.0 us: see the loop). A warp
- * skipping O's rescale where no row maximum moved (a vote and a branch) cost that schedule too. */
-#define FW_EAGER 1
+/* Measured on k_attn_prefill_wgt and dropped (v66; H200, us at S = 2,048 / 8,192, head_dim 64):
+ * - FA3's ping-pong of the two warpgroups (named barriers handing over the turn at the tensor cores) and its
+ *   overlap inside a warpgroup (tile t's S issued with t - 1's P V), 9a9e87e: 58.0 -> 69.7 / 62.1 and
+ *   836 -> 1,032 / 897 (head_dim 128 at 8,192: 1,515 -> 2,007 / 1,875);
+ * - thread 0 refilling any released stage at once and waiting only for the tile it needs next: -0.3%;
+ * - a warp skipping O's rescale where no row maximum moved (a vote and a branch): no gain.
+ * The loop's instruction schedule matters as much: the same loop restructured (its body under an if,
+ * s outside it, the refill a loop) ran 56.9 / 824 against 52.4 / 716. */
 
 #if defined(__CUDA_ARCH_FEAT_SM90_ALL)
 /* mbar_wait with a watchdog: a phase that has not completed after ~10 s of clocks means a bug in the stage
@@ -991,6 +998,7 @@ __global__ void __launch_bounds__(256, fw_smem<HD, HPB>::MINB) k_attn_prefill_wg
     }
     asm volatile("cp.async.wait_group 0;");
     /* write: accumulator 4 i + e: row row0 (+ 8 for e >= 2), dim 8 i + 2 (lane % 4) + (e & 1) */
+    fa_quad_sum(l_r);
 #pragma unroll
     for (int rr = 0; rr < 2; rr++) {
         const int row = b.row0 + rr * 8;
@@ -1003,7 +1011,7 @@ __global__ void __launch_bounds__(256, fw_smem<HD, HPB>::MINB) k_attn_prefill_wg
 /* The TMA form (see the section's head) */
 template <int HD, int HPB>
 __global__ void __launch_bounds__(256, fw_smem<HD, HPB, true>::MINB)
-    k_attn_prefill_wgt(lk_attn_args a, int opt, const __grid_constant__ CUtensorMap tq,
+    k_attn_prefill_wgt(lk_attn_args a, const __grid_constant__ CUtensorMap tq,
                        const __grid_constant__ CUtensorMap tk, const __grid_constant__ CUtensorMap tv) {
 #if defined(__CUDA_ARCH_FEAT_SM90_ALL)
     lk_pdl_prologue();
@@ -1017,7 +1025,6 @@ __global__ void __launch_bounds__(256, fw_smem<HD, HPB, true>::MINB)
     uint64_t *qbar = reinterpret_cast<uint64_t *>(Vs + ST * SM::KV), *full = qbar + 1, *empty = full + ST;
     const int tid = threadIdx.x, lane = tid & 31, warp = tid >> 5, wg = warp >> 2;
     const fw_block<HPB, BQ> b(a, wg, warp & 3, lane);
-    const bool eager = opt & FW_EAGER;
     /* tile t -> stage: K and V boxes of 64 dims x 64 keys of head kvh, one a column block */
     auto tma_kv = [&](int t, int stage) {
         mbar_expect_tx(&full[stage], 2 * SM::KV);
@@ -1036,7 +1043,6 @@ __global__ void __launch_bounds__(256, fw_smem<HD, HPB, true>::MINB)
         asm volatile("fence.mbarrier_init.release.cluster;" ::: "memory");
     }
     __syncthreads();
-    int next = min(ST, b.n_kb); /* (thread 0) the next tile to copy */
     if (tid == 0) { /* Q: the two 64-row halves (heads h0, h0 + 1 or rows q_first, q_first + 64), by column block */
         mbar_expect_tx(qbar, SM::Q);
         for (int g = 0; g < 2; g++)
@@ -1044,19 +1050,8 @@ __global__ void __launch_bounds__(256, fw_smem<HD, HPB, true>::MINB)
             for (int cb = 0; cb < HD / 64; cb++)
                 tma_load_2d(Qs + cb * (QR * 128) + g * 8192, &tq, (b.h0 + (HPB == 2 ? g : 0)) * HD + 64 * cb,
                             b.q_first + (HPB == 2 ? 0 : 64 * g), qbar);
-        for (int t = 0; t < next; t++) tma_kv(t, t);
+        for (int t = 0; t < ST && t < b.n_kb; t++) tma_kv(t, t);
     }
-    /* (thread 0, before waiting for tile kb) copy the tiles up to kb + ST - 1 whose stage all warps released
-     * (tile t's stage held tile t - ST): waiting for that only where t = kb (FW_EAGER), else at every t */
-    auto produce = [&](int kb) {
-        for (; next < b.n_kb && next < kb + ST; next++) {
-            uint64_t *e = &empty[(next - ST) % ST];
-            const uint32_t par = ((next - ST) / ST) & 1;
-            if (!eager || next <= kb) fw_mbar_wait(e, par);
-            else if (!mbar_test_wait(e, par)) break;
-            tma_kv(next, next % ST);
-        }
-    };
     auto release = [&](int stage) { /* one arrival a warp on the stage's empty mbarrier */
         __syncwarp();
         if (lane == 0) mbar_arrive(&empty[stage]);
@@ -1071,7 +1066,12 @@ __global__ void __launch_bounds__(256, fw_smem<HD, HPB, true>::MINB)
     const int wfirst = a.p0 + b.w_first;
     for (int kb = 0; kb < b.n_kb; kb++) {
         const int st = kb % ST;
-        if (tid == 0) produce(kb);
+        /* thread 0 refills the stage of tile kb - 1 once every warp is done with it (the warpgroups stay
+         * within a tile of each other), then everyone waits for tile kb (and, at first, Q) */
+        if (tid == 0 && kb >= 1 && kb - 1 + ST < b.n_kb) {
+            fw_mbar_wait(&empty[(kb - 1) % ST], ((kb - 1) / ST) & 1);
+            tma_kv(kb - 1 + ST, (kb - 1) % ST);
+        }
         if (kb == 0) fw_mbar_wait(qbar, 0);
         fw_mbar_wait(&full[st], (kb / ST) & 1);
         if (kb >= b.w_nkb) { /* (warpgroup-uniform) nothing of this tile for these rows: still release it */
@@ -1095,6 +1095,7 @@ __global__ void __launch_bounds__(256, fw_smem<HD, HPB, true>::MINB)
         release(st); /* this warp's reads of the stage are done */
     }
     /* write: accumulator 4 i + e: row row0 (+ 8 for e >= 2), dim 8 i + 2 (lane % 4) + (e & 1) */
+    fa_quad_sum(l_r);
 #pragma unroll
     for (int rr = 0; rr < 2; rr++) {
         const int row = b.row0 + rr * 8;
@@ -1158,9 +1159,6 @@ static lk_status fw_launch_cp(const lk_attn_args *a, cudaStream_t st) {
     return LK_OK;
 }
 
-/* k_attn_prefill_wgt's default options: H200 (benchmarks/NOTES.md, v66) */
-#define FW_OPT_DEFAULT 0
-
 template <int HD, int HPB>
 static lk_status fw_launch_tma(const lk_attn_args *a, cudaStream_t st) {
     using SM = fw_smem<HD, HPB, true>;
@@ -1178,10 +1176,8 @@ static lk_status fw_launch_tma(const lk_attn_args *a, cudaStream_t st) {
     TRY(lk_tmap_f16(&tq, a->qkv, 2, qd, qs, qbox, "flash prefill q"));
     TRY(lk_tmap_f16(&tk, a->kc + slot, 3, kd, ks, kbox, "flash prefill K"));
     TRY(lk_tmap_f16(&tv, a->vc + slot, 3, kd, ks, kbox, "flash prefill V"));
-    const char *e = getenv("LLAMA_KERNEL_FA_OPT");
-    const int opt = e && (e[0] == '0' || e[0] == '1') && !e[1] ? e[0] - '0' : FW_OPT_DEFAULT;
-    LAUNCH("k_attn_prefill_wgt", (k_attn_prefill_wgt<HD, HPB>), grid, dim3(SM::T), (size_t)SM::BYTES, st, *a, opt, tq,
-           tk, tv);
+    LAUNCH("k_attn_prefill_wgt", (k_attn_prefill_wgt<HD, HPB>), grid, dim3(SM::T), (size_t)SM::BYTES, st, *a, tq, tk,
+           tv);
     return LK_OK;
 }
 
