@@ -497,16 +497,20 @@ print("ok")
     assert r.returncode == 0 and r.stdout.strip() == "ok", r.stdout + r.stderr
 
 
-WG_FORMS = {"wg": ("1", "k_attn_prefill_wg"), "wgt": ("2", "k_attn_prefill_wgt")}
+WG_FORMS = {"wg": ("1", "k_attn_prefill_wg"),
+            "wgt": ("2", {64: "k_attn_prefill_wgt", 128: "k_attn_prefill_wgt (128-key tiles)"}),
+            "wgt64": ("2", "k_attn_prefill_wgt")}
 
 
-@pytest.mark.parametrize("form", ["wg-1", "wg-2", "wgt-1", "wgt-2", "mma-1-1", "mma-2-1", "mma-1-2", "mma-2-2"])
+@pytest.mark.parametrize("form", ["wg-1", "wg-2", "wgt-1", "wgt-2", "wgt64-1", "wgt64-2",
+                                  "mma-1-1", "mma-2-1", "mma-1-2", "mma-2-2"])
 def test_prefill_attention_forms(form):
     """Every form of the flash prefill kernel, in a fresh process (LLAMA_KERNEL_FA_HPB is read once by the
     mma.sync kernel), against float64, on GQA groups odd and even, head_dim 64 and 128, chunks starting at
     position 0 and later, partial query blocks and partial key tiles; and which kernel ran.
     Hopper wgmma kernels (an sm_90a build), H heads a block (1: forced by LLAMA_KERNEL_FA_HPB=1; 2: where the
-    group is even): "wgt-H" the TMA form (the default), "wg-H" the cp.async form (LLAMA_KERNEL_FA_WG=1).
+    group is even): "wgt-H" the TMA form (the default: 128-key tiles at head_dim 128), "wgt64-H" the same with
+    64-key tiles everywhere (LLAMA_KERNEL_FA_BK=64), "wg-H" the cp.async form (LLAMA_KERNEL_FA_WG=1).
     "mma-H-MT": the mma.sync kernel (LLAMA_KERNEL_FA_WG=0),
     H heads a block (odd groups always take one), MT m16 tiles of query rows a warp (2: LLAMA_KERNEL_FA_MT=2,
     128-row blocks, head_dim 64)."""
@@ -519,6 +523,9 @@ def test_prefill_attention_forms(form):
         if not _C.build_info().get("wgmma"):
             pytest.skip("no sm_90a GPU (the wgmma kernel needs compute capability 9.0 and an sm_90a build)")
         env["LLAMA_KERNEL_FA_WG"], want = WG_FORMS[parts[0]]
+        env.pop("LLAMA_KERNEL_FA_BK", None)
+        if parts[0] == "wgt64":
+            env["LLAMA_KERNEL_FA_BK"] = "64"
     else:
         env.update(LLAMA_KERNEL_FA_WG="0", LLAMA_KERNEL_FA_MT=parts[2])
         want = "k_attn_prefill"
@@ -536,7 +543,8 @@ for hd, n_heads, n_kv in [(64, 32, 8), (128, 24, 8), (128, 16, 8), (64, 16, 2), 
         k = rng.standard_normal((n_kv, L, hd)).astype(np.float32)
         v = rng.standard_normal((n_kv, L, hd)).astype(np.float32)
         out, kernel = _C.cuda_attention(q, k, v, pos, n_heads, 2, True)
-        assert kernel == {want!r}, (hd, n_heads, L, kernel)
+        want = {want!r}
+        assert kernel == (want[hd] if isinstance(want, dict) else want), (hd, n_heads, L, kernel)
         assert np.all(np.isfinite(out)), (hd, n_heads, n_kv, L, p0)
         err = R.rel_err(out, attn_ref(q, k, v, pos, n_heads))
         assert err < 4e-3, (hd, n_heads, n_kv, L, p0, err)

@@ -819,21 +819,29 @@ __global__ void __launch_bounds__(fa_smem<HD, HPB, MT>::T, fa_smem<HD, HPB, MT>:
  *  - k_attn_prefill_wgt (v66, the default): thread 0 copies Q and the 64-key K/V tiles by bulk tensor copies
  *    (the K/V maps end at the prompt's last position, so rows past it read as zeros) into a ring of 4
  *    stages (head_dim 64; 3 at 128); a full mbarrier a stage counts the bytes, an empty one a release by
- *    each of the 8 warps, and no block-wide barrier runs in the loop, so the two warpgroups drift apart;
+ *    each of the 8 warps, and no block-wide barrier runs in the loop, so the two warpgroups drift apart
+ *    (at head_dim 128 in 128-key tiles; LLAMA_KERNEL_FA_BK=64: 64, A/B). Its waits are plain mbarrier
+ *    waits (a ~10 s watchdog on each cost 4%: S = 2,048 52.0 -> 50.1 us without);
  *  - k_attn_prefill_wg (v65, LLAMA_KERNEL_FA_WG=1): every thread copies with cp.async into a ring of 3 (2),
  *    with a block-wide barrier a tile.
- * H100, S = 2,048, 32 heads, head_dim 64: v65 58-60 us (SDPA 58); H200 (v66 run 1): 60.0 -> 52.8 us. */
+ * H100, S = 2,048, 32 heads, head_dim 64: v65 58-60 us (SDPA 58); H200 (v66 runs 5-6): 59.0 -> 50.1 us (SDPA
+ * 59.1). Nsight Compute (H200, S = 8,192): 50% of issue slots busy, ~4 warps a scheduler, ~0.9 eligible:
+ * latency and instruction issue bound (~380 instructions a warp a tile), the tensor pipe at ~34%. */
 #define FW_BK 64
 
-template <int HD, int HPB, bool TMA = false>
+/* BK: keys a K/V tile (64; 128 at head_dim 128 in the TMA form, FA3's tile: 3 stages, 230 KB, 182-188
+ * registers; H200 v66 run 6, S = 2,048 / 8,192: 93.9 / 1,327 -> 84.1 / 1,135 us) */
+template <int HD, int HPB, bool TMA = false, int BK = FW_BK>
 struct fw_smem {
     static constexpr int T = 256, BQ = 128 / HPB, QROWS = 128;
-    static constexpr int Q = QROWS * HD * 2, KV = FW_BK * HD * 2, STAGES = (HD == 64 ? 3 : 2) + (TMA ? 1 : 0);
+    static constexpr int Q = QROWS * HD * 2, KV = BK * HD * 2;
+    static constexpr int STAGES = BK == 128 ? 3 : (HD == 64 ? 3 : 2) + (TMA ? 1 : 0);
     static constexpr int BARS = TMA ? 8 * (1 + 2 * STAGES) : 0; /* Q's mbarrier, then full[STAGES], empty[STAGES] */
     static constexpr int BYTES = Q + STAGES * 2 * KV + BARS + 1024; /* + the base's alignment to a swizzle atom */
     /* blocks an SM the registers must allow (head_dim 128: O alone is 64 registers) */
     static constexpr int MINB = HD == 64 ? 2 : 1;
     static_assert(HPB == 1 || HPB == 2, "one or two heads a block");
+    static_assert(BK == 64 || (BK == 128 && HD == 128 && TMA), "128-key tiles: head_dim 128, TMA form");
 };
 
 /* Measured on k_attn_prefill_wgt and dropped (v66; H200, us at S = 2,048 / 8,192, head_dim 64):
@@ -846,38 +854,31 @@ struct fw_smem {
  * s outside it, the refill a loop) ran 56.9 / 824 against 52.4 / 716. */
 
 #if defined(__CUDA_ARCH_FEAT_SM90_ALL)
-/* mbar_wait with a watchdog: a phase that has not completed after ~10 s of clocks means a bug in the stage
- * accounting, and a trap (a launch error the caller reports) beats a hung process */
-__device__ __forceinline__ void fw_mbar_wait(uint64_t *bar, uint32_t parity) {
-    const long long t0 = clock64();
-    while (!mbar_try_wait(bar, parity))
-        if (clock64() - t0 > 20000000000ll) __trap();
-}
-
 /* S = Q K^T of a warpgroup's 64 rows and a 64-key tile, issued and committed (the caller waits): k16 steps
- * over the head dims; qw / ks: the rows' Q and the tile's K, column blocks qstride / FW_BK * 128 bytes apart */
-template <int HD>
-__device__ __forceinline__ void fw_qk(float (&s)[FW_BK / 2], const unsigned char *qw, int qstride,
-                                      const unsigned char *ks) {
+ * over the head dims; qw / ks: the rows' Q and the tile's K, column blocks qstride / BK * 128 bytes apart */
+template <int HD, int BK = FW_BK>
+__device__ __forceinline__ void fw_qk(float (&s)[BK / 2], const unsigned char *qw, int qstride, const unsigned char *ks) {
 #pragma unroll
-    for (int i = 0; i < FW_BK / 2; i++) s[i] = 0.0f;
+    for (int i = 0; i < BK / 2; i++) s[i] = 0.0f;
     lk_wgmma_fence();
 #pragma unroll
-    for (int k = 0; k < HD / 16; k++)
-        lk_wgmma_m64n64k16(s, lk_sw128_desc(qw + (k >> 2) * qstride + (k & 3) * 32, 16),
-                           lk_sw128_desc(ks + (k >> 2) * (FW_BK * 128) + (k & 3) * 32, 16), 1);
+    for (int k = 0; k < HD / 16; k++) {
+        const uint64_t da = lk_sw128_desc(qw + (k >> 2) * qstride + (k & 3) * 32, 16);
+        const uint64_t db = lk_sw128_desc(ks + (k >> 2) * (BK * 128) + (k & 3) * 32, 16);
+        if constexpr (BK == 64) lk_wgmma_m64n64k16(s, da, db, 1);
+        else lk_wgmma_m64n128k16(s, da, db, 1);
+    }
     lk_wgmma_commit();
 }
 
 /* O += P V, issued and committed: k16 step kk reads V rows 16 kk.. (two swizzle atoms on); N = the head
- * dims, column blocks FW_BK * 128 bytes apart */
-template <int HD>
-__device__ __forceinline__ void fw_pv(float (&o)[HD / 2], const uint32_t (&pa)[FW_BK / 16][4],
-                                      const unsigned char *vs) {
+ * dims, column blocks BK * 128 bytes apart */
+template <int HD, int BK = FW_BK>
+__device__ __forceinline__ void fw_pv(float (&o)[HD / 2], const uint32_t (&pa)[BK / 16][4], const unsigned char *vs) {
     lk_wgmma_fence();
 #pragma unroll
-    for (int kk = 0; kk < FW_BK / 16; kk++) {
-        const uint64_t dv = lk_sw128_desc(vs + kk * 2048, FW_BK * 128);
+    for (int kk = 0; kk < BK / 16; kk++) {
+        const uint64_t dv = lk_sw128_desc(vs + kk * 2048, BK * 128);
         if constexpr (HD == 64) lk_wgmma_rs_t_m64n64k16(o, pa[kk], dv);
         else lk_wgmma_rs_t_m64n128k16(o, pa[kk], dv);
     }
@@ -887,24 +888,25 @@ __device__ __forceinline__ void fw_pv(float (&o)[HD / 2], const uint32_t (&pa)[F
 /* after S of tile kbase.. landed: the causal mask (and keys past the end) where the tile reaches past the
  * warpgroup's first row (position first), then the online softmax (s becomes P). Accumulator 4 j + e: row
  * qpos0 (+ 8: qpos1, for e >= 2), key kbase + 8 j + 2 (lane % 4) + (e & 1) */
-__device__ __forceinline__ void fw_softmax(float (&s)[FW_BK / 2], int kbase, int first, int qpos0, int qpos1,
-                                           int lane, float (&m_r)[2], float (&l_r)[2], float sl2, float (&corr)[2]) {
-    if (kbase + FW_BK - 1 > first) {
+template <int BK = FW_BK>
+__device__ __forceinline__ void fw_softmax(float (&s)[BK / 2], int kbase, int first, int qpos0, int qpos1, int lane,
+                                           float (&m_r)[2], float (&l_r)[2], float sl2, float (&corr)[2]) {
+    if (kbase + BK - 1 > first) {
 #pragma unroll
-        for (int i = 0; i < FW_BK / 2; i++)
+        for (int i = 0; i < BK / 2; i++)
             if (kbase + (i >> 2) * 8 + (lane & 3) * 2 + (i & 1) > ((i & 2) ? qpos1 : qpos0)) s[i] = -INFINITY;
     }
     fa_softmax(s, m_r, l_r, sl2, corr);
 }
 
 /* O's rows rescaled by corr, and P as A fragments (k16 step kk = keys 16 kk.. = n8 tiles 2 kk and 2 kk + 1) */
-template <int HD>
-__device__ __forceinline__ void fw_rescale_pack(float (&o)[HD / 2], const float (&corr)[2], const float (&s)[FW_BK / 2],
-                                                uint32_t (&pa)[FW_BK / 16][4]) {
+template <int HD, int BK = FW_BK>
+__device__ __forceinline__ void fw_rescale_pack(float (&o)[HD / 2], const float (&corr)[2], const float (&s)[BK / 2],
+                                                uint32_t (&pa)[BK / 16][4]) {
 #pragma unroll
     for (int i = 0; i < HD / 2; i++) o[i] *= corr[(i >> 1) & 1];
 #pragma unroll
-    for (int kk = 0; kk < FW_BK / 16; kk++) fa_p_frag(s, kk, pa[kk]);
+    for (int kk = 0; kk < BK / 16; kk++) fa_p_frag(s, kk, pa[kk]);
 }
 #endif
 
@@ -915,7 +917,7 @@ __device__ __forceinline__ int fw_off(int R, int r, int c) { return (c >> 3) * (
 /* what both kernels' blocks start from: heads along x, query blocks along y from the last (the longest
  * causal rows) down (as k_attn_prefill); warpgroup wg's head, its 64 rows and the key tiles they need (none
  * when all are past M) */
-template <int HPB, int BQ>
+template <int HPB, int BQ, int BK = FW_BK>
 struct fw_block {
     int h0, kvh, q_first, kv_len, n_kb; /* the block */
     int head, w_first, w_last, w_nkb, row0; /* the warpgroup; this thread's rows: row0 and row0 + 8 */
@@ -925,11 +927,11 @@ struct fw_block {
         kvh = h0 / (a.n_heads / a.n_kv);
         q_first = qb * BQ;
         kv_len = a.p0 + min(a.M, q_first + BQ); /* keys needed by this block */
-        n_kb = (kv_len + FW_BK - 1) / FW_BK;
+        n_kb = (kv_len + BK - 1) / BK;
         head = h0 + (HPB == 2 ? wg : 0);
         w_first = q_first + (HPB == 2 ? 0 : 64 * wg);
         w_last = min(a.M, w_first + 64) - 1;
-        w_nkb = w_last < w_first ? 0 : (a.p0 + w_last + FW_BK) / FW_BK;
+        w_nkb = w_last < w_first ? 0 : (a.p0 + w_last + BK) / BK;
         row0 = w_first + wi * 16 + (lane >> 2);
     }
 };
@@ -1009,29 +1011,29 @@ __global__ void __launch_bounds__(256, fw_smem<HD, HPB>::MINB) k_attn_prefill_wg
 }
 
 /* The TMA form (see the section's head) */
-template <int HD, int HPB>
-__global__ void __launch_bounds__(256, fw_smem<HD, HPB, true>::MINB)
+template <int HD, int HPB, int BK>
+__global__ void __launch_bounds__(256, fw_smem<HD, HPB, true, BK>::MINB)
     k_attn_prefill_wgt(lk_attn_args a, const __grid_constant__ CUtensorMap tq,
                        const __grid_constant__ CUtensorMap tk, const __grid_constant__ CUtensorMap tv) {
 #if defined(__CUDA_ARCH_FEAT_SM90_ALL)
     lk_pdl_prologue();
-    using SM = fw_smem<HD, HPB, true>;
-    constexpr int BQ = SM::BQ, ST = SM::STAGES, NS = FW_BK / 2, QR = SM::QROWS;
+    using SM = fw_smem<HD, HPB, true, BK>;
+    constexpr int BQ = SM::BQ, ST = SM::STAGES, NS = BK / 2, QR = SM::QROWS;
     extern __shared__ __align__(16) unsigned char smem_raw[];
     const uint32_t s0 = (uint32_t)__cvta_generic_to_shared(smem_raw);
     unsigned char *Qs = smem_raw + ((1024 - (s0 & 1023)) & 1023); /* [HD / 64][QR][128 bytes] */
-    unsigned char *Ks = Qs + SM::Q;                               /* [ST][HD / 64][FW_BK][128 bytes] */
+    unsigned char *Ks = Qs + SM::Q;                               /* [ST][HD / 64][BK][128 bytes] */
     unsigned char *Vs = Ks + ST * SM::KV;
     uint64_t *qbar = reinterpret_cast<uint64_t *>(Vs + ST * SM::KV), *full = qbar + 1, *empty = full + ST;
     const int tid = threadIdx.x, lane = tid & 31, warp = tid >> 5, wg = warp >> 2;
-    const fw_block<HPB, BQ> b(a, wg, warp & 3, lane);
-    /* tile t -> stage: K and V boxes of 64 dims x 64 keys of head kvh, one a column block */
+    const fw_block<HPB, BQ, BK> b(a, wg, warp & 3, lane);
+    /* tile t -> stage: K and V boxes of 64 dims x BK keys of head kvh, one a column block */
     auto tma_kv = [&](int t, int stage) {
         mbar_expect_tx(&full[stage], 2 * SM::KV);
 #pragma unroll
         for (int cb = 0; cb < HD / 64; cb++) {
-            tma_load_3d(Ks + stage * SM::KV + cb * (FW_BK * 128), &tk, 64 * cb, t * FW_BK, b.kvh, &full[stage]);
-            tma_load_3d(Vs + stage * SM::KV + cb * (FW_BK * 128), &tv, 64 * cb, t * FW_BK, b.kvh, &full[stage]);
+            tma_load_3d(Ks + stage * SM::KV + cb * (BK * 128), &tk, 64 * cb, t * BK, b.kvh, &full[stage]);
+            tma_load_3d(Vs + stage * SM::KV + cb * (BK * 128), &tv, 64 * cb, t * BK, b.kvh, &full[stage]);
         }
     };
     if (tid == 0) {
@@ -1069,11 +1071,11 @@ __global__ void __launch_bounds__(256, fw_smem<HD, HPB, true>::MINB)
         /* thread 0 refills the stage of tile kb - 1 once every warp is done with it (the warpgroups stay
          * within a tile of each other), then everyone waits for tile kb (and, at first, Q) */
         if (tid == 0 && kb >= 1 && kb - 1 + ST < b.n_kb) {
-            fw_mbar_wait(&empty[(kb - 1) % ST], ((kb - 1) / ST) & 1);
+            mbar_wait(&empty[(kb - 1) % ST], ((kb - 1) / ST) & 1);
             tma_kv(kb - 1 + ST, (kb - 1) % ST);
         }
-        if (kb == 0) fw_mbar_wait(qbar, 0);
-        fw_mbar_wait(&full[st], (kb / ST) & 1);
+        if (kb == 0) mbar_wait(qbar, 0);
+        mbar_wait(&full[st], (kb / ST) & 1);
         if (kb >= b.w_nkb) { /* (warpgroup-uniform) nothing of this tile for these rows: still release it */
             release(st);
             continue;
@@ -1083,13 +1085,13 @@ __global__ void __launch_bounds__(256, fw_smem<HD, HPB, true>::MINB)
          * also serializes the wgmmas: ptxas C7518). H200: a build with the loop's body under an if, and s
          * outside the loop, lost that schedule: 52.7 -> 59.0 us at S = 2,048, 718 -> 841 at 8,192 (v66) */
         float s[NS], corr[2];
-        uint32_t pa[FW_BK / 16][4];
-        fw_qk<HD>(s, qw, QR * 128, Ks + st * SM::KV);
+        uint32_t pa[BK / 16][4];
+        fw_qk<HD, BK>(s, qw, QR * 128, Ks + st * SM::KV);
         lk_wgmma_wait<0>();
         lk_wgmma_fence_acc(s);
-        fw_softmax(s, kb * FW_BK, wfirst, qpos0, qpos1, lane, m_r, l_r, sl2, corr);
-        fw_rescale_pack<HD>(o, corr, s, pa);
-        fw_pv<HD>(o, pa, Vs + st * SM::KV);
+        fw_softmax<BK>(s, kb * BK, wfirst, qpos0, qpos1, lane, m_r, l_r, sl2, corr);
+        fw_rescale_pack<HD, BK>(o, corr, s, pa);
+        fw_pv<HD, BK>(o, pa, Vs + st * SM::KV);
         lk_wgmma_wait<0>();
         lk_wgmma_fence_acc(o);
         release(st); /* this warp's reads of the stage are done */
@@ -1146,8 +1148,11 @@ template <int HD, int HPB>
 static lk_status fw_init() {
     CU(cudaFuncSetAttribute(k_attn_prefill_wg<HD, HPB>, cudaFuncAttributeMaxDynamicSharedMemorySize,
                             fw_smem<HD, HPB>::BYTES));
-    CU(cudaFuncSetAttribute(k_attn_prefill_wgt<HD, HPB>, cudaFuncAttributeMaxDynamicSharedMemorySize,
+    CU(cudaFuncSetAttribute(k_attn_prefill_wgt<HD, HPB, FW_BK>, cudaFuncAttributeMaxDynamicSharedMemorySize,
                             fw_smem<HD, HPB, true>::BYTES));
+    if constexpr (HD == 128)
+        CU(cudaFuncSetAttribute(k_attn_prefill_wgt<HD, HPB, 128>, cudaFuncAttributeMaxDynamicSharedMemorySize,
+                                fw_smem<HD, HPB, true, 128>::BYTES));
     return LK_OK;
 }
 
@@ -1159,9 +1164,9 @@ static lk_status fw_launch_cp(const lk_attn_args *a, cudaStream_t st) {
     return LK_OK;
 }
 
-template <int HD, int HPB>
+template <int HD, int HPB, int BK = FW_BK>
 static lk_status fw_launch_tma(const lk_attn_args *a, cudaStream_t st) {
-    using SM = fw_smem<HD, HPB, true>;
+    using SM = fw_smem<HD, HPB, true, BK>;
     const dim3 grid(a->n_heads / HPB, (a->M + SM::BQ - 1) / SM::BQ);
     CUtensorMap tq, tk, tv;
     memset(&tq, 0, sizeof tq);
@@ -1171,33 +1176,41 @@ static lk_status fw_launch_tma(const lk_attn_args *a, cudaStream_t st) {
     const uint64_t qd[2] = {(uint64_t)a->n_heads * HD, (uint64_t)a->M}, qs[1] = {(uint64_t)a->qkv_ld * 2};
     const uint64_t kd[3] = {(uint64_t)HD, (uint64_t)a->p0 + (uint64_t)a->M, (uint64_t)a->n_kv},
                    ks[2] = {(uint64_t)HD * 2, (uint64_t)a->max_seq * HD * 2};
-    const uint32_t qbox[2] = {64, 64}, kbox[3] = {64, FW_BK, 1};
+    const uint32_t qbox[2] = {64, 64}, kbox[3] = {64, BK, 1};
     const size_t slot = (size_t)a->pslot * a->n_kv * a->max_seq * HD;
     TRY(lk_tmap_f16(&tq, a->qkv, 2, qd, qs, qbox, "flash prefill q"));
     TRY(lk_tmap_f16(&tk, a->kc + slot, 3, kd, ks, kbox, "flash prefill K"));
     TRY(lk_tmap_f16(&tv, a->vc + slot, 3, kd, ks, kbox, "flash prefill V"));
-    LAUNCH("k_attn_prefill_wgt", (k_attn_prefill_wgt<HD, HPB>), grid, dim3(SM::T), (size_t)SM::BYTES, st, *a, tq, tk,
-           tv);
+    if (BK == 128)
+        LAUNCH("k_attn_prefill_wgt (128-key tiles)", (k_attn_prefill_wgt<HD, HPB, BK>), grid, dim3(SM::T),
+               (size_t)SM::BYTES, st, *a, tq, tk, tv);
+    else
+        LAUNCH("k_attn_prefill_wgt", (k_attn_prefill_wgt<HD, HPB, BK>), grid, dim3(SM::T), (size_t)SM::BYTES, st, *a,
+               tq, tk, tv);
     return LK_OK;
 }
 
 /* The wgmma prefill kernels (Hopper, a build with sm_90a), by LLAMA_KERNEL_FA_WG: unset or 2 the TMA form
- * (v66), 1 the cp.async form (v65), 0 none (the mma.sync kernel, the one on other cards). Two heads a block where the GQA group is even, unless
- * LLAMA_KERNEL_FA_HPB=1. All read every call. H200 (benchmarks/NOTES.md, v66 run 1), us, 32 heads / 8 KV
- * heads, cp.async -> TMA: S = 512 12.0 -> 11.1, 2,048 60.0 -> 52.8 (SDPA 59.5), 8,192 773 -> 713 (632);
- * head_dim 128 S = 2,048 118.0 -> 99.3 (84.6), 8,192 1,593 -> 1,370 (904) */
+ * (v66), 1 the cp.async form (v65), 0 none (the mma.sync kernel, the one on other cards). Two heads a block
+ * where the GQA group is even, unless LLAMA_KERNEL_FA_HPB=1; at head_dim 128 the TMA form takes 128-key
+ * tiles (LLAMA_KERNEL_FA_BK=64: 64, A/B). All read every call. H200 (benchmarks/NOTES.md, v66 runs 5-6), us,
+ * 32 heads / 8 KV heads, cp.async -> TMA: S = 2,048 59.0 -> 50.1 (SDPA 59.1), 8,192 757 -> 671 (631); head_dim
+ * 128 S = 2,048 118 -> 93.9 with 64-key tiles -> 84.1 with 128 (SDPA 83.2), 8,192 1,595 -> 1,327 -> 1,135
+ * (960) */
 static bool fw_use(const lk_attn_args *a) {
     const char *e = getenv("LLAMA_KERNEL_FA_WG");
     return (a->head_dim == 64 || a->head_dim == 128) && !(e && !strcmp(e, "0")) && lk_mm_wgmma_ready();
 }
 
 static lk_status fw_dispatch(const lk_attn_args *a, cudaStream_t st) {
-    static lk_status (*const launch[2][2][2])(const lk_attn_args *, cudaStream_t) = {
-        {{fw_launch_cp<64, 1>, fw_launch_tma<64, 1>}, {fw_launch_cp<64, 2>, fw_launch_tma<64, 2>}},
-        {{fw_launch_cp<128, 1>, fw_launch_tma<128, 1>}, {fw_launch_cp<128, 2>, fw_launch_tma<128, 2>}}};
-    const char *e = getenv("LLAMA_KERNEL_FA_HPB"), *w = getenv("LLAMA_KERNEL_FA_WG");
+    static lk_status (*const launch[2][2][3])(const lk_attn_args *, cudaStream_t) = {
+        {{fw_launch_cp<64, 1>, fw_launch_tma<64, 1>, fw_launch_tma<64, 1>},
+         {fw_launch_cp<64, 2>, fw_launch_tma<64, 2>, fw_launch_tma<64, 2>}},
+        {{fw_launch_cp<128, 1>, fw_launch_tma<128, 1>, fw_launch_tma<128, 1, 128>},
+         {fw_launch_cp<128, 2>, fw_launch_tma<128, 2>, fw_launch_tma<128, 2, 128>}}};
+    const char *e = getenv("LLAMA_KERNEL_FA_HPB"), *w = getenv("LLAMA_KERNEL_FA_WG"), *k = getenv("LLAMA_KERNEL_FA_BK");
     const bool two = (a->n_heads / a->n_kv) % 2 == 0 && !(e && !strcmp(e, "1"));
-    const int form = w && !strcmp(w, "1") ? 0 : 1;
+    const int form = w && !strcmp(w, "1") ? 0 : k && !strcmp(k, "64") ? 1 : 2;
     return launch[a->head_dim == 128][two][form](a, st);
 }
 
