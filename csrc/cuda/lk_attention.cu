@@ -936,12 +936,26 @@ struct fw_block {
     }
 };
 
+/* the warpgroup's rows of O / l into out: accumulator 4 i + e: row row0 (+ 8 for e >= 2), dim 8 i + 2 (lane %
+ * 4) + (e & 1) */
+template <int HD, class B>
+__device__ __forceinline__ void fw_store(const lk_attn_args &a, const B &b, const float (&o)[HD / 2], float (&l_r)[2],
+                                         int lane) {
+    fa_quad_sum(l_r);
+#pragma unroll
+    for (int rr = 0; rr < 2; rr++) {
+        const int row = b.row0 + rr * 8;
+        if (row > b.w_last) continue;
+        fa_store_row<HD>(a.out + (size_t)row * a.n_heads * HD + (size_t)b.head * HD, o, rr, l_r[rr], lane);
+    }
+}
+
 template <int HD, int HPB>
 __global__ void __launch_bounds__(256, fw_smem<HD, HPB>::MINB) k_attn_prefill_wg(lk_attn_args a) {
 #if defined(__CUDA_ARCH_FEAT_SM90_ALL)
     lk_pdl_prologue();
     using SM = fw_smem<HD, HPB>;
-    constexpr int BQ = SM::BQ, ST = SM::STAGES, CH = HD / 8, NS = FW_BK / 2, QR = SM::QROWS;
+    constexpr int BQ = SM::BQ, ST = SM::STAGES, CH = HD / 8, QR = SM::QROWS;
     extern __shared__ __align__(16) unsigned char smem_raw[];
     const uint32_t s0 = (uint32_t)__cvta_generic_to_shared(smem_raw);
     unsigned char *Qs = smem_raw + ((1024 - (s0 & 1023)) & 1023); /* [HD / 64][QR][128 bytes] */
@@ -987,7 +1001,7 @@ __global__ void __launch_bounds__(256, fw_smem<HD, HPB>::MINB) k_attn_prefill_wg
         if (kb + ST - 1 < b.n_kb) load_kv(kb + ST - 1, (kb + ST - 1) % ST);
         asm volatile("cp.async.commit_group;");
         if (kb >= b.w_nkb) continue; /* (warpgroup-uniform) */
-        float s[NS], corr[2];
+        float s[FW_BK / 2], corr[2];
         uint32_t pa[FW_BK / 16][4];
         fw_qk<HD>(s, qw, QR * 128, Ks + st * SM::KV);
         lk_wgmma_wait<0>();
@@ -999,14 +1013,7 @@ __global__ void __launch_bounds__(256, fw_smem<HD, HPB>::MINB) k_attn_prefill_wg
         lk_wgmma_fence_acc(o);
     }
     asm volatile("cp.async.wait_group 0;");
-    /* write: accumulator 4 i + e: row row0 (+ 8 for e >= 2), dim 8 i + 2 (lane % 4) + (e & 1) */
-    fa_quad_sum(l_r);
-#pragma unroll
-    for (int rr = 0; rr < 2; rr++) {
-        const int row = b.row0 + rr * 8;
-        if (row > b.w_last) continue;
-        fa_store_row<HD>(a.out + (size_t)row * a.n_heads * HD + (size_t)b.head * HD, o, rr, l_r[rr], lane);
-    }
+    fw_store<HD>(a, b, o, l_r, lane);
 #endif
 }
 
@@ -1018,7 +1025,7 @@ __global__ void __launch_bounds__(256, fw_smem<HD, HPB, true, BK>::MINB)
 #if defined(__CUDA_ARCH_FEAT_SM90_ALL)
     lk_pdl_prologue();
     using SM = fw_smem<HD, HPB, true, BK>;
-    constexpr int BQ = SM::BQ, ST = SM::STAGES, NS = BK / 2, QR = SM::QROWS;
+    constexpr int BQ = SM::BQ, ST = SM::STAGES, QR = SM::QROWS;
     extern __shared__ __align__(16) unsigned char smem_raw[];
     const uint32_t s0 = (uint32_t)__cvta_generic_to_shared(smem_raw);
     unsigned char *Qs = smem_raw + ((1024 - (s0 & 1023)) & 1023); /* [HD / 64][QR][128 bytes] */
@@ -1084,7 +1091,9 @@ __global__ void __launch_bounds__(256, fw_smem<HD, HPB, true, BK>::MINB)
          * shuffles and sinks the row-sum work under the P V (a branch between a wgmma's issue and its wait
          * also serializes the wgmmas: ptxas C7518). H200: a build with the loop's body under an if, and s
          * outside the loop, lost that schedule: 52.7 -> 59.0 us at S = 2,048, 718 -> 841 at 8,192 (v66) */
-        float s[NS], corr[2];
+        /* the same tile as k_attn_prefill_wg's, written again: a shared helper moved instructions in the
+         * softmax of some forms (cuobjdump, session 23), unmeasured, and this loop's schedule is worth 10-17% */
+        float s[BK / 2], corr[2];
         uint32_t pa[BK / 16][4];
         fw_qk<HD, BK>(s, qw, QR * 128, Ks + st * SM::KV);
         lk_wgmma_wait<0>();
@@ -1096,14 +1105,7 @@ __global__ void __launch_bounds__(256, fw_smem<HD, HPB, true, BK>::MINB)
         lk_wgmma_fence_acc(o);
         release(st); /* this warp's reads of the stage are done */
     }
-    /* write: accumulator 4 i + e: row row0 (+ 8 for e >= 2), dim 8 i + 2 (lane % 4) + (e & 1) */
-    fa_quad_sum(l_r);
-#pragma unroll
-    for (int rr = 0; rr < 2; rr++) {
-        const int row = b.row0 + rr * 8;
-        if (row > b.w_last) continue;
-        fa_store_row<HD>(a.out + (size_t)row * a.n_heads * HD + (size_t)b.head * HD, o, rr, l_r[rr], lane);
-    }
+    fw_store<HD>(a, b, o, l_r, lane);
 #endif
 }
 
