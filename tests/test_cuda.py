@@ -499,12 +499,10 @@ print("ok")
 
 WG_FORMS = {"wg": ("1", "k_attn_prefill_wg"),
             "wgt": ("2", {64: "k_attn_prefill_wgt", 128: "k_attn_prefill_wgt (128-key tiles)"}),
-            "wgt64": ("2", "k_attn_prefill_wgt"),
-            "wgtd": ("2", {64: "k_attn_prefill_wgt (descriptors once)",
-                           128: "k_attn_prefill_wgt (128-key tiles, descriptors once)"})}
+            "wgt64": ("2", "k_attn_prefill_wgt")}
 
 
-@pytest.mark.parametrize("form", ["wg-1", "wg-2", "wgt-1", "wgt-2", "wgt64-1", "wgt64-2", "wgtd-1", "wgtd-2",
+@pytest.mark.parametrize("form", ["wg-1", "wg-2", "wgt-1", "wgt-2", "wgt64-1", "wgt64-2",
                                   "mma-1-1", "mma-2-1", "mma-1-2", "mma-2-2"])
 def test_prefill_attention_forms(form):
     """Every form of the flash prefill kernel, in a fresh process (LLAMA_KERNEL_FA_HPB is read once by the
@@ -512,8 +510,7 @@ def test_prefill_attention_forms(form):
     position 0 and later, partial query blocks and partial key tiles; and which kernel ran.
     Hopper wgmma kernels (an sm_90a build), H heads a block (1: forced by LLAMA_KERNEL_FA_HPB=1; 2: where the
     group is even): "wgt-H" the TMA form (the default: 128-key tiles at head_dim 128), "wgt64-H" the same with
-    64-key tiles everywhere (LLAMA_KERNEL_FA_BK=64), "wgtd-H" the default with its wgmma descriptors made once
-    (LLAMA_KERNEL_FA_DESC=1, opt-in), "wg-H" the cp.async form (LLAMA_KERNEL_FA_WG=1).
+    64-key tiles everywhere (LLAMA_KERNEL_FA_BK=64), "wg-H" the cp.async form (LLAMA_KERNEL_FA_WG=1).
     "mma-H-MT": the mma.sync kernel (LLAMA_KERNEL_FA_WG=0),
     H heads a block (odd groups always take one), MT m16 tiles of query rows a warp (2: LLAMA_KERNEL_FA_MT=2,
     128-row blocks, head_dim 64)."""
@@ -527,11 +524,8 @@ def test_prefill_attention_forms(form):
             pytest.skip("no sm_90a GPU (the wgmma kernel needs compute capability 9.0 and an sm_90a build)")
         env["LLAMA_KERNEL_FA_WG"], want = WG_FORMS[parts[0]]
         env.pop("LLAMA_KERNEL_FA_BK", None)
-        env.pop("LLAMA_KERNEL_FA_DESC", None)
         if parts[0] == "wgt64":
             env["LLAMA_KERNEL_FA_BK"] = "64"
-        if parts[0] == "wgtd":
-            env["LLAMA_KERNEL_FA_DESC"] = "1"
     else:
         env.update(LLAMA_KERNEL_FA_WG="0", LLAMA_KERNEL_FA_MT=parts[2])
         want = "k_attn_prefill"

@@ -849,7 +849,15 @@ struct fw_smem {
  *   overlap inside a warpgroup (tile t's S issued with t - 1's P V), 9a9e87e: 58.0 -> 69.7 / 62.1 and
  *   836 -> 1,032 / 897 (head_dim 128 at 8,192: 1,515 -> 2,007 / 1,875);
  * - thread 0 refilling any released stage at once and waiting only for the tile it needs next: -0.3%;
- * - a warp skipping O's rescale where no row maximum moved (a vote and a branch): no gain.
+ * - a warp skipping O's rescale where no row maximum moved (a vote and a branch): no gain;
+ * (session 24, H200, same-run A/Bs, us at S = 2,048 / 8,192)
+ * - the wgmma descriptors made once (Q's k16 steps, stage 0's K and V) instead of every tile, 33692e6: -29
+ *   instructions of ~341 a loop, but 50.1 / 671 vs 50.4 / 677 in one run and 50.6 / 682 vs 50.6 / 675 in
+ *   another: within noise;
+ * - a GQA group of 4 in one block (4 warpgroups, 512 threads, one block an SM: half the K/V bytes from L2):
+ *   49.7 / 677 vs 50.1 / 670: L2 is not what limits it;
+ * - 128-key tiles at head_dim 64 (152 registers: one block of 8 warps an SM instead of two): 57.5 / 752 vs
+ *   50.1 / 670 (the kernel needs its 16 warps an SM more than it needs fewer per-tile costs).
  * The loop's instruction schedule matters as much: the same loop restructured (its body under an if,
  * s outside it, the refill a loop) ran 56.9 / 824 against 52.4 / 716. */
 
@@ -879,34 +887,6 @@ __device__ __forceinline__ void fw_pv(float (&o)[HD / 2], const uint32_t (&pa)[B
 #pragma unroll
     for (int kk = 0; kk < BK / 16; kk++) {
         const uint64_t dv = lk_sw128_desc(vs + kk * 2048, BK * 128);
-        if constexpr (HD == 64) lk_wgmma_rs_t_m64n64k16(o, pa[kk], dv);
-        else lk_wgmma_rs_t_m64n128k16(o, pa[kk], dv);
-    }
-    lk_wgmma_commit();
-}
-
-/* fw_qk and fw_pv from descriptors made once (PD forms of k_attn_prefill_wgt): qd, Q's k16 steps; kd / vd, the
- * stage's K / V tile (a descriptor's start address is its low 14 bits, in 16-byte units: an offset inside
- * shared memory adds there without a carry) */
-template <int HD, int BK>
-__device__ __forceinline__ void fw_qk_d(float (&s)[BK / 2], const uint64_t (&qd)[HD / 16], uint64_t kd) {
-#pragma unroll
-    for (int i = 0; i < BK / 2; i++) s[i] = 0.0f;
-    lk_wgmma_fence();
-#pragma unroll
-    for (int k = 0; k < HD / 16; k++) {
-        const uint64_t db = kd + (uint64_t)((((k >> 2) * (BK * 128)) + (k & 3) * 32) >> 4);
-        if constexpr (BK == 64) lk_wgmma_m64n64k16(s, qd[k], db, 1);
-        else lk_wgmma_m64n128k16(s, qd[k], db, 1);
-    }
-    lk_wgmma_commit();
-}
-template <int HD, int BK>
-__device__ __forceinline__ void fw_pv_d(float (&o)[HD / 2], const uint32_t (&pa)[BK / 16][4], uint64_t vd) {
-    lk_wgmma_fence();
-#pragma unroll
-    for (int kk = 0; kk < BK / 16; kk++) {
-        const uint64_t dv = vd + (uint64_t)(kk * 2048 >> 4);
         if constexpr (HD == 64) lk_wgmma_rs_t_m64n64k16(o, pa[kk], dv);
         else lk_wgmma_rs_t_m64n128k16(o, pa[kk], dv);
     }
@@ -1046,7 +1026,7 @@ __global__ void __launch_bounds__(256, fw_smem<HD, HPB>::MINB) k_attn_prefill_wg
 }
 
 /* The TMA form (see the section's head) */
-template <int HD, int HPB, int BK, bool PD = false>
+template <int HD, int HPB, int BK>
 __global__ void __launch_bounds__(256, fw_smem<HD, HPB, true, BK>::MINB)
     k_attn_prefill_wgt(lk_attn_args a, const __grid_constant__ CUtensorMap tq,
                        const __grid_constant__ CUtensorMap tk, const __grid_constant__ CUtensorMap tv) {
@@ -1100,14 +1080,6 @@ __global__ void __launch_bounds__(256, fw_smem<HD, HPB, true, BK>::MINB)
 #pragma unroll
     for (int i = 0; i < HD / 2; i++) o[i] = 0.0f;
     float m_r[2] = {-INFINITY, -INFINITY}, l_r[2] = {0.0f, 0.0f};
-    /* (PD) the descriptors of Q's k16 steps and of stage 0's K and V tiles, once */
-    uint64_t qd[PD ? HD / 16 : 1], kd0 = 0, vd0 = 0;
-    if constexpr (PD) {
-#pragma unroll
-        for (int k = 0; k < HD / 16; k++) qd[k] = lk_sw128_desc(qw + (k >> 2) * (QR * 128) + (k & 3) * 32, 16);
-        kd0 = lk_sw128_desc(Ks, 16);
-        vd0 = lk_sw128_desc(Vs, BK * 128);
-    }
     const int wfirst = a.p0 + b.w_first;
     for (int kb = 0; kb < b.n_kb; kb++) {
         const int st = kb % ST;
@@ -1131,14 +1103,12 @@ __global__ void __launch_bounds__(256, fw_smem<HD, HPB, true, BK>::MINB)
          * softmax of some forms (cuobjdump, session 23), unmeasured, and this loop's schedule is worth 10-17% */
         float s[BK / 2], corr[2];
         uint32_t pa[BK / 16][4];
-        if constexpr (PD) fw_qk_d<HD, BK>(s, qd, kd0 + (uint32_t)(st * SM::KV >> 4));
-        else fw_qk<HD, BK>(s, qw, QR * 128, Ks + st * SM::KV);
+        fw_qk<HD, BK>(s, qw, QR * 128, Ks + st * SM::KV);
         lk_wgmma_wait<0>();
         lk_wgmma_fence_acc(s);
         fw_softmax<BK>(s, kb * BK, wfirst, qpos0, qpos1, lane, m_r, l_r, sl2, corr);
         fw_rescale_pack<HD, BK>(o, corr, s, pa);
-        if constexpr (PD) fw_pv_d<HD, BK>(o, pa, vd0 + (uint32_t)(st * SM::KV >> 4));
-        else fw_pv<HD, BK>(o, pa, Vs + st * SM::KV);
+        fw_pv<HD, BK>(o, pa, Vs + st * SM::KV);
         lk_wgmma_wait<0>();
         lk_wgmma_fence_acc(o);
         release(st); /* this warp's reads of the stage are done */
@@ -1190,12 +1160,8 @@ static lk_status fw_init() {
                             fw_smem<HD, HPB>::BYTES));
     CU(cudaFuncSetAttribute(k_attn_prefill_wgt<HD, HPB, FW_BK>, cudaFuncAttributeMaxDynamicSharedMemorySize,
                             fw_smem<HD, HPB, true>::BYTES));
-    CU(cudaFuncSetAttribute(k_attn_prefill_wgt<HD, HPB, FW_BK, true>, cudaFuncAttributeMaxDynamicSharedMemorySize,
-                            fw_smem<HD, HPB, true>::BYTES));
     if constexpr (HD == 128) {
         CU(cudaFuncSetAttribute(k_attn_prefill_wgt<HD, HPB, 128>, cudaFuncAttributeMaxDynamicSharedMemorySize,
-                                fw_smem<HD, HPB, true, 128>::BYTES));
-        CU(cudaFuncSetAttribute(k_attn_prefill_wgt<HD, HPB, 128, true>, cudaFuncAttributeMaxDynamicSharedMemorySize,
                                 fw_smem<HD, HPB, true, 128>::BYTES));
     }
     return LK_OK;
@@ -1211,10 +1177,6 @@ static lk_status fw_launch_cp(const lk_attn_args *a, cudaStream_t st) {
 
 template <int HD, int HPB, int BK = FW_BK>
 static lk_status fw_launch_tma(const lk_attn_args *a, cudaStream_t st) {
-    /* LLAMA_KERNEL_FA_DESC=1 (opt-in, A/B; written in session 23 after the device budget ran out: NOT
-     * GPU-run): the PD form, wgmma descriptors made once instead of every tile (~60 of the ~360 instructions
-     * a warp runs a 64-key tile at head_dim 64; the kernel is issue-bound) */
-    const char *pd = getenv("LLAMA_KERNEL_FA_DESC");
     using SM = fw_smem<HD, HPB, true, BK>;
     const dim3 grid(a->n_heads / HPB, (a->M + SM::BQ - 1) / SM::BQ);
     CUtensorMap tq, tk, tv;
@@ -1230,14 +1192,7 @@ static lk_status fw_launch_tma(const lk_attn_args *a, cudaStream_t st) {
     TRY(lk_tmap_f16(&tq, a->qkv, 2, qd, qs, qbox, "flash prefill q"));
     TRY(lk_tmap_f16(&tk, a->kc + slot, 3, kd, ks, kbox, "flash prefill K"));
     TRY(lk_tmap_f16(&tv, a->vc + slot, 3, kd, ks, kbox, "flash prefill V"));
-    if (pd && pd[0] == '1' && !pd[1]) {
-        if (BK == 128)
-            LAUNCH("k_attn_prefill_wgt (128-key tiles, descriptors once)", (k_attn_prefill_wgt<HD, HPB, BK, true>), grid,
-                   dim3(SM::T), (size_t)SM::BYTES, st, *a, tq, tk, tv);
-        else
-            LAUNCH("k_attn_prefill_wgt (descriptors once)", (k_attn_prefill_wgt<HD, HPB, BK, true>), grid, dim3(SM::T),
-                   (size_t)SM::BYTES, st, *a, tq, tk, tv);
-    } else if (BK == 128)
+    if (BK == 128)
         LAUNCH("k_attn_prefill_wgt (128-key tiles)", (k_attn_prefill_wgt<HD, HPB, BK>), grid, dim3(SM::T),
                (size_t)SM::BYTES, st, *a, tq, tk, tv);
     else
