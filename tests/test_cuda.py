@@ -1061,6 +1061,39 @@ def test_wgmma_batched_add_epilogue(N, K, tiled, monkeypatch):
             assert np.array_equal(y, y_old), (M, stages)
 
 
+@pytest.mark.parametrize("tiled", ["0", "1"])
+@pytest.mark.parametrize("N,K", [(3072, 2048), (2048, 2048), (2048, 8192), (16384, 2048), (1000, 640)])
+def test_wgmma_split_rule(N, K, tiled, monkeypatch):
+    """The 64-row wgmma blocks' K split: the default rule (no more than a block an SM unless a block would keep
+    more than 8 k-tiles), the rule before it (LLAMA_KERNEL_WG_SPLIT=old) and forced caps (1, 2, 4) all agree with
+    the reference in every output mode, at 33 and 64 rows; the last block sums the splits' partials two at a
+    time in split order, so a repeated call gives the same bits."""
+    if not _C.build_info().get("wgmma"):
+        pytest.skip("no sm_90a GPU (the wgmma kernel needs compute capability 9.0 and an sm_90a build)")
+    if tiled == "1" and N % 16:
+        pytest.skip("the tiled layout needs N % 16 == 0")
+    monkeypatch.setenv("LLAMA_KERNEL_TILED", tiled)
+    monkeypatch.setenv("LLAMA_KERNEL_WG_MIN", "33")
+    monkeypatch.setenv("LLAMA_KERNEL_RA", "0")
+    monkeypatch.setenv("LLAMA_KERNEL_RA_GU", "0")
+    rng = np.random.default_rng(N + 3 * K)
+    w = (rng.standard_normal((N, K)) * 0.02).astype(np.float32)
+    qs, p = quant.quantize(w)
+    for M in (33, 64):
+        x = rng.standard_normal((M, K)).astype(np.float32)
+        for mode in (0, 1, 2, 3):
+            y0 = rng.standard_normal((M, N // 2 if mode == 2 else N)).astype(np.float32) if mode == 1 else None
+            ref = mm_ref(x, qs, p, mode, y0)
+            for split in ("", "old", "1", "2", "4"):
+                monkeypatch.setenv("LLAMA_KERNEL_WG_SPLIT", split)
+                y, used, kernel = _C.cuda_matmul(x, qs, p, mode=mode, variant=3, y=y0, kernel=True)
+                assert used == 3 and kernel.startswith("k_mm_q4_wg"), (M, mode, split, kernel)
+                assert R.rel_err(y, ref) < 5e-3, (M, mode, split)
+                if split == "":
+                    y2, _, _ = _C.cuda_matmul(x, qs, p, mode=mode, variant=3, y=y0, kernel=True)
+                    assert np.array_equal(y, y2), (M, mode)
+
+
 @pytest.mark.parametrize("route", ["tiled", "ra", "ra_prefill"])
 @pytest.mark.parametrize("N,K", [(2048, 8192), (3072, 3072), (1056, 640)])
 def test_batched_add_small_batch_and_register_a(N, K, route, monkeypatch):

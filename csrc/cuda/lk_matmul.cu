@@ -1252,8 +1252,10 @@ __device__ __forceinline__ void wg_rope_epilogue(const float (&acc)[BN / 2], con
 
 /* split K of the Hopper kernels (gridDim.z = S > 1; `tile`: the block's tile of outputs): every split stores its
  * R accumulators (thread-major, T threads); the last block of the tile to arrive sums them in split order
- * (deterministic) into acc, resets the tile's counter and returns true; the others return false */
-template <int R, int T>
+ * (deterministic) into acc, resets the tile's counter and returns true; the others return false. ZB: splits
+ * whose partials it loads at once (2: half the L2 round trips, R more registers; the same additions in the
+ * same order, so the same bits) */
+template <int R, int T, int ZB = 1>
 __device__ __forceinline__ bool wg_split_sum(float (&acc)[R], float *__restrict__ partial, int *__restrict__ counters,
                                              int tile, int S, int tid) {
     __shared__ int is_last;
@@ -1268,10 +1270,27 @@ __device__ __forceinline__ bool wg_split_sum(float (&acc)[R], float *__restrict_
     __threadfence();
 #pragma unroll
     for (int i = 0; i < R; i++) acc[i] = 0.0f;
-    for (int z = 0; z < S; z++) {
-        const float *pz = partial + ((size_t)tile * S + z) * R * T;
+    if constexpr (ZB == 1) {
+        for (int z = 0; z < S; z++) {
+            const float *pz = partial + ((size_t)tile * S + z) * R * T;
 #pragma unroll
-        for (int i = 0; i < R; i++) acc[i] += __ldcg(&pz[(size_t)i * T + tid]);
+            for (int i = 0; i < R; i++) acc[i] += __ldcg(&pz[(size_t)i * T + tid]);
+        }
+    } else {
+        for (int z = 0; z < S; z += ZB) {
+            float p[ZB][R];
+#pragma unroll
+            for (int b = 0; b < ZB; b++) {
+                const float *pz = partial + ((size_t)tile * S + min(z + b, S - 1)) * R * T;
+#pragma unroll
+                for (int i = 0; i < R; i++) p[b][i] = __ldcg(&pz[(size_t)i * T + tid]);
+            }
+#pragma unroll
+            for (int b = 0; b < ZB; b++)
+                if (z + b < S)
+#pragma unroll
+                    for (int i = 0; i < R; i++) acc[i] += p[b][i];
+        }
     }
     if (tid == 0) counters[tile] = 0;
     return true;
@@ -1451,8 +1470,11 @@ __global__ void __launch_bounds__(2 * BM, STG <= 3 ? 2 : 1)
     lk_wgmma_fence_acc(acc);
     cp_async_wait<0>();
     lk_pdl_trigger();
-    if (BM == 64 && S > 1) { /* (only 64-row blocks split) */
-        if (!wg_split_sum<BN / 2, T>(acc, partial, counters, blockIdx.y * gridDim.x + blockIdx.x, S, tid)) return;
+    /* (only 64-row blocks split; one warpgroup a block, up to 255 registers: the partials of two splits
+     * at once, and every residual load of the add epilogue before its stores. H200, alone (us, S = 1): the
+     * add epilogue in chunks of 8 cost ~5 us a call more than a plain store, and K split 8 ways ~2.5-5.7 us) */
+    if (BM == 64 && S > 1) {
+        if (!wg_split_sum<BN / 2, T, 2>(acc, partial, counters, blockIdx.y * gridDim.x + blockIdx.x, S, tid)) return;
     }
     /* accumulator i: n8 tile j = i / 4; token row g (+8 for e >= 2), weight column 8 j + 2 t + (e & 1) */
     const int g = lane >> 2, t = lane & 3, mrow = m0 + wg * 64 + wq * 16 + g;
@@ -1462,7 +1484,7 @@ __global__ void __launch_bounds__(2 * BM, STG <= 3 ? 2 : 1)
         return;
     }
     if (mode == LK_OUT_ADD_F32_BATCHED) {
-        wg_add_epilogue<BN / 2, BN == 256 ? 16 : 8>(acc, (float *)out, ldo, M, n_out, mrow, j0, t);
+        wg_add_epilogue<BN / 2, BM == 64 ? BN / 2 : BN == 256 ? 16 : 8>(acc, (float *)out, ldo, M, n_out, mrow, j0, t);
         return;
     }
 #pragma unroll
@@ -2192,8 +2214,16 @@ static int try_wg(const lk_dmat *W, const half *x, int M, int ldx, void *out, in
     if (!bn) { /* 64-row blocks, K split until the grid covers the SMs */
         int S = 1;
         const long tiles = c128 * lk_cdiv(M, 64), KT = W->K / WG_BK;
+        /* no more than a block an SM unless a block would still have more than 8 k-tiles (H200, alone, us
+         * at S = 8 / 4: qkv 64 rows 17.9 / 12.8; o 16.3 / 16.1, down 22.4 / 28.1 keep 8, gate_up 2).
+         * LLAMA_KERNEL_WG_SPLIT (A/B, diagnosis; read per call): "old", the rule before (as many splits as
+         * keep the grid under the SM count), or N: at most N splits */
+        const char *se = getenv("LLAMA_KERNEL_WG_SPLIT");
+        const bool old_rule = se && !strcmp(se, "old");
+        const int cap = se && atoi(se) >= 1 ? (atoi(se) < LK_SPLITK_MAX ? atoi(se) : LK_SPLITK_MAX) : LK_SPLITK_MAX;
         if (ws && ws->tc_partial && tiles <= ws->tc_n_counters)
-            while (S < LK_SPLITK_MAX && tiles * S < sm_count && KT / (2 * S) >= 4 &&
+            while (S < cap && tiles * S < sm_count && KT / (2 * S) >= 4 &&
+                   (old_rule || tiles * 2 * S <= sm_count || KT / S > 8) &&
                    (size_t)tiles * (size_t)(2 * S) * 64 * 128 <= ws->tc_partial_floats)
                 S *= 2;
         *r = WG_GO(64, 128, S, 6);
