@@ -852,8 +852,8 @@ struct fw_smem {
  * - a warp skipping O's rescale where no row maximum moved (a vote and a branch): no gain;
  * (session 24, H200, same-run A/Bs, us at S = 2,048 / 8,192)
  * - the wgmma descriptors made once (Q's k16 steps, stage 0's K and V) instead of every tile, 33692e6: -29
- *   instructions of ~341 a loop, but 50.1 / 671 vs 50.4 / 677 in one run and 50.6 / 682 vs 50.6 / 675 in
- *   another: within noise;
+ *   instructions of ~341 a loop, but 50.0 / 666 vs 50.4 / 679 (means of 3 alternated rounds) and 50.6 / 682
+ *   vs 50.6 / 675 in the benchmark of the same run: within noise;
  * - a GQA group of 4 in one block (4 warpgroups, 512 threads, one block an SM: half the K/V bytes from L2):
  *   49.7 / 677 vs 50.1 / 670: L2 is not what limits it;
  * - 128-key tiles at head_dim 64 (152 registers: one block of 8 warps an SM instead of two): 57.5 / 752 vs
