@@ -980,6 +980,16 @@ def check_new_vs_old(monkeypatch, rng, qs, p, N, K, Ms, env, new, old):
     return differ
 
 
+def wgmma_layout(tiled, N, monkeypatch):
+    """Skips without an sm_90a GPU (the wgmma kernels need compute capability 9.0 and an sm_90a build) or when
+    the tiled layout ("1") cannot hold N rows; else selects the layout for the test."""
+    if not _C.build_info().get("wgmma"):
+        pytest.skip("no sm_90a GPU (the wgmma kernel needs compute capability 9.0 and an sm_90a build)")
+    if tiled == "1" and N % 16:
+        pytest.skip("the tiled layout needs N % 16 == 0")
+    monkeypatch.setenv("LLAMA_KERNEL_TILED", tiled)
+
+
 @pytest.mark.parametrize("tiled", ["0", "1"])
 @pytest.mark.parametrize("bn", ["128", "256", ""])  # weight rows per block, or the size rule
 @pytest.mark.parametrize("N,K", [(3072, 2048), (16384, 2048), (2048, 8192), (136, 384), (1000, 640), (520, 4224)])
@@ -987,11 +997,7 @@ def test_wgmma_prefill_matmul(N, K, bn, tiled, monkeypatch):
     """Batched-decode and prefill-sized matmuls (33+ rows) on the Hopper wgmma kernel, both layouts,
     partial row and weight tiles, split K, every output mode, against the reference and against the
     kernels it replaces (LLAMA_KERNEL_WGMMA=0)."""
-    if not _C.build_info().get("wgmma"):
-        pytest.skip("no sm_90a GPU (the wgmma kernel needs compute capability 9.0 and an sm_90a build)")
-    if tiled == "1" and N % 16:
-        pytest.skip("the tiled layout needs N % 16 == 0")
-    monkeypatch.setenv("LLAMA_KERNEL_TILED", tiled)
+    wgmma_layout(tiled, N, monkeypatch)
     monkeypatch.setenv("LLAMA_KERNEL_RA_PREFILL", "0")  # above 64 rows the register-A kernel would take these
     rng = np.random.default_rng(N + K + 7)
     w = (rng.standard_normal((N, K)) * 0.02).astype(np.float32)
@@ -1007,11 +1013,7 @@ def test_wgmma_prefill_short_ring(N, K, tiled, monkeypatch):
     """The wgmma kernel above 64 rows in 128 x 128 blocks with a ring of 3 stages, two blocks an SM
     (LLAMA_KERNEL_WG_STAGES=3; unset: by grid): every output mode, partial token and weight blocks, against the
     reference and the 6-stage form, and which form the size rule picks."""
-    if not _C.build_info().get("wgmma"):
-        pytest.skip("no sm_90a GPU (the wgmma kernel needs compute capability 9.0 and an sm_90a build)")
-    if tiled == "1" and N % 16:
-        pytest.skip("the tiled layout needs N % 16 == 0")
-    monkeypatch.setenv("LLAMA_KERNEL_TILED", tiled)
+    wgmma_layout(tiled, N, monkeypatch)
     monkeypatch.setenv("LLAMA_KERNEL_RA_PREFILL", "0")  # (the register-A kernel would take qkv and gate_up)
     rng = np.random.default_rng(N + K + 13)
     w = (rng.standard_normal((N, K)) * 0.02).astype(np.float32)
@@ -1036,11 +1038,7 @@ def test_wgmma_batched_add_epilogue(N, K, tiled, monkeypatch):
     default; LLAMA_KERNEL_ADD_EPI=0: one load-add-store after another). The same sums bit for bit, at 33-64
     rows (64-row blocks, K split) and above (the 6- and 3-stage forms), partial token and weight blocks; and
     which ran."""
-    if not _C.build_info().get("wgmma"):
-        pytest.skip("no sm_90a GPU (the wgmma kernel needs compute capability 9.0 and an sm_90a build)")
-    if tiled == "1" and N % 16:
-        pytest.skip("the tiled layout needs N % 16 == 0")
-    monkeypatch.setenv("LLAMA_KERNEL_TILED", tiled)
+    wgmma_layout(tiled, N, monkeypatch)
     monkeypatch.setenv("LLAMA_KERNEL_RA_PREFILL", "0")
     monkeypatch.setenv("LLAMA_KERNEL_WG_MIN", "33")  # the wgmma kernel from 33 rows on every matrix
     rng = np.random.default_rng(N + K + 17)
@@ -1068,11 +1066,7 @@ def test_wgmma_split_rule(N, K, tiled, monkeypatch):
     more than 8 k-tiles), the rule before it (LLAMA_KERNEL_WG_SPLIT=old) and forced caps (1, 2, 4) all agree with
     the reference in every output mode, at 33 and 64 rows; the last block sums the splits' partials two at a
     time in split order, so a repeated call gives the same bits."""
-    if not _C.build_info().get("wgmma"):
-        pytest.skip("no sm_90a GPU (the wgmma kernel needs compute capability 9.0 and an sm_90a build)")
-    if tiled == "1" and N % 16:
-        pytest.skip("the tiled layout needs N % 16 == 0")
-    monkeypatch.setenv("LLAMA_KERNEL_TILED", tiled)
+    wgmma_layout(tiled, N, monkeypatch)
     monkeypatch.setenv("LLAMA_KERNEL_WG_MIN", "33")
     monkeypatch.setenv("LLAMA_KERNEL_RA", "0")
     monkeypatch.setenv("LLAMA_KERNEL_RA_GU", "0")
