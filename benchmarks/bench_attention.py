@@ -51,8 +51,9 @@ def main():
         f = lambda t: f"{t:.1f}" if t else "-"  # noqa: E731
         print(f"| {name} | {us:.1f} | {f(plain)} | {rate} | {f(ref)} | {(ref / us if ref else 0):.2f}x |", flush=True)
         rows.append(dict(case=name, flash_us=us, plain_us=plain, rate=rate, sdpa_us=ref))
-    # the Hopper prefill kernel's TMA form with 64-key tiles at head_dim 128 (the default: 128) and its cp.async form (v65), the mma.sync kernel (the one on cards without wgmma) and its
-    # opt-in form with two m16 tiles of query rows a warp (head_dim 64), same run
+    # the Hopper prefill kernel's TMA form with 64-key tiles at head_dim 128 (the default: 128) and its cp.async
+    # form (v65), the mma.sync kernel (the one on cards without wgmma) and its opt-in form with two m16 tiles of
+    # query rows a warp (head_dim 64), same run
     for env in ({"LLAMA_KERNEL_FA_BK": "64"}, {"LLAMA_KERNEL_FA_WG": "1"}, {"LLAMA_KERNEL_FA_WG": "0"},
                 {"LLAMA_KERNEL_FA_WG": "0", "LLAMA_KERNEL_FA_MT": "2"}):
         os.environ.update(env)

@@ -1235,7 +1235,7 @@ lk_status lk_attention_init(void) {
                                              fa_init<128, 2>, fa_init<64, 1, 2>, fa_init<64, 2, 2>};
     for (auto f : pf_init) TRY(f());
     static lk_status (*const wg_init[])() = {fw_init<64, 1>, fw_init<64, 2>, fw_init<128, 1>, fw_init<128, 2>};
-    /* only where they run (fw_use): their shared memory (up to ~130 KB) is more than an sm_86 / sm_89 block
+    /* only where they run (fw_use): their shared memory (up to ~230 KB) is more than an sm_86 / sm_89 block
      * may have, and the attribute call would fail there */
     if (lk_mm_wgmma_ready())
         for (auto f : wg_init) TRY(f());

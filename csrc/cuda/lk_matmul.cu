@@ -2189,8 +2189,9 @@ static lk_status launch_wg(const lk_dmat *W, const half *x, int M, int ldx, void
  * with K split, as below (v30: qkv at 256 rows 55 us on the mma.sync tile kernel). (256 tokens x 128
  * rows, 16 warps, was no faster: gate_up 204 vs 191 us.)
  * From wg_min_rows to 64 rows (batched decode, short prompts; not the rotary qkv): 64 tokens x 128
- * rows, one warpgroup, two blocks an SM, K split (through the tensor-core workspace) until the grid
- * covers the SMs. LLAMA_KERNEL_WGMMA=0 / 128 / 256 (A/B): off / that many rows above 64 rows. */
+ * rows, one warpgroup, two blocks an SM, K split (through the tensor-core workspace) while the grid is
+ * under the SM count, and into more than a block an SM only while a block would keep more than 8 k-tiles
+ * (v67). LLAMA_KERNEL_WGMMA=0 / 128 / 256 (A/B): off / that many rows above 64 rows. */
 static int try_wg(const lk_dmat *W, const half *x, int M, int ldx, void *out, int ldo, int mode, int n_out,
                   int hidden, int sm_count, const lk_mm_ws *ws, const lk_rope_epi &re, lk_status *r, cudaStream_t st) {
     const int choice = wg_choice();
