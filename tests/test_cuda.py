@@ -1070,6 +1070,7 @@ def test_wgmma_split_rule(N, K, tiled, monkeypatch):
     monkeypatch.setenv("LLAMA_KERNEL_WG_MIN", "33")
     monkeypatch.setenv("LLAMA_KERNEL_RA", "0")
     monkeypatch.setenv("LLAMA_KERNEL_RA_GU", "0")
+    monkeypatch.setenv("LLAMA_KERNEL_WGK", "0")  # the one-warpgroup kernel (k_mm_q4_wgk: the next test)
     rng = np.random.default_rng(N + 3 * K)
     w = (rng.standard_normal((N, K)) * 0.02).astype(np.float32)
     qs, p = quant.quantize(w)
@@ -1081,11 +1082,48 @@ def test_wgmma_split_rule(N, K, tiled, monkeypatch):
             for split in ("", "old", "1", "2", "4"):
                 monkeypatch.setenv("LLAMA_KERNEL_WG_SPLIT", split)
                 y, used, kernel = _C.cuda_matmul(x, qs, p, mode=mode, variant=3, y=y0, kernel=True)
-                assert used == 3 and kernel.startswith("k_mm_q4_wg"), (M, mode, split, kernel)
+                assert used == 3 and kernel.startswith("k_mm_q4_wg") and "wgk" not in kernel, (M, mode, split)
                 assert R.rel_err(y, ref) < 5e-3, (M, mode, split)
                 if split == "":
                     y2, _, _ = _C.cuda_matmul(x, qs, p, mode=mode, variant=3, y=y0, kernel=True)
                     assert np.array_equal(y, y2), (M, mode)
+
+
+@pytest.mark.parametrize("kw", ["2", "4"])
+@pytest.mark.parametrize("tiled", ["0", "1"])
+@pytest.mark.parametrize("N,K", [(3072, 2048), (2048, 8192), (16384, 2048), (5120, 3072), (1000, 640), (224, 128)])
+def test_wgmma_k_warpgroups(N, K, tiled, kw, monkeypatch):
+    """17-64 rows on k_mm_q4_wgk: a block's k-tiles split over KW warpgroups (2 or 4; with K = 128, two
+    k-tiles, two of four warpgroups have none), their partial tiles summed in shared memory, with the K split
+    over blocks on top (the rule, or at most 1 or 2 splits), partial token and weight blocks, every output
+    mode, against the reference; a repeated call gives the same bits, and the residual add's batched loads the
+    same sums as one load-add-store after another."""
+    wgmma_layout(tiled, N, monkeypatch)
+    for k, v in (("LLAMA_KERNEL_WG_MIN", "17"), ("LLAMA_KERNEL_RA", "0"), ("LLAMA_KERNEL_RA_GU", "0"),
+                 ("LLAMA_KERNEL_WGK", kw)):
+        monkeypatch.setenv(k, v)
+    rng = np.random.default_rng(N + 5 * K)
+    w = (rng.standard_normal((N, K)) * 0.02).astype(np.float32)
+    qs, p = quant.quantize(w)
+    for M in (17, 40, 64):
+        x = rng.standard_normal((M, K)).astype(np.float32)
+        for mode in (0, 1, 2, 3):
+            y0 = rng.standard_normal((M, N // 2 if mode == 2 else N)).astype(np.float32) if mode == 1 else None
+            ref = mm_ref(x, qs, p, mode, y0)
+            for split in ("", "1", "2"):
+                monkeypatch.setenv("LLAMA_KERNEL_WG_SPLIT", split)
+                y, used, kernel = _C.cuda_matmul(x, qs, p, mode=mode, variant=3, y=y0, kernel=True)
+                assert used == 3 and kernel.startswith(f"k_mm_q4_wgk ({kw} warpgroups"), (M, mode, split, kernel)
+                assert R.rel_err(y, ref) < 5e-3, (M, mode, split)
+                if split == "":
+                    y2, _, _ = _C.cuda_matmul(x, qs, p, mode=mode, variant=3, y=y0, kernel=True)
+                    assert np.array_equal(y, y2), (M, mode)
+                if mode == 1:
+                    monkeypatch.setenv("LLAMA_KERNEL_ADD_EPI", "0")
+                    y3, _, kernel3 = _C.cuda_matmul(x, qs, p, mode=mode, variant=3, y=y0, kernel=True)
+                    monkeypatch.setenv("LLAMA_KERNEL_ADD_EPI", "")
+                    assert "batched" in kernel and "batched" not in kernel3, (kernel, kernel3)
+                    assert np.array_equal(y, y3), (M, split)
 
 
 @pytest.mark.parametrize("route", ["tiled", "ra", "ra_prefill"])
@@ -1249,11 +1287,13 @@ def test_tiled_engine_matches_cpu(ckpt_1b_2layers, batch, tiled, monkeypatch):
         assert R.rel_err(gpu, cpu) < 2e-2
 
 
+@pytest.mark.parametrize("kw", ["", "0", "2"])  # the default (4 warpgroups a block), k_mm_q4_wg, 2 warpgroups
 @pytest.mark.parametrize("preset", ["llama-3.2-1b", "llama-3.2-3b"])  # head_dim 64 and 128
-def test_tiled_engine_rotary_wgmma(preset, tmp_path, monkeypatch):
-    """Prompt chunks of 33-64 rows on the tiled layout: qkv through the wgmma kernel with the rotary /
+def test_tiled_engine_rotary_wgmma(preset, kw, tmp_path, monkeypatch):
+    """Prompt chunks of 33-64 rows on the tiled layout: qkv through the wgmma kernels with the rotary /
     KV-append epilogue (sm_90a; elsewhere the row slices), against the CPU engine."""
     monkeypatch.setenv("LLAMA_KERNEL_TILED", "1")
+    monkeypatch.setenv("LLAMA_KERNEL_WGK", kw)
     ckpt = make_random_checkpoint(str(tmp_path / preset), preset, seed=8, std=0.02, num_hidden_layers=1,
                                   vocab_size=32000)
     toks = list(np.random.default_rng(9).integers(0, 32000, 100))

@@ -1312,6 +1312,50 @@ __device__ __forceinline__ void wg_add_epilogue(const float (&acc)[R], float *ou
         add_chunk<CH>([&](int q) { return at(c0 + q); }, [&](int q) { return acc[c0 + q]; });
 }
 
+/* one k-tile's raw weights q (a stage) -> fp16 tile hb, K-major in the 128-byte swizzle, by T threads (tid):
+ * BN rows x 64 inputs. Scale/min: ps (the stage's, tiled or row-interleaved without p4) or Pb (row-interleaved,
+ * p4: 4 groups a row in one of two buffers, by k-tile kt). qn, qh: the row-interleaved thread's first row and
+ * half (see k_mm_q4_wg) */
+template <int BN, int T, bool TILED>
+__device__ __forceinline__ void wg_dequant(const unsigned char *q, const half2 *ps, const half2 *Pb, int p4, int kt,
+                                           unsigned char *hb, int tid, int qn, int qh) {
+    constexpr int QJ = BN * 2 / T; /* 16-byte raw weight chunks a thread dequantizes a k-tile */
+#pragma unroll
+    for (int j = 0; j < QJ; j++) {
+        if constexpr (TILED) {
+            /* lane chunk l of tile (tid >> 5) + T/32 j: rows gg, gg + 8, inputs 16 tt .. 16 tt + 15
+             * (word kb: 16 tt + 4 kb ..); l chosen so 8 consecutive threads store 8 rows */
+            const int tile = (tid >> 5) + T / 32 * j, gg = tid & 7, tt = (tid >> 3) & 3;
+            const uint4 v = *reinterpret_cast<const uint4 *>(q + tile * 512 + ((gg << 2) | tt) * 16);
+            const half2 pa = ps[tile * 16 + gg], pb = ps[tile * 16 + gg + 8];
+            const uint32_t wd4[4] = {v.x, v.y, v.z, v.w};
+            const int r = tile * 16 + gg;
+#pragma unroll
+            for (int h2 = 0; h2 < 2; h2++) { /* words 2 h2, 2 h2 + 1: inputs 16 tt + 8 h2 .. + 7 */
+                uint32_t o0[4], o1[4];
+                dequant_tile_word(wd4[2 * h2], pa, pb, o0);
+                dequant_tile_word(wd4[2 * h2 + 1], pa, pb, o1);
+                *reinterpret_cast<uint4 *>(hb + lk_sw128_off(r, 2 * tt + h2)) = make_uint4(o0[0], o0[2], o1[0], o1[2]);
+                *reinterpret_cast<uint4 *>(hb + lk_sw128_off(r + 8, 2 * tt + h2)) = make_uint4(o0[1], o0[3], o1[1], o1[3]);
+            }
+        } else {
+            const int n = qn + T / 2 * j;
+            const uint4 v = *reinterpret_cast<const uint4 *>(q + n * 32 + qh * 16);
+            const half2 pr = p4 ? Pb[((kt >> 3) & 1) * BN * 4 + n * 4 + ((kt >> 1) & 3)] : ps[n];
+            const half2 sc = __half2half2(__low2half(pr)), mn = __half2half2(__high2half(pr));
+            const uint32_t wd4[4] = {v.x, v.y, v.z, v.w};
+#pragma unroll
+            for (int wd = 0; wd < 4; wd++) {
+                half2 qq[4];
+                lk_dequant8(wd4[wd], qq);
+                *reinterpret_cast<uint4 *>(hb + lk_sw128_off(n, 4 * qh + wd)) =
+                    make_uint4(h2u(__hfma2(qq[0], sc, mn)), h2u(__hfma2(qq[1], sc, mn)),
+                               h2u(__hfma2(qq[2], sc, mn)), h2u(__hfma2(qq[3], sc, mn)));
+            }
+        }
+    }
+}
+
 template <int BM, int BN, bool TILED, int STG = 6>
 __global__ void __launch_bounds__(2 * BM, STG <= 3 ? 2 : 1)
     k_mm_q4_wg(int M, const half2 *__restrict__ P, int N, int K, int n_out, int hidden, void *out, int ldo, int mode, float *__restrict__ partial,
@@ -1342,7 +1386,6 @@ __global__ void __launch_bounds__(2 * BM, STG <= 3 ? 2 : 1)
      * instructions a tile), and a k-tile only adds kt times a stride. x reaches the kernel through the
      * tensor map tmx, the raw weights through tmw (launch_wg). */
     static_assert(BN * 2 >= T, "every thread holds QJ >= 1 raw 16-byte chunks of a k-tile");
-    constexpr int QJ = BN * 2 / T; /* 16-byte raw weight chunks a thread dequantizes a k-tile */
     /* row-interleaved: row qn + T/2 j, half qh; 8 consecutive threads read 4 rows' 128 contiguous bytes
      * and store into 8 different bank groups of the swizzled tile (chunk 4 qh + w XOR row) */
     const int qn = ((tid >> 1) & 7) | ((tid >> 4) << 3), qh = tid & 1;
@@ -1397,41 +1440,7 @@ __global__ void __launch_bounds__(2 * BM, STG <= 3 ? 2 : 1)
     /* raw weights of stage st -> fp16 swizzled tile hb */
     auto dequant = [&](int st, int kt, unsigned char *hb) {
         const unsigned char *q = Wq + st * (SM::Q + SM::PS);
-        const half2 *ps = reinterpret_cast<const half2 *>(q + SM::Q);
-#pragma unroll
-        for (int j = 0; j < QJ; j++) {
-            if constexpr (TILED) {
-                /* lane chunk l of tile (tid >> 5) + T/32 j: rows gg, gg + 8, inputs 16 tt .. 16 tt + 15
-                 * (word kb: 16 tt + 4 kb ..); l chosen so 8 consecutive threads store 8 rows */
-                const int tile = (tid >> 5) + T / 32 * j, gg = tid & 7, tt = (tid >> 3) & 3;
-                const uint4 v = *reinterpret_cast<const uint4 *>(q + tile * 512 + ((gg << 2) | tt) * 16);
-                const half2 pa = ps[tile * 16 + gg], pb = ps[tile * 16 + gg + 8];
-                const uint32_t wd4[4] = {v.x, v.y, v.z, v.w};
-                const int r = tile * 16 + gg;
-#pragma unroll
-                for (int h2 = 0; h2 < 2; h2++) { /* words 2 h2, 2 h2 + 1: inputs 16 tt + 8 h2 .. + 7 */
-                    uint32_t o0[4], o1[4];
-                    dequant_tile_word(wd4[2 * h2], pa, pb, o0);
-                    dequant_tile_word(wd4[2 * h2 + 1], pa, pb, o1);
-                    *reinterpret_cast<uint4 *>(hb + lk_sw128_off(r, 2 * tt + h2)) = make_uint4(o0[0], o0[2], o1[0], o1[2]);
-                    *reinterpret_cast<uint4 *>(hb + lk_sw128_off(r + 8, 2 * tt + h2)) = make_uint4(o0[1], o0[3], o1[1], o1[3]);
-                }
-            } else {
-                const int n = qn + T / 2 * j;
-                const uint4 v = *reinterpret_cast<const uint4 *>(q + n * 32 + qh * 16);
-                const half2 pr = p4 ? Pb[((kt >> 3) & 1) * BN * 4 + n * 4 + ((kt >> 1) & 3)] : ps[n];
-                const half2 sc = __half2half2(__low2half(pr)), mn = __half2half2(__high2half(pr));
-                const uint32_t wd4[4] = {v.x, v.y, v.z, v.w};
-#pragma unroll
-                for (int wd = 0; wd < 4; wd++) {
-                    half2 qq[4];
-                    lk_dequant8(wd4[wd], qq);
-                    *reinterpret_cast<uint4 *>(hb + lk_sw128_off(n, 4 * qh + wd)) =
-                        make_uint4(h2u(__hfma2(qq[0], sc, mn)), h2u(__hfma2(qq[1], sc, mn)),
-                                   h2u(__hfma2(qq[2], sc, mn)), h2u(__hfma2(qq[3], sc, mn)));
-                }
-            }
-        }
+        wg_dequant<BN, T, TILED>(q, reinterpret_cast<const half2 *>(q + SM::Q), Pb, p4, kt, hb, tid, qn, qh);
     };
 
     float acc[BN / 2];
@@ -1501,6 +1510,194 @@ __global__ void __launch_bounds__(2 * BM, STG <= 3 ? 2 : 1)
 #else
     (void)M, (void)P, (void)N, (void)K, (void)n_out, (void)hidden, (void)out, (void)ldo;
     (void)mode, (void)partial, (void)counters, (void)p4, (void)re, (void)tmx, (void)tmw;
+#endif
+}
+
+/* ============================================================================
+ * Hopper kernel for 64-row blocks with the block's k-tiles split over KW
+ * warpgroups (batched decode; dispatch in try_wg, v68). k_mm_q4_wg at 64 rows
+ * is one warpgroup a block, one warp a scheduler: a latency chain of ~0.5 us
+ * a k-tile (H200, session 24). Here warpgroup w of a block takes the block's
+ * k-tiles w, w + KW, ..., each warpgroup with its own ring of 3 stages (x and
+ * raw weights by TMA, scale/min by cp.async, 2 k-tiles ahead) and one fp16
+ * buffer, synchronised by its own named barrier: within a warpgroup dequant and
+ * wgmma alternate, and the KW warpgroups of the SM fill each other's gaps.
+ * The KW partial tiles (64 tokens x 128 weight rows) meet in shared memory and
+ * are summed in warpgroup order (deterministic); a K split over gridDim.z sums
+ * as in k_mm_q4_wg. Each thread then owns 2 x NI outputs: item u (of 64 x 64)
+ * is token row u / 64 and a pair of columns (c, c + 64; rotary at head_dim 64:
+ * the head's dims d, d + 32), so the SwiGLU and rotary partners sit in one
+ * thread, and a warp's residual loads and stores are 32 consecutive floats.
+ * ==========================================================================*/
+template <int KW>
+struct wgk_smem {
+    static constexpr int BN = 128, STAGES = 3, AHEAD = 2; /* k-tiles in flight ahead of the one dequantized */
+    static constexpr int X = 64 * WG_BK * 2, Q = BN * (WG_BK / 2), PS = BN * 4, H = BN * WG_BK * 2;
+    static constexpr int LDC = BN + 8; /* floats a row of a partial tile (8-byte fragment stores: no bank conflicts) */
+    /* x stages and the fp16 buffers (1024-byte aligned), then each warpgroup's raw weights and scale/min */
+    static constexpr int XOFF = 0, HOFF = KW * STAGES * X, QOFF = HOFF + KW * H;
+    static constexpr int BYTES = QOFF + KW * STAGES * (Q + PS) + 1024;
+    static_assert(KW * 64 * LDC * 4 <= QOFF, "the partial tiles fit where the x stages and buffers were");
+};
+
+/* one warpgroup's named barrier (id 1 + w; 0 is __syncthreads') */
+__device__ __forceinline__ void wg_bar(int w) { asm volatile("bar.sync %0, 128;" ::"r"(1 + w) : "memory"); }
+
+template <int KW, bool TILED>
+__global__ void __launch_bounds__(128 * KW, KW == 2 ? 2 : 1)
+    k_mm_q4_wgk(int M, const half2 *__restrict__ P, int N, int K, int n_out, int hidden, void *out, int ldo, int mode,
+                float *__restrict__ partial, int *__restrict__ counters, lk_rope_epi re,
+                const __grid_constant__ CUtensorMap tmx, const __grid_constant__ CUtensorMap tmw) {
+#if defined(__CUDA_ARCH_FEAT_SM90_ALL)
+    lk_pdl_prologue();
+    using SM = wgk_smem<KW>;
+    constexpr int BN = SM::BN, STAGES = SM::STAGES, T = 128 * KW, NI = 64 * 64 / T;
+    __shared__ __align__(8) uint64_t xbar[KW * STAGES];
+    extern __shared__ __align__(16) unsigned char smem[];
+    unsigned char *base = smem + ((1024 - ((uint32_t)__cvta_generic_to_shared(smem) & 1023)) & 1023);
+    const int tid = threadIdx.x, w = tid >> 7, lt = tid & 127, lane = tid & 31, wq = lt >> 5;
+    unsigned char *Xw = base + SM::XOFF + w * STAGES * SM::X, *hb = base + SM::HOFF + w * SM::H;
+    unsigned char *Qw = base + SM::QOFF + w * STAGES * (SM::Q + SM::PS);
+    const bool swiglu = mode == LK_OUT_SWIGLU_F16;
+    const int m0 = blockIdx.y * 64, j0 = blockIdx.x * (swiglu ? BN / 2 : BN);
+    /* split-K over gridDim.z: this block's k-tiles [kt0, kt0 + KT); warpgroup w's are kt0 + w + KW i, i < nw */
+    const int groups = K >> 7, S = gridDim.z, per = (K / WG_BK + S - 1) / S, kt0 = blockIdx.z * per;
+    const int KT = max(0, min(K / WG_BK, kt0 + per) - kt0), nw = KT > w ? (KT - w + KW - 1) / KW : 0;
+    const blk_rows<BN> br{j0, hidden, N, n_out, swiglu};
+    /* scale/min: tiled, 16 bytes (4 rows) of row tile lt >> 2 (lt < BN / 4); row-interleaved, row lt */
+    const bool phas = TILED ? lt < BN / 4 : true, pok = phas && br.ok(TILED ? (lt >> 2) * 16 : lt);
+    const half2 *psrc = !pok ? P
+                        : TILED ? P + (size_t)(br.row((lt >> 2) * 16) / 16) * groups * 16 + (lt & 3) * 4
+                                : P + (size_t)br.row(lt) * groups;
+    const int qn = ((lt >> 1) & 7) | ((lt >> 4) << 3), qh = lt & 1;
+    if (tid == 0) {
+#pragma unroll
+        for (int i = 0; i < KW * STAGES; i++) mbar_init(&xbar[i], 1);
+        asm volatile("fence.mbarrier_init.release.cluster;" ::: "memory");
+    }
+    __syncthreads();
+    constexpr int RR = BN / 2;
+    auto load_stage = [&](int kt, int st) {
+        unsigned char *q = Qw + st * (SM::Q + SM::PS);
+        uint64_t *bar = &xbar[w * STAGES + st];
+        if (lt == 0) { /* rows past M or N come as zeros */
+            mbar_expect_tx(bar, SM::X + SM::Q);
+            tma_load_2d(Xw + st * SM::X, &tmx, kt * WG_BK, m0, bar);
+            for (int r = 0; r < (swiglu ? 2 : 1); r++) {
+                const int row = br.row(r * RR);
+                if constexpr (TILED) tma_load_3d(q + r * (RR / 16) * 512, &tmw, 0, kt, row / 16, bar);
+                else tma_load_2d(q + r * RR * 32, &tmw, kt * (WG_BK / 2), row, bar);
+            }
+        }
+        half2 *ps = reinterpret_cast<half2 *>(q + SM::Q);
+        if constexpr (TILED) {
+            if (phas) lk_cp_async16(ps + lt * 4, psrc + (kt >> 1) * 16, pok);
+        } else {
+            cp_async4(ps + lt, psrc + (kt >> 1), pok);
+        }
+    };
+
+    float acc[BN / 2];
+#pragma unroll
+    for (int i = 0; i < BN / 2; i++) acc[i] = 0.0f;
+    lk_wgmma_fence_acc(acc);
+#pragma unroll
+    for (int s = 0; s < SM::AHEAD; s++) {
+        if (s < nw) load_stage(kt0 + w + KW * s, s);
+        cp_async_commit();
+    }
+    for (int i = 0; i < nw; i++) {
+        const int st = i % STAGES, kt = kt0 + w + KW * i;
+        cp_async_wait<SM::AHEAD - 1>(); /* tile i's scale/min have landed (this thread's copies) */
+        mbar_wait(&xbar[w * STAGES + st], (i / STAGES) & 1);
+        lk_wgmma_wait<0>(); /* this warpgroup's wgmmas of tile i - 1 are done ... */
+        wg_bar(w);          /* ... everyone's: hb and stage (i - 1) % STAGES are free */
+        if (i + SM::AHEAD < nw) load_stage(kt + KW * SM::AHEAD, (i + SM::AHEAD) % STAGES);
+        cp_async_commit();
+        const unsigned char *q = Qw + st * (SM::Q + SM::PS);
+        wg_dequant<BN, 128, TILED>(q, reinterpret_cast<const half2 *>(q + SM::Q), nullptr, 0, kt, hb, lt, qn, qh);
+        lk_fence_proxy_async(); /* the copies and stores above -> visible to the tensor cores */
+        wg_bar(w);
+        lk_wgmma_fence();
+        const unsigned char *xa = Xw + st * SM::X;
+#pragma unroll
+        for (int s = 0; s < WG_BK / 16; s++) lk_wgmma_m64n128k16(acc, wg_desc(xa + s * 32), wg_desc(hb + s * 32), 1);
+        lk_wgmma_commit();
+    }
+    lk_wgmma_wait<0>();
+    lk_wgmma_fence_acc(acc);
+    cp_async_wait<0>();
+    lk_pdl_trigger();
+    /* the KW partial tiles -> shared memory (over the x stages and buffers, free once every warpgroup is past
+     * its last wgmma): accumulator i is token row 16 wq + g (+8 for e >= 2), column 8 (i / 4) + 2 t + (e & 1) */
+    __syncthreads();
+    float *C = reinterpret_cast<float *>(base);
+    {
+        const int g = lane >> 2, t = lane & 3;
+        float *cw = C + (size_t)w * 64 * SM::LDC + (16 * wq + g) * SM::LDC + 2 * t;
+#pragma unroll
+        for (int i = 0; i < BN / 2; i += 2) {
+            const int r = (i & 2) ? 8 : 0, c = 8 * (i >> 2);
+            *reinterpret_cast<float2 *>(cw + r * SM::LDC + c) = make_float2(acc[i], acc[i + 1]);
+        }
+    }
+    __syncthreads();
+    /* item q: token row u / 64 and columns c0[q], c0[q] + off of u = tid + T q; v[q], v[NI + q] their sums */
+    const bool rope64 = mode == LK_OUT_QKV_ROPE && re.hd == 64;
+    const int off = rope64 ? 32 : 64;
+    float v[2 * NI];
+#pragma unroll
+    for (int q = 0; q < NI; q++) {
+        const int u = tid + T * q, r = u >> 6, pc = u & 63, c0 = rope64 ? (pc >> 5) * 64 + (pc & 31) : pc;
+        float a = 0.0f, b = 0.0f;
+#pragma unroll
+        for (int k = 0; k < KW; k++) {
+            a += C[(size_t)(k * 64 + r) * SM::LDC + c0];
+            b += C[(size_t)(k * 64 + r) * SM::LDC + c0 + off];
+        }
+        v[q] = a;
+        v[NI + q] = b;
+    }
+    if (S > 1 && !wg_split_sum<2 * NI, T, 2>(v, partial, counters, blockIdx.y * gridDim.x + blockIdx.x, S, tid)) return;
+    /* the outputs: token row m0 + u / 64, tile columns c0 and c0 + off */
+    auto row = [&](int q) { return m0 + ((tid + T * q) >> 6); };
+    auto col = [&](int q) {
+        const int pc = (tid + T * q) & 63;
+        return rope64 ? (pc >> 5) * 64 + (pc & 31) : pc;
+    };
+    if (mode == LK_OUT_QKV_ROPE) {
+#pragma unroll
+        for (int q = 0; q < NI; q++) {
+            const int m = row(q), c = j0 + col(q), head = c / re.hd, d = c % re.hd;
+            if (m < M && c < n_out) rope_pair_store(re, re.hd, out, ldo, m, head, d, v[q], v[NI + q]);
+        }
+        return;
+    }
+    if (swiglu) {
+#pragma unroll
+        for (int q = 0; q < NI; q++) {
+            const int m = row(q), c = j0 + col(q);
+            if (m < M && c < n_out) epi_store(out, ldo, mode, m, c, lk_silu(v[q]) * v[NI + q]);
+        }
+        return;
+    }
+    /* output k of 2 NI: item k % NI, column c0 (+ 64 for k >= NI) */
+    auto at = [&](int k) -> float * {
+        const int q = k % NI, m = row(q), c = j0 + col(q) + (k >= NI ? 64 : 0);
+        return m < M && c < n_out ? (float *)out + (size_t)m * ldo + c : nullptr;
+    };
+    if (mode == LK_OUT_ADD_F32_BATCHED) {
+        add_chunk<2 * NI>(at, [&](int k) { return v[k]; });
+        return;
+    }
+#pragma unroll
+    for (int k = 0; k < 2 * NI; k++) {
+        const int q = k % NI, m = row(q), c = j0 + col(q) + (k >= NI ? 64 : 0);
+        if (m < M && c < n_out) epi_store(out, ldo, mode, m, c, v[k]);
+    }
+#else
+    (void)M, (void)P, (void)N, (void)K, (void)n_out, (void)hidden, (void)out, (void)ldo;
+    (void)mode, (void)partial, (void)counters, (void)re, (void)tmx, (void)tmw;
 #endif
 }
 
@@ -2153,24 +2350,29 @@ static lk_status q4_tmap(CUtensorMap *m, const lk_dmat *W, const char *what, CUt
     return LK_OK;
 }
 
+/* the tensor maps of the wgmma kernels (k_mm_q4_wg, k_mm_q4_wgk): x in boxes of BM rows; the raw weights (see
+ * the kernels' loaders), row-interleaved [N][K/2] bytes as (byte, row), tiled [N/16][K/64][512 bytes] as (128 words,
+ * k-tile, row tile), in boxes of a block's BN rows (SwiGLU: its gate or its up rows) */
+template <int BM, int BN, bool TILED>
+static lk_status wg_tmaps(const lk_dmat *W, const half *x, int M, int ldx, int mode, CUtensorMap *tmx, CUtensorMap *tmw) {
+    TRY(x_tmap(tmx, x, M, W->K, ldx, BM));
+    const int rr = mode == LK_OUT_SWIGLU_F16 ? BN / 2 : BN;
+    const cuuint64_t wdims[3] = {TILED ? 128u : (cuuint64_t)W->K / 2, TILED ? (cuuint64_t)W->K / 64 : (cuuint64_t)W->N,
+                                 (cuuint64_t)W->N / 16};
+    const cuuint64_t wstr[2] = {TILED ? 512u : (cuuint64_t)W->K / 2, (cuuint64_t)W->K / 64 * 512};
+    const cuuint32_t wbox[3] = {TILED ? 128u : 32u, TILED ? 1u : (cuuint32_t)rr, (cuuint32_t)rr / 16};
+    return q4_tmap(tmw, W, "weights", TILED ? CU_TENSOR_MAP_DATA_TYPE_UINT32 : CU_TENSOR_MAP_DATA_TYPE_UINT8,
+                   TILED ? 3 : 2, W->w, wdims, wstr, wbox, CU_TENSOR_MAP_SWIZZLE_NONE, CU_TENSOR_MAP_L2_PROMOTION_L2_256B);
+}
+
 template <int BM, int BN, bool TILED, int STG = 6>
 static lk_status launch_wg(const lk_dmat *W, const half *x, int M, int ldx, void *out, int ldo, int mode, int n_out,
                            int hidden, int S, const lk_mm_ws *ws, const lk_rope_epi &re, cudaStream_t st) {
     const int cols = mode == LK_OUT_SWIGLU_F16 ? BN / 2 : BN;
     const int kmode = add_mode(mode);
     dim3 grid(lk_cdiv(n_out, cols), lk_cdiv(M, BM), S);
-    CUtensorMap tmx;
-    TRY(x_tmap(&tmx, x, M, W->K, ldx, BM));
-    /* the raw weights (see the kernel's loader): row-interleaved [N][K/2] bytes as (byte, row);
-     * tiled [N/16][K/64][512 bytes] as (128 words, k-tile, row tile) */
-    const int rr = mode == LK_OUT_SWIGLU_F16 ? BN / 2 : BN;
-    CUtensorMap tmw;
-    const cuuint64_t wdims[3] = {TILED ? 128u : (cuuint64_t)W->K / 2, TILED ? (cuuint64_t)W->K / 64 : (cuuint64_t)W->N,
-                                 (cuuint64_t)W->N / 16};
-    const cuuint64_t wstr[2] = {TILED ? 512u : (cuuint64_t)W->K / 2, (cuuint64_t)W->K / 64 * 512};
-    const cuuint32_t wbox[3] = {TILED ? 128u : 32u, TILED ? 1u : (cuuint32_t)rr, (cuuint32_t)rr / 16};
-    TRY(q4_tmap(&tmw, W, "weights", TILED ? CU_TENSOR_MAP_DATA_TYPE_UINT32 : CU_TENSOR_MAP_DATA_TYPE_UINT8, TILED ? 3 : 2,
-                W->w, wdims, wstr, wbox, CU_TENSOR_MAP_SWIZZLE_NONE, CU_TENSOR_MAP_L2_PROMOTION_L2_256B));
+    CUtensorMap tmx, tmw;
+    TRY((wg_tmaps<BM, BN, TILED>(W, x, M, ldx, mode, &tmx, &tmw)));
     LAUNCH("k_mm_q4_wg", (k_mm_q4_wg<BM, BN, TILED, STG>), grid, dim3(2 * BM), (size_t)wg_smem<BM, BN, STG>::BYTES, st, M,
            W->p, W->N, W->K, n_out, hidden, out, ldo, kmode,
            S > 1 ? ws->tc_partial : (float *)NULL, S > 1 ? ws->tc_counters : (int *)NULL,
@@ -2180,6 +2382,32 @@ static lk_status launch_wg(const lk_dmat *W, const half *x, int M, int ldx, void
         lk_last_launch = STG == 3 ? "k_mm_q4_wg (3 stages, batched add)" : "k_mm_q4_wg (batched add)";
     else if constexpr (STG == 3) lk_last_launch = "k_mm_q4_wg (3 stages)";
     return LK_OK;
+}
+
+template <int KW, bool TILED>
+static lk_status launch_wgk(const lk_dmat *W, const half *x, int M, int ldx, void *out, int ldo, int mode, int n_out,
+                            int hidden, int S, const lk_mm_ws *ws, const lk_rope_epi &re, cudaStream_t st) {
+    const int kmode = add_mode(mode);
+    dim3 grid(lk_cdiv(n_out, mode == LK_OUT_SWIGLU_F16 ? 64 : 128), lk_cdiv(M, 64), S);
+    CUtensorMap tmx, tmw;
+    TRY((wg_tmaps<64, 128, TILED>(W, x, M, ldx, mode, &tmx, &tmw)));
+    LAUNCH("k_mm_q4_wgk", (k_mm_q4_wgk<KW, TILED>), grid, dim3(128 * KW), (size_t)wgk_smem<KW>::BYTES, st, M, W->p,
+           W->N, W->K, n_out, hidden, out, ldo, kmode, S > 1 ? ws->tc_partial : (float *)NULL,
+           S > 1 ? ws->tc_counters : (int *)NULL, re, tmx, tmw);
+    if (kmode == LK_OUT_ADD_F32_BATCHED)
+        lk_last_launch = KW == 2 ? "k_mm_q4_wgk (2 warpgroups, batched add)" : "k_mm_q4_wgk (4 warpgroups, batched add)";
+    else
+        lk_last_launch = KW == 2 ? "k_mm_q4_wgk (2 warpgroups)" : "k_mm_q4_wgk (4 warpgroups)";
+    return LK_OK;
+}
+
+/* LLAMA_KERNEL_WGK: warpgroups a block of the 64-row wgmma kernel that splits a block's k-tiles (k_mm_q4_wgk):
+ * 2 or 4; 0 / 1 = the one-warpgroup kernel k_mm_q4_wg (A/B, tests). Read per call */
+static int wgk_env(void) {
+    const char *e = getenv("LLAMA_KERNEL_WGK");
+    if (!e || !e[0]) return 4;
+    const int v = atoi(e);
+    return v == 2 || v == 4 ? v : 0;
 }
 
 /* the wgmma kernel when the device runs it; returns 1 when launched (status in *r).
@@ -2215,13 +2443,28 @@ static int try_wg(const lk_dmat *W, const half *x, int M, int ldx, void *out, in
     if (!bn) { /* 64-row blocks, K split until the grid covers the SMs */
         int S = 1;
         const long tiles = c128 * lk_cdiv(M, 64), KT = W->K / WG_BK;
-        /* no more than a block an SM unless a block would still have more than 8 k-tiles (H200, alone, us
-         * at S = 8 / 4: qkv 64 rows 17.9 / 12.8; o 16.3 / 16.1, down 22.4 / 28.1 keep 8, gate_up 2).
-         * LLAMA_KERNEL_WG_SPLIT (A/B, diagnosis; read per call): "old", the rule before (as many splits as
-         * keep the grid under the SM count), or N: at most N splits */
+        /* LLAMA_KERNEL_WG_SPLIT (A/B, diagnosis, tests; read per call): N, at most N splits; "old" (one-warpgroup
+         * kernel), the rule before v67 (as many splits as keep the grid under the SM count) */
         const char *se = getenv("LLAMA_KERNEL_WG_SPLIT");
         const bool old_rule = se && !strcmp(se, "old");
         const int cap = se && atoi(se) >= 1 ? (atoi(se) < LK_SPLITK_MAX ? atoi(se) : LK_SPLITK_MAX) : LK_SPLITK_MAX;
+        const int kw = wgk_env();
+        if (kw) { /* KW warpgroups a block (KW = 4: a block an SM; 2: two): K split while the grid stays one wave
+                   * and every warpgroup keeps a k-tile */
+            const long slots = kw == 4 ? sm_count : 2L * sm_count;
+            if (ws && ws->tc_partial && tiles <= ws->tc_n_counters)
+                while (S < cap && tiles * 2 * S <= slots && KT / (2 * S) >= kw &&
+                       (size_t)tiles * (size_t)(2 * S) * 64 * 128 <= ws->tc_partial_floats)
+                    S *= 2;
+#define WGK_GO(KW) \
+    (tiled ? launch_wgk<KW, true>(W, x, M, ldx, out, ldo, mode, n_out, hidden, S, ws, re, st) \
+           : launch_wgk<KW, false>(W, x, M, ldx, out, ldo, mode, n_out, hidden, S, ws, re, st))
+            *r = kw == 4 ? WGK_GO(4) : WGK_GO(2);
+#undef WGK_GO
+            return 1;
+        }
+        /* one warpgroup: no more than a block an SM unless a block would still have more than 8 k-tiles (H200,
+         * alone, us at S = 8 / 4: qkv 64 rows 17.9 / 12.8; o 16.3 / 16.1, down 22.4 / 28.1 keep 8, gate_up 2) */
         if (ws && ws->tc_partial && tiles <= ws->tc_n_counters)
             while (S < cap && tiles * S < sm_count && KT / (2 * S) >= 4 &&
                    (old_rule || tiles * 2 * S <= sm_count || KT / S > 8) &&
@@ -2411,6 +2654,13 @@ lk_status lk_mm_init(void) {
         WG_ATTR(128, 128, false, 3);
         WG_ATTR(128, 128, true, 3);
 #undef WG_ATTR
+#define WGK_ATTR(KW, TILED)                                                                                  \
+    CU(cudaFuncSetAttribute(k_mm_q4_wgk<KW, TILED>, cudaFuncAttributeMaxDynamicSharedMemorySize, wgk_smem<KW>::BYTES))
+        WGK_ATTR(2, false);
+        WGK_ATTR(2, true);
+        WGK_ATTR(4, false);
+        WGK_ATTR(4, true);
+#undef WGK_ATTR
 #define RA_ATTR(NT, NWG, ROWI)                                                                     \
     CU(cudaFuncSetAttribute(k_mm_q4_ra<NT, NWG, ROWI>, cudaFuncAttributeMaxDynamicSharedMemorySize, \
                             ra_smem<NT, NWG, ROWI>::BYTES))
