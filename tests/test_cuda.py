@@ -1025,10 +1025,12 @@ def test_wgmma_prefill_short_ring(N, K, tiled, monkeypatch):
         t128 = -(-N // 128) * -(-M // 128)  # 128 x 128 blocks (mode 0)
         rule = sms < t128 <= 3 * sms
         # (grids of fewer than half a block an SM take 64-row blocks with K split whatever the switch says)
-        for env, ring3 in (("3", 2 * t128 >= sms), ("6", False), ("", rule)):
+        small = 2 * t128 < sms
+        for env, ring3 in (("3", not small), ("6", False), ("", rule)):
             monkeypatch.setenv("LLAMA_KERNEL_WG_STAGES", env)
             _, used, kernel = _C.cuda_matmul(x, qs, p, mode=0, variant=3, kernel=True)
-            assert used == 3 and kernel == ("k_mm_q4_wg (3 stages)" if ring3 else "k_mm_q4_wg"), (M, env)
+            want = "k_mm_q4_wgk (4 warpgroups)" if small else "k_mm_q4_wg (3 stages)" if ring3 else "k_mm_q4_wg"
+            assert used == 3 and kernel == want, (M, env, kernel)
 
 
 @pytest.mark.parametrize("tiled", ["0", "1"])
