@@ -2416,10 +2416,13 @@ static int wgk_env(void) {
  * 128), else 128 (o 37 vs 61, down 120 vs 190); grids too small even for that take 64-row blocks
  * with K split, as below (v30: qkv at 256 rows 55 us on the mma.sync tile kernel). (256 tokens x 128
  * rows, 16 warps, was no faster: gate_up 204 vs 191 us.)
- * From wg_min_rows to 64 rows (batched decode, short prompts; not the rotary qkv): 64 tokens x 128
- * rows, one warpgroup, two blocks an SM, K split (through the tensor-core workspace) while the grid is
- * under the SM count, and into more than a block an SM only while a block would keep more than 8 k-tiles
- * (v67). LLAMA_KERNEL_WGMMA=0 / 128 / 256 (A/B): off / that many rows above 64 rows. */
+ * From wg_min_rows (the rotary qkv: wg_rope_min_rows) to 64 rows (batched decode, short prompts): 64 tokens x
+ * 128 rows on k_mm_q4_wgk, 4 warpgroups splitting a block's k-tiles, one block an SM (v68, H200, same run: batch
+ * 64 37.9k -> 49.0k tok/s; 2 warpgroups, two blocks an SM, 44.3k), K split (through the tensor-core workspace)
+ * while the grid stays one wave and each warpgroup keeps a k-tile. LLAMA_KERNEL_WGK=0: k_mm_q4_wg, one warpgroup,
+ * two blocks an SM, K split while the grid is under the SM count, and into more than a block an SM only while a
+ * block would keep more than 8 k-tiles (v67). LLAMA_KERNEL_WGMMA=0 / 128 / 256 (A/B): off / that many rows above
+ * 64 rows. */
 static int try_wg(const lk_dmat *W, const half *x, int M, int ldx, void *out, int ldo, int mode, int n_out,
                   int hidden, int sm_count, const lk_mm_ws *ws, const lk_rope_epi &re, lk_status *r, cudaStream_t st) {
     const int choice = wg_choice();
