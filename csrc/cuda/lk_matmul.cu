@@ -1356,6 +1356,26 @@ __device__ __forceinline__ void wg_dequant(const unsigned char *q, const half2 *
     }
 }
 
+/* a stage's bulk copies, by one thread, counted in `bytes` on bar: x's 64-input box at (kt, m0) into xs, and the
+ * block's raw weights of k-tile kt into q, in `ranges` ranges of BN / 2 rows (br.row(0), br.row(BN / 2): SwiGLU's
+ * gate and up rows) or one of BN rows; row-interleaved, box (32 bytes, rows) stored [row][32]; tiled, box (512
+ * bytes, 1, rows / 16 tiles) stored [tile][512]. Rows past M or N come as zeros */
+#if defined(__CUDA_ARCH_FEAT_SM90_ALL)
+template <bool TILED, int BN>
+__device__ __forceinline__ void wg_tma_stage(uint64_t *bar, uint32_t bytes, unsigned char *xs, unsigned char *q,
+                                             const CUtensorMap *tmx, const CUtensorMap *tmw, int kt, int m0,
+                                             const blk_rows<BN> &br, int ranges) {
+    constexpr int RR = BN / 2;
+    mbar_expect_tx(bar, bytes);
+    tma_load_2d(xs, tmx, kt * WG_BK, m0, bar);
+    for (int r = 0; r < ranges; r++) {
+        const int row = br.row(r * RR);
+        if constexpr (TILED) tma_load_3d(q + r * (RR / 16) * 512, tmw, 0, kt, row / 16, bar);
+        else tma_load_2d(q + r * RR * 32, tmw, kt * (WG_BK / 2), row, bar);
+    }
+}
+#endif
+
 template <int BM, int BN, bool TILED, int STG = 6>
 __global__ void __launch_bounds__(2 * BM, STG <= 3 ? 2 : 1)
     k_mm_q4_wg(int M, const half2 *__restrict__ P, int N, int K, int n_out, int hidden, void *out, int ldo, int mode, float *__restrict__ partial,
@@ -1395,10 +1415,7 @@ __global__ void __launch_bounds__(2 * BM, STG <= 3 ? 2 : 1)
         asm volatile("fence.mbarrier_init.release.cluster;" ::: "memory");
     }
     __syncthreads();
-    /* raw weights by TMA too (v41), in one or (SwiGLU: the gate and the up rows) two row ranges: row-
-     * interleaved, box (32 bytes, rows) at (32 kt, row), stored [row][32]; tiled, box (512 bytes, 1,
-     * rows / 16 tiles) at (0, kt, tile), stored [tile][512] */
-    constexpr int RR = BN / 2;
+    /* raw weights by TMA too (v41), in one or (SwiGLU: the gate and the up rows) two row ranges (wg_tma_stage) */
     const int ranges = swiglu ? 2 : 1;
     /* scale/min: row-interleaved, rows tid + T j (< BN); tiled, 16 bytes (4 rows) of tile tid >> 2 (tid < BN / 4) */
     constexpr int PJ = TILED || BN <= T ? 1 : BN / T;
@@ -1416,18 +1433,7 @@ __global__ void __launch_bounds__(2 * BM, STG <= 3 ? 2 : 1)
     auto load_stage = [&](int kt, int st) {
         unsigned char *q = Wq + st * (SM::Q + SM::PS);
         half2 *ps = reinterpret_cast<half2 *>(q + SM::Q);
-        if (tid == 0) { /* rows past M or N come as zeros */
-            mbar_expect_tx(&xbar[st], SM::X + SM::Q);
-            tma_load_2d(Xs + st * SM::X, &tmx, kt * WG_BK, m0, &xbar[st]);
-            for (int r = 0; r < ranges; r++) {
-                const int row = br.row(r * RR);
-                if constexpr (TILED) {
-                    tma_load_3d(q + r * (RR / 16) * 512, &tmw, 0, kt, row / 16, &xbar[st]);
-                } else {
-                    tma_load_2d(q + r * RR * 32, &tmw, kt * (WG_BK / 2), row, &xbar[st]);
-                }
-            }
-        }
+        if (tid == 0) wg_tma_stage<TILED, BN>(&xbar[st], SM::X + SM::Q, Xs + st * SM::X, q, &tmx, &tmw, kt, m0, br, ranges);
 #pragma unroll
         for (int j = 0; j < PJ; j++) {
             if (!phas[j]) continue;
@@ -1576,19 +1582,10 @@ __global__ void __launch_bounds__(128 * KW, KW == 2 ? 2 : 1)
         asm volatile("fence.mbarrier_init.release.cluster;" ::: "memory");
     }
     __syncthreads();
-    constexpr int RR = BN / 2;
     auto load_stage = [&](int kt, int st) {
         unsigned char *q = Qw + st * (SM::Q + SM::PS);
         uint64_t *bar = &xbar[w * STAGES + st];
-        if (lt == 0) { /* rows past M or N come as zeros */
-            mbar_expect_tx(bar, SM::X + SM::Q);
-            tma_load_2d(Xw + st * SM::X, &tmx, kt * WG_BK, m0, bar);
-            for (int r = 0; r < (swiglu ? 2 : 1); r++) {
-                const int row = br.row(r * RR);
-                if constexpr (TILED) tma_load_3d(q + r * (RR / 16) * 512, &tmw, 0, kt, row / 16, bar);
-                else tma_load_2d(q + r * RR * 32, &tmw, kt * (WG_BK / 2), row, bar);
-            }
-        }
+        if (lt == 0) wg_tma_stage<TILED, BN>(bar, SM::X + SM::Q, Xw + st * SM::X, q, &tmx, &tmw, kt, m0, br, swiglu ? 2 : 1);
         half2 *ps = reinterpret_cast<half2 *>(q + SM::Q);
         if constexpr (TILED) {
             if (phas) lk_cp_async16(ps + lt * 4, psrc + (kt >> 1) * 16, pok);
@@ -1642,13 +1639,19 @@ __global__ void __launch_bounds__(128 * KW, KW == 2 ? 2 : 1)
         }
     }
     __syncthreads();
-    /* item q: token row u / 64 and columns c0[q], c0[q] + off of u = tid + T q; v[q], v[NI + q] their sums */
+    /* item q (u = tid + T q): token row u / 64 of the tile (rt), tile columns col(q) and col(q) + off; v[q],
+     * v[NI + q] their sums */
     const bool rope64 = mode == LK_OUT_QKV_ROPE && re.hd == 64;
     const int off = rope64 ? 32 : 64;
+    auto rt = [&](int q) { return (tid + T * q) >> 6; };
+    auto col = [&](int q) {
+        const int pc = (tid + T * q) & 63;
+        return rope64 ? (pc >> 5) * 64 + (pc & 31) : pc;
+    };
     float v[2 * NI];
 #pragma unroll
     for (int q = 0; q < NI; q++) {
-        const int u = tid + T * q, r = u >> 6, pc = u & 63, c0 = rope64 ? (pc >> 5) * 64 + (pc & 31) : pc;
+        const int r = rt(q), c0 = col(q);
         float a = 0.0f, b = 0.0f;
 #pragma unroll
         for (int k = 0; k < KW; k++) {
@@ -1659,12 +1662,7 @@ __global__ void __launch_bounds__(128 * KW, KW == 2 ? 2 : 1)
         v[NI + q] = b;
     }
     if (S > 1 && !wg_split_sum<2 * NI, T, 2>(v, partial, counters, blockIdx.y * gridDim.x + blockIdx.x, S, tid)) return;
-    /* the outputs: token row m0 + u / 64, tile columns c0 and c0 + off */
-    auto row = [&](int q) { return m0 + ((tid + T * q) >> 6); };
-    auto col = [&](int q) {
-        const int pc = (tid + T * q) & 63;
-        return rope64 ? (pc >> 5) * 64 + (pc & 31) : pc;
-    };
+    auto row = [&](int q) { return m0 + rt(q); };
     if (mode == LK_OUT_QKV_ROPE) {
 #pragma unroll
         for (int q = 0; q < NI; q++) {
@@ -1681,18 +1679,19 @@ __global__ void __launch_bounds__(128 * KW, KW == 2 ? 2 : 1)
         }
         return;
     }
-    /* output k of 2 NI: item k % NI, column c0 (+ 64 for k >= NI) */
-    auto at = [&](int k) -> float * {
-        const int q = k % NI, m = row(q), c = j0 + col(q) + (k >= NI ? 64 : 0);
-        return m < M && c < n_out ? (float *)out + (size_t)m * ldo + c : nullptr;
-    };
+    /* output k of 2 NI: item k % NI, output column oc(k) (+ 64 for k >= NI) */
+    auto oc = [&](int k) { return j0 + col(k % NI) + (k >= NI ? 64 : 0); };
     if (mode == LK_OUT_ADD_F32_BATCHED) {
+        auto at = [&](int k) -> float * {
+            const int m = row(k % NI), c = oc(k);
+            return m < M && c < n_out ? (float *)out + (size_t)m * ldo + c : nullptr;
+        };
         add_chunk<2 * NI>(at, [&](int k) { return v[k]; });
         return;
     }
 #pragma unroll
     for (int k = 0; k < 2 * NI; k++) {
-        const int q = k % NI, m = row(q), c = j0 + col(q) + (k >= NI ? 64 : 0);
+        const int m = row(k % NI), c = oc(k);
         if (m < M && c < n_out) epi_store(out, ldo, mode, m, c, v[k]);
     }
 #else
