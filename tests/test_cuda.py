@@ -1039,8 +1039,7 @@ def test_wgmma_batched_add_epilogue(N, K, tiled, monkeypatch):
     """The wgmma kernel adds into the fp32 residual with each chunk's loads issued before its stores (the
     default; LLAMA_KERNEL_ADD_EPI=0: one load-add-store after another). The same sums bit for bit, at 33-64
     rows (64-row blocks, K split) and above (the 6- and 3-stage forms), partial token and weight blocks; and
-    which ran. The residual tile's L2 prefetch (LLAMA_KERNEL_ADD_PF: at the middle k-tile by default, 2 at the
-    first, 0 none) changes no bit."""
+    which ran."""
     wgmma_layout(tiled, N, monkeypatch)
     monkeypatch.setenv("LLAMA_KERNEL_RA_PREFILL", "0")
     monkeypatch.setenv("LLAMA_KERNEL_WG_MIN", "33")  # the wgmma kernel from 33 rows on every matrix
@@ -1060,12 +1059,6 @@ def test_wgmma_batched_add_epilogue(N, K, tiled, monkeypatch):
             y_old, _, kernel_old = _C.cuda_matmul(x, qs, p, mode=1, variant=3, y=y0, kernel=True)
             assert "batched" not in kernel_old
             assert np.array_equal(y, y_old), (M, stages)
-            monkeypatch.setenv("LLAMA_KERNEL_ADD_EPI", "")
-            for pf in ("0", "2"):
-                monkeypatch.setenv("LLAMA_KERNEL_ADD_PF", pf)
-                y_pf, _, kernel_pf = _C.cuda_matmul(x, qs, p, mode=1, variant=3, y=y0, kernel=True)
-                assert kernel_pf == kernel and np.array_equal(y, y_pf), (M, stages, pf)
-            monkeypatch.setenv("LLAMA_KERNEL_ADD_PF", "")
 
 
 @pytest.mark.parametrize("tiled", ["0", "1"])
@@ -1106,8 +1099,7 @@ def test_wgmma_k_warpgroups(N, K, tiled, kw, monkeypatch):
     k-tiles, two of four warpgroups have none), their partial tiles summed in shared memory, with the K split
     over blocks on top (the rule, or at most 1 or 2 splits), partial token and weight blocks, every output
     mode, against the reference; a repeated call gives the same bits, and the residual add's batched loads the
-    same sums as one load-add-store after another, with or without the residual's L2 prefetch (LLAMA_KERNEL_ADD_PF
-    unset, 0, 2)."""
+    same sums as one load-add-store after another."""
     wgmma_layout(tiled, N, monkeypatch)
     for k, v in (("LLAMA_KERNEL_WG_MIN", "17"), ("LLAMA_KERNEL_RA", "0"), ("LLAMA_KERNEL_RA_GU", "0"),
                  ("LLAMA_KERNEL_WGK", kw)):
@@ -1134,11 +1126,6 @@ def test_wgmma_k_warpgroups(N, K, tiled, kw, monkeypatch):
                     monkeypatch.setenv("LLAMA_KERNEL_ADD_EPI", "")
                     assert "batched" in kernel and "batched" not in kernel3, (kernel, kernel3)
                     assert np.array_equal(y, y3), (M, split)
-                    for pf in ("0", "2"):
-                        monkeypatch.setenv("LLAMA_KERNEL_ADD_PF", pf)
-                        y4, _, kernel4 = _C.cuda_matmul(x, qs, p, mode=mode, variant=3, y=y0, kernel=True)
-                        assert kernel4 == kernel and np.array_equal(y, y4), (M, split, pf)
-                    monkeypatch.setenv("LLAMA_KERNEL_ADD_PF", "")
 
 
 @pytest.mark.parametrize("route", ["tiled", "ra", "ra_prefill"])

@@ -80,20 +80,6 @@ __device__ __forceinline__ void add_chunk(const At &at, const V &v) {
     }
 }
 
-/* LK_OUT_ADD_F32_BATCHED: a hint to bring a block's residual tile (rows m0 .. m0 + rows - 1, fp32 columns
- * j0 .. j0 + BN - 1) from memory into L2 while the main loop runs, so the epilogue's loads hit L2 (v69). T threads
- * from tid, one 128-byte line each in turn; rows past M and columns past n_out are skipped. A prefetch changes
- * no data (L2 is where the SMs' writes meet), so it may run before or after anything */
-template <int BN, int T>
-__device__ __forceinline__ void res_prefetch(const float *out, int ldo, int M, int n_out, int m0, int rows, int j0,
-                                             int tid) {
-    constexpr int LPR = BN / 32; /* 128-byte lines a row */
-    for (int i = tid; i < rows * LPR; i += T) {
-        const int m = m0 + i / LPR, c = j0 + 32 * (i % LPR);
-        if (m < M && c < n_out) asm volatile("prefetch.global.L2 [%0];" ::"l"(out + (size_t)m * ldo + c));
-    }
-}
-
 __device__ __forceinline__ uint32_t h2u(half2 v) { return *reinterpret_cast<uint32_t *>(&v); }
 
 /* one word of the tiled layout (lk_q4_tile: 8 weights of rows g and g + 8) with its rows' scale/min pa (row g)
@@ -1393,7 +1379,7 @@ __device__ __forceinline__ void wg_tma_stage(uint64_t *bar, uint32_t bytes, unsi
 template <int BM, int BN, bool TILED, int STG = 6>
 __global__ void __launch_bounds__(2 * BM, STG <= 3 ? 2 : 1)
     k_mm_q4_wg(int M, const half2 *__restrict__ P, int N, int K, int n_out, int hidden, void *out, int ldo, int mode, float *__restrict__ partial,
-               int *__restrict__ counters, int p4, int pf, lk_rope_epi re, const __grid_constant__ CUtensorMap tmx,
+               int *__restrict__ counters, int p4, lk_rope_epi re, const __grid_constant__ CUtensorMap tmx,
                const __grid_constant__ CUtensorMap tmw) {
 #if defined(__CUDA_ARCH_FEAT_SM90_ALL)
     lk_pdl_prologue();
@@ -1481,9 +1467,6 @@ __global__ void __launch_bounds__(2 * BM, STG <= 3 ? 2 : 1)
         __syncthreads();            /* ... and everyone's: hb and stage (kt - 2) % STAGES are free */
         if (kt + AHEAD < KT) load_stage(kt0 + kt + AHEAD, (kt + AHEAD) % STAGES);
         cp_async_commit();
-        /* pf (batched add only; wg_pf_env): the residual tile into L2 at the middle k-tile (1) or the first (2) */
-        if (pf && kt == (pf == 2 ? 0 : KT / 2))
-            res_prefetch<BN, T>((const float *)out, ldo, M, n_out, m0, BM, j0, tid);
         dequant(st, kt0 + kt, hb);
         lk_fence_proxy_async(); /* the copies and stores above -> visible to the tensor cores */
         __syncthreads();
@@ -1532,7 +1515,7 @@ __global__ void __launch_bounds__(2 * BM, STG <= 3 ? 2 : 1)
     }
 #else
     (void)M, (void)P, (void)N, (void)K, (void)n_out, (void)hidden, (void)out, (void)ldo;
-    (void)mode, (void)partial, (void)counters, (void)p4, (void)pf, (void)re, (void)tmx, (void)tmw;
+    (void)mode, (void)partial, (void)counters, (void)p4, (void)re, (void)tmx, (void)tmw;
 #endif
 }
 
@@ -1569,7 +1552,7 @@ __device__ __forceinline__ void wg_bar(int w) { asm volatile("bar.sync %0, 128;"
 template <int KW, bool TILED>
 __global__ void __launch_bounds__(128 * KW, KW == 2 ? 2 : 1)
     k_mm_q4_wgk(int M, const half2 *__restrict__ P, int N, int K, int n_out, int hidden, void *out, int ldo, int mode,
-                float *__restrict__ partial, int *__restrict__ counters, int pf, lk_rope_epi re,
+                float *__restrict__ partial, int *__restrict__ counters, lk_rope_epi re,
                 const __grid_constant__ CUtensorMap tmx, const __grid_constant__ CUtensorMap tmw) {
 #if defined(__CUDA_ARCH_FEAT_SM90_ALL)
     lk_pdl_prologue();
@@ -1628,9 +1611,6 @@ __global__ void __launch_bounds__(128 * KW, KW == 2 ? 2 : 1)
         wg_bar(w);          /* ... everyone's: hb and stage (i - 1) % STAGES are free */
         if (i + SM::AHEAD < nw) load_stage(kt + KW * SM::AHEAD, (i + SM::AHEAD) % STAGES);
         cp_async_commit();
-        /* pf (as in k_mm_q4_wg): warpgroup w's 64 / KW rows of the residual tile into L2 */
-        if (pf && i == (pf == 2 ? 0 : nw / 2))
-            res_prefetch<BN, 128>((const float *)out, ldo, M, n_out, m0 + w * (64 / KW), 64 / KW, j0, lt);
         const unsigned char *q = Qw + st * (SM::Q + SM::PS);
         wg_dequant<BN, 128, TILED>(q, reinterpret_cast<const half2 *>(q + SM::Q), nullptr, 0, kt, hb, lt, qn, qh);
         lk_fence_proxy_async(); /* the copies and stores above -> visible to the tensor cores */
@@ -1716,7 +1696,7 @@ __global__ void __launch_bounds__(128 * KW, KW == 2 ? 2 : 1)
     }
 #else
     (void)M, (void)P, (void)N, (void)K, (void)n_out, (void)hidden, (void)out, (void)ldo;
-    (void)mode, (void)partial, (void)counters, (void)pf, (void)re, (void)tmx, (void)tmw;
+    (void)mode, (void)partial, (void)counters, (void)re, (void)tmx, (void)tmw;
 #endif
 }
 
@@ -2384,16 +2364,6 @@ static lk_status wg_tmaps(const lk_dmat *W, const half *x, int M, int ldx, int m
                    TILED ? 3 : 2, W->w, wdims, wstr, wbox, CU_TENSOR_MAP_SWIZZLE_NONE, CU_TENSOR_MAP_L2_PROMOTION_L2_256B);
 }
 
-/* LLAMA_KERNEL_ADD_PF: where the wgmma kernels (k_mm_q4_wg, k_mm_q4_wgk) prefetch the residual tile of a batched
- * add into L2 (res_prefetch): unset or 1 at the middle k-tile of the block (a warpgroup's, in k_mm_q4_wgk), 2 at the
- * first, 0 never (A/B). Read per call */
-static int wg_pf_env(void) {
-    const char *e = getenv("LLAMA_KERNEL_ADD_PF");
-    if (!e || !e[0]) return 1;
-    const int v = atoi(e);
-    return v == 0 || v == 2 ? v : 1;
-}
-
 template <int BM, int BN, bool TILED, int STG = 6>
 static lk_status launch_wg(const lk_dmat *W, const half *x, int M, int ldx, void *out, int ldo, int mode, int n_out,
                            int hidden, int S, const lk_mm_ws *ws, const lk_rope_epi &re, cudaStream_t st) {
@@ -2405,8 +2375,7 @@ static lk_status launch_wg(const lk_dmat *W, const half *x, int M, int ldx, void
     LAUNCH("k_mm_q4_wg", (k_mm_q4_wg<BM, BN, TILED, STG>), grid, dim3(2 * BM), (size_t)wg_smem<BM, BN, STG>::BYTES, st, M,
            W->p, W->N, W->K, n_out, hidden, out, ldo, kmode,
            S > 1 ? ws->tc_partial : (float *)NULL, S > 1 ? ws->tc_counters : (int *)NULL,
-           (int)(!TILED && (W->K / LK_Q4_GROUP) % 4 == 0 && (uintptr_t)W->p % 16 == 0),
-           kmode == LK_OUT_ADD_F32_BATCHED ? wg_pf_env() : 0, re, tmx, tmw);
+           (int)(!TILED && (W->K / LK_Q4_GROUP) % 4 == 0 && (uintptr_t)W->p % 16 == 0), re, tmx, tmw);
     /* the tests ask which form ran */
     if (kmode == LK_OUT_ADD_F32_BATCHED)
         lk_last_launch = STG == 3 ? "k_mm_q4_wg (3 stages, batched add)" : "k_mm_q4_wg (batched add)";
@@ -2423,7 +2392,7 @@ static lk_status launch_wgk(const lk_dmat *W, const half *x, int M, int ldx, voi
     TRY((wg_tmaps<64, 128, TILED>(W, x, M, ldx, mode, &tmx, &tmw)));
     LAUNCH("k_mm_q4_wgk", (k_mm_q4_wgk<KW, TILED>), grid, dim3(128 * KW), (size_t)wgk_smem<KW>::BYTES, st, M, W->p,
            W->N, W->K, n_out, hidden, out, ldo, kmode, S > 1 ? ws->tc_partial : (float *)NULL,
-           S > 1 ? ws->tc_counters : (int *)NULL, kmode == LK_OUT_ADD_F32_BATCHED ? wg_pf_env() : 0, re, tmx, tmw);
+           S > 1 ? ws->tc_counters : (int *)NULL, re, tmx, tmw);
     if (kmode == LK_OUT_ADD_F32_BATCHED)
         lk_last_launch = KW == 2 ? "k_mm_q4_wgk (2 warpgroups, batched add)" : "k_mm_q4_wgk (4 warpgroups, batched add)";
     else
