@@ -1221,8 +1221,10 @@ def test_register_a_prefill_matmul(N, K, nwg, tiled, monkeypatch):
     # (the same fp16 weights and the same k16 steps in the same order: the outputs may equal the wgmma
     # kernel's bit for bit, so ask which kernel ran)
     x = rng.standard_normal((Ms[0], K)).astype(np.float32)
-    # (65 rows of these matrices: a grid of under half a 128 x 128 block an SM, so 64-row blocks, k_mm_q4_wgk)
-    for env, want in ((nwg, "k_mm_q4_ra"), ("0", "k_mm_q4_wgk (4 warpgroups)")):
+    # 65 rows without it: 64-row blocks (k_mm_q4_wgk) where a grid of 128 x 128 blocks would be under half a
+    # block an SM, else 128 x 128 (or x 256) blocks of k_mm_q4_wg (gate_up's 128 column blocks; try_wg's rule)
+    small = 2 * -(-N // 128) < _C.build_info()["sm_count"]
+    for env, want in ((nwg, "k_mm_q4_ra"), ("0", "k_mm_q4_wgk (4 warpgroups)" if small else "k_mm_q4_wg")):
         monkeypatch.setenv("LLAMA_KERNEL_RA_PREFILL", env)
         assert _C.cuda_matmul(x, qs, p, mode=0, variant=3, kernel=True)[2] == want, env
 
