@@ -831,17 +831,20 @@ __global__ void __launch_bounds__(fa_smem<HD, HPB, MT>::T, fa_smem<HD, HPB, MT>:
 
 /* BK: keys a K/V tile (64; 128 at head_dim 128 in the TMA form, FA3's tile: 3 stages, 230 KB, 182-188
  * registers; H200 v66 run 6, S = 2,048 / 8,192: 93.9 / 1,327 -> 84.1 / 1,135 us) */
-template <int HD, int HPB, bool TMA = false, int BK = FW_BK>
+/* NWG: warpgroups (64 query rows each) a block: 2, or 3 in the TMA form at head_dim 128 with one head a block
+ * (LLAMA_KERNEL_FA_NWG=3, v70: 12 warps an SM instead of 8; a ring of 2 128-key tiles or 4 64-key tiles) */
+template <int HD, int HPB, bool TMA = false, int BK = FW_BK, int NWG = 2>
 struct fw_smem {
-    static constexpr int T = 256, BQ = 128 / HPB, QROWS = 128;
+    static constexpr int T = 128 * NWG, QROWS = 64 * NWG, BQ = QROWS / HPB;
     static constexpr int Q = QROWS * HD * 2, KV = BK * HD * 2;
-    static constexpr int STAGES = BK == 128 ? 3 : (HD == 64 ? 3 : 2) + (TMA ? 1 : 0);
+    static constexpr int STAGES = NWG == 3 ? (BK == 128 ? 2 : 4) : BK == 128 ? 3 : (HD == 64 ? 3 : 2) + (TMA ? 1 : 0);
     static constexpr int BARS = TMA ? 8 * (1 + 2 * STAGES) : 0; /* Q's mbarrier, then full[STAGES], empty[STAGES] */
     static constexpr int BYTES = Q + STAGES * 2 * KV + BARS + 1024; /* + the base's alignment to a swizzle atom */
     /* blocks an SM the registers must allow (head_dim 128: O alone is 64 registers) */
     static constexpr int MINB = HD == 64 ? 2 : 1;
     static_assert(HPB == 1 || HPB == 2, "one or two heads a block");
     static_assert(BK == 64 || (BK == 128 && HD == 128 && TMA), "128-key tiles: head_dim 128, TMA form");
+    static_assert(NWG == 2 || (NWG == 3 && HD == 128 && HPB == 1 && TMA), "3 warpgroups: head_dim 128, one head, TMA");
 };
 
 /* Measured on k_attn_prefill_wgt and dropped (v66; H200, us at S = 2,048 / 8,192, head_dim 64):
@@ -1026,13 +1029,13 @@ __global__ void __launch_bounds__(256, fw_smem<HD, HPB>::MINB) k_attn_prefill_wg
 }
 
 /* The TMA form (see the section's head) */
-template <int HD, int HPB, int BK>
-__global__ void __launch_bounds__(256, fw_smem<HD, HPB, true, BK>::MINB)
+template <int HD, int HPB, int BK, int NWG = 2>
+__global__ void __launch_bounds__(fw_smem<HD, HPB, true, BK, NWG>::T, fw_smem<HD, HPB, true, BK, NWG>::MINB)
     k_attn_prefill_wgt(lk_attn_args a, const __grid_constant__ CUtensorMap tq,
                        const __grid_constant__ CUtensorMap tk, const __grid_constant__ CUtensorMap tv) {
 #if defined(__CUDA_ARCH_FEAT_SM90_ALL)
     lk_pdl_prologue();
-    using SM = fw_smem<HD, HPB, true, BK>;
+    using SM = fw_smem<HD, HPB, true, BK, NWG>;
     constexpr int BQ = SM::BQ, ST = SM::STAGES, QR = SM::QROWS;
     extern __shared__ __align__(16) unsigned char smem_raw[];
     const uint32_t s0 = (uint32_t)__cvta_generic_to_shared(smem_raw);
@@ -1060,9 +1063,9 @@ __global__ void __launch_bounds__(256, fw_smem<HD, HPB, true, BK>::MINB)
         asm volatile("fence.mbarrier_init.release.cluster;" ::: "memory");
     }
     __syncthreads();
-    if (tid == 0) { /* Q: the two 64-row halves (heads h0, h0 + 1 or rows q_first, q_first + 64), by column block */
+    if (tid == 0) { /* Q: the NWG 64-row parts (heads h0, h0 + 1 or rows q_first + 64 g), by column block */
         mbar_expect_tx(qbar, SM::Q);
-        for (int g = 0; g < 2; g++)
+        for (int g = 0; g < NWG; g++)
 #pragma unroll
             for (int cb = 0; cb < HD / 64; cb++)
                 tma_load_2d(Qs + cb * (QR * 128) + g * 8192, &tq, (b.h0 + (HPB == 2 ? g : 0)) * HD + 64 * cb,
@@ -1163,6 +1166,12 @@ static lk_status fw_init() {
     if constexpr (HD == 128) {
         CU(cudaFuncSetAttribute(k_attn_prefill_wgt<HD, HPB, 128>, cudaFuncAttributeMaxDynamicSharedMemorySize,
                                 fw_smem<HD, HPB, true, 128>::BYTES));
+        if constexpr (HPB == 1) {
+            CU(cudaFuncSetAttribute(k_attn_prefill_wgt<HD, 1, FW_BK, 3>, cudaFuncAttributeMaxDynamicSharedMemorySize,
+                                    fw_smem<HD, 1, true, FW_BK, 3>::BYTES));
+            CU(cudaFuncSetAttribute(k_attn_prefill_wgt<HD, 1, 128, 3>, cudaFuncAttributeMaxDynamicSharedMemorySize,
+                                    fw_smem<HD, 1, true, 128, 3>::BYTES));
+        }
     }
     return LK_OK;
 }
@@ -1175,9 +1184,9 @@ static lk_status fw_launch_cp(const lk_attn_args *a, cudaStream_t st) {
     return LK_OK;
 }
 
-template <int HD, int HPB, int BK = FW_BK>
+template <int HD, int HPB, int BK = FW_BK, int NWG = 2>
 static lk_status fw_launch_tma(const lk_attn_args *a, cudaStream_t st) {
-    using SM = fw_smem<HD, HPB, true, BK>;
+    using SM = fw_smem<HD, HPB, true, BK, NWG>;
     const dim3 grid(a->n_heads / HPB, (a->M + SM::BQ - 1) / SM::BQ);
     CUtensorMap tq, tk, tv;
     memset(&tq, 0, sizeof tq);
@@ -1192,7 +1201,13 @@ static lk_status fw_launch_tma(const lk_attn_args *a, cudaStream_t st) {
     TRY(lk_tmap_f16(&tq, a->qkv, 2, qd, qs, qbox, "flash prefill q"));
     TRY(lk_tmap_f16(&tk, a->kc + slot, 3, kd, ks, kbox, "flash prefill K"));
     TRY(lk_tmap_f16(&tv, a->vc + slot, 3, kd, ks, kbox, "flash prefill V"));
-    if (BK == 128)
+    if (NWG == 3 && BK == 128)
+        LAUNCH("k_attn_prefill_wgt (3 warpgroups, 128-key tiles)", (k_attn_prefill_wgt<HD, HPB, BK, NWG>), grid,
+               dim3(SM::T), (size_t)SM::BYTES, st, *a, tq, tk, tv);
+    else if (NWG == 3)
+        LAUNCH("k_attn_prefill_wgt (3 warpgroups)", (k_attn_prefill_wgt<HD, HPB, BK, NWG>), grid, dim3(SM::T),
+               (size_t)SM::BYTES, st, *a, tq, tk, tv);
+    else if (BK == 128)
         LAUNCH("k_attn_prefill_wgt (128-key tiles)", (k_attn_prefill_wgt<HD, HPB, BK>), grid, dim3(SM::T),
                (size_t)SM::BYTES, st, *a, tq, tk, tv);
     else
@@ -1220,8 +1235,13 @@ static lk_status fw_dispatch(const lk_attn_args *a, cudaStream_t st) {
         {{fw_launch_cp<128, 1>, fw_launch_tma<128, 1>, fw_launch_tma<128, 1, 128>},
          {fw_launch_cp<128, 2>, fw_launch_tma<128, 2>, fw_launch_tma<128, 2, 128>}}};
     const char *e = getenv("LLAMA_KERNEL_FA_HPB"), *w = getenv("LLAMA_KERNEL_FA_WG"), *k = getenv("LLAMA_KERNEL_FA_BK");
+    const char *n = getenv("LLAMA_KERNEL_FA_NWG");
     const bool two = (a->n_heads / a->n_kv) % 2 == 0 && !(e && !strcmp(e, "1"));
     const int form = w && !strcmp(w, "1") ? 0 : k && !strcmp(k, "64") ? 1 : 2;
+    /* LLAMA_KERNEL_FA_NWG=3 (A/B; read every call): head_dim 128's TMA form in blocks of 3 warpgroups (192 query
+     * rows of one head) */
+    if (a->head_dim == 128 && form && n && !strcmp(n, "3"))
+        return form == 2 ? fw_launch_tma<128, 1, 128, 3>(a, st) : fw_launch_tma<128, 1, FW_BK, 3>(a, st);
     return launch[a->head_dim == 128][two][form](a, st);
 }
 
