@@ -51,15 +51,16 @@ def main():
         f = lambda t: f"{t:.1f}" if t else "-"  # noqa: E731
         print(f"| {name} | {us:.1f} | {f(plain)} | {rate} | {f(ref)} | {(ref / us if ref else 0):.2f}x |", flush=True)
         rows.append(dict(case=name, flash_us=us, plain_us=plain, rate=rate, sdpa_us=ref))
-    # the Hopper prefill kernel's TMA form with 64-key tiles at head_dim 128 (the default: 128) and its cp.async
-    # form (v65), the mma.sync kernel (the one on cards without wgmma) and its opt-in form with two m16 tiles of
-    # query rows a warp (head_dim 64), same run
-    for env in ({"LLAMA_KERNEL_FA_BK": "64"}, {"LLAMA_KERNEL_FA_WG": "1"}, {"LLAMA_KERNEL_FA_WG": "0"},
-                {"LLAMA_KERNEL_FA_WG": "0", "LLAMA_KERNEL_FA_MT": "2"}):
+    # the Hopper prefill kernel's TMA form at head_dim 128 in blocks of 2 warpgroups (the default: 3) and with
+    # 64-key tiles (the default: 128), its cp.async form (v65), the mma.sync kernel (the one on cards without
+    # wgmma) and its opt-in form with two m16 tiles of query rows a warp (head_dim 64), same run
+    for env in ({"LLAMA_KERNEL_FA_NWG": "2"}, {"LLAMA_KERNEL_FA_BK": "64"}, {"LLAMA_KERNEL_FA_WG": "1"},
+                {"LLAMA_KERNEL_FA_WG": "0"}, {"LLAMA_KERNEL_FA_WG": "0", "LLAMA_KERNEL_FA_MT": "2"}):
         os.environ.update(env)
         label = " ".join(f"{k}={v}" for k, v in env.items())
         for name, kind, B, L, hd in CASES:
-            wanted = (hd == 64 or "LLAMA_KERNEL_FA_MT" not in env) and (hd == 128 or "LLAMA_KERNEL_FA_BK" not in env)
+            wanted = (hd == 64 or "LLAMA_KERNEL_FA_MT" not in env) and (
+                hd == 128 or ("LLAMA_KERNEL_FA_BK" not in env and "LLAMA_KERNEL_FA_NWG" not in env))
             if kind == "prefill" and wanted:
                 us2 = _C.cuda_bench_attention(B, 32, 8, hd, L, 2, 10)
                 print(f"| {name}, {label} | {us2:.1f} | - | {4 * B * 32 * hd * L * L / 2 / us2 / 1e6:.0f} "

@@ -832,7 +832,8 @@ __global__ void __launch_bounds__(fa_smem<HD, HPB, MT>::T, fa_smem<HD, HPB, MT>:
 /* BK: keys a K/V tile (64; 128 at head_dim 128 in the TMA form, FA3's tile: 3 stages, 230 KB, 182-188
  * registers; H200 v66 run 6, S = 2,048 / 8,192: 93.9 / 1,327 -> 84.1 / 1,135 us) */
 /* NWG: warpgroups (64 query rows each) a block: 2, or 3 in the TMA form at head_dim 128 with one head a block
- * (LLAMA_KERNEL_FA_NWG=3, v70: 12 warps an SM instead of 8; a ring of 2 128-key tiles or 4 64-key tiles) */
+ * (v70, the default there with 128-key tiles: 12 warps an SM instead of 8, 166 registers; a ring of 2 128-key
+ * tiles or 4 64-key tiles, 176 KB) */
 template <int HD, int HPB, bool TMA = false, int BK = FW_BK, int NWG = 2>
 struct fw_smem {
     static constexpr int T = 128 * NWG, QROWS = 64 * NWG, BQ = QROWS / HPB;
@@ -1238,10 +1239,12 @@ static lk_status fw_dispatch(const lk_attn_args *a, cudaStream_t st) {
     const char *n = getenv("LLAMA_KERNEL_FA_NWG");
     const bool two = (a->n_heads / a->n_kv) % 2 == 0 && !(e && !strcmp(e, "1"));
     const int form = w && !strcmp(w, "1") ? 0 : k && !strcmp(k, "64") ? 1 : 2;
-    /* LLAMA_KERNEL_FA_NWG=3 (A/B; read every call): head_dim 128's TMA form in blocks of 3 warpgroups (192 query
-     * rows of one head) */
-    if (a->head_dim == 128 && form && n && !strcmp(n, "3"))
-        return form == 2 ? fw_launch_tma<128, 1, 128, 3>(a, st) : fw_launch_tma<128, 1, FW_BK, 3>(a, st);
+    /* head_dim 128's TMA form in blocks of 3 warpgroups (192 query rows of one head; v70, H200, same run, us,
+     * 2 -> 3 warpgroups, 128-key tiles: S = 2,048 84.3 -> 77.2, 8,192 1,134 -> 1,008; with 64-key tiles no gain,
+     * 1,155) unless LLAMA_KERNEL_FA_NWG=2 (A/B; read every call); with LLAMA_KERNEL_FA_BK=64 only where
+     * LLAMA_KERNEL_FA_NWG=3 */
+    if (a->head_dim == 128 && form == 2 && !(n && !strcmp(n, "2"))) return fw_launch_tma<128, 1, 128, 3>(a, st);
+    if (a->head_dim == 128 && form == 1 && n && !strcmp(n, "3")) return fw_launch_tma<128, 1, FW_BK, 3>(a, st);
     return launch[a->head_dim == 128][two][form](a, st);
 }
 
