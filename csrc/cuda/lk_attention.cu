@@ -838,15 +838,13 @@ template <int HD, int HPB, bool TMA = false, int BK = FW_BK, int NWG = 2>
 struct fw_smem {
     static constexpr int T = 128 * NWG, QROWS = 64 * NWG, BQ = QROWS / HPB;
     static constexpr int Q = QROWS * HD * 2, KV = BK * HD * 2;
-    static constexpr int STAGES = NWG == 3 ? (BK == 128 ? 2 : BK == 64 ? 4 : 3)
-                                  : BK == 128 ? 3 : (HD == 64 ? 3 : 2) + (TMA ? 1 : 0);
+    static constexpr int STAGES = NWG == 3 ? (BK == 128 ? 2 : 4) : BK == 128 ? 3 : (HD == 64 ? 3 : 2) + (TMA ? 1 : 0);
     static constexpr int BARS = TMA ? 8 * (1 + 2 * STAGES) : 0; /* Q's mbarrier, then full[STAGES], empty[STAGES] */
     static constexpr int BYTES = Q + STAGES * 2 * KV + BARS + 1024; /* + the base's alignment to a swizzle atom */
     /* blocks an SM the registers must allow (head_dim 128: O alone is 64 registers) */
     static constexpr int MINB = HD == 64 ? 2 : 1;
     static_assert(HPB == 1 || HPB == 2, "one or two heads a block");
-    static_assert(BK == 64 || (BK == 128 && HD == 128 && TMA) || ((BK == 96 || BK == 112) && NWG == 3),
-                  "128-key tiles: head_dim 128, TMA form; 96 or 112: also 3 warpgroups");
+    static_assert(BK == 64 || (BK == 128 && HD == 128 && TMA), "128-key tiles: head_dim 128, TMA form");
     static_assert(NWG == 2 || (NWG == 3 && HD == 128 && HPB == 1 && TMA), "3 warpgroups: head_dim 128, one head, TMA");
 };
 
@@ -880,8 +878,6 @@ __device__ __forceinline__ void fw_qk(float (&s)[BK / 2], const unsigned char *q
         const uint64_t da = lk_sw128_desc(qw + (k >> 2) * qstride + (k & 3) * 32, 16);
         const uint64_t db = lk_sw128_desc(ks + (k >> 2) * (BK * 128) + (k & 3) * 32, 16);
         if constexpr (BK == 64) lk_wgmma_m64n64k16(s, da, db, 1);
-        else if constexpr (BK == 96) lk_wgmma_m64n96k16(s, da, db, 1);
-        else if constexpr (BK == 112) lk_wgmma_m64n112k16(s, da, db, 1);
         else lk_wgmma_m64n128k16(s, da, db, 1);
     }
     lk_wgmma_commit();
@@ -1176,10 +1172,6 @@ static lk_status fw_init() {
                                     fw_smem<HD, 1, true, FW_BK, 3>::BYTES));
             CU(cudaFuncSetAttribute(k_attn_prefill_wgt<HD, 1, 128, 3>, cudaFuncAttributeMaxDynamicSharedMemorySize,
                                     fw_smem<HD, 1, true, 128, 3>::BYTES));
-            CU(cudaFuncSetAttribute(k_attn_prefill_wgt<HD, 1, 112, 3>, cudaFuncAttributeMaxDynamicSharedMemorySize,
-                                    fw_smem<HD, 1, true, 112, 3>::BYTES));
-            CU(cudaFuncSetAttribute(k_attn_prefill_wgt<HD, 1, 96, 3>, cudaFuncAttributeMaxDynamicSharedMemorySize,
-                                    fw_smem<HD, 1, true, 96, 3>::BYTES));
         }
     }
     return LK_OK;
@@ -1213,21 +1205,15 @@ static lk_status fw_launch_tma(const lk_attn_args *a, cudaStream_t st) {
     if (NWG == 3 && BK == 128)
         LAUNCH("k_attn_prefill_wgt (3 warpgroups, 128-key tiles)", (k_attn_prefill_wgt<HD, HPB, BK, NWG>), grid,
                dim3(SM::T), (size_t)SM::BYTES, st, *a, tq, tk, tv);
-    else if (NWG == 3 && BK == 112)
-        LAUNCH("k_attn_prefill_wgt (3 warpgroups, 112-key tiles)", (k_attn_prefill_wgt<HD, HPB, BK, NWG>), grid,
-               dim3(SM::T), (size_t)SM::BYTES, st, *a, tq, tk, tv);
-    else if (NWG == 3 && BK == 96)
-        LAUNCH("k_attn_prefill_wgt (3 warpgroups, 96-key tiles)", (k_attn_prefill_wgt<HD, HPB, BK, NWG>), grid,
-               dim3(SM::T), (size_t)SM::BYTES, st, *a, tq, tk, tv);
     else if (NWG == 3)
         LAUNCH("k_attn_prefill_wgt (3 warpgroups)", (k_attn_prefill_wgt<HD, HPB, BK, NWG>), grid, dim3(SM::T),
                (size_t)SM::BYTES, st, *a, tq, tk, tv);
     else if (BK == 128)
-        LAUNCH("k_attn_prefill_wgt (128-key tiles)", (k_attn_prefill_wgt<HD, HPB, BK, NWG>), grid, dim3(SM::T),
+        LAUNCH("k_attn_prefill_wgt (128-key tiles)", (k_attn_prefill_wgt<HD, HPB, BK>), grid, dim3(SM::T),
                (size_t)SM::BYTES, st, *a, tq, tk, tv);
     else
-        LAUNCH("k_attn_prefill_wgt", (k_attn_prefill_wgt<HD, HPB, BK, NWG>), grid, dim3(SM::T), (size_t)SM::BYTES, st,
-               *a, tq, tk, tv);
+        LAUNCH("k_attn_prefill_wgt", (k_attn_prefill_wgt<HD, HPB, BK>), grid, dim3(SM::T), (size_t)SM::BYTES, st, *a,
+               tq, tk, tv);
     return LK_OK;
 }
 
@@ -1257,12 +1243,7 @@ static lk_status fw_dispatch(const lk_attn_args *a, cudaStream_t st) {
      * 2 -> 3 warpgroups, 128-key tiles: S = 2,048 84.3 -> 77.2, 8,192 1,134 -> 1,008; with 64-key tiles no gain,
      * 1,155) unless LLAMA_KERNEL_FA_NWG=2 (A/B; read every call); with LLAMA_KERNEL_FA_BK=64 only where
      * LLAMA_KERNEL_FA_NWG=3 */
-    if (a->head_dim == 128 && form == 2 && !(n && !strcmp(n, "2"))) {
-        /* LLAMA_KERNEL_FA_BK=96|112 (A/B): key tiles of that size in a ring of 3 */
-        if (k && !strcmp(k, "112")) return fw_launch_tma<128, 1, 112, 3>(a, st);
-        if (k && !strcmp(k, "96")) return fw_launch_tma<128, 1, 96, 3>(a, st);
-        return fw_launch_tma<128, 1, 128, 3>(a, st);
-    }
+    if (a->head_dim == 128 && form == 2 && !(n && !strcmp(n, "2"))) return fw_launch_tma<128, 1, 128, 3>(a, st);
     if (a->head_dim == 128 && form == 1 && n && !strcmp(n, "3")) return fw_launch_tma<128, 1, FW_BK, 3>(a, st);
     return launch[a->head_dim == 128][two][form](a, st);
 }
