@@ -501,11 +501,10 @@ WG_FORMS = {"wg": ("1", "k_attn_prefill_wg"),
             "wgt": ("2", {64: "k_attn_prefill_wgt", 128: "k_attn_prefill_wgt (3 warpgroups, 128-key tiles)"}),
             "wgt2": ("2", {64: "k_attn_prefill_wgt", 128: "k_attn_prefill_wgt (128-key tiles)"}),
             "wgt64": ("2", "k_attn_prefill_wgt"),
-            "wgt364": ("2", {64: "k_attn_prefill_wgt", 128: "k_attn_prefill_wgt (3 warpgroups)"}),
-            "wgt5": ("2", {64: "k_attn_prefill_wgt (5 warpgroups)", 128: "k_attn_prefill_wgt (3 warpgroups, 128-key tiles)"})}
+            "wgt364": ("2", {64: "k_attn_prefill_wgt", 128: "k_attn_prefill_wgt (3 warpgroups)"})}
 
 
-@pytest.mark.parametrize("form", ["wg-1", "wg-2", "wgt-1", "wgt-2", "wgt2-1", "wgt2-2", "wgt64-1", "wgt64-2", "wgt364-2", "wgt5-2",
+@pytest.mark.parametrize("form", ["wg-1", "wg-2", "wgt-1", "wgt-2", "wgt2-1", "wgt2-2", "wgt64-1", "wgt64-2", "wgt364-2",
                                   "mma-1-1", "mma-2-1", "mma-1-2", "mma-2-2"])
 def test_prefill_attention_forms(form):
     """Every form of the flash prefill kernel, in a fresh process (LLAMA_KERNEL_FA_HPB is read once by the
@@ -515,8 +514,7 @@ def test_prefill_attention_forms(form):
     group is even): "wgt-H" the TMA form (the default; at head_dim 128 128-key tiles in blocks of 3 warpgroups,
     192 query rows of one head, whatever H), "wgt2-H" the same with blocks of 2 warpgroups at head_dim 128
     (LLAMA_KERNEL_FA_NWG=2), "wgt64-H" 64-key tiles everywhere (LLAMA_KERNEL_FA_BK=64), "wgt364-H" that with 3
-    warpgroups at head_dim 128 (LLAMA_KERNEL_FA_NWG=3), "wgt5-H" head_dim 64 in blocks of 5 warpgroups (320 query
-    rows of one head; LLAMA_KERNEL_FA_NWG=5), "wg-H" the cp.async form (LLAMA_KERNEL_FA_WG=1).
+    warpgroups at head_dim 128 (LLAMA_KERNEL_FA_NWG=3), "wg-H" the cp.async form (LLAMA_KERNEL_FA_WG=1).
     "mma-H-MT": the mma.sync kernel (LLAMA_KERNEL_FA_WG=0),
     H heads a block (odd groups always take one), MT m16 tiles of query rows a warp (2: LLAMA_KERNEL_FA_MT=2,
     128-row blocks, head_dim 64)."""
@@ -533,8 +531,8 @@ def test_prefill_attention_forms(form):
         env.pop("LLAMA_KERNEL_FA_NWG", None)
         if parts[0] in ("wgt64", "wgt364"):
             env["LLAMA_KERNEL_FA_BK"] = "64"
-        if parts[0] in ("wgt2", "wgt364", "wgt5"):
-            env["LLAMA_KERNEL_FA_NWG"] = {"wgt2": "2", "wgt364": "3", "wgt5": "5"}[parts[0]]
+        if parts[0] in ("wgt2", "wgt364"):
+            env["LLAMA_KERNEL_FA_NWG"] = "2" if parts[0] == "wgt2" else "3"
     else:
         env.update(LLAMA_KERNEL_FA_WG="0", LLAMA_KERNEL_FA_MT=parts[2])
         want = "k_attn_prefill"

@@ -838,15 +838,14 @@ template <int HD, int HPB, bool TMA = false, int BK = FW_BK, int NWG = 2>
 struct fw_smem {
     static constexpr int T = 128 * NWG, QROWS = 64 * NWG, BQ = QROWS / HPB;
     static constexpr int Q = QROWS * HD * 2, KV = BK * HD * 2;
-    static constexpr int STAGES = NWG > 2 ? (BK == 128 ? 2 : 4) : BK == 128 ? 3 : (HD == 64 ? 3 : 2) + (TMA ? 1 : 0);
+    static constexpr int STAGES = NWG == 3 ? (BK == 128 ? 2 : 4) : BK == 128 ? 3 : (HD == 64 ? 3 : 2) + (TMA ? 1 : 0);
     static constexpr int BARS = TMA ? 8 * (1 + 2 * STAGES) : 0; /* Q's mbarrier, then full[STAGES], empty[STAGES] */
     static constexpr int BYTES = Q + STAGES * 2 * KV + BARS + 1024; /* + the base's alignment to a swizzle atom */
     /* blocks an SM the registers must allow (head_dim 128: O alone is 64 registers) */
-    static constexpr int MINB = HD == 64 && NWG == 2 ? 2 : 1;
+    static constexpr int MINB = HD == 64 ? 2 : 1;
     static_assert(HPB == 1 || HPB == 2, "one or two heads a block");
     static_assert(BK == 64 || (BK == 128 && HD == 128 && TMA), "128-key tiles: head_dim 128, TMA form");
-    static_assert(NWG == 2 || (NWG == 3 && HD == 128 && HPB == 1 && TMA) || (NWG == 5 && HD == 64 && HPB == 1 && TMA),
-                  "3 warpgroups: head_dim 128, 5: head_dim 64; one head, TMA");
+    static_assert(NWG == 2 || (NWG == 3 && HD == 128 && HPB == 1 && TMA), "3 warpgroups: head_dim 128, one head, TMA");
 };
 
 /* Measured on k_attn_prefill_wgt and dropped (v66; H200, us at S = 2,048 / 8,192, head_dim 64):
@@ -1174,9 +1173,6 @@ static lk_status fw_init() {
             CU(cudaFuncSetAttribute(k_attn_prefill_wgt<HD, 1, 128, 3>, cudaFuncAttributeMaxDynamicSharedMemorySize,
                                     fw_smem<HD, 1, true, 128, 3>::BYTES));
         }
-    } else if constexpr (HPB == 1) {
-        CU(cudaFuncSetAttribute(k_attn_prefill_wgt<HD, 1, FW_BK, 5>, cudaFuncAttributeMaxDynamicSharedMemorySize,
-                                fw_smem<HD, 1, true, FW_BK, 5>::BYTES));
     }
     return LK_OK;
 }
@@ -1209,9 +1205,6 @@ static lk_status fw_launch_tma(const lk_attn_args *a, cudaStream_t st) {
     if (NWG == 3 && BK == 128)
         LAUNCH("k_attn_prefill_wgt (3 warpgroups, 128-key tiles)", (k_attn_prefill_wgt<HD, HPB, BK, NWG>), grid,
                dim3(SM::T), (size_t)SM::BYTES, st, *a, tq, tk, tv);
-    else if (NWG == 5)
-        LAUNCH("k_attn_prefill_wgt (5 warpgroups)", (k_attn_prefill_wgt<HD, HPB, BK, NWG>), grid, dim3(SM::T),
-               (size_t)SM::BYTES, st, *a, tq, tk, tv);
     else if (NWG == 3)
         LAUNCH("k_attn_prefill_wgt (3 warpgroups)", (k_attn_prefill_wgt<HD, HPB, BK, NWG>), grid, dim3(SM::T),
                (size_t)SM::BYTES, st, *a, tq, tk, tv);
@@ -1251,9 +1244,6 @@ static lk_status fw_dispatch(const lk_attn_args *a, cudaStream_t st) {
      * 1,155) unless LLAMA_KERNEL_FA_NWG=2 (A/B; read every call); with LLAMA_KERNEL_FA_BK=64 only where
      * LLAMA_KERNEL_FA_NWG=3 */
     if (a->head_dim == 128 && form == 2 && !(n && !strcmp(n, "2"))) return fw_launch_tma<128, 1, 128, 3>(a, st);
-    /* LLAMA_KERNEL_FA_NWG=5 (A/B): head_dim 64 in blocks of 5 warpgroups (320 query rows of one head, 20 warps an
-     * SM instead of 16) */
-    if (a->head_dim == 64 && form && n && !strcmp(n, "5")) return fw_launch_tma<64, 1, FW_BK, 5>(a, st);
     if (a->head_dim == 128 && form == 1 && n && !strcmp(n, "3")) return fw_launch_tma<128, 1, FW_BK, 3>(a, st);
     return launch[a->head_dim == 128][two][form](a, st);
 }
