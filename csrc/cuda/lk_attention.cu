@@ -818,9 +818,10 @@ __global__ void __launch_bounds__(fa_smem<HD, HPB, MT>::T, fa_smem<HD, HPB, MT>:
  * one after the other. Two kernels:
  *  - k_attn_prefill_wgt (v66, the default): thread 0 copies Q and the 64-key K/V tiles by bulk tensor copies
  *    (the K/V maps end at the prompt's last position, so rows past it read as zeros) into a ring of 4
- *    stages (head_dim 64; 3 at 128); a full mbarrier a stage counts the bytes, an empty one a release by
- *    each of the 8 warps, and no block-wide barrier runs in the loop, so the two warpgroups drift apart
- *    (at head_dim 128 in 128-key tiles; LLAMA_KERNEL_FA_BK=64: 64, A/B). Its waits are plain mbarrier
+ *    stages (head_dim 64); a full mbarrier a stage counts the bytes, an empty one a release by each warp,
+ *    and no block-wide barrier runs in the loop, so the warpgroups drift apart (at head_dim 128: three
+ *    warpgroups, 192 rows of one head, in 128-key tiles in a ring of 2, v70; LLAMA_KERNEL_FA_NWG=2 two, in a
+ *    ring of 3; LLAMA_KERNEL_FA_BK=64: 64-key tiles, A/B). Its waits are plain mbarrier
  *    waits (a ~10 s watchdog on each cost 4%: S = 2,048 52.0 -> 50.1 us without);
  *  - k_attn_prefill_wg (v65, LLAMA_KERNEL_FA_WG=1): every thread copies with cp.async into a ring of 3 (2),
  *    with a block-wide barrier a tile.
