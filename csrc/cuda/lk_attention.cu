@@ -1221,10 +1221,11 @@ static lk_status fw_launch_tma(const lk_attn_args *a, cudaStream_t st) {
 /* The wgmma prefill kernels (Hopper, a build with sm_90a), by LLAMA_KERNEL_FA_WG: unset or 2 the TMA form
  * (v66), 1 the cp.async form (v65), 0 none (the mma.sync kernel, the one on other cards). Two heads a block
  * where the GQA group is even, unless LLAMA_KERNEL_FA_HPB=1; at head_dim 128 the TMA form takes 128-key
- * tiles (LLAMA_KERNEL_FA_BK=64: 64, A/B). All read every call. H200 (benchmarks/NOTES.md, v66 runs 5-6), us,
- * 32 heads / 8 KV heads, cp.async -> TMA: S = 2,048 59.0 -> 50.1 (SDPA 59.1), 8,192 757 -> 671 (631); head_dim
- * 128 S = 2,048 118 -> 93.9 with 64-key tiles -> 84.1 with 128 (SDPA 83.2), 8,192 1,595 -> 1,327 -> 1,135
- * (960) */
+ * tiles (LLAMA_KERNEL_FA_BK=64: 64, A/B) in blocks of 3 warpgroups, one head (LLAMA_KERNEL_FA_NWG=2: the two-
+ * warpgroup blocks above). All read every call. H200 (benchmarks/NOTES.md, v66 runs 5-6), us, 32 heads / 8 KV
+ * heads, cp.async -> TMA: S = 2,048 59.0 -> 50.1 (SDPA 59.1), 8,192 757 -> 671 (631); head_dim 128 S = 2,048
+ * 118 -> 93.9 with 64-key tiles -> 84.1 with 128 (SDPA 83.2), 8,192 1,595 -> 1,327 -> 1,135 (960); v70 (3
+ * warpgroups, session 26 run 3): 76.6 / 922 (SDPA 82.8 / 950) */
 static bool fw_use(const lk_attn_args *a) {
     const char *e = getenv("LLAMA_KERNEL_FA_WG");
     return (a->head_dim == 64 || a->head_dim == 128) && !(e && !strcmp(e, "0")) && lk_mm_wgmma_ready();
