@@ -497,11 +497,15 @@ print("ok")
     assert r.returncode == 0 and r.stdout.strip() == "ok", r.stdout + r.stderr
 
 
-WG_FORMS = {"wg": ("1", "k_attn_prefill_wg"),
-            "wgt": ("2", {64: "k_attn_prefill_wgt", 128: "k_attn_prefill_wgt (3 warpgroups, 128-key tiles)"}),
-            "wgt2": ("2", {64: "k_attn_prefill_wgt", 128: "k_attn_prefill_wgt (128-key tiles)"}),
-            "wgt64": ("2", "k_attn_prefill_wgt"),
-            "wgt364": ("2", {64: "k_attn_prefill_wgt", 128: "k_attn_prefill_wgt (3 warpgroups)"})}
+# form: (its switches, the kernel that runs: one name or {head_dim: name})
+WG_FORMS = {"wg": ({"LLAMA_KERNEL_FA_WG": "1"}, "k_attn_prefill_wg"),
+            "wgt": ({"LLAMA_KERNEL_FA_WG": "2"},
+                    {64: "k_attn_prefill_wgt", 128: "k_attn_prefill_wgt (3 warpgroups, 128-key tiles)"}),
+            "wgt2": ({"LLAMA_KERNEL_FA_WG": "2", "LLAMA_KERNEL_FA_NWG": "2"},
+                     {64: "k_attn_prefill_wgt", 128: "k_attn_prefill_wgt (128-key tiles)"}),
+            "wgt64": ({"LLAMA_KERNEL_FA_WG": "2", "LLAMA_KERNEL_FA_BK": "64"}, "k_attn_prefill_wgt"),
+            "wgt364": ({"LLAMA_KERNEL_FA_WG": "2", "LLAMA_KERNEL_FA_BK": "64", "LLAMA_KERNEL_FA_NWG": "3"},
+                       {64: "k_attn_prefill_wgt", 128: "k_attn_prefill_wgt (3 warpgroups)"})}
 
 
 @pytest.mark.parametrize("form", ["wg-1", "wg-2", "wgt-1", "wgt-2", "wgt2-1", "wgt2-2", "wgt64-1", "wgt64-2", "wgt364-2",
@@ -526,13 +530,10 @@ def test_prefill_attention_forms(form):
     if parts[0] in WG_FORMS:
         if not _C.build_info().get("wgmma"):
             pytest.skip("no sm_90a GPU (the wgmma kernel needs compute capability 9.0 and an sm_90a build)")
-        env["LLAMA_KERNEL_FA_WG"], want = WG_FORMS[parts[0]]
+        switches, want = WG_FORMS[parts[0]]
         env.pop("LLAMA_KERNEL_FA_BK", None)
         env.pop("LLAMA_KERNEL_FA_NWG", None)
-        if parts[0] in ("wgt64", "wgt364"):
-            env["LLAMA_KERNEL_FA_BK"] = "64"
-        if parts[0] in ("wgt2", "wgt364"):
-            env["LLAMA_KERNEL_FA_NWG"] = "2" if parts[0] == "wgt2" else "3"
+        env.update(switches)
     else:
         env.update(LLAMA_KERNEL_FA_WG="0", LLAMA_KERNEL_FA_MT=parts[2])
         want = "k_attn_prefill"
@@ -987,6 +988,12 @@ def check_new_vs_old(monkeypatch, rng, qs, p, N, K, Ms, env, new, old):
     return differ
 
 
+def wg_small_grid(N, M):
+    """try_wg's rule for more than 64 rows (mode 0): where a grid of 128 x 128 blocks would be under half a block
+    an SM, the rows go in 64-row blocks (k_mm_q4_wgk) instead"""
+    return 2 * -(-N // 128) * -(-M // 128) < _C.build_info()["sm_count"]
+
+
 def wgmma_layout(tiled, N, monkeypatch):
     """Skips without an sm_90a GPU (the wgmma kernels need compute capability 9.0 and an sm_90a build) or when
     the tiled layout ("1") cannot hold N rows; else selects the layout for the test."""
@@ -1032,7 +1039,7 @@ def test_wgmma_prefill_short_ring(N, K, tiled, monkeypatch):
         t128 = -(-N // 128) * -(-M // 128)  # 128 x 128 blocks (mode 0)
         rule = sms < t128 <= 3 * sms
         # (grids of fewer than half a block an SM take 64-row blocks with K split whatever the switch says)
-        small = 2 * t128 < sms
+        small = wg_small_grid(N, M)
         for env, ring3 in (("3", not small), ("6", False), ("", rule)):
             monkeypatch.setenv("LLAMA_KERNEL_WG_STAGES", env)
             _, used, kernel = _C.cuda_matmul(x, qs, p, mode=0, variant=3, kernel=True)
@@ -1228,9 +1235,9 @@ def test_register_a_prefill_matmul(N, K, nwg, tiled, monkeypatch):
     # (the same fp16 weights and the same k16 steps in the same order: the outputs may equal the wgmma
     # kernel's bit for bit, so ask which kernel ran)
     x = rng.standard_normal((Ms[0], K)).astype(np.float32)
-    # 65 rows without it: 64-row blocks (k_mm_q4_wgk) where a grid of 128 x 128 blocks would be under half a
-    # block an SM, else 128 x 128 (or x 256) blocks of k_mm_q4_wg (gate_up's 128 column blocks; try_wg's rule)
-    small = 2 * -(-N // 128) < _C.build_info()["sm_count"]
+    # 65 rows without it: 64-row blocks (k_mm_q4_wgk) for a small grid, else 128 x 128 (or x 256) blocks of
+    # k_mm_q4_wg (gate_up's 128 column blocks)
+    small = wg_small_grid(N, Ms[0])
     for env, want in ((nwg, "k_mm_q4_ra"), ("0", "k_mm_q4_wgk (4 warpgroups)" if small else "k_mm_q4_wg")):
         monkeypatch.setenv("LLAMA_KERNEL_RA_PREFILL", env)
         assert _C.cuda_matmul(x, qs, p, mode=0, variant=3, kernel=True)[2] == want, env
