@@ -732,6 +732,29 @@ __device__ __forceinline__ void rope_pair_store(const lk_rope_epi &re, int hd, v
     rope_store(re, hd, out, ldo, m, head, d, a, b, rope_load(re, hd, m, head, d));
 }
 
+/* CH rotary pairs, every load before the first store. item(q) gives pair q: whether it is in range, its row m,
+ * head and dim d, and its two values */
+struct rope_item {
+    bool ok;
+    int m, head, d;
+    float a, b;
+};
+
+template <int CH, class Item>
+__device__ __forceinline__ void rope_chunk(const lk_rope_epi &re, int hd, void *out, int ldo, const Item &item) {
+    rope_ld l[CH];
+#pragma unroll
+    for (int q = 0; q < CH; q++) {
+        const rope_item it = item(q);
+        l[q] = it.ok ? rope_load(re, hd, it.m, it.head, it.d) : rope_ld{1.0f, 0.0f, 0, 0};
+    }
+#pragma unroll
+    for (int q = 0; q < CH; q++) {
+        const rope_item it = item(q);
+        if (it.ok) rope_store(re, hd, out, ldo, it.m, it.head, it.d, it.a, it.b, l[q]);
+    }
+}
+
 /* lane's outputs: rows g, g + 8 of each row block, tokens 2t, 2t + 1 (+ 8 per n8 tile) */
 template <int NT, int NB>
 __device__ __forceinline__ void tiled_epilogue(const float (&acc)[NB][NT][4], const int (&rb)[NB], int g, int t, int M,
@@ -751,6 +774,16 @@ __device__ __forceinline__ void tiled_epilogue(const float (&acc)[NB][NT][4], co
             return;
         }
     }
+    if (rope) { /* rotary pair: dim i of block 0 with dim i + head_dim/2 of block 1 */
+        const int head = rb[0] * 16 / re.hd, i0 = rb[0] * 16 - head * re.hd + g;
+#pragma unroll
+        for (int nt = 0; nt < NT; nt++) /* an n8 tile's 4 pairs a chunk */
+            rope_chunk<4>(re, re.hd, out, ldo, [&](int e) {
+                const int m = 8 * nt + 2 * t + (e & 1);
+                return rope_item{m < M, m, head, i0 + (e >= 2 ? 8 : 0), acc[0][nt][e], acc[NB - 1][nt][e]};
+            });
+        return;
+    }
 #pragma unroll
     for (int nt = 0; nt < NT; nt++)
 #pragma unroll
@@ -758,17 +791,9 @@ __device__ __forceinline__ void tiled_epilogue(const float (&acc)[NB][NT][4], co
             const int m = 8 * nt + 2 * t + (e & 1);
             if (m >= M) continue;
             const int r = g + (e >= 2 ? 8 : 0);
-            if (!swiglu && !rope) {
-                const int row = rb[0] * 16 + r;
-                if (row < n_out) epi_store(out, ldo, mode, m, row, acc[0][nt][e]);
-            } else if (swiglu) {
-                const int j = rb[0] * 16 + r;
-                if (j < n_out) epi_store(out, ldo, mode, m, j, lk_silu(acc[0][nt][e]) * acc[NB - 1][nt][e]);
-            } else {
-                /* rotary pair: dim i of block 0 with dim i + head_dim/2 of block 1 */
-                const int head = rb[0] * 16 / re.hd, i = rb[0] * 16 - head * re.hd + r;
-                rope_pair_store(re, re.hd, out, ldo, m, head, i, acc[0][nt][e], acc[NB - 1][nt][e]);
-            }
+            const int row = rb[0] * 16 + r;
+            if (row < n_out)
+                epi_store(out, ldo, mode, m, row, swiglu ? lk_silu(acc[0][nt][e]) * acc[NB - 1][nt][e] : acc[0][nt][e]);
         }
     (void)N;
 }
