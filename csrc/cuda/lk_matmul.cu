@@ -2079,6 +2079,8 @@ __global__ void __launch_bounds__(128 * NWG, NWG == 1 ? (NT == 128 ? 2 : 3) : 1)
         }
         return;
     }
+    /* (rope_chunk's loop, written out: the form that ran on the GPU in session 27; rope_chunk here compiles to
+     * other SASS, not yet tested) */
     if (rope) { /* chunks of RCH pairs: every load of a chunk (rope_load) before its stores */
         constexpr int RCH = 16;
 #pragma unroll
