@@ -688,12 +688,12 @@ __device__ __forceinline__ void tile_frag(uint32_t w, uint32_t a[4]) {
     a[3] = lk_lop3_and_or(w8, HI, EX);
 }
 
-/* one rotary pair of the qkv output of token row m (sums a, b of dims d and d + hd/2 of head `head`):
- * q rotated into out, k rotated into the cache, v into the cache as is (tiled and wgmma epilogues) */
-/* rotary + cache append of one (d, d + hd/2) pair, in two halves: rope_load reads the row's position and slot
- * and, for q and k heads, the angle's cos/sin; rope_store rotates and stores. An epilogue that loads a chunk of
- * pairs before storing any saves an L2 round trip a pair: the compiler cannot move a load above a store that
- * might alias it (session 27: the register-A kernel's qkv epilogue issued its cos/sin loads one pair at a time) */
+/* one rotary pair of the qkv output of token row m (sums a, b of dims d and d + hd/2 of head `head`): q rotated
+ * into out, k rotated into the cache, v into the cache as is (tiled, wgmma and register-A epilogues), in two
+ * halves: rope_load reads the row's position and slot and, for q and k heads, the angle's cos/sin; rope_store
+ * rotates and stores (rope_pair_store: both). An epilogue that loads a chunk of pairs before storing any saves
+ * an L2 round trip a pair: the compiler cannot move a load above a store that might alias it (session 27: the
+ * register-A kernel's qkv epilogue issued its cos/sin loads one pair at a time) */
 struct rope_ld {
     float cs, sn;
     int p, sl;
