@@ -1243,6 +1243,55 @@ def test_register_a_prefill_matmul(N, K, nwg, tiled, monkeypatch):
         assert _C.cuda_matmul(x, qs, p, mode=0, variant=3, kernel=True)[2] == want, env
 
 
+@pytest.mark.parametrize("tiled", ["0", "1"])
+def test_register_a_residual_add_rule(tiled, monkeypatch):
+    """The residual add (mode 1) above 64 rows takes the register-A kernel by default only where K >= 4,096 and
+    its two-warpgroup grid (256 weight rows x 128 tokens a block) is at least 15/16 of the SMs (ra_takes_add):
+    N = 2,048, K = 4,096 at 2,048 rows (down's shape class), not at 1,024 or 600 rows. Against the reference and
+    the wgmma kernel (LLAMA_KERNEL_RA_PREFILL=0)."""
+    if not _C.build_info().get("wgmma"):
+        pytest.skip("no sm_90a GPU (the register-A kernel needs compute capability 9.0 and an sm_90a build)")
+    monkeypatch.setenv("LLAMA_KERNEL_TILED", tiled)
+    monkeypatch.delenv("LLAMA_KERNEL_RA_PREFILL", raising=False)
+    N, K, sms = 2048, 4096, _C.build_info()["sm_count"]
+    rng = np.random.default_rng(29)
+    qs, p = quant.quantize((rng.standard_normal((N, K)) * 0.02).astype(np.float32))
+    for M in (600, 1024, 2048):
+        x = rng.standard_normal((M, K)).astype(np.float32)
+        y0 = rng.standard_normal((M, N)).astype(np.float32)
+        b2 = -(-N // 256) * -(-M // 128)
+        want = "k_mm_q4_ra" if 16 * b2 >= 15 * sms else "k_mm_q4_wg"
+        y, used, kernel = _C.cuda_matmul(x, qs, p, mode=1, variant=3, y=y0, kernel=True)
+        assert kernel == want if want == "k_mm_q4_ra" else kernel.startswith(want), (M, kernel, want)
+        assert R.rel_err(y, mm_ref(x, qs, p, 1, y0)) < 5e-3, M
+        monkeypatch.setenv("LLAMA_KERNEL_RA_PREFILL", "0")
+        y_wg, _, k_wg = _C.cuda_matmul(x, qs, p, mode=1, variant=3, y=y0, kernel=True)
+        monkeypatch.delenv("LLAMA_KERNEL_RA_PREFILL")
+        assert k_wg.startswith("k_mm_q4_wg"), k_wg
+        assert R.rel_err(y, y_wg) < 2e-3, M
+
+
+@pytest.mark.parametrize("tiled", ["0", "1"])
+def test_residual_add_many_rows_ring3(tiled, monkeypatch):
+    """The residual add (mode 1) of K = 2,048 (o's shape) at 3,500 rows stays on 128 x 128 blocks in the ring of 3
+    (the 128 x 256 blocks, LLAMA_KERNEL_WG_STAGES=6, were 2.7x slower there): against the reference and against
+    the 128 x 256 form."""
+    if not _C.build_info().get("wgmma"):
+        pytest.skip("no sm_90a GPU (the wgmma kernel needs compute capability 9.0 and an sm_90a build)")
+    monkeypatch.setenv("LLAMA_KERNEL_TILED", tiled)
+    N, K, M = 2048, 2048, 3500
+    rng = np.random.default_rng(31)
+    qs, p = quant.quantize((rng.standard_normal((N, K)) * 0.02).astype(np.float32))
+    x = rng.standard_normal((M, K)).astype(np.float32)
+    y0 = rng.standard_normal((M, N)).astype(np.float32)
+    y, _, kernel = _C.cuda_matmul(x, qs, p, mode=1, variant=3, y=y0, kernel=True)
+    assert kernel == "k_mm_q4_wg", kernel
+    assert R.rel_err(y, mm_ref(x, qs, p, 1, y0)) < 5e-3
+    monkeypatch.setenv("LLAMA_KERNEL_WG_STAGES", "6")
+    y256, _ = _C.cuda_matmul(x, qs, p, mode=1, variant=3, y=y0)
+    assert R.rel_err(y, y256) < 2e-3
+
+
 def test_register_a_prefill_fallback(monkeypatch):
     """Row-interleaved weights whose groups a row are not a multiple of 4 (K = 640: 5 groups; the kernel loads
     scale/min 4 groups at a time) stay on the wgmma kernel: the same bits as with the register-A kernel off."""
@@ -1306,13 +1355,18 @@ def test_tiled_engine_matches_cpu(ckpt_1b_2layers, batch, tiled, monkeypatch):
         assert R.rel_err(gpu, cpu) < 2e-2
 
 
-@pytest.mark.parametrize("kw", ["", "0", "2"])  # the default (4 warpgroups a block), k_mm_q4_wg, 2 warpgroups
+# kw: the default (4 warpgroups a block), k_mm_q4_wg, 2 warpgroups; "ra": every matrix of 17+ rows on the
+# register-A kernel (LLAMA_KERNEL_RA=17), whose rotary epilogue only this reaches
+@pytest.mark.parametrize("kw", ["", "0", "2", "ra"])
 @pytest.mark.parametrize("preset", ["llama-3.2-1b", "llama-3.2-3b"])  # head_dim 64 and 128
 def test_tiled_engine_rotary_wgmma(preset, kw, tmp_path, monkeypatch):
     """Prompt chunks of 33-64 rows on the tiled layout: qkv through the wgmma kernels with the rotary /
     KV-append epilogue (sm_90a; elsewhere the row slices), against the CPU engine."""
     monkeypatch.setenv("LLAMA_KERNEL_TILED", "1")
-    monkeypatch.setenv("LLAMA_KERNEL_WGK", kw)
+    if kw == "ra":
+        monkeypatch.setenv("LLAMA_KERNEL_RA", "17")
+    else:
+        monkeypatch.setenv("LLAMA_KERNEL_WGK", kw)
     ckpt = make_random_checkpoint(str(tmp_path / preset), preset, seed=8, std=0.02, num_hidden_layers=1,
                                   vocab_size=32000)
     toks = list(np.random.default_rng(9).integers(0, 32000, 100))

@@ -2079,24 +2079,13 @@ __global__ void __launch_bounds__(128 * NWG, NWG == 1 ? (NT == 128 ? 2 : 3) : 1)
         }
         return;
     }
-    /* (rope_chunk's loop, written out: the form that ran on the GPU in session 27; rope_chunk here compiles to
-     * other SASS, not yet tested) */
-    if (rope) { /* chunks of RCH pairs: every load of a chunk (rope_load) before its stores */
-        constexpr int RCH = 16;
+    if (rope) { /* chunks of 16 pairs (rope_chunk: every load of a chunk before its stores) */
 #pragma unroll
-        for (int c0 = 0; c0 < NT / 2; c0 += RCH) {
-            rope_ld l[RCH];
-#pragma unroll
-            for (int q = 0; q < RCH; q++) {
+        for (int c0 = 0; c0 < NT / 2; c0 += 16)
+            rope_chunk<16>(re, re.hd, out, ldo, [&](int q) {
                 const int i = c0 + q, m = m0 + 8 * (i >> 2) + 2 * t + (i & 1), r = row0 + ((i & 3) >= 2 ? 8 : 0);
-                l[q] = m < M && r < N ? rope_load(re, re.hd, m, r / re.hd, r % re.hd) : rope_ld{1.0f, 0.0f, 0, 0};
-            }
-#pragma unroll
-            for (int q = 0; q < RCH; q++) {
-                const int i = c0 + q, m = m0 + 8 * (i >> 2) + 2 * t + (i & 1), r = row0 + ((i & 3) >= 2 ? 8 : 0);
-                if (m < M && r < N) rope_store(re, re.hd, out, ldo, m, r / re.hd, r % re.hd, acc[0][i], acc[1][i], l[q]);
-            }
-        }
+                return rope_item{m < M && r < N, m, r / re.hd, r % re.hd, acc[0][i], acc[1][i]};
+            });
         return;
     }
 #pragma unroll
@@ -2584,8 +2573,11 @@ static int try_wg(const lk_dmat *W, const half *x, int M, int ldx, void *out, in
      * 47.1 -> 43.3, 2,048 rows 88.0 -> 77.6, o 2,048 rows 59.1 -> 53.5, down 2,048 rows 152.9 -> 159.0; in the
      * engine, o and down both on it, prefill of 1,536 / 2,048 tokens 9.26 -> 8.96 / 11.04 -> 10.86 ms; grids of
      * one block an SM or of many waves lose: o, down 1,024 rows 31.4 -> 34.0, 90.9 -> 107.2, gate_up 148 -> 154) */
+    /* The residual add takes the ring of 3 above ~1.5 waves too: its 128 x 256 blocks ran o at 4,096 rows in
+     * 245 us against 92 (H200, twenty-eighth session; 3B o 398 vs 189) */
     const int se = wg_stages_env();
-    const bool ring3 = se == 3 || (se != 6 && choice < 0 && t128 > sm_count && t128 <= 3L * sm_count);
+    const bool ring3 = se == 3 || (se != 6 && choice < 0 && t128 > sm_count &&
+                                   (t128 <= 3L * sm_count || mode == LK_OUT_ADD_F32));
     *r = ring3 ? WG_GO(128, 128, 1, 3) : bn == 256 ? WG_GO(128, 256, 1, 6) : WG_GO(128, 128, 1, 6);
     return 1;
 #undef WG_GO
@@ -2683,9 +2675,21 @@ static int ra_prefill(void) {
     return e && e[0] ? atoi(e) : -1;
 }
 
+/* The residual add (o, down) above 64 rows takes the register-A kernel by default only where its two-warpgroup
+ * grid nearly fills the SMs (at least 15/16 of a block an SM) and the k-loop is long (K >= 4,096): 1B down at
+ * 2,048 rows (128 blocks on 132 SMs) 150 -> 138 us on an H200 (twenty-eighth session, same-run A/B); at 1,024 rows
+ * (64 blocks) it lost 82 -> 120 us, and o (K = 2,048) lost 42 -> 43 us at 2,048 rows: k_mm_q4_wg stays there.
+ * LLAMA_KERNEL_RA_ADD=0 turns the rule off (A/B; read per call). */
+static bool ra_takes_add(int K, long b2, int sm_count) {
+    const char *e = getenv("LLAMA_KERNEL_RA_ADD");
+    if (e && e[0] == '0') return false;
+    return K >= 4096 && 16 * b2 >= 15L * sm_count;
+}
+
 /* the register-A kernel above 64 rows (128 tokens a block, blocks along y; no K split), either layout; returns
  * 1 when launched (status in *r). Two warpgroups a block (256 weight rows, x shared) while that grid still
- * gives every SM a block, else one (128 rows, two blocks an SM). Not the rotary epilogue (the engine rotates
+ * gives every SM a block (the residual add: always, see ra_takes_add), else one (128 rows, two blocks an SM).
+ * Not the rotary epilogue (the engine rotates
  * prompts in a kernel of its own). */
 static int try_ra_prefill(const lk_dmat *W, const half *x, int M, int ldx, void *out, int ldo, int mode, int n_out,
                           int sm_count, const lk_rope_epi &re, lk_status *r, cudaStream_t st) {
@@ -2694,9 +2698,9 @@ static int try_ra_prefill(const lk_dmat *W, const half *x, int M, int ldx, void 
     if (choice == 0 || mode == LK_OUT_QKV_ROPE || W->N % 16 || (swiglu && (W->N / 2) % 16) ||
         (!tiled && (W->K / LK_Q4_GROUP) % 4) || !ra_usable(W, x, ldx))
         return 0;
-    if (choice < 0 && mode == LK_OUT_ADD_F32) return 0;
     const long b2 = (swiglu ? lk_cdiv(n_out, 128) : lk_cdiv(W->N, 256)) * lk_cdiv(M, 128);
-    const int form = choice >= 1 && choice <= 4 ? choice : b2 >= sm_count ? 2 : 1;
+    if (choice < 0 && mode == LK_OUT_ADD_F32 && !ra_takes_add(W->K, b2, sm_count)) return 0;
+    const int form = choice >= 1 && choice <= 4 ? choice : b2 >= sm_count || mode == LK_OUT_ADD_F32 ? 2 : 1;
     const int hid = swiglu ? W->N / 2 : 0;
 #define RA_GO(NT, NWG) \
     (tiled ? launch_ra<NT, NWG, false>(W, x, M, ldx, out, ldo, mode, n_out, hid, 1, NULL, re, st) \
