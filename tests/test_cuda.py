@@ -1285,10 +1285,11 @@ def test_residual_add_many_rows_ring3(tiled, monkeypatch):
     x = rng.standard_normal((M, K)).astype(np.float32)
     y0 = rng.standard_normal((M, N)).astype(np.float32)
     y, _, kernel = _C.cuda_matmul(x, qs, p, mode=1, variant=3, y=y0, kernel=True)
-    assert kernel == "k_mm_q4_wg", kernel
+    assert kernel == "k_mm_q4_wg (3 stages, batched add)", kernel
     assert R.rel_err(y, mm_ref(x, qs, p, 1, y0)) < 5e-3
     monkeypatch.setenv("LLAMA_KERNEL_WG_STAGES", "6")
-    y256, _ = _C.cuda_matmul(x, qs, p, mode=1, variant=3, y=y0)
+    y256, _, k256 = _C.cuda_matmul(x, qs, p, mode=1, variant=3, y=y0, kernel=True)
+    assert k256 == "k_mm_q4_wg (batched add)", k256
     assert R.rel_err(y, y256) < 2e-3
 
 

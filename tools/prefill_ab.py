@@ -3,6 +3,7 @@ LLAMA_KERNEL_WGMMA=0 (mma.sync tile kernel) and unset (wgmma on sm_90a), same en
 --env NAME A/Bs another switch the library reads on every call instead (e.g. LLAMA_KERNEL_TOK_KERNEL).
 
     python tools/prefill_ab.py [--model synthetic:llama-3.2-1b] [--batch 1] [--lengths 512,2048] [--env NAME]
+                               [--chunk ROWS]
 """
 import argparse
 import os
@@ -23,9 +24,11 @@ def main():
     ap.add_argument("--lengths", default="128,512,2048")
     ap.add_argument("--env", default="LLAMA_KERNEL_WGMMA", help="the switch to A/B (read every call)")
     ap.add_argument("--order", default="0,,0,", help="its values in run order ('' = default)")
+    ap.add_argument("--chunk", type=int, default=None, help="prefill_chunk (default: the engine's, 2,048 on CUDA)")
     a = ap.parse_args()
     print(f"# prefill A/B of {a.env}, {a.model}, batch_size {a.batch}, {device_line()}, wgmma={_C.build_info().get('wgmma')}")
-    m = LlamaInference(a.model, device="cuda", batch_size=a.batch, max_seq_len=4096, verbose=False)
+    m = LlamaInference(a.model, device="cuda", batch_size=a.batch, max_seq_len=max(4096, 2 * (a.chunk or 0)),
+                      prefill_chunk=a.chunk, verbose=False)
     for L in [int(v) for v in a.lengths.split(",")]:
         ids = np.random.default_rng(L).integers(0, m.config.vocab_size, L).tolist()
         line = []
