@@ -2689,8 +2689,7 @@ static bool ra_takes_add(int K, long b2, int sm_count) {
 /* the register-A kernel above 64 rows (128 tokens a block, blocks along y; no K split), either layout; returns
  * 1 when launched (status in *r). Two warpgroups a block (256 weight rows, x shared) while that grid still
  * gives every SM a block (the residual add: always, see ra_takes_add), else one (128 rows, two blocks an SM).
- * Not the rotary epilogue (the engine rotates
- * prompts in a kernel of its own). */
+ * Not the rotary epilogue (the engine rotates prompts in a kernel of its own). */
 static int try_ra_prefill(const lk_dmat *W, const half *x, int M, int ldx, void *out, int ldo, int mode, int n_out,
                           int sm_count, const lk_rope_epi &re, lk_status *r, cudaStream_t st) {
     const int choice = ra_prefill();
