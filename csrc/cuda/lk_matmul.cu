@@ -1580,7 +1580,7 @@ __global__ void __launch_bounds__(2 * BM, STG <= 3 ? 2 : 1)
         return;
     }
     if (mode == LK_OUT_ADD_F32_BATCHED) {
-        wg_add_epilogue<BN / 2, BM == 64 ? BN / 2 : BN == 256 ? 16 : 8>(acc, (float *)out, ldo, M, n_out, mrow, j0, t);
+        wg_add_epilogue<BN / 2, BM == 64 ? BN / 2 : 8>(acc, (float *)out, ldo, M, n_out, mrow, j0, t);
         return;
     }
 #pragma unroll
