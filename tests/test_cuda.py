@@ -151,6 +151,42 @@ def test_gemv_long_rows_more_in_flight(K, monkeypatch):
     check_gemv_switch_identical("LLAMA_KERNEL_GEMV_LONG_U", ("2", "", "8"), 2048, K, (1,), monkeypatch)
 
 
+@pytest.mark.parametrize("N,K", [(16384, 2048), (16384, 3072), (10000, 4224)])
+def test_gemv_unit_prefetch_identical(N, K, monkeypatch):
+    """The one-row GEMV of 4 weight rows a warp keeps the next chunk step in flight while it computes one, across
+    its units too (default; LLAMA_KERNEL_GEMV_PF=0 the plain loop). Each lane still adds its chunks in the same order: the
+    same bits, plain, residual-add and SwiGLU (K = 4,224: 132 chunks, lanes with 5 and 4)."""
+    check_gemv_switch_identical("LLAMA_KERNEL_GEMV_PF", ("", "0"), N, K, (1,), monkeypatch)
+    rng = np.random.default_rng(N + K)
+    qs, p = quant.quantize((rng.standard_normal((N, K)) * 0.02).astype(np.float32))
+    x = rng.standard_normal((1, K)).astype(np.float32)
+    outs = []
+    names = []
+    for v in ("", "0"):
+        monkeypatch.setenv("LLAMA_KERNEL_GEMV_PF", v)
+        y, _, kernel = _C.cuda_matmul(x, qs, p, mode=2, variant=VARIANTS["optimized"], kernel=True)
+        outs.append(y)
+        names.append(kernel)
+    assert names == ["k_gemv_q4 (next step in flight)", "k_gemv_q4"], names
+    assert R.rel_err(outs[0], mm_ref(x, qs, p, 2)) < 5e-3
+    assert np.array_equal(outs[0], outs[1])
+
+
+def test_engine_gemv_unit_prefetch_identical(ckpt_1b_2layers, monkeypatch):
+    """The same switch in the engine (gate_up and the LM head with their RMSNorm prologues): the same tokens and
+    logits, graphs off and on."""
+    toks = [int(t) for t in np.random.default_rng(7).integers(0, 32000, 20)]
+    for graphs in (False, True):
+        got = []
+        for v in ("", "0"):
+            monkeypatch.setenv("LLAMA_KERNEL_GEMV_PF", v)
+            m = LlamaInference(ckpt_1b_2layers, device="cuda", cuda_graphs=graphs, prefill_chunk=1, verbose=False)
+            got.append(m.generate_ids([toks], max_new_tokens=12, temperature=0, ignore_eos=True))
+            got.append(m.logits(toks))
+        assert got[0] == got[2], graphs
+        assert np.array_equal(got[1], got[3]), graphs
+
+
 def test_engine_tokens_out_identical(ckpt_1b_2layers, monkeypatch):
     """A step's tokens reach the host written by the sampler into mapped pinned memory (default), by a kernel
     after the step (LLAMA_KERNEL_TOK_KERNEL=1) or by a device-to-host copy (0): the same tokens, graphs off and

@@ -216,8 +216,9 @@ __device__ __forceinline__ void grid_barrier(unsigned *bar, int nblk) {
  * shared memory first (the caller gives M K halves of it): a warp's direct 64-byte-a-lane reads of x
  * from global memory touch 16 L1 lines each (GEMV_XS in launch_gemv); bit 4 triggers the next kernel right
  * after the PDL wait (GEMV_TRIGGER).
- * HD: centred weights and the fp16 chunk dot (dot_chunk_c) instead of dot_chunk (GEMV_HDOT) */
-template <int M, int RR, int U, bool LUT, bool HD = false>
+ * HD: centred weights and the fp16 chunk dot (dot_chunk_c) instead of dot_chunk (GEMV_HDOT).
+ * PF: the next chunk step always in flight, across units too (one row, 4 weight rows a warp; GEMV_PF) */
+template <int M, int RR, int U, bool LUT, bool HD = false, bool PF = false>
 __device__ __forceinline__ void gemv_body(const uint4 *__restrict__ W, const half2 *__restrict__ P,
                                           const half *__restrict__ x, int ldx, int K, int n_out, int hidden, void *out,
                                           int ldo, int mode, float *__restrict__ partial, int *__restrict__ counters,
@@ -512,36 +513,89 @@ __device__ __forceinline__ void gemv_body(const uint4 *__restrict__ W, const hal
         }
         prologue();
         const half2 *lt = lut + (lane & 7) * LUT_STRIDE;
-        /* one row set: chunk steps, then the warp's sums and outputs (pre: its first step is in w0/p0) */
-        auto run_unit = [&](int unit, const int (&rows)[RR], int head, int i0, bool pre) {
-            j0 = unit * outs;
+        if constexpr (PF) {
+            /* PF: the step after the one being computed is always in flight, across the units of
+             * the grid-stride loop too (the LM head's warps walk ~15 units each); w0 / p0 hold the step being
+             * computed. A warp-uniform step count: load_item zeros and compute_item skips chunks past c1 */
+            const int steps = (c1 - c0 + 32 * U - 1) / (32 * U);
+            int rows[RR], head = head0, i0 = i00;
 #pragma unroll
-            for (int r = 0; r < RR; r++)
-#pragma unroll
-                for (int m = 0; m < M; m++) acc[r][m] = 0.0f;
-            load_epilogue(head, i0);
-            int c = c0 + lane;
-            if (pre) {
-                if (c < c1) compute_item(c, w0, p0, lt);
-                c += 32 * U;
+            for (int r = 0; r < RR; r++) {
+                rows[r] = rows0[r];
+                ok[r] = ok0[r];
             }
-            for (; c < c1; c += 32 * U) {
-                uint4 wv[U][RR];
-                half2 pv[U][RR];
-                load_item(rows, ok, c, wv, pv);
-                compute_item(c, wv, pv, lt);
-            }
-            finish_unit(head, i0);
-        };
-        if (first < units) {
+            for (int unit = first; unit < units; unit += gs) {
+                j0 = unit * outs;
 #pragma unroll
-            for (int r = 0; r < RR; r++) ok[r] = ok0[r];
-            run_unit(first, rows0, head0, i00, true);
-        }
-        for (int unit = first + gs; unit < units; unit += gs) {
-            int rows[RR], head, i0;
-            unit_rows(unit, rows, ok, head, i0);
-            run_unit(unit, rows, head, i0, false);
+                for (int r = 0; r < RR; r++)
+#pragma unroll
+                    for (int m = 0; m < M; m++) acc[r][m] = 0.0f;
+                load_epilogue(head, i0);
+                int nrows[RR] = {}, nhead = 0, ni0 = 0;
+                bool nok[RR] = {};
+                const bool more = unit + gs < units;
+                for (int k = 0; k < steps; k++) {
+                    uint4 wn[U][RR];
+                    half2 pn[U][RR];
+                    const bool next = k + 1 < steps || more;
+                    if (k + 1 < steps) {
+                        load_item(rows, ok, c0 + lane + (k + 1) * 32 * U, wn, pn);
+                    } else if (more) {
+                        unit_rows(unit + gs, nrows, nok, nhead, ni0);
+                        load_item(nrows, nok, c0 + lane, wn, pn);
+                    }
+                    compute_item(c0 + lane + k * 32 * U, w0, p0, lt);
+                    if (next) {
+#pragma unroll
+                        for (int u = 0; u < U; u++)
+#pragma unroll
+                            for (int r = 0; r < RR; r++) {
+                                w0[u][r] = wn[u][r];
+                                p0[u][r] = pn[u][r];
+                            }
+                    }
+                }
+                finish_unit(head, i0);
+#pragma unroll
+                for (int r = 0; r < RR; r++) {
+                    rows[r] = nrows[r];
+                    ok[r] = nok[r];
+                }
+                head = nhead;
+                i0 = ni0;
+            }
+        } else {
+            /* one row set: chunk steps, then the warp's sums and outputs (pre: its first step is in w0/p0) */
+            auto run_unit = [&](int unit, const int (&rows)[RR], int head, int i0, bool pre) {
+                j0 = unit * outs;
+#pragma unroll
+                for (int r = 0; r < RR; r++)
+#pragma unroll
+                    for (int m = 0; m < M; m++) acc[r][m] = 0.0f;
+                load_epilogue(head, i0);
+                int c = c0 + lane;
+                if (pre) {
+                    if (c < c1) compute_item(c, w0, p0, lt);
+                    c += 32 * U;
+                }
+                for (; c < c1; c += 32 * U) {
+                    uint4 wv[U][RR];
+                    half2 pv[U][RR];
+                    load_item(rows, ok, c, wv, pv);
+                    compute_item(c, wv, pv, lt);
+                }
+                finish_unit(head, i0);
+            };
+            if (first < units) {
+#pragma unroll
+                for (int r = 0; r < RR; r++) ok[r] = ok0[r];
+                run_unit(first, rows0, head0, i00, true);
+            }
+            for (int unit = first + gs; unit < units; unit += gs) {
+                int rows[RR], head, i0;
+                unit_rows(unit, rows, ok, head, i0);
+                run_unit(unit, rows, head, i0, false);
+            }
         }
     }
     if (S == 1) return;
@@ -577,13 +631,13 @@ __device__ __forceinline__ void gemv_body(const uint4 *__restrict__ W, const hal
     if (threadIdx.x == 0) counters[bid] = 0;
 }
 
-template <int M, int RR, int U, bool LUT, bool HD = false>
+template <int M, int RR, int U, bool LUT, bool HD = false, bool PF = false>
 __global__ void __launch_bounds__(GEMV_WARPS * 32, RR > 2 ? 2 : 0)
     k_gemv_q4(const uint4 *__restrict__ W, const half2 *__restrict__ P, const half *__restrict__ x, int ldx, int K,
               int n_out, int hidden, void *out, int ldo, int mode, float *__restrict__ partial,
               int *__restrict__ counters, lk_rope_epi re, lk_norm_in nin, int xmode) {
-    gemv_body<M, RR, U, LUT, HD>(W, P, x, ldx, K, n_out, hidden, out, ldo, mode, partial, counters, re, nin,
-                                 gridDim.x, blockIdx.x, nullptr, xmode);
+    gemv_body<M, RR, U, LUT, HD, PF>(W, P, x, ldx, K, n_out, hidden, out, ldo, mode, partial, counters, re, nin,
+                                     gridDim.x, blockIdx.x, nullptr, xmode);
     lk_pdl_trigger();
 }
 
@@ -2268,12 +2322,27 @@ static lk_status launch_gemv(const lk_dmat *W, const half *x, int ldx, void *out
     /* the lop3 kernel's chunk dot: centred weights summed in fp16 over the chunk; LLAMA_KERNEL_GEMV_HDOT=0
      * (A/B; read every call) the uncentred dot summed in fours as before */
     auto kern = k_gemv_q4<M, RR, U, LUT>;
+    bool pf = false;
     if constexpr (!LUT) {
         const char *he = getenv("LLAMA_KERNEL_GEMV_HDOT");
         if (!(he && he[0] == '0')) kern = k_gemv_q4<M, RR, U, LUT, true>;
+        /* one row, 4 weight rows a warp (gate_up, the LM head): the next chunk step stays in flight while one is
+         * computed, across the grid-stride loop's units too (gemv_body's PF; v74). LLAMA_KERNEL_GEMV_PF=0 (read
+         * every call) gives the plain loop, for A/B */
+        if constexpr (M == 1 && RR == 4) {
+            const char *pe = getenv("LLAMA_KERNEL_GEMV_PF");
+            pf = !(pe && pe[0] == '0') && !(he && he[0] == '0');
+            if (pf) kern = k_gemv_q4<1, 4, 1, false, true, true>;
+        }
     }
-    LAUNCH("k_gemv_q4", kern, grid, dim3(GEMV_WARPS * 32), smem, st, (const uint4 *)W->w, W->p, x, ldx, W->K, n_out,
-           hidden, out, ldo, mode, ws ? ws->partial : (float *)NULL, ws ? ws->counters : (int *)NULL, re, nin, xs);
+    float *partial = ws ? ws->partial : (float *)NULL;
+    int *counters = ws ? ws->counters : (int *)NULL;
+    if (pf)
+        LAUNCH("k_gemv_q4 (next step in flight)", kern, grid, dim3(GEMV_WARPS * 32), smem, st, (const uint4 *)W->w,
+               W->p, x, ldx, W->K, n_out, hidden, out, ldo, mode, partial, counters, re, nin, xs);
+    else
+        LAUNCH("k_gemv_q4", kern, grid, dim3(GEMV_WARPS * 32), smem, st, (const uint4 *)W->w, W->p, x, ldx, W->K,
+               n_out, hidden, out, ldo, mode, partial, counters, re, nin, xs);
     return LK_OK;
 }
 
