@@ -172,19 +172,39 @@ def test_gemv_unit_prefetch_identical(N, K, monkeypatch):
     assert np.array_equal(outs[0], outs[1])
 
 
+@pytest.mark.parametrize("N,K,mode", [(2048, 2048, 1), (2048, 8192, 1), (3072, 2048, 0), (4096, 2048, 2)])
+def test_gemv_unit_prefetch_fewer_rows(N, K, mode, monkeypatch):
+    """LLAMA_KERNEL_GEMV_PF=7 (opt-in) gives the next-step-in-flight loop to the one-row GEMVs of 1 and 2 weight
+    rows a warp as well (o, down and qkv's shapes; SwiGLU pairs at 2 rows a warp): it runs (launch name) and
+    gives the same bits as the plain loop (LLAMA_KERNEL_GEMV_PF=0)."""
+    rng = np.random.default_rng(N + K + mode)
+    qs, p = quant.quantize((rng.standard_normal((N, K)) * 0.02).astype(np.float32))
+    x = rng.standard_normal((1, K)).astype(np.float32)
+    y0 = rng.standard_normal((1, N)).astype(np.float32) if mode == 1 else None
+    outs, names = [], []
+    for v in ("7", "0"):
+        monkeypatch.setenv("LLAMA_KERNEL_GEMV_PF", v)
+        y, _, kernel = _C.cuda_matmul(x, qs, p, mode=mode, variant=VARIANTS["optimized"], y=y0, kernel=True)
+        outs.append(y)
+        names.append(kernel)
+    assert names == ["k_gemv_q4 (next step in flight)", "k_gemv_q4"], names
+    assert R.rel_err(outs[0], mm_ref(x, qs, p, mode, y0)) < 5e-3
+    assert np.array_equal(outs[0], outs[1])
+
+
 def test_engine_gemv_unit_prefetch_identical(ckpt_1b_2layers, monkeypatch):
-    """The same switch in the engine (gate_up and the LM head with their RMSNorm prologues): the same tokens and
-    logits, graphs off and on."""
+    """The same switch in the engine (gate_up and the LM head with their RMSNorm prologues; with 7 also qkv with
+    its rotary epilogue, o and down): the same tokens and logits, graphs off and on."""
     toks = [int(t) for t in np.random.default_rng(7).integers(0, 32000, 20)]
     for graphs in (False, True):
-        got = []
-        for v in ("", "0"):
+        ids, logits = [], []
+        for v in ("", "0", "7"):
             monkeypatch.setenv("LLAMA_KERNEL_GEMV_PF", v)
             m = LlamaInference(ckpt_1b_2layers, device="cuda", cuda_graphs=graphs, prefill_chunk=1, verbose=False)
-            got.append(m.generate_ids([toks], max_new_tokens=12, temperature=0, ignore_eos=True))
-            got.append(m.logits(toks))
-        assert got[0] == got[2], graphs
-        assert np.array_equal(got[1], got[3]), graphs
+            ids.append(m.generate_ids([toks], max_new_tokens=12, temperature=0, ignore_eos=True))
+            logits.append(m.logits(toks))
+        assert ids[0] == ids[1] == ids[2], graphs
+        assert np.array_equal(logits[0], logits[1]) and np.array_equal(logits[0], logits[2]), graphs
 
 
 def test_engine_tokens_out_identical(ckpt_1b_2layers, monkeypatch):
