@@ -172,29 +172,35 @@ def test_gemv_unit_prefetch_identical(N, K, monkeypatch):
     assert np.array_equal(outs[0], outs[1])
 
 
-@pytest.mark.parametrize("N,K,mode", [(2048, 2048, 1), (2048, 8192, 1), (3072, 2048, 0), (4096, 2048, 2)])
-def test_gemv_unit_prefetch_fewer_rows(N, K, mode, monkeypatch):
-    """LLAMA_KERNEL_GEMV_PF=7 (opt-in) gives the next-step-in-flight loop to the one-row GEMVs of 1 and 2 weight
-    rows a warp as well (o, down and qkv's shapes; SwiGLU pairs at 2 rows a warp): it runs (launch name) and
-    gives the same bits as the plain loop (LLAMA_KERNEL_GEMV_PF=0)."""
+@pytest.mark.parametrize("N,K,mode,mask", [(2048, 2048, 1, ""), (2048, 8192, 1, ""), (3072, 3072, 1, "7"),
+                                           (3072, 8192, 0, "7"), (4096, 2048, 2, "7"), (4096, 2048, 2, "")])
+def test_gemv_unit_prefetch_fewer_rows(N, K, mode, mask, monkeypatch):
+    """The next-step-in-flight loop at 1 and 2 weight rows a warp (LLAMA_KERNEL_GEMV_PF bits 0 / 1; default 5):
+    1 row a warp (o, down) takes it only where its grid (N / 8 blocks) is one wave of the PF instance, two
+    blocks an SM at its 90-93 registers (the 3B's o and down, 384 blocks, stay plain on 132 SMs); 2 rows a warp
+    (SwiGLU pairs) only when asked (7). Which kernel ran (launch name), and the same bits as the plain loop
+    (LLAMA_KERNEL_GEMV_PF=0)."""
+    sms = _C.build_info()["sm_count"]
+    rr = 1 if mode != 2 else 4 if N // 2 >= 2 * sms * 8 else 2  # launch's one-row choice (two waves of warps)
+    expect_pf = N // 8 <= 2 * sms if rr == 1 else mask == "7" if rr == 2 else True
     rng = np.random.default_rng(N + K + mode)
     qs, p = quant.quantize((rng.standard_normal((N, K)) * 0.02).astype(np.float32))
     x = rng.standard_normal((1, K)).astype(np.float32)
     y0 = rng.standard_normal((1, N)).astype(np.float32) if mode == 1 else None
     outs, names = [], []
-    for v in ("7", "0"):
+    for v in (mask, "0"):
         monkeypatch.setenv("LLAMA_KERNEL_GEMV_PF", v)
         y, _, kernel = _C.cuda_matmul(x, qs, p, mode=mode, variant=VARIANTS["optimized"], y=y0, kernel=True)
         outs.append(y)
         names.append(kernel)
-    assert names == ["k_gemv_q4 (next step in flight)", "k_gemv_q4"], names
+    assert names == ["k_gemv_q4 (next step in flight)" if expect_pf else "k_gemv_q4", "k_gemv_q4"], (names, sms)
     assert R.rel_err(outs[0], mm_ref(x, qs, p, mode, y0)) < 5e-3
     assert np.array_equal(outs[0], outs[1])
 
 
 def test_engine_gemv_unit_prefetch_identical(ckpt_1b_2layers, monkeypatch):
-    """The same switch in the engine (gate_up and the LM head with their RMSNorm prologues; with 7 also qkv with
-    its rotary epilogue, o and down): the same tokens and logits, graphs off and on."""
+    """The same switch in the engine (gate_up and the LM head with their RMSNorm prologues, o and down; with 7
+    also qkv with its rotary epilogue): the same tokens and logits, graphs off and on."""
     toks = [int(t) for t in np.random.default_rng(7).integers(0, 32000, 20)]
     for graphs in (False, True):
         ids, logits = [], []

@@ -217,7 +217,7 @@ __device__ __forceinline__ void grid_barrier(unsigned *bar, int nblk) {
  * from global memory touch 16 L1 lines each (GEMV_XS in launch_gemv); bit 4 triggers the next kernel right
  * after the PDL wait (GEMV_TRIGGER).
  * HD: centred weights and the fp16 chunk dot (dot_chunk_c) instead of dot_chunk (GEMV_HDOT).
- * PF: the next chunk step always in flight, across units too (one row; GEMV_PF) */
+ * PF: the next chunk step always in flight, across units too (one row; GEMV_PF in launch_gemv) */
 template <int M, int RR, int U, bool LUT, bool HD = false, bool PF = false>
 __device__ __forceinline__ void gemv_body(const uint4 *__restrict__ W, const half2 *__restrict__ P,
                                           const half *__restrict__ x, int ldx, int K, int n_out, int hidden, void *out,
@@ -2326,17 +2326,33 @@ static lk_status launch_gemv(const lk_dmat *W, const half *x, int ldx, void *out
     if constexpr (!LUT) {
         const char *he = getenv("LLAMA_KERNEL_GEMV_HDOT");
         if (!(he && he[0] == '0')) kern = k_gemv_q4<M, RR, U, LUT, true>;
-        /* one row, 4 weight rows a warp (gate_up, the LM head): the next chunk step stays in flight while one is
-         * computed, across the grid-stride loop's units too (gemv_body's PF; v74), one chunk a row (U = 1: two
-         * of 4 x 2 would not fit 128 registers). LLAMA_KERNEL_GEMV_PF=mask (read every call) picks the GEMVs of
-         * 1 / 2 / 4 weight rows a warp that take it, as bits 0 / 1 / 2; default 4 (0: the plain loop, A/B) */
+        /* one row: the next chunk step stays in flight while one is computed, across the grid-stride loop's
+         * units too (gemv_body's PF). 4 weight rows a warp (gate_up, the LM head; v74) take it with one chunk a
+         * row (U = 1: two sets of 4 x 2 would not fit 128 registers); 1 row a warp (o, down; v74b) only where
+         * the grid is one wave of the PF instance (90-93 registers against 63-80: two blocks an SM, not three;
+         * the 3B's o and down, 384 blocks on 132 SMs, lost 5% of batch-1 speed when they took it anyway).
+         * LLAMA_KERNEL_GEMV_PF=mask (A/B; read every call): the GEMVs of 1 / 2 / 4 weight rows a warp that may
+         * take it, as bits 0 / 1 / 2; default 5 (2 rows a warp, qkv, measured no change: opt-in) */
         if constexpr (M == 1) {
             const char *pe = getenv("LLAMA_KERNEL_GEMV_PF");
-            const int pm = pe && *pe ? atoi(pe) : 4;
+            const int pm = pe && *pe ? atoi(pe) : 5;
             pf = !(he && he[0] == '0') && ((pm >> (RR == 1 ? 0 : RR == 2 ? 1 : 2)) & 1);
             if constexpr (RR == 4) {
                 if (pf) kern = k_gemv_q4<1, 4, 1, false, true, true>;
             } else if constexpr ((RR == 1 && (U == 2 || U == 4)) || (RR == 2 && U == 2)) {
+                if constexpr (RR == 1) {
+                    /* blocks of the PF instance an SM can hold (x's shared memory at its largest, 32 KB) */
+                    static const int per_sm = [] {
+                        int n = 0;
+                        if (cudaOccupancyMaxActiveBlocksPerMultiprocessor(&n, k_gemv_q4<1, RR, U, false, true, true>,
+                                                                          GEMV_WARPS * 32, 32 * 1024) != cudaSuccess) {
+                            (void)cudaGetLastError();
+                            n = 0;
+                        }
+                        return n;
+                    }();
+                    if ((long)grid.x * grid.y > (long)per_sm * sm_count) pf = false;
+                }
                 if (pf) kern = k_gemv_q4<1, RR, U, false, true, true>;
             } else {
                 pf = false;
