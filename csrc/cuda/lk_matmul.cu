@@ -513,6 +513,15 @@ __device__ __forceinline__ void gemv_body(const uint4 *__restrict__ W, const hal
         }
         prologue();
         const half2 *lt = lut + (lane & 7) * LUT_STRIDE;
+        /* a unit's start: its outputs' index, zeroed sums, the epilogue's inputs */
+        auto begin_unit = [&](int unit, int head, int i0) {
+            j0 = unit * outs;
+#pragma unroll
+            for (int r = 0; r < RR; r++)
+#pragma unroll
+                for (int m = 0; m < M; m++) acc[r][m] = 0.0f;
+            load_epilogue(head, i0);
+        };
         if constexpr (PF) {
             /* PF: the step after the one being computed is always in flight, across the units of
              * the grid-stride loop too (the LM head's warps walk ~15 units each); w0 / p0 hold the step being
@@ -525,12 +534,7 @@ __device__ __forceinline__ void gemv_body(const uint4 *__restrict__ W, const hal
                 ok[r] = ok0[r];
             }
             for (int unit = first; unit < units; unit += gs) {
-                j0 = unit * outs;
-#pragma unroll
-                for (int r = 0; r < RR; r++)
-#pragma unroll
-                    for (int m = 0; m < M; m++) acc[r][m] = 0.0f;
-                load_epilogue(head, i0);
+                begin_unit(unit, head, i0);
                 int nrows[RR] = {}, nhead = 0, ni0 = 0;
                 bool nok[RR] = {};
                 const bool more = unit + gs < units;
@@ -567,12 +571,7 @@ __device__ __forceinline__ void gemv_body(const uint4 *__restrict__ W, const hal
         } else {
             /* one row set: chunk steps, then the warp's sums and outputs (pre: its first step is in w0/p0) */
             auto run_unit = [&](int unit, const int (&rows)[RR], int head, int i0, bool pre) {
-                j0 = unit * outs;
-#pragma unroll
-                for (int r = 0; r < RR; r++)
-#pragma unroll
-                    for (int m = 0; m < M; m++) acc[r][m] = 0.0f;
-                load_epilogue(head, i0);
+                begin_unit(unit, head, i0);
                 int c = c0 + lane;
                 if (pre) {
                     if (c < c1) compute_item(c, w0, p0, lt);
