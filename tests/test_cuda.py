@@ -151,25 +151,31 @@ def test_gemv_long_rows_more_in_flight(K, monkeypatch):
     check_gemv_switch_identical("LLAMA_KERNEL_GEMV_LONG_U", ("2", "", "8"), 2048, K, (1,), monkeypatch)
 
 
-@pytest.mark.parametrize("N,K", [(16384, 2048), (16384, 3072), (10000, 4224)])
-def test_gemv_unit_prefetch_identical(N, K, monkeypatch):
-    """The one-row GEMV of 4 weight rows a warp keeps the next chunk step in flight while it computes one, across
-    its units too (default; LLAMA_KERNEL_GEMV_PF=0 the plain loop). Each lane still adds its chunks in the same order: the
-    same bits, plain, residual-add and SwiGLU (K = 4,224: 132 chunks, lanes with 5 and 4)."""
-    check_gemv_switch_identical("LLAMA_KERNEL_GEMV_PF", ("", "0"), N, K, (1,), monkeypatch)
-    rng = np.random.default_rng(N + K)
+def check_gemv_pf_kernel(N, K, mode, mask, expect_pf, seed, monkeypatch):
+    """LLAMA_KERNEL_GEMV_PF=mask against 0 (the plain loop) for one row: which kernel ran (launch name: the
+    next-step-in-flight form where expect_pf), close to the reference, and the same bits."""
+    rng = np.random.default_rng(seed)
     qs, p = quant.quantize((rng.standard_normal((N, K)) * 0.02).astype(np.float32))
     x = rng.standard_normal((1, K)).astype(np.float32)
-    outs = []
-    names = []
-    for v in ("", "0"):
+    y0 = rng.standard_normal((1, N)).astype(np.float32) if mode == 1 else None
+    outs, names = [], []
+    for v in (mask, "0"):
         monkeypatch.setenv("LLAMA_KERNEL_GEMV_PF", v)
-        y, _, kernel = _C.cuda_matmul(x, qs, p, mode=2, variant=VARIANTS["optimized"], kernel=True)
+        y, _, kernel = _C.cuda_matmul(x, qs, p, mode=mode, variant=VARIANTS["optimized"], y=y0, kernel=True)
         outs.append(y)
         names.append(kernel)
-    assert names == ["k_gemv_q4 (next step in flight)", "k_gemv_q4"], names
-    assert R.rel_err(outs[0], mm_ref(x, qs, p, 2)) < 5e-3
+    assert names == ["k_gemv_q4 (next step in flight)" if expect_pf else "k_gemv_q4", "k_gemv_q4"], names
+    assert R.rel_err(outs[0], mm_ref(x, qs, p, mode, y0)) < 5e-3
     assert np.array_equal(outs[0], outs[1])
+
+
+@pytest.mark.parametrize("N,K", [(16384, 2048), (16384, 3072), (10000, 4224)])
+def test_gemv_unit_prefetch_identical(N, K, monkeypatch):
+    """The one-row GEMV of 4 weight rows a warp keeps the next chunk step in flight while it computes one,
+    across its units too (default; LLAMA_KERNEL_GEMV_PF=0 the plain loop). Each lane still adds its chunks in
+    the same order: the same bits, plain, residual-add and SwiGLU (K = 4,224: 132 chunks, lanes with 5 and 4)."""
+    check_gemv_switch_identical("LLAMA_KERNEL_GEMV_PF", ("", "0"), N, K, (1,), monkeypatch)
+    check_gemv_pf_kernel(N, K, 2, "", True, N + K, monkeypatch)
 
 
 @pytest.mark.parametrize("N,K,mode,mask", [(2048, 2048, 1, ""), (2048, 8192, 1, ""), (3072, 3072, 1, "7"),
@@ -181,21 +187,11 @@ def test_gemv_unit_prefetch_fewer_rows(N, K, mode, mask, monkeypatch):
     (SwiGLU pairs) only when asked (7). Which kernel ran (launch name), and the same bits as the plain loop
     (LLAMA_KERNEL_GEMV_PF=0)."""
     sms = _C.build_info()["sm_count"]
-    rr = 1 if mode != 2 else 4 if N // 2 >= 2 * sms * 8 else 2  # launch's one-row choice (two waves of warps)
-    expect_pf = N // 8 <= 2 * sms if rr == 1 else mask == "7" if rr == 2 else True
-    rng = np.random.default_rng(N + K + mode)
-    qs, p = quant.quantize((rng.standard_normal((N, K)) * 0.02).astype(np.float32))
-    x = rng.standard_normal((1, K)).astype(np.float32)
-    y0 = rng.standard_normal((1, N)).astype(np.float32) if mode == 1 else None
-    outs, names = [], []
-    for v in (mask, "0"):
-        monkeypatch.setenv("LLAMA_KERNEL_GEMV_PF", v)
-        y, _, kernel = _C.cuda_matmul(x, qs, p, mode=mode, variant=VARIANTS["optimized"], y=y0, kernel=True)
-        outs.append(y)
-        names.append(kernel)
-    assert names == ["k_gemv_q4 (next step in flight)" if expect_pf else "k_gemv_q4", "k_gemv_q4"], (names, sms)
-    assert R.rel_err(outs[0], mm_ref(x, qs, p, mode, y0)) < 5e-3
-    assert np.array_equal(outs[0], outs[1])
+    enough = 2 * sms * 8  # the launch's one-row choice: the most rows a warp that leave two waves of warps
+    units = (lambda r: -(-N // (r // 2))) if mode == 2 else (lambda r: -(-N // r))
+    rr = 4 if units(4) >= enough else 2 if mode == 2 or units(2) >= enough else 1
+    expect_pf = -(-N // 8) <= 2 * sms if rr == 1 else mask == "7" if rr == 2 else True
+    check_gemv_pf_kernel(N, K, mode, mask, expect_pf, N + K + mode, monkeypatch)
 
 
 def test_engine_gemv_unit_prefetch_identical(ckpt_1b_2layers, monkeypatch):
