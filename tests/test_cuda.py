@@ -257,6 +257,54 @@ def test_engine_qkv_four_rows_identical(tmp_path, monkeypatch):
     check_launch_switch_identical(ckpt, "LLAMA_KERNEL_GEMV_QKV_RR4", monkeypatch, [toks])
 
 
+@pytest.mark.parametrize("N,K", [(2048, 2048), (16384, 2048), (2048, 8192), (5120, 3072)])
+def test_tiled_early_identical(N, K, monkeypatch):
+    """The tiled small-batch kernel (2-16 rows) with its first weights loaded before the PDL wait (bit 0 of
+    LLAMA_KERNEL_TILED_EARLY) and the next kernel triggered right after the wait (bit 1; default 3), the loads
+    early only (1), or neither (0): the same bits in every output mode, and the reference's."""
+    monkeypatch.setenv("LLAMA_KERNEL_TILED", "1")
+    rng = np.random.default_rng(N + K + 41)
+    w = (rng.standard_normal((N, K)) * 0.02).astype(np.float32)
+    qs, p = quant.quantize(w)
+    for M in (2, 9, 16):
+        x = rng.standard_normal((M, K)).astype(np.float32)
+        for mode in (0, 1, 2, 3):
+            y0 = rng.standard_normal((M, N // 2 if mode == 2 else N)).astype(np.float32) if mode == 1 else None
+            ys = []
+            for v in ("", "0", "1"):
+                monkeypatch.setenv("LLAMA_KERNEL_TILED_EARLY", v)
+                y, _, kernel = _C.cuda_matmul(x, qs, p, mode=mode, variant=0, y=y0, kernel=True)
+                assert kernel == "k_gemv_tiled", (M, mode, v, kernel)
+                ys.append(y)
+            assert R.rel_err(ys[0], mm_ref(x, qs, p, mode, y0)) < 5e-3, (M, mode)
+            assert np.array_equal(ys[0], ys[1]) and np.array_equal(ys[0], ys[2]), (M, mode)
+
+
+def test_engine_tiled_early_identical(ckpt_1b_2layers, monkeypatch):
+    """The same switch in an engine of 4 sequences (every matrix tiled; rotary, SwiGLU and residual-add
+    epilogues, graphs off and on): "0", the default and "1" give the same tokens and logits."""
+    toks = [int(t) for t in np.random.default_rng(9).integers(0, 32000, 24)]
+    prompts = [toks, toks[:9], toks[5:], toks[2:17]]
+    for graphs in (False, True):
+        got = []
+        for v in ("0", "", "1"):
+            monkeypatch.setenv("LLAMA_KERNEL_TILED_EARLY", v)
+            m = LlamaInference(ckpt_1b_2layers, device="cuda", batch_size=4, cuda_graphs=graphs, verbose=False)
+            got.append((m.generate_ids(prompts, max_new_tokens=12, temperature=0, ignore_eos=True),
+                        m.logits(prompts[0])))
+        for ids, lg in got[1:]:
+            assert ids == got[0][0], graphs
+            assert np.array_equal(lg, got[0][1]), graphs
+
+
+def test_engine_norm_trigger_identical(ckpt_1b_2layers, monkeypatch):
+    """The RMSNorm kernel before a decode batch's matmuls triggers the next kernel as it starts (default) or at
+    its exit (LLAMA_KERNEL_NORM_TRIGGER=0): the same tokens and logits in an engine of 4 sequences."""
+    toks = [int(t) for t in np.random.default_rng(10).integers(0, 32000, 24)]
+    check_launch_switch_identical(ckpt_1b_2layers, "LLAMA_KERNEL_NORM_TRIGGER", monkeypatch,
+                                  [toks, toks[:9], toks[5:], toks[2:17]], batch_size=4)
+
+
 def test_engine_embed_trigger_identical(ckpt_1b_2layers, monkeypatch):
     """The embedding kernel triggers the first qkv matmul right after its wait (default) or at its exit
     (LLAMA_KERNEL_EMBED_TRIGGER=0): one row and a packed batch of two."""

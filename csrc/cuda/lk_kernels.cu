@@ -87,8 +87,11 @@ lk_status lk_tokens_out(const int *tok, int *dst, int B, cudaStream_t st) {
 /* ---- RMSNorm: H = X * rsqrt(mean(X^2) + eps) * w, fp32 math, fp16 out ----------- */
 #define RMS_V 4 /* float4s of a row a thread holds in registers: rows up to 4,096 (x 256 threads) */
 __global__ void __launch_bounds__(256) k_rmsnorm(const float *__restrict__ x, const float *__restrict__ w, int dim,
-                                                 float eps, half *__restrict__ h) {
+                                                 float eps, half *__restrict__ h, int trig) {
     __shared__ float red[32];
+    /* trig (lk_rmsnorm): the next kernel may launch at once; its PDL wait still waits for this grid, and this
+     * grid's blocks wait for the one before, so all that moves is when its weight loads go out */
+    if (trig) lk_pdl_trigger();
     const float *xr = x + (size_t)blockIdx.x * dim;
     half *hr = h + (size_t)blockIdx.x * dim;
     const int n4 = dim >> 2;
@@ -144,7 +147,13 @@ __global__ void __launch_bounds__(256) k_rmsnorm(const float *__restrict__ x, co
 
 lk_status lk_rmsnorm(const float *x, const float *w, int M, int dim, float eps, half *h, cudaStream_t st) {
     if (dim % 4) return lk_fail(LK_E_UNSUPPORTED, "no RMSNorm kernel for hidden size %d (must be a multiple of 4)", dim);
-    LAUNCH("k_rmsnorm", k_rmsnorm, dim3(M), dim3(256), 0, st, x, w, dim, eps, h);
+    /* up to 64 rows (decode batches; the matmul after it is the tiled small-batch kernel or the 64-row wgmma
+     * kernel) the next kernel is triggered as this one starts, so the tiled kernel's first weight loads overlap
+     * this kernel and the wait before it; a prompt chunk's thousands of blocks keep the trigger at their exit.
+     * LLAMA_KERNEL_NORM_TRIGGER=0 (A/B; read every call): at the exit always */
+    const char *te = getenv("LLAMA_KERNEL_NORM_TRIGGER");
+    const int trig = M <= 64 && !(te && te[0] == '0');
+    LAUNCH("k_rmsnorm", k_rmsnorm, dim3(M), dim3(256), 0, st, x, w, dim, eps, h, trig);
     return LK_OK;
 }
 

@@ -855,8 +855,7 @@ template <int NT, bool PAIR, int G, int NW>
 __global__ void __launch_bounds__(NW * 32, NW > 8 || NT * (PAIR ? 2 : 1) >= 8 ? 1 : 2)
     k_gemv_tiled(const uint4 *__restrict__ W, const half2 *__restrict__ P, const half *__restrict__ x, int ldx, int M,
                  int K, int N, int n_out, int hidden, void *out, int ldo, int mode, int WK, float *__restrict__ partial,
-                 int *__restrict__ counters, lk_rope_epi re) {
-    lk_pdl_prologue();
+                 int *__restrict__ counters, lk_rope_epi re, int early) {
     constexpr int NB = PAIR ? 2 : 1, NE = NB * NT * 4;
     __shared__ float red[NW][NE][32]; /* WK > 1: each warp's sums, summed by warp wk = 0 */
     __shared__ int is_last;
@@ -914,7 +913,14 @@ __global__ void __launch_bounds__(NW * 32, NW > 8 || NT * (PAIR ? 2 : 1) >= 8 ? 
             wn[j][b][0] = wn[j][b][1] = wc[j][b][0] = wc[j][b][1] = make_uint4(0, 0, 0, 0);
             pn[j][b][0] = pn[j][b][1] = pc[j][b][0] = pc[j][b][1] = __float2half2_rn(0.0f);
         }
-    if (blockIdx.x * WU + wu < units && g0 < g1) load(blockIdx.x * WU + wu, g0, wc, pc);
+    /* early (TILED_EARLY in launch_gemv_tiled): bit 0, the warp's first weights go out before the PDL wait
+     * (they do not depend on the previous kernel), so their DRAM latency overlaps its tail; bit 1, the next
+     * kernel is triggered right after the wait instead of after the main loop */
+    const bool first = blockIdx.x * WU + wu < units && g0 < g1;
+    if ((early & 1) && first) load(blockIdx.x * WU + wu, g0, wc, pc);
+    lk_pdl_prologue();
+    if (early & 2) lk_pdl_trigger();
+    if (!(early & 1) && first) load(blockIdx.x * WU + wu, g0, wc, pc);
     float acc[NB][NT][4] = {};
     for (int ub = blockIdx.x * WU; ub < units; ub += stride) {
         const int unit = ub + wu;
@@ -1034,7 +1040,7 @@ __global__ void __launch_bounds__(NW * 32, NW > 8 || NT * (PAIR ? 2 : 1) >= 8 ? 
             tiled_epilogue<NT, NB>(acc, rb, g, t, M, N, n_out, out, ldo, mode, re);
         }
     }
-    lk_pdl_trigger();
+    if (!(early & 2)) lk_pdl_trigger();
     if (S == 1) return;
     /* split-K: the grid covers the units once (one iteration above); partials [split][token][weight row] */
     const int unit = blockIdx.x * WU + wu;
@@ -2914,10 +2920,17 @@ static lk_status launch_gemv_tiled(const lk_dmat *W, const half *x, int M, int l
     const int NWB = WK > TG_WARPS ? WK : TG_WARPS; /* warps per block */
     const int gx = lk_cdiv(units, NWB / WK), cap = sm_count * (NWB > TG_WARPS ? 1 : 2);
     dim3 grid(S > 1 ? gx : (gx < cap ? gx : cap), S);
+    /* LLAMA_KERNEL_TILED_EARLY=mask (A/B; read every call): bit 0 the first weights before the PDL wait,
+     * bit 1 the next kernel triggered right after it (k_gemv_tiled's early); default 3. Measured (H200,
+     * benchmarks/NOTES.md v75): alone at 16 rows, us, 0 / 1 / 3: qkv 4.4 / 4.4 / 3.8, o 4.2 / 4.0 / 3.4,
+     * down 7.8 / 7.5 / 7.3; with k_rmsnorm's early trigger, batch 16 decode 22,363 / 21,710 (0) ->
+     * 22,924 / 22,884 (1) -> 23,713 / 23,178 tok/s (3) */
+    const char *ee = getenv("LLAMA_KERNEL_TILED_EARLY");
+    const int early = ee && *ee ? atoi(ee) & 3 : 3;
 #define TG_LAUNCH(GG, NWT)                                                                                          \
     LAUNCH("k_gemv_tiled", (k_gemv_tiled<NT, PAIR, GG, NWT>), grid, dim3(NWT * 32), 0, st, (const uint4 *)W->w,     \
            W->p, x, ldx, M, W->K, N, n_out, hidden, out, ldo, add_mode(mode), WK, ws ? ws->tg_partial : (float *)NULL,        \
-           ws ? ws->tg_counters : (int *)NULL, re)
+           ws ? ws->tg_counters : (int *)NULL, re, early)
     /* two groups per step only where the registers allow it (one-block units, up to 16 rows) */
     if constexpr (NT <= 2) {
         if (NWB > TG_WARPS) {
