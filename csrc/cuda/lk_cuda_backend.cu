@@ -30,6 +30,12 @@ lk_status lk_cuda_fail(cudaError_t e, const char *what, const char *file, int li
     return st;
 }
 
+lk_status lk_cuda_fail_launch(cudaError_t e, const char *name, const char *file, int line) {
+    char what[160];
+    snprintf(what, sizeof what, "launch of %s", name ? name : "a kernel");
+    return lk_cuda_fail(e, what, file, line);
+}
+
 /* PDL: on for Hopper and newer unless LLAMA_KERNEL_PDL=0. Measured on H100
  * (benchmarks/NOTES.md, v21): with each kernel's trigger after its main loop
  * (not at its start, which let every following kernel's blocks take SM room

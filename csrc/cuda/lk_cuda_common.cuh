@@ -13,6 +13,8 @@
 #include "../lk_common.h"
 
 lk_status lk_cuda_fail(cudaError_t e, const char *what, const char *file, int line);
+/* lk_cuda_fail for "launch of <name>", where the name may be chosen at run time (LAUNCH) */
+lk_status lk_cuda_fail_launch(cudaError_t e, const char *name, const char *file, int line);
 
 #define CU(call)                                                             \
     do {                                                                     \
@@ -270,5 +272,5 @@ extern thread_local const char *lk_last_launch;
         lk_last_launch = name;                                                                   \
         cudaError_t e_ = lk_launch(kernel, grid, block, smem, st, __VA_ARGS__);                   \
         if (e_ == cudaSuccess) e_ = cudaGetLastError();                                          \
-        if (e_ != cudaSuccess) return lk_cuda_fail(e_, "launch of " name, __FILE__, __LINE__);   \
+        if (e_ != cudaSuccess) return lk_cuda_fail_launch(e_, name, __FILE__, __LINE__);         \
     } while (0)

@@ -2366,12 +2366,8 @@ static lk_status launch_gemv(const lk_dmat *W, const half *x, int ldx, void *out
     }
     float *partial = ws ? ws->partial : (float *)NULL;
     int *counters = ws ? ws->counters : (int *)NULL;
-    if (pf)
-        LAUNCH("k_gemv_q4 (next step in flight)", kern, grid, dim3(GEMV_WARPS * 32), smem, st, (const uint4 *)W->w,
-               W->p, x, ldx, W->K, n_out, hidden, out, ldo, mode, partial, counters, re, nin, xs);
-    else
-        LAUNCH("k_gemv_q4", kern, grid, dim3(GEMV_WARPS * 32), smem, st, (const uint4 *)W->w, W->p, x, ldx, W->K,
-               n_out, hidden, out, ldo, mode, partial, counters, re, nin, xs);
+    LAUNCH(pf ? "k_gemv_q4 (next step in flight)" : "k_gemv_q4", kern, grid, dim3(GEMV_WARPS * 32), smem, st,
+           (const uint4 *)W->w, W->p, x, ldx, W->K, n_out, hidden, out, ldo, mode, partial, counters, re, nin, xs);
     return LK_OK;
 }
 
