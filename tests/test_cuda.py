@@ -41,6 +41,17 @@ def mm_ref(x, qs, p, mode, y0=None):
     return y
 
 
+def mm_cases(rng, Ms, N, K):
+    """The matmul tests' cases: for each row count in Ms an input x (M x K), then for each output mode (0 fp32,
+    1 add into y0, 2 SwiGLU, 3 fp16) the residual y0 the add starts from (None in the other modes), drawn from rng
+    in that order."""
+    for M in Ms:
+        x = rng.standard_normal((M, K)).astype(np.float32)
+        for mode in (0, 1, 2, 3):
+            y0 = rng.standard_normal((M, N // 2 if mode == 2 else N)).astype(np.float32) if mode == 1 else None
+            yield M, mode, x, y0
+
+
 @pytest.mark.parametrize("N,K", SHAPES)
 @pytest.mark.parametrize("variant", list(VARIANTS))
 def test_matmul_variants(N, K, variant):
@@ -50,16 +61,13 @@ def test_matmul_variants(N, K, variant):
     Ms = [1, 2, 3, 4, 5, 8, 16, 17, 33, 64] if N * K <= 2048 * 8192 else [1, 4, 16, 33]
     if variant == "batched" and N * K <= 3072 * 3072:
         Ms += [128, 300]
-    for M in Ms:
-        x = rng.standard_normal((M, K)).astype(np.float32)
-        for mode in (0, 1, 2, 3):
-            y0 = rng.standard_normal((M, N // 2 if mode == 2 else N)).astype(np.float32) if mode == 1 else None
-            y, used = _C.cuda_matmul(x, qs, p, mode=mode, variant=VARIANTS[variant], y=y0)
-            assert used == VARIANTS[variant]
-            assert np.all(np.isfinite(y)), (M, mode)
-            ref = mm_ref(x, qs, p, mode, y0)
-            err = R.rel_err(y, ref)
-            assert err < 5e-3, (M, mode, err)
+    for M, mode, x, y0 in mm_cases(rng, Ms, N, K):
+        y, used = _C.cuda_matmul(x, qs, p, mode=mode, variant=VARIANTS[variant], y=y0)
+        assert used == VARIANTS[variant]
+        assert np.all(np.isfinite(y)), (M, mode)
+        ref = mm_ref(x, qs, p, mode, y0)
+        err = R.rel_err(y, ref)
+        assert err < 5e-3, (M, mode, err)
 
 
 @pytest.mark.parametrize("variant", ["lut", "optimized"])
@@ -198,15 +206,8 @@ def test_engine_gemv_unit_prefetch_identical(ckpt_1b_2layers, monkeypatch):
     """The same switch in the engine (gate_up and the LM head with their RMSNorm prologues, o and down; with 7
     also qkv with its rotary epilogue): the same tokens and logits, graphs off and on."""
     toks = [int(t) for t in np.random.default_rng(7).integers(0, 32000, 20)]
-    for graphs in (False, True):
-        ids, logits = [], []
-        for v in ("", "0", "7"):
-            monkeypatch.setenv("LLAMA_KERNEL_GEMV_PF", v)
-            m = LlamaInference(ckpt_1b_2layers, device="cuda", cuda_graphs=graphs, prefill_chunk=1, verbose=False)
-            ids.append(m.generate_ids([toks], max_new_tokens=12, temperature=0, ignore_eos=True))
-            logits.append(m.logits(toks))
-        assert ids[0] == ids[1] == ids[2], graphs
-        assert np.array_equal(logits[0], logits[1]) and np.array_equal(logits[0], logits[2]), graphs
+    check_launch_switch_identical(ckpt_1b_2layers, "LLAMA_KERNEL_GEMV_PF", monkeypatch, [toks], values=("", "0", "7"),
+                                  prefill_chunk=1)
 
 
 def test_engine_tokens_out_identical(ckpt_1b_2layers, monkeypatch):
@@ -232,19 +233,19 @@ def test_engine_tokens_out_identical(ckpt_1b_2layers, monkeypatch):
             assert all(len(o) == 24 for o in got[0][0] + got[0][1])
 
 
-def check_launch_switch_identical(ckpt, env, monkeypatch, prompts, **kw):
-    """A switch that changes only when kernels launch (env "0" against the default): the same tokens and
-    logits, graphs off and on (the step graph keeps the launch attributes); a kernel reading what its
-    predecessor had not yet written would show here."""
+def check_launch_switch_identical(ckpt, env, monkeypatch, prompts, values=("0", ""), **kw):
+    """A switch that changes only when kernels launch or how a kernel orders its loads (each of values, by
+    default "0" and the default): the same tokens and logits, graphs off and on (the step graph keeps the
+    launch attributes); a kernel reading what its predecessor had not yet written would show here."""
     for graphs in (False, True):
-        got = []
-        for v in ("0", ""):
+        ids, logits = [], []
+        for v in values:
             monkeypatch.setenv(env, v)
             m = LlamaInference(ckpt, device="cuda", cuda_graphs=graphs, verbose=False, **kw)
-            got.append(m.generate_ids(prompts, max_new_tokens=12, temperature=0, ignore_eos=True))
-            got.append(m.logits(prompts[0]))
-        assert got[0] == got[2], (env, graphs)
-        assert np.array_equal(got[1], got[3]), (env, graphs)
+            ids.append(m.generate_ids(prompts, max_new_tokens=12, temperature=0, ignore_eos=True))
+            logits.append(m.logits(prompts[0]))
+        assert all(i == ids[0] for i in ids[1:]), (env, graphs)
+        assert all(np.array_equal(lg, logits[0]) for lg in logits[1:]), (env, graphs)
 
 
 def test_engine_qkv_four_rows_identical(tmp_path, monkeypatch):
@@ -266,35 +267,23 @@ def test_tiled_early_identical(N, K, monkeypatch):
     rng = np.random.default_rng(N + K + 41)
     w = (rng.standard_normal((N, K)) * 0.02).astype(np.float32)
     qs, p = quant.quantize(w)
-    for M in (2, 9, 16):
-        x = rng.standard_normal((M, K)).astype(np.float32)
-        for mode in (0, 1, 2, 3):
-            y0 = rng.standard_normal((M, N // 2 if mode == 2 else N)).astype(np.float32) if mode == 1 else None
-            ys = []
-            for v in ("", "0", "1"):
-                monkeypatch.setenv("LLAMA_KERNEL_TILED_EARLY", v)
-                y, _, kernel = _C.cuda_matmul(x, qs, p, mode=mode, variant=0, y=y0, kernel=True)
-                assert kernel == "k_gemv_tiled", (M, mode, v, kernel)
-                ys.append(y)
-            assert R.rel_err(ys[0], mm_ref(x, qs, p, mode, y0)) < 5e-3, (M, mode)
-            assert np.array_equal(ys[0], ys[1]) and np.array_equal(ys[0], ys[2]), (M, mode)
+    for M, mode, x, y0 in mm_cases(rng, (2, 9, 16), N, K):
+        ys = []
+        for v in ("", "0", "1"):
+            monkeypatch.setenv("LLAMA_KERNEL_TILED_EARLY", v)
+            y, _, kernel = _C.cuda_matmul(x, qs, p, mode=mode, variant=0, y=y0, kernel=True)
+            assert kernel == "k_gemv_tiled", (M, mode, v, kernel)
+            ys.append(y)
+        assert R.rel_err(ys[0], mm_ref(x, qs, p, mode, y0)) < 5e-3, (M, mode)
+        assert np.array_equal(ys[0], ys[1]) and np.array_equal(ys[0], ys[2]), (M, mode)
 
 
 def test_engine_tiled_early_identical(ckpt_1b_2layers, monkeypatch):
     """The same switch in an engine of 4 sequences (every matrix tiled; rotary, SwiGLU and residual-add
     epilogues, graphs off and on): "0", the default and "1" give the same tokens and logits."""
     toks = [int(t) for t in np.random.default_rng(9).integers(0, 32000, 24)]
-    prompts = [toks, toks[:9], toks[5:], toks[2:17]]
-    for graphs in (False, True):
-        got = []
-        for v in ("0", "", "1"):
-            monkeypatch.setenv("LLAMA_KERNEL_TILED_EARLY", v)
-            m = LlamaInference(ckpt_1b_2layers, device="cuda", batch_size=4, cuda_graphs=graphs, verbose=False)
-            got.append((m.generate_ids(prompts, max_new_tokens=12, temperature=0, ignore_eos=True),
-                        m.logits(prompts[0])))
-        for ids, lg in got[1:]:
-            assert ids == got[0][0], graphs
-            assert np.array_equal(lg, got[0][1]), graphs
+    check_launch_switch_identical(ckpt_1b_2layers, "LLAMA_KERNEL_TILED_EARLY", monkeypatch,
+                                  [toks, toks[:9], toks[5:], toks[2:17]], values=("0", "", "1"), batch_size=4)
 
 
 def test_engine_norm_trigger_identical(ckpt_1b_2layers, monkeypatch):
@@ -1065,13 +1054,10 @@ def test_tiled_layout_matmul(N, K, monkeypatch):
     qs, p = quant.quantize(w)
     # 17-64 rows: the small-batch kernel in row slices, or on sm_90a the wgmma kernel (64-row blocks) from 33
     # rows on matrices of 16M+ weights and from 57 rows on the others; 65: the tile kernel (or the wgmma kernel)
-    for M in (1, 3, 8, 9, 16, 33, 40, 64, 65):
-        x = rng.standard_normal((M, K)).astype(np.float32)
-        for mode in (0, 1, 2, 3):
-            y0 = rng.standard_normal((M, N // 2 if mode == 2 else N)).astype(np.float32) if mode == 1 else None
-            y, used = _C.cuda_matmul(x, qs, p, mode=mode, variant=0, y=y0)
-            assert used == 3 and np.all(np.isfinite(y))
-            assert R.rel_err(y, mm_ref(x, qs, p, mode, y0)) < 5e-3, (M, mode)
+    for M, mode, x, y0 in mm_cases(rng, (1, 3, 8, 9, 16, 33, 40, 64, 65), N, K):
+        y, used = _C.cuda_matmul(x, qs, p, mode=mode, variant=0, y=y0)
+        assert used == 3 and np.all(np.isfinite(y))
+        assert R.rel_err(y, mm_ref(x, qs, p, mode, y0)) < 5e-3, (M, mode)
 
 
 def check_new_vs_old(monkeypatch, rng, qs, p, N, K, Ms, env, new, old):
@@ -1079,18 +1065,15 @@ def check_new_vs_old(monkeypatch, rng, qs, p, N, K, Ms, env, new, old):
     and against the kernels env=old selects (the same fp16 weights, another summation order). Returns whether
     any output differed bit for bit from the old path's."""
     differ = False
-    for M in Ms:
-        x = rng.standard_normal((M, K)).astype(np.float32)
-        for mode in (0, 1, 2, 3):
-            y0 = rng.standard_normal((M, N // 2 if mode == 2 else N)).astype(np.float32) if mode == 1 else None
-            monkeypatch.setenv(env, new)
-            y, used = _C.cuda_matmul(x, qs, p, mode=mode, variant=3, y=y0)
-            assert used == 3 and np.all(np.isfinite(y)), (M, mode)
-            assert R.rel_err(y, mm_ref(x, qs, p, mode, y0)) < 5e-3, (M, mode)
-            monkeypatch.setenv(env, old)
-            y_old, _ = _C.cuda_matmul(x, qs, p, mode=mode, variant=3, y=y0)
-            assert R.rel_err(y, y_old) < 2e-3, (M, mode)
-            differ |= not np.array_equal(y, y_old)
+    for M, mode, x, y0 in mm_cases(rng, Ms, N, K):
+        monkeypatch.setenv(env, new)
+        y, used = _C.cuda_matmul(x, qs, p, mode=mode, variant=3, y=y0)
+        assert used == 3 and np.all(np.isfinite(y)), (M, mode)
+        assert R.rel_err(y, mm_ref(x, qs, p, mode, y0)) < 5e-3, (M, mode)
+        monkeypatch.setenv(env, old)
+        y_old, _ = _C.cuda_matmul(x, qs, p, mode=mode, variant=3, y=y0)
+        assert R.rel_err(y, y_old) < 2e-3, (M, mode)
+        differ |= not np.array_equal(y, y_old)
     return differ
 
 
@@ -1196,19 +1179,16 @@ def test_wgmma_split_rule(N, K, tiled, monkeypatch):
     rng = np.random.default_rng(N + 3 * K)
     w = (rng.standard_normal((N, K)) * 0.02).astype(np.float32)
     qs, p = quant.quantize(w)
-    for M in (33, 64):
-        x = rng.standard_normal((M, K)).astype(np.float32)
-        for mode in (0, 1, 2, 3):
-            y0 = rng.standard_normal((M, N // 2 if mode == 2 else N)).astype(np.float32) if mode == 1 else None
-            ref = mm_ref(x, qs, p, mode, y0)
-            for split in ("", "old", "1", "2", "4"):
-                monkeypatch.setenv("LLAMA_KERNEL_WG_SPLIT", split)
-                y, used, kernel = _C.cuda_matmul(x, qs, p, mode=mode, variant=3, y=y0, kernel=True)
-                assert used == 3 and kernel.startswith("k_mm_q4_wg") and "wgk" not in kernel, (M, mode, split)
-                assert R.rel_err(y, ref) < 5e-3, (M, mode, split)
-                if split == "":
-                    y2, _, _ = _C.cuda_matmul(x, qs, p, mode=mode, variant=3, y=y0, kernel=True)
-                    assert np.array_equal(y, y2), (M, mode)
+    for M, mode, x, y0 in mm_cases(rng, (33, 64), N, K):
+        ref = mm_ref(x, qs, p, mode, y0)
+        for split in ("", "old", "1", "2", "4"):
+            monkeypatch.setenv("LLAMA_KERNEL_WG_SPLIT", split)
+            y, used, kernel = _C.cuda_matmul(x, qs, p, mode=mode, variant=3, y=y0, kernel=True)
+            assert used == 3 and kernel.startswith("k_mm_q4_wg") and "wgk" not in kernel, (M, mode, split)
+            assert R.rel_err(y, ref) < 5e-3, (M, mode, split)
+            if split == "":
+                y2, _, _ = _C.cuda_matmul(x, qs, p, mode=mode, variant=3, y=y0, kernel=True)
+                assert np.array_equal(y, y2), (M, mode)
 
 
 @pytest.mark.parametrize("kw", ["2", "4"])
@@ -1227,25 +1207,22 @@ def test_wgmma_k_warpgroups(N, K, tiled, kw, monkeypatch):
     rng = np.random.default_rng(N + 5 * K)
     w = (rng.standard_normal((N, K)) * 0.02).astype(np.float32)
     qs, p = quant.quantize(w)
-    for M in (17, 40, 64):
-        x = rng.standard_normal((M, K)).astype(np.float32)
-        for mode in (0, 1, 2, 3):
-            y0 = rng.standard_normal((M, N // 2 if mode == 2 else N)).astype(np.float32) if mode == 1 else None
-            ref = mm_ref(x, qs, p, mode, y0)
-            for split in ("", "1", "2"):
-                monkeypatch.setenv("LLAMA_KERNEL_WG_SPLIT", split)
-                y, used, kernel = _C.cuda_matmul(x, qs, p, mode=mode, variant=3, y=y0, kernel=True)
-                assert used == 3 and kernel.startswith(f"k_mm_q4_wgk ({kw} warpgroups"), (M, mode, split, kernel)
-                assert R.rel_err(y, ref) < 5e-3, (M, mode, split)
-                if split == "":
-                    y2, _, _ = _C.cuda_matmul(x, qs, p, mode=mode, variant=3, y=y0, kernel=True)
-                    assert np.array_equal(y, y2), (M, mode)
-                if mode == 1:
-                    monkeypatch.setenv("LLAMA_KERNEL_ADD_EPI", "0")
-                    y3, _, kernel3 = _C.cuda_matmul(x, qs, p, mode=mode, variant=3, y=y0, kernel=True)
-                    monkeypatch.setenv("LLAMA_KERNEL_ADD_EPI", "")
-                    assert "batched" in kernel and "batched" not in kernel3, (kernel, kernel3)
-                    assert np.array_equal(y, y3), (M, split)
+    for M, mode, x, y0 in mm_cases(rng, (17, 40, 64), N, K):
+        ref = mm_ref(x, qs, p, mode, y0)
+        for split in ("", "1", "2"):
+            monkeypatch.setenv("LLAMA_KERNEL_WG_SPLIT", split)
+            y, used, kernel = _C.cuda_matmul(x, qs, p, mode=mode, variant=3, y=y0, kernel=True)
+            assert used == 3 and kernel.startswith(f"k_mm_q4_wgk ({kw} warpgroups"), (M, mode, split, kernel)
+            assert R.rel_err(y, ref) < 5e-3, (M, mode, split)
+            if split == "":
+                y2, _, _ = _C.cuda_matmul(x, qs, p, mode=mode, variant=3, y=y0, kernel=True)
+                assert np.array_equal(y, y2), (M, mode)
+            if mode == 1:
+                monkeypatch.setenv("LLAMA_KERNEL_ADD_EPI", "0")
+                y3, _, kernel3 = _C.cuda_matmul(x, qs, p, mode=mode, variant=3, y=y0, kernel=True)
+                monkeypatch.setenv("LLAMA_KERNEL_ADD_EPI", "")
+                assert "batched" in kernel and "batched" not in kernel3, (kernel, kernel3)
+                assert np.array_equal(y, y3), (M, split)
 
 
 @pytest.mark.parametrize("route", ["tiled", "ra", "ra_prefill"])
