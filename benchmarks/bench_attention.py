@@ -1,6 +1,6 @@
 """Attention kernels against PyTorch SDPA (bf16) when torch is installed.
-32 query heads, 8 KV heads, head_dim 64 (and 128 for prefill). Then the RMSNorm and
-rotary + KV-append kernels at prefill sizes against the card's copy rate.
+32 query heads, 8 KV heads, head_dim 64 (and 128 for prefill). Then the kernel for rows of many
+slots (packed prefill chunks) against the plain one, and the RMSNorm and rotary + KV-append kernels at prefill sizes against the card's copy rate.
 
     python benchmarks/bench_attention.py
 """
@@ -68,8 +68,26 @@ def main():
                 rows.append(dict(case=f"{name}, {label}", flash_us=us2))
         for k in env:
             del os.environ[k]
+    packed = packed_rows()
     fused = fused_kernels()
-    save_json({"device": device_line(), "rows": rows, "fused": fused}, "bench_attention.json")
+    save_json({"device": device_line(), "rows": rows, "packed": packed, "fused": fused}, "bench_attention.json")
+
+
+def packed_rows(B=256):
+    """Rows of many slots (a prefill chunk packing several prompts, where the flash kernel, one slot a
+    call, does not apply): the warp-per-(row, head) kernel against the plain kernel, B rows of B slots, each
+    at position L - 1 (a packed chunk's rows average half their prompt's length). The engine takes the first
+    for every packed chunk (LLAMA_KERNEL_ATTN_ROWS=0: the plain kernel; lk_cuda_backend.cu)."""
+    print("\n| packed rows: B rows x L positions, head_dim | warp per row us | plain us | plain / warp |")
+    print("|---|---|---|---|")
+    out = []
+    for hd in (64, 128):
+        for L in (32, 128, 512, 1024, 2048):
+            rows_us = _C.cuda_bench_attention(B, 32, 8, hd, L, 3, 10)
+            plain_us = _C.cuda_bench_attention(B, 32, 8, hd, L, 0, 10)
+            print(f"| {B} x {L}, {hd} | {rows_us:.1f} | {plain_us:.1f} | {plain_us / rows_us:.2f}x |", flush=True)
+            out.append(dict(B=B, L=L, hd=hd, rows_us=rows_us, plain_us=plain_us))
+    return out
 
 
 # (name, dim, query heads, KV heads, head_dim)

@@ -1504,9 +1504,10 @@ static PyMethodDef module_methods[] = {
      "tune forces the one-row GEMV configuration (weight rows per warp, chunks in flight, K splits; 0 = auto)"},
     {"cuda_attention", mod_cuda_attention, METH_VARARGS,
      "cuda_attention(q, k, v, pos, n_heads, kind, kernel=False) -> out; kind 0 plain, 1 split-KV decode, 2 flash\n"
-     "prefill; kernel=True -> (out, name of the kernel launched last)"},
+     "prefill, 3 warp per (row, head) (packed prefill chunks); kernel=True -> (out, name of the kernel launched last)"},
     {"cuda_bench_attention", mod_cuda_bench_attention, METH_VARARGS,
-     "cuda_bench_attention(B, n_heads, n_kv, head_dim, L, kind, iters=20) -> median microseconds"},
+     "cuda_bench_attention(B, n_heads, n_kv, head_dim, L, kind, iters=20) -> median microseconds (kind as\n"
+     "cuda_attention's; 1 and 3: B rows of B slots at position L - 1, 2: a prompt of L rows)"},
     {"cuda_rmsnorm", mod_cuda_rmsnorm, METH_VARARGS,
      "cuda_rmsnorm(x [M, dim], w [dim], eps) -> float32 [M, dim]: the engine's RMSNorm kernel (fp16 outputs)"},
     {"cuda_rope_kv", mod_cuda_rope_kv, METH_VARARGS,

@@ -372,7 +372,7 @@ def attn_ref(q, k, v, pos, n_heads):
 
 
 @pytest.mark.parametrize("hd,n_heads,n_kv", [(64, 32, 8), (128, 24, 8), (64, 8, 8), (128, 12, 4), (64, 6, 2), (64, 16, 2), (128, 16, 8)])
-@pytest.mark.parametrize("kind", [0, 1, 2])
+@pytest.mark.parametrize("kind", [0, 1, 2, 3])  # plain, split-KV decode, flash prefill, warp per (row, head)
 def test_attention(hd, n_heads, n_kv, kind):
     rng = np.random.default_rng(hd * 7 + n_heads + kind)
     for L, pos in [(1, [0]), (64, [63]), (65, [0, 62, 63, 64]), (200, [5, 130, 199]), (1000, [999, 511, 512, 513])]:
@@ -936,6 +936,35 @@ def test_batch_equals_single_on_gpu(ckpt_1b_2layers, chunk):
     m4 = LlamaInference(ckpt_1b_2layers, device="cuda", batch_size=4, verbose=False, **kw)
     single = [m1.generate_ids(p, max_new_tokens=12, temperature=0, ignore_eos=True)[0] for p in prompts]
     assert m4.generate_ids(prompts, max_new_tokens=12, temperature=0, ignore_eos=True) == single
+
+
+def test_packed_prefill_rows_kernel(ckpt_1b_2layers, monkeypatch):
+    """A chunk packing several prompts (more rows than the engine's batch) runs its attention on the
+    warp-per-(row, head) kernel (default) or the plain kernel (LLAMA_KERNEL_ATTN_ROWS=0): the same tokens,
+    and each prompt's first token (the one the packed prefill decides) is the one it gets alone (flash
+    prefill, one-row matmuls). Later tokens are not compared with the single runs: the batch's decode
+    matmuls sum in another order, which on this random model flipped a near tie of the 100-token prompt's
+    third token (both kernels alike; H200, v76). Lengths across the kernel's 32-position steps."""
+    prompts = [[(7 * i + 3 * j) % 1000 + 1 for j in range(n)] for i, n in enumerate((1, 31, 32, 33, 64, 65, 100))]
+    m1 = LlamaInference(ckpt_1b_2layers, device="cuda", verbose=False)
+    first = [m1.generate_ids(p, max_new_tokens=1, temperature=0, ignore_eos=True)[0][0] for p in prompts]
+    m8 = LlamaInference(ckpt_1b_2layers, device="cuda", batch_size=8, verbose=False)
+    outs = []
+    for v in ("", "0"):
+        monkeypatch.setenv("LLAMA_KERNEL_ATTN_ROWS", v)
+        outs.append(m8.generate_ids(prompts, max_new_tokens=8, temperature=0, ignore_eos=True))
+    assert outs[0] == outs[1]
+    assert [o[0] for o in outs[0]] == first
+
+
+def test_attention_op_rejects_bad_kind():
+    q = np.zeros((1, 64), np.float32)
+    k = np.zeros((1, 4, 64), np.float32)
+    for kind in (-1, 4):
+        with pytest.raises(ValueError, match=f"kind = {kind}"):
+            _C.cuda_attention(q, k, k, [3], 1, kind)
+    with pytest.raises(ValueError, match="kind = 9"):
+        _C.cuda_bench_attention(1, 1, 1, 64, 4, 9, 1)
 
 
 def test_flash_and_plain_agree(ckpt_1b_2layers):

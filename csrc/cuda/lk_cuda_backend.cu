@@ -7,6 +7,7 @@
  * CUDA graph per batch size after one eager warm-up run, then replayed; the
  * token and position live in device memory, so replays need no host input.
  */
+#include <climits>
 #include <stdio.h>
 #include <stdlib.h>
 
@@ -615,6 +616,16 @@ static lk_attn_args attn_args(cuda_backend *b, int M, int layer) {
     return a;
 }
 
+/* the longest row (positions) for which a chunk packing several prompts takes the warp-per-row kernel
+ * (lk_attention_rows) instead of the plain one: any (it won at every length measured, H200,
+ * benchmarks/NOTES.md v76: 256 rows at 32 to 2,048 positions, 3.3-3.9x at head_dim 64, 2.5-2.9x at 128).
+ * LLAMA_KERNEL_ATTN_ROWS=N bounds it (0: the plain kernel always; A/B and tests; read every call, only on
+ * that path) */
+static int attn_rows_max(void) {
+    const char *e = getenv("LLAMA_KERNEL_ATTN_ROWS");
+    return e && e[0] ? atoi(e) : INT_MAX;
+}
+
 static lk_status cu_attention(lk_backend *be, int M, int layer) {
     cuda_backend *b = CUB(be);
     lk_attn_args a = attn_args(b, M, layer);
@@ -622,7 +633,8 @@ static lk_status cu_attention(lk_backend *be, int M, int layer) {
     prof_begin(b);
     if (!be->opts->flash_attention) s = lk_attention_plain(&a, b->st);
     else if (b->rows_prefill) s = lk_attention_prefill(&a, b->st);
-    else if (M > be->opts->batch_size) s = lk_attention_plain(&a, b->st); /* more rows than split-KV space */
+    else if (M > be->opts->batch_size) /* more rows than split-KV space: a chunk packing several prompts */
+        s = b->kv_hi <= attn_rows_max() ? lk_attention_rows(&a, b->st) : lk_attention_plain(&a, b->st);
     else s = lk_attention_decode(&a, b->st);
     prof_end(b, 4);
     return s;

@@ -305,7 +305,7 @@ extern "C" lk_status lk_cuda_op_bench_matmul(int M, int N, int K, int mode, int 
 
 /* The attention ops below (test and benchmark entry points) share one
  * argument setup over their device buffers (slot 0 for prefill rows) and
- * one dispatch: kind 2 = flash prefill, 1 = split-KV decode, 0 = plain. */
+ * one dispatch: kind 2 = flash prefill, 1 = split-KV decode, 0 = plain, 3 = warp per (row, head). */
 static lk_attn_args op_attn_args(const dbuf &dq, const dbuf &dk, const dbuf &dv, const dbuf &dout, const dbuf &dslot,
                                  const dbuf &dpos, const dbuf &dpart, const dbuf &dcnt, int M, int n_heads, int n_kv,
                                  int hd, int L, int p0, int splits) {
@@ -337,7 +337,10 @@ static lk_attn_args op_attn_args(const dbuf &dq, const dbuf &dk, const dbuf &dv,
 }
 
 static lk_status op_attention_run(const lk_attn_args *a, int kind, cudaStream_t st) {
-    return kind == 2 ? lk_attention_prefill(a, st) : kind == 1 ? lk_attention_decode(a, st) : lk_attention_plain(a, st);
+    return kind == 3   ? lk_attention_rows(a, st)
+           : kind == 2 ? lk_attention_prefill(a, st)
+           : kind == 1 ? lk_attention_decode(a, st)
+                       : lk_attention_plain(a, st);
 }
 
 extern "C" lk_status lk_cuda_op_attention(const float *q, int M, int n_heads, int n_kv, int hd, const float *k,
@@ -347,6 +350,9 @@ extern "C" lk_status lk_cuda_op_attention(const float *q, int M, int n_heads, in
     TRY(device_info(&sm, &cmaj, &cmin));
     if (n_kv <= 0 || n_heads % n_kv || M < 1 || L < 1)
         return lk_fail(LK_E_INVALID, "attention op: bad shape (M %d, heads %d/%d, L %d)", M, n_heads, n_kv, L);
+    if (kind < 0 || kind > 3)
+        return lk_fail(LK_E_INVALID, "attention op: kind = %d (0 plain, 1 split-KV decode, 2 flash prefill, 3 rows)",
+                       kind);
     for (int i = 0; i < M; i++)
         if (pos[i] < 0 || pos[i] >= L) return lk_fail(LK_E_INVALID, "attention op: pos[%d] = %d not in [0, %d)", i, pos[i], L);
     const int qd = n_heads * hd;
@@ -386,6 +392,9 @@ extern "C" lk_status lk_cuda_op_bench_attention(int B, int n_heads, int n_kv, in
                                                 double *us) {
     int sm = 0, cmaj = 0, cmin = 0;
     TRY(device_info(&sm, &cmaj, &cmin));
+    if (kind < 0 || kind > 3)
+        return lk_fail(LK_E_INVALID, "attention bench: kind = %d (0 plain, 1 split-KV decode, 2 flash prefill, 3 rows)",
+                       kind);
     const int qd = n_heads * hd;
     const int M = kind == 2 ? L : B;
     const size_t kv = (size_t)B * n_kv * L * hd;

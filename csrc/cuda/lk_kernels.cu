@@ -310,6 +310,87 @@ lk_status lk_attention_plain(const lk_attn_args *a, cudaStream_t st) {
     return LK_OK;
 }
 
+/* ---- rows of many slots at short positions: one warp per (row, query head) ----------
+ * The packed prefill chunks of a batch of short prompts (rows of many slots, which the flash kernel,
+ * one slot a call, cannot take) ran on the plain kernel above: a 256-thread block per (row, head)
+ * for a few dozen positions, 354 us a layer for 64 prompts of 32 tokens (H200, benchmarks/NOTES.md
+ * v76) against 57 us for one prompt of 2,048. Here a warp takes a (row, head), 32 positions a step:
+ * a lane's score each (its K row against q in shared memory, summed in the plain kernel's order),
+ * then the lanes over head dims for P V. A block's ROWS_W warps are consecutive query heads, so a
+ * GQA group's K/V rows come from L1 after the first warp. 2.5-3.9x the plain kernel at 32-2,048
+ * positions (v76), so the engine takes it for every packed chunk (LLAMA_KERNEL_ATTN_ROWS=0: plain). */
+#define ROWS_W 4
+template <int HD>
+__global__ void __launch_bounds__(ROWS_W * 32) k_attn_rows(lk_attn_args a) {
+    constexpr int DL = HD / 32; /* head dims a lane for P V */
+    __shared__ __align__(16) float qs[ROWS_W][HD];
+    lk_pdl_prologue();
+    const int lane = threadIdx.x & 31, warp = threadIdx.x >> 5;
+    const int r = blockIdx.x, h = blockIdx.y * ROWS_W + warp;
+    if (h >= a.n_heads) return; /* (no block barriers below) */
+    const int kvh = h / (a.n_heads / a.n_kv);
+    const half *qr = a.qkv + (size_t)r * a.qkv_ld + (size_t)h * HD;
+    for (int d = lane; d < HD; d += 32) qs[warp][d] = __half2float(qr[d]) * a.scale;
+    __syncwarp();
+    const int s = a.slot[r], n = a.pos[r] + 1;
+    const half *K = a.kc + ((size_t)s * a.n_kv + kvh) * a.max_seq * HD;
+    const half *V = a.vc + ((size_t)s * a.n_kv + kvh) * a.max_seq * HD;
+    float m_run = -INFINITY, l_run = 0.0f, o[DL];
+#pragma unroll
+    for (int i = 0; i < DL; i++) o[i] = 0.0f;
+    for (int t0 = 0; t0 < n; t0 += 32) {
+        const int t = t0 + lane;
+        float sc = -INFINITY;
+        if (t < n) {
+            const uint4 *kr = reinterpret_cast<const uint4 *>(K + (size_t)t * HD);
+            sc = 0.0f;
+#pragma unroll
+            for (int c = 0; c < HD / 8; c++) {
+                const uint4 kw = kr[c];
+                const half2 *k2 = reinterpret_cast<const half2 *>(&kw);
+#pragma unroll
+                for (int e = 0; e < 4; e++) {
+                    const float2 kf = __half22float2(k2[e]);
+                    const float2 qf = *reinterpret_cast<const float2 *>(&qs[warp][8 * c + 2 * e]);
+                    sc += qf.x * kf.x + qf.y * kf.y;
+                }
+            }
+        }
+        const float m_new = fmaxf(m_run, lk_warp_max(sc)); /* finite: position t0 < n is in every step */
+        const float p = t < n ? __expf(sc - m_new) : 0.0f;
+        const float corr = __expf(m_run - m_new);
+        l_run = l_run * corr + lk_warp_sum(p);
+        m_run = m_new;
+#pragma unroll
+        for (int i = 0; i < DL; i++) o[i] *= corr;
+        const int cnt = min(32, n - t0);
+        const half *vb = V + (size_t)t0 * HD + lane * DL;
+#pragma unroll 4
+        for (int j = 0; j < cnt; j++) {
+            const float pj = __shfl_sync(0xffffffffu, p, j);
+            if (DL == 2) {
+                const float2 vf = __half22float2(*reinterpret_cast<const half2 *>(vb + (size_t)j * HD));
+                o[0] += pj * vf.x;
+                o[DL - 1] += pj * vf.y;
+            } else {
+#pragma unroll
+                for (int i = 0; i < DL; i++) o[i] += pj * __half2float(vb[(size_t)j * HD + i]);
+            }
+        }
+    }
+    half *out = a.out + (size_t)r * a.n_heads * HD + (size_t)h * HD + lane * DL;
+#pragma unroll
+    for (int i = 0; i < DL; i++) out[i] = __float2half(o[i] / l_run);
+}
+
+lk_status lk_attention_rows(const lk_attn_args *a, cudaStream_t st) {
+    if (a->head_dim != 64 && a->head_dim != 128) return lk_attention_plain(a, st);
+    dim3 grid(a->M, (a->n_heads + ROWS_W - 1) / ROWS_W);
+    if (a->head_dim == 64) LAUNCH("k_attn_rows", k_attn_rows<64>, grid, dim3(ROWS_W * 32), 0, st, *a);
+    else LAUNCH("k_attn_rows", k_attn_rows<128>, grid, dim3(ROWS_W * 32), 0, st, *a);
+    return LK_OK;
+}
+
 /* ---- sampling: the rule of lk_sample.h, one block of 1024 threads per row ---------- */
 #define SAMP_T 1024
 

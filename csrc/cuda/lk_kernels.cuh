@@ -45,6 +45,8 @@ lk_status lk_rope_kv(half *qkv, int qkv_ld, const int *slot, const int *pos, int
                      const float *cos_t, const float *sin_t, half *kc, half *vc, int max_seq, cudaStream_t st);
 
 lk_status lk_attention_plain(const lk_attn_args *a, cudaStream_t st);
+/* one warp per (row, query head): rows of many slots at short positions (packed prefill chunks) */
+lk_status lk_attention_rows(const lk_attn_args *a, cudaStream_t st);
 lk_status lk_attention_decode(const lk_attn_args *a, cudaStream_t st);
 /* 1 when lk_attention_decode runs the tensor-core kernel for M rows of at most max_len positions (0:
  * unknown), else 0: the CUDA backend keys its step graphs by this too */
