@@ -336,6 +336,12 @@ static lk_attn_args op_attn_args(const dbuf &dq, const dbuf &dk, const dbuf &dv,
     return a;
 }
 
+static lk_status op_attention_kind(int kind, const char *what) {
+    if (kind < 0 || kind > 3)
+        return lk_fail(LK_E_INVALID, "%s: kind = %d (0 plain, 1 split-KV decode, 2 flash prefill, 3 rows)", what, kind);
+    return LK_OK;
+}
+
 static lk_status op_attention_run(const lk_attn_args *a, int kind, cudaStream_t st) {
     return kind == 3   ? lk_attention_rows(a, st)
            : kind == 2 ? lk_attention_prefill(a, st)
@@ -350,9 +356,7 @@ extern "C" lk_status lk_cuda_op_attention(const float *q, int M, int n_heads, in
     TRY(device_info(&sm, &cmaj, &cmin));
     if (n_kv <= 0 || n_heads % n_kv || M < 1 || L < 1)
         return lk_fail(LK_E_INVALID, "attention op: bad shape (M %d, heads %d/%d, L %d)", M, n_heads, n_kv, L);
-    if (kind < 0 || kind > 3)
-        return lk_fail(LK_E_INVALID, "attention op: kind = %d (0 plain, 1 split-KV decode, 2 flash prefill, 3 rows)",
-                       kind);
+    TRY(op_attention_kind(kind, "attention op"));
     for (int i = 0; i < M; i++)
         if (pos[i] < 0 || pos[i] >= L) return lk_fail(LK_E_INVALID, "attention op: pos[%d] = %d not in [0, %d)", i, pos[i], L);
     const int qd = n_heads * hd;
@@ -392,9 +396,7 @@ extern "C" lk_status lk_cuda_op_bench_attention(int B, int n_heads, int n_kv, in
                                                 double *us) {
     int sm = 0, cmaj = 0, cmin = 0;
     TRY(device_info(&sm, &cmaj, &cmin));
-    if (kind < 0 || kind > 3)
-        return lk_fail(LK_E_INVALID, "attention bench: kind = %d (0 plain, 1 split-KV decode, 2 flash prefill, 3 rows)",
-                       kind);
+    TRY(op_attention_kind(kind, "attention bench"));
     const int qd = n_heads * hd;
     const int M = kind == 2 ? L : B;
     const size_t kv = (size_t)B * n_kv * L * hd;

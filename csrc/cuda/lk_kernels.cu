@@ -368,10 +368,10 @@ __global__ void __launch_bounds__(ROWS_W * 32) k_attn_rows(lk_attn_args a) {
 #pragma unroll 4
         for (int j = 0; j < cnt; j++) {
             const float pj = __shfl_sync(0xffffffffu, p, j);
-            if (DL == 2) {
+            if constexpr (DL == 2) {
                 const float2 vf = __half22float2(*reinterpret_cast<const half2 *>(vb + (size_t)j * HD));
                 o[0] += pj * vf.x;
-                o[DL - 1] += pj * vf.y;
+                o[1] += pj * vf.y;
             } else {
 #pragma unroll
                 for (int i = 0; i < DL; i++) o[i] += pj * __half2float(vb[(size_t)j * HD + i]);
@@ -386,8 +386,7 @@ __global__ void __launch_bounds__(ROWS_W * 32) k_attn_rows(lk_attn_args a) {
 lk_status lk_attention_rows(const lk_attn_args *a, cudaStream_t st) {
     if (a->head_dim != 64 && a->head_dim != 128) return lk_attention_plain(a, st);
     dim3 grid(a->M, (a->n_heads + ROWS_W - 1) / ROWS_W);
-    if (a->head_dim == 64) LAUNCH("k_attn_rows", k_attn_rows<64>, grid, dim3(ROWS_W * 32), 0, st, *a);
-    else LAUNCH("k_attn_rows", k_attn_rows<128>, grid, dim3(ROWS_W * 32), 0, st, *a);
+    LAUNCH("k_attn_rows", a->head_dim == 64 ? k_attn_rows<64> : k_attn_rows<128>, grid, dim3(ROWS_W * 32), 0, st, *a);
     return LK_OK;
 }
 
