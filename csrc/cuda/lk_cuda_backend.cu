@@ -163,6 +163,10 @@ typedef struct cuda_backend {
     lk_samp_scratch samp_sc;
     int rows_prefill, p0, pslot;
     int rows_distinct; /* every row its own slot (decode attention may then copy old K/V rows early) */
+    /* a chunk packing several prompts (set_rows): its runs of consecutive positions of one slot, 4 ints each
+     * (first row, rows, first position, slot); capacity seg_cap runs */
+    int *seg;
+    int n_seg, seg_cap;
     /* at least pos[r] + 1 of every current row: set_rows sets it, each sample() adds one (rows move to
      * pos + 1). Decode attention picks its kernel by it (lk_attention_decode_tc), so step graphs are
      * keyed by that choice too */
@@ -255,6 +259,7 @@ static void cu_destroy(lk_backend *be) {
     if (b->arena) cudaFree(b->arena);
     if (b->st) cudaStreamDestroy(b->st);
     free(b->host_w);
+    free(b->seg);
     (void)cudaGetLastError();
     free(b);
 }
@@ -331,6 +336,27 @@ static lk_status cu_set_rows(lk_backend *be, int M, const int32_t *tok, const in
     CU(cudaMemcpyAsync(b->slot, slot, (size_t)M * 4, cudaMemcpyHostToDevice, b->st));
     CU(cudaMemcpyAsync(b->pos, pos, (size_t)M * 4, cudaMemcpyHostToDevice, b->st));
     b->rows_prefill = consecutive && M > 1;
+    b->n_seg = 0;
+    if (!consecutive && M > be->opts->batch_size) {
+        if (b->seg_cap < M) {
+            int *ns = (int *)realloc(b->seg, (size_t)M * 4 * sizeof(int));
+            if (!ns) return lk_fail(LK_E_NOMEM, "out of memory (%d prompt rows)", M);
+            b->seg = ns;
+            b->seg_cap = M;
+        }
+        for (int i = 0; i < M; i++) {
+            int *g = b->seg + 4 * (b->n_seg - 1);
+            if (b->n_seg && slot[i] == g[3] && pos[i] == g[2] + g[1]) {
+                g[1]++;
+                continue;
+            }
+            g = b->seg + 4 * b->n_seg++;
+            g[0] = i;
+            g[1] = 1;
+            g[2] = pos[i];
+            g[3] = slot[i];
+        }
+    }
     b->kv_hi = 0;
     for (int i = 0; i < M; i++) b->kv_hi = pos[i] + 1 > b->kv_hi ? pos[i] + 1 : b->kv_hi;
     /* distinct slots: checked up to 64 rows (beyond that the forward runs without PDL, where the early
@@ -626,6 +652,52 @@ static int attn_rows_max(void) {
     return e && e[0] ? atoi(e) : INT_MAX;
 }
 
+/* rows [r0, r1) of a, as a call of their own */
+static lk_attn_args rows_of(const lk_attn_args *a, int r0, int r1) {
+    lk_attn_args f = *a;
+    f.qkv += (size_t)r0 * a->qkv_ld;
+    f.out += (size_t)r0 * a->n_heads * a->head_dim;
+    f.slot += r0;
+    f.pos += r0;
+    f.M = r1 - r0;
+    return f;
+}
+
+/* rows [r0, r1) of a packed chunk on the warp-per-row kernel (the plain one past attn_rows_max) */
+static lk_status attention_rows_range(cuda_backend *b, const lk_attn_args *a, int r0, int r1) {
+    const lk_attn_args f = rows_of(a, r0, r1);
+    return b->kv_hi <= attn_rows_max() ? lk_attention_rows(&f, b->st) : lk_attention_plain(&f, b->st);
+}
+
+/* the fewest rows of one prompt's run (consecutive positions of one slot) in a packed chunk that go to the
+ * flash prefill kernel instead of the warp-per-row kernel: LLAMA_KERNEL_ATTN_SEG=N (0: none; read every
+ * call, only on that path), default 64 */
+static int attn_seg_min(void) {
+    const char *e = getenv("LLAMA_KERNEL_ATTN_SEG");
+    return e && e[0] ? atoi(e) : 64;
+}
+
+/* A chunk packing several prompts (mixed slots, more rows than split-KV space). Each prompt's run of at
+ * least attn_seg_min() rows (its body, consecutive positions of one slot, as prefill_packed lays them out)
+ * is a flash prefill call of its own, so a batch of long prompts costs what one prompt of their total length
+ * does; the rows between such runs (short prompts, each prompt's last token) go to the warp-per-row kernel,
+ * or the plain one (attn_rows_max), in one call per stretch. */
+static lk_status attention_packed(cuda_backend *b, const lk_attn_args *a) {
+    const int seg_min = attn_seg_min();
+    int pend = 0; /* first row not yet given to a kernel */
+    for (int i = 0; i < b->n_seg; i++) {
+        const int *g = b->seg + 4 * i; /* first row, rows, first position, slot */
+        if (seg_min <= 0 || g[1] < seg_min) continue;
+        if (g[0] > pend) TRY(attention_rows_range(b, a, pend, g[0]));
+        lk_attn_args f = rows_of(a, g[0], g[0] + g[1]);
+        f.p0 = g[2];
+        f.pslot = g[3];
+        TRY(lk_attention_prefill(&f, b->st));
+        pend = g[0] + g[1];
+    }
+    return pend < a->M ? attention_rows_range(b, a, pend, a->M) : LK_OK;
+}
+
 static lk_status cu_attention(lk_backend *be, int M, int layer) {
     cuda_backend *b = CUB(be);
     lk_attn_args a = attn_args(b, M, layer);
@@ -633,8 +705,7 @@ static lk_status cu_attention(lk_backend *be, int M, int layer) {
     prof_begin(b);
     if (!be->opts->flash_attention) s = lk_attention_plain(&a, b->st);
     else if (b->rows_prefill) s = lk_attention_prefill(&a, b->st);
-    else if (M > be->opts->batch_size) /* more rows than split-KV space: a chunk packing several prompts */
-        s = b->kv_hi <= attn_rows_max() ? lk_attention_rows(&a, b->st) : lk_attention_plain(&a, b->st);
+    else if (M > be->opts->batch_size) s = attention_packed(b, &a); /* more rows than split-KV space */
     else s = lk_attention_decode(&a, b->st);
     prof_end(b, 4);
     return s;
