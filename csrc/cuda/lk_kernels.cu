@@ -46,12 +46,19 @@ __global__ void k_embed_q4_tiled(const uint32_t *__restrict__ W, const half2 *__
     if (trig) lk_pdl_trigger();
     const int r = blockIdx.x, t = tok[r], rb = t / 16, rr = t % 16, g = rr % 8, hi = rr / 8;
     const int KT = dim / 64, groups = dim / LK_Q4_GROUP;
-    for (int k = threadIdx.x; k < dim; k += blockDim.x) {
-        const int kt = k / 64, tt = (k % 64) / 16, kb = (k % 16) / 4, j = k % 4;
-        const int pos = (j < 2 ? 0 : 2) + hi + 4 * (j & 1);
+    /* four consecutive inputs a thread: one word of the tile holds the row's nibbles of k = 4 i .. 4 i + 3
+     * (input j at nibble (j < 2 ? 0 : 2) + hi + 4 (j & 1)), so each word is read once, not four times (a
+     * 2,048-row prompt chunk's embedding: 213 us against 49 for the row-interleaved kernel, H200, v76) */
+    for (int k = 4 * threadIdx.x; k < dim; k += 4 * blockDim.x) {
+        const int kt = k / 64, tt = (k % 64) / 16, kb = (k % 16) / 4;
         const uint32_t w = W[(((size_t)rb * KT + kt) * 512 + (size_t)(g * 4 + tt) * 16 + kb * 4) / 4];
         const float2 sm = __half22float2(P[((size_t)rb * groups + k / LK_Q4_GROUP) * 16 + rr]);
-        x[(size_t)r * dim + k] = (float)((w >> (4 * pos)) & 15u) * sm.x + sm.y;
+        float4 v;
+        v.x = (float)((w >> (4 * hi)) & 15u) * sm.x + sm.y;
+        v.y = (float)((w >> (4 * (hi + 4))) & 15u) * sm.x + sm.y;
+        v.z = (float)((w >> (4 * (hi + 2))) & 15u) * sm.x + sm.y;
+        v.w = (float)((w >> (4 * (hi + 6))) & 15u) * sm.x + sm.y;
+        *reinterpret_cast<float4 *>(x + (size_t)r * dim + k) = v;
     }
 }
 
