@@ -677,15 +677,35 @@ static int attn_seg_min(void) {
     return e && e[0] ? atoi(e) : 64;
 }
 
+/* the shortest history (position) of a packed chunk's trailing single rows (the last tokens of the prompts
+ * that end in it) for which they go to the split-KV decode kernel instead of the warp-per-row kernel, whose
+ * warp walks a row's positions alone (v77, H200: two rows at position 999 kept it ~85 us a layer; time to
+ * first token, 4 prompts x 1,000 tokens 21.3 -> 18.8 ms, 16 x 128 (rows at 127) 10.37 -> 10.21, 64 x 32 (at
+ * 31) no change). LLAMA_KERNEL_ATTN_TAIL=N (0: never; read every call, only on that path), default 64 */
+static int attn_tail_min(void) {
+    const char *e = getenv("LLAMA_KERNEL_ATTN_TAIL");
+    return e && e[0] ? atoi(e) : 64;
+}
+
 /* A chunk packing several prompts (mixed slots, more rows than split-KV space). Each prompt's run of at
  * least attn_seg_min() rows (its body, consecutive positions of one slot, as prefill_packed lays them out)
  * is a flash prefill call of its own, so a batch of long prompts costs what one prompt of their total length
- * does; the rows between such runs (short prompts, each prompt's last token) go to the warp-per-row kernel,
- * or the plain one (attn_rows_max), in one call per stretch. */
+ * does. The chunk's trailing single rows (each finishing prompt's last token), when one of them has a long
+ * history (attn_tail_min) and they fit the split-KV space, are one split-KV decode call. The other rows
+ * (short prompts, a prompt's short part) go to the warp-per-row kernel, or the plain one (attn_rows_max), in
+ * one call per stretch. */
 static lk_status attention_packed(cuda_backend *b, const lk_attn_args *a) {
-    const int seg_min = attn_seg_min();
+    const int seg_min = attn_seg_min(), tail_min = attn_tail_min();
+    /* the trailing single rows: [tail, M) */
+    int tail = a->M, hist = 0;
+    for (int i = b->n_seg - 1; i >= 0 && b->seg[4 * i + 1] == 1 && a->M - b->seg[4 * i] <= b->base.opts->batch_size;
+         i--) {
+        tail = b->seg[4 * i];
+        hist = b->seg[4 * i + 2] > hist ? b->seg[4 * i + 2] : hist;
+    }
+    if (tail_min <= 0 || hist < tail_min) tail = a->M;
     int pend = 0; /* first row not yet given to a kernel */
-    for (int i = 0; i < b->n_seg; i++) {
+    for (int i = 0; i < b->n_seg && b->seg[4 * i] < tail; i++) {
         const int *g = b->seg + 4 * i; /* first row, rows, first position, slot */
         if (seg_min <= 0 || g[1] < seg_min) continue;
         if (g[0] > pend) TRY(attention_rows_range(b, a, pend, g[0]));
@@ -695,7 +715,12 @@ static lk_status attention_packed(cuda_backend *b, const lk_attn_args *a) {
         TRY(lk_attention_prefill(&f, b->st));
         pend = g[0] + g[1];
     }
-    return pend < a->M ? attention_rows_range(b, a, pend, a->M) : LK_OK;
+    if (pend < tail) TRY(attention_rows_range(b, a, pend, tail));
+    if (tail == a->M) return LK_OK;
+    lk_attn_args f = rows_of(a, tail, a->M);
+    f.prefetch = 0; /* their older K/V rows were written by this chunk: nothing may be read before the wait */
+    f.max_len = hist + 1;
+    return lk_attention_decode(&f, b->st);
 }
 
 static lk_status cu_attention(lk_backend *be, int M, int layer) {
