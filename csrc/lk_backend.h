@@ -69,8 +69,10 @@ typedef struct lk_backend_ops {
     /* final norm of X rows [src0, src0+n), LM head into LOGITS rows [dst0, dst0+n) */
     lk_status (*logits)(lk_backend *be, int src0, int n, int dst0);
     lk_status (*read_logits)(lk_backend *be, int row0, int n, float *out);
-    /* repetition-penalty history of `slot` := these tokens */
-    lk_status (*seen_reset)(lk_backend *be, int slot, const int32_t *tokens, int n);
+    /* repetition-penalty history of slots slot0 .. slot0 + B - 1: slot slot0 + b := its prompt, the lens[b]
+     * tokens at tokens + offs[b] (one call for a batch: the CUDA backend uploads them together) */
+    lk_status (*seen_reset)(lk_backend *be, int slot0, int B, const int32_t *tokens, const int64_t *offs,
+                            const int32_t *lens);
     /* sampling parameters for the following sample() calls; row b draws with
      * sequence id seq_id0 + b and the position it samples for */
     lk_status (*set_sampling)(lk_backend *be, const lk_sampling *sp, uint64_t seq_id0);

@@ -14,6 +14,7 @@ import numpy as np
 import pytest
 
 import reference as R
+from test_sampling import check_repetition_history
 from llama_kernel import LlamaInference, ModelConfig, _C, estimate_memory, quant
 from llama_kernel.testing import load_safetensors, make_random_checkpoint
 
@@ -1003,6 +1004,10 @@ def test_packed_prefill_attention(ckpt_1b_2layers, monkeypatch, chunk):
         outs[rows, seg, tail] = mb.generate_ids(prompts, max_new_tokens=8, temperature=0, ignore_eos=True)
         assert [o[0] for o in outs[rows, seg, tail]] == first, (rows, seg, tail)
     assert outs["", "0", "0"] == outs["0", "0", "0"]
+
+
+def test_repetition_history_batched(ckpt_1b_2layers):
+    check_repetition_history(ckpt_1b_2layers, "cuda")
 
 
 def test_attention_op_rejects_bad_kind():

@@ -3,7 +3,8 @@ warpers written in NumPy: exact kept sets, and the distribution of draws."""
 import numpy as np
 import pytest
 
-from llama_kernel import _C
+from llama_kernel import LlamaInference, _C
+from llama_kernel.testing import make_random_checkpoint
 
 
 def hf_probs(logits, temperature, top_k, top_p, seen=(), penalty=1.0):
@@ -99,3 +100,29 @@ def test_seeds_and_streams_independent():
 def test_invalid_parameters(kw, msg):
     with pytest.raises(ValueError, match=msg):
         _C.sample_cpu(np.zeros((1, 10), np.float32), [0], **kw)
+
+
+def check_repetition_history(ckpt, device):
+    """The repetition-penalty history of a batch's prompts (the CUDA backend uploads it together, v78: (token,
+    slot) pairs, a prefill chunk's worth an upload; chunk 16 here, so prompts cross uploads). A penalty below 1
+    multiplies every positive logit of a seen token (1 / 1e-3), so the greedy pick is the prompt's own token of
+    largest logit: a history given to the wrong slot, a token lost at an upload's edge, or an old history left
+    in a reused slot picks another. Each row's pick is its single run's and lies in its prompt; a huge penalty
+    picks no prompt token."""
+    lens = (5, 23, 40, 17)
+    prompts = [[(11 * i + 5 * j) % 3000 + 1 for j in range(n)] for i, n in enumerate(lens)]
+    m1 = LlamaInference(ckpt, device=device, prefill_chunk=16, verbose=False)
+    mb = LlamaInference(ckpt, device=device, batch_size=4, prefill_chunk=16, verbose=False)
+    for pen in (1e-3, 1e4):
+        kw = dict(max_new_tokens=1, temperature=0, ignore_eos=True, repetition_penalty=pen)
+        single = [m1.generate_ids(p, **kw)[0][0] for p in prompts]
+        batched = [o[0] for o in mb.generate_ids(prompts, **kw)]
+        assert batched == single, (pen, batched, single)
+        assert all((t in p) == (pen < 1) for t, p in zip(batched, prompts)), (pen, batched, prompts)
+        # a later batch reuses the slots in another order: the old histories are cleared
+        again = [o[0] for o in mb.generate_ids(prompts[::-1], **kw)]
+        assert again == single[::-1], (pen, again, single)
+
+
+def test_repetition_history_batched_cpu(tmp_path):
+    check_repetition_history(make_random_checkpoint(str(tmp_path / "t"), "tiny", seed=4, vocab_size=4096), "cpu")

@@ -266,12 +266,16 @@ static lk_status cpu_read_logits(lk_backend *be, int row0, int n, float *out) {
     return LK_OK;
 }
 
-static lk_status cpu_seen_reset(lk_backend *be, int slot, const int32_t *tokens, int n) {
+static lk_status cpu_seen_reset(lk_backend *be, int slot0, int B, const int32_t *tokens, const int64_t *offs,
+                                const int32_t *lens) {
     cpu_backend *b = CPU(be);
-    uint32_t *s = b->seen + (size_t)slot * b->seen_words;
-    memset(s, 0, b->seen_words * 4);
-    for (int i = 0; i < n; i++)
-        if (tokens[i] >= 0 && tokens[i] < be->cfg->vocab_size) s[tokens[i] >> 5] |= 1u << (tokens[i] & 31);
+    for (int r = 0; r < B; r++) {
+        uint32_t *s = b->seen + (size_t)(slot0 + r) * b->seen_words;
+        const int32_t *t = tokens + offs[r];
+        memset(s, 0, b->seen_words * 4);
+        for (int32_t i = 0; i < lens[r]; i++)
+            if (t[i] >= 0 && t[i] < be->cfg->vocab_size) s[t[i] >> 5] |= 1u << (t[i] & 31);
+    }
     return LK_OK;
 }
 

@@ -1419,15 +1419,17 @@ lk_status lk_sample(float *logits, int V, int B, const lk_samp_params *params_de
     return LK_OK;
 }
 
-__global__ void k_seen_set(uint32_t *seen, const int *t, int n, int V) {
+__global__ void k_seen_set(uint32_t *seen, int words, const int *t, const int *row, int n, int V) {
     lk_pdl_prologue();
     int i = blockIdx.x * blockDim.x + threadIdx.x;
-    if (i < n && t[i] >= 0 && t[i] < V) atomicOr(&seen[t[i] >> 5], 1u << (t[i] & 31));
+    if (i < n && t[i] >= 0 && t[i] < V) atomicOr(&seen[(size_t)row[i] * words + (t[i] >> 5)], 1u << (t[i] & 31));
 }
 
-lk_status lk_seen_add(uint32_t *seen_row, const int *tokens_dev, int n, int V, cudaStream_t st) {
+lk_status lk_seen_add(uint32_t *seen, int words, const int *tokens_dev, const int *rows_dev, int n, int V,
+                      cudaStream_t st) {
     if (n > 0) {
-        LAUNCH("k_seen_set", k_seen_set, dim3((n + 255) / 256), dim3(256), 0, st, seen_row, tokens_dev, n, V);
+        LAUNCH("k_seen_set", k_seen_set, dim3((n + 255) / 256), dim3(256), 0, st, seen, words, tokens_dev, rows_dev, n,
+               V);
     }
     return LK_OK;
 }

@@ -102,4 +102,6 @@ void lk_samp_scratch_place(lk_samp_scratch *s, void *base);
 lk_status lk_sample(float *logits, int V, int B, const lk_samp_params *params_dev, uint32_t *seen, int *tok, int *slot,
                     int *pos, const lk_samp_scratch *sc, cudaStream_t st);
 /* marks tokens_dev[0..n) in one sequence's seen bitmap */
-lk_status lk_seen_add(uint32_t *seen_row, const int *tokens_dev, int n, int V, cudaStream_t st);
+/* seen[rows_dev[i]] (rows of `words` words) gets token tokens_dev[i], i < n */
+lk_status lk_seen_add(uint32_t *seen, int words, const int *tokens_dev, const int *rows_dev, int n, int V,
+                      cudaStream_t st);
