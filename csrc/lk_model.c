@@ -148,6 +148,8 @@ void lk_cuda_layout_make(const lk_config *c, const lk_engine_opts *o, lk_cuda_la
     /* per (row, query head, split): running max, sum, and head_dim outputs */
     l->attn_part = place(&cur, B * (size_t)c->n_heads * splits * ((size_t)c->head_dim + 2) * 4);
     l->attn_cnt = place(&cur, B * (size_t)c->n_kv_heads * 4);
+    /* a packed prefill chunk's query blocks for the flash kernel (16 bytes each, at most one a row) */
+    l->qblk = place(&cur, M * 16);
     l->samp = place(&cur, 64); /* the sampling parameters */
     /* the sampler's scratch: argmax keys (8 bytes each), then two counts a row */
     l->samp_keys = place(&cur, (size_t)LK_SAMP_KEYS * 8);

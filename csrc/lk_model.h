@@ -111,7 +111,7 @@ void lk_cpu_layout_make(const lk_config *c, const lk_engine_opts *o, int n_threa
 /* ---- CUDA activation layout (fp32 residual, fp16 elsewhere) -------------- */
 typedef struct lk_cuda_layout {
     size_t tok, slot, pos, x, h, qkv, att, ffn, logits, seen, attn_part, attn_cnt, samp, samp_keys, samp_counts, samp_cand, mm_ws, mm_counters, tc_ws, tc_counters,
-        grid_bar, persist;
+        grid_bar, persist, qblk;
     size_t tc_ws_floats;
     size_t activations; /* tok .. ffn, logits */
     size_t workspace;   /* seen, attn partials, sampling scratch, matmul split-K */

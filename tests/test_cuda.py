@@ -982,13 +982,14 @@ def test_packed_prefill_attention(ckpt_1b_2layers, monkeypatch, chunk):
     """A chunk packing several prompts (more rows than the engine's batch): each prompt's run of at least
     LLAMA_KERNEL_ATTN_SEG rows (default 64; 1: every run, 0: none) on the flash prefill kernel, the chunk's
     trailing single rows (the finishing prompts' last tokens) on the split-KV decode kernel when one has at
-    least LLAMA_KERNEL_ATTN_TAIL positions before it (default 64; 1: always, 0: never), the other rows on the
-    warp-per-(row, head) kernel, or the plain kernel (LLAMA_KERNEL_ATTN_ROWS=0). Each prompt's first token
-    (the one the packed prefill decides) is the one it gets alone (flash prefill, one-row matmuls), with every
-    split; the warp-per-row and plain kernels on every row give the same tokens. Later tokens are not compared
-    with the single runs: the batch's decode matmuls sum in another order, which on this random model flipped
-    a near tie of the 100-token prompt's third token (v76). Lengths across the warp kernel's 32-position steps,
-    the 64-row rule and the 64-position tail rule."""
+    least LLAMA_KERNEL_ATTN_TAIL positions before it (default 64; 1: always, 0: never), the other rows as query
+    blocks of the flash kernel in one launch (LLAMA_KERNEL_ATTN_BLOCKS=0: the warp-per-(row, head) kernel, or
+    the plain kernel with LLAMA_KERNEL_ATTN_ROWS=0). Each prompt's first token (the one the packed prefill
+    decides) is the one it gets alone (flash prefill, one-row matmuls), with every split; the warp-per-row and
+    plain kernels on every row give the same tokens. Later tokens are not compared with the single runs: the
+    batch's decode matmuls sum in another order, which on this random model flipped a near tie of the
+    100-token prompt's third token (v76). Lengths across the warp kernel's 32-position steps, the 64-row rules
+    (runs, query blocks) and the 64-position tail rule."""
     lens = (1, 31, 32, 33, 64, 65, 100, 150, 300)
     prompts = [[(7 * i + 3 * j) % 1000 + 1 for j in range(n)] for i, n in enumerate(lens)]
     m1 = LlamaInference(ckpt_1b_2layers, device="cuda", verbose=False)
@@ -996,14 +997,13 @@ def test_packed_prefill_attention(ckpt_1b_2layers, monkeypatch, chunk):
     kw = {"prefill_chunk": chunk} if chunk else {}
     mb = LlamaInference(ckpt_1b_2layers, device="cuda", batch_size=len(lens), verbose=False, **kw)
     outs = {}
-    for rows, seg, tail in (("", "", ""), ("", "", "1"), ("", "", "0"), ("", "1", "1"), ("", "0", "0"),
-                            ("0", "0", "0")):
-        monkeypatch.setenv("LLAMA_KERNEL_ATTN_ROWS", rows)
-        monkeypatch.setenv("LLAMA_KERNEL_ATTN_SEG", seg)
-        monkeypatch.setenv("LLAMA_KERNEL_ATTN_TAIL", tail)
-        outs[rows, seg, tail] = mb.generate_ids(prompts, max_new_tokens=8, temperature=0, ignore_eos=True)
-        assert [o[0] for o in outs[rows, seg, tail]] == first, (rows, seg, tail)
-    assert outs["", "0", "0"] == outs["0", "0", "0"]
+    for case in (("", "", "", ""), ("", "", "1", ""), ("", "", "0", ""), ("", "1", "1", ""), ("", "0", "0", ""),
+                 ("", "", "", "0"), ("", "0", "0", "0"), ("0", "0", "0", "0")):
+        for name, v in zip(("ROWS", "SEG", "TAIL", "BLOCKS"), case):
+            monkeypatch.setenv("LLAMA_KERNEL_ATTN_" + name, v)
+        outs[case] = mb.generate_ids(prompts, max_new_tokens=8, temperature=0, ignore_eos=True)
+        assert [o[0] for o in outs[case]] == first, case
+    assert outs["", "0", "0", "0"] == outs["0", "0", "0", "0"]
 
 
 def test_repetition_history_batched(ckpt_1b_2layers):

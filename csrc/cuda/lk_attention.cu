@@ -673,15 +673,20 @@ __global__ void __launch_bounds__(fa_smem<HD, HPB, MT>::T, fa_smem<HD, HPB, MT>:
     const int qb = gridDim.y - 1 - blockIdx.y, tid = threadIdx.x, lane = tid & 31, warp = tid >> 5;
     const int h0 = blockIdx.x * HPB, hw = warp / FA_WARPS, wr = warp % FA_WARPS; /* this warp: head h0 + hw */
     const int kvh = h0 / (a.n_heads / a.n_kv);   /* (HPB divides the group size: one KV head) */
-    const int q_first = qb * BQ;                 /* row index within the chunk */
-    const int q_last = min(a.M, q_first + BQ) - 1;
-    const int kv_len = a.p0 + q_last + 1;        /* keys needed by this block */
-    const half *K = a.kc + ((size_t)a.pslot * a.n_kv + kvh) * a.max_seq * HD;
-    const half *V = a.vc + ((size_t)a.pslot * a.n_kv + kvh) * a.max_seq * HD;
+    /* this block's rows: q_first .. q_first + nq - 1 of the chunk, positions qp0 .. of slot `slot` (a query
+     * block of a packed chunk from a.qblk, v79; else rows p0 + q_first .. of pslot) */
+    auto block_rows = [&]() -> int4 {
+        return a.qblk ? a.qblk[qb] : make_int4(qb * BQ, min(a.M - qb * BQ, BQ), a.p0 + qb * BQ, a.pslot);
+    };
+    const int4 qd = block_rows();
+    const int q_first = qd.x, nq = qd.y, qp0 = qd.z, slot = qd.w;
+    const int kv_len = qp0 + nq;                 /* keys needed by this block */
+    const half *K = a.kc + ((size_t)slot * a.n_kv + kvh) * a.max_seq * HD;
+    const half *V = a.vc + ((size_t)slot * a.n_kv + kvh) * a.max_seq * HD;
 
     for (int i = tid; i < HPB * BQ * HD / 8; i += T) {
         const int hh = i / (BQ * HD / 8), rr = (i / (HD / 8)) % BQ, c = (i % (HD / 8)) * 8;
-        const bool p = q_first + rr < a.M;
+        const bool p = rr < nq;
         lk_cp_async16(Qs + (hh * BQ + rr) * LD + c,
                       a.qkv + (size_t)(p ? q_first + rr : 0) * a.qkv_ld + (size_t)(h0 + hh) * HD + c, p);
     }
@@ -712,7 +717,7 @@ __global__ void __launch_bounds__(fa_smem<HD, HPB, MT>::T, fa_smem<HD, HPB, MT>:
         m_r[mt][0] = m_r[mt][1] = -INFINITY;
         l_r[mt][0] = l_r[mt][1] = 0.0f;
         my_row0[mt] = (wr * MT + mt) * 16 + (lane >> 2); /* rows my_row0 and my_row0 + 8 of the block */
-        qpos0[mt] = a.p0 + q_first + my_row0[mt];
+        qpos0[mt] = qp0 + my_row0[mt];
         qpos1[mt] = qpos0[mt] + 8;
     }
     const float sl2 = a.scale * 1.4426950408889634f; /* exp(x) = exp2(x log2 e) */
@@ -752,7 +757,7 @@ __global__ void __launch_bounds__(fa_smem<HD, HPB, MT>::T, fa_smem<HD, HPB, MT>:
             }
         /* causal mask (and keys past the end) only in tiles that reach past the block's first row */
         const int kbase = kb * FA_BK;
-        if (kbase + FA_BK - 1 > a.p0 + q_first) {
+        if (kbase + FA_BK - 1 > qp0) {
 #pragma unroll
             for (int mt = 0; mt < MT; mt++)
 #pragma unroll
@@ -794,15 +799,16 @@ __global__ void __launch_bounds__(fa_smem<HD, HPB, MT>::T, fa_smem<HD, HPB, MT>:
         }
         __syncthreads();
     }
-    /* write */
+    /* write (the block's rows read again: fewer registers live through the loop) */
 #pragma unroll
     for (int mt = 0; mt < MT; mt++) fa_quad_sum(l_r[mt]);
+    const int4 qw = block_rows();
 #pragma unroll
     for (int mt = 0; mt < MT; mt++)
 #pragma unroll
         for (int rr = 0; rr < 2; rr++) {
-            const int row = q_first + my_row0[mt] + rr * 8;
-            if (row >= a.M) continue;
+            if (my_row0[mt] + rr * 8 >= qw.y) continue;
+            const int row = qw.x + my_row0[mt] + rr * 8;
             fa_store_row<HD>(a.out + (size_t)row * a.n_heads * HD + (size_t)(h0 + hw) * HD,
                              reinterpret_cast<const float (&)[OT * 4]>(o[mt]), rr, l_r[mt][rr], lane);
         }
@@ -1265,6 +1271,28 @@ lk_status lk_attention_init(void) {
     if (lk_mm_wgmma_ready())
         for (auto f : wg_init) TRY(f());
     return LK_OK;
+}
+
+template <int HD, int HPB>
+static lk_status fa_launch_blocks(const lk_attn_args *a, cudaStream_t st) {
+    using SM = fa_smem<HD, HPB, 1>;
+    LAUNCH("k_attn_prefill", (k_attn_prefill<HD, HPB, 1>), dim3(a->n_heads / HPB, a->n_qblk), dim3(SM::T),
+           (size_t)SM::BYTES, st, *a);
+    return LK_OK;
+}
+
+/* a->qblk's query blocks on k_attn_prefill (mma.sync, 64-row blocks): one launch for several prompts' runs of
+ * a packed chunk, however short (v79) */
+lk_status lk_attention_prefill_blocks(const lk_attn_args *a, cudaStream_t st) {
+    if (!a->qblk || a->n_qblk < 1 || a->n_qblk > 65535)
+        return lk_fail(LK_E_INVALID, "flash prefill: %d query blocks (1-65535, and a table)", a->n_qblk);
+    if (a->head_dim != 64 && a->head_dim != 128)
+        return lk_fail(LK_E_UNSUPPORTED, "flash prefill: head_dim %d (64 or 128)", a->head_dim);
+    static lk_status (*const launch[2][2])(const lk_attn_args *, cudaStream_t) = {
+        {fa_launch_blocks<64, 1>, fa_launch_blocks<64, 2>}, {fa_launch_blocks<128, 1>, fa_launch_blocks<128, 2>}};
+    lk_attn_args t = *a;
+    t.M = a->n_qblk * FA_BQ; /* (for the heads-a-block rule only) */
+    return launch[a->head_dim == 128][fa_heads_per_block(&t) - 1](a, st);
 }
 
 lk_status lk_attention_prefill(const lk_attn_args *a, cudaStream_t st) {

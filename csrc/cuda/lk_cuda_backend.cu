@@ -132,6 +132,8 @@ typedef struct {
     long calls[PROF_OPS];
 } prof_t;
 
+#define SEGW 5 /* ints a run of a packed chunk (cuda_backend.seg) */
+
 typedef struct cuda_backend {
     lk_backend base;
     int dev, sm_count, cc_major, cc_minor;
@@ -163,10 +165,12 @@ typedef struct cuda_backend {
     lk_samp_scratch samp_sc;
     int rows_prefill, p0, pslot;
     int rows_distinct; /* every row its own slot (decode attention may then copy old K/V rows early) */
-    /* a chunk packing several prompts (set_rows): its runs of consecutive positions of one slot, 4 ints each
-     * (first row, rows, first position, slot); capacity seg_cap runs */
-    int *seg;
-    int n_seg, seg_cap;
+    /* a chunk packing several prompts (set_rows): its runs of consecutive positions of one slot, SEGW ints
+     * each (first row, rows, first position, slot, first query block); capacity seg_cap runs. The runs' query
+     * blocks of at most 64 rows for the flash kernel (lk_attn_args.qblk): qblk_host, uploaded to qblk_dev */
+    int *seg, *qblk_host;
+    int n_seg, seg_cap, n_qblk;
+    int4 *qblk_dev;
     /* at least pos[r] + 1 of every current row: set_rows sets it, each sample() adds one (rows move to
      * pos + 1). Decode attention picks its kernel by it (lk_attention_decode_tc), so step graphs are
      * keyed by that choice too */
@@ -260,6 +264,7 @@ static void cu_destroy(lk_backend *be) {
     if (b->st) cudaStreamDestroy(b->st);
     free(b->host_w);
     free(b->seg);
+    free(b->qblk_host);
     (void)cudaGetLastError();
     free(b);
 }
@@ -339,23 +344,39 @@ static lk_status cu_set_rows(lk_backend *be, int M, const int32_t *tok, const in
     b->n_seg = 0;
     if (!consecutive && M > be->opts->batch_size) {
         if (b->seg_cap < M) {
-            int *ns = (int *)realloc(b->seg, (size_t)M * 4 * sizeof(int));
-            if (!ns) return lk_fail(LK_E_NOMEM, "out of memory (%d prompt rows)", M);
-            b->seg = ns;
+            int *ns = (int *)realloc(b->seg, (size_t)M * SEGW * sizeof(int));
+            if (ns) b->seg = ns;
+            int *nq = ns ? (int *)realloc(b->qblk_host, (size_t)M * 4 * sizeof(int)) : NULL;
+            if (!nq) return lk_fail(LK_E_NOMEM, "out of memory (%d prompt rows)", M);
+            b->qblk_host = nq;
             b->seg_cap = M;
         }
         for (int i = 0; i < M; i++) {
-            int *g = b->seg + 4 * (b->n_seg - 1);
+            int *g = b->seg + SEGW * (b->n_seg - 1);
             if (b->n_seg && slot[i] == g[3] && pos[i] == g[2] + g[1]) {
                 g[1]++;
                 continue;
             }
-            g = b->seg + 4 * b->n_seg++;
+            g = b->seg + SEGW * b->n_seg++;
             g[0] = i;
             g[1] = 1;
             g[2] = pos[i];
             g[3] = slot[i];
         }
+        /* each run's query blocks of at most 64 rows (at most one a row: the layout's M of them) */
+        b->n_qblk = 0;
+        for (int s = 0; s < b->n_seg; s++) {
+            int *g = b->seg + SEGW * s;
+            g[4] = b->n_qblk;
+            for (int r = 0; r < g[1]; r += 64) {
+                int *q = b->qblk_host + 4 * b->n_qblk++;
+                q[0] = g[0] + r;
+                q[1] = g[1] - r < 64 ? g[1] - r : 64;
+                q[2] = g[2] + r;
+                q[3] = g[3];
+            }
+        }
+        CU(cudaMemcpyAsync(b->qblk_dev, b->qblk_host, (size_t)b->n_qblk * 16, cudaMemcpyHostToDevice, b->st));
     }
     b->kv_hi = 0;
     for (int i = 0; i < M; i++) b->kv_hi = pos[i] + 1 > b->kv_hi ? pos[i] + 1 : b->kv_hi;
@@ -639,6 +660,8 @@ static lk_attn_args attn_args(cuda_backend *b, int M, int layer) {
     a.min_chunk = a.one_split = a.trigger = 0; /* (set per launch by lk_attention_decode) */
     a.prefetch = b->rows_distinct;
     a.max_len = b->kv_hi;
+    a.qblk = nullptr;
+    a.n_qblk = 0;
     return a;
 }
 
@@ -687,35 +710,49 @@ static int attn_tail_min(void) {
     return e && e[0] ? atoi(e) : 64;
 }
 
+/* A packed chunk's rows between its flash runs and its tail (runs s0 .. s1 - 1, short prompts and short
+ * parts): their query blocks in one flash launch (v79; LLAMA_KERNEL_ATTN_BLOCKS=0, read every call: the
+ * warp-per-row kernel, or the plain one past attn_rows_max, as v76) */
+static lk_status attention_stretch(cuda_backend *b, const lk_attn_args *a, int s0, int s1) {
+    if (s0 >= s1) return LK_OK;
+    const int *g0 = b->seg + SEGW * s0, *g1 = b->seg + SEGW * (s1 - 1);
+    const char *e = getenv("LLAMA_KERNEL_ATTN_BLOCKS");
+    if (e && e[0] == '0') return attention_rows_range(b, a, g0[0], g1[0] + g1[1]);
+    lk_attn_args f = *a; /* (the blocks hold chunk rows) */
+    f.qblk = b->qblk_dev + g0[4];
+    f.n_qblk = (s1 < b->n_seg ? b->seg[SEGW * s1 + 4] : b->n_qblk) - g0[4];
+    return lk_attention_prefill_blocks(&f, b->st);
+}
+
 /* A chunk packing several prompts (mixed slots, more rows than split-KV space). Each prompt's run of at
  * least attn_seg_min() rows (its body, consecutive positions of one slot, as prefill_packed lays them out)
  * is a flash prefill call of its own, so a batch of long prompts costs what one prompt of their total length
  * does. The chunk's trailing single rows (each finishing prompt's last token), when one of them has a long
- * history (attn_tail_min) and they fit the split-KV space, are one split-KV decode call. The other rows
- * (short prompts, a prompt's short part) go to the warp-per-row kernel, or the plain one (attn_rows_max), in
- * one call per stretch. */
+ * history (attn_tail_min) and they fit the split-KV space, are one split-KV decode call. The runs between
+ * go to attention_stretch, one call per stretch. */
 static lk_status attention_packed(cuda_backend *b, const lk_attn_args *a) {
     const int seg_min = attn_seg_min(), tail_min = attn_tail_min();
-    /* the trailing single rows: [tail, M) */
-    int tail = a->M, hist = 0;
-    for (int i = b->n_seg - 1; i >= 0 && b->seg[4 * i + 1] == 1 && a->M - b->seg[4 * i] <= b->base.opts->batch_size;
+    /* the trailing single rows: runs [ts, n_seg), rows [tail, M) */
+    int ts = b->n_seg, tail = a->M, hist = 0;
+    for (int i = b->n_seg - 1; i >= 0 && b->seg[SEGW * i + 1] == 1 && a->M - b->seg[SEGW * i] <= b->base.opts->batch_size;
          i--) {
-        tail = b->seg[4 * i];
-        hist = b->seg[4 * i + 2] > hist ? b->seg[4 * i + 2] : hist;
+        ts = i;
+        tail = b->seg[SEGW * i];
+        hist = b->seg[SEGW * i + 2] > hist ? b->seg[SEGW * i + 2] : hist;
     }
-    if (tail_min <= 0 || hist < tail_min) tail = a->M;
-    int pend = 0; /* first row not yet given to a kernel */
-    for (int i = 0; i < b->n_seg && b->seg[4 * i] < tail; i++) {
-        const int *g = b->seg + 4 * i; /* first row, rows, first position, slot */
+    if (tail_min <= 0 || hist < tail_min) ts = b->n_seg, tail = a->M;
+    int ps = 0; /* first run not yet given to a kernel */
+    for (int i = 0; i < ts; i++) {
+        const int *g = b->seg + SEGW * i; /* first row, rows, first position, slot, first query block */
         if (seg_min <= 0 || g[1] < seg_min) continue;
-        if (g[0] > pend) TRY(attention_rows_range(b, a, pend, g[0]));
+        TRY(attention_stretch(b, a, ps, i));
         lk_attn_args f = rows_of(a, g[0], g[0] + g[1]);
         f.p0 = g[2];
         f.pslot = g[3];
         TRY(lk_attention_prefill(&f, b->st));
-        pend = g[0] + g[1];
+        ps = i + 1;
     }
-    if (pend < tail) TRY(attention_rows_range(b, a, pend, tail));
+    TRY(attention_stretch(b, a, ps, ts));
     if (tail == a->M) return LK_OK;
     lk_attn_args f = rows_of(a, tail, a->M);
     f.prefetch = 0; /* their older K/V rows were written by this chunk: nothing may be read before the wait */
@@ -1038,6 +1075,7 @@ extern "C" lk_status lk_cuda_backend_create(const lk_config *c, const lk_engine_
     b->seen = (uint32_t *)(act + b->lay.seen);
     b->attn_part = (float *)(act + b->lay.attn_part);
     b->attn_cnt = (int *)(act + b->lay.attn_cnt);
+    b->qblk_dev = (int4 *)(act + b->lay.qblk);
     b->samp_dev = (lk_samp_params *)(act + b->lay.samp);
     b->ws.partial = (float *)(act + b->lay.mm_ws);
     b->ws.partial_floats = (size_t)LK_SPLITK_MAX * LK_GEMV_ROWS * (size_t)c->dim;

@@ -333,6 +333,8 @@ static lk_attn_args op_attn_args(const dbuf &dq, const dbuf &dk, const dbuf &dv,
      * on, so the decode tests cover the split of the first tile (LLAMA_KERNEL_ATTN_PREFETCH=0: off) */
     a.prefetch = 1;
     a.max_len = 0; /* (the callers set it) */
+    a.qblk = nullptr;
+    a.n_qblk = 0;
     return a;
 }
 

@@ -19,6 +19,10 @@ typedef struct lk_attn_args {
     float scale;
     /* prefill: rows are positions p0 .. p0+M-1 of slot `pslot` (host-known) */
     int p0, pslot;
+    /* prefill of a packed chunk (lk_attention_prefill_blocks): n_qblk query blocks, each {first row, rows (at
+     * most 64), position of the first row, slot}, rows consecutive positions of one slot; else nullptr */
+    const int4 *qblk;
+    int n_qblk;
     /* decode split-KV workspace */
     float *part;
     int *counters; /* [rows][n_kv], zero between calls */
@@ -48,6 +52,8 @@ lk_status lk_attention_plain(const lk_attn_args *a, cudaStream_t st);
 /* one warp per (row, query head): rows of many slots at short positions (packed prefill chunks) */
 lk_status lk_attention_rows(const lk_attn_args *a, cudaStream_t st);
 lk_status lk_attention_decode(const lk_attn_args *a, cudaStream_t st);
+/* the flash prefill kernel over a->qblk's n_qblk query blocks (several prompts' runs in one launch) */
+lk_status lk_attention_prefill_blocks(const lk_attn_args *a, cudaStream_t st);
 /* 1 when lk_attention_decode runs the tensor-core kernel for M rows of at most max_len positions (0:
  * unknown), else 0: the CUDA backend keys its step graphs by this too */
 int lk_attention_decode_tc(int head_dim, int M, int n_kv, int max_len);
