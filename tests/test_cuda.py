@@ -1006,6 +1006,26 @@ def test_packed_prefill_attention(ckpt_1b_2layers, monkeypatch, chunk):
     assert outs["", "0", "0", "0"] == outs["0", "0", "0", "0"]
 
 
+def test_packed_prefill_blocks_head_dim_128(tmp_path, monkeypatch):
+    """The flash kernel's query-block table (v79) at head_dim 128 with GQA ratio 3 (Llama 3.2 3B's shape): each
+    packed prompt's first token is its single run's, with the table and with the warp-per-row kernel
+    (LLAMA_KERNEL_ATTN_BLOCKS=0), in one chunk and across chunks of 50 rows."""
+    ckpt = make_random_checkpoint(str(tmp_path / "3b"), "llama-3.2-3b", seed=23, std=0.02, num_hidden_layers=1,
+                                  vocab_size=32000)
+    lens = (1, 20, 31, 64, 65, 130)
+    prompts = [[(13 * i + 5 * j) % 2000 + 1 for j in range(n)] for i, n in enumerate(lens)]
+    m1 = LlamaInference(ckpt, device="cuda", verbose=False)
+    first = [m1.generate_ids(p, max_new_tokens=1, temperature=0, ignore_eos=True)[0][0] for p in prompts]
+    for chunk in (None, 50):
+        kw = {"prefill_chunk": chunk} if chunk else {}
+        mb = LlamaInference(ckpt, device="cuda", batch_size=len(lens), verbose=False, **kw)
+        for blocks in ("", "0"):
+            monkeypatch.setenv("LLAMA_KERNEL_ATTN_BLOCKS", blocks)
+            got = [o[0] for o in mb.generate_ids(prompts, max_new_tokens=1, temperature=0, ignore_eos=True)]
+            assert got == first, (chunk, blocks, got, first)
+        del mb
+
+
 def test_repetition_history_batched(ckpt_1b_2layers):
     check_repetition_history(ckpt_1b_2layers, "cuda")
 
