@@ -47,8 +47,9 @@ __global__ void k_embed_q4_tiled(const uint32_t *__restrict__ W, const half2 *__
     const int r = blockIdx.x, t = tok[r], rb = t / 16, rr = t % 16, g = rr % 8, hi = rr / 8;
     const int KT = dim / 64, groups = dim / LK_Q4_GROUP;
     /* four consecutive inputs a thread: one word of the tile holds the row's nibbles of k = 4 i .. 4 i + 3
-     * (input j at nibble (j < 2 ? 0 : 2) + hi + 4 (j & 1)), so each word is read once, not four times (a
-     * 2,048-row prompt chunk's embedding: 213 us against 49 for the row-interleaved kernel, H200, v76) */
+     * (input j at nibble (j < 2 ? 0 : 2) + hi + 4 (j & 1)), so each word is read once, not four times. (v76c,
+     * H200: 7.7 us for a 2,048-row chunk by CUPTI; the 213 us that LLAMA_KERNEL_PROFILE showed, which prompted
+     * this, were mostly the host's gap before a forward's first kernel) */
     for (int k = 4 * threadIdx.x; k < dim; k += 4 * blockDim.x) {
         const int kt = k / 64, tt = (k % 64) / 16, kb = (k % 16) / 4;
         const uint32_t w = W[(((size_t)rb * KT + kt) * 512 + (size_t)(g * 4 + tt) * 16 + kb * 4) / 4];
