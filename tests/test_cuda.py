@@ -992,18 +992,27 @@ def test_packed_prefill_attention(ckpt_1b_2layers, monkeypatch, chunk):
     (runs, query blocks) and the 64-position tail rule."""
     lens = (1, 31, 32, 33, 64, 65, 100, 150, 300)
     prompts = [[(7 * i + 3 * j) % 1000 + 1 for j in range(n)] for i, n in enumerate(lens)]
-    m1 = LlamaInference(ckpt_1b_2layers, device="cuda", verbose=False)
+    cases = (("", "", "", ""), ("", "", "1", ""), ("", "", "0", ""), ("", "1", "1", ""), ("", "0", "0", ""),
+             ("", "", "", "0"), ("", "0", "0", "0"), ("0", "0", "0", "0"))
+    outs = check_packed_first_tokens(ckpt_1b_2layers, prompts, monkeypatch, chunk, ("ROWS", "SEG", "TAIL", "BLOCKS"),
+                                     cases, max_new_tokens=8)
+    assert outs["", "0", "0", "0"] == outs["0", "0", "0", "0"]
+
+
+def check_packed_first_tokens(ckpt, prompts, monkeypatch, chunk, names, cases, max_new_tokens=1):
+    """Each prompt's first token from one packed batch (prefill_chunk `chunk`) with every case (values of
+    LLAMA_KERNEL_ATTN_<name> for `names`) equals its single run's. Returns each case's tokens."""
+    m1 = LlamaInference(ckpt, device="cuda", verbose=False)
     first = [m1.generate_ids(p, max_new_tokens=1, temperature=0, ignore_eos=True)[0][0] for p in prompts]
     kw = {"prefill_chunk": chunk} if chunk else {}
-    mb = LlamaInference(ckpt_1b_2layers, device="cuda", batch_size=len(lens), verbose=False, **kw)
+    mb = LlamaInference(ckpt, device="cuda", batch_size=len(prompts), verbose=False, **kw)
     outs = {}
-    for case in (("", "", "", ""), ("", "", "1", ""), ("", "", "0", ""), ("", "1", "1", ""), ("", "0", "0", ""),
-                 ("", "", "", "0"), ("", "0", "0", "0"), ("0", "0", "0", "0")):
-        for name, v in zip(("ROWS", "SEG", "TAIL", "BLOCKS"), case):
+    for case in cases:
+        for name, v in zip(names, case):
             monkeypatch.setenv("LLAMA_KERNEL_ATTN_" + name, v)
-        outs[case] = mb.generate_ids(prompts, max_new_tokens=8, temperature=0, ignore_eos=True)
-        assert [o[0] for o in outs[case]] == first, case
-    assert outs["", "0", "0", "0"] == outs["0", "0", "0", "0"]
+        outs[case] = mb.generate_ids(prompts, max_new_tokens=max_new_tokens, temperature=0, ignore_eos=True)
+        assert [o[0] for o in outs[case]] == first, (chunk, case)
+    return outs
 
 
 def test_packed_prefill_blocks_head_dim_128(tmp_path, monkeypatch):
@@ -1014,16 +1023,8 @@ def test_packed_prefill_blocks_head_dim_128(tmp_path, monkeypatch):
                                   vocab_size=32000)
     lens = (1, 20, 31, 64, 65, 130)
     prompts = [[(13 * i + 5 * j) % 2000 + 1 for j in range(n)] for i, n in enumerate(lens)]
-    m1 = LlamaInference(ckpt, device="cuda", verbose=False)
-    first = [m1.generate_ids(p, max_new_tokens=1, temperature=0, ignore_eos=True)[0][0] for p in prompts]
     for chunk in (None, 50):
-        kw = {"prefill_chunk": chunk} if chunk else {}
-        mb = LlamaInference(ckpt, device="cuda", batch_size=len(lens), verbose=False, **kw)
-        for blocks in ("", "0"):
-            monkeypatch.setenv("LLAMA_KERNEL_ATTN_BLOCKS", blocks)
-            got = [o[0] for o in mb.generate_ids(prompts, max_new_tokens=1, temperature=0, ignore_eos=True)]
-            assert got == first, (chunk, blocks, got, first)
-        del mb
+        check_packed_first_tokens(ckpt, prompts, monkeypatch, chunk, ("BLOCKS",), (("",), ("0",)))
 
 
 def test_repetition_history_batched(ckpt_1b_2layers):
