@@ -76,8 +76,9 @@ def main():
 def packed_rows(B=256):
     """Rows of many slots (a prefill chunk packing several prompts, where the flash kernel, one slot a
     call, does not apply): the warp-per-(row, head) kernel against the plain kernel, B rows of B slots, each
-    at position L - 1 (a packed chunk's rows average half their prompt's length). The engine takes the first
-    for every packed chunk (LLAMA_KERNEL_ATTN_ROWS=0: the plain kernel; lk_cuda_backend.cu)."""
+    at position L - 1 (a packed chunk's rows average half their prompt's length). Since v79 the engine gives a
+    packed chunk's short runs to the flash kernel's query blocks instead; the warp kernel serves them with
+    LLAMA_KERNEL_ATTN_BLOCKS=0 (LLAMA_KERNEL_ATTN_ROWS=0: the plain kernel; lk_cuda_backend.cu)."""
     print("\n| packed rows: B rows x L positions, head_dim | warp per row us | plain us | plain / warp |")
     print("|---|---|---|---|")
     out = []

@@ -321,7 +321,8 @@ static lk_status run_batch(lk_engine *e, const lk_gen_request *rq, int seq0, int
     int32_t *slot = s->seqs, *pos = s->outt; /* free until the first take_tokens */
     double t0 = now_s();
     if (B > 1) TRY(prefill_packed(e, rq, seq0, B, offs, hk));
-    /* every prompt's repetition-penalty history in one call (v78: one upload, not three operations a prompt) */
+    /* every prompt's repetition-penalty history in one call (v78: one memset and an upload a chunk, not three
+     * operations a prompt) */
     TRY(op->seen_reset(be, 0, B, rq->tokens, offs + seq0, rq->lens + seq0));
     for (int b = 0; b < B; b++) {
         const int32_t *prompt = rq->tokens + offs[seq0 + b];

@@ -326,7 +326,8 @@ lk_status lk_attention_plain(const lk_attn_args *a, cudaStream_t st) {
  * a lane's score each (its K row against q in shared memory, summed in the plain kernel's order),
  * then the lanes over head dims for P V. A block's ROWS_W warps are consecutive query heads, so a
  * GQA group's K/V rows come from L1 after the first warp. 2.5-3.9x the plain kernel at 32-2,048
- * positions (v76), so the engine takes it for every packed chunk (LLAMA_KERNEL_ATTN_ROWS=0: plain). */
+ * positions (v76). Since v79 the engine runs those rows as flash query blocks and takes this kernel only
+ * with LLAMA_KERNEL_ATTN_BLOCKS=0 (and LLAMA_KERNEL_ATTN_ROWS=0 then the plain one; lk_cuda_backend.cu). */
 #define ROWS_W 4
 template <int HD>
 __global__ void __launch_bounds__(ROWS_W * 32) k_attn_rows(lk_attn_args a) {
