@@ -632,25 +632,28 @@ print("ok")
 
 
 # form: (its switches, the kernel that runs: one name or {head_dim: name})
+QR = "k_attn_prefill_wgt (Q in registers)"  # head_dim 64's TMA form since v80
 WG_FORMS = {"wg": ({"LLAMA_KERNEL_FA_WG": "1"}, "k_attn_prefill_wg"),
-            "wgt": ({"LLAMA_KERNEL_FA_WG": "2"},
-                    {64: "k_attn_prefill_wgt", 128: "k_attn_prefill_wgt (3 warpgroups, 128-key tiles)"}),
+            "wgt": ({"LLAMA_KERNEL_FA_WG": "2"}, {64: QR, 128: "k_attn_prefill_wgt (3 warpgroups, 128-key tiles)"}),
+            "wgtq0": ({"LLAMA_KERNEL_FA_WG": "2", "LLAMA_KERNEL_FA_QREG": "0"},
+                      {64: "k_attn_prefill_wgt", 128: "k_attn_prefill_wgt (3 warpgroups, 128-key tiles)"}),
             "wgt2": ({"LLAMA_KERNEL_FA_WG": "2", "LLAMA_KERNEL_FA_NWG": "2"},
-                     {64: "k_attn_prefill_wgt", 128: "k_attn_prefill_wgt (128-key tiles)"}),
-            "wgt64": ({"LLAMA_KERNEL_FA_WG": "2", "LLAMA_KERNEL_FA_BK": "64"}, "k_attn_prefill_wgt"),
+                     {64: QR, 128: "k_attn_prefill_wgt (128-key tiles)"}),
+            "wgt64": ({"LLAMA_KERNEL_FA_WG": "2", "LLAMA_KERNEL_FA_BK": "64"}, {64: QR, 128: "k_attn_prefill_wgt"}),
             "wgt364": ({"LLAMA_KERNEL_FA_WG": "2", "LLAMA_KERNEL_FA_BK": "64", "LLAMA_KERNEL_FA_NWG": "3"},
-                       {64: "k_attn_prefill_wgt", 128: "k_attn_prefill_wgt (3 warpgroups)"})}
+                       {64: QR, 128: "k_attn_prefill_wgt (3 warpgroups)"})}
 
 
-@pytest.mark.parametrize("form", ["wg-1", "wg-2", "wgt-1", "wgt-2", "wgt2-1", "wgt2-2", "wgt64-1", "wgt64-2", "wgt364-2",
+@pytest.mark.parametrize("form", ["wg-1", "wg-2", "wgt-1", "wgt-2", "wgtq0-1", "wgtq0-2", "wgt2-1", "wgt2-2", "wgt64-1", "wgt64-2", "wgt364-2",
                                   "mma-1-1", "mma-2-1", "mma-1-2", "mma-2-2"])
 def test_prefill_attention_forms(form):
     """Every form of the flash prefill kernel, in a fresh process (LLAMA_KERNEL_FA_HPB is read once by the
     mma.sync kernel), against float64, on GQA groups odd and even, head_dim 64 and 128, chunks starting at
     position 0 and later, partial query blocks and partial key tiles; and which kernel ran.
     Hopper wgmma kernels (an sm_90a build), H heads a block (1: forced by LLAMA_KERNEL_FA_HPB=1; 2: where the
-    group is even): "wgt-H" the TMA form (the default; at head_dim 128 128-key tiles in blocks of 3 warpgroups,
-    192 query rows of one head, whatever H), "wgt2-H" the same with blocks of 2 warpgroups at head_dim 128
+    group is even): "wgt-H" the TMA form (the default; at head_dim 64 with Q in registers and the row sums on
+    the tensor cores, v80; at head_dim 128 128-key tiles in blocks of 3 warpgroups, 192 query rows of one head,
+    whatever H), "wgtq0-H" head_dim 64's TMA form as before v80 (LLAMA_KERNEL_FA_QREG=0), "wgt2-H" the same with blocks of 2 warpgroups at head_dim 128
     (LLAMA_KERNEL_FA_NWG=2), "wgt64-H" 64-key tiles everywhere (LLAMA_KERNEL_FA_BK=64), "wgt364-H" that with 3
     warpgroups at head_dim 128 (LLAMA_KERNEL_FA_NWG=3), "wg-H" the cp.async form (LLAMA_KERNEL_FA_WG=1).
     "mma-H-MT": the mma.sync kernel (LLAMA_KERNEL_FA_WG=0),
@@ -667,6 +670,7 @@ def test_prefill_attention_forms(form):
         switches, want = WG_FORMS[parts[0]]
         env.pop("LLAMA_KERNEL_FA_BK", None)
         env.pop("LLAMA_KERNEL_FA_NWG", None)
+        env.pop("LLAMA_KERNEL_FA_QREG", None)
         env.update(switches)
     else:
         env.update(LLAMA_KERNEL_FA_WG="0", LLAMA_KERNEL_FA_MT=parts[2])
@@ -980,7 +984,8 @@ def test_batch_equals_single_on_gpu(ckpt_1b_2layers, chunk):
 @pytest.mark.parametrize("chunk", [None, 50])  # one chunk for all prompts, or prompts across chunks
 def test_packed_prefill_attention(ckpt_1b_2layers, monkeypatch, chunk):
     """A chunk packing several prompts (more rows than the engine's batch): each prompt's run of at least
-    LLAMA_KERNEL_ATTN_SEG rows (default 64; 1: every run, 0: none) on the flash prefill kernel, the chunk's
+    LLAMA_KERNEL_ATTN_SEG rows (default 768; 64: the default before session 33, so these prompts mix both
+    paths; 1: every run, 0: none) on a flash prefill call of its own, the chunk's
     trailing single rows (the finishing prompts' last tokens) on the split-KV decode kernel when one has at
     least LLAMA_KERNEL_ATTN_TAIL positions before it (default 64; 1: always, 0: never), the other rows as query
     blocks of the flash kernel in one launch (LLAMA_KERNEL_ATTN_BLOCKS=0: the warp-per-(row, head) kernel, or
@@ -992,8 +997,8 @@ def test_packed_prefill_attention(ckpt_1b_2layers, monkeypatch, chunk):
     (runs, query blocks) and the 64-position tail rule."""
     lens = (1, 31, 32, 33, 64, 65, 100, 150, 300)
     prompts = [[(7 * i + 3 * j) % 1000 + 1 for j in range(n)] for i, n in enumerate(lens)]
-    cases = (("", "", "", ""), ("", "", "1", ""), ("", "", "0", ""), ("", "1", "1", ""), ("", "0", "0", ""),
-             ("", "", "", "0"), ("", "0", "0", "0"), ("0", "0", "0", "0"))
+    cases = (("", "", "", ""), ("", "64", "", ""), ("", "", "1", ""), ("", "", "0", ""), ("", "1", "1", ""),
+             ("", "0", "0", ""), ("", "", "", "0"), ("", "0", "0", "0"), ("0", "0", "0", "0"))
     outs = check_packed_first_tokens(ckpt_1b_2layers, prompts, monkeypatch, chunk, ("ROWS", "SEG", "TAIL", "BLOCKS"),
                                      cases, max_new_tokens=8)
     assert outs["", "0", "0", "0"] == outs["0", "0", "0", "0"]

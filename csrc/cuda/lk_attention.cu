@@ -841,13 +841,14 @@ __global__ void __launch_bounds__(fa_smem<HD, HPB, MT>::T, fa_smem<HD, HPB, MT>:
 /* NWG: warpgroups (64 query rows each) a block: 2, or 3 in the TMA form at head_dim 128 with one head a block
  * (v70, the default there with 128-key tiles: 12 warps an SM instead of 8, 166 registers; a ring of 2 128-key
  * tiles or 4 64-key tiles, 176 KB) */
-template <int HD, int HPB, bool TMA = false, int BK = FW_BK, int NWG = 2>
+template <int HD, int HPB, bool TMA = false, int BK = FW_BK, int NWG = 2, int XTRA = 0>
 struct fw_smem {
     static constexpr int T = 128 * NWG, QROWS = 64 * NWG, BQ = QROWS / HPB;
     static constexpr int Q = QROWS * HD * 2, KV = BK * HD * 2;
     static constexpr int STAGES = NWG == 3 ? (BK == 128 ? 2 : 4) : BK == 128 ? 3 : (HD == 64 ? 3 : 2) + (TMA ? 1 : 0);
     static constexpr int BARS = TMA ? 8 * (1 + 2 * STAGES) : 0; /* Q's mbarrier, then full[STAGES], empty[STAGES] */
-    static constexpr int BYTES = Q + STAGES * 2 * KV + BARS + 1024; /* + the base's alignment to a swizzle atom */
+    /* XTRA: a 1024-byte tile of ones after the K/V ring (the QREG form), before the mbarriers */
+    static constexpr int BYTES = Q + STAGES * 2 * KV + XTRA + BARS + 1024; /* + the base's alignment to a swizzle atom */
     /* blocks an SM the registers must allow (head_dim 128: O alone is 64 registers) */
     static constexpr int MINB = HD == 64 ? 2 : 1;
     static_assert(HPB == 1 || HPB == 2, "one or two heads a block");
@@ -927,6 +928,25 @@ __device__ __forceinline__ void fw_rescale_pack(float (&o)[HD / 2], const float 
 #pragma unroll
     for (int kk = 0; kk < BK / 16; kk++) fa_p_frag(s, kk, pa[kk]);
 }
+
+/* fa_softmax without the row sums (the QREG form's tensor cores sum P): the same maxima, corr and P */
+template <int NS>
+__device__ __forceinline__ void fw_softmax_nosum(float (&s)[NS], float (&m_r)[2], float sl2, float (&corr)[2]) {
+    float mx[2] = {-INFINITY, -INFINITY}, ms[2];
+#pragma unroll
+    for (int i = 0; i < NS; i++) mx[(i >> 1) & 1] = fmaxf(mx[(i >> 1) & 1], s[i]);
+#pragma unroll
+    for (int rr = 0; rr < 2; rr++) {
+        mx[rr] = fmaxf(mx[rr], __shfl_xor_sync(0xffffffffu, mx[rr], 1));
+        mx[rr] = fmaxf(mx[rr], __shfl_xor_sync(0xffffffffu, mx[rr], 2));
+        const float m_new = fmaxf(m_r[rr], mx[rr]);
+        ms[rr] = m_new == -INFINITY ? 0.0f : m_new * sl2;
+        corr[rr] = m_new == -INFINITY ? 1.0f : fw_exp2(m_r[rr] * sl2 - ms[rr]);
+        m_r[rr] = m_new;
+    }
+#pragma unroll
+    for (int i = 0; i < NS; i++) s[i] = fw_exp2(fmaf(s[i], sl2, -ms[(i >> 1) & 1]));
+}
 #endif
 
 /* byte offset of (row r, halves 8c..8c+7) in a tile of R rows of HD halves: column block c / 8, then
@@ -959,8 +979,8 @@ struct fw_block {
  * 4) + (e & 1) */
 template <int HD, class B>
 __device__ __forceinline__ void fw_store(const lk_attn_args &a, const B &b, const float (&o)[HD / 2], float (&l_r)[2],
-                                         int lane) {
-    fa_quad_sum(l_r);
+                                         int lane, bool quad_sum = true) {
+    if (quad_sum) fa_quad_sum(l_r);
 #pragma unroll
     for (int rr = 0; rr < 2; rr++) {
         const int row = b.row0 + rr * 8;
@@ -1036,21 +1056,35 @@ __global__ void __launch_bounds__(256, fw_smem<HD, HPB>::MINB) k_attn_prefill_wg
 #endif
 }
 
-/* The TMA form (see the section's head) */
-template <int HD, int HPB, int BK, int NWG = 2>
+/* The TMA form (see the section's head). QREG (head_dim 64, 2 warpgroups; v80, the default there): Q's A
+ * fragments in registers for the whole loop, so S is a wgmma with A from registers and reads only K from
+ * shared memory (at m64n64k16 with both operands in shared memory a k16 step reads 4 KB in its ~32 clocks:
+ * the SM's 128 bytes a clock), and the row sums l are P times a 16 x 8 tile of ones (4 m64n8k16 a tile
+ * beside the P V, their accumulators rescaled with O) instead of a FADD a score and the quad's shuffles.
+ * H200 (benchmarks/NOTES.md, session 33), us at S = 2,048 / 4,096 / 8,192: 50.4 / 180.4 / 669 -> 47.3 /
+ * 170.6 / 628 (SDPA 58.7 / 181 / 630). Measured and dropped: the ones alone (683 at 8,192), Q loaded into
+ * registers again each tile by ldmatrix (688), 2 or 4 of every 8 exp2 as a polynomial on the FMA pipes
+ * (735 / 790: the loop is issue-bound, not MUFU-bound; with no exp2 at all, 610-627). Q in registers without
+ * the ones was wrong: ptxas (CUDA 13.0) gave its loop-invariant Q registers to P after the S wgmma (SASS;
+ * rel. error 1.2 against float64); an empty asm use did not stop that, and an XOR with a runtime 0 at the
+ * tile's end did, at +3-6%. This form's allocation keeps them (checked in the SASS; test_prefill_attention_forms
+ * runs it against float64 whatever the compiler). */
+template <int HD, int HPB, int BK, int NWG = 2, bool QREG = false>
 __global__ void __launch_bounds__(fw_smem<HD, HPB, true, BK, NWG>::T, fw_smem<HD, HPB, true, BK, NWG>::MINB)
     k_attn_prefill_wgt(lk_attn_args a, const __grid_constant__ CUtensorMap tq,
                        const __grid_constant__ CUtensorMap tk, const __grid_constant__ CUtensorMap tv) {
 #if defined(__CUDA_ARCH_FEAT_SM90_ALL)
     lk_pdl_prologue();
-    using SM = fw_smem<HD, HPB, true, BK, NWG>;
+    static_assert(!QREG || (HD == 64 && NWG == 2 && BK == 64), "QREG: head_dim 64, 2 warpgroups, 64-key tiles");
+    using SM = fw_smem<HD, HPB, true, BK, NWG, QREG ? 1024 : 0>;
     constexpr int BQ = SM::BQ, ST = SM::STAGES, QR = SM::QROWS;
     extern __shared__ __align__(16) unsigned char smem_raw[];
     const uint32_t s0 = (uint32_t)__cvta_generic_to_shared(smem_raw);
     unsigned char *Qs = smem_raw + ((1024 - (s0 & 1023)) & 1023); /* [HD / 64][QR][128 bytes] */
     unsigned char *Ks = Qs + SM::Q;                               /* [ST][HD / 64][BK][128 bytes] */
     unsigned char *Vs = Ks + ST * SM::KV;
-    uint64_t *qbar = reinterpret_cast<uint64_t *>(Vs + ST * SM::KV), *full = qbar + 1, *empty = full + ST;
+    unsigned char *ones = Vs + ST * SM::KV; /* (QREG) 1024 bytes of fp16 ones */
+    uint64_t *qbar = reinterpret_cast<uint64_t *>(ones + (QREG ? 1024 : 0)), *full = qbar + 1, *empty = full + ST;
     const int tid = threadIdx.x, lane = tid & 31, warp = tid >> 5, wg = warp >> 2;
     const fw_block<HPB, BQ, BK> b(a, wg, warp & 3, lane);
     /* tile t -> stage: K and V boxes of 64 dims x BK keys of head kvh, one a column block */
@@ -1062,6 +1096,10 @@ __global__ void __launch_bounds__(fw_smem<HD, HPB, true, BK, NWG>::T, fw_smem<HD
             tma_load_3d(Vs + stage * SM::KV + cb * (BK * 128), &tv, 64 * cb, t * BK, b.kvh, &full[stage]);
         }
     };
+    if constexpr (QREG) { /* (the tensor cores read them: the async proxy; the barrier below orders them) */
+        for (int i = tid; i < 256; i += SM::T) reinterpret_cast<uint32_t *>(ones)[i] = 0x3c003c00u;
+        lk_fence_proxy_async();
+    }
     if (tid == 0) {
         mbar_init(qbar, 1);
         for (int i = 0; i < ST; i++) {
@@ -1091,6 +1129,21 @@ __global__ void __launch_bounds__(fw_smem<HD, HPB, true, BK, NWG>::T, fw_smem<HD
 #pragma unroll
     for (int i = 0; i < HD / 2; i++) o[i] = 0.0f;
     float m_r[2] = {-INFINITY, -INFINITY}, l_r[2] = {0.0f, 0.0f};
+    float lo[4] = {0.0f, 0.0f, 0.0f, 0.0f}; /* (QREG) the row sums: lo[0] row row0, lo[2] row row0 + 8 */
+    uint32_t qa[QREG ? HD / 16 : 1][4];     /* (QREG) Q's A fragments, k16 step k: dims 16 k .. */
+    if constexpr (QREG) {
+        mbar_wait(qbar, 0);
+        const int r = (warp & 3) * 16 + (lane >> 2), t2 = (lane & 3) * 2;
+#pragma unroll
+        for (int k = 0; k < HD / 16; k++)
+#pragma unroll
+            for (int e = 0; e < 4; e++) {
+                const int row = r + (e & 1) * 8, d = 16 * k + (e >> 1) * 8 + t2; /* the m16n8k16 A layout */
+                qa[k][e] = *reinterpret_cast<const uint32_t *>(qw + (d >> 6) * (QR * 128) +
+                                                               lk_sw128_off(row, (d & 63) >> 3) + (d & 7) * 2);
+            }
+    }
+    const uint64_t dones = lk_sw128_desc(ones, 16);
     const int wfirst = a.p0 + b.w_first;
     for (int kb = 0; kb < b.n_kb; kb++) {
         const int st = kb % ST;
@@ -1100,7 +1153,7 @@ __global__ void __launch_bounds__(fw_smem<HD, HPB, true, BK, NWG>::T, fw_smem<HD
             mbar_wait(&empty[(kb - 1) % ST], ((kb - 1) / ST) & 1);
             tma_kv(kb - 1 + ST, (kb - 1) % ST);
         }
-        if (kb == 0) mbar_wait(qbar, 0);
+        if (!QREG && kb == 0) mbar_wait(qbar, 0);
         mbar_wait(&full[st], (kb / ST) & 1);
         if (kb >= b.w_nkb) { /* (warpgroup-uniform) nothing of this tile for these rows: still release it */
             release(st);
@@ -1114,17 +1167,56 @@ __global__ void __launch_bounds__(fw_smem<HD, HPB, true, BK, NWG>::T, fw_smem<HD
          * softmax of some forms (cuobjdump, session 23), unmeasured, and this loop's schedule is worth 10-17% */
         float s[BK / 2], corr[2];
         uint32_t pa[BK / 16][4];
-        fw_qk<HD, BK>(s, qw, QR * 128, Ks + st * SM::KV);
+        if constexpr (QREG) {
+#pragma unroll
+            for (int i = 0; i < BK / 2; i++) s[i] = 0.0f;
+            lk_wgmma_fence();
+#pragma unroll
+            for (int k = 0; k < HD / 16; k++) {
+                const uint64_t db = lk_sw128_desc(Ks + st * SM::KV + (k >> 2) * (BK * 128) + (k & 3) * 32, 16);
+                lk_wgmma_rs_m64n64k16(s, qa[k], db);
+            }
+            lk_wgmma_commit();
+        } else {
+            fw_qk<HD, BK>(s, qw, QR * 128, Ks + st * SM::KV);
+        }
         lk_wgmma_wait<0>();
         lk_wgmma_fence_acc(s);
-        fw_softmax<BK>(s, kb * BK, wfirst, qpos0, qpos1, lane, m_r, l_r, sl2, corr);
+        if constexpr (!QREG) {
+            fw_softmax<BK>(s, kb * BK, wfirst, qpos0, qpos1, lane, m_r, l_r, sl2, corr);
+        } else { /* fw_softmax's mask, then the softmax without sums */
+            if (kb * BK + BK - 1 > wfirst) {
+#pragma unroll
+                for (int i = 0; i < BK / 2; i++)
+                    if (kb * BK + (i >> 2) * 8 + (lane & 3) * 2 + (i & 1) > ((i & 2) ? qpos1 : qpos0)) s[i] = -INFINITY;
+            }
+            fw_softmax_nosum(s, m_r, sl2, corr);
+        }
         fw_rescale_pack<HD, BK>(o, corr, s, pa);
-        fw_pv<HD, BK>(o, pa, Vs + st * SM::KV);
+        if constexpr (QREG) {
+#pragma unroll
+            for (int i = 0; i < 4; i++) lo[i] *= corr[(i >> 1) & 1];
+            lk_wgmma_fence();
+#pragma unroll
+            for (int kk = 0; kk < BK / 16; kk++) {
+                const uint64_t dv = lk_sw128_desc(Vs + st * SM::KV + kk * 2048, BK * 128);
+                lk_wgmma_rs_m64n8k16(lo, pa[kk], dones);
+                lk_wgmma_rs_t_m64n64k16(o, pa[kk], dv);
+            }
+            lk_wgmma_commit();
+        } else {
+            fw_pv<HD, BK>(o, pa, Vs + st * SM::KV);
+        }
         lk_wgmma_wait<0>();
         lk_wgmma_fence_acc(o);
+        if constexpr (QREG) lk_wgmma_fence_acc(lo);
         release(st); /* this warp's reads of the stage are done */
     }
-    fw_store<HD>(a, b, o, l_r, lane);
+    if constexpr (QREG) { /* (every column of lo is the row's whole sum: no quad sum) */
+        l_r[0] = lo[0];
+        l_r[1] = lo[2];
+    }
+    fw_store<HD>(a, b, o, l_r, lane, !QREG);
 #endif
 }
 
@@ -1171,6 +1263,9 @@ static lk_status fw_init() {
                             fw_smem<HD, HPB>::BYTES));
     CU(cudaFuncSetAttribute(k_attn_prefill_wgt<HD, HPB, FW_BK>, cudaFuncAttributeMaxDynamicSharedMemorySize,
                             fw_smem<HD, HPB, true>::BYTES));
+    if constexpr (HD == 64)
+        CU(cudaFuncSetAttribute(k_attn_prefill_wgt<64, HPB, FW_BK, 2, true>, cudaFuncAttributeMaxDynamicSharedMemorySize,
+                                fw_smem<64, HPB, true, FW_BK, 2, 1024>::BYTES));
     if constexpr (HD == 128) {
         CU(cudaFuncSetAttribute(k_attn_prefill_wgt<HD, HPB, 128>, cudaFuncAttributeMaxDynamicSharedMemorySize,
                                 fw_smem<HD, HPB, true, 128>::BYTES));
@@ -1192,9 +1287,9 @@ static lk_status fw_launch_cp(const lk_attn_args *a, cudaStream_t st) {
     return LK_OK;
 }
 
-template <int HD, int HPB, int BK = FW_BK, int NWG = 2>
+template <int HD, int HPB, int BK = FW_BK, int NWG = 2, bool QREG = false>
 static lk_status fw_launch_tma(const lk_attn_args *a, cudaStream_t st) {
-    using SM = fw_smem<HD, HPB, true, BK, NWG>;
+    using SM = fw_smem<HD, HPB, true, BK, NWG, QREG ? 1024 : 0>;
     const dim3 grid(a->n_heads / HPB, (a->M + SM::BQ - 1) / SM::BQ);
     CUtensorMap tq, tk, tv;
     memset(&tq, 0, sizeof tq);
@@ -1217,6 +1312,9 @@ static lk_status fw_launch_tma(const lk_attn_args *a, cudaStream_t st) {
                (size_t)SM::BYTES, st, *a, tq, tk, tv);
     else if (BK == 128)
         LAUNCH("k_attn_prefill_wgt (128-key tiles)", (k_attn_prefill_wgt<HD, HPB, BK>), grid, dim3(SM::T),
+               (size_t)SM::BYTES, st, *a, tq, tk, tv);
+    else if (QREG)
+        LAUNCH("k_attn_prefill_wgt (Q in registers)", (k_attn_prefill_wgt<HD, HPB, BK, NWG, QREG>), grid, dim3(SM::T),
                (size_t)SM::BYTES, st, *a, tq, tk, tv);
     else
         LAUNCH("k_attn_prefill_wgt", (k_attn_prefill_wgt<HD, HPB, BK>), grid, dim3(SM::T), (size_t)SM::BYTES, st, *a,
@@ -1252,6 +1350,10 @@ static lk_status fw_dispatch(const lk_attn_args *a, cudaStream_t st) {
      * 1,155) unless LLAMA_KERNEL_FA_NWG=2 (A/B; read every call); with LLAMA_KERNEL_FA_BK=64 only where
      * LLAMA_KERNEL_FA_NWG=3 */
     if (a->head_dim == 128 && form == 2 && !(n && !strcmp(n, "2"))) return fw_launch_tma<128, 1, 128, 3>(a, st);
+    /* head_dim 64's TMA form with Q in registers (v80) unless LLAMA_KERNEL_FA_QREG=0 (A/B; read every call) */
+    const char *q = getenv("LLAMA_KERNEL_FA_QREG");
+    if (a->head_dim == 64 && form != 0 && !(q && !strcmp(q, "0")))
+        return two ? fw_launch_tma<64, 2, FW_BK, 2, true>(a, st) : fw_launch_tma<64, 1, FW_BK, 2, true>(a, st);
     if (a->head_dim == 128 && form == 1 && n && !strcmp(n, "3")) return fw_launch_tma<128, 1, FW_BK, 3>(a, st);
     return launch[a->head_dim == 128][two][form](a, st);
 }

@@ -692,12 +692,16 @@ static lk_status attention_rows_range(cuda_backend *b, const lk_attn_args *a, in
     return b->kv_hi <= attn_rows_max() ? lk_attention_rows(&f, b->st) : lk_attention_plain(&f, b->st);
 }
 
-/* the fewest rows of one prompt's run (consecutive positions of one slot) in a packed chunk that go to the
- * flash prefill kernel instead of the warp-per-row kernel: LLAMA_KERNEL_ATTN_SEG=N (0: none; read every
- * call, only on that path), default 64 */
+/* the fewest rows of one prompt's run (consecutive positions of one slot) in a packed chunk that get a flash
+ * prefill call of their own (the wgmma kernel on Hopper) instead of joining the chunk's query blocks (one
+ * launch): LLAMA_KERNEL_ATTN_SEG=N (0: none; read every call, only on that path), default 768. Since v79's
+ * query blocks, the per-run calls lose below that (H200, session 33, time to first token, default 64 -> 768
+ * -> 0: 4 x 512 tokens 9.48 -> 9.26 -> 9.25 ms, 16 x 128 10.2 -> 8.98 -> 8.97, 8 x 300 12.87 -> 12.28 ->
+ * 12.26, 4 x 1,000 18.80 -> 18.76 -> 18.70: a run's own grid of 128 rows a block fills few SMs); the long
+ * runs of long prompts keep the faster kernel */
 static int attn_seg_min(void) {
     const char *e = getenv("LLAMA_KERNEL_ATTN_SEG");
-    return e && e[0] ? atoi(e) : 64;
+    return e && e[0] ? atoi(e) : 768;
 }
 
 /* the shortest history (position) of a packed chunk's trailing single rows (the last tokens of the prompts

@@ -63,6 +63,16 @@ __device__ __forceinline__ void lk_wgmma_m64n256k16(float (&d)[128], uint64_t da
         : "l"(da), "l"(db), "r"(scale_d));
 }
 
+/* D[64 x 8] (+)= A[64 x 16] * B[8 x 16]^T, A (f16) from registers in the mma.m16n8k16 A-fragment layout
+ * (warp w of the warpgroup: rows 16 w ..), B from shared memory (K-major descriptor), f32 accumulators. The
+ * caller keeps a's registers unchanged until a wgmma.wait_group covers this instruction. */
+__device__ __forceinline__ void lk_wgmma_rs_m64n8k16(float (&d)[4], const uint32_t (&a)[4], uint64_t db) {
+    asm volatile(
+        "wgmma.mma_async.sync.aligned.m64n8k16.f32.f16.f16 {%0, %1, %2, %3}, {%4, %5, %6, %7}, %8, 1, 1, 1, 0;\n"
+        : "+f"(d[0]), "+f"(d[1]), "+f"(d[2]), "+f"(d[3])
+        : "r"(a[0]), "r"(a[1]), "r"(a[2]), "r"(a[3]), "l"(db));
+}
+
 /* D[64 x 16] (+)= A[64 x 16] * B[16 x 16]^T, A (f16) from registers in the mma.m16n8k16 A-fragment layout
  * (warp w of the warpgroup: rows 16 w ..), B from shared memory (K-major descriptor), f32 accumulators. The
  * caller keeps a's registers unchanged until a wgmma.wait_group covers this instruction. */
