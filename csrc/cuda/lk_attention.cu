@@ -581,10 +581,12 @@ __device__ __forceinline__ float fw_exp2(float x) {
  * j: s[4 j + e], row e / 2; the other values of each row on the 4 lanes of a quad): the running maxima m (raw
  * score units) and sums l (of exp2(sl2 (s - m)), this thread's columns: fa_quad_sum adds the quad's up at
  * the end, v66) move to this tile, s becomes P = exp2(sl2 (s - m)), and corr[r] is the factor that rescales
- * row r of O. Both prefill kernels (v65: shared). */
+ * row r of O. Both prefill kernels (v65: shared). fa_softmax_max: its first half (the maxima, ms = sl2 times
+ * the new maximum, and corr), also the start of fw_softmax_nosum */
 template <int NS>
-__device__ __forceinline__ void fa_softmax(float (&s)[NS], float (&m_r)[2], float (&l_r)[2], float sl2, float (&corr)[2]) {
-    float mx[2] = {-INFINITY, -INFINITY}, ms[2];
+__device__ __forceinline__ void fa_softmax_max(const float (&s)[NS], float (&m_r)[2], float sl2, float (&ms)[2],
+                                               float (&corr)[2]) {
+    float mx[2] = {-INFINITY, -INFINITY};
 #pragma unroll
     for (int i = 0; i < NS; i++) mx[(i >> 1) & 1] = fmaxf(mx[(i >> 1) & 1], s[i]);
 #pragma unroll
@@ -597,6 +599,12 @@ __device__ __forceinline__ void fa_softmax(float (&s)[NS], float (&m_r)[2], floa
         corr[rr] = m_new == -INFINITY ? 1.0f : fw_exp2(m_r[rr] * sl2 - ms[rr]);
         m_r[rr] = m_new;
     }
+}
+
+template <int NS>
+__device__ __forceinline__ void fa_softmax(float (&s)[NS], float (&m_r)[2], float (&l_r)[2], float sl2, float (&corr)[2]) {
+    float ms[2];
+    fa_softmax_max(s, m_r, sl2, ms, corr);
     float rs[2] = {0.0f, 0.0f};
 #pragma unroll
     for (int i = 0; i < NS; i++) {
@@ -932,18 +940,8 @@ __device__ __forceinline__ void fw_rescale_pack(float (&o)[HD / 2], const float 
 /* fa_softmax without the row sums (the QREG form's tensor cores sum P): the same maxima, corr and P */
 template <int NS>
 __device__ __forceinline__ void fw_softmax_nosum(float (&s)[NS], float (&m_r)[2], float sl2, float (&corr)[2]) {
-    float mx[2] = {-INFINITY, -INFINITY}, ms[2];
-#pragma unroll
-    for (int i = 0; i < NS; i++) mx[(i >> 1) & 1] = fmaxf(mx[(i >> 1) & 1], s[i]);
-#pragma unroll
-    for (int rr = 0; rr < 2; rr++) {
-        mx[rr] = fmaxf(mx[rr], __shfl_xor_sync(0xffffffffu, mx[rr], 1));
-        mx[rr] = fmaxf(mx[rr], __shfl_xor_sync(0xffffffffu, mx[rr], 2));
-        const float m_new = fmaxf(m_r[rr], mx[rr]);
-        ms[rr] = m_new == -INFINITY ? 0.0f : m_new * sl2;
-        corr[rr] = m_new == -INFINITY ? 1.0f : fw_exp2(m_r[rr] * sl2 - ms[rr]);
-        m_r[rr] = m_new;
-    }
+    float ms[2];
+    fa_softmax_max(s, m_r, sl2, ms, corr);
 #pragma unroll
     for (int i = 0; i < NS; i++) s[i] = fw_exp2(fmaf(s[i], sl2, -ms[(i >> 1) & 1]));
 }
