@@ -913,10 +913,53 @@ __device__ __forceinline__ void fw_pv(float (&o)[HD / 2], const uint32_t (&pa)[B
     lk_wgmma_commit();
 }
 
+/* fa_softmax without the row sums (the QREG form's tensor cores sum P): the same maxima, corr and P */
+template <int NS>
+__device__ __forceinline__ void fw_softmax_nosum(float (&s)[NS], float (&m_r)[2], float sl2, float (&corr)[2]) {
+    float ms[2];
+    fa_softmax_max(s, m_r, sl2, ms, corr);
+#pragma unroll
+    for (int i = 0; i < NS; i++) s[i] = fw_exp2(fmaf(s[i], sl2, -ms[(i >> 1) & 1]));
+}
+
+/* fw_qk of the QREG form (64-key tiles): Q's A fragments qa from registers, K from shared memory */
+template <int HD>
+__device__ __forceinline__ void fw_qk_rs(float (&s)[FW_BK / 2], const uint32_t (&qa)[HD / 16][4], const unsigned char *ks) {
+#pragma unroll
+    for (int i = 0; i < FW_BK / 2; i++) s[i] = 0.0f;
+    lk_wgmma_fence();
+#pragma unroll
+    for (int k = 0; k < HD / 16; k++) {
+        const uint64_t db = lk_sw128_desc(ks + (k >> 2) * (FW_BK * 128) + (k & 3) * 32, 16);
+        lk_wgmma_rs_m64n64k16(s, qa[k], db);
+    }
+    lk_wgmma_commit();
+}
+
+/* fw_pv of the QREG form (64-key tiles, head_dim 64): the row sums lo (rescaled by corr first) += P times the
+ * ones tile (descriptor dones) beside each k16 step's O += P V; lo's wgmma goes first so that ptxas rescales lo
+ * before the group starts */
+template <int HD>
+__device__ __forceinline__ void fw_pv_ones(float (&o)[HD / 2], float (&lo)[4], const float (&corr)[2],
+                                           const uint32_t (&pa)[FW_BK / 16][4], const unsigned char *vs, uint64_t dones) {
+    static_assert(HD == 64, "head_dim 64");
+#pragma unroll
+    for (int i = 0; i < 4; i++) lo[i] *= corr[(i >> 1) & 1];
+    lk_wgmma_fence();
+#pragma unroll
+    for (int kk = 0; kk < FW_BK / 16; kk++) {
+        const uint64_t dv = lk_sw128_desc(vs + kk * 2048, FW_BK * 128);
+        lk_wgmma_rs_m64n8k16(lo, pa[kk], dones);
+        lk_wgmma_rs_t_m64n64k16(o, pa[kk], dv);
+    }
+    lk_wgmma_commit();
+}
+
 /* after S of tile kbase.. landed: the causal mask (and keys past the end) where the tile reaches past the
  * warpgroup's first row (position first), then the online softmax (s becomes P). Accumulator 4 j + e: row
- * qpos0 (+ 8: qpos1, for e >= 2), key kbase + 8 j + 2 (lane % 4) + (e & 1) */
-template <int BK = FW_BK>
+ * qpos0 (+ 8: qpos1, for e >= 2), key kbase + 8 j + 2 (lane % 4) + (e & 1). SUM false: no row sums
+ * (fw_softmax_nosum; l_r untouched) */
+template <int BK = FW_BK, bool SUM = true>
 __device__ __forceinline__ void fw_softmax(float (&s)[BK / 2], int kbase, int first, int qpos0, int qpos1, int lane,
                                            float (&m_r)[2], float (&l_r)[2], float sl2, float (&corr)[2]) {
     if (kbase + BK - 1 > first) {
@@ -924,7 +967,8 @@ __device__ __forceinline__ void fw_softmax(float (&s)[BK / 2], int kbase, int fi
         for (int i = 0; i < BK / 2; i++)
             if (kbase + (i >> 2) * 8 + (lane & 3) * 2 + (i & 1) > ((i & 2) ? qpos1 : qpos0)) s[i] = -INFINITY;
     }
-    fa_softmax(s, m_r, l_r, sl2, corr);
+    if constexpr (SUM) fa_softmax(s, m_r, l_r, sl2, corr);
+    else fw_softmax_nosum(s, m_r, sl2, corr);
 }
 
 /* O's rows rescaled by corr, and P as A fragments (k16 step kk = keys 16 kk.. = n8 tiles 2 kk and 2 kk + 1) */
@@ -935,15 +979,6 @@ __device__ __forceinline__ void fw_rescale_pack(float (&o)[HD / 2], const float 
     for (int i = 0; i < HD / 2; i++) o[i] *= corr[(i >> 1) & 1];
 #pragma unroll
     for (int kk = 0; kk < BK / 16; kk++) fa_p_frag(s, kk, pa[kk]);
-}
-
-/* fa_softmax without the row sums (the QREG form's tensor cores sum P): the same maxima, corr and P */
-template <int NS>
-__device__ __forceinline__ void fw_softmax_nosum(float (&s)[NS], float (&m_r)[2], float sl2, float (&corr)[2]) {
-    float ms[2];
-    fa_softmax_max(s, m_r, sl2, ms, corr);
-#pragma unroll
-    for (int i = 0; i < NS; i++) s[i] = fw_exp2(fmaf(s[i], sl2, -ms[(i >> 1) & 1]));
 }
 #endif
 
@@ -1165,46 +1200,14 @@ __global__ void __launch_bounds__(fw_smem<HD, HPB, true, BK, NWG>::T, fw_smem<HD
          * softmax of some forms (cuobjdump, session 23), unmeasured, and this loop's schedule is worth 10-17% */
         float s[BK / 2], corr[2];
         uint32_t pa[BK / 16][4];
-        if constexpr (QREG) {
-#pragma unroll
-            for (int i = 0; i < BK / 2; i++) s[i] = 0.0f;
-            lk_wgmma_fence();
-#pragma unroll
-            for (int k = 0; k < HD / 16; k++) {
-                const uint64_t db = lk_sw128_desc(Ks + st * SM::KV + (k >> 2) * (BK * 128) + (k & 3) * 32, 16);
-                lk_wgmma_rs_m64n64k16(s, qa[k], db);
-            }
-            lk_wgmma_commit();
-        } else {
-            fw_qk<HD, BK>(s, qw, QR * 128, Ks + st * SM::KV);
-        }
+        if constexpr (QREG) fw_qk_rs<HD>(s, qa, Ks + st * SM::KV);
+        else fw_qk<HD, BK>(s, qw, QR * 128, Ks + st * SM::KV);
         lk_wgmma_wait<0>();
         lk_wgmma_fence_acc(s);
-        if constexpr (!QREG) {
-            fw_softmax<BK>(s, kb * BK, wfirst, qpos0, qpos1, lane, m_r, l_r, sl2, corr);
-        } else { /* fw_softmax's mask, then the softmax without sums */
-            if (kb * BK + BK - 1 > wfirst) {
-#pragma unroll
-                for (int i = 0; i < BK / 2; i++)
-                    if (kb * BK + (i >> 2) * 8 + (lane & 3) * 2 + (i & 1) > ((i & 2) ? qpos1 : qpos0)) s[i] = -INFINITY;
-            }
-            fw_softmax_nosum(s, m_r, sl2, corr);
-        }
+        fw_softmax<BK, !QREG>(s, kb * BK, wfirst, qpos0, qpos1, lane, m_r, l_r, sl2, corr);
         fw_rescale_pack<HD, BK>(o, corr, s, pa);
-        if constexpr (QREG) {
-#pragma unroll
-            for (int i = 0; i < 4; i++) lo[i] *= corr[(i >> 1) & 1];
-            lk_wgmma_fence();
-#pragma unroll
-            for (int kk = 0; kk < BK / 16; kk++) {
-                const uint64_t dv = lk_sw128_desc(Vs + st * SM::KV + kk * 2048, BK * 128);
-                lk_wgmma_rs_m64n8k16(lo, pa[kk], dones);
-                lk_wgmma_rs_t_m64n64k16(o, pa[kk], dv);
-            }
-            lk_wgmma_commit();
-        } else {
-            fw_pv<HD, BK>(o, pa, Vs + st * SM::KV);
-        }
+        if constexpr (QREG) fw_pv_ones<HD>(o, lo, corr, pa, Vs + st * SM::KV, dones);
+        else fw_pv<HD, BK>(o, pa, Vs + st * SM::KV);
         lk_wgmma_wait<0>();
         lk_wgmma_fence_acc(o);
         if constexpr (QREG) lk_wgmma_fence_acc(lo);
