@@ -849,14 +849,16 @@ __global__ void __launch_bounds__(fa_smem<HD, HPB, MT>::T, fa_smem<HD, HPB, MT>:
 /* NWG: warpgroups (64 query rows each) a block: 2, or 3 in the TMA form at head_dim 128 with one head a block
  * (v70, the default there with 128-key tiles: 12 warps an SM instead of 8, 166 registers; a ring of 2 128-key
  * tiles or 4 64-key tiles, 176 KB) */
-template <int HD, int HPB, bool TMA = false, int BK = FW_BK, int NWG = 2, int XTRA = 0>
+template <int HD, int HPB, bool TMA = false, int BK = FW_BK, int NWG = 2, bool QREG = false>
 struct fw_smem {
     static constexpr int T = 128 * NWG, QROWS = 64 * NWG, BQ = QROWS / HPB;
     static constexpr int Q = QROWS * HD * 2, KV = BK * HD * 2;
     static constexpr int STAGES = NWG == 3 ? (BK == 128 ? 2 : 4) : BK == 128 ? 3 : (HD == 64 ? 3 : 2) + (TMA ? 1 : 0);
     static constexpr int BARS = TMA ? 8 * (1 + 2 * STAGES) : 0; /* Q's mbarrier, then full[STAGES], empty[STAGES] */
-    /* XTRA: a 1024-byte tile of ones after the K/V ring (the QREG form), before the mbarriers */
-    static constexpr int BYTES = Q + STAGES * 2 * KV + XTRA + BARS + 1024; /* + the base's alignment to a swizzle atom */
+    /* ONES: the QREG form's 1024-byte tile of fp16 ones (8 rows of 128 bytes), after the K/V ring, before the
+     * mbarriers */
+    static constexpr int ONES = QREG ? 1024 : 0;
+    static constexpr int BYTES = Q + STAGES * 2 * KV + ONES + BARS + 1024; /* + the base's alignment to a swizzle atom */
     /* blocks an SM the registers must allow (head_dim 128: O alone is 64 registers) */
     static constexpr int MINB = HD == 64 ? 2 : 1;
     static_assert(HPB == 1 || HPB == 2, "one or two heads a block");
@@ -937,8 +939,8 @@ __device__ __forceinline__ void fw_qk_rs(float (&s)[FW_BK / 2], const uint32_t (
 }
 
 /* fw_pv of the QREG form (64-key tiles, head_dim 64): the row sums lo (rescaled by corr first) += P times the
- * ones tile (descriptor dones) beside each k16 step's O += P V; lo's wgmma goes first so that ptxas rescales lo
- * before the group starts */
+ * ones tile (descriptor dones) beside each k16 step's O += P V. ptxas injects a warpgroup.arrive here (info
+ * C7519) whichever of the two goes first; v80c, which avoided it, was ~1% slower (benchmarks/NOTES.md) */
 template <int HD>
 __device__ __forceinline__ void fw_pv_ones(float (&o)[HD / 2], float (&lo)[4], const float (&corr)[2],
                                            const uint32_t (&pa)[FW_BK / 16][4], const unsigned char *vs, uint64_t dones) {
@@ -1109,15 +1111,15 @@ __global__ void __launch_bounds__(fw_smem<HD, HPB, true, BK, NWG>::T, fw_smem<HD
 #if defined(__CUDA_ARCH_FEAT_SM90_ALL)
     lk_pdl_prologue();
     static_assert(!QREG || (HD == 64 && NWG == 2 && BK == 64), "QREG: head_dim 64, 2 warpgroups, 64-key tiles");
-    using SM = fw_smem<HD, HPB, true, BK, NWG, QREG ? 1024 : 0>;
+    using SM = fw_smem<HD, HPB, true, BK, NWG, QREG>;
     constexpr int BQ = SM::BQ, ST = SM::STAGES, QR = SM::QROWS;
     extern __shared__ __align__(16) unsigned char smem_raw[];
     const uint32_t s0 = (uint32_t)__cvta_generic_to_shared(smem_raw);
     unsigned char *Qs = smem_raw + ((1024 - (s0 & 1023)) & 1023); /* [HD / 64][QR][128 bytes] */
     unsigned char *Ks = Qs + SM::Q;                               /* [ST][HD / 64][BK][128 bytes] */
     unsigned char *Vs = Ks + ST * SM::KV;
-    unsigned char *ones = Vs + ST * SM::KV; /* (QREG) 1024 bytes of fp16 ones */
-    uint64_t *qbar = reinterpret_cast<uint64_t *>(ones + (QREG ? 1024 : 0)), *full = qbar + 1, *empty = full + ST;
+    unsigned char *ones = Vs + ST * SM::KV; /* (QREG) SM::ONES bytes of fp16 ones */
+    uint64_t *qbar = reinterpret_cast<uint64_t *>(ones + SM::ONES), *full = qbar + 1, *empty = full + ST;
     const int tid = threadIdx.x, lane = tid & 31, warp = tid >> 5, wg = warp >> 2;
     const fw_block<HPB, BQ, BK> b(a, wg, warp & 3, lane);
     /* tile t -> stage: K and V boxes of 64 dims x BK keys of head kvh, one a column block */
@@ -1130,7 +1132,7 @@ __global__ void __launch_bounds__(fw_smem<HD, HPB, true, BK, NWG>::T, fw_smem<HD
         }
     };
     if constexpr (QREG) { /* (the tensor cores read them: the async proxy; the barrier below orders them) */
-        for (int i = tid; i < 256; i += SM::T) reinterpret_cast<uint32_t *>(ones)[i] = 0x3c003c00u;
+        for (int i = tid; i < SM::ONES / 4; i += SM::T) reinterpret_cast<uint32_t *>(ones)[i] = 0x3c003c00u;
         lk_fence_proxy_async();
     }
     if (tid == 0) {
@@ -1266,7 +1268,7 @@ static lk_status fw_init() {
                             fw_smem<HD, HPB, true>::BYTES));
     if constexpr (HD == 64)
         CU(cudaFuncSetAttribute(k_attn_prefill_wgt<64, HPB, FW_BK, 2, true>, cudaFuncAttributeMaxDynamicSharedMemorySize,
-                                fw_smem<64, HPB, true, FW_BK, 2, 1024>::BYTES));
+                                fw_smem<64, HPB, true, FW_BK, 2, true>::BYTES));
     if constexpr (HD == 128) {
         CU(cudaFuncSetAttribute(k_attn_prefill_wgt<HD, HPB, 128>, cudaFuncAttributeMaxDynamicSharedMemorySize,
                                 fw_smem<HD, HPB, true, 128>::BYTES));
@@ -1290,7 +1292,7 @@ static lk_status fw_launch_cp(const lk_attn_args *a, cudaStream_t st) {
 
 template <int HD, int HPB, int BK = FW_BK, int NWG = 2, bool QREG = false>
 static lk_status fw_launch_tma(const lk_attn_args *a, cudaStream_t st) {
-    using SM = fw_smem<HD, HPB, true, BK, NWG, QREG ? 1024 : 0>;
+    using SM = fw_smem<HD, HPB, true, BK, NWG, QREG>;
     const dim3 grid(a->n_heads / HPB, (a->M + SM::BQ - 1) / SM::BQ);
     CUtensorMap tq, tk, tv;
     memset(&tq, 0, sizeof tq);
