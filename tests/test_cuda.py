@@ -644,8 +644,8 @@ WG_FORMS = {"wg": ({"LLAMA_KERNEL_FA_WG": "1"}, "k_attn_prefill_wg"),
                        {64: QR, 128: "k_attn_prefill_wgt (3 warpgroups)"})}
 
 
-@pytest.mark.parametrize("form", ["wg-1", "wg-2", "wgt-1", "wgt-2", "wgtq0-1", "wgtq0-2", "wgt2-1", "wgt2-2", "wgt64-1", "wgt64-2", "wgt364-2",
-                                  "mma-1-1", "mma-2-1", "mma-1-2", "mma-2-2"])
+@pytest.mark.parametrize("form", ["wg-1", "wg-2", "wgt-1", "wgt-2", "wgtq0-1", "wgtq0-2", "wgt2-1", "wgt2-2", "wgt64-1",
+                                  "wgt64-2", "wgt364-2", "mma-1-1", "mma-2-1", "mma-1-2", "mma-2-2"])
 def test_prefill_attention_forms(form):
     """Every form of the flash prefill kernel, in a fresh process (LLAMA_KERNEL_FA_HPB is read once by the
     mma.sync kernel), against float64, on GQA groups odd and even, head_dim 64 and 128, chunks starting at
@@ -653,9 +653,10 @@ def test_prefill_attention_forms(form):
     Hopper wgmma kernels (an sm_90a build), H heads a block (1: forced by LLAMA_KERNEL_FA_HPB=1; 2: where the
     group is even): "wgt-H" the TMA form (the default; at head_dim 64 with Q in registers and the row sums on
     the tensor cores, v80; at head_dim 128 128-key tiles in blocks of 3 warpgroups, 192 query rows of one head,
-    whatever H), "wgtq0-H" head_dim 64's TMA form as before v80 (LLAMA_KERNEL_FA_QREG=0), "wgt2-H" the same with blocks of 2 warpgroups at head_dim 128
-    (LLAMA_KERNEL_FA_NWG=2), "wgt64-H" 64-key tiles everywhere (LLAMA_KERNEL_FA_BK=64), "wgt364-H" that with 3
-    warpgroups at head_dim 128 (LLAMA_KERNEL_FA_NWG=3), "wg-H" the cp.async form (LLAMA_KERNEL_FA_WG=1).
+    whatever H), "wgtq0-H" head_dim 64's TMA form as before v80 (LLAMA_KERNEL_FA_QREG=0), "wgt2-H" the TMA
+    form with blocks of 2 warpgroups at head_dim 128 (LLAMA_KERNEL_FA_NWG=2), "wgt64-H" 64-key tiles
+    everywhere (LLAMA_KERNEL_FA_BK=64), "wgt364-H" that with 3 warpgroups at head_dim 128
+    (LLAMA_KERNEL_FA_NWG=3), "wg-H" the cp.async form (LLAMA_KERNEL_FA_WG=1).
     "mma-H-MT": the mma.sync kernel (LLAMA_KERNEL_FA_WG=0),
     H heads a block (odd groups always take one), MT m16 tiles of query rows a warp (2: LLAMA_KERNEL_FA_MT=2,
     128-row blocks, head_dim 64)."""
