@@ -8,6 +8,7 @@ one-row GEMV sums centred fp16 products over 32 weights before fp32
 accumulation, the tensor-core kernels accumulate in fp32: ~1e-3 measured);
 attention 4e-3 (fp16 P and V in the flash kernels); engine logits GPU vs CPU
 2e-2 (fp16 activations against the CPU's fp32, compounded over layers)."""
+import itertools
 import os
 
 import numpy as np
@@ -1364,10 +1365,40 @@ def test_batched_add_small_batch_and_register_a(N, K, route, monkeypatch):
             for env in ("", "0"):
                 monkeypatch.setenv("LLAMA_KERNEL_ADD_EPI", env)
                 y, _, kernel = _C.cuda_matmul(x, qs, p, mode=1, variant=3, y=y0, kernel=True)
-                assert kernel == want, (M, form, env, kernel)
+                # (128-token blocks add by TMA unless the add is unbatched: test_register_a_tma_epilogues)
+                tma = route == "ra_prefill" and form in ("1", "2") and env == ""
+                assert kernel == want + (" (TMA add)" if tma else ""), (M, form, env, kernel)
                 ys.append(y)
             assert R.rel_err(ys[0], mm_ref(x, qs, p, 1, y0)) < 5e-3, (M, form)
             assert np.array_equal(ys[0], ys[1]), (M, form)
+
+
+@pytest.mark.parametrize("tiled", ["0", "1"])
+@pytest.mark.parametrize("N,K", [(2048, 8192), (2048, 2048), (1056, 1536), (160, 4608)])
+def test_register_a_tma_epilogues(N, K, tiled, monkeypatch):
+    """The register-A prefill kernel's epilogues through shared memory and TMA (128-token blocks, one and two
+    warpgroups; the default): the residual add by bulk reduce-adds, the fp32, SwiGLU and fp16 outputs by bulk
+    stores, against the per-thread epilogues they replaced (LLAMA_KERNEL_TMA_EPI=0): the same bits, with partial
+    token blocks (65, 300 rows: TMA skips the rows past M) and partial weight blocks (N = 1,056 and 160: the
+    columns past N), and against the reference."""
+    if not _C.build_info().get("wgmma"):
+        pytest.skip("no sm_90a GPU (the register-A kernel needs compute capability 9.0 and an sm_90a build)")
+    monkeypatch.setenv("LLAMA_KERNEL_TILED", tiled)
+    rng = np.random.default_rng(N + K + 37)
+    qs, p = quant.quantize((rng.standard_normal((N, K)) * 0.02).astype(np.float32))
+    for M, mode, x, y0 in mm_cases(rng, (65, 300) + ((2048,) if N * K <= 2048 * 2048 else ()), N, K):
+        ref = mm_ref(x, qs, p, mode, y0)
+        for form in ("1", "2"):
+            monkeypatch.setenv("LLAMA_KERNEL_RA_PREFILL", form)
+            ys = []
+            for env, want in (("", "k_mm_q4_ra (TMA add)" if mode == 1 else "k_mm_q4_ra (TMA store)"),
+                              ("0", "k_mm_q4_ra")):
+                monkeypatch.setenv("LLAMA_KERNEL_TMA_EPI", env)
+                y, _, kernel = _C.cuda_matmul(x, qs, p, mode=mode, variant=3, y=y0, kernel=True)
+                assert kernel == want, (M, mode, form, env, kernel)
+                ys.append(y)
+            assert R.rel_err(ys[0], ref) < 5e-3, (M, mode, form)
+            assert np.array_equal(ys[0], ys[1]), (M, mode, form)
 
 
 @pytest.mark.parametrize("N,K", [(16384, 2048), (16384, 3072), (1056, 640)])
@@ -1430,17 +1461,18 @@ def test_register_a_prefill_matmul(N, K, nwg, tiled, monkeypatch):
     # 65 rows without it: 64-row blocks (k_mm_q4_wgk) for a small grid, else 128 x 128 (or x 256) blocks of
     # k_mm_q4_wg (gate_up's 128 column blocks)
     small = wg_small_grid(N, Ms[0])
-    for env, want in ((nwg, "k_mm_q4_ra"), ("0", "k_mm_q4_wgk (4 warpgroups)" if small else "k_mm_q4_wg")):
+    for env, want in ((nwg, "k_mm_q4_ra (TMA store)"), ("0", "k_mm_q4_wgk (4 warpgroups)" if small else "k_mm_q4_wg")):
         monkeypatch.setenv("LLAMA_KERNEL_RA_PREFILL", env)
         assert _C.cuda_matmul(x, qs, p, mode=0, variant=3, kernel=True)[2] == want, env
 
 
 @pytest.mark.parametrize("tiled", ["0", "1"])
 def test_register_a_residual_add_rule(tiled, monkeypatch):
-    """The residual add (mode 1) above 64 rows takes the register-A kernel by default only where K >= 4,096 and
-    its two-warpgroup grid (256 weight rows x 128 tokens a block) is at least 15/16 of the SMs (ra_takes_add):
-    N = 2,048, K = 4,096 at 2,048 rows (down's shape class), not at 1,024 or 600 rows. Against the reference and
-    the wgmma kernel (LLAMA_KERNEL_RA_PREFILL=0)."""
+    """The residual add (mode 1) above 64 rows takes the register-A kernel by default only where its grid nearly
+    fills the SMs (ra_takes_add): with the TMA add (the default) where its one-warpgroup grid (128 weight rows x
+    128 tokens a block) is at least 15/16 of the SMs (N = 2,048 at 1,024 and 2,048 rows, not at 600); with the
+    per-thread add (LLAMA_KERNEL_TMA_EPI=0) only where K >= 4,096 and the two-warpgroup grid is (2,048 rows).
+    Against the reference and the wgmma kernel (LLAMA_KERNEL_RA_PREFILL=0)."""
     if not _C.build_info().get("wgmma"):
         pytest.skip("no sm_90a GPU (the register-A kernel needs compute capability 9.0 and an sm_90a build)")
     monkeypatch.setenv("LLAMA_KERNEL_TILED", tiled)
@@ -1448,29 +1480,33 @@ def test_register_a_residual_add_rule(tiled, monkeypatch):
     N, K, sms = 2048, 4096, _C.build_info()["sm_count"]
     rng = np.random.default_rng(29)
     qs, p = quant.quantize((rng.standard_normal((N, K)) * 0.02).astype(np.float32))
-    for M in (600, 1024, 2048):
+    for M, tma in itertools.product((600, 1024, 2048), ("", "0")):
+        monkeypatch.setenv("LLAMA_KERNEL_TMA_EPI", tma)
         x = rng.standard_normal((M, K)).astype(np.float32)
         y0 = rng.standard_normal((M, N)).astype(np.float32)
-        b2 = -(-N // 256) * -(-M // 128)
-        want = "k_mm_q4_ra" if 16 * b2 >= 15 * sms else "k_mm_q4_wg"
+        b1, b2 = -(-N // 128) * -(-M // 128), -(-N // 256) * -(-M // 128)
+        ra = 16 * b1 >= 15 * sms if tma == "" else 16 * b2 >= 15 * sms
+        want = ("k_mm_q4_ra (TMA add)" if tma == "" else "k_mm_q4_ra") if ra else "k_mm_q4_wg"
         y, used, kernel = _C.cuda_matmul(x, qs, p, mode=1, variant=3, y=y0, kernel=True)
-        assert kernel == want if want == "k_mm_q4_ra" else kernel.startswith(want), (M, kernel, want)
-        assert R.rel_err(y, mm_ref(x, qs, p, 1, y0)) < 5e-3, M
+        assert kernel == want if ra else kernel.startswith(want), (M, tma, kernel, want)
+        assert R.rel_err(y, mm_ref(x, qs, p, 1, y0)) < 5e-3, (M, tma)
         monkeypatch.setenv("LLAMA_KERNEL_RA_PREFILL", "0")
         y_wg, _, k_wg = _C.cuda_matmul(x, qs, p, mode=1, variant=3, y=y0, kernel=True)
         monkeypatch.delenv("LLAMA_KERNEL_RA_PREFILL")
         assert k_wg.startswith("k_mm_q4_wg"), k_wg
-        assert R.rel_err(y, y_wg) < 2e-3, M
+        assert R.rel_err(y, y_wg) < 2e-3, (M, tma)
 
 
 @pytest.mark.parametrize("tiled", ["0", "1"])
 def test_residual_add_many_rows_ring3(tiled, monkeypatch):
-    """The residual add (mode 1) of K = 2,048 (o's shape) at 3,500 rows stays on 128 x 128 blocks in the ring of 3
-    (the 128 x 256 blocks, LLAMA_KERNEL_WG_STAGES=6, were 2.7x slower there): against the reference and against
-    the 128 x 256 form."""
+    """The residual add (mode 1) of K = 2,048 (o's shape) at 3,500 rows on the wgmma kernel (the per-thread add,
+    LLAMA_KERNEL_TMA_EPI=0; with the TMA add the register-A kernel takes it) stays on 128 x 128 blocks in the ring
+    of 3 (the 128 x 256 blocks, LLAMA_KERNEL_WG_STAGES=6, were 2.7x slower there): against the reference and
+    against the 128 x 256 form."""
     if not _C.build_info().get("wgmma"):
         pytest.skip("no sm_90a GPU (the wgmma kernel needs compute capability 9.0 and an sm_90a build)")
     monkeypatch.setenv("LLAMA_KERNEL_TILED", tiled)
+    monkeypatch.setenv("LLAMA_KERNEL_TMA_EPI", "0")
     N, K, M = 2048, 2048, 3500
     rng = np.random.default_rng(31)
     qs, p = quant.quantize((rng.standard_normal((N, K)) * 0.02).astype(np.float32))

@@ -55,6 +55,11 @@ int lk_mm_prefer_tiled(int batch_size, int N, int K) {
  * the previous st.global.f32). The batched epilogues issue a chunk's loads before its stores: the same adds,
  * the same sums bit for bit. Measured (benchmarks/NOTES.md, v64, H100). epi_store adds for this mode too. */
 enum { LK_OUT_ADD_F32_BATCHED = 16 };
+/* the register-A prefill kernel's epilogues through shared memory and the tensor memory accelerator (launch_ra,
+ * tma_epi): the block's outputs go to shared memory in boxes of 128 bytes x 128 tokens, then one bulk copy a
+ * box adds them into the residual (LK_OUT_ADD_F32: a reduce-add, no residual load in the SM) or stores them
+ * (LK_OUT_F32, LK_OUT_F16, LK_OUT_SWIGLU_F16) */
+enum { LK_OUT_ADD_F32_TMA = 17, LK_OUT_F32_TMA = 18, LK_OUT_F16_TMA = 19, LK_OUT_SWIGLU_F16_TMA = 20 };
 
 __device__ __forceinline__ void epi_store(void *out, int ldo, int mode, int m, int j, float v) {
     size_t i = (size_t)m * ldo + j;
@@ -1947,7 +1952,8 @@ template <int NT, int NWG, bool ROWI>
 __global__ void __launch_bounds__(128 * NWG, NWG == 1 ? (NT == 128 ? 2 : 3) : 1)
     k_mm_q4_ra(int M, int N, int K, int n_out, int hidden, void *out, int ldo, int mode, float *__restrict__ partial,
                int *__restrict__ counters, lk_rope_epi re, const __grid_constant__ CUtensorMap tmx,
-               const __grid_constant__ CUtensorMap tmw, const __grid_constant__ CUtensorMap tmp) {
+               const __grid_constant__ CUtensorMap tmw, const __grid_constant__ CUtensorMap tmp,
+               const __grid_constant__ CUtensorMap tmo) {
 #if defined(__CUDA_ARCH_FEAT_SM90_ALL)
     using SM = ra_smem<NT, NWG, ROWI>;
     constexpr int T = SM::T, STAGES = SM::STAGES, AHEAD = SM::AHEAD, TILES = SM::TILES, HT = TILES / 2;
@@ -1959,7 +1965,8 @@ __global__ void __launch_bounds__(128 * NWG, NWG == 1 ? (NT == 128 ? 2 : 3) : 1)
     unsigned char *Wq = Xs + STAGES * SM::X;
     unsigned char *Ps = Wq + STAGES * SM::Q;
     const int tid = threadIdx.x, wg = tid >> 7, wq = (tid >> 5) & 3, lane = tid & 31, g = lane >> 2, t = lane & 3;
-    const bool swiglu = mode == LK_OUT_SWIGLU_F16, rope = mode == LK_OUT_QKV_ROPE;
+    /* (LK_OUT_SWIGLU_F16_TMA: SwiGLU blocks too, whose epilogue stores by TMA) */
+    const bool swiglu = mode == LK_OUT_SWIGLU_F16 || mode == LK_OUT_SWIGLU_F16_TMA, rope = mode == LK_OUT_QKV_ROPE;
     const int S = gridDim.z, per = (K / WG_BK + S - 1) / S, kt0 = blockIdx.z * per;
     const int KT = max(0, min(K / WG_BK, kt0 + per) - kt0);
     const int m0 = blockIdx.y * NT; /* the block's first token (more than 64 rows: NT = 128, blocks along y) */
@@ -2146,6 +2153,48 @@ __global__ void __launch_bounds__(128 * NWG, NWG == 1 ? (NT == 128 ? 2 : 3) : 1)
      * the warp's tile of the set */
     const int row0 = (lt[0] < HT ? tb0 + lt[0] : tb1 + lt[0] - HT) * 16 + g;
     const int row1 = (lt[1] < HT ? tb0 + lt[1] : tb1 + lt[1] - HT) * 16 + g;
+    if (mode >= LK_OUT_ADD_F32_TMA) { /* (S = 1: launch_ra) */
+        /* warpgroup w's outputs (plain: 128 columns from weight row tb0 16 + 128 w; SwiGLU: 64 from tb0 16 +
+         * 64 w) as boxes [NT tokens][128 bytes] in the 128-byte swizzle (TMA's layout: 16-byte chunk c of token
+         * row m at chunk c ^ (m % 8)), in the ring (every warp's wgmmas are done after the barrier, every
+         * stage's copies landed). Set r, column 16 wq + g (+ 8) of the warpgroup's 64 of the set: for one
+         * accumulator the 32 lanes write 32 banks (fp32) or 16 words (fp16) */
+        static_assert(NWG * NT * 128 * 4 <= STAGES * (SM::X + SM::Q), "the tiles fit in the ring");
+        const bool f16 = mode >= LK_OUT_F16_TMA, sw = mode == LK_OUT_SWIGLU_F16_TMA;
+        __syncthreads();
+        unsigned char *box0 = Xs + wg * 4 * (NT * 128);
+        if (sw) {
+#pragma unroll
+            for (int i = 0; i < NT / 2; i++) acc[0][i] = lk_silu(acc[0][i]) * acc[1][i];
+        }
+#pragma unroll
+        for (int r = 0; r < 2; r++) {
+            if (r == 1 && sw) break;
+#pragma unroll
+            for (int i = 0; i < NT / 2; i++) {
+                const int m = 8 * (i >> 2) + 2 * t + (i & 1), c = 16 * wq + g + ((i & 3) >= 2 ? 8 : 0);
+                if (f16) { /* box r: 64 columns */
+                    half *bx = reinterpret_cast<half *>(box0 + r * (NT * 128));
+                    bx[m * 64 + ((((c >> 3) ^ (m & 7)) << 3) | (c & 7))] = __float2half(acc[r][i]);
+                } else { /* box 2 r + c / 32: 32 columns */
+                    float *bx = reinterpret_cast<float *>(box0 + (2 * r + (c >> 5)) * (NT * 128));
+                    const int cc = c & 31;
+                    bx[m * 32 + ((((cc >> 2) ^ (m & 7)) << 2) | (cc & 3))] = acc[r][i];
+                }
+            }
+        }
+        lk_fence_proxy_async(); /* the stores above -> visible to the bulk copies */
+        wg_bar(wg);
+        if ((tid & 127) == 0) {
+            const int c0 = tb0 * 16 + wg * (sw ? 64 : 128), nb = sw ? 1 : f16 ? 2 : 4, cw = f16 ? 64 : 32;
+            for (int b = 0; b < nb; b++) {
+                if (mode == LK_OUT_ADD_F32_TMA) tma_reduce_add_2d(&tmo, c0 + cw * b, m0, box0 + b * (NT * 128));
+                else tma_store_2d(&tmo, c0 + cw * b, m0, box0 + b * (NT * 128));
+            }
+            bulk_wait_read();
+        }
+        return;
+    }
     if (mode == LK_OUT_ADD_F32_BATCHED) { /* (see epi_store) 8 accumulators of each set: 16 loads, 16 stores */
         auto at = [&](int i, int row) -> float * {
             const int m = m0 + 8 * (i >> 2) + 2 * t + (i & 1), rr = row + ((i & 3) >= 2 ? 8 : 0);
@@ -2185,7 +2234,7 @@ __global__ void __launch_bounds__(128 * NWG, NWG == 1 ? (NT == 128 ? 2 : 3) : 1)
     }
 #else
     (void)M, (void)N, (void)K, (void)n_out, (void)hidden, (void)out, (void)ldo, (void)mode;
-    (void)partial, (void)counters, (void)re, (void)tmx, (void)tmw, (void)tmp;
+    (void)partial, (void)counters, (void)re, (void)tmx, (void)tmw, (void)tmp, (void)tmo;
 #endif
 }
 
@@ -2766,19 +2815,56 @@ static lk_status tiled_tmaps(const lk_dmat *W, int tiles, CUtensorMap *tmw, CUte
                    CU_TENSOR_MAP_SWIZZLE_NONE, CU_TENSOR_MAP_L2_PROMOTION_NONE);
 }
 
+/* LLAMA_KERNEL_TMA_EPI=mask: which of the register-A prefill kernel's epilogues go through shared memory and
+ * TMA (bit 0: the residual add, bit 1: the plain fp32 / fp16 and SwiGLU stores; default 3; 0 the loads and
+ * stores per thread, A/B). Read per call */
+static int tma_epi(void) {
+    const char *e = getenv("LLAMA_KERNEL_TMA_EPI");
+    return e && e[0] ? atoi(e) : 3;
+}
+
+/* the output [M][ldo] (fp32 or fp16) as a 2-D tensor map for the TMA epilogues: boxes of 128 bytes (the
+ * swizzle span: 32 or 64 columns) x `rows` tokens, 128-byte swizzle; false (the caller keeps the per-thread
+ * epilogue) where TMA cannot take it: out or its row stride not a multiple of 16 bytes, or the driver
+ * refuses the map */
+static bool out_tmap(CUtensorMap *m, void *out, bool f16, int M, int n_out, int ldo, int rows) {
+    const int es = f16 ? 2 : 4;
+    if (!tmap_encoder() || (uintptr_t)out % 16 || (ldo * es) % 16) return false;
+    const cuuint64_t dims[2] = {(cuuint64_t)n_out, (cuuint64_t)M}, str[1] = {(cuuint64_t)ldo * es};
+    const cuuint32_t box[2] = {128u / es, (cuuint32_t)rows}, estr[2] = {1, 1};
+    return tmap_encoder()(m, f16 ? CU_TENSOR_MAP_DATA_TYPE_FLOAT16 : CU_TENSOR_MAP_DATA_TYPE_FLOAT32, 2, out, dims, str,
+                          box, estr, CU_TENSOR_MAP_INTERLEAVE_NONE, CU_TENSOR_MAP_SWIZZLE_128B,
+                          CU_TENSOR_MAP_L2_PROMOTION_NONE, CU_TENSOR_MAP_FLOAT_OOB_FILL_NONE) == CUDA_SUCCESS;
+}
+
 template <int NT, int NWG, bool ROWI>
 static lk_status launch_ra(const lk_dmat *W, const half *x, int M, int ldx, void *out, int ldo, int mode, int n_out,
                            int hidden, int S, const lk_mm_ws *ws, const lk_rope_epi &re, cudaStream_t st) {
     const bool swiglu = mode == LK_OUT_SWIGLU_F16;
     dim3 grid(swiglu ? lk_cdiv(n_out, 64 * NWG) : lk_cdiv(W->N, 128 * NWG), lk_cdiv(M, NT), S);
-    CUtensorMap tmx, tmw, tmp;
+    CUtensorMap tmx, tmw, tmp, tmo;
     TRY(x_tmap(&tmx, x, M, W->K, ldx, NT));
     /* a box is the block's rows (SwiGLU: its gate rows; a second copy brings its up rows) */
     const int tiles = swiglu ? 4 * NWG : 8 * NWG;
     TRY(ROWI ? rowi_tmaps(W, 16 * tiles, &tmw, &tmp) : tiled_tmaps(W, tiles, &tmw, &tmp));
-    LAUNCH("k_mm_q4_ra", (k_mm_q4_ra<NT, NWG, ROWI>), grid, dim3(128 * NWG), (size_t)ra_smem<NT, NWG, ROWI>::BYTES, st,
-           M, W->N, W->K, n_out, hidden, out, ldo, add_mode(mode), S > 1 ? ws->tc_partial : (float *)NULL,
-           S > 1 ? ws->tc_counters : (int *)NULL, re, tmx, tmw, tmp);
+    /* 128-token blocks' epilogues through TMA (tma_epi) where it takes the output; not the rotary one */
+    int kmode = add_mode(mode);
+    memset(&tmo, 0, sizeof tmo);
+    if (NT == 128 && S == 1) {
+        const int te = tma_epi();
+        const int tm = kmode == LK_OUT_ADD_F32_BATCHED ? (te & 1 ? (int)LK_OUT_ADD_F32_TMA : -1)
+                       : !(te & 2)                     ? -1
+                       : kmode == LK_OUT_F32           ? (int)LK_OUT_F32_TMA
+                       : kmode == LK_OUT_F16           ? (int)LK_OUT_F16_TMA
+                       : kmode == LK_OUT_SWIGLU_F16    ? (int)LK_OUT_SWIGLU_F16_TMA
+                                                       : -1;
+        if (tm >= 0 && out_tmap(&tmo, out, tm >= LK_OUT_F16_TMA, M, n_out, ldo, NT)) kmode = tm;
+    }
+    LAUNCH(kmode == LK_OUT_ADD_F32_TMA ? "k_mm_q4_ra (TMA add)" : kmode >= LK_OUT_F32_TMA ? "k_mm_q4_ra (TMA store)"
+                                                                                       : "k_mm_q4_ra",
+           (k_mm_q4_ra<NT, NWG, ROWI>), grid,
+           dim3(128 * NWG), (size_t)ra_smem<NT, NWG, ROWI>::BYTES, st, M, W->N, W->K, n_out, hidden, out, ldo, kmode,
+           S > 1 ? ws->tc_partial : (float *)NULL, S > 1 ? ws->tc_counters : (int *)NULL, re, tmx, tmw, tmp, tmo);
     return LK_OK;
 }
 
@@ -2798,20 +2884,31 @@ static int ra_prefill(void) {
     return e && e[0] ? atoi(e) : -1;
 }
 
-/* The residual add (o, down) above 64 rows takes the register-A kernel by default only where its two-warpgroup
- * grid nearly fills the SMs (at least 15/16 of a block an SM) and the k-loop is long (K >= 4,096): 1B down at
- * 2,048 rows (128 blocks on 132 SMs) 150 -> 138 us on an H200 (twenty-eighth session, same-run A/B); at 1,024 rows
- * (64 blocks) it lost 82 -> 120 us, and o (K = 2,048) lost 42 -> 43 us at 2,048 rows: k_mm_q4_wg stays there.
+/* whether launch_ra's 128-token blocks add into this output by TMA (LK_OUT_ADD_F32_TMA): the batched add on
+ * (add_mode), bit 0 of tma_epi, out and its rows 16-byte aligned */
+static bool ra_tma_add(const void *out, int ldo) {
+    return add_mode(LK_OUT_ADD_F32) == LK_OUT_ADD_F32_BATCHED && (tma_epi() & 1) && (uintptr_t)out % 16 == 0 &&
+           ldo % 4 == 0;
+}
+
+/* The residual add (o, down) above 64 rows: which kernel, from grid sizes (b1 / b2: blocks of one / two
+ * warpgroups). With the TMA add (ra_tma_add) the register-A kernel wherever its one-warpgroup grid nearly fills
+ * the SMs (b1 at least 15/16 of a block an SM). Measured (H200, thirty-fourth session, us, k_mm_q4_wg -> this
+ * kernel): 1B o at 2,048 rows 42.3 -> 31.3, at 1,024 25.3 -> 19.9 (one warpgroup), at 4,096 95.0 -> 72.4;
+ * down at 1,024 rows 82.7 -> 67.5 (one warpgroup); 3B o at 2,048 113.2 -> 90.8, 3B down at 1,024 131 -> 108.
+ * Without it (the per-thread add) only where the two-warpgroup grid nearly fills the SMs and the k-loop is long
+ * (K >= 4,096): 1B down at 2,048 rows 150 -> 138 us (twenty-eighth session); o (K = 2,048) lost 42 -> 43 us.
  * LLAMA_KERNEL_RA_ADD=0 turns the rule off (A/B; read per call). */
-static bool ra_takes_add(int K, long b2, int sm_count) {
+static bool ra_takes_add(int K, long b1, long b2, bool tma, int sm_count) {
     const char *e = getenv("LLAMA_KERNEL_RA_ADD");
     if (e && e[0] == '0') return false;
+    if (tma) return 16 * b1 >= 15L * sm_count;
     return K >= 4096 && 16 * b2 >= 15L * sm_count;
 }
 
 /* the register-A kernel above 64 rows (128 tokens a block, blocks along y; no K split), either layout; returns
  * 1 when launched (status in *r). Two warpgroups a block (256 weight rows, x shared) while that grid still
- * gives every SM a block (the residual add: always, see ra_takes_add), else one (128 rows, two blocks an SM).
+ * gives every SM a block (the residual add: see below and ra_takes_add), else one (128 rows, two blocks an SM).
  * Not the rotary epilogue (the engine rotates prompts in a kernel of its own). */
 static int try_ra_prefill(const lk_dmat *W, const half *x, int M, int ldx, void *out, int ldo, int mode, int n_out,
                           int sm_count, const lk_rope_epi &re, lk_status *r, cudaStream_t st) {
@@ -2821,8 +2918,15 @@ static int try_ra_prefill(const lk_dmat *W, const half *x, int M, int ldx, void 
         (!tiled && (W->K / LK_Q4_GROUP) % 4) || !ra_usable(W, x, ldx))
         return 0;
     const long b2 = (swiglu ? lk_cdiv(n_out, 128) : lk_cdiv(W->N, 256)) * lk_cdiv(M, 128);
-    if (choice < 0 && mode == LK_OUT_ADD_F32 && !ra_takes_add(W->K, b2, sm_count)) return 0;
-    const int form = choice >= 1 && choice <= 4 ? choice : b2 >= sm_count || mode == LK_OUT_ADD_F32 ? 2 : 1;
+    const bool add = mode == LK_OUT_ADD_F32, tma = add && ra_tma_add(out, ldo);
+    if (choice < 0 && add && !ra_takes_add(W->K, lk_cdiv(W->N, 128) * lk_cdiv(M, 128), b2, tma, sm_count)) return 0;
+    /* two warpgroups where that grid gives every SM a block; the TMA add: where it gives 2/3 of the SMs one (3B
+     * down at 1,024 rows, 96 blocks on 132 SMs: 108 us against 112 with one warpgroup; 1B down, 64 blocks: 103.5
+     * against 67.5); the per-thread add: always */
+    const int form = choice >= 1 && choice <= 4 ? choice
+                     : tma                      ? (3 * b2 >= 2L * sm_count ? 2 : 1)
+                     : b2 >= sm_count || add    ? 2
+                                                : 1;
     const int hid = swiglu ? W->N / 2 : 0;
 #define RA_GO(NT, NWG) \
     (tiled ? launch_ra<NT, NWG, false>(W, x, M, ldx, out, ldo, mode, n_out, hid, 1, NULL, re, st) \
