@@ -153,9 +153,9 @@ __device__ __forceinline__ void tma_load_3d(void *dst, const void *map, int c0, 
 }
 /* the reverse direction, for epilogues: the shared-memory box at src is added (fp32: round to nearest) into the
  * 2-D map's box at (c0, c1) by the memory system (elements outside the map are skipped; tma_store_2d: stored),
- * in the thread's bulk
- * group. The writers of src fence (lk_fence_proxy_async) and meet before; the issuing thread commits and
- * waits for the reads of src (bulk_wait_read) before the shared memory is reused or the block exits */
+ * in the thread's bulk group. The writers of src fence (lk_fence_proxy_async) and meet before; the issuing
+ * thread commits and waits for the reads of src (bulk_wait_read) before the shared memory is reused or the
+ * block exits */
 __device__ __forceinline__ void tma_reduce_add_2d(const void *map, int c0, int c1, const void *src) {
     asm volatile("cp.reduce.async.bulk.tensor.2d.global.shared::cta.add.tile.bulk_group [%0, {%1, %2}], [%3];" ::"l"(map),
                  "r"(c0), "r"(c1), "r"(smem_u32(src))

@@ -2860,11 +2860,12 @@ static lk_status launch_ra(const lk_dmat *W, const half *x, int M, int ldx, void
                                                        : -1;
         if (tm >= 0 && out_tmap(&tmo, out, tm >= LK_OUT_F16_TMA, M, n_out, ldo, NT)) kmode = tm;
     }
-    LAUNCH(kmode == LK_OUT_ADD_F32_TMA ? "k_mm_q4_ra (TMA add)" : kmode >= LK_OUT_F32_TMA ? "k_mm_q4_ra (TMA store)"
-                                                                                       : "k_mm_q4_ra",
-           (k_mm_q4_ra<NT, NWG, ROWI>), grid,
-           dim3(128 * NWG), (size_t)ra_smem<NT, NWG, ROWI>::BYTES, st, M, W->N, W->K, n_out, hidden, out, ldo, kmode,
-           S > 1 ? ws->tc_partial : (float *)NULL, S > 1 ? ws->tc_counters : (int *)NULL, re, tmx, tmw, tmp, tmo);
+    const char *name = kmode == LK_OUT_ADD_F32_TMA ? "k_mm_q4_ra (TMA add)"
+                       : kmode >= LK_OUT_F32_TMA    ? "k_mm_q4_ra (TMA store)"
+                                                    : "k_mm_q4_ra";
+    LAUNCH(name, (k_mm_q4_ra<NT, NWG, ROWI>), grid, dim3(128 * NWG), (size_t)ra_smem<NT, NWG, ROWI>::BYTES, st, M,
+           W->N, W->K, n_out, hidden, out, ldo, kmode, S > 1 ? ws->tc_partial : (float *)NULL,
+           S > 1 ? ws->tc_counters : (int *)NULL, re, tmx, tmw, tmp, tmo);
     return LK_OK;
 }
 
