@@ -2823,13 +2823,17 @@ static int tma_epi(void) {
     return e && e[0] ? atoi(e) : 3;
 }
 
+/* whether TMA can address an output of es-byte elements with row stride ldo: out and its rows 16-byte aligned */
+static bool tma_out_aligned(const void *out, int ldo, int es) {
+    return (uintptr_t)out % 16 == 0 && ((size_t)ldo * es) % 16 == 0;
+}
+
 /* the output [M][ldo] (fp32 or fp16) as a 2-D tensor map for the TMA epilogues: boxes of 128 bytes (the
  * swizzle span: 32 or 64 columns) x `rows` tokens, 128-byte swizzle; false (the caller keeps the per-thread
- * epilogue) where TMA cannot take it: out or its row stride not a multiple of 16 bytes, or the driver
- * refuses the map */
+ * epilogue) where TMA cannot take it: not tma_out_aligned, or the driver refuses the map */
 static bool out_tmap(CUtensorMap *m, void *out, bool f16, int M, int n_out, int ldo, int rows) {
     const int es = f16 ? 2 : 4;
-    if (!tmap_encoder() || (uintptr_t)out % 16 || (ldo * es) % 16) return false;
+    if (!tmap_encoder() || !tma_out_aligned(out, ldo, es)) return false;
     const cuuint64_t dims[2] = {(cuuint64_t)n_out, (cuuint64_t)M}, str[1] = {(cuuint64_t)ldo * es};
     const cuuint32_t box[2] = {128u / es, (cuuint32_t)rows}, estr[2] = {1, 1};
     return tmap_encoder()(m, f16 ? CU_TENSOR_MAP_DATA_TYPE_FLOAT16 : CU_TENSOR_MAP_DATA_TYPE_FLOAT32, 2, out, dims, str,
@@ -2886,10 +2890,9 @@ static int ra_prefill(void) {
 }
 
 /* whether launch_ra's 128-token blocks add into this output by TMA (LK_OUT_ADD_F32_TMA): the batched add on
- * (add_mode), bit 0 of tma_epi, out and its rows 16-byte aligned */
+ * (add_mode), bit 0 of tma_epi, the fp32 output addressable (tma_out_aligned) */
 static bool ra_tma_add(const void *out, int ldo) {
-    return add_mode(LK_OUT_ADD_F32) == LK_OUT_ADD_F32_BATCHED && (tma_epi() & 1) && (uintptr_t)out % 16 == 0 &&
-           ldo % 4 == 0;
+    return add_mode(LK_OUT_ADD_F32) == LK_OUT_ADD_F32_BATCHED && (tma_epi() & 1) && tma_out_aligned(out, ldo, 4);
 }
 
 /* The residual add (o, down) above 64 rows: which kernel, from grid sizes (b1 / b2: blocks of one / two
