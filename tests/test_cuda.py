@@ -1335,6 +1335,18 @@ def test_wgmma_k_warpgroups(N, K, tiled, kw, monkeypatch):
                 assert np.array_equal(y, y3), (M, split)
 
 
+def ra_name(base, nt256, tma):
+    """launch_ra's launch names: base, then " (TMA add)" / " (TMA store)" (tma), 256-token blocks saying so"""
+    return base + (" (256 tokens" + (", " + tma[2:] if tma else ")") if nt256 else tma)
+
+
+def ra_256_rule(N, M, swiglu, sms):
+    """try_ra_prefill's size rule for the 256-token blocks: that grid at least 0.7 of a block an SM, the rows padded
+    to 256 at most 10% more than to 128 (N: weight rows; SwiGLU: 64 outputs a block)"""
+    b5 = (-(-(N // 2) // 64) if swiglu else -(-N // 128)) * -(-M // 256)
+    return 10 * b5 >= 7 * sms and 10 * (-(-M // 256) * 256) <= 11 * (-(-M // 128) * 128)
+
+
 @pytest.mark.parametrize("route", ["tiled", "ra", "ra_prefill"])
 @pytest.mark.parametrize("N,K", [(2048, 8192), (3072, 3072), (1056, 640)])
 def test_batched_add_small_batch_and_register_a(N, K, route, monkeypatch):
@@ -1355,7 +1367,7 @@ def test_batched_add_small_batch_and_register_a(N, K, route, monkeypatch):
     rng = np.random.default_rng(N + K + 29)
     w = (rng.standard_normal((N, K)) * 0.02).astype(np.float32)
     qs, p = quant.quantize(w)
-    forms = ("1", "2", "3", "4") if route == "ra_prefill" else ("",)
+    forms = ("1", "2", "3", "4", "5") if route == "ra_prefill" else ("",)
     for M in Ms:
         x = rng.standard_normal((M, K)).astype(np.float32)
         y0 = rng.standard_normal((M, N)).astype(np.float32)
@@ -1365,9 +1377,9 @@ def test_batched_add_small_batch_and_register_a(N, K, route, monkeypatch):
             for env in ("", "0"):
                 monkeypatch.setenv("LLAMA_KERNEL_ADD_EPI", env)
                 y, _, kernel = _C.cuda_matmul(x, qs, p, mode=1, variant=3, y=y0, kernel=True)
-                # (128-token blocks add by TMA unless the add is unbatched: test_register_a_tma_epilogues)
-                tma = route == "ra_prefill" and form in ("1", "2") and env == ""
-                assert kernel == want + (" (TMA add)" if tma else ""), (M, form, env, kernel)
+                # (128- and 256-token blocks add by TMA unless the add is unbatched: test_register_a_tma_epilogues)
+                tma = route == "ra_prefill" and form in ("1", "2", "5") and env == ""
+                assert kernel == ra_name(want, form == "5", " (TMA add)" if tma else ""), (M, form, env, kernel)
                 ys.append(y)
             assert R.rel_err(ys[0], mm_ref(x, qs, p, 1, y0)) < 5e-3, (M, form)
             assert np.array_equal(ys[0], ys[1]), (M, form)
@@ -1388,14 +1400,13 @@ def test_register_a_tma_epilogues(N, K, tiled, monkeypatch):
     qs, p = quant.quantize((rng.standard_normal((N, K)) * 0.02).astype(np.float32))
     for M, mode, x, y0 in mm_cases(rng, (65, 300) + ((2048,) if N * K <= 2048 * 2048 else ()), N, K):
         ref = mm_ref(x, qs, p, mode, y0)
-        for form in ("1", "2"):
+        for form in ("1", "2", "5"):  # (5: 256 tokens, one weight set a warpgroup)
             monkeypatch.setenv("LLAMA_KERNEL_RA_PREFILL", form)
             ys = []
-            for env, want in (("", "k_mm_q4_ra (TMA add)" if mode == 1 else "k_mm_q4_ra (TMA store)"),
-                              ("0", "k_mm_q4_ra")):
+            for env, tma in (("", " (TMA add)" if mode == 1 else " (TMA store)"), ("0", "")):
                 monkeypatch.setenv("LLAMA_KERNEL_TMA_EPI", env)
                 y, _, kernel = _C.cuda_matmul(x, qs, p, mode=mode, variant=3, y=y0, kernel=True)
-                assert kernel == want, (M, mode, form, env, kernel)
+                assert kernel == ra_name("k_mm_q4_ra", form == "5", tma), (M, mode, form, env, kernel)
                 ys.append(y)
             assert R.rel_err(ys[0], ref) < 5e-3, (M, mode, form)
             assert np.array_equal(ys[0], ys[1]), (M, mode, form)
@@ -1441,7 +1452,7 @@ def test_register_a_matmul(N, K, nwg, monkeypatch):
 
 
 @pytest.mark.parametrize("tiled", ["0", "1"])
-@pytest.mark.parametrize("nwg", ["1", "2", ""])  # warpgroups a block, or the size rule
+@pytest.mark.parametrize("nwg", ["1", "2", "5", ""])  # warpgroups a block (5: 256 tokens, two), or the size rule
 @pytest.mark.parametrize("N,K", [(3072, 2048), (16384, 2048), (2048, 8192), (5120, 3072), (1056, 1536), (160, 4608)])
 def test_register_a_prefill_matmul(N, K, nwg, tiled, monkeypatch):
     """More than 64 rows (prefill) on the register-A kernel (k_mm_q4_ra, 128 tokens a block, both layouts):
@@ -1461,9 +1472,46 @@ def test_register_a_prefill_matmul(N, K, nwg, tiled, monkeypatch):
     # 65 rows without it: 64-row blocks (k_mm_q4_wgk) for a small grid, else 128 x 128 (or x 256) blocks of
     # k_mm_q4_wg (gate_up's 128 column blocks)
     small = wg_small_grid(N, Ms[0])
-    for env, want in ((nwg, "k_mm_q4_ra (TMA store)"), ("0", "k_mm_q4_wgk (4 warpgroups)" if small else "k_mm_q4_wg")):
+    for env, want in ((nwg, ra_name("k_mm_q4_ra", nwg == "5", " (TMA store)")),
+                      ("0", "k_mm_q4_wgk (4 warpgroups)" if small else "k_mm_q4_wg")):
         monkeypatch.setenv("LLAMA_KERNEL_RA_PREFILL", env)
         assert _C.cuda_matmul(x, qs, p, mode=0, variant=3, kernel=True)[2] == want, env
+
+
+@pytest.mark.parametrize("tiled", ["0", "1"])
+@pytest.mark.parametrize("N,K,mode", [(3072, 2048, 3), (16384, 1024, 2), (2048, 2048, 1), (1056, 1536, 0)])
+def test_register_a_256_token_rule(N, K, mode, tiled, monkeypatch):
+    """Prompt chunks take the 256-token register-A blocks (one weight set a warpgroup; SwiGLU's up rows in the other
+    warpgroup, handed over through shared memory) by the size rule (ra_256_rule; LLAMA_KERNEL_RA_256=0 never):
+    qkv's and gate_up's shapes at 2,048 and 1,000 rows, o's at 2,048; not where the grid is small (o at 1,000 rows,
+    1,056 weight rows) or the rows pad badly (520 rows: 768 in 256-token blocks against 640). Against the reference
+    and against the 128-token blocks."""
+    if not _C.build_info().get("wgmma"):
+        pytest.skip("no sm_90a GPU (the register-A kernel needs compute capability 9.0 and an sm_90a build)")
+    monkeypatch.setenv("LLAMA_KERNEL_TILED", tiled)
+    monkeypatch.delenv("LLAMA_KERNEL_RA_PREFILL", raising=False)
+    sms = _C.build_info()["sm_count"]
+    rng = np.random.default_rng(N + K + mode + 43)
+    qs, p = quant.quantize((rng.standard_normal((N, K)) * 0.02).astype(np.float32))
+    seen = set()
+    for M in (2048, 1000, 520):
+        x = rng.standard_normal((M, K)).astype(np.float32)
+        y0 = rng.standard_normal((M, N)).astype(np.float32) if mode == 1 else None
+        ys = []
+        for env in ("", "0"):
+            monkeypatch.setenv("LLAMA_KERNEL_RA_256", env)
+            y, _, kernel = _C.cuda_matmul(x, qs, p, mode=mode, variant=3, y=y0, kernel=True)
+            ys.append(y)
+            nt256 = "256 tokens" in kernel
+            seen.add((M, nt256))
+            if mode == 1 and not kernel.startswith("k_mm_q4_ra"):
+                continue  # (the residual add's own rule, ra_takes_add, sent it to the wgmma kernel)
+            assert kernel.startswith("k_mm_q4_ra"), (M, env, kernel)
+            assert nt256 == (env == "" and ra_256_rule(N, M, mode == 2, sms)), (M, env, kernel)
+        assert R.rel_err(ys[0], mm_ref(x, qs, p, mode, y0)) < 5e-3, M
+        assert R.rel_err(ys[0], ys[1]) < 2e-3, M
+    if sms == 132 and N != 1056:  # (H100 SXM, H200)
+        assert (2048, True) in seen, seen
 
 
 @pytest.mark.parametrize("tiled", ["0", "1"])
@@ -1486,7 +1534,8 @@ def test_register_a_residual_add_rule(tiled, monkeypatch):
         y0 = rng.standard_normal((M, N)).astype(np.float32)
         b1, b2 = -(-N // 128) * -(-M // 128), -(-N // 256) * -(-M // 128)
         ra = 16 * b1 >= 15 * sms if tma == "" else 16 * b2 >= 15 * sms
-        want = ("k_mm_q4_ra (TMA add)" if tma == "" else "k_mm_q4_ra") if ra else "k_mm_q4_wg"
+        nt256 = ra_256_rule(N, M, False, sms)
+        want = ra_name("k_mm_q4_ra", nt256, " (TMA add)" if tma == "" else "") if ra else "k_mm_q4_wg"
         y, used, kernel = _C.cuda_matmul(x, qs, p, mode=1, variant=3, y=y0, kernel=True)
         assert kernel == want if ra else kernel.startswith(want), (M, tma, kernel, want)
         assert R.rel_err(y, mm_ref(x, qs, p, 1, y0)) < 5e-3, (M, tma)

@@ -1910,9 +1910,12 @@ __global__ void __launch_bounds__(128 * KW, KW == 2 ? 2 : 1)
  * ==========================================================================*/
 template <int NT, int NWG, bool ROWI = false>
 struct ra_smem {
-    /* NWG = 1: three blocks an SM (two at NT = 128: registers and shared memory), so a shorter ring */
-    static constexpr int T = 128 * NWG, STAGES = NWG == 1 ? 5 : 6, AHEAD = STAGES - 2;
-    static constexpr int TILES = 8 * NWG;  /* 16-row tiles a block */
+    /* SETS: 64-row weight sets a warpgroup (NT = 256: one, 128 accumulators a thread; else two) */
+    static constexpr int SETS = NT == 256 ? 1 : 2;
+    /* NWG = 1: three blocks an SM (two at NT = 128: registers and shared memory), so a shorter ring; NT = 256:
+     * 32 KB x stages, five */
+    static constexpr int T = 128 * NWG, STAGES = NWG == 1 || NT == 256 ? 5 : 6, AHEAD = STAGES - 2;
+    static constexpr int TILES = 4 * SETS * NWG; /* 16-row tiles a block */
     static constexpr int X = NT * 128;     /* one x stage: NT tokens x 64 inputs, fp16, 128-byte swizzle */
     static constexpr int Q = TILES * 512;  /* one raw weight stage (row-interleaved: [row][32 bytes]) */
     /* one scale/min stage: tiled, the k-tile's group (16 rows a tile). Row-interleaved: none a stage, but two
@@ -1932,7 +1935,8 @@ __device__ __forceinline__ void keep_regs(uint32_t (&a)[R]) {
 }
 template <int NT>
 __device__ __forceinline__ void wgmma_rs(float (&d)[NT / 2], const uint32_t (&a)[4], uint64_t db) {
-    if constexpr (NT == 128) lk_wgmma_rs_m64n128k16(d, a, db);
+    if constexpr (NT == 256) lk_wgmma_rs_m64n256k16(d, a, db);
+    else if constexpr (NT == 128) lk_wgmma_rs_m64n128k16(d, a, db);
     else if constexpr (NT == 64) lk_wgmma_rs_m64n64k16(d, a, db);
     else if constexpr (NT == 32) lk_wgmma_rs_m64n32k16(d, a, db);
     else lk_wgmma_rs_m64n16k16(d, a, db);
@@ -1949,7 +1953,7 @@ __device__ __forceinline__ uint32_t rowi_pair(uint32_t w, int sh, half2 sc, half
 }
 
 template <int NT, int NWG, bool ROWI>
-__global__ void __launch_bounds__(128 * NWG, NWG == 1 ? (NT == 128 ? 2 : 3) : 1)
+__global__ void __launch_bounds__(128 * NWG, NWG == 1 ? (NT >= 128 ? 2 : 3) : 1)
     k_mm_q4_ra(int M, int N, int K, int n_out, int hidden, void *out, int ldo, int mode, float *__restrict__ partial,
                int *__restrict__ counters, lk_rope_epi re, const __grid_constant__ CUtensorMap tmx,
                const __grid_constant__ CUtensorMap tmw, const __grid_constant__ CUtensorMap tmp,
@@ -1957,6 +1961,7 @@ __global__ void __launch_bounds__(128 * NWG, NWG == 1 ? (NT == 128 ? 2 : 3) : 1)
 #if defined(__CUDA_ARCH_FEAT_SM90_ALL)
     using SM = ra_smem<NT, NWG, ROWI>;
     constexpr int T = SM::T, STAGES = SM::STAGES, AHEAD = SM::AHEAD, TILES = SM::TILES, HT = TILES / 2;
+    constexpr int SETS = SM::SETS;
     /* full: a stage's x, raw weights and scale/min landed (TMA bytes); empty: every warp is done with it */
     __shared__ __align__(8) uint64_t full[STAGES], empty[STAGES];
     extern __shared__ __align__(16) unsigned char smem[];
@@ -1978,7 +1983,9 @@ __global__ void __launch_bounds__(128 * NWG, NWG == 1 ? (NT == 128 ? 2 : 3) : 1)
     int lt[2];
     {
         const int i0 = wg * 64 + 16 * wq;
-        if (swiglu) {
+        if (SETS == 1) { /* (plain blocks only: launch_ra) the warpgroup's 64 rows */
+            lt[0] = lt[1] = i0 / 16;
+        } else if (swiglu) {
             lt[0] = i0 / 16;
             lt[1] = HT + i0 / 16;
         } else {
@@ -2035,14 +2042,17 @@ __global__ void __launch_bounds__(128 * NWG, NWG == 1 ? (NT == 128 ? 2 : 3) : 1)
     if (tid == 0)
         for (int s = 0; s < AHEAD && s < KT; s++) load_x(kt0 + s, s);
 
-    float acc[2][NT / 2];
+    float acc[SETS][NT / 2];
 #pragma unroll
-    for (int i = 0; i < NT / 2; i++) acc[0][i] = acc[1][i] = 0.0f;
-    lk_wgmma_fence_acc(acc[0]);
-    lk_wgmma_fence_acc(acc[1]);
-    uint32_t A0[32], A1[32]; /* [set][k16 step][4]: this k-tile's A fragments, the previous tile's */
+    for (int r = 0; r < SETS; r++) {
 #pragma unroll
-    for (int i = 0; i < 32; i++) A0[i] = A1[i] = 0u;
+        for (int i = 0; i < NT / 2; i++) acc[r][i] = 0.0f;
+        lk_wgmma_fence_acc(acc[r]);
+    }
+    constexpr int NA = 16 * SETS;
+    uint32_t A0[NA], A1[NA]; /* [set][k16 step][4]: this k-tile's A fragments, the previous tile's */
+#pragma unroll
+    for (int i = 0; i < NA; i++) A0[i] = A1[i] = 0u;
     /* per-thread shared-memory offsets, the same every stage. Lane (g, t) builds the A fragment of k16 step s
      * from chunk (g, s) of its tile (lk_q4_tile: byte 64 g + 16 s), whose word kb holds inputs 16 s + 4 kb ..
      * + 3 of rows g, g + 8: inputs 16 s + 2 t, + 1 sit in word t / 2 (bytes 0, 2 for even t, 1, 3 for odd), and
@@ -2050,9 +2060,9 @@ __global__ void __launch_bounds__(128 * NWG, NWG == 1 ? (NT == 128 ? 2 : 3) : 1)
      * takes. The tile arrived in the 128-byte swizzle (16-byte chunk bits 4-6 XOR 128-byte row bits 7-9): the
      * 128-byte row of chunk (g, s) is g / 2, its chunk (g % 2) * 4 + s, so the 8 rows g read 8 different bank
      * groups. Per set: that row's byte offset (+ 4 (t / 2)) and the swizzled chunk of s = 0 (s XORs in). */
-    uint32_t q_row[2], q_ch[2], p_off[2]; /* p_off: row g's scale/min in the stage (row g + 8: + 32 bytes) */
+    uint32_t q_row[SETS], q_ch[SETS], p_off[SETS]; /* p_off: row g's scale/min in the stage (row g + 8: + 32 bytes) */
 #pragma unroll
-    for (int r = 0; r < 2; r++) {
+    for (int r = 0; r < SETS; r++) {
         if constexpr (ROWI) { /* row g's 32 bytes (row g + 8: + 256) and its 4 groups (+ 128); no chunk swizzle */
             q_row[r] = (lt[r] * 16 + g) * 32;
             q_ch[r] = 0;
@@ -2065,7 +2075,7 @@ __global__ void __launch_bounds__(128 * NWG, NWG == 1 ? (NT == 128 ? 2 : 3) : 1)
     }
     const uint32_t perm = (t & 1) ? 0x7351u : 0x6240u; /* bytes (w1, w2, w1, w2): 1, 5, 3, 7 or 0, 4, 2, 6 */
     const uint64_t xdesc0 = wg_desc(Xs); /* + (stage bytes + 32 s) / 16 */
-    auto step = [&](int kt, uint32_t (&A)[32], uint32_t (&Aprev)[32]) {
+    auto step = [&](int kt, uint32_t (&A)[NA], uint32_t (&Aprev)[NA]) {
         const int st = kt % STAGES;
         /* thread 0 refills the stage of tile kt + AHEAD - STAGES = kt - 2 once every warp released it (after
          * the wait for its wgmmas, in step kt - 1) */
@@ -2083,7 +2093,7 @@ __global__ void __launch_bounds__(128 * NWG, NWG == 1 ? (NT == 128 ? 2 : 3) : 1)
             const int gi = ((kt0 + kt) >> 1) & 3, sh = 4 * t;
             const unsigned char *pbuf = Ps + (((kt0 + kt) >> 3) & 1) * SM::PB;
 #pragma unroll
-            for (int r = 0; r < 2; r++) {
+            for (int r = 0; r < SETS; r++) {
                 const unsigned char *rp = q + q_row[r];
                 const uint4 a0 = *reinterpret_cast<const uint4 *>(rp), a1 = *reinterpret_cast<const uint4 *>(rp + 16);
                 const uint4 b0 = *reinterpret_cast<const uint4 *>(rp + 256), b1 = *reinterpret_cast<const uint4 *>(rp + 272);
@@ -2104,7 +2114,7 @@ __global__ void __launch_bounds__(128 * NWG, NWG == 1 ? (NT == 128 ? 2 : 3) : 1)
             }
         } else {
 #pragma unroll
-            for (int r = 0; r < 2; r++) {
+            for (int r = 0; r < SETS; r++) {
                 uint32_t raw[4];
 #pragma unroll
                 for (int s = 0; s < 4; s++) {
@@ -2124,7 +2134,7 @@ __global__ void __launch_bounds__(128 * NWG, NWG == 1 ? (NT == 128 ? 2 : 3) : 1)
         for (int s = 0; s < 4; s++) {
             const uint64_t db = xdesc0 + ((st * SM::X + s * 32) >> 4);
 #pragma unroll
-            for (int r = 0; r < 2; r++)
+            for (int r = 0; r < SETS; r++)
                 wgmma_rs<NT>(acc[r], *reinterpret_cast<const uint32_t(*)[4]>(&A[(r * 4 + s) * 4]), db);
         }
         lk_wgmma_commit();
@@ -2139,13 +2149,13 @@ __global__ void __launch_bounds__(128 * NWG, NWG == 1 ? (NT == 128 ? 2 : 3) : 1)
     }
     if (kt < KT) step(kt, A0, A1);
     lk_wgmma_wait<0>();
-    lk_wgmma_fence_acc(acc[0]);
-    lk_wgmma_fence_acc(acc[1]);
+#pragma unroll
+    for (int r = 0; r < SETS; r++) lk_wgmma_fence_acc(acc[r]);
     keep_regs(A0);
     keep_regs(A1);
     lk_pdl_trigger();
     if (S > 1) {
-        if (!wg_split_sum<NT, T>(reinterpret_cast<float(&)[NT]>(acc), partial, counters,
+        if (!wg_split_sum<SETS * NT / 2, T>(reinterpret_cast<float(&)[SETS * NT / 2]>(acc), partial, counters,
                                  blockIdx.y * gridDim.x + blockIdx.x, S, tid))
             return;
     }
@@ -2153,22 +2163,43 @@ __global__ void __launch_bounds__(128 * NWG, NWG == 1 ? (NT == 128 ? 2 : 3) : 1)
      * the warp's tile of the set */
     const int row0 = (lt[0] < HT ? tb0 + lt[0] : tb1 + lt[0] - HT) * 16 + g;
     const int row1 = (lt[1] < HT ? tb0 + lt[1] : tb1 + lt[1] - HT) * 16 + g;
+    (void)row1; /* (SETS = 1: no second set) */
+    if constexpr (SETS == 1) {
+        if (swiglu) {
+            /* warpgroup 0 holds the gate rows, warpgroup 1 the matching up rows in the same accumulator layout:
+             * 1 hands its accumulators over through the drained ring (past warpgroup 0's output box), 0 keeps
+             * silu(gate) up and stores it (below) */
+            static_assert(SETS == 2 || 2 * (2 * NT * 128) <= STAGES * (SM::X + SM::Q), "the hand-over fits");
+            float *ex = reinterpret_cast<float *>(Xs + 2 * NT * 128);
+            __syncthreads(); /* every warp's wgmmas are done with the ring */
+            if (wg == 1)
+#pragma unroll
+                for (int i = 0; i < NT / 2; i++) ex[i * 128 + (tid & 127)] = acc[0][i];
+            __syncthreads();
+            if (wg == 1) return;
+#pragma unroll
+            for (int i = 0; i < NT / 2; i++) acc[0][i] = lk_silu(acc[0][i]) * ex[i * 128 + tid];
+        }
+    }
     if (mode >= LK_OUT_ADD_F32_TMA) { /* (S = 1: launch_ra) */
         /* warpgroup w's outputs (plain: 128 columns from weight row tb0 16 + 128 w; SwiGLU: 64 from tb0 16 +
          * 64 w) as boxes [NT tokens][128 bytes] in the 128-byte swizzle (TMA's layout: 16-byte chunk c of token
          * row m at chunk c ^ (m % 8)), in the ring (every warp's wgmmas are done after the barrier, every
          * stage's copies landed). Set r, column 16 wq + g (+ 8) of the warpgroup's 64 of the set: for one
-         * accumulator the 32 lanes write 32 banks (fp32) or 16 words (fp16) */
-        static_assert(NWG * NT * 128 * 4 <= STAGES * (SM::X + SM::Q), "the tiles fit in the ring");
+         * accumulator the 32 lanes write 32 banks (fp32) or 16 words (fp16). NT = 256 (one set): 64 columns from
+         * tb0 16 + 64 w */
+        static_assert(NWG * SETS * 2 * NT * 128 <= STAGES * (SM::X + SM::Q), "the tiles fit in the ring");
         const bool f16 = mode >= LK_OUT_F16_TMA, sw = mode == LK_OUT_SWIGLU_F16_TMA;
-        __syncthreads();
-        unsigned char *box0 = Xs + wg * 4 * (NT * 128);
-        if (sw) {
+        if (SETS == 2 || !sw) __syncthreads(); /* (SETS = 1 SwiGLU: warpgroup 0 only, past two barriers above) */
+        unsigned char *box0 = Xs + wg * 2 * SETS * (NT * 128);
+        if constexpr (SETS == 2) {
+            if (sw) {
 #pragma unroll
-            for (int i = 0; i < NT / 2; i++) acc[0][i] = lk_silu(acc[0][i]) * acc[1][i];
+                for (int i = 0; i < NT / 2; i++) acc[0][i] = lk_silu(acc[0][i]) * acc[1][i];
+            }
         }
 #pragma unroll
-        for (int r = 0; r < 2; r++) {
+        for (int r = 0; r < SETS; r++) {
             if (r == 1 && sw) break;
 #pragma unroll
             for (int i = 0; i < NT / 2; i++) {
@@ -2186,7 +2217,7 @@ __global__ void __launch_bounds__(128 * NWG, NWG == 1 ? (NT == 128 ? 2 : 3) : 1)
         lk_fence_proxy_async(); /* the stores above -> visible to the bulk copies */
         wg_bar(wg);
         if ((tid & 127) == 0) {
-            const int c0 = tb0 * 16 + wg * (sw ? 64 : 128), nb = sw ? 1 : f16 ? 2 : 4, cw = f16 ? 64 : 32;
+            const int c0 = tb0 * 16 + wg * (sw ? 64 : 64 * SETS), nb = sw ? 1 : (f16 ? 1 : 2) * SETS, cw = f16 ? 64 : 32;
             for (int b = 0; b < nb; b++) {
                 if (mode == LK_OUT_ADD_F32_TMA) tma_reduce_add_2d(&tmo, c0 + cw * b, m0, box0 + b * (NT * 128));
                 else tma_store_2d(&tmo, c0 + cw * b, m0, box0 + b * (NT * 128));
@@ -2200,12 +2231,26 @@ __global__ void __launch_bounds__(128 * NWG, NWG == 1 ? (NT == 128 ? 2 : 3) : 1)
             const int m = m0 + 8 * (i >> 2) + 2 * t + (i & 1), rr = row + ((i & 3) >= 2 ? 8 : 0);
             return m < M && rr < n_out ? (float *)out + (size_t)m * ldo + rr : nullptr;
         };
+        if constexpr (SETS == 1) {
 #pragma unroll
-        for (int c0 = 0; c0 < NT / 2; c0 += 8) /* (q & 1: the set) */
-            add_chunk<16>([&](int q) { return at(c0 + q / 2, q & 1 ? row1 : row0); },
-                          [&](int q) { return acc[q & 1][c0 + q / 2]; });
+            for (int c0 = 0; c0 < NT / 2; c0 += 16)
+                add_chunk<16>([&](int q) { return at(c0 + q, row0); }, [&](int q) { return acc[0][c0 + q]; });
+        } else {
+#pragma unroll
+            for (int c0 = 0; c0 < NT / 2; c0 += 8) /* (q & 1: the set) */
+                add_chunk<16>([&](int q) { return at(c0 + q / 2, q & 1 ? row1 : row0); },
+                              [&](int q) { return acc[q & 1][c0 + q / 2]; });
+        }
         return;
     }
+    if constexpr (SETS == 1) { /* (plain outputs only: launch_ra) */
+#pragma unroll
+        for (int i = 0; i < NT / 2; i++) {
+            const int m = m0 + 8 * (i >> 2) + 2 * t + (i & 1), h8 = (i & 3) >= 2 ? 8 : 0;
+            if (m < M && row0 + h8 < n_out) epi_store(out, ldo, mode, m, row0 + h8, acc[0][i]);
+        }
+        return;
+    } else {
     if (swiglu) { /* every product first, then predicated stores: no branch between one output's chain and the next */
 #pragma unroll
         for (int i = 0; i < NT / 2; i++) acc[0][i] = lk_silu(acc[0][i]) * acc[1][i];
@@ -2231,6 +2276,7 @@ __global__ void __launch_bounds__(128 * NWG, NWG == 1 ? (NT == 128 ? 2 : 3) : 1)
         if (m >= M) continue;
         if (row0 + h8 < n_out) epi_store(out, ldo, mode, m, row0 + h8, acc[0][i]);
         if (row1 + h8 < n_out) epi_store(out, ldo, mode, m, row1 + h8, acc[1][i]);
+    }
     }
 #else
     (void)M, (void)N, (void)K, (void)n_out, (void)hidden, (void)out, (void)ldo, (void)mode;
@@ -2845,16 +2891,19 @@ template <int NT, int NWG, bool ROWI>
 static lk_status launch_ra(const lk_dmat *W, const half *x, int M, int ldx, void *out, int ldo, int mode, int n_out,
                            int hidden, int S, const lk_mm_ws *ws, const lk_rope_epi &re, cudaStream_t st) {
     const bool swiglu = mode == LK_OUT_SWIGLU_F16;
-    dim3 grid(swiglu ? lk_cdiv(n_out, 64 * NWG) : lk_cdiv(W->N, 128 * NWG), lk_cdiv(M, NT), S);
+    constexpr int SETS = ra_smem<NT, NWG, ROWI>::SETS;
+    if (SETS == 1 && (NWG != 2 || mode == LK_OUT_QKV_ROPE || S != 1))
+        return lk_fail(LK_E_INVALID, "k_mm_q4_ra<%d>: two warpgroups, no rotary epilogue, no K split", NT);
+    dim3 grid(swiglu ? lk_cdiv(n_out, 32 * SETS * NWG) : lk_cdiv(W->N, 64 * SETS * NWG), lk_cdiv(M, NT), S);
     CUtensorMap tmx, tmw, tmp, tmo;
     TRY(x_tmap(&tmx, x, M, W->K, ldx, NT));
     /* a box is the block's rows (SwiGLU: its gate rows; a second copy brings its up rows) */
-    const int tiles = swiglu ? 4 * NWG : 8 * NWG;
+    const int tiles = (swiglu ? 2 : 4) * SETS * NWG;
     TRY(ROWI ? rowi_tmaps(W, 16 * tiles, &tmw, &tmp) : tiled_tmaps(W, tiles, &tmw, &tmp));
     /* 128-token blocks' epilogues through TMA (tma_epi) where it takes the output; not the rotary one */
     int kmode = add_mode(mode);
     memset(&tmo, 0, sizeof tmo);
-    if (NT == 128 && S == 1) {
+    if (NT >= 128 && S == 1) {
         const int te = tma_epi();
         const int tm = kmode == LK_OUT_ADD_F32_BATCHED ? (te & 1 ? (int)LK_OUT_ADD_F32_TMA : -1)
                        : !(te & 2)                     ? -1
@@ -2864,9 +2913,10 @@ static lk_status launch_ra(const lk_dmat *W, const half *x, int M, int ldx, void
                                                        : -1;
         if (tm >= 0 && out_tmap(&tmo, out, tm >= LK_OUT_F16_TMA, M, n_out, ldo, NT)) kmode = tm;
     }
-    const char *name = kmode == LK_OUT_ADD_F32_TMA ? "k_mm_q4_ra (TMA add)"
-                       : kmode >= LK_OUT_F32_TMA    ? "k_mm_q4_ra (TMA store)"
-                                                    : "k_mm_q4_ra";
+    const char *name = kmode == LK_OUT_ADD_F32_TMA ? (NT == 256 ? "k_mm_q4_ra (256 tokens, TMA add)" : "k_mm_q4_ra (TMA add)")
+                       : kmode >= LK_OUT_F32_TMA
+                           ? (NT == 256 ? "k_mm_q4_ra (256 tokens, TMA store)" : "k_mm_q4_ra (TMA store)")
+                           : (NT == 256 ? "k_mm_q4_ra (256 tokens)" : "k_mm_q4_ra");
     LAUNCH(name, (k_mm_q4_ra<NT, NWG, ROWI>), grid, dim3(128 * NWG), (size_t)ra_smem<NT, NWG, ROWI>::BYTES, st, M,
            W->N, W->K, n_out, hidden, out, ldo, kmode, S > 1 ? ws->tc_partial : (float *)NULL,
            S > 1 ? ws->tc_counters : (int *)NULL, re, tmx, tmw, tmp, tmo);
@@ -2883,10 +2933,17 @@ static bool ra_usable(const lk_dmat *W, const half *x, int ldx) {
 
 /* LLAMA_KERNEL_RA_PREFILL: the register-A kernel above 64 rows (prefill, both layouts): 0 = off (the wgmma
  * kernel k_mm_q4_wg, A/B and tests), 1 / 2 = 128 tokens a block and that many warpgroups, 3 / 4 = 64 tokens
- * and 2 / 1 warpgroups, unset = by grid size. Read per call. */
+ * and 2 / 1 warpgroups, 5 = 256 tokens and two warpgroups of one weight set each, unset = by grid size. Read
+ * per call. */
 static int ra_prefill(void) {
     const char *e = getenv("LLAMA_KERNEL_RA_PREFILL");
     return e && e[0] ? atoi(e) : -1;
+}
+
+/* LLAMA_KERNEL_RA_256=0: the size rule of try_ra_prefill never picks the 256-token blocks (A/B; read per call) */
+static bool ra_256(void) {
+    const char *e = getenv("LLAMA_KERNEL_RA_256");
+    return !(e && e[0] == '0');
 }
 
 /* whether launch_ra's 128-token blocks add into this output by TMA (LK_OUT_ADD_F32_TMA): the batched add on
@@ -2927,7 +2984,15 @@ static int try_ra_prefill(const lk_dmat *W, const half *x, int M, int ldx, void 
     /* two warpgroups where that grid gives every SM a block; the TMA add: where it gives 2/3 of the SMs one (3B
      * down at 1,024 rows, 96 blocks on 132 SMs: 108 us against 112 with one warpgroup; 1B down, 64 blocks: 103.5
      * against 67.5); the per-thread add: always */
-    const int form = choice >= 1 && choice <= 4 ? choice
+    /* 256 tokens a block (one weight set a warpgroup: half the dequant a k-tile for the same tensor-core work)
+     * where that grid is at least 0.7 of a block an SM and the rows pad to 256 with little waste (at most 10%
+     * more than to 128). Measured (H200, thirty-fifth session, us, form 2 -> 5): at 2,048 rows qkv 55 -> 49.7,
+     * o 31 -> 28.2, down 116-121 -> 101-106, 3B qkv / o / down 131 / 90 / 216 -> 117.5 / 80.6 / 188.6; qkv at
+     * 1,024 rows (96 blocks) 29.5 -> 25.5, but o and down there (64 blocks) 20.8 / 71 -> 25.8 / 88 */
+    const long b5 = (swiglu ? lk_cdiv(n_out, 64) : lk_cdiv(W->N, 128)) * lk_cdiv(M, 256);
+    const bool f5 = ra_256() && 10 * b5 >= 7L * sm_count && 10 * lk_cdiv(M, 256) * 256 <= 11 * lk_cdiv(M, 128) * 128;
+    const int form = choice >= 1 && choice <= 5 ? choice
+                     : f5                       ? 5
                      : tma                      ? (3 * b2 >= 2L * sm_count ? 2 : 1)
                      : b2 >= sm_count || add    ? 2
                                                 : 1;
@@ -2935,7 +3000,11 @@ static int try_ra_prefill(const lk_dmat *W, const half *x, int M, int ldx, void 
 #define RA_GO(NT, NWG) \
     (tiled ? launch_ra<NT, NWG, false>(W, x, M, ldx, out, ldo, mode, n_out, hid, 1, NULL, re, st) \
            : launch_ra<NT, NWG, true>(W, x, M, ldx, out, ldo, mode, n_out, hid, 1, NULL, re, st))
-    *r = form == 1 ? RA_GO(128, 1) : form == 2 ? RA_GO(128, 2) : form == 3 ? RA_GO(64, 2) : RA_GO(64, 1);
+    *r = form == 1   ? RA_GO(128, 1)
+         : form == 2 ? RA_GO(128, 2)
+         : form == 3 ? RA_GO(64, 2)
+         : form == 5 ? RA_GO(256, 2)
+                     : RA_GO(64, 1);
 #undef RA_GO
     return 1;
 }
@@ -3014,6 +3083,8 @@ lk_status lk_mm_init(void) {
         RA_ATTR(128, 2, true);
         RA_ATTR(64, 1, true);
         RA_ATTR(64, 2, true);
+        RA_ATTR(256, 2, false);
+        RA_ATTR(256, 2, true);
 #undef RA_ATTR
     }
     return LK_OK;
