@@ -1335,16 +1335,24 @@ def test_wgmma_k_warpgroups(N, K, tiled, kw, monkeypatch):
                 assert np.array_equal(y, y3), (M, split)
 
 
-def ra_name(base, nt256, tma):
-    """launch_ra's launch names: base, then " (TMA add)" / " (TMA store)" (tma), 256-token blocks saying so"""
-    return base + (" (256 tokens" + (", " + tma[2:] if tma else ")") if nt256 else tma)
+def ra_name(base, nt, tma):
+    """launch_ra's launch names: base, then " (TMA add)" / " (TMA store)" (tma); 192- and 256-token blocks (nt)
+    say so"""
+    return base + (f" ({nt} tokens" + (", " + tma[2:] if tma else ")") if nt in (192, 256) else tma)
 
 
-def ra_256_rule(N, M, swiglu, sms):
-    """try_ra_prefill's size rule for the 256-token blocks: that grid at least 0.7 of a block an SM, the rows padded
-    to 256 at most 10% more than to 128 (N: weight rows; SwiGLU: 64 outputs a block)"""
-    b5 = (-(-(N // 2) // 64) if swiglu else -(-N // 128)) * -(-M // 256)
-    return 10 * b5 >= 7 * sms and 10 * (-(-M // 256) * 256) <= 11 * (-(-M // 128) * 128)
+RA_FORM_TOKENS = {"5": 256, "6": 192}  # LLAMA_KERNEL_RA_PREFILL's wide forms
+
+
+def ra_wide_rule(N, M, swiglu, sms, wide=2):
+    """try_ra_prefill's size rule for the wide blocks (LLAMA_KERNEL_RA_256 = wide): 256 tokens where that grid is
+    at least 0.7 of a block an SM and the rows pad to 256 at most 10% more than to 128 (N: weight rows; SwiGLU: 64
+    outputs a block); then 192 where its whole waves, a block counted at 4/5, take less. Returns 256, 192 or 0."""
+    nx = -(-(N // 2) // 64) if swiglu else -(-N // 128)
+    b5, b6 = nx * -(-M // 256), nx * -(-M // 192)
+    if not (wide and 10 * b5 >= 7 * sms and 10 * (-(-M // 256) * 256) <= 11 * (-(-M // 128) * 128)):
+        return 0
+    return 192 if wide == 2 and 4 * -(-b6 // sms) < 5 * -(-b5 // sms) else 256
 
 
 @pytest.mark.parametrize("route", ["tiled", "ra", "ra_prefill"])
@@ -1367,7 +1375,7 @@ def test_batched_add_small_batch_and_register_a(N, K, route, monkeypatch):
     rng = np.random.default_rng(N + K + 29)
     w = (rng.standard_normal((N, K)) * 0.02).astype(np.float32)
     qs, p = quant.quantize(w)
-    forms = ("1", "2", "3", "4", "5") if route == "ra_prefill" else ("",)
+    forms = ("1", "2", "3", "4", "5", "6") if route == "ra_prefill" else ("",)
     for M in Ms:
         x = rng.standard_normal((M, K)).astype(np.float32)
         y0 = rng.standard_normal((M, N)).astype(np.float32)
@@ -1378,8 +1386,8 @@ def test_batched_add_small_batch_and_register_a(N, K, route, monkeypatch):
                 monkeypatch.setenv("LLAMA_KERNEL_ADD_EPI", env)
                 y, _, kernel = _C.cuda_matmul(x, qs, p, mode=1, variant=3, y=y0, kernel=True)
                 # (128- and 256-token blocks add by TMA unless the add is unbatched: test_register_a_tma_epilogues)
-                tma = route == "ra_prefill" and form in ("1", "2", "5") and env == ""
-                assert kernel == ra_name(want, form == "5", " (TMA add)" if tma else ""), (M, form, env, kernel)
+                tma = route == "ra_prefill" and form in ("1", "2", "5", "6") and env == ""
+                assert kernel == ra_name(want, RA_FORM_TOKENS.get(form), " (TMA add)" if tma else ""), (M, form, kernel)
                 ys.append(y)
             assert R.rel_err(ys[0], mm_ref(x, qs, p, 1, y0)) < 5e-3, (M, form)
             assert np.array_equal(ys[0], ys[1]), (M, form)
@@ -1400,13 +1408,13 @@ def test_register_a_tma_epilogues(N, K, tiled, monkeypatch):
     qs, p = quant.quantize((rng.standard_normal((N, K)) * 0.02).astype(np.float32))
     for M, mode, x, y0 in mm_cases(rng, (65, 300) + ((2048,) if N * K <= 2048 * 2048 else ()), N, K):
         ref = mm_ref(x, qs, p, mode, y0)
-        for form in ("1", "2", "5"):  # (5: 256 tokens, one weight set a warpgroup)
+        for form in ("1", "2", "5", "6"):  # (5, 6: 256 and 192 tokens, one weight set a warpgroup)
             monkeypatch.setenv("LLAMA_KERNEL_RA_PREFILL", form)
             ys = []
             for env, tma in (("", " (TMA add)" if mode == 1 else " (TMA store)"), ("0", "")):
                 monkeypatch.setenv("LLAMA_KERNEL_TMA_EPI", env)
                 y, _, kernel = _C.cuda_matmul(x, qs, p, mode=mode, variant=3, y=y0, kernel=True)
-                assert kernel == ra_name("k_mm_q4_ra", form == "5", tma), (M, mode, form, env, kernel)
+                assert kernel == ra_name("k_mm_q4_ra", RA_FORM_TOKENS.get(form), tma), (M, mode, form, env, kernel)
                 ys.append(y)
             assert R.rel_err(ys[0], ref) < 5e-3, (M, mode, form)
             assert np.array_equal(ys[0], ys[1]), (M, mode, form)
@@ -1452,7 +1460,7 @@ def test_register_a_matmul(N, K, nwg, monkeypatch):
 
 
 @pytest.mark.parametrize("tiled", ["0", "1"])
-@pytest.mark.parametrize("nwg", ["1", "2", "5", ""])  # warpgroups a block (5: 256 tokens, two), or the size rule
+@pytest.mark.parametrize("nwg", ["1", "2", "5", "6", ""])  # warpgroups a block (5, 6: 256, 192 tokens), or the rule
 @pytest.mark.parametrize("N,K", [(3072, 2048), (16384, 2048), (2048, 8192), (5120, 3072), (1056, 1536), (160, 4608)])
 def test_register_a_prefill_matmul(N, K, nwg, tiled, monkeypatch):
     """More than 64 rows (prefill) on the register-A kernel (k_mm_q4_ra, 128 tokens a block, both layouts):
@@ -1472,7 +1480,7 @@ def test_register_a_prefill_matmul(N, K, nwg, tiled, monkeypatch):
     # 65 rows without it: 64-row blocks (k_mm_q4_wgk) for a small grid, else 128 x 128 (or x 256) blocks of
     # k_mm_q4_wg (gate_up's 128 column blocks)
     small = wg_small_grid(N, Ms[0])
-    for env, want in ((nwg, ra_name("k_mm_q4_ra", nwg == "5", " (TMA store)")),
+    for env, want in ((nwg, ra_name("k_mm_q4_ra", RA_FORM_TOKENS.get(nwg), " (TMA store)")),
                       ("0", "k_mm_q4_wgk (4 warpgroups)" if small else "k_mm_q4_wg")):
         monkeypatch.setenv("LLAMA_KERNEL_RA_PREFILL", env)
         assert _C.cuda_matmul(x, qs, p, mode=0, variant=3, kernel=True)[2] == want, env
@@ -1480,12 +1488,13 @@ def test_register_a_prefill_matmul(N, K, nwg, tiled, monkeypatch):
 
 @pytest.mark.parametrize("tiled", ["0", "1"])
 @pytest.mark.parametrize("N,K,mode", [(3072, 2048, 3), (16384, 1024, 2), (2048, 2048, 1), (1056, 1536, 0)])
-def test_register_a_256_token_rule(N, K, mode, tiled, monkeypatch):
-    """Prompt chunks take the 256-token register-A blocks (one weight set a warpgroup; SwiGLU's up rows in the other
-    warpgroup, handed over through shared memory) by the size rule (ra_256_rule; LLAMA_KERNEL_RA_256=0 never):
-    qkv's and gate_up's shapes at 2,048 and 1,000 rows, o's at 2,048; not where the grid is small (o at 1,000 rows,
-    1,056 weight rows) or the rows pad badly (520 rows: 768 in 256-token blocks against 640). Against the reference
-    and against the 128-token blocks."""
+def test_register_a_wide_token_rule(N, K, mode, tiled, monkeypatch):
+    """Prompt chunks take the 256- or 192-token register-A blocks (one weight set a warpgroup; SwiGLU's up rows in
+    the other warpgroup, handed over through shared memory) by the size rule (ra_wide_rule; LLAMA_KERNEL_RA_256=1
+    256 only, =0 neither): qkv's shape at 2,048 rows 192 tokens (two whole waves on 132 SMs), at 1,000 rows 256,
+    gate_up's 256 at both, o's 256 at 2,048 rows; neither where the grid is small (o at 1,000 rows, 1,056 weight
+    rows) or the rows pad badly (520 rows: 768 in 256-token blocks against 640). Against the reference and against
+    the 128-token blocks."""
     if not _C.build_info().get("wgmma"):
         pytest.skip("no sm_90a GPU (the register-A kernel needs compute capability 9.0 and an sm_90a build)")
     monkeypatch.setenv("LLAMA_KERNEL_TILED", tiled)
@@ -1498,20 +1507,22 @@ def test_register_a_256_token_rule(N, K, mode, tiled, monkeypatch):
         x = rng.standard_normal((M, K)).astype(np.float32)
         y0 = rng.standard_normal((M, N)).astype(np.float32) if mode == 1 else None
         ys = []
-        for env in ("", "0"):
+        for env, wide in (("", 2), ("1", 1), ("0", 0)):
             monkeypatch.setenv("LLAMA_KERNEL_RA_256", env)
             y, _, kernel = _C.cuda_matmul(x, qs, p, mode=mode, variant=3, y=y0, kernel=True)
             ys.append(y)
-            nt256 = "256 tokens" in kernel
-            seen.add((M, nt256))
+            nt = 256 if "256 tokens" in kernel else 192 if "192 tokens" in kernel else 0
+            seen.add((M, nt))
             if mode == 1 and not kernel.startswith("k_mm_q4_ra"):
                 continue  # (the residual add's own rule, ra_takes_add, sent it to the wgmma kernel)
             assert kernel.startswith("k_mm_q4_ra"), (M, env, kernel)
-            assert nt256 == (env == "" and ra_256_rule(N, M, mode == 2, sms)), (M, env, kernel)
-        assert R.rel_err(ys[0], mm_ref(x, qs, p, mode, y0)) < 5e-3, M
-        assert R.rel_err(ys[0], ys[1]) < 2e-3, M
+            assert nt == ra_wide_rule(N, M, mode == 2, sms, wide), (M, env, kernel)
+        ref = mm_ref(x, qs, p, mode, y0)
+        for y in ys:
+            assert R.rel_err(y, ref) < 5e-3, M
+            assert R.rel_err(y, ys[2]) < 2e-3, M
     if sms == 132 and N != 1056:  # (H100 SXM, H200)
-        assert (2048, True) in seen, seen
+        assert (2048, 192 if N == 3072 else 256) in seen, seen
 
 
 @pytest.mark.parametrize("tiled", ["0", "1"])
@@ -1534,8 +1545,8 @@ def test_register_a_residual_add_rule(tiled, monkeypatch):
         y0 = rng.standard_normal((M, N)).astype(np.float32)
         b1, b2 = -(-N // 128) * -(-M // 128), -(-N // 256) * -(-M // 128)
         ra = 16 * b1 >= 15 * sms if tma == "" else 16 * b2 >= 15 * sms
-        nt256 = ra_256_rule(N, M, False, sms)
-        want = ra_name("k_mm_q4_ra", nt256, " (TMA add)" if tma == "" else "") if ra else "k_mm_q4_wg"
+        nt = ra_wide_rule(N, M, False, sms)
+        want = ra_name("k_mm_q4_ra", nt, " (TMA add)" if tma == "" else "") if ra else "k_mm_q4_wg"
         y, used, kernel = _C.cuda_matmul(x, qs, p, mode=1, variant=3, y=y0, kernel=True)
         assert kernel == want if ra else kernel.startswith(want), (M, tma, kernel, want)
         assert R.rel_err(y, mm_ref(x, qs, p, 1, y0)) < 5e-3, (M, tma)

@@ -88,7 +88,7 @@ __device__ __forceinline__ uint64_t lk_sw128_desc(const void *p, uint32_t lbo) {
 """
     for n in (64, 128, 256):
         body += mma(n)
-    for n in (8, 16, 32, 64, 128, 256):
+    for n in (8, 16, 32, 64, 128, 192, 256):
         body += mma_rs(n)
     for n in (64, 128):
         body += mma_rs(n, trans_b=True)

@@ -1910,11 +1910,11 @@ __global__ void __launch_bounds__(128 * KW, KW == 2 ? 2 : 1)
  * ==========================================================================*/
 template <int NT, int NWG, bool ROWI = false>
 struct ra_smem {
-    /* SETS: 64-row weight sets a warpgroup (NT = 256: one, 128 accumulators a thread; else two) */
-    static constexpr int SETS = NT == 256 ? 1 : 2;
-    /* NWG = 1: three blocks an SM (two at NT = 128: registers and shared memory), so a shorter ring; NT = 256:
-     * 32 KB x stages, five */
-    static constexpr int T = 128 * NWG, STAGES = NWG == 1 || NT == 256 ? 5 : 6, AHEAD = STAGES - 2;
+    /* SETS: 64-row weight sets a warpgroup (NT = 192 and 256: one, 96 / 128 accumulators a thread; else two) */
+    static constexpr int SETS = NT >= 192 ? 1 : 2;
+    /* NWG = 1: three blocks an SM (two at NT = 128: registers and shared memory), so a shorter ring; NT = 192
+     * and 256: 24 / 32 KB x stages, five */
+    static constexpr int T = 128 * NWG, STAGES = NWG == 1 || NT >= 192 ? 5 : 6, AHEAD = STAGES - 2;
     static constexpr int TILES = 4 * SETS * NWG; /* 16-row tiles a block */
     static constexpr int X = NT * 128;     /* one x stage: NT tokens x 64 inputs, fp16, 128-byte swizzle */
     static constexpr int Q = TILES * 512;  /* one raw weight stage (row-interleaved: [row][32 bytes]) */
@@ -1936,6 +1936,7 @@ __device__ __forceinline__ void keep_regs(uint32_t (&a)[R]) {
 template <int NT>
 __device__ __forceinline__ void wgmma_rs(float (&d)[NT / 2], const uint32_t (&a)[4], uint64_t db) {
     if constexpr (NT == 256) lk_wgmma_rs_m64n256k16(d, a, db);
+    else if constexpr (NT == 192) lk_wgmma_rs_m64n192k16(d, a, db);
     else if constexpr (NT == 128) lk_wgmma_rs_m64n128k16(d, a, db);
     else if constexpr (NT == 64) lk_wgmma_rs_m64n64k16(d, a, db);
     else if constexpr (NT == 32) lk_wgmma_rs_m64n32k16(d, a, db);
@@ -2913,10 +2914,12 @@ static lk_status launch_ra(const lk_dmat *W, const half *x, int M, int ldx, void
                                                        : -1;
         if (tm >= 0 && out_tmap(&tmo, out, tm >= LK_OUT_F16_TMA, M, n_out, ldo, NT)) kmode = tm;
     }
-    const char *name = kmode == LK_OUT_ADD_F32_TMA ? (NT == 256 ? "k_mm_q4_ra (256 tokens, TMA add)" : "k_mm_q4_ra (TMA add)")
-                       : kmode >= LK_OUT_F32_TMA
-                           ? (NT == 256 ? "k_mm_q4_ra (256 tokens, TMA store)" : "k_mm_q4_ra (TMA store)")
-                           : (NT == 256 ? "k_mm_q4_ra (256 tokens)" : "k_mm_q4_ra");
+    /* (the 192- and 256-token blocks say so: the tests ask which ran) */
+    static const char *const names[3][3] = {
+        {"k_mm_q4_ra", "k_mm_q4_ra (TMA add)", "k_mm_q4_ra (TMA store)"},
+        {"k_mm_q4_ra (192 tokens)", "k_mm_q4_ra (192 tokens, TMA add)", "k_mm_q4_ra (192 tokens, TMA store)"},
+        {"k_mm_q4_ra (256 tokens)", "k_mm_q4_ra (256 tokens, TMA add)", "k_mm_q4_ra (256 tokens, TMA store)"}};
+    const char *name = names[NT == 256 ? 2 : NT == 192 ? 1 : 0][kmode == LK_OUT_ADD_F32_TMA ? 1 : kmode >= LK_OUT_F32_TMA ? 2 : 0];
     LAUNCH(name, (k_mm_q4_ra<NT, NWG, ROWI>), grid, dim3(128 * NWG), (size_t)ra_smem<NT, NWG, ROWI>::BYTES, st, M,
            W->N, W->K, n_out, hidden, out, ldo, kmode, S > 1 ? ws->tc_partial : (float *)NULL,
            S > 1 ? ws->tc_counters : (int *)NULL, re, tmx, tmw, tmp, tmo);
@@ -2940,10 +2943,11 @@ static int ra_prefill(void) {
     return e && e[0] ? atoi(e) : -1;
 }
 
-/* LLAMA_KERNEL_RA_256=0: the size rule of try_ra_prefill never picks the 256-token blocks (A/B; read per call) */
-static bool ra_256(void) {
+/* LLAMA_KERNEL_RA_256: which wide blocks the size rule of try_ra_prefill may pick: 0 = none (128 tokens a block,
+ * as before v82), 1 = 256 tokens only, unset = 256 or 192 (A/B; read per call) */
+static int ra_256(void) {
     const char *e = getenv("LLAMA_KERNEL_RA_256");
-    return !(e && e[0] == '0');
+    return e && (e[0] == '0' || e[0] == '1') ? e[0] - '0' : 2;
 }
 
 /* whether launch_ra's 128-token blocks add into this output by TMA (LK_OUT_ADD_F32_TMA): the batched add on
@@ -2989,9 +2993,15 @@ static int try_ra_prefill(const lk_dmat *W, const half *x, int M, int ldx, void 
      * more than to 128). Measured (H200, thirty-fifth session, us, form 2 -> 5): at 2,048 rows qkv 55 -> 49.7,
      * o 31 -> 28.2, down 116-121 -> 101-106, 3B qkv / o / down 131 / 90 / 216 -> 117.5 / 80.6 / 188.6; qkv at
      * 1,024 rows (96 blocks) 29.5 -> 25.5, but o and down there (64 blocks) 20.8 / 71 -> 25.8 / 88 */
-    const long b5 = (swiglu ? lk_cdiv(n_out, 64) : lk_cdiv(W->N, 128)) * lk_cdiv(M, 256);
-    const bool f5 = ra_256() && 10 * b5 >= 7L * sm_count && 10 * lk_cdiv(M, 256) * 256 <= 11 * lk_cdiv(M, 128) * 128;
-    const int form = choice >= 1 && choice <= 5 ? choice
+    const long nx = swiglu ? lk_cdiv(n_out, 64) : lk_cdiv(W->N, 128), b5 = nx * lk_cdiv(M, 256);
+    const int wide = ra_256();
+    const bool f5 = wide && 10 * b5 >= 7L * sm_count && 10 * lk_cdiv(M, 256) * 256 <= 11 * lk_cdiv(M, 128) * 128;
+    /* 192 tokens a block (the same form, 3/4 of the tensor-core work a block) where its whole waves take less
+     * time, a block counted at 4/5 of a 256-token one: 1B qkv at 2,048 rows, 192 blocks of 256 tokens (1.45
+     * waves on 132 SMs) or 264 of 192 (two) */
+    const bool f6 = f5 && wide == 2 && 4 * lk_cdiv(nx * lk_cdiv(M, 192), sm_count) < 5 * lk_cdiv(b5, sm_count);
+    const int form = choice >= 1 && choice <= 6 ? choice
+                     : f6                       ? 6
                      : f5                       ? 5
                      : tma                      ? (3 * b2 >= 2L * sm_count ? 2 : 1)
                      : b2 >= sm_count || add    ? 2
@@ -3004,6 +3014,7 @@ static int try_ra_prefill(const lk_dmat *W, const half *x, int M, int ldx, void 
          : form == 2 ? RA_GO(128, 2)
          : form == 3 ? RA_GO(64, 2)
          : form == 5 ? RA_GO(256, 2)
+         : form == 6 ? RA_GO(192, 2)
                      : RA_GO(64, 1);
 #undef RA_GO
     return 1;
@@ -3083,6 +3094,8 @@ lk_status lk_mm_init(void) {
         RA_ATTR(128, 2, true);
         RA_ATTR(64, 1, true);
         RA_ATTR(64, 2, true);
+        RA_ATTR(192, 2, false);
+        RA_ATTR(192, 2, true);
         RA_ATTR(256, 2, false);
         RA_ATTR(256, 2, true);
 #undef RA_ATTR
