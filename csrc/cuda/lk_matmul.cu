@@ -1902,7 +1902,10 @@ __global__ void __launch_bounds__(128 * KW, KW == 2 ? 2 : 1)
  * Above 64 rows (prefill; try_ra_prefill) it takes 128 tokens a block along y
  * and also reads the row-interleaved layout (ROWI: lane t takes nibbles t and
  * t + 4 of each word, rowi_pair; scale/min once every 8 k-tiles), for qkv,
- * gate_up and the LM head (eighteenth session in benchmarks/NOTES.md).
+ * gate_up and the LM head (eighteenth session in benchmarks/NOTES.md); where
+ * the grid allows, 256 or 192 tokens with one 64-row weight set a warpgroup
+ * (SETS = 1: half the dequant for the same tensor-core work; SwiGLU's up rows
+ * in warpgroup 1, handed over through shared memory; v82, thirty-fifth).
  * Where it is used at 17-64 rows (try_ra): measured faster only on the LM head;
  * ncu at 64 rows (LM head): ~237 instructions a warp a k-tile (dequant 104),
  * 2-3 warps a scheduler, issue 0.4 a cycle, stalls mostly on the wgmma group
@@ -2252,32 +2255,32 @@ __global__ void __launch_bounds__(128 * NWG, NWG == 1 ? (NT >= 128 ? 2 : 3) : 1)
         }
         return;
     } else {
-    if (swiglu) { /* every product first, then predicated stores: no branch between one output's chain and the next */
+        if (swiglu) { /* every product first, then predicated stores: no branch between one chain and the next */
 #pragma unroll
-        for (int i = 0; i < NT / 2; i++) acc[0][i] = lk_silu(acc[0][i]) * acc[1][i];
+            for (int i = 0; i < NT / 2; i++) acc[0][i] = lk_silu(acc[0][i]) * acc[1][i];
+#pragma unroll
+            for (int i = 0; i < NT / 2; i++) {
+                const int m = m0 + 8 * (i >> 2) + 2 * t + (i & 1), c = row0 + ((i & 3) >= 2 ? 8 : 0);
+                if (m < M && c < n_out) ((half *)out)[(size_t)m * ldo + c] = __float2half(acc[0][i]);
+            }
+            return;
+        }
+        if (rope) { /* chunks of 16 pairs (rope_chunk: every load of a chunk before its stores) */
+#pragma unroll
+            for (int c0 = 0; c0 < NT / 2; c0 += 16)
+                rope_chunk<16>(re, re.hd, out, ldo, [&](int q) {
+                    const int i = c0 + q, m = m0 + 8 * (i >> 2) + 2 * t + (i & 1), r = row0 + ((i & 3) >= 2 ? 8 : 0);
+                    return rope_item{m < M && r < N, m, r / re.hd, r % re.hd, acc[0][i], acc[1][i]};
+                });
+            return;
+        }
 #pragma unroll
         for (int i = 0; i < NT / 2; i++) {
-            const int m = m0 + 8 * (i >> 2) + 2 * t + (i & 1), c = row0 + ((i & 3) >= 2 ? 8 : 0);
-            if (m < M && c < n_out) ((half *)out)[(size_t)m * ldo + c] = __float2half(acc[0][i]);
+            const int j = i >> 2, e = i & 3, m = m0 + 8 * j + 2 * t + (e & 1), h8 = e >= 2 ? 8 : 0;
+            if (m >= M) continue;
+            if (row0 + h8 < n_out) epi_store(out, ldo, mode, m, row0 + h8, acc[0][i]);
+            if (row1 + h8 < n_out) epi_store(out, ldo, mode, m, row1 + h8, acc[1][i]);
         }
-        return;
-    }
-    if (rope) { /* chunks of 16 pairs (rope_chunk: every load of a chunk before its stores) */
-#pragma unroll
-        for (int c0 = 0; c0 < NT / 2; c0 += 16)
-            rope_chunk<16>(re, re.hd, out, ldo, [&](int q) {
-                const int i = c0 + q, m = m0 + 8 * (i >> 2) + 2 * t + (i & 1), r = row0 + ((i & 3) >= 2 ? 8 : 0);
-                return rope_item{m < M && r < N, m, r / re.hd, r % re.hd, acc[0][i], acc[1][i]};
-            });
-        return;
-    }
-#pragma unroll
-    for (int i = 0; i < NT / 2; i++) {
-        const int j = i >> 2, e = i & 3, m = m0 + 8 * j + 2 * t + (e & 1), h8 = e >= 2 ? 8 : 0;
-        if (m >= M) continue;
-        if (row0 + h8 < n_out) epi_store(out, ldo, mode, m, row0 + h8, acc[0][i]);
-        if (row1 + h8 < n_out) epi_store(out, ldo, mode, m, row1 + h8, acc[1][i]);
-    }
     }
 #else
     (void)M, (void)N, (void)K, (void)n_out, (void)hidden, (void)out, (void)ldo, (void)mode;
