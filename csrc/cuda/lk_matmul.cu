@@ -1987,7 +1987,7 @@ __global__ void __launch_bounds__(128 * NWG, NWG == 1 ? (NT >= 128 ? 2 : 3) : 1)
     int lt[2];
     {
         const int i0 = wg * 64 + 16 * wq;
-        if (SETS == 1) { /* (plain blocks only: launch_ra) the warpgroup's 64 rows */
+        if (SETS == 1) { /* the warpgroup's 64 rows (SwiGLU: warpgroup 0 gate rows, 1 the up rows from tile HT) */
             lt[0] = lt[1] = i0 / 16;
         } else if (swiglu) {
             lt[0] = i0 / 16;
@@ -2173,7 +2173,7 @@ __global__ void __launch_bounds__(128 * NWG, NWG == 1 ? (NT >= 128 ? 2 : 3) : 1)
             /* warpgroup 0 holds the gate rows, warpgroup 1 the matching up rows in the same accumulator layout:
              * 1 hands its accumulators over through the drained ring (past warpgroup 0's output box), 0 keeps
              * silu(gate) up and stores it (below) */
-            static_assert(SETS == 2 || 2 * (2 * NT * 128) <= STAGES * (SM::X + SM::Q), "the hand-over fits");
+            static_assert(2 * (2 * NT * 128) <= STAGES * (SM::X + SM::Q), "the hand-over fits in the ring");
             float *ex = reinterpret_cast<float *>(Xs + 2 * NT * 128);
             __syncthreads(); /* every warp's wgmmas are done with the ring */
             if (wg == 1)
@@ -2190,8 +2190,8 @@ __global__ void __launch_bounds__(128 * NWG, NWG == 1 ? (NT >= 128 ? 2 : 3) : 1)
          * 64 w) as boxes [NT tokens][128 bytes] in the 128-byte swizzle (TMA's layout: 16-byte chunk c of token
          * row m at chunk c ^ (m % 8)), in the ring (every warp's wgmmas are done after the barrier, every
          * stage's copies landed). Set r, column 16 wq + g (+ 8) of the warpgroup's 64 of the set: for one
-         * accumulator the 32 lanes write 32 banks (fp32) or 16 words (fp16). NT = 256 (one set): 64 columns from
-         * tb0 16 + 64 w */
+         * accumulator the 32 lanes write 32 banks (fp32) or 16 words (fp16). One set (NT = 192, 256): 64 columns
+         * from tb0 16 + 64 w (SwiGLU: warpgroup 0 only) */
         static_assert(NWG * SETS * 2 * NT * 128 <= STAGES * (SM::X + SM::Q), "the tiles fit in the ring");
         const bool f16 = mode >= LK_OUT_F16_TMA, sw = mode == LK_OUT_SWIGLU_F16_TMA;
         if (SETS == 2 || !sw) __syncthreads(); /* (SETS = 1 SwiGLU: warpgroup 0 only, past two barriers above) */
@@ -2247,7 +2247,7 @@ __global__ void __launch_bounds__(128 * NWG, NWG == 1 ? (NT >= 128 ? 2 : 3) : 1)
         }
         return;
     }
-    if constexpr (SETS == 1) { /* (plain outputs only: launch_ra) */
+    if constexpr (SETS == 1) { /* (plain outputs, and SwiGLU's after the hand-over above; no rotary: launch_ra) */
 #pragma unroll
         for (int i = 0; i < NT / 2; i++) {
             const int m = m0 + 8 * (i >> 2) + 2 * t + (i & 1), h8 = (i & 3) >= 2 ? 8 : 0;
@@ -2939,8 +2939,8 @@ static bool ra_usable(const lk_dmat *W, const half *x, int ldx) {
 
 /* LLAMA_KERNEL_RA_PREFILL: the register-A kernel above 64 rows (prefill, both layouts): 0 = off (the wgmma
  * kernel k_mm_q4_wg, A/B and tests), 1 / 2 = 128 tokens a block and that many warpgroups, 3 / 4 = 64 tokens
- * and 2 / 1 warpgroups, 5 = 256 tokens and two warpgroups of one weight set each, unset = by grid size. Read
- * per call. */
+ * and 2 / 1 warpgroups, 5 / 6 = 256 / 192 tokens and two warpgroups of one weight set each, unset = by grid
+ * size. Read per call. */
 static int ra_prefill(void) {
     const char *e = getenv("LLAMA_KERNEL_RA_PREFILL");
     return e && e[0] ? atoi(e) : -1;
