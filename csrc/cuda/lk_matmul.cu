@@ -2247,14 +2247,7 @@ __global__ void __launch_bounds__(128 * NWG, NWG == 1 ? (NT >= 128 ? 2 : 3) : 1)
         }
         return;
     }
-    if constexpr (SETS == 1) { /* (plain outputs, and SwiGLU's after the hand-over above; no rotary: launch_ra) */
-#pragma unroll
-        for (int i = 0; i < NT / 2; i++) {
-            const int m = m0 + 8 * (i >> 2) + 2 * t + (i & 1), h8 = (i & 3) >= 2 ? 8 : 0;
-            if (m < M && row0 + h8 < n_out) epi_store(out, ldo, mode, m, row0 + h8, acc[0][i]);
-        }
-        return;
-    } else {
+    if constexpr (SETS == 2) { /* (one set: SwiGLU's products are in acc[0] already, no rotary: launch_ra) */
         if (swiglu) { /* every product first, then predicated stores: no branch between one chain and the next */
 #pragma unroll
             for (int i = 0; i < NT / 2; i++) acc[0][i] = lk_silu(acc[0][i]) * acc[1][i];
@@ -2274,13 +2267,14 @@ __global__ void __launch_bounds__(128 * NWG, NWG == 1 ? (NT >= 128 ? 2 : 3) : 1)
                 });
             return;
         }
+    }
 #pragma unroll
-        for (int i = 0; i < NT / 2; i++) {
-            const int j = i >> 2, e = i & 3, m = m0 + 8 * j + 2 * t + (e & 1), h8 = e >= 2 ? 8 : 0;
-            if (m >= M) continue;
-            if (row0 + h8 < n_out) epi_store(out, ldo, mode, m, row0 + h8, acc[0][i]);
+    for (int i = 0; i < NT / 2; i++) {
+        const int j = i >> 2, e = i & 3, m = m0 + 8 * j + 2 * t + (e & 1), h8 = e >= 2 ? 8 : 0;
+        if (m >= M) continue;
+        if (row0 + h8 < n_out) epi_store(out, ldo, mode, m, row0 + h8, acc[0][i]);
+        if constexpr (SETS == 2)
             if (row1 + h8 < n_out) epi_store(out, ldo, mode, m, row1 + h8, acc[1][i]);
-        }
     }
 #else
     (void)M, (void)N, (void)K, (void)n_out, (void)hidden, (void)out, (void)ldo, (void)mode;
