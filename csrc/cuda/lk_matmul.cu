@@ -1918,6 +1918,12 @@ struct ra_smem {
     /* NWG = 1: three blocks an SM (two at NT = 128: registers and shared memory), so a shorter ring; NT = 192
      * and 256: 24 / 32 KB x stages, five */
     static constexpr int T = 128 * NWG, STAGES = NWG == 1 || NT >= 192 ? 5 : 6, AHEAD = STAGES - 2;
+    /* PW (v83): the two-warpgroup prefill forms (NT >= 128) have a third, producer warpgroup: THREADS threads
+     * start at 168 registers (65,536 / 384, rounded down to 8); the producer gives its own back (setmaxnreg
+     * REG_P) and the two consumer warpgroups take REG_C each (REG_P + 2 REG_C = 3 x 168) */
+    static constexpr bool PW = NWG == 2 && NT >= 128;
+    static constexpr int THREADS = T + (PW ? 128 : 0), REG_P = SETS == 1 ? 40 : 24, REG_C = SETS == 1 ? 232 : 240;
+    static_assert(!PW || REG_P + 2 * REG_C == 3 * 168, "the producer and consumers share the registers of 384 threads");
     static constexpr int TILES = 4 * SETS * NWG; /* 16-row tiles a block */
     static constexpr int X = NT * 128;     /* one x stage: NT tokens x 64 inputs, fp16, 128-byte swizzle */
     static constexpr int Q = TILES * 512;  /* one raw weight stage (row-interleaved: [row][32 bytes]) */
@@ -1957,7 +1963,7 @@ __device__ __forceinline__ uint32_t rowi_pair(uint32_t w, int sh, half2 sc, half
 }
 
 template <int NT, int NWG, bool ROWI>
-__global__ void __launch_bounds__(128 * NWG, NWG == 1 ? (NT >= 128 ? 2 : 3) : 1)
+__global__ void __launch_bounds__(ra_smem<NT, NWG, ROWI>::THREADS, NWG == 1 ? (NT >= 128 ? 2 : 3) : 1)
     k_mm_q4_ra(int M, int N, int K, int n_out, int hidden, void *out, int ldo, int mode, float *__restrict__ partial,
                int *__restrict__ counters, lk_rope_epi re, const __grid_constant__ CUtensorMap tmx,
                const __grid_constant__ CUtensorMap tmw, const __grid_constant__ CUtensorMap tmp,
@@ -1966,6 +1972,13 @@ __global__ void __launch_bounds__(128 * NWG, NWG == 1 ? (NT >= 128 ? 2 : 3) : 1)
     using SM = ra_smem<NT, NWG, ROWI>;
     constexpr int T = SM::T, STAGES = SM::STAGES, AHEAD = SM::AHEAD, TILES = SM::TILES, HT = TILES / 2;
     constexpr int SETS = SM::SETS;
+    /* PW: the first warp of warpgroup T / 128 only fills the ring (waits on the empty barriers, one elected lane
+     * issues the copies); the consumers' block-wide barriers are then named barrier 3 over the T consumer threads */
+    constexpr bool PW = SM::PW;
+    auto cbar = [&]() {
+        if constexpr (PW) asm volatile("bar.sync 3, %0;" ::"n"(T) : "memory");
+        else __syncthreads();
+    };
     /* full: a stage's x, raw weights and scale/min landed (TMA bytes); empty: every warp is done with it */
     __shared__ __align__(8) uint64_t full[STAGES], empty[STAGES];
     extern __shared__ __align__(16) unsigned char smem[];
@@ -1998,15 +2011,15 @@ __global__ void __launch_bounds__(128 * NWG, NWG == 1 ? (NT >= 128 ? 2 : 3) : 1)
             lt[1] = (r0 + H) / 16;
         }
     }
-    /* thread 0: k-tile kt into stage st, all three by TMA on the stage's full barrier (tiles past N and
-     * rows past M come as zeros); x only after the PDL wait */
+    /* the loader (thread 0; PW: one lane of the producer warp): k-tile kt into stage st, all three by TMA on the
+     * stage's full barrier (tiles past N and rows past M come as zeros); x only after the PDL wait */
     auto load_wp = [&](int kt, int st) {
         unsigned char *q = Wq + st * SM::Q, *ps = Ps + st * SM::PS;
         if constexpr (ROWI) {
             /* weights: box (32 bytes, rows) at (32 kt, row); scale/min of k-tiles kt .. (the next multiple of 8)
              * - 1: box (4 groups, rows) at (4 (kt / 8), row) into buffer (kt / 8) % 2. That buffer was last read
              * by k-tile kt - 9 or earlier, and every warp is past k-tile kt - AHEAD - 1 >= kt - 9 here (the
-             * empty barrier) */
+             * empty barrier; PW: past kt - STAGES + 1 >= kt - 9) */
             const bool with_p = (kt & 7) == 0 || kt == kt0;
             mbar_expect_tx(&full[st], SM::X + SM::Q + (with_p ? SM::PB : 0));
             tma_load_2d(q, &tmw, kt * 32, tb0 * 16, &full[st]);
@@ -2039,12 +2052,39 @@ __global__ void __launch_bounds__(128 * NWG, NWG == 1 ? (NT >= 128 ? 2 : 3) : 1)
         asm volatile("fence.mbarrier_init.release.cluster;" ::: "memory");
     }
     __syncthreads();
-    /* weights and scale/min do not depend on the previous kernel: in flight before the PDL wait */
-    if (tid == 0)
-        for (int s = 0; s < AHEAD && s < KT; s++) load_wp(kt0 + s, s);
-    lk_pdl_prologue();
-    if (tid == 0)
-        for (int s = 0; s < AHEAD && s < KT; s++) load_x(kt0 + s, s);
+    if constexpr (PW) {
+        if (tid >= T) { /* the producer warpgroup: its first warp puts every k-tile into its stage once the
+                         * consumers released it */
+            asm volatile("setmaxnreg.dec.sync.aligned.u32 %0;" ::"n"(SM::REG_P) : "memory");
+            if (tid >= T + 32) return;
+            if (lk_elect_one())
+                for (int s = 0; s < STAGES && s < KT; s++) load_wp(kt0 + s, s);
+            __syncwarp();
+            lk_pdl_prologue();
+            if (lk_elect_one())
+                for (int s = 0; s < STAGES && s < KT; s++) load_x(kt0 + s, s);
+            __syncwarp();
+            for (int kt = STAGES; kt < KT; kt++) {
+                const int sn = kt % STAGES;
+                mbar_wait(&empty[sn], ((kt - STAGES) / STAGES) & 1);
+                if (lk_elect_one()) {
+                    load_wp(kt0 + kt, sn);
+                    load_x(kt0 + kt, sn);
+                }
+                __syncwarp();
+            }
+            return;
+        }
+        asm volatile("setmaxnreg.inc.sync.aligned.u32 %0;" ::"n"(SM::REG_C) : "memory");
+        lk_pdl_prologue();
+    } else {
+        /* weights and scale/min do not depend on the previous kernel: in flight before the PDL wait */
+        if (tid == 0)
+            for (int s = 0; s < AHEAD && s < KT; s++) load_wp(kt0 + s, s);
+        lk_pdl_prologue();
+        if (tid == 0)
+            for (int s = 0; s < AHEAD && s < KT; s++) load_x(kt0 + s, s);
+    }
 
     float acc[SETS][NT / 2];
 #pragma unroll
@@ -2083,7 +2123,7 @@ __global__ void __launch_bounds__(128 * NWG, NWG == 1 ? (NT >= 128 ? 2 : 3) : 1)
         const int st = kt % STAGES;
         /* thread 0 refills the stage of tile kt + AHEAD - STAGES = kt - 2 once every warp released it (after
          * the wait for its wgmmas, in step kt - 1) */
-        if (tid == 0 && kt + AHEAD < KT) {
+        if (!PW && tid == 0 && kt + AHEAD < KT) {
             const int sn = (kt + AHEAD) % STAGES;
             if (kt + AHEAD >= STAGES) mbar_wait(&empty[sn], ((kt + AHEAD - STAGES) / STAGES) & 1);
             load_wp(kt0 + kt + AHEAD, sn);
@@ -2175,11 +2215,11 @@ __global__ void __launch_bounds__(128 * NWG, NWG == 1 ? (NT >= 128 ? 2 : 3) : 1)
              * silu(gate) up and stores it (below) */
             static_assert(2 * (2 * NT * 128) <= STAGES * (SM::X + SM::Q), "the hand-over fits in the ring");
             float *ex = reinterpret_cast<float *>(Xs + 2 * NT * 128);
-            __syncthreads(); /* every warp's wgmmas are done with the ring */
+            cbar(); /* every warp's wgmmas are done with the ring */
             if (wg == 1)
 #pragma unroll
                 for (int i = 0; i < NT / 2; i++) ex[i * 128 + (tid & 127)] = acc[0][i];
-            __syncthreads();
+            cbar();
             if (wg == 1) return;
 #pragma unroll
             for (int i = 0; i < NT / 2; i++) acc[0][i] = lk_silu(acc[0][i]) * ex[i * 128 + tid];
@@ -2194,7 +2234,7 @@ __global__ void __launch_bounds__(128 * NWG, NWG == 1 ? (NT >= 128 ? 2 : 3) : 1)
          * from tb0 16 + 64 w (SwiGLU: warpgroup 0 only) */
         static_assert(NWG * SETS * 2 * NT * 128 <= STAGES * (SM::X + SM::Q), "the tiles fit in the ring");
         const bool f16 = mode >= LK_OUT_F16_TMA, sw = mode == LK_OUT_SWIGLU_F16_TMA;
-        if (SETS == 2 || !sw) __syncthreads(); /* (SETS = 1 SwiGLU: warpgroup 0 only, past two barriers above) */
+        if (SETS == 2 || !sw) cbar(); /* (SETS = 1 SwiGLU: warpgroup 0 only, past two barriers above) */
         unsigned char *box0 = Xs + wg * 2 * SETS * (NT * 128);
         if constexpr (SETS == 2) {
             if (sw) {
@@ -2892,6 +2932,8 @@ static lk_status launch_ra(const lk_dmat *W, const half *x, int M, int ldx, void
     constexpr int SETS = ra_smem<NT, NWG, ROWI>::SETS;
     if (SETS == 1 && (NWG != 2 || mode == LK_OUT_QKV_ROPE || S != 1))
         return lk_fail(LK_E_INVALID, "k_mm_q4_ra<%d>: two warpgroups, no rotary epilogue, no K split", NT);
+    if (ra_smem<NT, NWG, ROWI>::PW && S != 1) /* (wg_split_sum's barriers are block-wide) */
+        return lk_fail(LK_E_INVALID, "k_mm_q4_ra<%d, 2>: no K split with the producer warpgroup", NT);
     dim3 grid(swiglu ? lk_cdiv(n_out, 32 * SETS * NWG) : lk_cdiv(W->N, 64 * SETS * NWG), lk_cdiv(M, NT), S);
     CUtensorMap tmx, tmw, tmp, tmo;
     TRY(x_tmap(&tmx, x, M, W->K, ldx, NT));
@@ -2917,7 +2959,7 @@ static lk_status launch_ra(const lk_dmat *W, const half *x, int M, int ldx, void
         {"k_mm_q4_ra (192 tokens)", "k_mm_q4_ra (192 tokens, TMA add)", "k_mm_q4_ra (192 tokens, TMA store)"},
         {"k_mm_q4_ra (256 tokens)", "k_mm_q4_ra (256 tokens, TMA add)", "k_mm_q4_ra (256 tokens, TMA store)"}};
     const char *name = names[NT == 256 ? 2 : NT == 192 ? 1 : 0][kmode == LK_OUT_ADD_F32_TMA ? 1 : kmode >= LK_OUT_F32_TMA ? 2 : 0];
-    LAUNCH(name, (k_mm_q4_ra<NT, NWG, ROWI>), grid, dim3(128 * NWG), (size_t)ra_smem<NT, NWG, ROWI>::BYTES, st, M,
+    LAUNCH(name, (k_mm_q4_ra<NT, NWG, ROWI>), grid, dim3(ra_smem<NT, NWG, ROWI>::THREADS), (size_t)ra_smem<NT, NWG, ROWI>::BYTES, st, M,
            W->N, W->K, n_out, hidden, out, ldo, kmode, S > 1 ? ws->tc_partial : (float *)NULL,
            S > 1 ? ws->tc_counters : (int *)NULL, re, tmx, tmw, tmp, tmo);
     return LK_OK;
