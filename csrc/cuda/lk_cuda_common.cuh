@@ -128,7 +128,6 @@ __device__ __forceinline__ void mbar_wait(uint64_t *bar, uint32_t parity) {
 /* bulk tensor copies (map: a CUtensorMap in kernel parameters; the wgmma matmul and the flash prefill
  * kernel). The x tile by the tensor memory accelerator (v40): one bulk copy a stage, completion counted in
  * bytes on a shared-memory mbarrier (instead of 4 16-byte cp.async a thread, 8 L1 wavefronts each) */
-/* box (64 inputs, rows) at (k, row) of the 2-D map -> dst, 128-byte swizzle (the layout lk_sw128_off describes) */
 /* one lane of a converged warp (elect.sync): code under it runs on exactly one lane, so ptxas can take its
  * operands as warp-uniform (no loop over the lanes' values before a bulk tensor copy) */
 __device__ __forceinline__ bool lk_elect_one() {
@@ -136,6 +135,7 @@ __device__ __forceinline__ bool lk_elect_one() {
     asm volatile("{\n.reg .pred P;\nelect.sync _|P, 0xffffffff;\nselp.b32 %0, 1, 0, P;\n}" : "=r"(p));
     return p != 0;
 }
+/* box (64 inputs, rows) at (k, row) of the 2-D map -> dst, 128-byte swizzle (the layout lk_sw128_off describes) */
 __device__ __forceinline__ void tma_load_2d(void *dst, const void *map, int k, int row, uint64_t *bar) {
     asm volatile(
         "cp.async.bulk.tensor.2d.shared::cluster.global.mbarrier::complete_tx::bytes [%0], [%1, {%2, %3}], [%4];" ::"r"(

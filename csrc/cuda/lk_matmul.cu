@@ -2121,8 +2121,8 @@ __global__ void __launch_bounds__(ra_smem<NT, NWG, ROWI>::THREADS, NWG == 1 ? (N
     const uint64_t xdesc0 = wg_desc(Xs); /* + (stage bytes + 32 s) / 16 */
     auto step = [&](int kt, uint32_t (&A)[NA], uint32_t (&Aprev)[NA]) {
         const int st = kt % STAGES;
-        /* thread 0 refills the stage of tile kt + AHEAD - STAGES = kt - 2 once every warp released it (after
-         * the wait for its wgmmas, in step kt - 1) */
+        /* (not PW) thread 0 refills the stage of tile kt + AHEAD - STAGES = kt - 2 once every warp released it
+         * (after the wait for its wgmmas, in step kt - 1) */
         if (!PW && tid == 0 && kt + AHEAD < KT) {
             const int sn = (kt + AHEAD) % STAGES;
             if (kt + AHEAD >= STAGES) mbar_wait(&empty[sn], ((kt + AHEAD - STAGES) / STAGES) & 1);
