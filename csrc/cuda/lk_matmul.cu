@@ -2925,6 +2925,12 @@ static bool out_tmap(CUtensorMap *m, void *out, bool f16, int M, int n_out, int 
                           CU_TENSOR_MAP_L2_PROMOTION_NONE, CU_TENSOR_MAP_FLOAT_OOB_FILL_NONE) == CUDA_SUCCESS;
 }
 
+/* blocks along the weight rows of a register-A grid whose blocks take `rows` weight rows (64 SETS NWG; SwiGLU:
+ * half of them gate rows, half the matching up rows); launch_ra's grid.x and try_ra_prefill's rule */
+static long ra_blocks_x(const lk_dmat *W, int n_out, bool swiglu, int rows) {
+    return swiglu ? lk_cdiv(n_out, rows / 2) : lk_cdiv(W->N, rows);
+}
+
 template <int NT, int NWG, bool ROWI>
 static lk_status launch_ra(const lk_dmat *W, const half *x, int M, int ldx, void *out, int ldo, int mode, int n_out,
                            int hidden, int S, const lk_mm_ws *ws, const lk_rope_epi &re, cudaStream_t st) {
@@ -2934,7 +2940,7 @@ static lk_status launch_ra(const lk_dmat *W, const half *x, int M, int ldx, void
         return lk_fail(LK_E_INVALID, "k_mm_q4_ra<%d>: two warpgroups, no rotary epilogue, no K split", NT);
     if (ra_smem<NT, NWG, ROWI>::PW && S != 1) /* (wg_split_sum's barriers are block-wide) */
         return lk_fail(LK_E_INVALID, "k_mm_q4_ra<%d, 2>: no K split with the producer warpgroup", NT);
-    dim3 grid(swiglu ? lk_cdiv(n_out, 32 * SETS * NWG) : lk_cdiv(W->N, 64 * SETS * NWG), lk_cdiv(M, NT), S);
+    dim3 grid((unsigned)ra_blocks_x(W, n_out, swiglu, 64 * SETS * NWG), lk_cdiv(M, NT), S);
     CUtensorMap tmx, tmw, tmp, tmo;
     TRY(x_tmap(&tmx, x, M, W->K, ldx, NT));
     /* a box is the block's rows (SwiGLU: its gate rows; a second copy brings its up rows) */
@@ -3021,9 +3027,11 @@ static int try_ra_prefill(const lk_dmat *W, const half *x, int M, int ldx, void 
     if (choice == 0 || mode == LK_OUT_QKV_ROPE || W->N % 16 || (swiglu && (W->N / 2) % 16) ||
         (!tiled && (W->K / LK_Q4_GROUP) % 4) || !ra_usable(W, x, ldx))
         return 0;
-    const long b2 = (swiglu ? lk_cdiv(n_out, 128) : lk_cdiv(W->N, 256)) * lk_cdiv(M, 128);
+    /* blocks of the forms: 128 tokens x 256 weight rows (b2), 128 x 128 (b1), 256 x 128 (b5); 128 rows (nx) */
+    const long nx = ra_blocks_x(W, n_out, swiglu, 128), b2 = ra_blocks_x(W, n_out, swiglu, 256) * lk_cdiv(M, 128);
+    const long b1 = nx * lk_cdiv(M, 128), b5 = nx * lk_cdiv(M, 256);
     const bool add = mode == LK_OUT_ADD_F32, tma = add && ra_tma_add(out, ldo);
-    if (choice < 0 && add && !ra_takes_add(W->K, lk_cdiv(W->N, 128) * lk_cdiv(M, 128), b2, tma, sm_count)) return 0;
+    if (choice < 0 && add && !ra_takes_add(W->K, b1, b2, tma, sm_count)) return 0;
     /* two warpgroups where that grid gives every SM a block; the TMA add: where it gives 2/3 of the SMs one (3B
      * down at 1,024 rows, 96 blocks on 132 SMs: 108 us against 112 with one warpgroup; 1B down, 64 blocks: 103.5
      * against 67.5); the per-thread add: always */
@@ -3032,7 +3040,6 @@ static int try_ra_prefill(const lk_dmat *W, const half *x, int M, int ldx, void 
      * more than to 128). Measured (H200, thirty-fifth session, us, form 2 -> 5): at 2,048 rows qkv 55 -> 49.7,
      * o 31 -> 28.2, down 116-121 -> 101-106, 3B qkv / o / down 131 / 90 / 216 -> 117.5 / 80.6 / 188.6; qkv at
      * 1,024 rows (96 blocks) 29.5 -> 25.5, but o and down there (64 blocks) 20.8 / 71 -> 25.8 / 88 */
-    const long nx = swiglu ? lk_cdiv(n_out, 64) : lk_cdiv(W->N, 128), b5 = nx * lk_cdiv(M, 256);
     const int wide = ra_256();
     const bool f5 = wide && 10 * b5 >= 7L * sm_count && 10 * lk_cdiv(M, 256) * 256 <= 11 * lk_cdiv(M, 128) * 128;
     /* 192 tokens a block (the same form, 3/4 of the tensor-core work a block) where its whole waves take less
