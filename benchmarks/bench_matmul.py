@@ -17,18 +17,16 @@ LLAMA_KERNEL_BENCH_COPIES=1 times one weight copy instead (L2-resident when it f
 import argparse
 import os
 
-from _common import _C, device_line, save_json, time_torch_graph, torch_or_none
+from _common import MATMUL_SHAPES, _C, device_line, matmul_shapes, save_json, time_torch_graph, torch_or_none
 
-SHAPES = [("qkv", 3072, 2048), ("o", 2048, 2048), ("gate_up", 16384, 2048), ("down", 2048, 8192),
-          ("lm_head", 128256, 2048), ("qkv 3B", 5120, 3072), ("o 3B", 3072, 3072), ("gate_up 3B", 16384, 3072),
-          ("down 3B", 3072, 8192)]
-# each shape's output as the decode step uses it (cuda_bench_matmul modes: 0 store fp32, 1 add into fp32
-# (o and down add into the residual; split-K applies only there), 2 SwiGLU pairs, 3 store fp16)
-MODE = {"qkv": 3, "o": 1, "gate_up": 2, "down": 1, "lm_head": 0}
+SHAPES = [(name, N, K) for name, N, K, _ in MATMUL_SHAPES]
+# each shape's output as the decode step uses it (_common.MATMUL_SHAPES; split-K applies only to the add into
+# the residual, o and down)
+MODE = {name: mode for name, _, _, mode in MATMUL_SHAPES}
 
 
 def mode_of(name):
-    return MODE[name.split()[0]]
+    return MODE[name]
 
 
 def tune(iters):
@@ -123,7 +121,8 @@ def main():
     ap.add_argument("--quick", action="store_true")
     ap.add_argument("--iters", type=int, default=30)
     ap.add_argument("--no-peers", action="store_true", help="skip the torch peers")
-    ap.add_argument("--shapes", default=None, help="comma-separated shape names to run")
+    ap.add_argument("--shapes", default=None,
+                    help="comma-separated shape names to run (qkv, o, gate_up, down, lm_head, 'qkv 3B' or qkv3B, ...)")
     ap.add_argument("--ms", default=None, help="comma-separated M values")
     ap.add_argument("--tune", action="store_true", help="sweep the one-row GEMV configurations and exit")
     ap.add_argument("--tune-tiled", action="store_true", help="sweep the tiled small-batch kernel configurations and exit")
@@ -143,9 +142,7 @@ def main():
     print("| shape | M | lut us | optimized us | batched us | tiled us | chosen | chosen TB/s | chosen TFLOP/s | "
           "cuBLAS bf16 us | tinygemm us | vs cuBLAS | vs tinygemm |")
     print("|---|---|---|---|---|---|---|---|---|---|---|---|---|")
-    for name, N, K in SHAPES:
-        if a.shapes and name not in a.shapes.split(","):
-            continue
+    for name, N, K, _ in matmul_shapes(a.shapes):
         for M in Ms:
             if M >= 256 and name in ("qkv 3B", "o 3B", "gate_up 3B", "down 3B", "o", "qkv") and a.quick:
                 continue

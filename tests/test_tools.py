@@ -5,6 +5,7 @@ import sys
 sys.path.insert(0, os.path.join(os.path.dirname(__file__), "..", "tools"))
 
 import check_qreg_sass  # noqa: E402
+import pytest  # noqa: E402
 
 
 def sass(*body):
@@ -30,3 +31,19 @@ def test_check_qreg_sass_flags_a_write_to_q():
     """the broken form of session 33: P packed into one of Q's registers after the S wgmma"""
     q, bad = check_qreg_sass.check(sass(*S, "F2FP.F16.F32.PACK_AB R97, R16, R15", "@!P0 FSEL R93, R8, RZ, P0"))
     assert len(bad) == 2 and "R97" in bad[0] and "R93" in bad[1]
+
+
+def test_matmul_shapes_names_and_aliases():
+    """benchmarks/_common.matmul_shapes, the one list of matmul shapes the benchmark and A/B tools share: every
+    shape by default; a selection in the order named, spaces optional, lm / gu short for lm_head / gate_up"""
+    sys.path.insert(0, os.path.join(os.path.dirname(__file__), "..", "benchmarks"))
+    import _common
+
+    assert [s[0] for s in _common.matmul_shapes()] == [s[0] for s in _common.MATMUL_SHAPES]
+    assert len(_common.MATMUL_SHAPES) == 9
+    got = _common.matmul_shapes("down3B,lm,qkv 3B,gu3B,gu")
+    assert [s[0] for s in got] == ["down 3B", "lm_head", "qkv 3B", "gate_up 3B", "gate_up"]
+    assert _common.matmul_shapes(["o"]) == [("o", 2048, 2048, 1)]
+    assert _common.shape_key("gate_up 3B") == "gate_up3B"
+    with pytest.raises(SystemExit, match="unknown matmul shape 'qkv4'"):
+        _common.matmul_shapes("qkv,qkv4")

@@ -4,11 +4,10 @@ weights rotated through enough copies that L2 cannot hold them."""
 import sys
 
 sys.path.insert(0, "benchmarks")
-from _common import _C  # noqa: E402
+from _common import _C, matmul_shapes  # noqa: E402
 
 iters = int(sys.argv[1]) if len(sys.argv) > 1 else 30
-SHAPES = [("qkv", 3072, 2048, 3), ("o", 2048, 2048, 1), ("gate_up", 16384, 2048, 2), ("down", 2048, 8192, 1),
-          ("lm_head", 128256, 2048, 0), ("gate_up 3B", 16384, 3072, 2), ("down 3B", 3072, 8192, 1)]
+SHAPES = matmul_shapes("qkv,o,gate_up,down,lm_head,gate_up 3B,down 3B")
 CONFS = {"qkv": [(0, 0, 0)], "o": [(0, 0, 0)], "gate_up": [(0, 0, 0), (2, 2, 1), (2, 4, 1)],
          "down": [(0, 0, 0), (1, 4, 1)], "lm_head": [(0, 0, 0), (2, 2, 1)], "gate_up 3B": [(0, 0, 0), (2, 2, 1)],
          "down 3B": [(0, 0, 0)]}

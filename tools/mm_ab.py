@@ -9,10 +9,9 @@ import sys
 
 sys.path.insert(0, "benchmarks")
 os.environ.setdefault("LLAMA_KERNEL_TILED", "1")  # LLAMA_KERNEL_TILED=0: the row-interleaved layout
-from _common import _C  # noqa: E402
+from _common import _C, matmul_shapes  # noqa: E402
 
-SHAPES = [("qkv", 3072, 2048, 3), ("o", 2048, 2048, 1), ("gate_up", 16384, 2048, 2), ("down", 2048, 8192, 1),
-          ("lm_head", 128256, 2048, 0)]  # modes as bench_matmul.py (3 fp16, 1 add into fp32, 2 SwiGLU, 0 fp32)
+SHAPES = matmul_shapes("qkv,o,gate_up,down,lm_head")  # the 1B shapes
 label = sys.argv[1] if len(sys.argv) > 1 else "default"
 Ms = [int(m) for m in sys.argv[2].split(",")] if len(sys.argv) > 2 else [48, 64]
 cells = []

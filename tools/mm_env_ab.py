@@ -8,12 +8,7 @@ import os
 import sys
 
 sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), "..", "benchmarks"))
-from _common import _C  # noqa: E402
-
-# (name, N, K, mode) with bench_matmul's modes: 3 fp16, 1 add into fp32, 2 SwiGLU, 0 fp32
-SHAPES = [("qkv", 3072, 2048, 3), ("o", 2048, 2048, 1), ("gate_up", 16384, 2048, 2), ("down", 2048, 8192, 1),
-          ("lm", 128256, 2048, 0), ("qkv3B", 5120, 3072, 3), ("o3B", 3072, 3072, 1), ("gu3B", 16384, 3072, 2),
-          ("down3B", 3072, 8192, 1)]
+from _common import _C, matmul_shapes, shape_key  # noqa: E402
 
 
 def main():
@@ -21,18 +16,16 @@ def main():
         sys.exit(__doc__)
     env, vals, M = sys.argv[1], sys.argv[2].split(","), int(sys.argv[3])
     rounds = int(sys.argv[4]) if len(sys.argv) > 4 else 2
-    only = sys.argv[5].split(",") if len(sys.argv) > 5 else None
+    shapes = matmul_shapes(sys.argv[5] if len(sys.argv) > 5 else None)
     lay = os.environ.get("LLAMA_KERNEL_TILED", "?")
-    for name, N, K, mode in SHAPES:
-        if only and name not in only:
-            continue
+    for name, N, K, mode in shapes:
         cells = []
         for _ in range(rounds):
             for v in vals:
                 os.environ[env] = v
                 us = min(_C.cuda_bench_matmul(M, N, K, mode, 0, False, 20) for _ in range(2))
                 cells.append(f"{v or 'def'}:{us:.1f}")
-        print(f"L{lay} {name}@{M} " + " ".join(cells), flush=True)
+        print(f"L{lay} {shape_key(name)}@{M} " + " ".join(cells), flush=True)
 
 
 if __name__ == "__main__":

@@ -6,12 +6,9 @@
 import sys
 
 sys.path.insert(0, "benchmarks")
-from _common import _C  # noqa: E402
+from _common import _C, matmul_shapes  # noqa: E402
 
-SHAPES = {"qkv": (3072, 2048, 3), "o": (2048, 2048, 1), "gate_up": (16384, 2048, 2), "down": (2048, 8192, 1),
-          "lm_head": (128256, 2048, 0)}
 opts = dict(a.split("=", 1) for a in sys.argv[1:] if "=" in a)
 M, variant = int(opts.get("M", 1)), int(opts.get("variant", 2))
-for name in [a for a in sys.argv[1:] if "=" not in a] or ["down"]:
-    N, K, mode = SHAPES[name]
+for name, N, K, mode in matmul_shapes([a for a in sys.argv[1:] if "=" not in a] or ["down"]):
     print(name, M, _C.cuda_bench_matmul(M, N, K, mode, variant, False, 2, (0, 0, 0)))
