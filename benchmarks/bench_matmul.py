@@ -17,24 +17,16 @@ LLAMA_KERNEL_BENCH_COPIES=1 times one weight copy instead (L2-resident when it f
 import argparse
 import os
 
-from _common import MATMUL_SHAPES, _C, device_line, matmul_shapes, save_json, time_torch_graph, torch_or_none
-
-SHAPES = [(name, N, K) for name, N, K, _ in MATMUL_SHAPES]
-# each shape's output as the decode step uses it (_common.MATMUL_SHAPES; split-K applies only to the add into
+# (_common.MATMUL_SHAPES: each shape's output mode as the decode step uses it; split-K applies only to the add into
 # the residual, o and down)
-MODE = {name: mode for name, _, _, mode in MATMUL_SHAPES}
-
-
-def mode_of(name):
-    return MODE[name]
+from _common import MATMUL_SHAPES, _C, device_line, matmul_shapes, save_json, time_torch_graph, torch_or_none
 
 
 def tune(iters):
     """One-row GEMV configurations (weight rows per warp, chunks in flight per lane, K splits) per shape."""
     print("| shape | mode | rows/warp | chunks in flight | K splits | us | TB/s |\n|---|---|---|---|---|---|---|")
     out = []
-    for name, N, K in SHAPES:
-        mode = mode_of(name)
+    for name, N, K, mode in MATMUL_SHAPES:
         nbytes = N * K / 2 + N * K / 128 * 4
         res = [(0, 0, 0)]
         for rr in (1, 2, 4):
@@ -74,8 +66,7 @@ def tune_tiled(iters, Ms=(1, 4, 16)):
     one-block units, K splits) per shape and M."""
     print("| shape | M | warps along K | groups per step | K splits | us | TB/s |\n|---|---|---|---|---|---|---|")
     out = []
-    for name, N, K in SHAPES:
-        mode = mode_of(name)
+    for name, N, K, mode in MATMUL_SHAPES:
         nbytes = N * K / 2 + N * K / 128 * 4
         for M in Ms:
             confs = [(0, 0, 0)] + [(wk, g, 1) for wk in (1, 2, 4, 8) for g in (1, 2)] + [(16, 0, 1), (8, 0, 2)]
@@ -142,7 +133,7 @@ def main():
     print("| shape | M | lut us | optimized us | batched us | tiled us | chosen | chosen TB/s | chosen TFLOP/s | "
           "cuBLAS bf16 us | tinygemm us | vs cuBLAS | vs tinygemm |")
     print("|---|---|---|---|---|---|---|---|---|---|---|---|---|")
-    for name, N, K, _ in matmul_shapes(a.shapes):
+    for name, N, K, mode in matmul_shapes(a.shapes):
         for M in Ms:
             if M >= 256 and name in ("qkv 3B", "o 3B", "gate_up 3B", "down 3B", "o", "qkv") and a.quick:
                 continue
@@ -151,7 +142,7 @@ def main():
                 if vn in ("lut", "optimized") and M > 16:
                     r[vn] = None
                     continue
-                r[vn] = bench(M, N, K, mode_of(name), v, a.iters, tiled=vn == "tiled")
+                r[vn] = bench(M, N, K, mode, v, a.iters, tiled=vn == "tiled")
             # what an engine uses: one sequence the row-interleaved GEMV, 2+ sequences the tiled layout
             r["chosen"] = "optimized" if M == 1 else "tiled"
             best = r[r["chosen"]]
