@@ -204,6 +204,28 @@ def test_gemv_unit_prefetch_fewer_rows(N, K, mode, mask, monkeypatch):
     check_gemv_pf_kernel(N, K, mode, mask, expect_pf, N + K + mode, monkeypatch)
 
 
+@pytest.mark.parametrize("N,K", [(16384, 2048), (10002, 3072), (2048, 8192), (2048, 2048)])
+def test_gemv_lean_loop_identical(N, K, monkeypatch):
+    """The next-step-in-flight GEMV's lean loop (default where each lane has whole chunk steps: 4 weight rows a
+    warp at K = 2,048 and 3,072, where N = 10,002 leaves a last unit of 2 rows, and of one SwiGLU pair; 1 row a
+    warp with 4 and 2 chunks a lane at K = 8,192 and 2,048) against the general loop (LLAMA_KERNEL_GEMV_LEAN=0),
+    and the 4-rows-a-warp grid cut to one wave (default) against the grid of up to 8 blocks an SM
+    (LLAMA_KERNEL_GEMV_PF_WAVE=0): close to the reference, and the same bits, plain, residual-add and SwiGLU."""
+    rng = np.random.default_rng(N + K)
+    qs, p = quant.quantize((rng.standard_normal((N, K)) * 0.02).astype(np.float32))
+    x = rng.standard_normal((1, K)).astype(np.float32)
+    for mode in (0, 1, 2):
+        y0 = rng.standard_normal((1, N)).astype(np.float32) if mode == 1 else None
+        outs = []
+        for env in ({}, {"LLAMA_KERNEL_GEMV_LEAN": "0"}, {"LLAMA_KERNEL_GEMV_PF_WAVE": "0"}):
+            for k in ("LLAMA_KERNEL_GEMV_LEAN", "LLAMA_KERNEL_GEMV_PF_WAVE"):
+                monkeypatch.setenv(k, env.get(k, ""))
+            y, _ = _C.cuda_matmul(x, qs, p, mode=mode, variant=VARIANTS["optimized"], y=y0)
+            outs.append(y)
+        assert R.rel_err(outs[0], mm_ref(x, qs, p, mode, y0)) < 5e-3, mode
+        assert all(np.array_equal(outs[0], o) for o in outs[1:]), mode
+
+
 def test_engine_gemv_unit_prefetch_identical(ckpt_1b_2layers, monkeypatch):
     """The same switch in the engine (gate_up and the LM head with their RMSNorm prologues, o and down; with 7
     also qkv with its rotary epilogue): the same tokens and logits, graphs off and on."""
