@@ -1069,7 +1069,7 @@ __global__ void __launch_bounds__(NW * 32, NW > 8 || NT * (PAIR ? 2 : 1) >= 8 ? 
                     /* the x sums of column m = 8 nt + 2 t + (e & 1) (rows g and g + 8 alike) */
                     if constexpr (XSK) {
                         if (xs_use) {
-                            float *xg = &xsum[warp][grp + j - g0][0];
+                            float *xg = &xsum[XSK ? warp : 0][XSK ? grp + j - g0 : 0][0];
                             if (need_x) {
                                 if (g == 0)
 #pragma unroll
