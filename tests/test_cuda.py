@@ -302,44 +302,6 @@ def test_tiled_early_identical(N, K, monkeypatch):
         assert np.array_equal(ys[0], ys[1]) and np.array_equal(ys[0], ys[2]), (M, mode)
 
 
-@pytest.mark.parametrize("K", [2048, 3072])
-def test_tiled_x_sums_reused(K, monkeypatch):
-    """A matrix as wide as an LM head at 2-16 rows: each warp of the tiled small-batch kernel runs the whole K
-    of several 16-row units, and keeps its first unit's x sums a group (LLAMA_KERNEL_TILED_XS, default on)
-    instead of repeating the MMAs with ones: the same bits with it off, and the reference's (checked on 1,024
-    rows at each end). N gives every warp at least two units on this card (units > 16 per SM), and its last
-    block fewer warps' units than the others."""
-    monkeypatch.setenv("LLAMA_KERNEL_TILED", "1")
-    sms = _C.build_info()["sm_count"]
-    N = 16 * (16 * sms + 16 * sms // 3 + 5)
-    rng = np.random.default_rng(K + 77)
-    w = (rng.standard_normal((N, K)) * 0.02).astype(np.float32)
-    qs, p = quant.quantize(w)
-    sel = np.r_[0:1024, N - 1024:N]
-    for M, mode, x, y0 in mm_cases(rng, (2, 9, 16), N, K):
-        if mode == 2:  # (SwiGLU runs the pair form, which keeps no x sums)
-            continue
-        ys = []
-        for v in ("", "0"):
-            monkeypatch.setenv("LLAMA_KERNEL_TILED_XS", v)
-            y, _, kernel = _C.cuda_matmul(x, qs, p, mode=mode, variant=0, y=y0, kernel=True)
-            assert kernel == "k_gemv_tiled", (M, mode, v, kernel)
-            ys.append(y)
-        assert np.array_equal(ys[0], ys[1]), (M, mode)
-        ref = mm_ref(x, qs[sel], p[sel], mode, None if y0 is None else y0[:, sel])
-        assert R.rel_err(ys[0][:, sel].astype(np.float64), ref) < 5e-3, (M, mode)
-
-
-def test_engine_tiled_x_sums_identical(tmp_path, monkeypatch):
-    """The same switch in an engine of 16 sequences with a 64,000-word LM head (two units for some warps on
-    cards up to ~250 SMs), 10 sequences decoding: the same tokens and logits, graphs off and on."""
-    ckpt = make_random_checkpoint(str(tmp_path), "llama-3.2-1b", seed=12, std=0.02, num_hidden_layers=1,
-                                  vocab_size=64000)
-    rng = np.random.default_rng(12)
-    prompts = [[int(t) for t in rng.integers(0, 64000, n)] for n in (3, 9, 17, 24, 5, 11, 30, 2, 8, 13)]
-    check_launch_switch_identical(ckpt, "LLAMA_KERNEL_TILED_XS", monkeypatch, prompts, batch_size=16)
-
-
 def test_engine_tiled_early_identical(ckpt_1b_2layers, monkeypatch):
     """The same switch in an engine of 4 sequences (every matrix tiled; rotary, SwiGLU and residual-add
     epilogues, graphs off and on): "0", the default and "1" give the same tokens and logits."""

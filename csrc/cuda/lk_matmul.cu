@@ -926,15 +926,9 @@ template <int NT, bool PAIR, int G, int NW>
 __global__ void __launch_bounds__(NW * 32, NW > 8 || NT * (PAIR ? 2 : 1) >= 8 ? 1 : 2)
     k_gemv_tiled(const uint4 *__restrict__ W, const half2 *__restrict__ P, const half *__restrict__ x, int ldx, int M,
                  int K, int N, int n_out, int hidden, void *out, int ldo, int mode, int WK, float *__restrict__ partial,
-                 int *__restrict__ counters, lk_rope_epi re, int early, int xs) {
+                 int *__restrict__ counters, lk_rope_epi re, int early) {
     constexpr int NB = PAIR ? 2 : 1, NE = NB * NT * 4;
-    /* xs (one-block units of at most 16 rows): a warp that runs the whole K of several units (WK = 1, the
-     * LM head) keeps each group's x sums of its first unit here and reads them for the next units instead
-     * of the MMAs with ones (the same values: they depend on x only) */
-    constexpr bool XSK = !PAIR && NT <= 2 && NW <= 8;
-    constexpr int XS_G = 32; /* groups (K <= 4,096) */
     __shared__ float red[NW][NE][32]; /* WK > 1: each warp's sums, summed by warp wk = 0 */
-    __shared__ __align__(8) float xsum[XSK ? NW : 1][XSK ? XS_G : 1][XSK ? 8 * NT : 2];
     __shared__ int is_last;
     const int lane = threadIdx.x & 31, warp = threadIdx.x >> 5, g = lane >> 2, t = lane & 3;
     const int WU = NW / WK, wu = warp / WK, wk = warp % WK;
@@ -999,10 +993,8 @@ __global__ void __launch_bounds__(NW * 32, NW > 8 || NT * (PAIR ? 2 : 1) >= 8 ? 
     if (early & 2) lk_pdl_trigger();
     if (!(early & 1) && first) load(blockIdx.x * WU + wu, g0, wc, pc);
     float acc[NB][NT][4] = {};
-    const bool xs_use = XSK && xs && WK == 1 && S == 1 && g1 - g0 <= XS_G;
     for (int ub = blockIdx.x * WU; ub < units; ub += stride) {
         const int unit = ub + wu;
-        const bool need_x = !xs_use || ub == blockIdx.x * WU; /* warp-uniform: the MMAs with ones this unit */
 #pragma unroll
         for (int b = 0; b < NB; b++)
 #pragma unroll
@@ -1061,28 +1053,8 @@ __global__ void __launch_bounds__(NW * 32, NW > 8 || NT * (PAIR ? 2 : 1) >= 8 ? 
 #pragma unroll
                                 for (int nt = 0; nt < NT; nt++) mma16816(c[b][nt], a, b0[nt], b1[nt]);
                             }
-                            if (need_x)
 #pragma unroll
-                                for (int nt = 0; nt < NT; nt++) mma16816(cx[nt], ones, b0[nt], b1[nt]);
-                        }
-                    }
-                    /* the x sums of column m = 8 nt + 2 t + (e & 1) (rows g and g + 8 alike) */
-                    if constexpr (XSK) {
-                        if (xs_use) {
-                            float *xg = &xsum[XSK ? warp : 0][XSK ? grp + j - g0 : 0][0];
-                            if (need_x) {
-                                if (g == 0)
-#pragma unroll
-                                    for (int nt = 0; nt < NT; nt++)
-                                        *reinterpret_cast<float2 *>(xg + 8 * nt + 2 * t) = make_float2(cx[nt][0], cx[nt][1]);
-                            } else {
-#pragma unroll
-                                for (int nt = 0; nt < NT; nt++) {
-                                    const float2 v = *reinterpret_cast<const float2 *>(xg + 8 * nt + 2 * t);
-                                    cx[nt][0] = cx[nt][2] = v.x;
-                                    cx[nt][1] = cx[nt][3] = v.y;
-                                }
-                            }
+                            for (int nt = 0; nt < NT; nt++) mma16816(cx[nt], ones, b0[nt], b1[nt]);
                         }
                     }
                     /* correct and scale this group: rows g (c[0], c[1]) and g + 8 (c[2], c[3], values x16) */
@@ -1111,7 +1083,6 @@ __global__ void __launch_bounds__(NW * 32, NW > 8 || NT * (PAIR ? 2 : 1) >= 8 ? 
                     }
             }
         }
-        if (xs_use) __syncwarp(); /* the first unit's x sums, seen by every lane from the next unit on */
         if (WK > 1) {
             /* sum the K slices of the WK warps of this unit (uniform: every warp runs every iteration) */
             __syncthreads();
@@ -3265,14 +3236,10 @@ static lk_status launch_gemv_tiled(const lk_dmat *W, const half *x, int M, int l
      * 22,924 / 22,884 (1) -> 23,713 / 23,178 tok/s (3) */
     const char *ee = getenv("LLAMA_KERNEL_TILED_EARLY");
     const int early = ee && *ee ? atoi(ee) & 3 : 3;
-    /* LLAMA_KERNEL_TILED_XS=0 (A/B; read every call): a warp over several units of the whole K (the LM head,
-     * WK = 1) runs the MMAs with ones for its x sums in every unit, not only the first (k_gemv_tiled's xs) */
-    const char *xe = getenv("LLAMA_KERNEL_TILED_XS");
-    const int xs = !(xe && xe[0] == '0');
 #define TG_LAUNCH(GG, NWT)                                                                                          \
     LAUNCH("k_gemv_tiled", (k_gemv_tiled<NT, PAIR, GG, NWT>), grid, dim3(NWT * 32), 0, st, (const uint4 *)W->w,     \
            W->p, x, ldx, M, W->K, N, n_out, hidden, out, ldo, add_mode(mode), WK, ws ? ws->tg_partial : (float *)NULL,        \
-           ws ? ws->tg_counters : (int *)NULL, re, early, xs)
+           ws ? ws->tg_counters : (int *)NULL, re, early)
     /* two groups per step only where the registers allow it (one-block units, up to 16 rows) */
     if constexpr (NT <= 2) {
         if (NWB > TG_WARPS) {
