@@ -538,6 +538,16 @@ __device__ __forceinline__ void gemv_body(const uint4 *__restrict__ W, const hal
                 rows[r] = rows0[r];
                 ok[r] = ok0[r];
             }
+            /* the step loaded in wn / pn becomes the one computed next */
+            auto take = [&](const uint4 (&wn)[U][RR], const half2 (&pn)[U][RR]) {
+#pragma unroll
+                for (int u = 0; u < U; u++)
+#pragma unroll
+                    for (int r = 0; r < RR; r++) {
+                        w0[u][r] = wn[u][r];
+                        p0[u][r] = pn[u][r];
+                    }
+            };
             /* lean (xmode bit 5, GEMV_LEAN in launch_gemv): where every lane has the same whole chunk steps (no
              * split, K a multiple of 1,024 U), the same loads and sums without the general loop's per-chunk
              * predicates and zero fills, and a unit's row addresses made once, not at each step's loads. Rows
@@ -554,15 +564,6 @@ __device__ __forceinline__ void gemv_body(const uint4 *__restrict__ W, const hal
                         wa[r] = W + row * chunks + lane;
                         pa[r] = P + row * groups + (lane >> 2);
                     }
-                };
-                auto take = [&](const uint4 (&wn)[U][RR], const half2 (&pn)[U][RR]) {
-#pragma unroll
-                    for (int u = 0; u < U; u++)
-#pragma unroll
-                        for (int r = 0; r < RR; r++) {
-                            w0[u][r] = wn[u][r];
-                            p0[u][r] = pn[u][r];
-                        }
                 };
                 /* step k's chunks (unit's chunk lane + 32 (k U + u)) and groups into wn / pn */
                 auto load_step = [&](int k, uint4 (&wn)[U][RR], half2 (&pn)[U][RR]) {
@@ -619,15 +620,7 @@ __device__ __forceinline__ void gemv_body(const uint4 *__restrict__ W, const hal
                             load_item(nrows, nok, c0 + lane, wn, pn);
                         }
                         compute_item(c0 + lane + k * 32 * U, w0, p0, lt);
-                        if (next) {
-#pragma unroll
-                            for (int u = 0; u < U; u++)
-#pragma unroll
-                                for (int r = 0; r < RR; r++) {
-                                    w0[u][r] = wn[u][r];
-                                    p0[u][r] = pn[u][r];
-                                }
-                        }
+                        if (next) take(wn, pn);
                     }
                     finish_unit(head, i0);
 #pragma unroll
