@@ -302,6 +302,27 @@ def test_tiled_early_identical(N, K, monkeypatch):
         assert np.array_equal(ys[0], ys[1]) and np.array_equal(ys[0], ys[2]), (M, mode)
 
 
+@pytest.mark.parametrize("K", [2048, 3072])
+def test_tiled_wide_matrix_several_units(K, monkeypatch):
+    """A matrix as wide as an LM head at 2-16 rows on the tiled small-batch kernel: each warp runs the whole K of
+    several 16-row units in its grid-stride loop (N gives every warp at least two units on this card, and the last
+    block fewer warps' units than the others), plain, residual-add and fp16 outputs against the reference (checked
+    on 1,024 rows at each end). (The cases session 32's x-sum reuse, reverted in v85, was tested on.)"""
+    monkeypatch.setenv("LLAMA_KERNEL_TILED", "1")
+    sms = _C.build_info()["sm_count"]
+    N = 16 * (16 * sms + 16 * sms // 3 + 5)
+    rng = np.random.default_rng(K + 77)
+    qs, p = quant.quantize((rng.standard_normal((N, K)) * 0.02).astype(np.float32))
+    sel = np.r_[0:1024, N - 1024:N]
+    for M, mode, x, y0 in mm_cases(rng, (2, 9, 16), N, K):
+        if mode == 2:  # (SwiGLU runs the pair form)
+            continue
+        y, _, kernel = _C.cuda_matmul(x, qs, p, mode=mode, variant=0, y=y0, kernel=True)
+        assert kernel == "k_gemv_tiled", (M, mode, kernel)
+        ref = mm_ref(x, qs[sel], p[sel], mode, None if y0 is None else y0[:, sel])
+        assert R.rel_err(y[:, sel].astype(np.float64), ref) < 5e-3, (M, mode)
+
+
 def test_engine_tiled_early_identical(ckpt_1b_2layers, monkeypatch):
     """The same switch in an engine of 4 sequences (every matrix tiled; rotary, SwiGLU and residual-add
     epilogues, graphs off and on): "0", the default and "1" give the same tokens and logits."""
