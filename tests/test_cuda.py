@@ -323,6 +323,42 @@ def test_tiled_wide_matrix_several_units(K, monkeypatch):
         assert R.rel_err(y[:, sel].astype(np.float64), ref) < 5e-3, (M, mode)
 
 
+@pytest.mark.parametrize("K", [2048, 3072])
+def test_tiled_duo_units(K, monkeypatch):
+    """Two consecutive 16-row blocks a unit of the tiled small-batch kernel (plain outputs, 2-16 rows): on a matrix
+    wide enough for the default rule (every warp of a full grid a duo unit or more; N a multiple of 32) it is taken
+    and gives the same bits as one block a unit (LLAMA_KERNEL_TILED_DUO=0: each warp still runs the whole K), and
+    the reference's (checked on 1,024 rows at each end); forced (=2) on narrow matrices, where each unit's K is
+    split over the block's warps, the reference's."""
+    monkeypatch.setenv("LLAMA_KERNEL_TILED", "1")
+    sms = _C.build_info()["sm_count"]
+    N = 32 * (2 * 8 * sms + 8 * sms // 3 + 5)
+    rng = np.random.default_rng(K + 78)
+    qs, p = quant.quantize((rng.standard_normal((N, K)) * 0.02).astype(np.float32))
+    sel = np.r_[0:1024, N - 1024:N]
+    for M, mode, x, y0 in mm_cases(rng, (2, 9, 16), N, K):
+        if mode == 2:  # (SwiGLU runs the pair form)
+            continue
+        ys = []
+        for v, want in (("", "k_gemv_tiled (two row blocks a unit)"), ("0", "k_gemv_tiled")):
+            monkeypatch.setenv("LLAMA_KERNEL_TILED_DUO", v)
+            y, _, kernel = _C.cuda_matmul(x, qs, p, mode=mode, variant=0, y=y0, kernel=True)
+            assert kernel == want, (M, mode, v, kernel)
+            ys.append(y)
+        assert np.array_equal(ys[0], ys[1]), (M, mode)
+        ref = mm_ref(x, qs[sel], p[sel], mode, None if y0 is None else y0[:, sel])
+        assert R.rel_err(ys[0][:, sel].astype(np.float64), ref) < 5e-3, (M, mode)
+    monkeypatch.setenv("LLAMA_KERNEL_TILED_DUO", "2")
+    for N2, K2 in ((1056, 640), (2048, 8192), (64, 128)):
+        qs2, p2 = quant.quantize((rng.standard_normal((N2, K2)) * 0.02).astype(np.float32))
+        for M, mode, x, y0 in mm_cases(rng, (2, 9, 16), N2, K2):
+            if mode == 2:
+                continue
+            y, _, kernel = _C.cuda_matmul(x, qs2, p2, mode=mode, variant=0, y=y0, kernel=True)
+            assert kernel == "k_gemv_tiled (two row blocks a unit)", (N2, K2, M, mode, kernel)
+            assert R.rel_err(y, mm_ref(x, qs2, p2, mode, y0)) < 5e-3, (N2, K2, M, mode)
+
+
 def test_engine_tiled_early_identical(ckpt_1b_2layers, monkeypatch):
     """The same switch in an engine of 4 sequences (every matrix tiled; rotary, SwiGLU and residual-add
     epilogues, graphs off and on): "0", the default and "1" give the same tokens and logits."""

@@ -915,12 +915,13 @@ __device__ __forceinline__ void tiled_epilogue(const float (&acc)[NB][NT][4], co
     (void)N;
 }
 
-template <int NT, bool PAIR, int G, int NW>
-__global__ void __launch_bounds__(NW * 32, NW > 8 || NT * (PAIR ? 2 : 1) >= 8 ? 1 : 2)
+template <int NT, bool PAIR, int G, int NW, bool DUO = false>
+__global__ void __launch_bounds__(NW * 32, NW > 8 || NT * (PAIR || DUO ? 2 : 1) >= 8 ? 1 : 2)
     k_gemv_tiled(const uint4 *__restrict__ W, const half2 *__restrict__ P, const half *__restrict__ x, int ldx, int M,
                  int K, int N, int n_out, int hidden, void *out, int ldo, int mode, int WK, float *__restrict__ partial,
                  int *__restrict__ counters, lk_rope_epi re, int early) {
-    constexpr int NB = PAIR ? 2 : 1, NE = NB * NT * 4;
+    static_assert(!(PAIR && DUO), "a unit is a pair or a duo, not both");
+    constexpr int NB = PAIR || DUO ? 2 : 1, NE = NB * NT * 4;
     __shared__ float red[NW][NE][32]; /* WK > 1: each warp's sums, summed by warp wk = 0 */
     __shared__ int is_last;
     const int lane = threadIdx.x & 31, warp = threadIdx.x >> 5, g = lane >> 2, t = lane & 3;
@@ -931,14 +932,18 @@ __global__ void __launch_bounds__(NW * 32, NW > 8 || NT * (PAIR ? 2 : 1) >= 8 ? 
     const int wper = (max(0, bg1 - bg0) + WK - 1) / WK, g0 = bg0 + wk * wper, g1 = min(bg1, g0 + wper);
     const bool swiglu = mode == LK_OUT_SWIGLU_F16;
     const int half_blocks = PAIR && !swiglu ? (re.hd / 2) / 16 : 1;
-    const int units = !PAIR ? (N + 15) / 16 : swiglu ? (n_out + 15) / 16 : N / 32;
+    const int units = DUO ? N / 32 : !PAIR ? (N + 15) / 16 : swiglu ? (n_out + 15) / 16 : N / 32;
     const int stride = gridDim.x * WU;
     const uint32_t ONES = 0x3c003c00u;
     const uint32_t ones[4] = {ONES, ONES, ONES, ONES};
 
-    /* the 16-row blocks of a unit: one, a SwiGLU pair (j, hidden + j) or a rotary pair (dims i, i + hd/2) */
+    /* the 16-row blocks of a unit: one, two consecutive (DUO: plain outputs, N a multiple of 32), a SwiGLU pair
+     * (j, hidden + j) or a rotary pair (dims i, i + hd/2) */
     auto blocks_of = [&](int unit, int (&rb)[NB]) {
-        if (!PAIR) {
+        if (DUO) {
+            rb[0] = 2 * unit;
+            rb[NB - 1] = 2 * unit + 1;
+        } else if (!PAIR) {
             rb[0] = unit;
         } else if (swiglu) {
             rb[0] = unit;
@@ -965,6 +970,18 @@ __global__ void __launch_bounds__(NW * 32, NW > 8 || NT * (PAIR ? 2 : 1) >= 8 ? 
                 pv[j][b][0] = in ? P[((size_t)rb[b] * groups + grp + j) * 16 + g] : __float2half2_rn(0.0f);
                 pv[j][b][1] = in ? P[((size_t)rb[b] * groups + grp + j) * 16 + g + 8] : __float2half2_rn(0.0f);
             }
+        }
+    };
+
+    /* a unit's outputs: a duo's two blocks each as a unit of one */
+    auto epilogue = [&](const float (&acc)[NB][NT][4], const int (&rb)[NB]) {
+        if constexpr (DUO) {
+#pragma unroll
+            for (int b = 0; b < NB; b++)
+                tiled_epilogue<NT, 1>(reinterpret_cast<const float(&)[1][NT][4]>(acc[b]),
+                                      reinterpret_cast<const int(&)[1]>(rb[b]), g, t, M, N, n_out, out, ldo, mode, re);
+        } else {
+            tiled_epilogue<NT, NB>(acc, rb, g, t, M, N, n_out, out, ldo, mode, re);
         }
     };
 
@@ -1101,7 +1118,7 @@ __global__ void __launch_bounds__(NW * 32, NW > 8 || NT * (PAIR ? 2 : 1) >= 8 ? 
         if (S == 1 && !wk && unit < units) {
             int rb[NB];
             blocks_of(unit, rb);
-            tiled_epilogue<NT, NB>(acc, rb, g, t, M, N, n_out, out, ldo, mode, re);
+            epilogue(acc, rb);
         }
     }
     if (!(early & 2)) lk_pdl_trigger();
@@ -1141,7 +1158,7 @@ __global__ void __launch_bounds__(NW * 32, NW > 8 || NT * (PAIR ? 2 : 1) >= 8 ? 
                         for (int z = 0; z < S; z++) v += __ldcg(&partial[((size_t)z * M + m) * N + row]);
                     acc[b][nt][e] = v;
                 }
-        tiled_epilogue<NT, NB>(acc, rb, g, t, M, N, n_out, out, ldo, mode, re);
+        epilogue(acc, rb);
     }
     if (threadIdx.x == 0) counters[blockIdx.x] = 0;
 }
@@ -3189,13 +3206,14 @@ lk_status lk_mm_init(void) {
 }
 
 static int tiled_wide_blocks(void);
+static bool tiled_duo(int N, int sm_count);
 
-template <int NT, bool PAIR>
+template <int NT, bool PAIR, bool DUO = false>
 static lk_status launch_gemv_tiled(const lk_dmat *W, const half *x, int M, int ldx, void *out, int ldo, int mode,
                                    int n_out, int hidden, const lk_mm_ws *ws, int sm_count, const lk_rope_epi &re,
                                    cudaStream_t st) {
     const int N = W->N, groups = W->K / 128;
-    const int units = !PAIR ? lk_cdiv(N, 16) : mode == LK_OUT_SWIGLU_F16 ? lk_cdiv(n_out, 16) : N / 32;
+    const int units = DUO ? N / 32 : !PAIR ? lk_cdiv(N, 16) : mode == LK_OUT_SWIGLU_F16 ? lk_cdiv(n_out, 16) : N / 32;
     if (((uintptr_t)x % 16) || ldx % 8)
         return lk_fail(LK_E_UNSUPPORTED, "tiled matmul: x must be 16-byte aligned with a row stride that is a "
                                          "multiple of 8 (got %d)", ldx);
@@ -3210,9 +3228,9 @@ static lk_status launch_gemv_tiled(const lk_dmat *W, const half *x, int M, int l
      * all along K, so each SM has 16 warps of loads in flight. Measured (run 10, H100): down 10.8
      * -> 10.3 us at 16 rows, 39.4 -> 36.7 at 64; on the short-K or wider matrices it lost (qkv 5.3
      * -> 7.0, o 3B 8.6 -> 11.1, down 3B 13.5 -> 16.7), so only here */
-    if (NT <= 2 && units <= sm_count && groups >= 64 && tiled_wide_blocks()) WK = 16;
+    if (NT <= 2 && !DUO && units <= sm_count && groups >= 64 && tiled_wide_blocks()) WK = 16;
     if (g_tune_tiled.wk) {
-        WK = NT <= 2 || g_tune_tiled.wk <= TG_WARPS ? g_tune_tiled.wk : TG_WARPS;
+        WK = (NT <= 2 && !DUO) || g_tune_tiled.wk <= TG_WARPS ? g_tune_tiled.wk : TG_WARPS;
         S = g_tune_tiled.s && ws && ws->tg_partial &&
                     lk_cdiv(units, (WK > TG_WARPS ? WK : TG_WARPS) / WK) <= ws->tg_n_counters &&
                     (size_t)g_tune_tiled.s * (size_t)M * (size_t)N <= ws->tg_partial_floats
@@ -3230,22 +3248,36 @@ static lk_status launch_gemv_tiled(const lk_dmat *W, const half *x, int M, int l
     const char *ee = getenv("LLAMA_KERNEL_TILED_EARLY");
     const int early = ee && *ee ? atoi(ee) & 3 : 3;
 #define TG_LAUNCH(GG, NWT)                                                                                          \
-    LAUNCH("k_gemv_tiled", (k_gemv_tiled<NT, PAIR, GG, NWT>), grid, dim3(NWT * 32), 0, st, (const uint4 *)W->w,     \
+    LAUNCH(DUO ? "k_gemv_tiled (two row blocks a unit)" : "k_gemv_tiled", (k_gemv_tiled<NT, PAIR, GG, NWT, DUO>),     \
+           grid, dim3(NWT * 32), 0, st, (const uint4 *)W->w,                                                          \
            W->p, x, ldx, M, W->K, N, n_out, hidden, out, ldo, add_mode(mode), WK, ws ? ws->tg_partial : (float *)NULL,        \
            ws ? ws->tg_counters : (int *)NULL, re, early)
     /* two groups per step only where the registers allow it (one-block units, up to 16 rows) */
-    if constexpr (NT <= 2) {
+    if constexpr (NT <= 2 && !DUO) {
         if (NWB > TG_WARPS) {
             if constexpr (PAIR) TG_LAUNCH(1, 2 * TG_WARPS);
             else TG_LAUNCH(TG_GROUPS_1, 2 * TG_WARPS);
             return LK_OK;
         }
     }
-    if constexpr (PAIR || NT >= 4) TG_LAUNCH(1, TG_WARPS);
+    if constexpr (PAIR || DUO || NT >= 4) TG_LAUNCH(1, TG_WARPS);
     else if (g_tune_tiled.g == 1) TG_LAUNCH(1, TG_WARPS);
     else TG_LAUNCH(TG_GROUPS_1, TG_WARPS);
 #undef TG_LAUNCH
     return LK_OK;
+}
+
+/* two consecutive 16-row blocks a unit of the tiled small-batch kernel (plain outputs, 1-16 rows): the two blocks
+ * share each group's x fragments and x sums, so a warp loads x and runs the x-sum mma once per 32 weight rows
+ * instead of per 16. Only where the duo units still give every warp of a full grid (two 8-warp blocks an SM)
+ * one or more (the LM head: 4,008 for 2,112 warps on 132 SMs): on narrower matrices half the warps would idle.
+ * LLAMA_KERNEL_TILED_DUO (A/B; read every call): 0 never, 2 wherever N is a multiple of 32 */
+static bool tiled_duo(int N, int sm_count) {
+    if (N % 32) return false;
+    const char *e = getenv("LLAMA_KERNEL_TILED_DUO");
+    if (e && e[0] == '0') return false;
+    if (e && e[0] == '2') return true;
+    return N / 32 >= 2 * sm_count * TG_WARPS;
 }
 
 /* 16-warp blocks of the tiled small-batch kernel for matrices with few row blocks, unless
@@ -3340,10 +3372,17 @@ static lk_status matmul_impl(const lk_dmat *W, const half *x, int M, int ldx, vo
                 const half *xm = x + (size_t)m0 * ldx;
                 lk_rope_epi rm;
                 void *om = out_slice(mode, out, ldo, re, m0, &rm);
-#define TG_CALL(NT) \
-    (pair ? launch_gemv_tiled<NT, true>(W, xm, mm, ldx, om, ldo, mode, n_out, hidden, ws, sm_count, rm, st) \
-          : launch_gemv_tiled<NT, false>(W, xm, mm, ldx, om, ldo, mode, n_out, hidden, ws, sm_count, rm, st))
-                const lk_status r = mm <= 8 ? TG_CALL(1) : mm <= 16 ? TG_CALL(2) : TG_CALL(4);
+                const bool duo = !pair && mm <= 16 && tiled_duo(W->N, sm_count);
+#define TG_ARGS W, xm, mm, ldx, om, ldo, mode, n_out, hidden, ws, sm_count, rm, st
+#define TG_CALL(NT)                                             \
+    (pair  ? launch_gemv_tiled<NT, true>(TG_ARGS)               \
+     : duo ? launch_gemv_tiled<NT, false, true>(TG_ARGS)        \
+           : launch_gemv_tiled<NT, false>(TG_ARGS))
+                const lk_status r = mm <= 8    ? TG_CALL(1)
+                                    : mm <= 16 ? TG_CALL(2)
+                                    : pair     ? launch_gemv_tiled<4, true>(TG_ARGS)
+                                               : launch_gemv_tiled<4, false>(TG_ARGS);
+#undef TG_ARGS
 #undef TG_CALL
                 if (r) return r;
             }
@@ -3396,6 +3435,22 @@ static lk_status matmul_impl(const lk_dmat *W, const half *x, int M, int ldx, vo
                 const char *q4 = getenv("LLAMA_KERNEL_GEMV_QKV_RR4");
                 if (!(q4 && q4[0] == '0')) RR = 4;
             }
+            /* fp32 / fp16 outputs (not the residual add) on rows of at most 96 chunks (K <= 3,072): the most rows
+             * a warp (4, 2, 1) whose warps still fill half of one wave (sm_count x GEMV_WARPS), where the rule above
+             * leaves a warp count a little past a wave, a second round of short warps. H200 (NOTES v86, alone, us):
+             * qkv-shaped fp16 outputs, 1B 1 -> 2 rows a warp 3.1 -> 2.6, 3B 2 -> 4 rows 6.7 -> 4.8. The residual
+             * add keeps the rule above: the 3B o (1 -> 2 rows, 4 chunks in flight) was 3.5 -> 3.4 us alone but the
+             * 3B's batch-1 decode 1,071 -> 1,058 tok/s. LLAMA_KERNEL_GEMV_HALF_WAVE=0 (A/B, read every call) keeps
+             * the rule above everywhere */
+            bool half_wave = false;
+            if (!pair && chunks <= 96 && mode != LK_OUT_ADD_F32) {
+                const char *hw = getenv("LLAMA_KERNEL_GEMV_HALF_WAVE");
+                if (!(hw && hw[0] == '0')) {
+                    half_wave = true;
+                    const int half = sm_count * GEMV_WARPS;
+                    RR = units_of(4) >= half ? 4 : units_of(2) >= half ? 2 : 1;
+                }
+            }
             U = 2;
             /* 4 chunks in flight a lane at one weight row a warp on rows of more than one step (down; the 3B's
              * o): down streamed at ~1.3 TB/s past its fixed cost with 2 (gate_up ~2.7; step timeline, NOTES v55),
@@ -3403,7 +3458,7 @@ static lk_status matmul_impl(const lk_dmat *W, const half *x, int M, int ldx, vo
              * 1,968 -> 2,079 tok/s, 3B 863 -> 885; 8 in flight 2,055 / 823, 4 bound to 64 registers 1,968 / 861;
              * 4 only on rows of 128+ chunks (not the 3B's o) 3B 880 -> 859; 4 at 2 rows a warp too (3B qkv)
              * 882 -> 876. LLAMA_KERNEL_GEMV_LONG_U=2|4|8 (A/B, read every call) sets it */
-            if (RR == 1 && chunks > 64) {
+            if ((RR == 1 || (RR == 2 && half_wave)) && chunks > 64) {
                 const char *lu = getenv("LLAMA_KERNEL_GEMV_LONG_U");
                 const int u = lu && *lu ? atoi(lu) : 4;
                 if (u == 2 || u == 4 || u == 8) U = u;
