@@ -302,25 +302,37 @@ def test_tiled_early_identical(N, K, monkeypatch):
         assert np.array_equal(ys[0], ys[1]) and np.array_equal(ys[0], ys[2]), (M, mode)
 
 
+def tiled_wide_cases(N, K, seed, monkeypatch):
+    """The tiled layout on and a random int4 matrix of N x K: yields (qs, p, M, mode, x, y0) for the plain,
+    residual-add and fp16 outputs at 2, 9 and 16 rows (SwiGLU runs the pair form)."""
+    monkeypatch.setenv("LLAMA_KERNEL_TILED", "1")
+    rng = np.random.default_rng(seed)
+    qs, p = quant.quantize((rng.standard_normal((N, K)) * 0.02).astype(np.float32))
+    for M, mode, x, y0 in mm_cases(rng, (2, 9, 16), N, K):
+        if mode != 2:
+            yield qs, p, M, mode, x, y0
+
+
+def wide_rel_err(y, x, qs, p, mode, y0):
+    """relative error of a wide matmul's output against the reference on its 1,024 rows at each end"""
+    N = qs.shape[0]
+    sel = np.r_[0:1024, N - 1024:N]
+    ref = mm_ref(x, qs[sel], p[sel], mode, None if y0 is None else y0[:, sel])
+    return R.rel_err(y[:, sel].astype(np.float64), ref)
+
+
 @pytest.mark.parametrize("K", [2048, 3072])
 def test_tiled_wide_matrix_several_units(K, monkeypatch):
     """A matrix as wide as an LM head at 2-16 rows on the tiled small-batch kernel: each warp runs the whole K of
     several 16-row units in its grid-stride loop (N gives every warp at least two units on this card, and the last
     block fewer warps' units than the others), plain, residual-add and fp16 outputs against the reference (checked
     on 1,024 rows at each end). (The cases session 32's x-sum reuse, reverted in v85, was tested on.)"""
-    monkeypatch.setenv("LLAMA_KERNEL_TILED", "1")
     sms = _C.build_info()["sm_count"]
     N = 16 * (16 * sms + 16 * sms // 3 + 5)
-    rng = np.random.default_rng(K + 77)
-    qs, p = quant.quantize((rng.standard_normal((N, K)) * 0.02).astype(np.float32))
-    sel = np.r_[0:1024, N - 1024:N]
-    for M, mode, x, y0 in mm_cases(rng, (2, 9, 16), N, K):
-        if mode == 2:  # (SwiGLU runs the pair form)
-            continue
+    for qs, p, M, mode, x, y0 in tiled_wide_cases(N, K, K + 77, monkeypatch):
         y, _, kernel = _C.cuda_matmul(x, qs, p, mode=mode, variant=0, y=y0, kernel=True)
         assert kernel == "k_gemv_tiled", (M, mode, kernel)
-        ref = mm_ref(x, qs[sel], p[sel], mode, None if y0 is None else y0[:, sel])
-        assert R.rel_err(y[:, sel].astype(np.float64), ref) < 5e-3, (M, mode)
+        assert wide_rel_err(y, x, qs, p, mode, y0) < 5e-3, (M, mode)
 
 
 @pytest.mark.parametrize("K", [2048, 3072])
@@ -330,15 +342,9 @@ def test_tiled_duo_units(K, monkeypatch):
     and gives the same bits as one block a unit (LLAMA_KERNEL_TILED_DUO=0: each warp still runs the whole K), and
     the reference's (checked on 1,024 rows at each end); forced (=2) on narrow matrices, where each unit's K is
     split over the block's warps, the reference's."""
-    monkeypatch.setenv("LLAMA_KERNEL_TILED", "1")
     sms = _C.build_info()["sm_count"]
     N = 32 * (2 * 8 * sms + 8 * sms // 3 + 5)
-    rng = np.random.default_rng(K + 78)
-    qs, p = quant.quantize((rng.standard_normal((N, K)) * 0.02).astype(np.float32))
-    sel = np.r_[0:1024, N - 1024:N]
-    for M, mode, x, y0 in mm_cases(rng, (2, 9, 16), N, K):
-        if mode == 2:  # (SwiGLU runs the pair form)
-            continue
+    for qs, p, M, mode, x, y0 in tiled_wide_cases(N, K, K + 78, monkeypatch):
         ys = []
         for v, want in (("", "k_gemv_tiled (two row blocks a unit)"), ("0", "k_gemv_tiled")):
             monkeypatch.setenv("LLAMA_KERNEL_TILED_DUO", v)
@@ -346,17 +352,13 @@ def test_tiled_duo_units(K, monkeypatch):
             assert kernel == want, (M, mode, v, kernel)
             ys.append(y)
         assert np.array_equal(ys[0], ys[1]), (M, mode)
-        ref = mm_ref(x, qs[sel], p[sel], mode, None if y0 is None else y0[:, sel])
-        assert R.rel_err(ys[0][:, sel].astype(np.float64), ref) < 5e-3, (M, mode)
+        assert wide_rel_err(ys[0], x, qs, p, mode, y0) < 5e-3, (M, mode)
     monkeypatch.setenv("LLAMA_KERNEL_TILED_DUO", "2")
     for N2, K2 in ((1056, 640), (2048, 8192), (64, 128)):
-        qs2, p2 = quant.quantize((rng.standard_normal((N2, K2)) * 0.02).astype(np.float32))
-        for M, mode, x, y0 in mm_cases(rng, (2, 9, 16), N2, K2):
-            if mode == 2:
-                continue
-            y, _, kernel = _C.cuda_matmul(x, qs2, p2, mode=mode, variant=0, y=y0, kernel=True)
+        for qs, p, M, mode, x, y0 in tiled_wide_cases(N2, K2, N2 + K2 + K, monkeypatch):
+            y, _, kernel = _C.cuda_matmul(x, qs, p, mode=mode, variant=0, y=y0, kernel=True)
             assert kernel == "k_gemv_tiled (two row blocks a unit)", (N2, K2, M, mode, kernel)
-            assert R.rel_err(y, mm_ref(x, qs2, p2, mode, y0)) < 5e-3, (N2, K2, M, mode)
+            assert R.rel_err(y, mm_ref(x, qs, p, mode, y0)) < 5e-3, (N2, K2, M, mode)
 
 
 def test_engine_tiled_early_identical(ckpt_1b_2layers, monkeypatch):
