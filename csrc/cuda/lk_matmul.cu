@@ -768,7 +768,8 @@ __device__ __forceinline__ void mma16816(float c[4], const uint32_t a[4], uint32
  * corrected with the token sums of x (one more mma against ones) and scaled:
  *   out += s * (C - 1024 X) / {1|16} + min * X.
  * A block's 8 warps (16 for 1B down, all along K) are WU row blocks ("units": one 16-row block, or two for
- * SwiGLU / rotary pairs) x WK warps along K, summed through shared memory; the
+ * SwiGLU / rotary pairs, or two consecutive ones on LM-head-wide plain matrices: tiled_duo) x WK warps along K,
+ * summed through shared memory; the
  * next group's weights are loaded before the current group is used (two in
  * flight per lane). K is split across blocks (gridDim.y) only when a benchmark
  * forces it (lk_mm_set_tune_tiled; measured slower, engines have no workspace
