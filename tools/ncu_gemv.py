@@ -2,6 +2,9 @@
 
     ncu --clock-control none -k regex:k_gemv python3 tools/ncu_gemv.py [down|gate_up|o|qkv|lm_head] [M=1] [variant=2]
     ncu --clock-control none -k regex:k_mm_q4_wg python3 tools/ncu_gemv.py gate_up M=2048 variant=3
+    LLAMA_KERNEL_TILED=1 ncu --clock-control none -k regex:k_gemv_tiled python3 tools/ncu_gemv.py lm_head M=16 variant=0
+
+(the last: the tiled layout's small-batch kernel, as engines of 2+ sequences run it; session 38 read it this way)
 """
 import sys
 
