@@ -873,6 +873,14 @@ __device__ __forceinline__ void rope_chunk(const lk_rope_epi &re, int hd, void *
     }
 }
 
+/* the fp32 output (residual) a lane's accumulator e of token tile nt stands for, in the 16-row block rb: token row
+ * 8 nt + 2 t + (e & 1), weight row rb * 16 + g (+ 8 for e >= 2); NULL past M or n_out */
+__device__ __forceinline__ float *tiled_out_at(void *out, int ldo, int M, int n_out, int rb, int g, int t, int nt,
+                                               int e) {
+    const int m = 8 * nt + 2 * t + (e & 1), row = rb * 16 + g + (e >= 2 ? 8 : 0);
+    return m < M && row < n_out ? (float *)out + (size_t)m * ldo + row : nullptr;
+}
+
 /* lane's outputs: rows g, g + 8 of each row block, tokens 2t, 2t + 1 (+ 8 per n8 tile) */
 template <int NT, int NB>
 __device__ __forceinline__ void tiled_epilogue(const float (&acc)[NB][NT][4], const int (&rb)[NB], int g, int t, int M,
@@ -881,10 +889,7 @@ __device__ __forceinline__ void tiled_epilogue(const float (&acc)[NB][NT][4], co
     if constexpr (NB == 1) {
         if (mode == LK_OUT_ADD_F32_BATCHED) { /* (see epi_store) 8 residual loads (two n8 tiles), then 8 stores */
             constexpr int CT = NT < 2 ? NT : 2;
-            auto at = [&](int nt, int e) -> float * {
-                const int m = 8 * nt + 2 * t + (e & 1), row = rb[0] * 16 + g + (e >= 2 ? 8 : 0);
-                return m < M && row < n_out ? (float *)out + (size_t)m * ldo + row : nullptr;
-            };
+            auto at = [&](int nt, int e) { return tiled_out_at(out, ldo, M, n_out, rb[0], g, t, nt, e); };
 #pragma unroll
             for (int c0 = 0; c0 < NT; c0 += CT)
                 add_chunk<4 * CT>([&](int q) { return at(c0 + q / 4, q & 3); },
@@ -1100,10 +1105,7 @@ __global__ void __launch_bounds__(NW * 32, NW > 8 || NT * (PAIR || DUO ? 2 : 1) 
         constexpr bool RPRE = !PAIR && !DUO && NT <= 2;
         float res[RPRE ? NT : 1][4];
         const bool pre = RPRE && S == 1 && mode == LK_OUT_ADD_F32_BATCHED && !wk && unit < units;
-        auto res_at = [&](int nt, int e) -> float * {
-            const int m = 8 * nt + 2 * t + (e & 1), row = unit * 16 + g + (e >= 2 ? 8 : 0);
-            return m < M && row < n_out ? (float *)out + (size_t)m * ldo + row : nullptr;
-        };
+        auto res_at = [&](int nt, int e) { return tiled_out_at(out, ldo, M, n_out, unit, g, t, nt, e); };
         if constexpr (RPRE) {
             if (pre)
 #pragma unroll
