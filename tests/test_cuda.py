@@ -161,6 +161,14 @@ def test_gemv_long_rows_more_in_flight(K, monkeypatch):
     check_gemv_switch_identical("LLAMA_KERNEL_GEMV_LONG_U", ("2", "", "8"), 2048, K, (1,), monkeypatch)
 
 
+@pytest.mark.parametrize("N,K", [(2048, 2048), (1000, 640), (136, 128)])
+def test_gemv_short_rows_more_in_flight(N, K, monkeypatch):
+    """One-row residual adds of one weight row a warp on rows of at most 64 chunks with 8 (default), 2 (the next
+    step in flight) or 4 chunks in flight a lane (LLAMA_KERNEL_GEMV_SHORT_U): the same chunks in the same order a
+    lane, so the same bits (plain outputs, which the switch leaves alone, as well)."""
+    check_gemv_switch_identical("LLAMA_KERNEL_GEMV_SHORT_U", ("", "2", "4"), N, K, (1,), monkeypatch)
+
+
 def check_gemv_pf_kernel(N, K, mode, mask, expect_pf, seed, monkeypatch):
     """LLAMA_KERNEL_GEMV_PF=mask against 0 (the plain loop) for one row: which kernel ran (launch name: the
     next-step-in-flight form where expect_pf), close to the reference, and the same bits."""

@@ -3498,6 +3498,15 @@ static lk_status matmul_impl(const lk_dmat *W, const half *x, int M, int ldx, vo
                 const int u = lu && *lu ? atoi(lu) : 4;
                 if (u == 2 || u == 4 || u == 8) U = u;
             }
+            /* 8 chunks in flight a lane on residual adds of one weight row a warp and rows of at most 64 chunks (1B
+             * o), the form without the next step in flight (gemv_body's PF takes 2 or 4). H200 (NOTES v88, us): o
+             * alone 2.5 (2) / 2.6 (4) / 2.3 (8); batch-1 decode 2,439 / 2,443 / 2,440 tok/s (equal).
+             * LLAMA_KERNEL_GEMV_SHORT_U=2|4|8 (A/B, read every call) sets it */
+            if (RR == 1 && chunks <= 64 && mode == LK_OUT_ADD_F32) {
+                const char *su = getenv("LLAMA_KERNEL_GEMV_SHORT_U");
+                const int u = su && *su ? atoi(su) : 8;
+                if (u == 2 || u == 4 || u == 8) U = u;
+            }
             if (g_tune.rr) RR = pair && g_tune.rr == 1 ? 2 : g_tune.rr;
             if (g_tune.u) U = g_tune.u;
             if (g_tune.s && mode == LK_OUT_ADD_F32 && ws && ws->partial) S = g_tune.s;
