@@ -155,10 +155,10 @@ def test_gemv_x_copy_identical(N, K, monkeypatch):
 
 @pytest.mark.parametrize("K", [3072, 8192, 16384])
 def test_gemv_long_rows_more_in_flight(K, monkeypatch):
-    """One weight row a warp with 2, 4 (default) or 8 chunks in flight a lane on long rows
-    (LLAMA_KERNEL_GEMV_LONG_U): each lane still adds its chunks in the same order, so the same bits, plain and
-    residual-add."""
-    check_gemv_switch_identical("LLAMA_KERNEL_GEMV_LONG_U", ("2", "", "8"), 2048, K, (1,), monkeypatch)
+    """One weight row a warp with 2, 4 or 8 chunks in flight a lane on long rows (LLAMA_KERNEL_GEMV_LONG_U; the
+    default 4, or 2 on residual adds whose warps fit one wave, as these 2,048 rows do): each lane still adds its
+    chunks in the same order, so the same bits, plain and residual-add."""
+    check_gemv_switch_identical("LLAMA_KERNEL_GEMV_LONG_U", ("", "2", "4", "8"), 2048, K, (1,), monkeypatch)
 
 
 @pytest.mark.parametrize("N,K", [(2048, 2048), (1000, 640), (136, 128)])
@@ -196,19 +196,24 @@ def test_gemv_unit_prefetch_identical(N, K, monkeypatch):
     check_gemv_pf_kernel(N, K, 2, "", True, N + K, monkeypatch)
 
 
-@pytest.mark.parametrize("N,K,mode,mask", [(2048, 2048, 1, ""), (2048, 8192, 1, ""), (3072, 3072, 1, "7"),
-                                           (3072, 8192, 0, "7"), (4096, 2048, 2, "7"), (4096, 2048, 2, "")])
-def test_gemv_unit_prefetch_fewer_rows(N, K, mode, mask, monkeypatch):
+@pytest.mark.parametrize("N,K,mode,mask,short_u", [(2048, 2048, 1, "", ""), (2048, 2048, 1, "", "2"),
+                                                   (2048, 8192, 1, "", ""), (3072, 3072, 1, "7", ""),
+                                                   (3072, 8192, 0, "7", ""), (4096, 2048, 2, "7", ""),
+                                                   (4096, 2048, 2, "", "")])
+def test_gemv_unit_prefetch_fewer_rows(N, K, mode, mask, short_u, monkeypatch):
     """The next-step-in-flight loop at 1 and 2 weight rows a warp (LLAMA_KERNEL_GEMV_PF bits 0 / 1; default 5):
     1 row a warp (o, down) takes it only where its grid (N / 8 blocks) is one wave of the PF instance, two
-    blocks an SM at its 90-93 registers (the 3B's o and down, 384 blocks, stay plain on 132 SMs); 2 rows a warp
-    (SwiGLU pairs) only when asked (7). Which kernel ran (launch name), and the same bits as the plain loop
-    (LLAMA_KERNEL_GEMV_PF=0)."""
+    blocks an SM at its 90-93 registers (the 3B's o and down, 384 blocks, stay plain on 132 SMs), and not on
+    residual adds of at most 64 chunks, which keep 8 chunks in flight instead (LLAMA_KERNEL_GEMV_SHORT_U; 2 takes
+    it there); 2 rows a warp (SwiGLU pairs) only when asked (7). Which kernel ran (launch name), and the same bits
+    as the plain loop (LLAMA_KERNEL_GEMV_PF=0)."""
+    monkeypatch.setenv("LLAMA_KERNEL_GEMV_SHORT_U", short_u)
     sms = _C.build_info()["sm_count"]
     enough = 2 * sms * 8  # the launch's one-row choice: the most rows a warp that leave two waves of warps
     units = (lambda r: -(-N // (r // 2))) if mode == 2 else (lambda r: -(-N // r))
     rr = 4 if units(4) >= enough else 2 if mode == 2 or units(2) >= enough else 1
-    expect_pf = -(-N // 8) <= 2 * sms if rr == 1 else mask == "7" if rr == 2 else True
+    short_add = mode == 1 and K // 32 <= 64 and short_u != "2"
+    expect_pf = -(-N // 8) <= 2 * sms and not short_add if rr == 1 else mask == "7" if rr == 2 else True
     check_gemv_pf_kernel(N, K, mode, mask, expect_pf, N + K + mode, monkeypatch)
 
 
@@ -216,9 +221,11 @@ def test_gemv_unit_prefetch_fewer_rows(N, K, mode, mask, monkeypatch):
 def test_gemv_lean_loop_identical(N, K, monkeypatch):
     """The next-step-in-flight GEMV's lean loop (default where each lane has whole chunk steps: 4 weight rows a
     warp at K = 2,048 and 3,072, where N = 10,002 leaves a last unit of 2 rows, and of one SwiGLU pair; 1 row a
-    warp with 4 and 2 chunks a lane at K = 8,192 and 2,048) against the general loop (LLAMA_KERNEL_GEMV_LEAN=0),
+    warp with 4 and 2 chunks a lane at K = 8,192 and 2,048, the residual add at K = 2,048 held to 2 by
+    LLAMA_KERNEL_GEMV_SHORT_U) against the general loop (LLAMA_KERNEL_GEMV_LEAN=0),
     and the 4-rows-a-warp grid cut to one wave (default) against the grid of up to 8 blocks an SM
     (LLAMA_KERNEL_GEMV_PF_WAVE=0): close to the reference, and the same bits, plain, residual-add and SwiGLU."""
+    monkeypatch.setenv("LLAMA_KERNEL_GEMV_SHORT_U", "2")
     rng = np.random.default_rng(N + K)
     qs, p = quant.quantize((rng.standard_normal((N, K)) * 0.02).astype(np.float32))
     x = rng.standard_normal((1, K)).astype(np.float32)

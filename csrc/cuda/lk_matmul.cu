@@ -3495,7 +3495,13 @@ static lk_status matmul_impl(const lk_dmat *W, const half *x, int M, int ldx, vo
              * 882 -> 876. LLAMA_KERNEL_GEMV_LONG_U=2|4|8 (A/B, read every call) sets it */
             if ((RR == 1 || (RR == 2 && half_wave)) && chunks > 64) {
                 const char *lu = getenv("LLAMA_KERNEL_GEMV_LONG_U");
-                const int u = lu && *lu ? atoi(lu) : 4;
+                int u = lu && *lu ? atoi(lu) : 4;
+                /* unless set: residual adds of one weight row a warp whose warps fit one wave of two blocks an SM
+                 * (1B down) keep 2, with the next step in flight (launch_gemv's PF: 4 chunks in flight either way).
+                 * H200 (NOTES v89): 1B batch-1 decode 2,451 / 2,459 -> 2,485 / 2,487 tok/s; down alone (--tune) 4.71
+                 * -> 4.59 us. The 3B's down and o (3,072 warps: no PF) keep 4: 2 there was 8.1 / 4.3 us against
+                 * 6.4 / 3.5 */
+                if (!(lu && *lu) && RR == 1 && mode == LK_OUT_ADD_F32 && n_out <= 2 * sm_count * GEMV_WARPS) u = 2;
                 if (u == 2 || u == 4 || u == 8) U = u;
             }
             /* 8 chunks in flight a lane on residual adds of one weight row a warp and rows of at most 64 chunks (1B
