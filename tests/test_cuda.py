@@ -221,8 +221,8 @@ def test_gemv_unit_prefetch_fewer_rows(N, K, mode, mask, short_u, monkeypatch):
 def test_gemv_lean_loop_identical(N, K, monkeypatch):
     """The next-step-in-flight GEMV's lean loop (default where each lane has whole chunk steps: 4 weight rows a
     warp at K = 2,048 and 3,072, where N = 10,002 leaves a last unit of 2 rows, and of one SwiGLU pair; 1 row a
-    warp with 4 and 2 chunks a lane at K = 8,192 and 2,048, the residual add at K = 2,048 held to 2 by
-    LLAMA_KERNEL_GEMV_SHORT_U) against the general loop (LLAMA_KERNEL_GEMV_LEAN=0),
+    warp with 4 chunks a lane at K = 8,192 (the residual add 2) and 2 at K = 2,048, where the residual add is held to
+    2 by LLAMA_KERNEL_GEMV_SHORT_U) against the general loop (LLAMA_KERNEL_GEMV_LEAN=0),
     and the 4-rows-a-warp grid cut to one wave (default) against the grid of up to 8 blocks an SM
     (LLAMA_KERNEL_GEMV_PF_WAVE=0): close to the reference, and the same bits, plain, residual-add and SwiGLU."""
     monkeypatch.setenv("LLAMA_KERNEL_GEMV_SHORT_U", "2")
