@@ -5,7 +5,8 @@ register-A matmul); one engine each, greedy, CUDA graphs on, B random 32-token p
 second of two identical runs (the first captures the graphs). --fresh runs each entry in its own process
 (for switches the library reads once per process, e.g. LLAMA_KERNEL_ATTN_CHUNK or LLAMA_KERNEL_ATTN_DECODE).
 An entry with "=" in it sets variables by name instead, several joined by "+": --order "A=0+B=0,A=1+B=0,A=0+B=1"
-(a name given no value, "A=", is set to the empty string: the library's default)."""
+(a name given no value, "A=", is set to the empty string: the library's default). A variable an earlier entry set
+and this one does not name goes back to its value before the run, so "A=1,B=1" measures A and B one at a time."""
 import argparse
 import os
 import sys
@@ -43,8 +44,18 @@ if a.fresh:
     sys.exit(0)
 rng = np.random.default_rng(a.batch)
 prompts = [rng.integers(1000, 30000, 32).tolist() for _ in range(a.batch)]
+before = {}  # the variables the entries set, as they were before the run (None: unset)
 for v in a.order.split(","):
-    os.environ.update(settings(v))
+    env = settings(v)
+    for k, old in before.items():
+        if k not in env:
+            if old is None:
+                os.environ.pop(k, None)
+            else:
+                os.environ[k] = old
+    for k in env:
+        before.setdefault(k, os.environ.get(k))
+    os.environ.update(env)
     m = LlamaInference(a.model, device="cuda", max_seq_len=2048, batch_size=a.batch, verbose=False)
     rates = []
     for _ in range(2):
