@@ -3501,7 +3501,7 @@ static lk_status matmul_impl(const lk_dmat *W, const half *x, int M, int ldx, vo
                  * H200 (NOTES v89): 1B batch-1 decode 2,451 / 2,459 -> 2,485 / 2,487 tok/s; down alone (--tune) 4.71
                  * -> 4.59 us. The 3B's down and o (3,072 warps: no PF) keep 4: 2 there was 8.1 / 4.3 us against
                  * 6.4 / 3.5 */
-                if (!(lu && *lu) && RR == 1 && mode == LK_OUT_ADD_F32 && n_out <= 2 * sm_count * GEMV_WARPS) u = 2;
+                if (!(lu && *lu) && RR == 1 && mode == LK_OUT_ADD_F32 && n_out <= enough) u = 2;
                 if (u == 2 || u == 4 || u == 8) U = u;
             }
             /* 8 chunks in flight a lane on residual adds of one weight row a warp and rows of at most 64 chunks (1B
