@@ -376,6 +376,25 @@ def test_tiled_duo_units(K, monkeypatch):
             assert R.rel_err(y, mm_ref(x, qs, p, mode, y0)) < 5e-3, (N2, K2, M, mode)
 
 
+@pytest.mark.parametrize("K", [2048, 3072])
+def test_tiled_three_blocks(K, monkeypatch):
+    """Plain one-block units of the tiled small-batch kernel whose 8-warp blocks would need a second round at two
+    blocks an SM (N gives between 2 and 3 units an SM on this card, as the 3B's qkv at 9-16 rows on 132 SMs): by
+    default three blocks an SM in one round (80 registers), the same bits as two rounds (LLAMA_KERNEL_TILED_THREE=0)
+    and the reference's, at 2, 9 and 16 rows, plain, residual-add and fp16 outputs."""
+    sms = _C.build_info()["sm_count"]
+    N = 16 * (2 * sms + sms // 2 + 3)
+    for qs, p, M, mode, x, y0 in tiled_wide_cases(N, K, K + 79, monkeypatch):
+        ys = []
+        for v, want in (("", "k_gemv_tiled (three blocks an SM)"), ("0", "k_gemv_tiled")):
+            monkeypatch.setenv("LLAMA_KERNEL_TILED_THREE", v)
+            y, _, kernel = _C.cuda_matmul(x, qs, p, mode=mode, variant=0, y=y0, kernel=True)
+            assert kernel == want, (M, mode, v, kernel)
+            ys.append(y)
+        assert np.array_equal(ys[0], ys[1]), (M, mode)
+        assert wide_rel_err(ys[0], x, qs, p, mode, y0) < 5e-3, (M, mode)
+
+
 def test_engine_tiled_early_identical(ckpt_1b_2layers, monkeypatch):
     """The same switch in an engine of 4 sequences (every matrix tiled; rotary, SwiGLU and residual-add
     epilogues, graphs off and on): "0", the default and "1" give the same tokens and logits."""

@@ -921,8 +921,8 @@ __device__ __forceinline__ void tiled_epilogue(const float (&acc)[NB][NT][4], co
     (void)N;
 }
 
-template <int NT, bool PAIR, int G, int NW, bool DUO = false>
-__global__ void __launch_bounds__(NW * 32, NW > 8 || NT * (PAIR || DUO ? 2 : 1) >= 8 ? 1 : 2)
+template <int NT, bool PAIR, int G, int NW, bool DUO = false, int MINB = 0>
+__global__ void __launch_bounds__(NW * 32, MINB ? MINB : NW > 8 || NT * (PAIR || DUO ? 2 : 1) >= 8 ? 1 : 2)
     k_gemv_tiled(const uint4 *__restrict__ W, const half2 *__restrict__ P, const half *__restrict__ x, int ldx, int M,
                  int K, int N, int n_out, int hidden, void *out, int ldo, int mode, int WK, float *__restrict__ partial,
                  int *__restrict__ counters, lk_rope_epi re, int early) {
@@ -3282,11 +3282,25 @@ static lk_status launch_gemv_tiled(const lk_dmat *W, const half *x, int M, int l
      * 22,924 / 22,884 (1) -> 23,713 / 23,178 tok/s (3) */
     const char *ee = getenv("LLAMA_KERNEL_TILED_EARLY");
     const int early = ee && *ee ? atoi(ee) & 3 : 3;
-#define TG_LAUNCH(GG, NWT)                                                                                          \
-    LAUNCH(DUO ? "k_gemv_tiled (two row blocks a unit)" : "k_gemv_tiled", (k_gemv_tiled<NT, PAIR, GG, NWT, DUO>),     \
+#define TG_LAUNCH_B(GG, NWT, MB)                                                                                    \
+    LAUNCH(MB ? "k_gemv_tiled (three blocks an SM)" : DUO ? "k_gemv_tiled (two row blocks a unit)" : "k_gemv_tiled",   \
+           (k_gemv_tiled<NT, PAIR, GG, NWT, DUO, MB>),                                                                 \
            grid, dim3(NWT * 32), 0, st, (const uint4 *)W->w,                                                          \
            W->p, x, ldx, M, W->K, N, n_out, hidden, out, ldo, add_mode(mode), WK, ws ? ws->tg_partial : (float *)NULL,        \
            ws ? ws->tg_counters : (int *)NULL, re, early)
+#define TG_LAUNCH(GG, NWT) TG_LAUNCH_B(GG, NWT, 0)
+    /* plain one-block units, a block's 8 warps on one unit, whose blocks would need a second round at two an SM
+     * (the 3B's qkv as a plain matmul at 1-16 rows: 320 blocks for 264 places on 132 SMs) run bounded to 80
+     * registers, three blocks an SM, in one round. LLAMA_KERNEL_TILED_THREE=0 (A/B; read every call) keeps two
+     * rounds */
+    if constexpr (NT <= 2 && !PAIR && !DUO) {
+        const char *te = getenv("LLAMA_KERNEL_TILED_THREE");
+        if (WK == TG_WARPS && S == 1 && gx > cap && gx <= 3 * sm_count && !(te && te[0] == '0')) {
+            grid.x = gx;
+            TG_LAUNCH_B(1, TG_WARPS, 3);
+            return LK_OK;
+        }
+    }
     /* two groups per step only where the registers allow it (one-block units, up to 16 rows) */
     if constexpr (NT <= 2 && !DUO) {
         if (NWB > TG_WARPS) {
@@ -3299,6 +3313,7 @@ static lk_status launch_gemv_tiled(const lk_dmat *W, const half *x, int M, int l
     else if (g_tune_tiled.g == 1) TG_LAUNCH(1, TG_WARPS);
     else TG_LAUNCH(TG_GROUPS_1, TG_WARPS);
 #undef TG_LAUNCH
+#undef TG_LAUNCH_B
     return LK_OK;
 }
 
