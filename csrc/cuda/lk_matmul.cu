@@ -3264,6 +3264,14 @@ static lk_status launch_gemv_tiled(const lk_dmat *W, const half *x, int M, int l
      * -> 10.3 us at 16 rows, 39.4 -> 36.7 at 64; on the short-K or wider matrices it lost (qkv 5.3
      * -> 7.0, o 3B 8.6 -> 11.1, down 3B 13.5 -> 16.7), so only here */
     if (NT <= 2 && !DUO && units <= sm_count && groups >= 64 && tiled_wide_blocks()) WK = 16;
+    /* the same for rotary / SwiGLU pairs with few units (the 1B qkv's rotary pairs at 2-16 rows: 96 units) down to
+     * one group a warp. H200 (NOTES v92, decode_ab, 8-warp / 16-warp alternated): batch 16 23,917 -> 24,069 tok/s
+     * (4 of 4), batch 8 +1% (2 of 2), batch 4 7,796 -> 7,907 (3 of 3). LLAMA_KERNEL_TILED_PAIR16=0 (A/B; read every
+     * call) keeps 8-warp blocks there */
+    if (PAIR && NT <= 2 && units <= sm_count && groups >= 16 && tiled_wide_blocks()) {
+        const char *pe = getenv("LLAMA_KERNEL_TILED_PAIR16");
+        if (!(pe && pe[0] == '0')) WK = 16;
+    }
     if (g_tune_tiled.wk) {
         WK = (NT <= 2 && !DUO) || g_tune_tiled.wk <= TG_WARPS ? g_tune_tiled.wk : TG_WARPS;
         S = g_tune_tiled.s && ws && ws->tg_partial &&
