@@ -3246,7 +3246,7 @@ static bool tiled_duo(int N, int sm_count);
 template <int NT, bool PAIR, bool DUO = false>
 static lk_status launch_gemv_tiled(const lk_dmat *W, const half *x, int M, int ldx, void *out, int ldo, int mode,
                                    int n_out, int hidden, const lk_mm_ws *ws, int sm_count, const lk_rope_epi &re,
-                                   cudaStream_t st) {
+                                   int m_all, cudaStream_t st) {
     const int N = W->N, groups = W->K / 128;
     const int units = DUO ? N / 32 : !PAIR ? lk_cdiv(N, 16) : mode == LK_OUT_SWIGLU_F16 ? lk_cdiv(n_out, 16) : N / 32;
     if (((uintptr_t)x % 16) || ldx % 8)
@@ -3265,10 +3265,11 @@ static lk_status launch_gemv_tiled(const lk_dmat *W, const half *x, int M, int l
      * -> 7.0, o 3B 8.6 -> 11.1, down 3B 13.5 -> 16.7), so only here */
     if (NT <= 2 && !DUO && units <= sm_count && groups >= 64 && tiled_wide_blocks()) WK = 16;
     /* the same for rotary / SwiGLU pairs with few units (the 1B qkv's rotary pairs at 2-16 rows: 96 units) down to
-     * one group a warp. H200 (NOTES v92, decode_ab, 8-warp / 16-warp alternated): batch 16 23,917 -> 24,069 tok/s
-     * (4 of 4), batch 8 +1% (2 of 2), batch 4 7,796 -> 7,907 (3 of 3). LLAMA_KERNEL_TILED_PAIR16=0 (A/B; read every
-     * call) keeps 8-warp blocks there */
-    if (PAIR && NT <= 2 && units <= sm_count && groups >= 16 && tiled_wide_blocks()) {
+     * one group a warp, where the whole matmul is one launch of at most 16 rows (m_all: the rows of every slice).
+     * H200 (NOTES v92, decode_ab, 8-warp / 16-warp alternated): batch 16 23,917 -> 24,069 tok/s (4 of 4), batch 8
+     * +1% (2 of 2), batch 4 7,796 -> 7,907 (3 of 3); batch 64 (four 16-row slices) 50,490 -> 50,134 (2 of 2), hence
+     * one launch only. LLAMA_KERNEL_TILED_PAIR16=0 (A/B; read every call) keeps 8-warp blocks there */
+    if (PAIR && NT <= 2 && m_all <= 16 && units <= sm_count && groups >= 16 && tiled_wide_blocks()) {
         const char *pe = getenv("LLAMA_KERNEL_TILED_PAIR16");
         if (!(pe && pe[0] == '0')) WK = 16;
     }
@@ -3431,7 +3432,7 @@ static lk_status matmul_impl(const lk_dmat *W, const half *x, int M, int ldx, vo
                 lk_rope_epi rm;
                 void *om = out_slice(mode, out, ldo, re, m0, &rm);
                 const bool duo = !pair && mm <= 16 && tiled_duo(W->N, sm_count);
-#define TG_ARGS W, xm, mm, ldx, om, ldo, mode, n_out, hidden, ws, sm_count, rm, st
+#define TG_ARGS W, xm, mm, ldx, om, ldo, mode, n_out, hidden, ws, sm_count, rm, M, st
 #define TG_CALL(NT)                                             \
     (pair  ? launch_gemv_tiled<NT, true>(TG_ARGS)               \
      : duo ? launch_gemv_tiled<NT, false, true>(TG_ARGS)        \
