@@ -3300,11 +3300,11 @@ static lk_status launch_gemv_tiled(const lk_dmat *W, const half *x, int M, int l
 #define TG_LAUNCH(GG, NWT) TG_LAUNCH_B(GG, NWT, 0)
     /* plain one-block units, a block's 8 warps on one unit, whose blocks would need a second round at two an SM
      * (the 3B's qkv as a plain matmul at 1-16 rows: 320 blocks for 264 places on 132 SMs) run bounded to 80
-     * registers, three blocks an SM, in one round. LLAMA_KERNEL_TILED_THREE=0 (A/B; read every call) keeps two
-     * rounds */
+     * registers, three blocks an SM, in one round (not while bench_matmul.py --tune-tiled forces a configuration).
+     * LLAMA_KERNEL_TILED_THREE=0 (A/B; read every call) keeps two rounds */
     if constexpr (NT <= 2 && !PAIR && !DUO) {
         const char *te = getenv("LLAMA_KERNEL_TILED_THREE");
-        if (WK == TG_WARPS && S == 1 && gx > cap && gx <= 3 * sm_count && !(te && te[0] == '0')) {
+        if (!g_tune_tiled.wk && WK == TG_WARPS && gx > cap && gx <= 3 * sm_count && !(te && te[0] == '0')) {
             grid.x = gx;
             TG_LAUNCH_B(1, TG_WARPS, 3);
             return LK_OK;
