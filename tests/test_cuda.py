@@ -336,6 +336,21 @@ def wide_rel_err(y, x, qs, p, mode, y0):
     return R.rel_err(y[:, sel].astype(np.float64), ref)
 
 
+def check_tiled_form_switch(N, K, seed, env, form, monkeypatch):
+    """The tiled small-batch kernel on a random N x K matrix at 2, 9 and 16 rows, plain, residual-add and fp16
+    outputs: with env unset the kernel form `form` runs, with env=0 the plain `k_gemv_tiled`, the same bits both ways
+    and the reference's (checked on 1,024 rows at each end)."""
+    for qs, p, M, mode, x, y0 in tiled_wide_cases(N, K, seed, monkeypatch):
+        ys = []
+        for v, want in (("", form), ("0", "k_gemv_tiled")):
+            monkeypatch.setenv(env, v)
+            y, _, kernel = _C.cuda_matmul(x, qs, p, mode=mode, variant=0, y=y0, kernel=True)
+            assert kernel == want, (env, M, mode, v, kernel)
+            ys.append(y)
+        assert np.array_equal(ys[0], ys[1]), (env, M, mode)
+        assert wide_rel_err(ys[0], x, qs, p, mode, y0) < 5e-3, (env, M, mode)
+
+
 @pytest.mark.parametrize("K", [2048, 3072])
 def test_tiled_wide_matrix_several_units(K, monkeypatch):
     """A matrix as wide as an LM head at 2-16 rows on the tiled small-batch kernel: each warp runs the whole K of
@@ -359,15 +374,7 @@ def test_tiled_duo_units(K, monkeypatch):
     split over the block's warps, the reference's."""
     sms = _C.build_info()["sm_count"]
     N = 32 * (2 * 8 * sms + 8 * sms // 3 + 5)
-    for qs, p, M, mode, x, y0 in tiled_wide_cases(N, K, K + 78, monkeypatch):
-        ys = []
-        for v, want in (("", "k_gemv_tiled (two row blocks a unit)"), ("0", "k_gemv_tiled")):
-            monkeypatch.setenv("LLAMA_KERNEL_TILED_DUO", v)
-            y, _, kernel = _C.cuda_matmul(x, qs, p, mode=mode, variant=0, y=y0, kernel=True)
-            assert kernel == want, (M, mode, v, kernel)
-            ys.append(y)
-        assert np.array_equal(ys[0], ys[1]), (M, mode)
-        assert wide_rel_err(ys[0], x, qs, p, mode, y0) < 5e-3, (M, mode)
+    check_tiled_form_switch(N, K, K + 78, "LLAMA_KERNEL_TILED_DUO", "k_gemv_tiled (two row blocks a unit)", monkeypatch)
     monkeypatch.setenv("LLAMA_KERNEL_TILED_DUO", "2")
     for N2, K2 in ((1056, 640), (2048, 8192), (64, 128)):
         for qs, p, M, mode, x, y0 in tiled_wide_cases(N2, K2, N2 + K2 + K, monkeypatch):
@@ -384,15 +391,7 @@ def test_tiled_three_blocks(K, monkeypatch):
     and the reference's, at 2, 9 and 16 rows, plain, residual-add and fp16 outputs."""
     sms = _C.build_info()["sm_count"]
     N = 16 * (2 * sms + sms // 2 + 3)
-    for qs, p, M, mode, x, y0 in tiled_wide_cases(N, K, K + 79, monkeypatch):
-        ys = []
-        for v, want in (("", "k_gemv_tiled (three blocks an SM)"), ("0", "k_gemv_tiled")):
-            monkeypatch.setenv("LLAMA_KERNEL_TILED_THREE", v)
-            y, _, kernel = _C.cuda_matmul(x, qs, p, mode=mode, variant=0, y=y0, kernel=True)
-            assert kernel == want, (M, mode, v, kernel)
-            ys.append(y)
-        assert np.array_equal(ys[0], ys[1]), (M, mode)
-        assert wide_rel_err(ys[0], x, qs, p, mode, y0) < 5e-3, (M, mode)
+    check_tiled_form_switch(N, K, K + 79, "LLAMA_KERNEL_TILED_THREE", "k_gemv_tiled (three blocks an SM)", monkeypatch)
 
 
 def test_engine_tiled_early_identical(ckpt_1b_2layers, monkeypatch):
